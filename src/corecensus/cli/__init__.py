@@ -1,0 +1,1 @@
+"""The command line: the only reader of the environment and config files; thin subcommands."""

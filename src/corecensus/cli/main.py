@@ -1,0 +1,57 @@
+"""``corecensus`` entry point: a Click group whose subcommands are imported only when used, so
+``corecensus screen`` never pays for drgn and ``corecensus --help`` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+import click
+
+from corecensus import __version__
+
+# name -> "module:attribute"; one line per subcommand, each in a module of its own.
+SUBCOMMANDS: dict[str, str] = {
+    "inspect": "corecensus.cli.inspect_cmd:inspect",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="corecensus")
+def cli() -> None:
+    """Find the causes of rare crashes across a fleet's core dumps; screen CPUs for SDC."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status instead of exiting (testable)."""
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else sys.argv[1:], standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    raise SystemExit(main())
