@@ -164,7 +164,9 @@ class Anomaly:
 class CrashRecord:
     """Everything corecensus extracted from one core dump, plus its metadata.
 
-    ``core_id`` is a content hash of the core's head (the bytes that were parsed) and identifies
+    ``effective_address`` is the address the faulting instruction computed from the saved
+    registers (decoded with capstone); it recovers the real address of a non-canonical fault, for
+    which the kernel reports 0. ``core_id`` is a content hash of the core's head (the bytes that were parsed) and identifies
     the crash for idempotent ingest. ``metadata`` holds systemd-coredump / corecensus fields
     (``COREDUMP_HOSTNAME``, ``CORECENSUS_CPU``, ...) as strings; unknown fields are kept.
     """
@@ -183,6 +185,8 @@ class CrashRecord:
     si_code: int | None = None
     si_code_name: str | None = None
     fault_address: int | None = None
+    effective_address: int | None = None
+    instruction: str | None = None
     crashed_tid: int | None = None
     threads: int = 0
     registers: Mapping[str, int] = field(default_factory=dict)
@@ -217,6 +221,8 @@ class CrashRecord:
             "si_code": self.si_code,
             "si_code_name": self.si_code_name,
             "fault_address": self.fault_address,
+            "effective_address": self.effective_address,
+            "instruction": self.instruction,
             "crashed_tid": self.crashed_tid,
             "threads": self.threads,
             "cpu": self.cpu,
@@ -249,6 +255,8 @@ class CrashRecord:
             si_code=obj.get("si_code"),
             si_code_name=obj.get("si_code_name"),
             fault_address=obj.get("fault_address"),
+            effective_address=obj.get("effective_address"),
+            instruction=obj.get("instruction"),
             crashed_tid=obj.get("crashed_tid"),
             threads=obj.get("threads", 0),
             cpu=obj.get("cpu"),

@@ -1,0 +1,167 @@
+"""Finding the binaries a core refers to: build-ids, ``--binaries`` directories, local files.
+
+A core names its mapped files by path (NT_FILE) and, through the first page of each mapped ELF
+that the kernel dumps, by GNU build-id. A file on this machine is used for a mapping only when its
+build-id matches (a host's ``/usr/lib/libc.so.6`` is rarely the one that crashed elsewhere).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from corecensus.coredump.notes import FileMapping
+
+__all__ = ["BinaryResolver", "build_id_from_image", "build_id_of_file"]
+
+NT_GNU_BUILD_ID = 3
+PT_NOTE = 4
+# Walk at most this many files per --binaries directory (a mistaken `--binaries /` stays cheap).
+MAX_INDEX_FILES = 20000
+MAX_BUILD_ID_NOTE = 1 << 16
+
+Reader = Callable[[int, int], bytes | None]
+
+
+def build_id_from_image(read: Reader, base: int) -> str | None:
+    """Build-id of an ELF image whose bytes at file offset ``o`` are ``read(base + o, n)``."""
+    ident = read(base, 64)
+    if ident is None or len(ident) < 52 or not ident.startswith(b"\x7fELF"):
+        return None
+    is_64 = ident[4] == 2
+    e = "<" if ident[5] == 1 else ">"
+    if is_64:
+        phoff, phentsize, phnum = (
+            struct.unpack_from(e + "Q", ident, 32)[0],
+            *struct.unpack_from(e + "HH", ident, 54),
+        )
+    else:
+        phoff, phentsize, phnum = (
+            struct.unpack_from(e + "I", ident, 28)[0],
+            *struct.unpack_from(e + "HH", ident, 42),
+        )
+    if phentsize not in (32, 56) or phnum == 0 or phnum > 256:
+        return None
+    table = read(base + phoff, phentsize * phnum)
+    if table is None:
+        return None
+    for i in range(len(table) // phentsize):
+        if is_64:
+            ptype, _fl, off, _va, _pa, filesz = struct.unpack_from(e + "IIQQQQ", table, i * phentsize)
+        else:
+            ptype, off, _va, _pa, filesz = struct.unpack_from(e + "IIIII", table, i * phentsize)
+        if ptype != PT_NOTE or filesz > MAX_BUILD_ID_NOTE:
+            continue
+        data = read(base + off, filesz)
+        if data is None:
+            continue
+        found = _scan_build_id(data, e)
+        if found:
+            return found
+    return None
+
+
+def _scan_build_id(data: bytes, e: str) -> str | None:
+    pos = 0
+    while pos + 12 <= len(data):
+        namesz, descsz, ntype = struct.unpack_from(e + "III", data, pos)
+        name_start = pos + 12
+        desc_start = name_start + ((namesz + 3) & ~3)
+        desc_end = desc_start + descsz
+        if desc_end > len(data):
+            return None
+        if ntype == NT_GNU_BUILD_ID and data[name_start : name_start + namesz].rstrip(b"\0") == b"GNU":
+            return data[desc_start:desc_end].hex()
+        pos = (desc_end + 3) & ~3
+    return None
+
+
+def build_id_of_file(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+
+            def read(off: int, n: int) -> bytes | None:
+                fh.seek(off)
+                data = fh.read(n)
+                return data if len(data) == n else None
+
+            return build_id_from_image(read, 0)
+    except OSError:
+        return None
+
+
+class BinaryResolver:
+    """Maps (path, build-id) of a mapped file to a readable local copy, with an mmap cache."""
+
+    def __init__(self, binaries: Iterable[Path] = ()) -> None:
+        self._dirs = [Path(d) for d in binaries]
+        self._index: dict[str, Path] | None = None
+        self._maps: dict[Path, mmap.mmap | None] = {}
+        self.build_ids: dict[str, str | None] = {}  # mapping path -> build-id from the core
+
+    def _build_index(self) -> dict[str, Path]:
+        index: dict[str, Path] = {}
+        seen = 0
+        for d in self._dirs:
+            for root, _dirs, files in os.walk(d):
+                for name in files:
+                    seen += 1
+                    if seen > MAX_INDEX_FILES:
+                        return index
+                    p = Path(root) / name
+                    bid = build_id_of_file(p)
+                    if bid:
+                        index.setdefault(bid, p)
+                # debuginfod-style trees (.build-id/ab/cdef.debug) are found by the walk too.
+        return index
+
+    def by_build_id(self, build_id: str) -> Path | None:
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index.get(build_id)
+
+    def local_file(self, path: str, build_id: str | None) -> Path | None:
+        """The local copy to read for a mapped file, or None if no trustworthy copy exists."""
+        if build_id:
+            found = self.by_build_id(build_id)
+            if found is not None:
+                return found
+        p = Path(path)
+        if not p.is_absolute() or not p.is_file():
+            return None
+        if build_id is not None and build_id_of_file(p) != build_id:
+            return None
+        if build_id is None and self._dirs:
+            # Prefer a same-named file from --binaries when the core gave no build-id.
+            for d in self._dirs:
+                cand = d / p.name
+                if cand.is_file():
+                    return cand
+        return p
+
+    def _mmap(self, p: Path) -> mmap.mmap | None:
+        if p not in self._maps:
+            try:
+                with open(p, "rb") as fh:
+                    self._maps[p] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                self._maps[p] = None
+        return self._maps[p]
+
+    def read_mapping(self, mapping: FileMapping, file_offset: int, size: int) -> bytes | None:
+        p = self.local_file(mapping.path, self.build_ids.get(mapping.path))
+        if p is None:
+            return None
+        m = self._mmap(p)
+        if m is None or file_offset + size > len(m):
+            return None
+        return m[file_offset : file_offset + size]
+
+    def close(self) -> None:
+        for m in self._maps.values():
+            if m is not None:
+                m.close()
+        self._maps.clear()

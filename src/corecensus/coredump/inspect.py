@@ -1,0 +1,236 @@
+"""One core in, one :class:`~corecensus.model.CrashRecord` out: the forensics pipeline.
+
+``inspect_core`` never raises for a bad core: what could not be read becomes ``errors`` and a
+``partial`` or ``unparsed`` status, so a batch never loses its other records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from corecensus.coredump.anomalies import detect_anomalies
+from corecensus.coredump.binaries import BinaryResolver
+from corecensus.coredump.notes import AT_EXECFN
+from corecensus.coredump.parse import ParsedCore, parse_core
+from corecensus.coredump.source import DEFAULT_MAX_STREAM_BYTES, open_core
+from corecensus.coredump.stackwindow import RawStackWord, scan_stack
+from corecensus.errors import CoreError
+from corecensus.model import CrashRecord, Frame, MappedFile, ParseStatus, SignalFrame, StackWord
+
+__all__ = ["inspect_core"]
+
+MAX_RECOVERED_FRAMES = 16
+
+
+def inspect_core(
+    path: str | Path,
+    *,
+    head_bytes: int | None = None,
+    binaries: Sequence[str | Path] = (),
+    symbolize: bool = True,
+    metadata: Mapping[str, str] | None = None,
+    stdin: BinaryIO | None = None,
+    max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
+) -> CrashRecord:
+    """Parse a core dump (plain, zstd, lz4, xz; ``-`` for stdin) into a crash record.
+
+    ``symbolize=False`` is the fast register-and-anomaly pass (no drgn): frames are then the pc
+    and the return addresses recovered from the stack, named from module+offset only.
+    """
+    meta = dict(metadata or {})
+    name = str(path)
+    try:
+        src = open_core(path, head_bytes=head_bytes, max_stream_bytes=max_stream_bytes, stdin=stdin)
+    except CoreError as exc:
+        return _unparsed(name, str(exc), meta)
+    resolver = BinaryResolver([Path(b) for b in binaries])
+    try:
+        try:
+            parsed = parse_core(src, resolver)
+        except CoreError as exc:
+            head = src.pread(0, 4096)
+            return _unparsed(name, str(exc), meta, head)
+        return _record(parsed, name, [Path(b) for b in binaries], symbolize, meta)
+    except CoreError as exc:
+        # Reads past the first pass (e.g. a stream that turns corrupt) still leave a record.
+        return _unparsed(name, str(exc), meta)
+    finally:
+        resolver.close()
+        src.close()
+
+
+def _unparsed(name: str, reason: str, meta: dict[str, str], head: bytes = b"") -> CrashRecord:
+    digest = hashlib.sha256(head or name.encode()).hexdigest()[:32]
+    return CrashRecord(
+        core_id=digest, status=ParseStatus.UNPARSED, errors=(reason,), source=name, metadata=meta
+    )
+
+
+def _record(
+    p: ParsedCore, name: str, binaries: list[Path], symbolize: bool, meta: dict[str, str]
+) -> CrashRecord:
+    errors = list(p.errors)
+    ctx = detect_anomalies(p)
+    errors.extend(ctx.notes)
+    words, sigframes, problem = scan_stack(p)
+    if problem:
+        errors.append(problem)
+
+    modules = p.modules
+    frames: list[Frame]
+    names: dict[int, str | None] = {}
+    unwound = False
+    if symbolize and p.crashed is not None:
+        from corecensus.coredump.symbolize import Symbolizer
+
+        with Symbolizer(p, binaries) as sym:
+            errors.extend(sym.errors)
+            if problem is None:
+                stack = sym.unwind()
+                frames = [_frame(pc, fn, modules) for pc, fn in stack.frames]
+                unwound = stack.unwound
+                if stack.stopped_reason:
+                    errors.append(stack.stopped_reason)
+            else:
+                # Without the stack there is nothing to unwind; name the pc alone.
+                pc = p.pc or 0
+                frames = [_frame(pc, sym.symbol_name(pc), modules)] if p.pc is not None else []
+            for w in words:
+                names.setdefault(w.address, sym.symbol_name(w.address))
+            for s in sigframes:
+                names.setdefault(s.interrupted_pc, sym.symbol_name(s.interrupted_pc))
+            frames = _recover(p, frames, words, modules, names)
+    else:
+        pc = p.pc
+        frames = [_frame(pc, None, modules)] if pc is not None else []
+        frames = _recover(p, frames, words, modules, names, force=True)
+
+    stack_window = tuple(
+        StackWord(
+            offset=w.offset,
+            address=w.address,
+            function=names.get(w.address),
+            module=_module_name(w.address, modules),
+            module_offset=_module_offset(w.address, modules),
+            after_call=w.after_call,
+        )
+        for w in words
+    )
+    signal_frames = tuple(
+        SignalFrame(s.offset, s.interrupted_pc, names.get(s.interrupted_pc), s.interrupted_sp, s.signal)
+        for s in sigframes
+    )
+    status = ParseStatus.OK
+    if p.crashed is None or p.arch is None:
+        status = ParseStatus.PARTIAL
+    elif symbolize and not unwound:
+        status = ParseStatus.PARTIAL
+    if p.space.truncated or any("truncated" in e for e in p.errors):
+        status = ParseStatus.PARTIAL
+    if problem:
+        status = ParseStatus.PARTIAL
+    t = p.crashed
+    exe = meta.get("COREDUMP_EXE") or _exe(p)
+    return CrashRecord(
+        core_id=p.head_digest,
+        status=status,
+        errors=tuple(dict.fromkeys(errors)),
+        source=name,
+        writer=p.writer,
+        arch=p.arch_name,
+        pid=(p.prpsinfo.pid if p.prpsinfo and p.prpsinfo.pid else (t.pid if t else None)),
+        comm=p.prpsinfo.fname if p.prpsinfo else meta.get("COREDUMP_COMM"),
+        exe=exe,
+        cmdline=p.prpsinfo.psargs if p.prpsinfo else meta.get("COREDUMP_CMDLINE"),
+        signal=p.signal,
+        signal_name=p.signal_name,
+        si_code=p.si_code,
+        si_code_name=p.si_code_name,
+        fault_address=p.fault_address,
+        effective_address=ctx.effective_address,
+        instruction=ctx.facts.get("instruction"),
+        crashed_tid=t.pid if t else None,
+        threads=len(p.threads),
+        registers=dict(t.registers) if t else {},
+        modules=tuple(modules),
+        frames=tuple(frames),
+        anomalies=tuple(ctx.found),
+        stack_window=stack_window,
+        signal_frames=signal_frames,
+        cpu=_int_or_none(meta.get("CORECENSUS_CPU")),
+        metadata=meta,
+    )
+
+
+def _int_or_none(v: str | None) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def _exe(p: ParsedCore) -> str | None:
+    execfn = p.auxv.get(AT_EXECFN)
+    if execfn:
+        s = p.space.read_cstring(execfn)
+        if s:
+            return s
+    # The executable is the file mapped at AT_PHDR's page, else the first mapped file.
+    return p.files[0].path if p.files else None
+
+
+def _find_module(addr: int, modules: Sequence[MappedFile]) -> MappedFile | None:
+    for m in modules:
+        if m.base <= addr < m.end:
+            return m
+    return None
+
+
+def _module_name(addr: int, modules: Sequence[MappedFile]) -> str | None:
+    m = _find_module(addr, modules)
+    return m.path if m else None
+
+
+def _module_offset(addr: int, modules: Sequence[MappedFile]) -> int | None:
+    m = _find_module(addr, modules)
+    return addr - m.base if m else None
+
+
+def _frame(pc: int, function: str | None, modules: Sequence[MappedFile], recovered: bool = False) -> Frame:
+    m = _find_module(pc, modules)
+    return Frame(
+        pc=pc,
+        function=function,
+        module=m.path if m else None,
+        offset=pc - m.base if m else None,
+        build_id=m.build_id if m else None,
+        recovered=recovered,
+    )
+
+
+def _recover(
+    p: ParsedCore,
+    frames: list[Frame],
+    words: list[RawStackWord],
+    modules: Sequence[MappedFile],
+    names: dict[int, str | None],
+    force: bool = False,
+) -> list[Frame]:
+    """When unwinding stopped at a bad pc, add the callers found in the live stack."""
+    pc = p.pc
+    bad = pc is not None and (pc == 0 or not p.space.is_executable(pc))
+    if not (force or bad or len(frames) <= 1):
+        return frames
+    known = {f.pc for f in frames}
+    out = list(frames)
+    for w in words:
+        if w.offset < 0 or not w.after_call or w.address in known:
+            continue
+        out.append(_frame(w.address, names.get(w.address), modules, recovered=True))
+        known.add(w.address)
+        if len(out) >= MAX_RECOVERED_FRAMES + len(frames):
+            break
+    return out

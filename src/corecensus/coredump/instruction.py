@@ -1,0 +1,151 @@
+"""Decoding instructions at the crash with capstone: memory operands, calls, signal trampolines.
+
+x86-64 gets the full treatment (effective addresses of the faulting instruction, including
+implicit stack accesses); aarch64 gets call-site recognition so stack scanning works there too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import capstone
+from capstone import x86 as cs_x86
+
+from corecensus.coredump.memory import AddressSpace
+
+__all__ = [
+    "MemoryAccess",
+    "call_before",
+    "decode",
+    "effective_accesses",
+    "is_restore_rt",
+    "register_value",
+]
+
+# glibc's x86-64 __restore_rt (sysdeps/unix/sysv/linux/x86_64/libc_sigaction.c):
+#   mov $__NR_rt_sigreturn (15), %rax ; syscall
+RESTORE_RT_X86_64 = bytes.fromhex("48c7c00f0000000f05")
+# x86 call encodings are 2 (call *%rax) to 7 bytes (call *disp32(%rip)), plus prefixes.
+_MAX_CALL_LEN = 9
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryAccess:
+    address: int
+    size: int
+    text: str
+    implicit: bool = False
+
+
+@lru_cache(maxsize=4)
+def _cs(arch: str) -> Any:
+    if arch == "x86_64":
+        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    elif arch == "aarch64":
+        md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+    else:
+        raise ValueError(arch)
+    md.detail = True
+    return md
+
+
+def decode(code: bytes, address: int, arch: str = "x86_64") -> Any | None:
+    """The first instruction in ``code`` (located at ``address``), or None if undecodable."""
+    try:
+        return next(_cs(arch).disasm(code, address, count=1), None)
+    except (capstone.CsError, ValueError):
+        return None
+
+
+_X86_REG_NAMES = {
+    "rip": "rip", "rsp": "rsp", "rbp": "rbp", "rax": "rax", "rbx": "rbx", "rcx": "rcx",
+    "rdx": "rdx", "rsi": "rsi", "rdi": "rdi", "r8": "r8", "r9": "r9", "r10": "r10", "r11": "r11",
+    "r12": "r12", "r13": "r13", "r14": "r14", "r15": "r15",
+}  # fmt: skip
+_SUB = {"d": 0xFFFFFFFF, "w": 0xFFFF, "b": 0xFF}
+_LEGACY32 = {
+    "eax": "rax", "ebx": "rbx", "ecx": "rcx", "edx": "rdx", "esi": "rsi", "edi": "rdi",
+    "ebp": "rbp", "esp": "rsp", "eip": "rip",
+}  # fmt: skip
+
+
+def register_value(name: str, regs: dict[str, int]) -> int | None:
+    """Value of an x86-64 register by capstone name (64-bit names and their 32-bit halves)."""
+    if name in _X86_REG_NAMES:
+        return regs.get(name)
+    if name in _LEGACY32:
+        v = regs.get(_LEGACY32[name])
+        return None if v is None else v & 0xFFFFFFFF
+    if name[-1] in _SUB and name[:-1] in _X86_REG_NAMES:
+        v = regs.get(name[:-1])
+        return None if v is None else v & _SUB[name[-1]]
+    return None
+
+
+def effective_accesses(insn: Any, regs: dict[str, int]) -> list[MemoryAccess] | None:
+    """Addresses the x86-64 instruction touches, or None if one cannot be computed."""
+    out: list[MemoryAccess] = []
+    mask = (1 << 64) - 1
+    for op in insn.operands:
+        if op.type != cs_x86.X86_OP_MEM:
+            continue
+        mem = op.mem
+        addr = mem.disp
+        if mem.base != 0:
+            name = insn.reg_name(mem.base)
+            v = insn.address + insn.size if name == "rip" else register_value(name, regs)
+            if v is None:
+                return None
+            addr += v
+        if mem.index != 0:
+            v = register_value(insn.reg_name(mem.index), regs)
+            if v is None:
+                return None
+            addr += v * mem.scale
+        if mem.segment != 0:
+            seg = insn.reg_name(mem.segment)
+            base = regs.get(f"{seg}_base")
+            if base:
+                addr += base
+        out.append(MemoryAccess(addr & mask, max(op.size, 1), insn.op_str))
+    rsp = regs.get("rsp")
+    if rsp is not None:
+        m = insn.mnemonic
+        if m.startswith(("push", "call")):
+            out.append(MemoryAccess((rsp - 8) & mask, 8, "implicit push", implicit=True))
+        elif m.startswith(("pop", "ret", "leave")):
+            base = regs.get("rbp") if m.startswith("leave") else rsp
+            if base is not None:
+                out.append(MemoryAccess(base & mask, 8, "implicit pop", implicit=True))
+    return out
+
+
+def call_before(space: AddressSpace, addr: int, arch: str) -> Any | None:
+    """The call instruction that ends exactly at ``addr`` (a return address), if there is one."""
+    if arch == "aarch64":
+        code = space.read(addr - 4, 4)
+        if code is None:
+            return None
+        insn = decode(code, addr - 4, arch)
+        return insn if insn is not None and insn.mnemonic in ("bl", "blr", "blraa", "blrab") else None
+    if arch != "x86_64":
+        return None
+    code = space.read(addr - _MAX_CALL_LEN, _MAX_CALL_LEN)
+    if code is None:
+        code = space.read(addr - 5, 5)
+        if code is None:
+            return None
+    for length in (5, 2, 3, 6, 7, 4, 8, 9):
+        if length > len(code):
+            continue
+        insn = decode(code[-length:], addr - length, arch)
+        if insn is not None and insn.size == length and insn.mnemonic == "call":
+            return insn
+    return None
+
+
+def is_restore_rt(space: AddressSpace, addr: int) -> bool:
+    code = space.read(addr, len(RESTORE_RT_X86_64))
+    return code == RESTORE_RT_X86_64

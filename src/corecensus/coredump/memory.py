@@ -1,0 +1,166 @@
+"""The crashed process's address space as the core describes it.
+
+Two kinds of bytes: those the kernel dumped into the core (anonymous memory such as stacks and
+heap, and the first page of each mapped ELF file, per ``coredump_filter``'s default 0x33), and
+those of file-backed mappings it left out (program text), which are read from the mapped file when
+a matching copy (same build-id) is on this machine or in ``--binaries``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from collections.abc import Callable
+
+from corecensus.coredump.elf import ElfHeader, Segment
+from corecensus.coredump.notes import FileMapping
+from corecensus.coredump.source import CoreSource
+
+__all__ = ["AddressSpace"]
+
+# Bytes per read from the core when caching around a request.
+_PAGE = 4096
+
+FileReader = Callable[[FileMapping, int, int], bytes | None]
+
+
+class AddressSpace:
+    """Reads virtual memory of the crashed process, bounded and cached per page."""
+
+    def __init__(
+        self,
+        src: CoreSource,
+        hdr: ElfHeader,
+        segments: list[Segment],
+        files: list[FileMapping],
+        file_reader: FileReader | None = None,
+    ) -> None:
+        self._src = src
+        self.hdr = hdr
+        self.segments = segments
+        self._starts = [s.vaddr for s in segments]
+        self.files = sorted(files, key=lambda f: f.start)
+        self._file_starts = [f.start for f in self.files]
+        self._file_reader = file_reader
+        self._cache: dict[int, bytes] = {}
+        self.truncated = False
+
+    # -- mappings -------------------------------------------------------------------------------
+    def segment_at(self, addr: int) -> Segment | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            seg = self.segments[i]
+            if seg.vaddr <= addr < seg.end:
+                return seg
+        return None
+
+    def file_at(self, addr: int) -> FileMapping | None:
+        i = bisect.bisect_right(self._file_starts, addr) - 1
+        if i >= 0:
+            f = self.files[i]
+            if f.start <= addr < f.end:
+                return f
+        return None
+
+    def is_mapped(self, addr: int) -> bool:
+        return self.segment_at(addr) is not None
+
+    def is_executable(self, addr: int) -> bool:
+        seg = self.segment_at(addr)
+        return seg is not None and seg.executable
+
+    def is_stack_like(self, addr: int) -> bool:
+        """Inside a readable, writable, non-executable anonymous mapping (where stacks live)."""
+        seg = self.segment_at(addr)
+        return (
+            seg is not None
+            and seg.readable
+            and seg.writable
+            and not seg.executable
+            and self.file_at(addr) is None
+        )
+
+    # -- reading --------------------------------------------------------------------------------
+    def _core_page(self, seg: Segment, page: int) -> bytes:
+        cached = self._cache.get(page)
+        if cached is not None:
+            return cached
+        start = max(page, seg.vaddr)
+        end = min(page + _PAGE, seg.vaddr + seg.filesz)
+        if end <= start:
+            return b""
+        data = self._src.pread(seg.offset + (start - seg.vaddr), end - start)
+        if len(data) < end - start:
+            self.truncated = True
+        self._cache[page] = data
+        return data
+
+    def _read_dumped(self, addr: int, size: int) -> bytes | None:
+        """Bytes at addr that are in the core, or None if any of them is not."""
+        out = bytearray()
+        while size > 0:
+            seg = self.segment_at(addr)
+            if seg is None or addr >= seg.vaddr + seg.filesz:
+                return None
+            page = addr & ~(_PAGE - 1)
+            data = self._core_page(seg, page)
+            base = max(page, seg.vaddr)
+            lo = addr - base
+            take = min(size, len(data) - lo)
+            if take <= 0:
+                return None
+            out += data[lo : lo + take]
+            addr += take
+            size -= take
+        return bytes(out)
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        """``size`` bytes at ``addr`` from the core, else from the mapped file; None if neither."""
+        if addr < 0 or size <= 0:
+            return None
+        data = self._read_dumped(addr, size)
+        if data is not None:
+            return data
+        f = self.file_at(addr)
+        if f is not None and self._file_reader is not None and addr + size <= f.end:
+            return self._file_reader(f, addr - f.start + f.file_offset, size)
+        return None
+
+    def read_word(self, addr: int) -> int | None:
+        w = self.hdr.word_size
+        data = self.read(addr, w)
+        if data is None or len(data) < w:
+            return None
+        return int(struct.unpack(self.hdr.endian + ("Q" if w == 8 else "I"), data)[0])
+
+    def read_words(self, addr: int, count: int) -> list[int | None]:
+        """``count`` consecutive words from the core only (stack memory is never in a file)."""
+        w = self.hdr.word_size
+        fmt = self.hdr.endian + ("Q" if w == 8 else "I")
+        out: list[int | None] = []
+        # Read segment by segment so one missing page does not hide its neighbours.
+        pos = addr
+        end = addr + count * w
+        while pos < end:
+            page_end = min(end, (pos & ~(_PAGE - 1)) + _PAGE)
+            chunk = self._read_dumped(pos, page_end - pos)
+            n = (page_end - pos) // w
+            if chunk is None:
+                out.extend([None] * n)
+            else:
+                out.extend(v for (v,) in struct.iter_unpack(fmt, chunk[: n * w]))
+            pos = page_end
+        return out
+
+    def read_cstring(self, addr: int, limit: int = 4096) -> str | None:
+        out = bytearray()
+        while len(out) < limit:
+            chunk = self.read(addr + len(out), min(256, limit - len(out)))
+            if not chunk:
+                break
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                out += chunk[:nul]
+                return out.decode("utf-8", "replace")
+            out += chunk
+        return out.decode("utf-8", "replace") if out else None

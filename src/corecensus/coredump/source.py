@@ -1,0 +1,351 @@
+"""Byte sources for core dumps: plain files, compressed files, stdin, and truncated heads.
+
+Everything above this module reads a core through :class:`CoreSource.pread`, and reads only what
+it needs (headers, notes, a window of stack). For a plain file that is a handful of ``pread``
+calls, so time and memory do not depend on the core's size, even for a 100 GB sparse core.
+
+Compressed cores (systemd-coredump writes zstd) cannot be read at random offsets, so
+:class:`StreamSource` decompresses forward, keeps the first ``head_cache`` bytes (where headers and
+notes live) and skips over the rest in fixed-size chunks; reading backwards restarts the stream.
+Memory stays bounded; time grows with the offset of the furthest byte read, which for a core is
+where the stack lies. ``max_stream_bytes`` caps that walk so a decompression bomb costs bounded
+time, and the parser reports ``partial`` instead of reading on.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import lz4.frame
+import zstandard
+
+from corecensus.errors import CompressionError, CoreError
+
+__all__ = [
+    "CoreSource",
+    "FileSource",
+    "StreamSource",
+    "open_core",
+]
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+
+# The head of a core (ELF header, program headers, notes) is small; keep up to this much of a
+# decompressed stream in memory so the parser can revisit it for free.
+HEAD_CACHE_BYTES = 16 << 20
+# Skip-ahead chunk when walking a stream to a far offset.
+_CHUNK = 1 << 20
+# Default cap on how far into a decompressed stream a parse may walk (bytes).
+DEFAULT_MAX_STREAM_BYTES = 64 << 30
+
+
+class CoreSource(Protocol):
+    """Random-access reads over a (possibly truncated) core image."""
+
+    name: str
+    compression: str | None
+
+    def pread(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``; fewer at the end of the visible data."""
+        ...
+
+    def visible_size(self) -> int | None:
+        """Bytes that can be read, when known without reading them all."""
+        ...
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Hint: these (offset, size) ranges will be read."""
+        ...
+
+    def close(self) -> None: ...
+
+
+PREFETCH_LIMIT = 64 << 20
+
+
+def _merge(ranges: list[tuple[int, int]], gap: int = 1 << 16) -> list[tuple[int, int]]:
+    """Merge (offset, size) ranges that overlap or lie within ``gap`` bytes of each other."""
+    out: list[list[int]] = []
+    for off, size in sorted(r for r in ranges if r[1] > 0):
+        if out and off <= out[-1][0] + out[-1][1] + gap:
+            out[-1][1] = max(out[-1][1], off + size - out[-1][0])
+        else:
+            out.append([off, size])
+    return [(o, s) for o, s in out]
+
+
+class FileSource:
+    """A plain core file, read with ``os.pread``; ``head_bytes`` hides everything after it."""
+
+    compression: str | None = None
+
+    def __init__(self, path: Path, head_bytes: int | None = None) -> None:
+        self.name = str(path)
+        try:
+            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise CoreError(f"cannot open: {exc.strerror}", str(path)) from exc
+        size = os.fstat(self._fd).st_size
+        self._size = size if head_bytes is None else min(size, head_bytes)
+
+    def pread(self, offset: int, size: int) -> bytes:
+        if offset < 0 or size <= 0 or offset >= self._size:
+            return b""
+        size = min(size, self._size - offset)
+        try:
+            return os.pread(self._fd, size, offset)
+        except OSError as exc:
+            raise CoreError(f"read failed at offset {offset}: {exc.strerror}", self.name) from exc
+
+    def visible_size(self) -> int | None:
+        return self._size
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Random access is cheap here; nothing to do."""
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class StreamSource:
+    """A forward-only decompressed stream made to look random-access (see module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        opener: Callable[[], BinaryIO],
+        compression: str | None,
+        head_bytes: int | None = None,
+        max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
+        restartable: bool = True,
+    ) -> None:
+        self.name = name
+        self.compression = compression
+        self._opener = opener
+        self._limit = head_bytes
+        self._max = max_stream_bytes
+        self._restartable = restartable
+        self._stream: BinaryIO | None = None
+        self._pos = 0
+        self._head = bytearray()
+        self._eof_at: int | None = None
+        self._captured: list[tuple[int, bytes]] = []
+        self.restarts = 0
+        self._open()
+
+    def _open(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        self._stream = self._opener()
+        self._pos = 0
+
+    def _read_stream(self, n: int) -> bytes:
+        assert self._stream is not None
+        try:
+            data = self._stream.read(n)
+        except (zstandard.ZstdError, lzma.LZMAError, RuntimeError, EOFError, OSError) as exc:
+            # lz4 raises RuntimeError on corrupt frames; all mean the same to the caller.
+            if self._pos == 0:
+                raise CompressionError(f"corrupt {self.compression} stream: {exc}", self.name) from exc
+            # Corruption after the head: what was read so far stays usable.
+            self._eof_at = self._pos
+            return b""
+        if not data:
+            self._eof_at = self._pos
+        self._pos += len(data)
+        if len(self._head) < HEAD_CACHE_BYTES and self._pos - len(data) == len(self._head):
+            self._head += data[: HEAD_CACHE_BYTES - len(self._head)]
+        return data
+
+    def _visible_end(self, offset: int, size: int) -> int:
+        end = offset + size
+        if self._limit is not None:
+            end = min(end, self._limit)
+        return end
+
+    def pread(self, offset: int, size: int) -> bytes:
+        end = self._visible_end(offset, size)
+        if offset < 0 or end <= offset:
+            return b""
+        if self._eof_at is not None and offset >= self._eof_at:
+            return b""
+        if end <= len(self._head):
+            return bytes(self._head[offset:end])
+        for start, data in self._captured:
+            if start <= offset and end <= start + len(data):
+                return data[offset - start : end - start]
+        if end > self._max:
+            raise CompressionError(
+                f"reading offset {end:#x} would decompress past the {self._max >> 20} MiB limit "
+                "(raise --max-stream-bytes if this is a genuine core)",
+                self.name,
+            )
+        if offset < self._pos:
+            if not self._restartable:
+                raise CoreError("stdin stream cannot be re-read backwards", self.name)
+            self.restarts += 1
+            self._open()
+        # Skip forward without keeping what is skipped.
+        while self._pos < offset:
+            if not self._read_stream(min(_CHUNK, offset - self._pos)):
+                return b""
+        out = bytearray()
+        while self._pos < end:
+            chunk = self._read_stream(min(_CHUNK, end - self._pos))
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    def visible_size(self) -> int | None:
+        return None
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Capture ``(offset, size)`` ranges in one forward pass, so later reads need no restart.
+
+        The total kept is capped at :data:`PREFETCH_LIMIT`; reads outside the captured ranges
+        still work, at the cost of a restart.
+        """
+        kept = 0
+        for offset, size in sorted(_merge(ranges)):
+            if kept + size > PREFETCH_LIMIT:
+                break
+            try:
+                data = self.pread(offset, size)
+            except CompressionError:
+                break
+            if data:
+                self._captured.append((offset, data))
+                kept += len(data)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+def _sniff(head: bytes) -> str | None:
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(_LZ4_MAGIC):
+        return "lz4"
+    if head.startswith(_XZ_MAGIC):
+        return "xz"
+    return None
+
+
+def _decompressing_reader(raw: BinaryIO, compression: str) -> BinaryIO:
+    if compression == "zstd":
+        # read_across_frames: systemd-coredump and `zstd` may write several frames.
+        dctx = zstandard.ZstdDecompressor(max_window_size=1 << 31)
+        return dctx.stream_reader(raw, read_across_frames=True, closefd=True)  # type: ignore[return-value]
+    if compression == "lz4":
+        return lz4.frame.LZ4FrameFile(raw, mode="rb")  # type: ignore[return-value]
+    if compression == "xz":
+        return lzma.LZMAFile(raw, mode="rb")
+    raise AssertionError(compression)
+
+
+def open_core(
+    path: str | Path,
+    head_bytes: int | None = None,
+    max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
+    stdin: BinaryIO | None = None,
+) -> CoreSource:
+    """Open a core by path (``-`` for stdin), detecting compression by magic, not by name."""
+    if str(path) == "-":
+        raw_in = stdin if stdin is not None else sys.stdin.buffer
+        # stdin cannot be rewound, so its bytes are spooled to an anonymous temporary file as
+        # they are read; only the part the parse touches is ever pulled from the pipe.
+        return _stdin_source(raw_in, head_bytes, max_stream_bytes)
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            magic = fh.read(8)
+    except OSError as exc:
+        raise CoreError(f"cannot open: {exc.strerror}", str(p)) from exc
+    compression = _sniff(magic)
+    if compression is None:
+        return FileSource(p, head_bytes)
+
+    def opener() -> BinaryIO:
+        return _decompressing_reader(open(p, "rb"), compression)
+
+    return StreamSource(str(p), opener, compression, head_bytes, max_stream_bytes)
+
+
+def _stdin_source(raw_in: BinaryIO, head_bytes: int | None, max_stream_bytes: int) -> CoreSource:
+    magic = raw_in.read(8)
+    compression = _sniff(magic)
+    spool = _Spool(raw_in, magic)
+    if compression is None:
+        return StreamSource("<stdin>", spool.reader, None, head_bytes, max_stream_bytes)
+
+    def opener() -> BinaryIO:
+        return _decompressing_reader(spool.reader(), compression)
+
+    return StreamSource("<stdin>", opener, compression, head_bytes, max_stream_bytes)
+
+
+class _Spool:
+    """Tees a pipe into an unnamed temporary file so the stream can be restarted."""
+
+    def __init__(self, raw: BinaryIO, first: bytes) -> None:
+        import tempfile
+
+        self._raw = raw
+        self._file = tempfile.TemporaryFile()
+        self._file.write(first)
+        self._written = len(first)
+        self._done = False
+
+    def _fill_to(self, n: int) -> None:
+        while not self._done and self._written < n:
+            chunk = self._raw.read(min(_CHUNK, n - self._written))
+            if not chunk:
+                self._done = True
+                break
+            self._file.seek(self._written)
+            self._file.write(chunk)
+            self._written += len(chunk)
+
+    def reader(self) -> BinaryIO:
+        return _SpoolReader(self)  # type: ignore[return-value]
+
+
+class _SpoolReader(io.RawIOBase):
+    def __init__(self, spool: _Spool) -> None:
+        self._spool = spool
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        n = len(buf)
+        self._spool._fill_to(self._pos + n)
+        self._spool._file.seek(self._pos)
+        data = self._spool._file.read(min(n, self._spool._written - self._pos))
+        buf[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = _CHUNK
+        b = bytearray(n)
+        got = self.readinto(memoryview(b))
+        return bytes(b[:got])
+
+    def close(self) -> None:  # the spool outlives its readers
+        super().close()

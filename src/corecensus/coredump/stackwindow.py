@@ -1,0 +1,88 @@
+"""The stack window: code addresses found around the crashing thread's stack pointer.
+
+The window spans :data:`~corecensus.coredump.parse.STACK_BELOW` bytes below the stack pointer
+(dead frames: what the thread did just before the crash, which is where the libunwind
+``setcontext`` race of DESIGN.md leaves its evidence) and ``STACK_ABOVE`` bytes above it (live
+frames, from which callers are recovered when unwinding stops at a bad pc).
+
+Signal frames: when the kernel delivers a signal on x86-64 it pushes ``struct rt_sigframe``
+(arch/x86/include/asm/sigframe.h): the handler's return address ``pretcode`` (glibc's
+``__restore_rt``), then ``struct ucontext`` whose ``uc_mcontext`` holds the interrupted registers,
+then the ``siginfo``. Finding ``__restore_rt`` in the window tells what the thread was doing when
+a signal arrived, live or dead.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from corecensus.coredump.instruction import call_before, is_restore_rt
+from corecensus.coredump.parse import STACK_ABOVE, STACK_BELOW, ParsedCore
+
+__all__ = ["RawSignalFrame", "RawStackWord", "scan_stack"]
+
+# Offsets inside struct rt_sigframe (x86-64), from the pretcode slot.
+_UC_MCONTEXT = 8 + 8 + 8 + 24  # pretcode, uc_flags, uc_link, uc_stack
+_MC_RSP = _UC_MCONTEXT + 15 * 8  # sigcontext: r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip
+_MC_RIP = _UC_MCONTEXT + 16 * 8
+_SIGINFO = 8 + 304  # after pretcode and struct ucontext (flags, link, stack, mcontext, sigmask)
+
+
+@dataclass(frozen=True, slots=True)
+class RawStackWord:
+    offset: int
+    address: int
+    after_call: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RawSignalFrame:
+    offset: int
+    interrupted_pc: int
+    interrupted_sp: int
+    signal: int | None
+
+
+def scan_stack(p: ParsedCore) -> tuple[list[RawStackWord], list[RawSignalFrame], str | None]:
+    """Code addresses and signal frames in the window; a problem string if it could not be read."""
+    sp = p.sp
+    if sp is None:
+        return [], [], "no stack pointer"
+    w = p.hdr.word_size
+    start = (sp - STACK_BELOW) & ~(w - 1)
+    count = (STACK_BELOW + STACK_ABOVE) // w
+    words = p.space.read_words(start, count)
+    if all(v is None for v in words):
+        return [], [], f"stack memory around sp={sp:#x} is not in the core"
+    arch = p.arch_name
+    out: list[RawStackWord] = []
+    frames: list[RawSignalFrame] = []
+    after_call_cache: dict[int, bool] = {}
+    for i, value in enumerate(words):
+        if value is None or value < 4096 or not p.space.is_executable(value):
+            continue
+        addr = start + i * w
+        offset = addr - sp
+        if arch == "x86_64" and is_restore_rt(p.space, value):
+            frame = _signal_frame(p, addr, offset)
+            if frame is not None:
+                frames.append(frame)
+        known = after_call_cache.get(value)
+        if known is None:
+            known = call_before(p.space, value, arch) is not None
+            after_call_cache[value] = known
+        out.append(RawStackWord(offset, value, known))
+    return out, frames, None
+
+
+def _signal_frame(p: ParsedCore, addr: int, offset: int) -> RawSignalFrame | None:
+    rip = p.space.read_word(addr + _MC_RIP)
+    rsp = p.space.read_word(addr + _MC_RSP)
+    if rip is None or rsp is None:
+        return None
+    raw = p.space.read(addr + _SIGINFO, 4)
+    signo = struct.unpack("<i", raw)[0] if raw and len(raw) == 4 else None
+    if signo is not None and not 0 < signo < 65:
+        signo = None
+    return RawSignalFrame(offset, rip, rsp, signo)

@@ -1,0 +1,168 @@
+"""Unwinding and symbolization with drgn; the only module that imports drgn.
+
+Debug information comes from the binaries on this machine, from ``--binaries`` directories matched
+by build-id, and from debuginfod when ``DEBUGINFOD_URLS`` is set (drgn's standard finders use
+libdebuginfod). Without debug info, drgn still names functions from ELF symbol tables; without
+any file, a frame is ``module+offset``.
+
+drgn reads a core from a file path. A compressed, piped or ``--head-bytes`` core is therefore
+materialized as a sparse temporary core holding only what the parse read (headers, notes, the
+first page of each mapped file and the crashing thread's stack), which is all unwinding needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corecensus.coredump.parse import ParsedCore, _notes_end, _wanted_ranges
+from corecensus.coredump.source import FileSource
+
+__all__ = ["Symbolizer", "SymbolizedStack"]
+
+MAX_FRAMES = 64
+
+
+@dataclass
+class SymbolizedStack:
+    frames: list[tuple[int, str | None]] = field(default_factory=list)
+    unwound: bool = False
+    stopped_reason: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _core_path(p: ParsedCore) -> Iterator[str]:
+    src = p.src
+    if isinstance(src, FileSource) and src.visible_size() == os.path.getsize(src.name):
+        yield src.name
+        return
+    fd, path = tempfile.mkstemp(prefix="corecensus-", suffix=".core")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            head = src.pread(0, _notes_end(_note_segments(p)))
+            out.write(head)
+            for offset, size in _wanted_ranges(p):
+                data = src.pread(offset, size)
+                if data:
+                    out.seek(offset)
+                    out.write(data)
+            # Make the file as long as the core says it is, sparsely, so segments are in range.
+            end = max((s.offset + s.filesz for s in p.segments), default=len(head))
+            out.truncate(max(end, out.tell()))
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _note_segments(p: ParsedCore) -> list[Any]:
+    from corecensus.coredump.elf import read_segments
+
+    return read_segments(p.src, p.hdr)[1]
+
+
+class Symbolizer:
+    """drgn over one parsed core."""
+
+    def __init__(self, parsed: ParsedCore, binaries: Sequence[Path] = ()) -> None:
+        self.p = parsed
+        self.binaries = list(binaries)
+        self.prog: Any = None
+        self.errors: list[str] = []
+        self._ctx: contextlib.AbstractContextManager[str] | None = None
+
+    def __enter__(self) -> Symbolizer:
+        try:
+            import drgn
+        except ImportError as exc:  # pragma: no cover - drgn is a hard dependency
+            self.errors.append(f"drgn unavailable: {exc}")
+            return self
+        self._ctx = _core_path(self.p)
+        path = self._ctx.__enter__()
+        try:
+            prog = drgn.Program()
+            prog.set_core_dump(path)
+        except (ValueError, OSError, NotImplementedError, drgn.FaultError) as exc:
+            self.errors.append(f"drgn cannot open this core: {exc}")
+            return self
+        self.prog = prog
+        self._load_debug_info(drgn)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(None, None, None)
+        self.prog = None
+
+    def _load_debug_info(self, drgn: Any) -> None:
+        prog = self.prog
+        resolver = self.p.resolver
+        try:
+            modules = [m for m, _new in prog.loaded_modules()]
+        except Exception as exc:
+            self.errors.append(f"drgn could not list loaded modules: {exc}")
+            return
+        for m in modules:
+            bid = m.build_id.hex() if m.build_id else None
+            local = resolver.by_build_id(bid) if (bid and self.binaries) else None
+            if local is not None:
+                with contextlib.suppress(Exception):
+                    m.try_file(str(local), force=False)
+        try:
+            prog.load_debug_info(default=True)
+        except drgn.MissingDebugInfoError:
+            missing = [
+                m.name
+                for m in modules
+                if m.wants_debug_file() and m.loaded_file_status != drgn.ModuleFileStatus.DONT_NEED
+                and not isinstance(m, drgn.VdsoModule)
+            ]
+            if missing:
+                self.errors.append("no debug info for: " + ", ".join(missing))
+        except Exception as exc:
+            self.errors.append(f"drgn could not load debug info: {exc}")
+
+    # -- queries --------------------------------------------------------------------------------
+    def unwind(self) -> SymbolizedStack:
+        out = SymbolizedStack()
+        if self.prog is None:
+            out.stopped_reason = "; ".join(self.errors) or "drgn unavailable"
+            return out
+        try:
+            thread = self.prog.crashed_thread()
+            trace = thread.stack_trace()
+        except Exception as exc:
+            out.stopped_reason = f"unwinding failed: {exc}"
+            return out
+        for i, frame in enumerate(trace):
+            if i >= MAX_FRAMES:
+                break
+            try:
+                pc = int(frame.pc)
+            except LookupError:
+                # drgn ends a trace with a pc-less frame at the outermost caller; only a trace
+                # that yields nothing at all is a failure.
+                if not out.frames:
+                    out.stopped_reason = "unwinder found no program counter"
+                break
+            name = frame.name or self.symbol_name(pc)
+            out.frames.append((pc, name))
+        out.unwound = len(out.frames) > 0
+        return out
+
+    def symbol_name(self, address: int) -> str | None:
+        if self.prog is None:
+            return None
+        try:
+            sym = self.prog.symbol(address)
+        except LookupError:
+            return None
+        except Exception:
+            return None
+        return str(sym.name)
