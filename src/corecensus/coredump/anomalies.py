@@ -277,6 +277,8 @@ class BitFlipCandidate:
         addr = ctx.effective_address if ctx.effective_address is not None else c.fault_address
         if addr is None or addr < NULL_GUARD or c.space.is_mapped(addr):
             return
+        if ctx.facts.get("stack_overflow"):
+            return  # a fault in the guard gap is explained; a nearby mapping is no evidence
         bits = [b for b in range(MAX_FLIP_BIT + 1) if c.space.is_mapped(addr ^ (1 << b))]
         if not bits:
             return

@@ -219,11 +219,17 @@ def _recover(
     names: dict[int, str | None],
     force: bool = False,
 ) -> list[Frame]:
-    """When unwinding stopped at a bad pc, add the callers found in the live stack."""
+    """At a bad pc, the callers are the return addresses in the live stack, not the unwinder's.
+
+    With no CFI for a bad pc the unwinder guesses, and skips the frame that made the bad call;
+    the words at and above the stack pointer that follow a call instruction are the evidence.
+    """
     pc = p.pc
     bad = pc is not None and (pc == 0 or not p.space.is_executable(pc))
     if not (force or bad or len(frames) <= 1):
         return frames
+    if bad:
+        frames = frames[:1]
     known = {f.pc for f in frames}
     out = list(frames)
     for w in words:

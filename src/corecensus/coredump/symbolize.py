@@ -13,6 +13,7 @@ first page of each mapped file and the crashing thread's stack), which is all un
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corecensus.coredump.instruction import is_restore_rt
 from corecensus.coredump.parse import ParsedCore, _notes_end, _wanted_ranges
 from corecensus.coredump.source import FileSource
 
@@ -78,6 +80,9 @@ class Symbolizer:
         self._ctx: contextlib.AbstractContextManager[str] | None = None
 
     def __enter__(self) -> Symbolizer:
+        # drgn logs a warning per module without debug info; corecensus reports that in the
+        # record's errors instead of on the user's terminal.
+        logging.getLogger("drgn").setLevel(logging.ERROR)
         try:
             import drgn
         except ImportError as exc:  # pragma: no cover - drgn is a hard dependency
@@ -152,6 +157,10 @@ class Symbolizer:
                     out.stopped_reason = "unwinder found no program counter"
                 break
             name = frame.name or self.symbol_name(pc)
+            if name is not None and name.startswith("0x"):
+                name = None  # drgn's placeholder for "no symbol"
+            if name is None and is_restore_rt(self.p.space, pc):
+                name = "__restore_rt"
             out.frames.append((pc, name))
         out.unwound = len(out.frames) > 0
         return out
