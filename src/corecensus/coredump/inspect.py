@@ -133,7 +133,7 @@ def _record(
     if problem:
         status = ParseStatus.PARTIAL
     t = p.crashed
-    exe = meta.get("COREDUMP_EXE") or _exe(p)
+    exe = meta.get("COREDUMP_EXE") or executable_path(p)
     return CrashRecord(
         core_id=p.head_digest,
         status=status,
@@ -172,7 +172,7 @@ def _int_or_none(v: str | None) -> int | None:
         return None
 
 
-def _exe(p: ParsedCore) -> str | None:
+def executable_path(p: ParsedCore) -> str | None:
     execfn = p.auxv.get(AT_EXECFN)
     if execfn:
         s = p.space.read_cstring(execfn)

@@ -128,6 +128,7 @@ class StreamSource:
         head_bytes: int | None = None,
         max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
         restartable: bool = True,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.compression = compression
@@ -135,6 +136,7 @@ class StreamSource:
         self._limit = head_bytes
         self._max = max_stream_bytes
         self._restartable = restartable
+        self._on_close = on_close
         self._stream: BinaryIO | None = None
         self._pos = 0
         self._head = bytearray()
@@ -232,6 +234,9 @@ class StreamSource:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
 
 
 def _sniff(head: bytes) -> str | None:
@@ -244,8 +249,11 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def _decompressing_reader(raw: BinaryIO, compression: str) -> BinaryIO:
+def _decompressing_reader(raw: BinaryIO | Path, compression: str) -> BinaryIO:
+    """A decompressing reader that owns (and closes) ``raw`` when it is a path."""
     if compression == "zstd":
+        if isinstance(raw, Path):
+            raw = open(raw, "rb")  # noqa: SIM115 - the stream reader closes it (closefd)
         # read_across_frames: systemd-coredump and `zstd` may write several frames.
         dctx = zstandard.ZstdDecompressor(max_window_size=1 << 31)
         return dctx.stream_reader(raw, read_across_frames=True, closefd=True)  # type: ignore[return-value]
@@ -279,7 +287,7 @@ def open_core(
         return FileSource(p, head_bytes)
 
     def opener() -> BinaryIO:
-        return _decompressing_reader(open(p, "rb"), compression)
+        return _decompressing_reader(p, compression)
 
     return StreamSource(str(p), opener, compression, head_bytes, max_stream_bytes)
 
@@ -289,12 +297,16 @@ def _stdin_source(raw_in: BinaryIO, head_bytes: int | None, max_stream_bytes: in
     compression = _sniff(magic)
     spool = _Spool(raw_in, magic)
     if compression is None:
-        return StreamSource("<stdin>", spool.reader, None, head_bytes, max_stream_bytes)
+        return StreamSource(
+            "<stdin>", spool.reader, None, head_bytes, max_stream_bytes, on_close=spool.close
+        )
 
     def opener() -> BinaryIO:
         return _decompressing_reader(spool.reader(), compression)
 
-    return StreamSource("<stdin>", opener, compression, head_bytes, max_stream_bytes)
+    return StreamSource(
+        "<stdin>", opener, compression, head_bytes, max_stream_bytes, on_close=spool.close
+    )
 
 
 class _Spool:
@@ -321,6 +333,9 @@ class _Spool:
 
     def reader(self) -> BinaryIO:
         return _SpoolReader(self)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class _SpoolReader(io.RawIOBase):

@@ -83,6 +83,10 @@ def _signal_frame(p: ParsedCore, addr: int, offset: int) -> RawSignalFrame | Non
         return None
     raw = p.space.read(addr + _SIGINFO, 4)
     signo = struct.unpack("<i", raw)[0] if raw and len(raw) == 4 else None
-    if signo is not None and not 0 < signo < 65:
-        signo = None
+    # A pointer to __restore_rt also lives in any `struct sigaction` on the stack; only a slot
+    # followed by a plausible saved context is a signal frame.
+    if signo is None or not 0 < signo < 65:
+        return None
+    if not p.space.is_executable(rip) or not p.space.is_stack_like(rsp) or rsp % 8:
+        return None
     return RawSignalFrame(offset, rip, rsp, signo)

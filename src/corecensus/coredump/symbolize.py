@@ -25,7 +25,13 @@ from corecensus.coredump.instruction import is_restore_rt
 from corecensus.coredump.parse import ParsedCore, _notes_end, _wanted_ranges
 from corecensus.coredump.source import FileSource
 
-__all__ = ["Symbolizer", "SymbolizedStack"]
+__all__ = ["SymbolizedStack", "Symbolizer"]
+
+
+def _exe_path(p: ParsedCore) -> str | None:
+    from corecensus.coredump.inspect import executable_path
+
+    return executable_path(p)
 
 MAX_FRAMES = 64
 
@@ -69,6 +75,31 @@ def _note_segments(p: ParsedCore) -> list[Any]:
     return read_segments(p.src, p.hdr)[1]
 
 
+def _dynamic_address(p: ParsedCore, base: int) -> int | None:
+    """Run-time address of a loaded ELF object's PT_DYNAMIC, from its dumped program headers."""
+    import struct
+
+    ident = p.space.read(base, 64)
+    if ident is None or not ident.startswith(b"\x7fELF") or ident[4] != 2:
+        return None
+    e = "<" if ident[5] == 1 else ">"
+    (phoff,) = struct.unpack_from(e + "Q", ident, 32)
+    (phnum,) = struct.unpack_from(e + "H", ident, 56)
+    table = p.space.read(base + phoff, 56 * min(phnum, 64))
+    if table is None:
+        return None
+    first_load = dynamic = None
+    for i in range(len(table) // 56):
+        ptype, _f, _off, vaddr = struct.unpack_from(e + "IIQQ", table, i * 56)
+        if ptype == 1 and first_load is None:
+            first_load = vaddr
+        elif ptype == 2:
+            dynamic = vaddr
+    if first_load is None or dynamic is None:
+        return None
+    return base - (first_load & ~0xFFF) + dynamic
+
+
 class Symbolizer:
     """drgn over one parsed core."""
 
@@ -106,32 +137,58 @@ class Symbolizer:
         self.prog = None
 
     def _load_debug_info(self, drgn: Any) -> None:
+        """Create drgn's modules from corecensus's own module list, then load their files.
+
+        drgn can discover modules itself, but through the dynamic linker's link map, which lives
+        in heap and data pages a streamed or head-only core does not carry. The core's NT_FILE
+        (or the link map corecensus already walked) and the build-ids from the dumped ELF
+        headers say the same thing and are always at hand.
+        """
         prog = self.prog
-        resolver = self.p.resolver
+        p = self.p
+        exe = _exe_path(p)
+        created = []
+        main = None
         try:
-            modules = [m for m, _new in prog.loaded_modules()]
-        except Exception as exc:
-            self.errors.append(f"drgn could not list loaded modules: {exc}")
-            return
-        for m in modules:
-            bid = m.build_id.hex() if m.build_id else None
-            local = resolver.by_build_id(bid) if (bid and self.binaries) else None
+            # drgn yields the main module first, from the auxiliary vector alone; stop there,
+            # before it walks the link map.
+            main, _new = next(iter(prog.loaded_modules()))
+        except (StopIteration, Exception) as exc:
+            self.errors.append(f"drgn could not place the executable: {exc}")
+        for m in p.modules:
+            if not m.executable:
+                continue
+            try:
+                if m.path == exe and main is not None:
+                    dm = main
+                elif m.path == exe:
+                    continue
+                else:
+                    dyn = _dynamic_address(p, m.base)
+                    if dyn is None:
+                        continue  # drgn derives a library's load bias from its _DYNAMIC
+                    dm = prog.shared_library_module(m.path, dyn, create=True)
+                if dm.address_range is None:
+                    dm.address_range = (m.base, m.end)
+                if m.build_id and dm.build_id is None:
+                    dm.build_id = bytes.fromhex(m.build_id)
+            except (ValueError, LookupError) as exc:
+                self.errors.append(f"drgn module {m.path}: {exc}")
+                continue
+            local = p.resolver.local_file(m.path, m.build_id)
             if local is not None:
                 with contextlib.suppress(Exception):
-                    m.try_file(str(local), force=False)
+                    dm.try_file(str(local), force=m.build_id is None)
+            created.append(dm)
         try:
-            prog.load_debug_info(default=True)
-        except drgn.MissingDebugInfoError:
-            missing = [
-                m.name
-                for m in modules
-                if m.wants_debug_file() and m.loaded_file_status != drgn.ModuleFileStatus.DONT_NEED
-                and not isinstance(m, drgn.VdsoModule)
-            ]
-            if missing:
-                self.errors.append("no debug info for: " + ", ".join(missing))
+            prog.load_module_debug_info(*created)
         except Exception as exc:
             self.errors.append(f"drgn could not load debug info: {exc}")
+        missing = [
+            dm.name for dm in created if dm.loaded_file_status == drgn.ModuleFileStatus.WANT
+        ]
+        if missing:
+            self.errors.append("binary not found (frames there are module+offset): " + ", ".join(missing))
 
     # -- queries --------------------------------------------------------------------------------
     def unwind(self) -> SymbolizedStack:
@@ -174,4 +231,6 @@ class Symbolizer:
             return None
         except Exception:
             return None
-        return str(sym.name)
+        # Versioned ELF symbols ("__libc_start_main@@GLIBC_2.34") name the same function as the
+        # unversioned DWARF name; signatures want one spelling.
+        return str(sym.name).split("@", 1)[0]
