@@ -125,12 +125,20 @@ def _record(
     )
     status = ParseStatus.OK
     if p.crashed is None or p.arch is None:
+        if p.crashed is None and not p.errors:
+            errors.append("no thread in this core")
         status = ParseStatus.PARTIAL
     elif symbolize and not unwound:
         status = ParseStatus.PARTIAL
-    if p.space.truncated or any("truncated" in e for e in p.errors):
+    if p.space.truncated:
+        errors.append("core truncated: some memory segments end past the end of the file")
+        status = ParseStatus.PARTIAL
+    if any("truncated" in e for e in p.errors):
         status = ParseStatus.PARTIAL
     if problem:
+        status = ParseStatus.PARTIAL
+    if p.space.problems:
+        errors.extend(p.space.problems)
         status = ParseStatus.PARTIAL
     t = p.crashed
     exe = meta.get("COREDUMP_EXE") or executable_path(p)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from corecensus.coredump.elf import ElfHeader, Segment
 from corecensus.coredump.notes import FileMapping
 from corecensus.coredump.source import CoreSource
+from corecensus.errors import CoreError
 
 __all__ = ["AddressSpace"]
 
@@ -44,6 +45,7 @@ class AddressSpace:
         self._file_reader = file_reader
         self._cache: dict[int, bytes] = {}
         self.truncated = False
+        self.problems: list[str] = []
 
     # -- mappings -------------------------------------------------------------------------------
     def segment_at(self, addr: int) -> Segment | None:
@@ -89,7 +91,14 @@ class AddressSpace:
         end = min(page + _PAGE, seg.vaddr + seg.filesz)
         if end <= start:
             return b""
-        data = self._src.pread(seg.offset + (start - seg.vaddr), end - start)
+        try:
+            data = self._src.pread(seg.offset + (start - seg.vaddr), end - start)
+        except CoreError as exc:
+            # A stream that turns corrupt, or a read past the decompression limit: this memory
+            # is missing, the rest of the parse goes on.
+            if str(exc) not in self.problems:
+                self.problems.append(str(exc))
+            data = b""
         if len(data) < end - start:
             self.truncated = True
         self._cache[page] = data

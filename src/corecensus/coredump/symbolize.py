@@ -24,6 +24,7 @@ from typing import Any
 from corecensus.coredump.instruction import is_restore_rt
 from corecensus.coredump.parse import ParsedCore, _notes_end, _wanted_ranges
 from corecensus.coredump.source import FileSource
+from corecensus.errors import CoreError
 
 __all__ = ["SymbolizedStack", "Symbolizer"]
 
@@ -56,7 +57,10 @@ def _core_path(p: ParsedCore) -> Iterator[str]:
             head = src.pread(0, _notes_end(_note_segments(p)))
             out.write(head)
             for offset, size in _wanted_ranges(p):
-                data = src.pread(offset, size)
+                try:
+                    data = src.pread(offset, size)
+                except CoreError:
+                    continue  # already reported by the parse; drgn sees a hole there
                 if data:
                     out.seek(offset)
                     out.write(data)
@@ -124,7 +128,7 @@ class Symbolizer:
         try:
             prog = drgn.Program()
             prog.set_core_dump(path)
-        except (ValueError, OSError, NotImplementedError, drgn.FaultError) as exc:
+        except Exception as exc:  # drgn raises bare Exception for libelf errors
             self.errors.append(f"drgn cannot open this core: {exc}")
             return self
         self.prog = prog
