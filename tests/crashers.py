@@ -7,8 +7,9 @@ crashing, a program appends `key=value` lines to the file named by $CRASHER_INFO
 address it is about to fault on, ...), which `CrashResult.info` returns.
 
 The kernel writes the core only if RLIMIT_CORE allows it, so the child raises its own soft limit
-(in `preexec_fn`, leaving the test process unchanged) and pins RLIMIT_STACK to 8 MiB so the
-stack_overflow core stays about 8 MiB whatever the caller's `ulimit -s`.  With the usual
+(a `/bin/sh` wrapper that execs the crasher, leaving the test process unchanged) and pins
+RLIMIT_STACK to 8 MiB so the stack_overflow core stays about 8 MiB whatever the caller's
+`ulimit -s`.  With the usual
 core_pattern `core` the file is `core` in the crasher's cwd, or `core.PID` when
 kernel.core_uses_pid is 1; any plain-name pattern works because the core is found by content (the
 one ET_CORE ELF file the run left in its fresh working directory).
@@ -44,6 +45,8 @@ STACK_LIMIT_BYTES = 8 * 1024 * 1024
 UNSUPPORTED_EXIT = 77  # a crasher exits with this when the kernel cannot produce its crash
 INFO_ENV = "CRASHER_INFO"
 RUN_TIMEOUT_S = 30.0
+# Where kernel_core_support() looks by default; tests of the skip logic point it at a fake tree.
+PROC_ROOT = Path("/proc")
 
 ET_CORE = 4
 EM_X86_64 = 62
@@ -57,6 +60,8 @@ class Crasher:
     sources: tuple[str, ...]
     signal: signal.Signals
     summary: str
+    # True when some kernels cannot produce this crash (the program then exits 77).
+    optional: bool = False
 
 
 def _c(name: str, sig: signal.Signals, summary: str) -> Crasher:
@@ -87,7 +92,13 @@ CRASHERS: dict[str, Crasher] = {
         _c("noncanonical", SIGSEGV, "load through a heap pointer with bit 63 flipped"),
         _c("signal_race", SIGSEGV, "null deref inside a SIGUSR1 handler"),
         _c("dead_signal_frame", SIGSEGV, "null deref after a handler returned"),
-        _c("mce_sigbus", SIGBUS, "touch a page poisoned with MADV_HWPOISON (BUS_MCEERR_AR)"),
+        Crasher(
+            "mce_sigbus",
+            ("mce_sigbus.c",),
+            SIGBUS,
+            "touch a page poisoned with MADV_HWPOISON (BUS_MCEERR_AR)",
+            optional=True,
+        ),
     )
 }
 
@@ -132,17 +143,19 @@ class CrashResult:
         try:
             return int(self.info[key], 0)
         except KeyError:
-            raise CrasherError(f"{self.name}: crasher noted no {key!r}: {dict(self.info)}") from None
+            raise CrasherError(
+                f"{self.name}: crasher noted no {key!r}: {dict(self.info)}"
+            ) from None
 
 
-def kernel_core_support(proc_root: Path = Path("/proc")) -> tuple[bool, str]:
+def kernel_core_support(proc_root: Path | None = None) -> tuple[bool, str]:
     """Whether a crashing child here gets a core file in its own cwd, and if not, why not.
 
     True only when kernel.core_pattern is a plain file name (no pipe to a handler such as
     systemd-coredump or apport, no directory) and the hard RLIMIT_CORE lets a child raise its
     soft limit.
     """
-    pattern_file = proc_root / "sys" / "kernel" / "core_pattern"
+    pattern_file = (PROC_ROOT if proc_root is None else proc_root) / "sys/kernel/core_pattern"
     try:
         pattern = pattern_file.read_text().strip()
     except OSError as exc:
@@ -238,15 +251,17 @@ def _find_core(workdir: Path, pid: int) -> Path | None:
     return others[0] if others else None
 
 
-def _raise_core_limits() -> None:
-    # Runs in the child between fork and exec: only the crasher gets core dumps enabled.
-    _, core_hard = resource.getrlimit(resource.RLIMIT_CORE)
-    resource.setrlimit(resource.RLIMIT_CORE, (core_hard, core_hard))
-    _, stack_hard = resource.getrlimit(resource.RLIMIT_STACK)
-    stack = STACK_LIMIT_BYTES
-    if stack_hard != resource.RLIM_INFINITY:
-        stack = min(stack, stack_hard)
-    resource.setrlimit(resource.RLIMIT_STACK, (stack, stack_hard))
+# Raises the soft RLIMIT_CORE to the hard limit and sets the soft RLIMIT_STACK, then execs the
+# crasher (same pid, same argv[0], so the core's psargs and comm are the crasher's).  A shell
+# rather than a Python preexec_fn: that would run Python between fork and exec, which can
+# deadlock when another thread of the test process held a lock at fork time.
+_LIMITS_WRAPPER = 'ulimit -S -c "$(ulimit -H -c)" && ulimit -S -s "$1" && exec "$2"'
+
+
+def _stack_limit_kib() -> int:
+    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    limit = STACK_LIMIT_BYTES if hard == resource.RLIM_INFINITY else min(STACK_LIMIT_BYTES, hard)
+    return limit // 1024
 
 
 def _read_info(path: Path) -> dict[str, str]:
@@ -300,13 +315,12 @@ def run_crasher(
     child_env.update(env or {})
     with stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
-            [str(exe)],
+            ["/bin/sh", "-c", _LIMITS_WRAPPER, "crasher-limits", str(_stack_limit_kib()), str(exe)],
             cwd=workdir,
             env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
-            preexec_fn=_raise_core_limits,
         )
         # Our own waitpid, not Popen.wait(): it keeps the raw status, whose WCOREDUMP bit says
         # whether the kernel wrote a core.  Tell Popen the exit code so it does not wait again.
@@ -336,7 +350,7 @@ def run_crasher(
     if killed_by != spec.signal:
         raise CrasherError(f"{name} died of {killed_by.name}, expected {spec.signal.name}")
     if core is None:
-        ok, reason = kernel_core_support()
+        _, reason = kernel_core_support()
         raise CrasherError(
             f"{name} died of {killed_by.name} but left no core in {workdir} "
             f"(kernel reported core dumped: {result.core_dumped}; {reason})"
@@ -434,7 +448,9 @@ def readelf_notes(core: Path) -> CoreNotes:
         elif current == "SIGINFO":
             if m := re.match(r"si_signo: (\d+), si_errno: -?\d+, si_code: (-?\d+)", body):
                 fields["si_signo"], fields["si_code"] = m.group(1), m.group(2)
-        elif current == "FILE" and (m := re.match(r"[0-9a-f]+-[0-9a-f]+ [0-9a-f]+ \d+\s+(.*)", body)):
+        elif current == "FILE" and (
+            m := re.match(r"[0-9a-f]+-[0-9a-f]+ [0-9a-f]+ \d+\s+(.*)", body)
+        ):
             files.append(m.group(1))
     if not prstatus_pids or "comm" not in fields:
         raise CrasherError(f"eu-readelf found no NT_PRSTATUS/NT_PRPSINFO in {core}")

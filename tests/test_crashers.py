@@ -15,6 +15,7 @@ from typing import Any
 import lz4.frame
 import pytest
 import zstandard
+
 from crashers import (
     CRASHERS,
     EM_X86_64,
@@ -89,6 +90,46 @@ def test_kernel_core_support_without_proc(tmp_path: Path) -> None:
     assert "cannot read" in reason
 
 
+@pytest.mark.parametrize(("require", "outcome"), [("", "skipped"), ("1", "errors")])
+def test_kernel_cores_tests_skip_or_fail_when_cores_go_to_a_pipe(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, require: str, outcome: str
+) -> None:
+    """With core_pattern piping to systemd-coredump, kernel_cores tests skip - or, when
+    CORECENSUS_REQUIRE_KERNEL_CORES=1 (CI), fail - and unmarked tests still run."""
+    fake_proc = pytester.path / "fakeproc"
+    (fake_proc / "sys" / "kernel").mkdir(parents=True)
+    (fake_proc / "sys" / "kernel" / "core_pattern").write_text(
+        "|/usr/lib/systemd/systemd-coredump %P %u %g %s %t %c %h\n"
+    )
+    here = Path(__file__).resolve().parent
+    for helper in ("conftest.py", "crashers.py"):
+        (pytester.path / helper).write_text((here / helper).read_text())
+    pytester.makeini("[pytest]\nmarkers =\n    kernel_cores: needs kernel cores\n    slow: slow\n")
+    pytester.makepyfile(
+        test_sub=f"""
+        from pathlib import Path
+        import crashers
+        import pytest
+
+        crashers.PROC_ROOT = Path({str(fake_proc)!r})
+
+        @pytest.mark.kernel_cores
+        def test_marked():
+            pass
+
+        def test_uses_fixture(kernel_cores):
+            pass
+
+        def test_plain():
+            pass
+        """
+    )
+    monkeypatch.setenv("CORECENSUS_REQUIRE_KERNEL_CORES", require)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(passed=1, **{outcome: 2})
+    result.stdout.fnmatch_lines(["*pipes cores to a handler*"])
+
+
 def test_build_is_cached_and_has_symbols_and_build_id(tmp_path: Path) -> None:
     exe = build_crasher("null_deref", tmp_path)
     mtime = exe.stat().st_mtime_ns
@@ -130,6 +171,12 @@ def test_core_is_a_real_kernel_core(kernel_cores: Mapping[str, CrashResult], nam
     # argv NULs become spaces, the last one too; cut to ELF_PRARGSZ (80) less the NUL.
     assert notes.psargs == f"{result.exe} "[:79]
     assert notes.files[0] == str(result.exe)
+
+
+def test_iterating_kernel_cores_never_skips(kernel_cores: Mapping[str, CrashResult]) -> None:
+    names = {name for name, result in kernel_cores.items() if result.core is not None}
+    assert names == {name for name, spec in CRASHERS.items() if not spec.optional}
+    assert "mce_sigbus" in kernel_cores  # reachable by name, not run by `in`
 
 
 def test_null_deref(kernel_cores: Mapping[str, CrashResult]) -> None:
@@ -352,4 +399,3 @@ def test_compressed_variants_hold_the_same_core() -> None:
 def test_samples_stay_small() -> None:
     total = sum(p.stat().st_size for p in SAMPLES_DIR.rglob("*") if p.is_file())
     assert total < 2 << 20, f"committed samples grew to {total} bytes"
-

@@ -17,7 +17,7 @@ import json
 import os
 import re
 
-import gdb  # type: ignore[import-not-found]
+import gdb  # type: ignore[import-untyped,import-not-found,unused-ignore]  # gdb-only module
 
 WORD = 8
 MAX_FRAMES = 12
