@@ -1,0 +1,86 @@
+/* Shared helpers for the crashing programs in this directory.
+ *
+ * Each program crashes on purpose so the kernel writes a real core dump (tests/crashers.py builds
+ * and runs them).  Before crashing, a program appends "key=value" lines to the file named by the
+ * environment variable CRASHER_INFO (if set), so tests can compare the core against facts only
+ * the live process knew (the crashing thread's tid, the address it is about to touch, ...).
+ *
+ * The writer below uses only write(2) and hand-formatted hex so it is async-signal-safe: the
+ * signal programs call it from inside their handlers.
+ */
+#ifndef CRASHER_H
+#define CRASHER_H
+
+/* Include this header first: _GNU_SOURCE must precede every system header (REG_RIP, gettid). */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Exit status meaning "this kernel cannot produce the crash"; tests skip on it (autotools' 77). */
+#define CRASHER_UNSUPPORTED 77
+
+__attribute__((unused)) static inline long crasher_gettid(void) { return syscall(SYS_gettid); }
+
+__attribute__((unused)) static void crasher_note_str(const char *key, const char *value)
+{
+    const char *path = getenv("CRASHER_INFO");
+    if (path == NULL)
+        return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return;
+    char line[512];
+    size_t n = 0;
+    for (const char *s = key; *s && n < sizeof line - 2; s++)
+        line[n++] = *s;
+    line[n++] = '=';
+    for (const char *s = value; *s && n < sizeof line - 1; s++)
+        line[n++] = *s;
+    line[n++] = '\n';
+    (void)!write(fd, line, n);
+    close(fd);
+}
+
+/* Writes key=0x<hex>; hex so addresses read naturally and Python parses them with int(v, 0). */
+__attribute__((unused)) static void crasher_note_hex(const char *key, uint64_t value)
+{
+    char buf[19] = "0x";
+    char digits[16];
+    int n = 0;
+    do {
+        digits[n++] = "0123456789abcdef"[value & 0xf];
+        value >>= 4;
+    } while (value != 0);
+    for (int i = 0; i < n; i++)
+        buf[2 + i] = digits[n - 1 - i];
+    buf[2 + n] = '\0';
+    crasher_note_str(key, buf);
+}
+
+__attribute__((unused)) static void crasher_note_dec(const char *key, uint64_t value)
+{
+    char digits[21];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value != 0);
+    char buf[21];
+    for (int i = 0; i < n; i++)
+        buf[i] = digits[n - 1 - i];
+    buf[n] = '\0';
+    crasher_note_str(key, buf);
+}
+
+/* Every program records who it is, so tests can match the core's NT_PRSTATUS pid/tid. */
+__attribute__((unused)) static void crasher_note_self(void)
+{
+    crasher_note_dec("pid", (uint64_t)getpid());
+    crasher_note_dec("tid", (uint64_t)crasher_gettid());
+}
+
+#endif

@@ -1,0 +1,70 @@
+/* SIGSEGV after a signal handler returned: the old rt_sigframe lies in dead stack below %rsp.
+ * A POSIX timer delivers SIGUSR1 while wait_for_signal() spins (with a 1 KiB local buffer, so
+ * its frame is deep); the handler records where its frame was and returns normally
+ * (rt_sigreturn).  wait_for_signal() returns and main crashes in the shallow
+ * crash_after_signal(), whose frame is well above the dead signal frame.
+ * Notes: restorer_slot, restorer, ucontext, interrupted_pc, interrupted_rsp (as signal_race). */
+#include "crasher.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+#include <ucontext.h>
+
+static int *volatile null_target = NULL;
+static volatile sig_atomic_t handled;
+
+__attribute__((noinline)) void crash_after_signal(int *p)
+{
+    *p = 42;
+}
+
+static void on_sigusr1(int sig, siginfo_t *info, void *context)
+{
+    (void)sig;
+    (void)info;
+    ucontext_t *uc = context;
+    void **restorer_slot = (void **)__builtin_frame_address(0) + 1;
+    crasher_note_hex("restorer_slot", (uint64_t)(uintptr_t)restorer_slot);
+    crasher_note_hex("restorer", (uint64_t)(uintptr_t)*restorer_slot);
+    crasher_note_hex("ucontext", (uint64_t)(uintptr_t)uc);
+    crasher_note_hex("interrupted_pc", (uint64_t)uc->uc_mcontext.gregs[REG_RIP]);
+    crasher_note_hex("interrupted_rsp", (uint64_t)uc->uc_mcontext.gregs[REG_RSP]);
+    handled = 1;
+}
+
+__attribute__((noinline)) int wait_for_signal(void)
+{
+    volatile char deep[1024];
+    unsigned long spins = 0;
+    deep[0] = 1;
+    while (!handled && spins < 20000000000UL)
+        spins++;
+    return handled ? deep[0] : 0;
+}
+
+int main(void)
+{
+    crasher_note_self();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigusr1;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    timer_t timer;
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = SIGUSR1;
+    struct itimerspec when = {.it_value = {0, 2000000}}; /* one shot, 2 ms */
+    if (sigaction(SIGUSR1, &sa, NULL) != 0 || timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0 ||
+        timer_settime(timer, 0, &when, NULL) != 0) {
+        perror("dead_signal_frame: setup");
+        return 2;
+    }
+    if (!wait_for_signal())
+        return 3;
+    crasher_note_hex("fault_addr", 0);
+    crash_after_signal(null_target);
+    return 1;
+}

@@ -1,0 +1,67 @@
+/* SIGSEGV inside a SIGUSR1 handler.  A POSIX timer delivers SIGUSR1 while main spins in
+ * spin_until_signal(); the SA_SIGINFO handler null-derefs in crash_in_handler().  So the live
+ * stack above the crashing frames holds the kernel's rt_sigframe: the handler's return address
+ * is glibc's __restore_rt, followed by the ucontext whose saved rip is the interrupted pc.
+ * Notes: restorer_slot (address of the handler's return-address word), restorer (its value),
+ * ucontext, interrupted_pc, interrupted_rsp. */
+#include "crasher.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+#include <ucontext.h>
+
+static int *volatile null_target = NULL;
+static volatile unsigned long spins;
+
+__attribute__((noinline)) void crash_in_handler(int *p)
+{
+    *p = 42;
+}
+
+static void on_sigusr1(int sig, siginfo_t *info, void *context)
+{
+    (void)sig;
+    (void)info;
+    ucontext_t *uc = context;
+    /* -O0 -fno-omit-frame-pointer: the handler's return address is at %rbp+8, and the kernel
+     * pointed it at sa_restorer (glibc's __restore_rt). */
+    void **restorer_slot = (void **)__builtin_frame_address(0) + 1;
+    crasher_note_hex("restorer_slot", (uint64_t)(uintptr_t)restorer_slot);
+    crasher_note_hex("restorer", (uint64_t)(uintptr_t)*restorer_slot);
+    crasher_note_hex("ucontext", (uint64_t)(uintptr_t)uc);
+    crasher_note_hex("interrupted_pc", (uint64_t)uc->uc_mcontext.gregs[REG_RIP]);
+    crasher_note_hex("interrupted_rsp", (uint64_t)uc->uc_mcontext.gregs[REG_RSP]);
+    crasher_note_hex("fault_addr", 0);
+    crash_in_handler(null_target);
+}
+
+__attribute__((noinline)) void spin_until_signal(void)
+{
+    /* Bounded, so a lost signal fails the run (exit 3) instead of hanging the test suite. */
+    while (spins < 20000000000UL)
+        spins++;
+}
+
+int main(void)
+{
+    crasher_note_self();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigusr1;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    timer_t timer;
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = SIGUSR1;
+    struct itimerspec when = {.it_value = {0, 2000000}}; /* one shot, 2 ms */
+    if (sigaction(SIGUSR1, &sa, NULL) != 0 || timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0 ||
+        timer_settime(timer, 0, &when, NULL) != 0) {
+        perror("signal_race: setup");
+        return 2;
+    }
+    spin_until_signal();
+    return 3;
+}
