@@ -22,7 +22,9 @@ def phdrs(data: bytes) -> list[tuple[int, int, int, int, int, int, int]]:
     out = []
     for i in range(phnum):
         off = phoff + i * phentsize
-        ptype, flags, poff, vaddr, _pa, filesz, memsz, _al = struct.unpack_from("<IIQQQQQQ", data, off)
+        ptype, flags, poff, vaddr, _pa, filesz, memsz, _al = struct.unpack_from(
+            "<IIQQQQQQ", data, off
+        )
         out.append((off, ptype, flags, poff, vaddr, filesz, memsz))
     return out
 

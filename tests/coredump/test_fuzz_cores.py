@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 from coretools import notes
-from crashers import CrashResult
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corecensus.coredump import inspect_core
 from corecensus.model import CrashRecord, ParseStatus
+from crashers import CrashResult
 
 pytestmark = pytest.mark.kernel_cores
+
 
 class Seed:
     """The seed core, with a short repr so Hypothesis's failure report stays readable."""
@@ -36,7 +37,9 @@ def seed_core(kernel_cores: dict[str, CrashResult]) -> Seed:
     return Seed(core.read_bytes())
 
 
-_MUTATIONS = st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1, max_size=24)
+_MUTATIONS = st.lists(
+    st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1, max_size=24
+)
 _CUTS = st.one_of(st.none(), st.floats(0.0, 1.0))
 
 

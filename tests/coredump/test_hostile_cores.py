@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import zstandard
 from coretools import notes, patch_siginfo, phdrs
-from crashers import CrashResult
 
 from corecensus.coredump import inspect_core
 from corecensus.model import ParseStatus
+from crashers import CrashResult
 
 pytestmark = pytest.mark.kernel_cores
 
@@ -139,7 +139,9 @@ def test_zstd_bomb_is_refused_fast(tmp_path: Path) -> None:
     assert "not an ELF file" in rec.errors[0]
 
 
-def test_zstd_core_claiming_far_offsets_stops_at_the_limit(tmp_path: Path, core_bytes: bytearray) -> None:
+def test_zstd_core_claiming_far_offsets_stops_at_the_limit(
+    tmp_path: Path, core_bytes: bytearray
+) -> None:
     """A valid head whose stack segment claims to lie 40 GiB into the stream."""
     for off, ptype, _f, _po, _v, filesz, _m in phdrs(bytes(core_bytes)):
         if ptype == 1 and filesz:
@@ -230,7 +232,9 @@ def test_cli_never_prints_a_traceback(tmp_path: Path, core_bytes: bytearray) -> 
         p = _write(tmp_path, name, data)
         cmd = [exe] if exe else [sys.executable, "-m", "corecensus"]
         for extra in ([], ["--json"]):
-            out = subprocess.run([*cmd, "inspect", str(p), *extra], capture_output=True, text=True, timeout=60)
+            out = subprocess.run(
+                [*cmd, "inspect", str(p), *extra], capture_output=True, text=True, timeout=60
+            )
             assert "Traceback" not in out.stdout + out.stderr, (name, out.stderr)
             assert out.returncode in (0, 1), (name, out.returncode, out.stderr)
             if name != "cut":

@@ -14,10 +14,10 @@ from pathlib import Path
 import lz4.frame
 import pytest
 import zstandard
-from crashers import CrashResult
 
 from corecensus.coredump import inspect_core
 from corecensus.model import CrashRecord, ParseStatus
+from crashers import CrashResult
 
 pytestmark = pytest.mark.kernel_cores
 
@@ -48,7 +48,9 @@ def records(kernel_cores: dict[str, CrashResult]) -> dict[str, CrashRecord]:
     return Lazy()
 
 
-def test_null_deref_record(kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]) -> None:
+def test_null_deref_record(
+    kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]
+) -> None:
     r = kernel_cores["null_deref"]
     rec = records["null_deref"]
     assert rec.status is ParseStatus.OK, rec.errors
@@ -97,7 +99,9 @@ def test_signals(
     assert "sigbus_memory_error" not in rec.anomaly_names
 
 
-def test_sigbus_fault_address(kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]) -> None:
+def test_sigbus_fault_address(
+    kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]
+) -> None:
     assert records["sigbus"].fault_address == kernel_cores["sigbus"].info_int("fault_addr")
 
 
@@ -109,7 +113,9 @@ def test_stack_overflow_is_not_a_hardware_anomaly(records: dict[str, CrashRecord
     assert _names(rec)[0] == "crash_stack_overflow"
 
 
-def test_thread_crash(kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]) -> None:
+def test_thread_crash(
+    kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]
+) -> None:
     r = kernel_cores["thread_crash"]
     rec = records["thread_crash"]
     assert rec.threads == 3
@@ -139,7 +145,9 @@ def test_return_to_null(records: dict[str, CrashRecord]) -> None:
     assert "sp_off_by_8" not in rec.anomaly_names
 
 
-def test_ret_with_sp_off_by_8(kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]) -> None:
+def test_ret_with_sp_off_by_8(
+    kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]
+) -> None:
     r = kernel_cores["ret_sp_off_by_8"]
     rec = records["ret_sp_off_by_8"]
     assert "sp_off_by_8" in rec.anomaly_names
@@ -154,7 +162,9 @@ def test_ret_with_sp_off_by_8(kernel_cores: dict[str, CrashResult], records: dic
     assert "main" in [f.function for f in rec.frames if f.recovered]
 
 
-def test_bit_flip_candidate(kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]) -> None:
+def test_bit_flip_candidate(
+    kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]
+) -> None:
     r = kernel_cores["bit_flip"]
     rec = records["bit_flip"]
     a = next(a for a in rec.anomalies if a.name == "bit_flip_candidate")
@@ -175,7 +185,9 @@ def test_noncanonical_address_is_recovered(
     assert a.data["mapped_address"] == r.info_int("valid_addr")
 
 
-def test_live_signal_frame(kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]) -> None:
+def test_live_signal_frame(
+    kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]
+) -> None:
     r = kernel_cores["signal_race"]
     rec = records["signal_race"]
     assert len(rec.signal_frames) == 1
@@ -188,7 +200,9 @@ def test_live_signal_frame(kernel_cores: dict[str, CrashResult], records: dict[s
     assert "__restore_rt" in _names(rec)
 
 
-def test_dead_signal_frame(kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]) -> None:
+def test_dead_signal_frame(
+    kernel_cores: dict[str, CrashResult], records: dict[str, CrashRecord]
+) -> None:
     r = kernel_cores["dead_signal_frame"]
     rec = records["dead_signal_frame"]
     s = next(s for s in rec.signal_frames if s.interrupted_pc == r.info_int("interrupted_pc"))
@@ -196,7 +210,9 @@ def test_dead_signal_frame(kernel_cores: dict[str, CrashResult], records: dict[s
     assert s.function == "wait_for_signal"
 
 
-def test_fast_pass_matches_full_pass(records: dict[str, CrashRecord], kernel_cores: dict[str, CrashResult]) -> None:
+def test_fast_pass_matches_full_pass(
+    records: dict[str, CrashRecord], kernel_cores: dict[str, CrashResult]
+) -> None:
     for name in ("ret_sp_off_by_8", "return_to_null", "bit_flip", "call_null_fp"):
         core = kernel_cores[name].core
         assert core is not None
@@ -208,7 +224,9 @@ def test_fast_pass_matches_full_pass(records: dict[str, CrashRecord], kernel_cor
         assert fast.frames[0].pc == full.frames[0].pc
 
 
-def test_compressed_cores_read_the_same(kernel_cores: dict[str, CrashResult], tmp_path: Path) -> None:
+def test_compressed_cores_read_the_same(
+    kernel_cores: dict[str, CrashResult], tmp_path: Path
+) -> None:
     core = kernel_cores["ret_sp_off_by_8"].core
     assert core is not None
     raw = core.read_bytes()

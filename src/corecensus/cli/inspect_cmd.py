@@ -34,6 +34,7 @@ def inspect(
 ) -> int:
     """Read one core dump (plain, .zst, .lz4, .xz, or - for stdin) into a crash record."""
     from corecensus.coredump import inspect_core
+
     quiet_libraries()
     meta: dict[str, str] = {}
     record = inspect_core(
@@ -54,7 +55,7 @@ class _Grid(Table):
         self.add_column(style="bold")
         self.add_column()
 
-    def add_row(self, *cells: object, **kwargs: object) -> None:  # type: ignore[override]
+    def add_row(self, *cells: object, **kwargs: object) -> None:
         super().add_row(*(Text(str(c)) for c in cells))
 
 
@@ -71,16 +72,25 @@ def render(r: CrashRecord) -> None:
             out.print(Text("  " + e, style="red"))
         return
     head = _Grid()
-    head.add_row("process", f"{r.comm or '?'} (pid {r.pid}, {r.threads} threads, crashed tid {r.crashed_tid})")
+    head.add_row(
+        "process",
+        f"{r.comm or '?'} (pid {r.pid}, {r.threads} threads, crashed tid {r.crashed_tid})",
+    )
     head.add_row("exe", r.exe or "?")
     head.add_row("arch", f"{r.arch}  (written by {r.writer})")
-    head.add_row("signal", f"{r.signal_name} ({r.signal}) {r.si_code_name or ''}  fault address {_hex(r.fault_address)}")
+    head.add_row(
+        "signal",
+        f"{r.signal_name} ({r.signal}) {r.si_code_name or ''}  fault address {_hex(r.fault_address)}",
+    )
     if r.instruction:
         head.add_row("instruction", f"{r.instruction}  (computes {_hex(r.effective_address)})")
     pcname = "rip" if "rip" in r.registers else next(iter(r.registers), "")
     if r.registers:
         sp = next((k for k in ("rsp", "esp", "sp", "r1", "r15") if k in r.registers), None)
-        head.add_row("registers", f"{pcname}={_hex(r.registers.get(pcname))} {sp}={_hex(r.registers.get(sp or ''))}")
+        head.add_row(
+            "registers",
+            f"{pcname}={_hex(r.registers.get(pcname))} {sp}={_hex(r.registers.get(sp or ''))}",
+        )
     if r.cpu is not None:
         head.add_row("cpu", str(r.cpu))
     out.print(head)
@@ -101,7 +111,12 @@ def render(r: CrashRecord) -> None:
     t.add_column("module+offset")
     for i, f in enumerate(r.frames):
         where = f"{Path(f.module).name}+{f.offset:#x}" if f.module and f.offset is not None else "?"
-        t.add_row(str(i), _hex(f.pc), (f.function or "??") + (" (recovered)" if f.recovered else ""), where)
+        t.add_row(
+            str(i),
+            _hex(f.pc),
+            (f.function or "??") + (" (recovered)" if f.recovered else ""),
+            where,
+        )
     out.print(t)
     if r.signal_frames:
         t = Table(title="signal frames in the stack", title_justify="left", show_edge=False)
@@ -110,7 +125,9 @@ def render(r: CrashRecord) -> None:
         t.add_column("interrupted pc")
         t.add_column("function")
         for s in r.signal_frames:
-            t.add_row(str(s.offset), str(s.signal or "?"), _hex(s.interrupted_pc), s.function or "??")
+            t.add_row(
+                str(s.offset), str(s.signal or "?"), _hex(s.interrupted_pc), s.function or "??"
+            )
         out.print(t)
     named = [w for w in r.stack_window if w.after_call]
     out.print(

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 __all__ = [
     "ArchInfo",
     "arch_for",
-    "signal_name",
     "si_code_name",
+    "signal_name",
 ]
 
 
@@ -46,29 +46,152 @@ def _regs(names: list[str], size: int) -> tuple[tuple[str, int], ...]:
     return tuple((n, size) for n in names)
 
 
-_X86_64_REGS = (
-    "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags rsp ss "
-    "fs_base gs_base ds es fs gs"
-).split()
-_I386_REGS = "ebx ecx edx esi edi ebp eax ds es fs gs orig_eax eip cs eflags esp ss".split()
+_X86_64_REGS = [
+    "r15",
+    "r14",
+    "r13",
+    "r12",
+    "rbp",
+    "rbx",
+    "r11",
+    "r10",
+    "r9",
+    "r8",
+    "rax",
+    "rcx",
+    "rdx",
+    "rsi",
+    "rdi",
+    "orig_rax",
+    "rip",
+    "cs",
+    "eflags",
+    "rsp",
+    "ss",
+    "fs_base",
+    "gs_base",
+    "ds",
+    "es",
+    "fs",
+    "gs",
+]
+_I386_REGS = [
+    "ebx",
+    "ecx",
+    "edx",
+    "esi",
+    "edi",
+    "ebp",
+    "eax",
+    "ds",
+    "es",
+    "fs",
+    "gs",
+    "orig_eax",
+    "eip",
+    "cs",
+    "eflags",
+    "esp",
+    "ss",
+]
 _AARCH64_REGS = [f"x{i}" for i in range(31)] + ["sp", "pc", "pstate"]
 _ARM_REGS = [f"r{i}" for i in range(13)] + ["sp", "lr", "pc", "cpsr", "orig_r0"]
 _PPC_REGS = [f"r{i}" for i in range(32)] + (
-    "nip msr orig_gpr3 ctr link xer ccr softe trap dar dsisr result".split()
+    [
+        "nip",
+        "msr",
+        "orig_gpr3",
+        "ctr",
+        "link",
+        "xer",
+        "ccr",
+        "softe",
+        "trap",
+        "dar",
+        "dsisr",
+        "result",
+    ]
 )
-_RISCV_REGS = (
-    "pc ra sp gp tp t0 t1 t2 s0 s1 a0 a1 a2 a3 a4 a5 a6 a7 s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 "
-    "t3 t4 t5 t6"
-).split()
-_MIPS_REGS = [f"pad{i}" for i in range(6)] + (
-    "zero at v0 v1 a0 a1 a2 a3 t0 t1 t2 t3 t4 t5 t6 t7 s0 s1 s2 s3 s4 s5 s6 s7 t8 t9 k0 k1 "
-    "gp sp s8 ra lo hi epc badvaddr status cause"
-).split()
+_RISCV_REGS = [
+    "pc",
+    "ra",
+    "sp",
+    "gp",
+    "tp",
+    "t0",
+    "t1",
+    "t2",
+    "s0",
+    "s1",
+    "a0",
+    "a1",
+    "a2",
+    "a3",
+    "a4",
+    "a5",
+    "a6",
+    "a7",
+    "s2",
+    "s3",
+    "s4",
+    "s5",
+    "s6",
+    "s7",
+    "s8",
+    "s9",
+    "s10",
+    "s11",
+    "t3",
+    "t4",
+    "t5",
+    "t6",
+]
+_MIPS_REGS = [f"pad{i}" for i in range(6)] + [
+    "zero",
+    "at",
+    "v0",
+    "v1",
+    "a0",
+    "a1",
+    "a2",
+    "a3",
+    "t0",
+    "t1",
+    "t2",
+    "t3",
+    "t4",
+    "t5",
+    "t6",
+    "t7",
+    "s0",
+    "s1",
+    "s2",
+    "s3",
+    "s4",
+    "s5",
+    "s6",
+    "s7",
+    "t8",
+    "t9",
+    "k0",
+    "k1",
+    "gp",
+    "sp",
+    "s8",
+    "ra",
+    "lo",
+    "hi",
+    "epc",
+    "badvaddr",
+    "status",
+    "cause",
+]
 _S390X_REGS: tuple[tuple[str, int], ...] = (
-    (("psw_mask", 8), ("psw_addr", 8))
-    + _regs([f"r{i}" for i in range(16)], 8)
-    + _regs([f"acr{i}" for i in range(16)], 4)
-    + (("orig_gpr2", 8),)
+    ("psw_mask", 8),
+    ("psw_addr", 8),
+    *_regs([f"r{i}" for i in range(16)], 8),
+    *_regs([f"acr{i}" for i in range(16)], 4),
+    ("orig_gpr2", 8),
 )
 
 EM_386, EM_MIPS, EM_PPC, EM_PPC64, EM_S390, EM_ARM, EM_X86_64 = 3, 8, 20, 21, 22, 40, 62

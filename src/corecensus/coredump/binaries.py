@@ -50,7 +50,9 @@ def build_id_from_image(read: Reader, base: int) -> str | None:
         return None
     for i in range(len(table) // phentsize):
         if is_64:
-            ptype, _fl, off, _va, _pa, filesz = struct.unpack_from(e + "IIQQQQ", table, i * phentsize)
+            ptype, _fl, off, _va, _pa, filesz = struct.unpack_from(
+                e + "IIQQQQ", table, i * phentsize
+            )
         else:
             ptype, off, _va, _pa, filesz = struct.unpack_from(e + "IIIII", table, i * phentsize)
         if ptype != PT_NOTE or filesz > MAX_BUILD_ID_NOTE:
@@ -73,7 +75,10 @@ def _scan_build_id(data: bytes, e: str) -> str | None:
         desc_end = desc_start + descsz
         if desc_end > len(data):
             return None
-        if ntype == NT_GNU_BUILD_ID and data[name_start : name_start + namesz].rstrip(b"\0") == b"GNU":
+        if (
+            ntype == NT_GNU_BUILD_ID
+            and data[name_start : name_start + namesz].rstrip(b"\0") == b"GNU"
+        ):
             return data[desc_start:desc_end].hex()
         pos = (desc_end + 3) & ~3
     return None

@@ -134,12 +134,12 @@ def read_header(src: CoreSource) -> ElfHeader:
     if is_64:
         if len(ident) < 64:
             raise NotACoreError("ELF header truncated", src.name)
-        (etype, machine, _v, _entry, phoff, shoff, flags, _eh, phentsize, phnum) = struct.unpack_from(
-            e + "HHIQQQIHHH", ident, 16
+        (etype, machine, _v, _entry, phoff, shoff, flags, _eh, phentsize, phnum) = (
+            struct.unpack_from(e + "HHIQQQIHHH", ident, 16)
         )
     else:
-        (etype, machine, _v, _entry, phoff, shoff, flags, _eh, phentsize, phnum) = struct.unpack_from(
-            e + "HHIIIIIHHH", ident, 16
+        (etype, machine, _v, _entry, phoff, shoff, flags, _eh, phentsize, phnum) = (
+            struct.unpack_from(e + "HHIIIIIHHH", ident, 16)
         )
     if etype != ET_CORE:
         kind = {1: "relocatable object", 2: "executable", 3: "shared object"}.get(etype, "ELF file")
@@ -152,7 +152,9 @@ def read_header(src: CoreSource) -> ElfHeader:
         # More than 65534 segments: the real count is in section header 0's sh_info (elf(5)).
         hdr = _extended_phnum(src, hdr)
     if hdr.phnum > MAX_SEGMENTS:
-        raise CoreLimitError(f"{hdr.phnum} program headers exceeds the limit {MAX_SEGMENTS}", src.name)
+        raise CoreLimitError(
+            f"{hdr.phnum} program headers exceeds the limit {MAX_SEGMENTS}", src.name
+        )
     return hdr
 
 

@@ -96,8 +96,8 @@ def _record(
                     errors.append(stack.stopped_reason)
             else:
                 # Without the stack there is nothing to unwind; name the pc alone.
-                pc = p.pc or 0
-                frames = [_frame(pc, sym.symbol_name(pc), modules)] if p.pc is not None else []
+                pc0 = p.pc
+                frames = [] if pc0 is None else [_frame(pc0, sym.symbol_name(pc0), modules)]
             for w in words:
                 names.setdefault(w.address, sym.symbol_name(w.address))
             for s in sigframes:
@@ -120,7 +120,9 @@ def _record(
         for w in words
     )
     signal_frames = tuple(
-        SignalFrame(s.offset, s.interrupted_pc, names.get(s.interrupted_pc), s.interrupted_sp, s.signal)
+        SignalFrame(
+            s.offset, s.interrupted_pc, names.get(s.interrupted_pc), s.interrupted_sp, s.signal
+        )
         for s in sigframes
     )
     status = ParseStatus.OK
@@ -207,7 +209,9 @@ def _module_offset(addr: int, modules: Sequence[MappedFile]) -> int | None:
     return addr - m.base if m else None
 
 
-def _frame(pc: int, function: str | None, modules: Sequence[MappedFile], recovered: bool = False) -> Frame:
+def _frame(
+    pc: int, function: str | None, modules: Sequence[MappedFile], recovered: bool = False
+) -> Frame:
     m = _find_module(pc, modules)
     return Frame(
         pc=pc,

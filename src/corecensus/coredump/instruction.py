@@ -129,7 +129,9 @@ def call_before(space: AddressSpace, addr: int, arch: str) -> Any | None:
         if code is None:
             return None
         insn = decode(code, addr - 4, arch)
-        return insn if insn is not None and insn.mnemonic in ("bl", "blr", "blraa", "blrab") else None
+        return (
+            insn if insn is not None and insn.mnemonic in ("bl", "blr", "blraa", "blrab") else None
+        )
     if arch != "x86_64":
         return None
     code = space.read(addr - _MAX_CALL_LEN, _MAX_CALL_LEN)

@@ -25,7 +25,9 @@ MAX_LINK_MAP = 4096  # entries; a cycle in a corrupt list stops here
 MAX_PHNUM = 256
 
 
-def mapped_files(space: AddressSpace, auxv: dict[int, int], segments: list[Segment]) -> list[FileMapping]:
+def mapped_files(
+    space: AddressSpace, auxv: dict[int, int], segments: list[Segment]
+) -> list[FileMapping]:
     phdr = auxv.get(AT_PHDR)
     if not phdr:
         return []
@@ -85,7 +87,9 @@ def mapped_files(space: AddressSpace, auxv: dict[int, int], segments: list[Segme
         raw = space.read(node, 5 * w)
         if raw is None:
             break
-        l_addr, l_name, _l_ld, l_next, _l_prev = struct.unpack(e + ("QQQQQ" if w == 8 else "IIIII"), raw)
+        l_addr, l_name, _l_ld, l_next, _l_prev = struct.unpack(
+            e + ("QQQQQ" if w == 8 else "IIIII"), raw
+        )
         name = space.read_cstring(l_name) if l_name else None
         if name:
             out.extend(_object_mappings(space, l_addr, name))
@@ -114,9 +118,13 @@ def _object_mappings(space: AddressSpace, l_addr: int, name: str) -> list[FileMa
         return [FileMapping(l_addr, l_addr + 4096, 0, name)]
     for i in range(len(table) // entsize):
         if w == 8:
-            ptype, _f, off, vaddr, _pa, _fs, memsz, _al = struct.unpack_from(e + "IIQQQQQQ", table, i * entsize)
+            ptype, _f, off, vaddr, _pa, _fs, memsz, _al = struct.unpack_from(
+                e + "IIQQQQQQ", table, i * entsize
+            )
         else:
-            ptype, off, vaddr, _pa, _fs, memsz, _f, _al = struct.unpack_from(e + "IIIIIIII", table, i * entsize)
+            ptype, off, vaddr, _pa, _fs, memsz, _f, _al = struct.unpack_from(
+                e + "IIIIIIII", table, i * entsize
+            )
         if ptype == PT_LOAD:
             start = (l_addr + vaddr) & ~0xFFF
             out.append(FileMapping(start, l_addr + vaddr + memsz, off & ~0xFFF, name))

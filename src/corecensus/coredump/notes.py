@@ -157,7 +157,9 @@ def decode_file_note(note: Note, hdr: ElfHeader) -> tuple[list[FileMapping], str
     names = d[table + count * 3 * w :].split(b"\0")
     out: list[FileMapping] = []
     for i in range(count):
-        start, end, pgoff = struct.unpack_from(hdr.endian + ("QQQ" if w == 8 else "III"), d, table + i * 3 * w)
+        start, end, pgoff = struct.unpack_from(
+            hdr.endian + ("QQQ" if w == 8 else "III"), d, table + i * 3 * w
+        )
         path = names[i].decode("utf-8", "replace") if i < len(names) else "?"
         out.append(FileMapping(start, end, pgoff * page_size, path))
     return out, None

@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 import lz4.frame
 import zstandard
@@ -158,7 +158,9 @@ class StreamSource:
         except (zstandard.ZstdError, lzma.LZMAError, RuntimeError, EOFError, OSError) as exc:
             # lz4 raises RuntimeError on corrupt frames; all mean the same to the caller.
             if self._pos == 0:
-                raise CompressionError(f"corrupt {self.compression} stream: {exc}", self.name) from exc
+                raise CompressionError(
+                    f"corrupt {self.compression} stream: {exc}", self.name
+                ) from exc
             # Corruption after the head: what was read so far stays usable.
             self._eof_at = self._pos
             return b""
@@ -256,11 +258,11 @@ def _decompressing_reader(raw: BinaryIO | Path, compression: str) -> BinaryIO:
             raw = open(raw, "rb")  # noqa: SIM115 - the stream reader closes it (closefd)
         # read_across_frames: systemd-coredump and `zstd` may write several frames.
         dctx = zstandard.ZstdDecompressor(max_window_size=1 << 31)
-        return dctx.stream_reader(raw, read_across_frames=True, closefd=True)  # type: ignore[return-value]
+        return cast(BinaryIO, dctx.stream_reader(raw, read_across_frames=True, closefd=True))
     if compression == "lz4":
-        return lz4.frame.LZ4FrameFile(raw, mode="rb")  # type: ignore[return-value]
+        return cast(BinaryIO, lz4.frame.LZ4FrameFile(raw, mode="rb"))
     if compression == "xz":
-        return lzma.LZMAFile(raw, mode="rb")
+        return cast(BinaryIO, lzma.LZMAFile(raw, mode="rb"))
     raise AssertionError(compression)
 
 
@@ -316,7 +318,7 @@ class _Spool:
         import tempfile
 
         self._raw = raw
-        self._file = tempfile.TemporaryFile()
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self._file.write(first)
         self._written = len(first)
         self._done = False

@@ -34,6 +34,7 @@ def _exe_path(p: ParsedCore) -> str | None:
 
     return executable_path(p)
 
+
 MAX_FRAMES = 64
 
 
@@ -54,8 +55,17 @@ def _core_path(p: ParsedCore) -> Iterator[str]:
     fd, path = tempfile.mkstemp(prefix="corecensus-", suffix=".core")
     try:
         with os.fdopen(fd, "wb") as out:
-            head = src.pread(0, _notes_end(_note_segments(p)))
+            head = bytearray(src.pread(0, _notes_end(_note_segments(p))))
+            # Drop the section header table (gcore writes one at the end of the file), which
+            # the sparse copy does not carry and libelf would reject.
+            if len(head) >= 64 and p.hdr.is_64:
+                head[40:48] = bytes(8)  # e_shoff
+                head[60:64] = bytes(4)  # e_shnum, e_shstrndx
+            elif len(head) >= 52:
+                head[32:36] = bytes(4)
+                head[48:52] = bytes(4)
             out.write(head)
+            written = len(head)
             for offset, size in _wanted_ranges(p):
                 try:
                     data = src.pread(offset, size)
@@ -64,9 +74,10 @@ def _core_path(p: ParsedCore) -> Iterator[str]:
                 if data:
                     out.seek(offset)
                     out.write(data)
+                    written = max(written, offset + len(data))
             # Make the file as long as the core says it is, sparsely, so segments are in range.
-            end = max((s.offset + s.filesz for s in p.segments), default=len(head))
-            out.truncate(max(end, out.tell()))
+            end = max((s.offset + s.filesz for s in p.segments), default=0)
+            out.truncate(max(end, written))
         yield path
     finally:
         with contextlib.suppress(OSError):
@@ -101,7 +112,7 @@ def _dynamic_address(p: ParsedCore, base: int) -> int | None:
             dynamic = vaddr
     if first_load is None or dynamic is None:
         return None
-    return base - (first_load & ~0xFFF) + dynamic
+    return int(base - (first_load & ~0xFFF) + dynamic)
 
 
 class Symbolizer:
@@ -188,11 +199,11 @@ class Symbolizer:
             prog.load_module_debug_info(*created)
         except Exception as exc:
             self.errors.append(f"drgn could not load debug info: {exc}")
-        missing = [
-            dm.name for dm in created if dm.loaded_file_status == drgn.ModuleFileStatus.WANT
-        ]
+        missing = [dm.name for dm in created if dm.loaded_file_status == drgn.ModuleFileStatus.WANT]
         if missing:
-            self.errors.append("binary not found (frames there are module+offset): " + ", ".join(missing))
+            self.errors.append(
+                "binary not found (frames there are module+offset): " + ", ".join(missing)
+            )
 
     # -- queries --------------------------------------------------------------------------------
     def unwind(self) -> SymbolizedStack:
