@@ -160,10 +160,10 @@ class JournalIndex:
                 and abs(ts - t) <= TIMESTAMP_TOLERANCE_US
             ]
             return min(timed)[2] if timed else None
-        # pid and boot id alone identify a process only if exactly one entry has them.
-        if boot and len(candidates) == 1 and candidates[0].fields.get(BOOT_ID) == boot:
-            return candidates[0]
-        return None
+        # Without a time, pid and boot id identify a crash only if exactly one entry is known
+        # to have both.
+        exact = [e for e in candidates if boot and e.fields.get(BOOT_ID) == boot]
+        return exact[0] if len(exact) == 1 else None
 
 
 def _entry_from_object(
@@ -196,26 +196,32 @@ def _entry_from_object(
     return entry, errors
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, line) pairs; None for a line longer than :data:`MAX_LINE_BYTES`, whose
-    rest is skipped without holding it in memory."""
+def _lines(path: Path, limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, line) pairs; None for a line longer than ``limit`` bytes, whose rest is
+    skipped without holding it in memory."""
     with path.open("rb") as fh:
         lineno = 0
         while True:
-            line = fh.readline(MAX_LINE_BYTES + 1)
+            line = fh.readline(limit + 1)
             if not line:
                 return
             lineno += 1
-            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-                while (rest := fh.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+            if len(line) > limit and not line.endswith(b"\n"):
+                while (rest := fh.readline(limit)) and not rest.endswith(b"\n"):
                     pass
                 yield lineno, None
                 continue
             yield lineno, line
 
 
-def load_journal(path: str | os.PathLike[str], index: JournalIndex | None = None) -> JournalIndex:
-    """Read a ``journalctl -o json`` export into ``index`` (a new one by default).
+def load_journal(
+    path: str | os.PathLike[str],
+    index: JournalIndex | None = None,
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> JournalIndex:
+    """Read a ``journalctl -o json`` export into ``index`` (a new one by default). Lines
+    longer than ``max_line_bytes`` are reported and skipped.
 
     Raises :class:`MetadataError` only if the file cannot be read at all; bad lines are
     collected in ``index.errors`` and the rest of the file is still read.
@@ -223,12 +229,12 @@ def load_journal(path: str | os.PathLike[str], index: JournalIndex | None = None
     index = index if index is not None else JournalIndex()
     p = Path(path)
     try:
-        for lineno, line in _lines(p):
+        for lineno, line in _lines(p, max_line_bytes):
             index.lines += 1
             origin = f"{p}:{lineno}"
             if line is None:
                 index.errors.append(
-                    metadata_error(str(p), lineno, f"line longer than {MAX_LINE_BYTES} bytes")
+                    metadata_error(str(p), lineno, f"line longer than {max_line_bytes} bytes")
                 )
                 continue
             if not line.strip():
@@ -237,6 +243,9 @@ def load_journal(path: str | os.PathLike[str], index: JournalIndex | None = None
                 obj = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 index.errors.append(metadata_error(str(p), lineno, f"not JSON: {exc}"))
+                continue
+            except RecursionError:
+                index.errors.append(metadata_error(str(p), lineno, "JSON nested too deeply"))
                 continue
             if not isinstance(obj, dict):
                 index.errors.append(
