@@ -1,0 +1,129 @@
+"""Crash metadata field names and the checks every source applies to their values.
+
+Names are systemd-coredump's journal fields (``COREDUMP_*``, see systemd.journal-fields(7) and
+``src/coredump/coredump.c``) plus corecensus's own ``CORECENSUS_*`` (DESIGN.md, "Data
+contracts"). Values are strings. Unknown fields are kept; a known field with a malformed value is
+dropped and reported, so one bad value never costs the others.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from corecensus.errors import MetadataError
+
+__all__ = [
+    "BOOT_ID",
+    "CMDLINE",
+    "COMM",
+    "CPU",
+    "CPU_MODEL",
+    "DROPPED_FIELDS",
+    "EXE",
+    "FILENAME",
+    "GID",
+    "HOSTNAME",
+    "KERNEL",
+    "MAX_VALUE_CHARS",
+    "MICROCODE",
+    "PID",
+    "RLIMIT",
+    "SERVICE",
+    "SIGNAL",
+    "TIMESTAMP",
+    "UID",
+    "VERSION",
+    "CheckedFields",
+    "check_fields",
+    "metadata_error",
+]
+
+HOSTNAME = "COREDUMP_HOSTNAME"
+TIMESTAMP = "COREDUMP_TIMESTAMP"  # microseconds since the Unix epoch
+EXE = "COREDUMP_EXE"
+COMM = "COREDUMP_COMM"
+PID = "COREDUMP_PID"
+UID = "COREDUMP_UID"
+GID = "COREDUMP_GID"
+SIGNAL = "COREDUMP_SIGNAL"
+RLIMIT = "COREDUMP_RLIMIT"
+BOOT_ID = "COREDUMP_BOOT_ID"
+CMDLINE = "COREDUMP_CMDLINE"
+FILENAME = "COREDUMP_FILENAME"
+CPU = "CORECENSUS_CPU"
+CPU_MODEL = "CORECENSUS_CPU_MODEL"
+MICROCODE = "CORECENSUS_MICROCODE"
+KERNEL = "CORECENSUS_KERNEL"
+SERVICE = "CORECENSUS_SERVICE"
+VERSION = "CORECENSUS_VERSION"
+
+# Never kept, whatever the source: COREDUMP is the core itself when systemd-coredump stores it
+# in the journal (Storage=journal), and COREDUMP_ENVIRON is the crashed process's environment,
+# which routinely holds secrets (DESIGN.md, "Privacy").
+DROPPED_FIELDS = frozenset({"COREDUMP", "COREDUMP_ENVIRON"})
+# Longer values (COREDUMP_PROC_MAPS of a huge process, ...) are dropped with a note: the store
+# keeps metadata of every crash and must not grow with one process's size.
+MAX_VALUE_CHARS = 64 * 1024
+
+_UNSIGNED = re.compile(r"[0-9]{1,20}")
+_SIGNED = re.compile(r"-?[0-9]{1,20}")
+_BOOT_ID = re.compile(r"[0-9a-fA-F]{32}")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_UNSIGNED_FIELDS = frozenset({PID, UID, GID, SIGNAL, TIMESTAMP, CPU})
+
+
+def metadata_error(origin: str, line: int | None, message: str) -> MetadataError:
+    """A :class:`MetadataError` whose text starts with ``file:line:`` (or ``file:``)."""
+    where = f"{origin}:{line}" if line is not None else origin
+    return MetadataError(f"{where}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedFields:
+    fields: dict[str, str]
+    errors: list[MetadataError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_value(name: str, value: str) -> str | None:
+    """The value to keep (normalized), or None if it is malformed."""
+    if name in _UNSIGNED_FIELDS:
+        value = value.strip()
+        return value if _UNSIGNED.fullmatch(value) else None
+    if name == RLIMIT:
+        value = value.strip()
+        return value if _SIGNED.fullmatch(value) else None
+    if name == BOOT_ID:
+        compact = value.strip().replace("-", "")
+        return compact.lower() if _BOOT_ID.fullmatch(compact) else None
+    return value
+
+
+def check_fields(
+    raw: Mapping[str, str],
+    origin: str,
+    line_of: Mapping[str, int] | None = None,
+) -> CheckedFields:
+    """Validate ``raw`` (already strings): drop malformed known fields (each an error), dropped
+    and oversized fields (each a note); keep the rest, unknown fields included."""
+    out = CheckedFields(fields={})
+    for name, value in raw.items():
+        line = line_of.get(name) if line_of else None
+        if not _FIELD_NAME.fullmatch(name):
+            out.errors.append(metadata_error(origin, line, f"bad field name {name!r}"))
+            continue
+        if name in DROPPED_FIELDS:
+            out.notes.append(f"{origin}: {name} not kept (privacy/size)")
+            continue
+        if len(value) > MAX_VALUE_CHARS:
+            out.notes.append(f"{origin}: {name} not kept ({len(value)} chars)")
+            continue
+        checked = _check_value(name, value)
+        if checked is None:
+            out.errors.append(metadata_error(origin, line, f"{name}: malformed value {value!r}"))
+            continue
+        out.fields[name] = checked
+    return out

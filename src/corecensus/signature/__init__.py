@@ -1,0 +1,48 @@
+"""Crash -> population key, in levels (address, symbolic, anomaly class), all kept and versioned.
+
+Pure: reads :class:`corecensus.model.CrashRecord`, imports nothing above the model.
+"""
+
+from __future__ import annotations
+
+from corecensus.signature.generator import SignatureGenerator, compute_signatures, default_pipeline
+from corecensus.signature.normalize import address_frame, normalize_function
+from corecensus.signature.rules import Rule, SignatureResult
+from corecensus.signature.siglists import (
+    IRRELEVANT_FRAMES,
+    PREFIX_FRAMES,
+    SYSTEM_MODULES,
+    FrameList,
+    load_frame_list,
+)
+from corecensus.signature.signatures import (
+    NO_ANOMALY,
+    SIGNATURE_VERSION,
+    PopulationLevel,
+    Signatures,
+    anomaly_class,
+    anomaly_mask,
+    population_key,
+)
+
+__all__ = [
+    "IRRELEVANT_FRAMES",
+    "NO_ANOMALY",
+    "PREFIX_FRAMES",
+    "SIGNATURE_VERSION",
+    "SYSTEM_MODULES",
+    "FrameList",
+    "PopulationLevel",
+    "Rule",
+    "SignatureGenerator",
+    "SignatureResult",
+    "Signatures",
+    "address_frame",
+    "anomaly_class",
+    "anomaly_mask",
+    "compute_signatures",
+    "default_pipeline",
+    "load_frame_list",
+    "normalize_function",
+    "population_key",
+]

@@ -1,0 +1,570 @@
+"""The DuckDB adapter of :class:`corecensus.store.Store` (the only module that imports duckdb).
+
+DuckDB holds an exclusive lock on a database file while a read-write connection is open, so a
+second writer process fails at open; we turn that, a corrupt or foreign file, a full disk and
+every other ``duckdb.Error`` into a :class:`StoreError` that says what happened and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import duckdb
+import numpy as np
+
+from corecensus.errors import StoreError
+from corecensus.model import CrashRecord
+from corecensus.signature import PopulationLevel, Signatures, compute_signatures
+from corecensus.store.protocol import TABLES
+from corecensus.store.records import (
+    AddResult,
+    CrashColumns,
+    DeployRow,
+    ExposureRow,
+    Heartbeat,
+    ScreenResultRow,
+)
+from corecensus.store.rows import (
+    CRASH_COLUMNS,
+    POPULATION_COLUMN,
+    SIGNATURE_COLUMNS,
+    Row,
+    crash_row,
+    record_from_row,
+    signature_values,
+    signatures_from_row,
+)
+from corecensus.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLE_DDL
+
+__all__ = ["BATCH_ROWS", "DEFAULT_STORE_PATH", "DuckDBStore", "batched", "translate_error"]
+
+DEFAULT_STORE_PATH = Path("corecensus.duckdb")
+# Rows per transaction: bounds the memory of one insert and what a failure can lose.
+BATCH_ROWS = 1000
+
+Signer = Callable[[CrashRecord], Signatures]
+T = TypeVar("T")
+
+_COLUMN_TYPES = {name: kind.split()[0] for name, kind in CRASH_COLUMNS}
+
+_EXPORT_QUERIES = {
+    "crashes": "SELECT *, make_timestamp(time_us) AS time FROM crashes ORDER BY core_id",
+    "exposure": (
+        "SELECT *, make_timestamp(start_us) AS start_time, make_timestamp(end_us) AS end_time "
+        "FROM exposure ORDER BY host, start_us"
+    ),
+    "deploys": "SELECT *, make_timestamp(time_us) AS time FROM deploys ORDER BY time_us",
+    "heartbeats": (
+        "SELECT *, make_timestamp(time_us) AS time FROM heartbeats ORDER BY host, time_us"
+    ),
+    "screen_results": (
+        "SELECT *, make_timestamp(time_us) AS time FROM screen_results ORDER BY host, time_us"
+    ),
+}
+
+_TABLE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "exposure": (
+        ("host", "VARCHAR"),
+        ("start_us", "BIGINT"),
+        ("end_us", "BIGINT"),
+        ("service", "VARCHAR"),
+        ("version", "VARCHAR"),
+        ("cpu_model", "VARCHAR"),
+    ),
+    "deploys": (("time_us", "BIGINT"), ("service", "VARCHAR"), ("version", "VARCHAR")),
+    "heartbeats": (
+        ("host", "VARCHAR"),
+        ("time_us", "BIGINT"),
+        ("service", "VARCHAR"),
+        ("version", "VARCHAR"),
+    ),
+    "screen_results": (
+        ("result_id", "VARCHAR"),
+        ("host", "VARCHAR"),
+        ("time_us", "BIGINT"),
+        ("mode", "VARCHAR"),
+        ("decision", "VARCHAR"),
+        ("result_json", "VARCHAR"),
+    ),
+    "crashes": tuple((name, kind) for name, kind in _COLUMN_TYPES.items()),
+}
+
+_LOCK_PID = re.compile(r"\(PID (\d+)\)")
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def translate_error(exc: BaseException, location: str, action: str) -> StoreError:
+    """A :class:`StoreError` for a DuckDB (or OS) error, saying what to do about it."""
+    message = str(exc)
+    lowered = message.lower()
+    if "could not set lock" in lowered or "conflicting lock" in lowered:
+        pid = _LOCK_PID.search(message)
+        holder = f"process {pid.group(1)}" if pid else "another process"
+        return StoreError(
+            f"{location}: the store is in use by {holder}; corecensus allows one writer per "
+            "store file. Stop the other corecensus process, or use a different store path."
+        )
+    if (
+        "no space left" in lowered
+        or "disk full" in lowered
+        or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+    ):
+        return StoreError(
+            f"{location}: disk full while {action}; free space and run again (work committed "
+            "before this point is kept)."
+        )
+    if (
+        "not a valid duckdb database" in lowered
+        or "corrupt" in lowered
+        or "checksum" in lowered
+        or "could not read enough bytes" in lowered
+        or "magic bytes" in lowered
+    ):
+        return StoreError(
+            f"{location}: not a corecensus store, or the file is corrupt ({message}). Move it "
+            "aside and re-ingest, or restore it from a Parquet export."
+        )
+    if "permission denied" in lowered:
+        return StoreError(f"{location}: permission denied while {action}.")
+    if "version number" in lowered or "storage version" in lowered:
+        return StoreError(
+            f"{location}: written by an incompatible DuckDB version ({message}); open it with "
+            "the corecensus that wrote it and export to Parquet."
+        )
+    return StoreError(f"{location}: DuckDB error while {action}: {message}")
+
+
+class DuckDBStore:
+    """:class:`corecensus.store.Store` on a DuckDB file (default ``./corecensus.duckdb``), or
+    in memory with ``path=":memory:"``.
+
+    ``signer`` computes the signatures stored with each new crash (default
+    :func:`corecensus.signature.compute_signatures`); ``clock`` gives the ingest time in
+    seconds since the epoch. Calls are serialized with a lock, so one store may be shared by
+    threads; it is the one writer of its file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = DEFAULT_STORE_PATH,
+        *,
+        read_only: bool = False,
+        signer: Signer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        raw = os.fspath(path)
+        self._location = raw if raw == ":memory:" else str(Path(raw))
+        self._read_only = read_only
+        self._signer: Signer = signer or compute_signatures
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        if raw != ":memory:":
+            parent = Path(raw).parent
+            if not parent.is_dir():
+                raise StoreError(f"{self._location}: directory {parent} does not exist")
+        with self._guard("opening the store"):
+            self._con = duckdb.connect(raw, read_only=read_only)
+        try:
+            self._ensure_schema()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    @contextlib.contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except duckdb.Error as exc:
+            raise translate_error(exc, self._location, action) from exc
+        except OSError as exc:
+            raise translate_error(exc, self._location, action) from exc
+
+    @contextlib.contextmanager
+    def _connection(self, action: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock, self._guard(action):
+            if self._con is None:
+                raise StoreError(f"{self._location}: the store is closed")
+            yield self._con
+
+    @contextlib.contextmanager
+    def _transaction(self, action: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._connection(action) as con:
+            if self._read_only:
+                raise StoreError(f"{self._location}: opened read-only; cannot {action}")
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def _ensure_schema(self) -> None:
+        with self._connection("checking the schema") as con:
+            tables = {
+                row[0]
+                for row in con.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = 'main' AND table_catalog = current_database()"
+                ).fetchall()
+            }
+            if not tables:
+                if self._read_only:
+                    raise StoreError(f"{self._location}: empty database opened read-only")
+                con.execute("BEGIN TRANSACTION")
+                for name, ddl in TABLE_DDL.items():
+                    con.execute(f"CREATE TABLE {name} ({ddl})")
+                con.execute(
+                    "INSERT INTO corecensus_meta VALUES ('schema_version', ?)",
+                    [str(SCHEMA_VERSION)],
+                )
+                con.execute("COMMIT")
+                return
+            if "corecensus_meta" not in tables:
+                raise StoreError(
+                    f"{self._location}: a DuckDB database but not a corecensus store "
+                    f"(tables: {', '.join(sorted(tables))})"
+                )
+            row = con.execute(
+                "SELECT value FROM corecensus_meta WHERE key = 'schema_version'"
+            ).fetchone()
+            version = int(row[0]) if row and str(row[0]).isdigit() else None
+            if version is None:
+                raise StoreError(f"{self._location}: store has no valid schema_version")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self._location}: store schema version {version} is newer than this "
+                    f"corecensus understands ({SCHEMA_VERSION}); upgrade corecensus."
+                )
+            if version < SCHEMA_VERSION:
+                self._migrate(con, version)
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection, version: int) -> None:
+        if self._read_only:
+            raise StoreError(
+                f"{self._location}: store schema version {version} needs migrating to "
+                f"{SCHEMA_VERSION}; open it read-write once."
+            )
+        missing = [v for v in range(version, SCHEMA_VERSION) if v not in MIGRATIONS]
+        if missing:
+            raise StoreError(
+                f"{self._location}: no migration from store schema version {missing[0]} "
+                f"(this corecensus writes version {SCHEMA_VERSION})"
+            )
+        con.execute("BEGIN TRANSACTION")
+        for step in range(version, SCHEMA_VERSION):
+            MIGRATIONS[step](con)
+        con.execute(
+            "UPDATE corecensus_meta SET value = ? WHERE key = 'schema_version'",
+            [str(SCHEMA_VERSION)],
+        )
+        con.execute("COMMIT")
+
+    def _insert(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        rows: Sequence[Row],
+    ) -> int:
+        """INSERT OR IGNORE ``rows`` in one statement (columns passed as lists and unnested
+        side by side); returns how many were new."""
+        if not rows:
+            return 0
+        columns = _TABLE_COLUMNS[table]
+        names = ", ".join(name for name, _ in columns)
+        selects = ", ".join(f"unnest(${i}::{kind}[])" for i, (_, kind) in enumerate(columns, 1))
+        params = [[row[name] for row in rows] for name, _ in columns]
+        result = con.execute(
+            f"INSERT OR IGNORE INTO {table} ({names}) SELECT {selects}", params
+        ).fetchone()
+        return int(result[0]) if result else 0
+
+    def _add_rows(self, table: str, rows: Iterable[Row], action: str) -> AddResult:
+        total = AddResult()
+        for batch in batched(rows, BATCH_ROWS):
+            with self._transaction(action) as con:
+                new = self._insert(con, table, batch)
+            total += AddResult(new, len(batch) - new)
+        return total
+
+    def _select(self, sql: str, params: Sequence[Any] = (), action: str = "reading") -> list[Any]:
+        with self._connection(action) as con:
+            return con.execute(sql, list(params)).fetchall()
+
+    # -- crashes --------------------------------------------------------------------------
+
+    def add_crashes(self, records: Iterable[CrashRecord]) -> AddResult:
+        total = AddResult()
+        for batch in batched(records, BATCH_ROWS):
+            unique: dict[str, CrashRecord] = {}
+            for record in batch:
+                unique.setdefault(record.core_id, record)
+            existing = {
+                row[0]
+                for row in self._select(
+                    "SELECT core_id FROM crashes WHERE core_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [list(unique)],
+                    "adding crashes",
+                )
+            }
+            now_us = int(self._clock() * 1_000_000)
+            rows = [
+                crash_row(r, self._signer(r), now_us)
+                for cid, r in unique.items()
+                if cid not in existing
+            ]
+            with self._transaction("adding crashes") as con:
+                new = self._insert(con, "crashes", rows)
+            total += AddResult(new, len(batch) - new)
+        return total
+
+    def iter_crashes(self, *, signature_version_below: int | None = None) -> Iterator[CrashRecord]:
+        last = ""
+        where = "core_id > ?"
+        extra: list[Any] = []
+        if signature_version_below is not None:
+            where += " AND sig_version < ?"
+            extra.append(signature_version_below)
+        while True:
+            page = self._select(
+                f"SELECT core_id, record_json FROM crashes WHERE {where} ORDER BY core_id LIMIT ?",
+                [last, *extra, BATCH_ROWS],
+                "reading crashes",
+            )
+            if not page:
+                return
+            for core_id, record_json in page:
+                yield self._decode(core_id, record_json)
+            last = page[-1][0]
+
+    def _decode(self, core_id: str, record_json: str) -> CrashRecord:
+        try:
+            return record_from_row(record_json)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"{self._location}: stored record {core_id} cannot be decoded: {exc}"
+            ) from exc
+
+    def get_crash(self, core_id: str) -> CrashRecord | None:
+        rows = self._select(
+            "SELECT record_json FROM crashes WHERE core_id = ?", [core_id], "reading a crash"
+        )
+        return self._decode(core_id, rows[0][0]) if rows else None
+
+    def get_signatures(self, core_id: str) -> Signatures | None:
+        names = ", ".join(SIGNATURE_COLUMNS)
+        rows = self._select(
+            f"SELECT {names} FROM crashes WHERE core_id = ?", [core_id], "reading signatures"
+        )
+        if not rows:
+            return None
+        return signatures_from_row(dict(zip(SIGNATURE_COLUMNS, rows[0], strict=True)))
+
+    def count_crashes(self) -> int:
+        return int(self._select("SELECT count(*) FROM crashes")[0][0])
+
+    def update_signatures(self, updates: Iterable[tuple[str, Signatures]]) -> int:
+        changed = 0
+        for batch in batched(updates, BATCH_ROWS):
+            latest = {core_id: sig for core_id, sig in batch}
+            values = [signature_values(sig) for sig in latest.values()]
+            sets = ", ".join(f"{name} = u.{name}" for name in SIGNATURE_COLUMNS)
+            unnests = ", ".join(
+                f"unnest(${i}::{_COLUMN_TYPES[name]}[]) AS {name}"
+                for i, name in enumerate(SIGNATURE_COLUMNS, 2)
+            )
+            params: list[Any] = [list(latest)]
+            params += [[v[name] for v in values] for name in SIGNATURE_COLUMNS]
+            with self._transaction("updating signatures") as con:
+                result = con.execute(
+                    f"UPDATE crashes SET {sets} FROM (SELECT unnest($1::VARCHAR[]) AS core_id, "
+                    f"{unnests}) AS u WHERE crashes.core_id = u.core_id",
+                    params,
+                ).fetchone()
+            changed += int(result[0]) if result else 0
+        return changed
+
+    def crash_columns(self, level: PopulationLevel = PopulationLevel.SYMBOLIC) -> CrashColumns:
+        pop = POPULATION_COLUMN[level]
+        with self._connection("reading crash columns") as con:
+            cols = con.execute(
+                "SELECT core_id, host, coalesce(time_us, 0) AS time_us, "
+                "time_us IS NOT NULL AS time_known, coalesce(cpu, -1)::BIGINT AS cpu, "
+                "cpu_model, microcode, kernel, service, version, exe, "
+                f"coalesce(signal, -1)::BIGINT AS signal, {pop} AS population, anomaly_mask "
+                "FROM crashes ORDER BY time_us NULLS LAST, core_id"
+            ).fetchnumpy()
+
+        def objects(name: str) -> np.ndarray[Any, np.dtype[np.object_]]:
+            column = cols[name]
+            out = np.empty(len(column), dtype=object)
+            out[:] = list(np.ma.getdata(column))
+            mask = np.ma.getmaskarray(column)
+            out[mask] = None
+            return out
+
+        return CrashColumns(
+            level=level,
+            core_id=objects("core_id"),
+            host=objects("host"),
+            time_us=np.asarray(cols["time_us"], dtype=np.int64),
+            time_known=np.asarray(cols["time_known"], dtype=np.bool_),
+            cpu=np.asarray(cols["cpu"], dtype=np.int64),
+            cpu_model=objects("cpu_model"),
+            microcode=objects("microcode"),
+            kernel=objects("kernel"),
+            service=objects("service"),
+            version=objects("version"),
+            exe=objects("exe"),
+            signal=np.asarray(cols["signal"], dtype=np.int64),
+            population=objects("population"),
+            anomaly_mask=np.asarray(cols["anomaly_mask"], dtype=np.uint16),
+        )
+
+    # -- other tables ---------------------------------------------------------------------
+
+    def add_exposure(self, rows: Iterable[ExposureRow]) -> AddResult:
+        def check(r: ExposureRow) -> Row:
+            if r.end_us < r.start_us:
+                raise StoreError(f"exposure row for {r.host} ends before it starts: {r}")
+            return {
+                "host": r.host,
+                "start_us": r.start_us,
+                "end_us": r.end_us,
+                "service": r.service,
+                "version": r.version,
+                "cpu_model": r.cpu_model,
+            }
+
+        return self._add_rows("exposure", (check(r) for r in rows), "adding exposure")
+
+    def iter_exposure(self) -> Iterator[ExposureRow]:
+        for row in self._select(
+            "SELECT host, start_us, end_us, service, version, cpu_model FROM exposure "
+            "ORDER BY host, start_us, end_us, service, version"
+        ):
+            yield ExposureRow(*row)
+
+    def add_deploys(self, rows: Iterable[DeployRow]) -> AddResult:
+        return self._add_rows(
+            "deploys",
+            ({"time_us": r.time_us, "service": r.service, "version": r.version} for r in rows),
+            "adding deploys",
+        )
+
+    def iter_deploys(self) -> Iterator[DeployRow]:
+        for row in self._select(
+            "SELECT time_us, service, version FROM deploys ORDER BY time_us, service, version"
+        ):
+            yield DeployRow(*row)
+
+    def add_heartbeats(self, rows: Iterable[Heartbeat]) -> AddResult:
+        return self._add_rows(
+            "heartbeats",
+            (
+                {"host": r.host, "time_us": r.time_us, "service": r.service, "version": r.version}
+                for r in rows
+            ),
+            "adding heartbeats",
+        )
+
+    def iter_heartbeats(self) -> Iterator[Heartbeat]:
+        for row in self._select(
+            "SELECT host, time_us, service, version FROM heartbeats "
+            "ORDER BY host, time_us, service, version"
+        ):
+            yield Heartbeat(*row)
+
+    def add_screen_results(self, rows: Iterable[ScreenResultRow]) -> AddResult:
+        return self._add_rows(
+            "screen_results",
+            (
+                {
+                    "result_id": r.result_id,
+                    "host": r.host,
+                    "time_us": r.time_us,
+                    "mode": r.mode,
+                    "decision": r.decision,
+                    "result_json": r.result_json(),
+                }
+                for r in rows
+            ),
+            "adding screen results",
+        )
+
+    def iter_screen_results(self) -> Iterator[ScreenResultRow]:
+        for host, time_us, mode, decision, blob in self._select(
+            "SELECT host, time_us, mode, decision, result_json FROM screen_results "
+            "ORDER BY host, time_us, result_id"
+        ):
+            yield ScreenResultRow(host, time_us, mode, decision, json.loads(blob))
+
+    # -- export, lifecycle ----------------------------------------------------------------
+
+    def export_parquet(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
+        out = Path(directory)
+        with self._guard("creating the export directory"):
+            out.mkdir(parents=True, exist_ok=True)
+        written: dict[str, Path] = {}
+        for table in TABLES:
+            final = out / f"{table}.parquet"
+            tmp = out / f".{table}.parquet.tmp"
+            with self._connection(f"exporting {table} to Parquet") as con:
+                con.execute(
+                    f"COPY ({_EXPORT_QUERIES[table]}) TO {_quote_literal(str(tmp))} "
+                    "(FORMAT parquet)"
+                )
+                os.replace(tmp, final)
+            written[table] = final
+        return written
+
+    def load_rows(self, table: str, rows: Sequence[Row]) -> int:
+        """Insert already-flattened rows (used by the in-memory store's Parquet export)."""
+        with self._transaction(f"loading {table}") as con:
+            return self._insert(con, table, rows)
+
+    def close(self) -> None:
+        with self._lock:
+            con, self._con = self._con, None
+            if con is not None:
+                with self._guard("closing the store"):
+                    con.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
