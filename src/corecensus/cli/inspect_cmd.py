@@ -34,9 +34,10 @@ def inspect(
 ) -> int:
     """Read one core dump (plain, .zst, .lz4, .xz, or - for stdin) into a crash record."""
     from corecensus.coredump import inspect_core
+    from corecensus.ingest.metadata import collect_metadata
 
     quiet_libraries()
-    meta: dict[str, str] = {}
+    meta = collect_metadata(core).fields if core != "-" else {}
     record = inspect_core(
         core, head_bytes=head_bytes, binaries=binaries, symbolize=not no_symbols, metadata=meta
     )

@@ -1,0 +1,158 @@
+"""Core file → crash record with its metadata; the one path used by ``ingest``, the collector and
+``reprocess``.
+
+Parallel ingest runs :func:`process_core` in worker processes and writes to the store from the
+parent only (one writer per embedded database). A worker that dies (a hostile core that crashes
+a C library) costs only its core: the rest of the batch is retried in fresh workers and the
+culprit is recorded as ``unparsed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from corecensus.coredump import inspect_core
+from corecensus.ingest.journal import JournalIndex
+from corecensus.ingest.metadata import collect_metadata
+from corecensus.model import CrashRecord, ParseStatus
+
+__all__ = ["find_cores", "ingest_records", "process_core"]
+
+_CORE_MAGIC = (b"\x7fELF", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18", b"\xfd7zXZ\x00")
+# Files beside cores that are never cores themselves.
+_SKIP_SUFFIXES = (".json", ".txt", ".md", ".csv", ".log")
+
+
+def _looks_like_core(path: Path) -> bool:
+    if path.name.startswith("core"):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(18)
+    except OSError:
+        return False
+    if head.startswith(b"\x7fELF"):
+        # An ELF file in a directory of cores may be an executable; only ET_CORE (4) counts.
+        return len(head) >= 18 and head[16] == 4
+    return head.startswith(_CORE_MAGIC[1:])
+
+
+def find_cores(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files named on the command line as they are; directories searched for core files."""
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for root, _dirs, files in os.walk(p):
+                for name in sorted(files):
+                    f = Path(root) / name
+                    if f.suffix in _SKIP_SUFFIXES or not f.is_file():
+                        continue
+                    if _looks_like_core(f) and f not in seen:
+                        seen.add(f)
+                        out.append(f)
+        elif p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def process_core(
+    path: Path,
+    journal: JournalIndex | None = None,
+    binaries: Sequence[Path] = (),
+    symbolize: bool = True,
+) -> CrashRecord:
+    """Metadata (sidecar, xattrs, journal, file name) plus the parsed core; never raises."""
+    meta = collect_metadata(path, journal)
+    record = inspect_core(path, binaries=binaries, symbolize=symbolize, metadata=meta.fields)
+    extra = [f"metadata: {e}" for e in meta.errors]
+    if extra:
+        record = dataclasses.replace(record, errors=(*record.errors, *extra))
+    return record
+
+
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(journal: JournalIndex | None, binaries: Sequence[Path], symbolize: bool) -> None:
+    _WORKER.update(journal=journal, binaries=binaries, symbolize=symbolize)
+
+
+def _work(path: Path) -> CrashRecord:
+    journal = _WORKER.get("journal")
+    binaries = _WORKER.get("binaries", ())
+    return process_core(
+        path,
+        journal if isinstance(journal, JournalIndex) else None,
+        binaries if isinstance(binaries, (list, tuple)) else (),
+        bool(_WORKER.get("symbolize", True)),
+    )
+
+
+def _crashed_record(path: Path) -> CrashRecord:
+    import hashlib
+
+    return CrashRecord(
+        core_id=hashlib.sha256(str(path).encode()).hexdigest()[:32],
+        status=ParseStatus.UNPARSED,
+        errors=("the parser process died on this core (a crash in a native library); skipped",),
+        source=str(path),
+    )
+
+
+def ingest_records(
+    cores: Sequence[Path],
+    *,
+    jobs: int = 1,
+    journal: JournalIndex | None = None,
+    binaries: Sequence[Path] = (),
+    symbolize: bool = True,
+    on_done: Callable[[Path], None] | None = None,
+) -> Iterator[CrashRecord]:
+    """Parse ``cores`` in ``jobs`` worker processes, yielding records as they complete."""
+    if jobs <= 1:
+        for path in cores:
+            yield process_core(path, journal, binaries, symbolize)
+            if on_done:
+                on_done(path)
+        return
+    done: set[Path] = set()
+    try:
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            initializer=_init_worker,
+            initargs=(journal, list(binaries), symbolize),
+        ) as pool:
+            futures: dict[Future[CrashRecord], Path] = {pool.submit(_work, p): p for p in cores}
+            for fut in as_completed(futures):
+                rec = fut.result()
+                done.add(futures[fut])
+                yield rec
+                if on_done:
+                    on_done(futures[fut])
+    except BrokenProcessPool:
+        # Which core killed the worker is unknown: run the unfinished ones one by one, each
+        # alone in a pool of one, so the culprit can be named and nothing else is lost.
+        for path in (p for p in cores if p not in done):
+            yield _isolated(path, journal, binaries, symbolize)
+            if on_done:
+                on_done(path)
+
+
+def _isolated(
+    path: Path, journal: JournalIndex | None, binaries: Sequence[Path], symbolize: bool
+) -> CrashRecord:
+    try:
+        with ProcessPoolExecutor(
+            max_workers=1, initializer=_init_worker, initargs=(journal, list(binaries), symbolize)
+        ) as pool:
+            return pool.submit(_work, path).result()
+    except BrokenProcessPool:
+        return _crashed_record(path)
