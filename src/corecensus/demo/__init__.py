@@ -1,0 +1,7 @@
+"""``corecensus demo``: a small fleet of real crashing programs, end to end."""
+
+from __future__ import annotations
+
+from corecensus.demo.run import DemoRun, run_demo
+
+__all__ = ["DemoRun", "run_demo"]

@@ -1,0 +1,105 @@
+"""``corecensus demo``: a small fleet of real crashes, ingested and analyzed end to end.
+
+Steps: compile ``ledger`` with the machine's compiler, crash it once per planned crash so the
+kernel writes a real core each time, label each core with a sidecar (host, CPU, version, ...),
+write exposure and deploys, ingest into a DuckDB store, analyze, report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corecensus.demo.crashes import (
+    build_ledger,
+    core_pattern_problem,
+    crash_once,
+    sample_core,
+    sample_executable,
+)
+from corecensus.demo.fleet import DemoFleet, plan_fleet
+from corecensus.model import CrashRecord
+from corecensus.pipeline import ingest_records
+from corecensus.store import open_store
+
+__all__ = ["DemoRun", "run_demo"]
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class DemoRun:
+    workdir: Path
+    fleet: DemoFleet
+    db: Path
+    exposure: Path
+    deploys: Path
+    binaries: Path
+    used_samples: str | None = None
+    records: list[CrashRecord] = field(default_factory=list)
+    ingested: int = 0
+    duplicates: int = 0
+
+
+def run_demo(
+    workdir: Path,
+    *,
+    jobs: int = 2,
+    seed: int = 7,
+    progress: Progress | None = None,
+    proc_root: Path = Path("/proc"),
+) -> DemoRun:
+    """Build the demo fleet's crashes under ``workdir`` (emptied first) and ingest them.
+
+    ``proc_root`` is where ``sys/kernel/core_pattern`` is read (injectable for tests).
+    """
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    fleet = plan_fleet(seed)
+    cores_dir = workdir / "cores"
+    problem = core_pattern_problem(proc_root)
+    if problem is None:
+        exe = build_ledger(workdir / "build")
+    else:
+        exe = sample_executable(workdir / "build" / "samples")
+    run = DemoRun(
+        workdir=workdir,
+        fleet=fleet,
+        db=workdir / "corecensus.duckdb",
+        exposure=workdir / "exposure.csv",
+        deploys=workdir / "deploys.csv",
+        binaries=exe.parent,
+        used_samples=problem,
+    )
+    total = len(fleet.crashes)
+    cores: list[Path] = []
+    for i, crash in enumerate(fleet.crashes):
+        name = f"core.ledger.{crash.host.name}.{i:03d}"
+        dest = cores_dir / name
+        if problem is None:
+            produced = crash_once(exe, crash.mode, workdir / "run" / f"{i:03d}")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            produced.rename(dest)
+        else:
+            sample_core(crash.mode, i, dest)
+        (cores_dir / f"{name}.json").write_text(json.dumps(crash.sidecar(), indent=1))
+        cores.append(dest)
+        if progress:
+            progress("crash", i + 1, total)
+    fleet.write_exposure(run.exposure)
+    fleet.write_deploys(run.deploys)
+    store = open_store(run.db)
+    try:
+        for done, rec in enumerate(ingest_records(cores, jobs=jobs, binaries=[run.binaries]), 1):
+            run.records.append(rec)
+            if progress:
+                progress("ingest", done, total)
+        result = store.add_crashes(run.records)
+        run.ingested, run.duplicates = result.new, result.duplicate
+    finally:
+        store.close()
+    return run
