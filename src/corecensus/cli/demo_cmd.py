@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -37,7 +37,7 @@ def demo(workdir: Path, jobs: int, seed: int, as_json: bool) -> int:
             TextColumn("{task.description:8}"), BarColumn(), MofNCompleteColumn(),
             console=out, transient=True, disable=as_json or not out.is_terminal,
         ) as bar:  # fmt: skip
-            tasks: dict[str, int] = {}
+            tasks: dict[str, TaskID] = {}
 
             def progress(step: str, done: int, total: int) -> None:
                 if step not in tasks:
