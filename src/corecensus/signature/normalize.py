@@ -107,11 +107,11 @@ def _argument_replacement(before: str, span: str) -> str:
 def drop_prefix_and_return_type(function: str) -> str:
     """``static void* Foo<Bar>::get(int) const`` -> ``Foo<Bar>::get(int) const``.
 
-    Tokenizes on spaces outside ``() {} [] <>`` and keeps the last token, re-joining a trailing
+    Tokenizes on spaces outside ``() {} [] <> `'`` and keeps the last token, re-joining a trailing
     ``(args)`` or ``[clone ...]`` token that a space separated from the name (socorro
     ``utils.drop_prefix_and_return_type``).
     """
-    pairs = {"(": ")", "{": "}", "[": "]", "<": ">"}
+    pairs = {"(": ")", "{": "}", "[": "]", "<": ">", "`": "'"}
     closers = set(pairs.values())
     tokens: list[str] = []
     levels: list[str] = []
@@ -160,9 +160,9 @@ def _normalize_once(function: str) -> str:
     function = _clean(demangle(function))
     function = _CLONE_BRACKET.sub("", function)
     function = _strip_qualifiers(function)
+    function = function.replace("`anonymous namespace'", "(anonymous namespace)")
     if "::operator" not in function and not function.startswith("operator"):
         function = drop_prefix_and_return_type(function)
-    function = function.replace("`anonymous namespace'", "(anonymous namespace)")
     function = _LAMBDA_NUMBER.sub("$", function)
     function = collapse(function, "<", ">", _template_replacement)
     function = collapse(function, "(", ")", _argument_replacement)
