@@ -36,6 +36,9 @@ from corecensus.signature.normalize import drop_prefix_and_return_type
         # Symbol offsets and ELF symbol versions are not part of the name.
         ("crash_here+0x1a/0x40", "crash_here"),
         ("memcpy@@GLIBC_2.14", "memcpy"),
+        # glibc's internal aliases are the function itself.
+        ("__GI___libc_free", "__libc_free"),
+        ("__GI_raise", "raise"),
         # Mangled names are demangled with libstdc++'s __cxa_demangle.
         ("_ZN3svc7Handler3runEv", "svc::Handler::run"),
         ("_ZSt20__throw_length_errorPKc+0x10", "std::__throw_length_error"),

@@ -30,6 +30,9 @@ _BAD_CHARS = re.compile(r"[^\x20-\x7e]+")
 _SPACES = re.compile(r" {2,}")
 # drgn / addr2line style "name+0x1a/0x40" or "name+0x1a": the offset is not part of the name.
 _SYMBOL_OFFSET = re.compile(r"\+0x[0-9a-fA-F]+(?:/0x[0-9a-fA-F]+)?$")
+# glibc's internal aliases of its own functions (hidden_def in include/libc-symbols.h) are
+# named "__GI_" + name: "__GI_raise" is raise, "__GI___libc_free" is __libc_free.
+_GLIBC_INTERNAL = re.compile(r"^(?:__GI_)+(?=.)")
 # ELF symbol versions ("memcpy@@GLIBC_2.14", "memcpy@GLIBC_2.2.5").
 _SYMBOL_VERSION = re.compile(r"@@?[A-Za-z_][A-Za-z0-9_.]*$")
 # GCC clones of one function get suffixes ("foo.cold", "foo.isra.0", "foo.part.3",
@@ -157,6 +160,7 @@ def _normalize_once(function: str) -> str:
     function = _clean(function)
     function = _SYMBOL_OFFSET.sub("", function)
     function = _SYMBOL_VERSION.sub("", function)
+    function = _GLIBC_INTERNAL.sub("", function)
     function = _clean(demangle(function))
     function = _CLONE_BRACKET.sub("", function)
     function = _strip_qualifiers(function)
