@@ -225,3 +225,14 @@ def test_closed_store_raises_store_error(store: Store) -> None:
         store.count_crashes()
     with pytest.raises(StoreError, match="closed"):
         store.add_crashes([make_record(1)])
+
+
+def test_record_that_json_cannot_hold_is_a_store_error(store: Store) -> None:
+    from corecensus.model import Anomaly
+
+    bad = dataclasses.replace(
+        make_record(1), anomalies=(Anomaly("pc_zero", "x", data={"raw": b"\x00"}),)
+    )
+    with pytest.raises(StoreError, match=f"crash {bad.core_id} cannot be stored as JSON"):
+        store.add_crashes([bad])
+    assert store.count_crashes() == 0
