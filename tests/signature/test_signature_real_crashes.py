@@ -121,6 +121,9 @@ def test_uncaught_exception_is_named_by_the_throwing_function(sign: Signer) -> N
 
 
 def test_double_free_keeps_the_allocator_frames_as_prefix(sign: Signer) -> None:
+    # glibc's internal names (_int_free, malloc_printerr) come from its debug info.
+    if not any(Path("/usr/lib/debug/.build-id").glob("*/*.debug")):
+        pytest.skip("needs glibc debug symbols (Debian: libc6-dbg) to name _int_free")
     sig = sign("free")
     assert sig.symbolic == "_int_free | __libc_free | release_buffer"
 

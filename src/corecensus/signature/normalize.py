@@ -12,6 +12,7 @@ Every function here is total (never raises on any ``str``) and idempotent
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 
@@ -178,9 +179,11 @@ def _normalize_once(function: str) -> str:
     return _clean(function)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def normalize_function(function: str) -> str:
     """Normalize one function name (demangled or not); ``""`` if nothing is left.
 
+    Cached: a fleet's crashes repeat the same few thousand function names.
     The steps are applied until the text stops changing (at most a few rounds: each round only
     removes text or reformats separators), which makes the function idempotent by construction
     even for hostile input such as unbalanced brackets.

@@ -213,9 +213,9 @@ class SymbolicSignatureRule(Rule):
         self.prefix = prefix
 
     def action(self, crash: CrashRecord, result: SignatureResult) -> None:
-        texts = [frame_text(f) for f in result.frames[:MAXIMUM_FRAMES_TO_CONSIDER]]
+        frames = result.frames[:MAXIMUM_FRAMES_TO_CONSIDER]
         kept: list[str] = []
-        for text in texts:
+        for text in (frame_text(f) for f in frames):
             if self.irrelevant.matches(text):
                 result.debug(self.name, f"irrelevant; ignoring: {text!r}")
                 continue
@@ -226,8 +226,8 @@ class SymbolicSignatureRule(Rule):
             result.debug(self.name, f"prefix; continue: {text!r}")
         if kept:
             result.symbolic = FRAME_DELIMITER.join(kept)
-        elif texts:
-            result.symbolic = texts[0]
+        elif frames:
+            result.symbolic = frame_text(frames[0])
             result.note(self.name, "every frame is irrelevant; using the top frame")
 
 
