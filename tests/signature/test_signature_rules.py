@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,7 @@ def _modules(exe_base: int, libc_base: int, exe_id: str = EXE_ID) -> tuple[Mappe
 
 
 def abort_crash(
-    exe_base: int = 0x5555_5555_4000, libc_base: int = 0x7F00_0000_0000, **kw: object
+    exe_base: int = 0x5555_5555_4000, libc_base: int = 0x7F00_0000_0000, **kw: Any
 ) -> CrashRecord:
     """std::__throw_length_error from svc::Handler::run, through abort() (mangled names, as an
     ELF symbol table gives them)."""
@@ -80,7 +81,7 @@ def abort_crash(
         frames=tuple(frames),
         registers={"rsp": 0x7FFD_0000_0000},
     )
-    return dataclasses.replace(record, **kw)  # type: ignore[arg-type]
+    return dataclasses.replace(record, **kw)
 
 
 def null_call_crash(
