@@ -12,6 +12,7 @@ Every function here is total (never raises on any ``str``) and idempotent
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 
@@ -30,6 +31,9 @@ _BAD_CHARS = re.compile(r"[^\x20-\x7e]+")
 _SPACES = re.compile(r" {2,}")
 # drgn / addr2line style "name+0x1a/0x40" or "name+0x1a": the offset is not part of the name.
 _SYMBOL_OFFSET = re.compile(r"\+0x[0-9a-fA-F]+(?:/0x[0-9a-fA-F]+)?$")
+# glibc's internal aliases of its own functions (hidden_def in include/libc-symbols.h) are
+# named "__GI_" + name: "__GI_raise" is raise, "__GI___libc_free" is __libc_free.
+_GLIBC_INTERNAL = re.compile(r"^(?:__GI_)+(?=.)")
 # ELF symbol versions ("memcpy@@GLIBC_2.14", "memcpy@GLIBC_2.2.5").
 _SYMBOL_VERSION = re.compile(r"@@?[A-Za-z_][A-Za-z0-9_.]*$")
 # GCC clones of one function get suffixes ("foo.cold", "foo.isra.0", "foo.part.3",
@@ -107,11 +111,11 @@ def _argument_replacement(before: str, span: str) -> str:
 def drop_prefix_and_return_type(function: str) -> str:
     """``static void* Foo<Bar>::get(int) const`` -> ``Foo<Bar>::get(int) const``.
 
-    Tokenizes on spaces outside ``() {} [] <>`` and keeps the last token, re-joining a trailing
+    Tokenizes on spaces outside ``() {} [] <> `'`` and keeps the last token, re-joining a trailing
     ``(args)`` or ``[clone ...]`` token that a space separated from the name (socorro
     ``utils.drop_prefix_and_return_type``).
     """
-    pairs = {"(": ")", "{": "}", "[": "]", "<": ">"}
+    pairs = {"(": ")", "{": "}", "[": "]", "<": ">", "`": "'"}
     closers = set(pairs.values())
     tokens: list[str] = []
     levels: list[str] = []
@@ -157,12 +161,13 @@ def _normalize_once(function: str) -> str:
     function = _clean(function)
     function = _SYMBOL_OFFSET.sub("", function)
     function = _SYMBOL_VERSION.sub("", function)
+    function = _GLIBC_INTERNAL.sub("", function)
     function = _clean(demangle(function))
     function = _CLONE_BRACKET.sub("", function)
     function = _strip_qualifiers(function)
+    function = function.replace("`anonymous namespace'", "(anonymous namespace)")
     if "::operator" not in function and not function.startswith("operator"):
         function = drop_prefix_and_return_type(function)
-    function = function.replace("`anonymous namespace'", "(anonymous namespace)")
     function = _LAMBDA_NUMBER.sub("$", function)
     function = collapse(function, "<", ">", _template_replacement)
     function = collapse(function, "(", ")", _argument_replacement)
@@ -174,9 +179,11 @@ def _normalize_once(function: str) -> str:
     return _clean(function)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def normalize_function(function: str) -> str:
     """Normalize one function name (demangled or not); ``""`` if nothing is left.
 
+    Cached: a fleet's crashes repeat the same few thousand function names.
     The steps are applied until the text stops changing (at most a few rounds: each round only
     removes text or reformats separators), which makes the function idempotent by construction
     even for hostile input such as unbalanced brackets.

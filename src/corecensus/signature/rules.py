@@ -12,13 +12,14 @@ import signal as _signal
 from dataclasses import dataclass, field
 
 from corecensus.model import CrashRecord, ParseStatus
-from corecensus.signature.frames import FrameView, PcKind, select_frames
+from corecensus.signature.frames import FrameOrigin, FrameView, PcKind, select_frames
 from corecensus.signature.normalize import address_frame, normalize_function
 from corecensus.signature.siglists import FrameList
 from corecensus.signature.signatures import anomaly_class
 
 __all__ = [
     "ADDRESS_FRAMES",
+    "ADDRESS_WINDOW_FRAMES",
     "MAXIMUM_FRAMES_TO_CONSIDER",
     "SIGNATURE_MAX_LENGTH",
     "AddressSignatureRule",
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 ADDRESS_FRAMES = 5
+# Stack-window words farther from sp are increasingly stale data, and whether one falls inside
+# the window depends on the stack's random alignment: two runs of one bug differed in the fifth
+# word (tests/signature/test_signature_real_crashes.py). Only the nearest ones sign a crash.
+ADDRESS_WINDOW_FRAMES = 2
 MAXIMUM_FRAMES_TO_CONSIDER = 40
 SIGNATURE_MAX_LENGTH = 255
 FRAME_DELIMITER = " | "
@@ -145,12 +150,21 @@ def _address_token(frame: FrameView) -> str:
 
 class AddressSignatureRule(Rule):
     """``program SIGNAL tok | tok | ...`` over the top :data:`ADDRESS_FRAMES` frames outside
-    system libraries; a token is ``<build id, first 16 hex digits>+0xoffset`` (the module
-    basename when the build id is unknown), ``@0x0`` or ``@stack``."""
+    system libraries, at most :data:`ADDRESS_WINDOW_FRAMES` of them from the stack window.
 
-    def __init__(self, system_modules: FrameList, frames: int = ADDRESS_FRAMES) -> None:
+    A token is ``<build id, first 16 hex digits>+0xoffset`` (the module basename when the build
+    id is unknown), ``@0x0`` or ``@stack``.
+    """
+
+    def __init__(
+        self,
+        system_modules: FrameList,
+        frames: int = ADDRESS_FRAMES,
+        window_frames: int = ADDRESS_WINDOW_FRAMES,
+    ) -> None:
         self.system_modules = system_modules
         self.frames = frames
+        self.window_frames = window_frames
 
     def _is_system(self, frame: FrameView) -> bool:
         return (
@@ -163,7 +177,17 @@ class AddressSignatureRule(Rule):
         own = [f for f in result.frames if not self._is_system(f)]
         if len(own) < len(result.frames):
             result.debug(self.name, f"left out {len(result.frames) - len(own)} system frames")
-        tokens = [_address_token(f) for f in (own or result.frames)[: self.frames]]
+        chosen: list[FrameView] = []
+        from_window = 0
+        for frame in own or result.frames:
+            if len(chosen) == self.frames:
+                break
+            if frame.origin is FrameOrigin.STACK_WINDOW:
+                if from_window == self.window_frames:
+                    break
+                from_window += 1
+            chosen.append(frame)
+        tokens = [_address_token(f) for f in chosen]
         body = FRAME_DELIMITER.join(tokens) if tokens else "<no frames>"
         result.address = f"{result.program} {result.signal} {body}"
 
@@ -189,9 +213,9 @@ class SymbolicSignatureRule(Rule):
         self.prefix = prefix
 
     def action(self, crash: CrashRecord, result: SignatureResult) -> None:
-        texts = [frame_text(f) for f in result.frames[:MAXIMUM_FRAMES_TO_CONSIDER]]
+        frames = result.frames[:MAXIMUM_FRAMES_TO_CONSIDER]
         kept: list[str] = []
-        for text in texts:
+        for text in (frame_text(f) for f in frames):
             if self.irrelevant.matches(text):
                 result.debug(self.name, f"irrelevant; ignoring: {text!r}")
                 continue
@@ -202,8 +226,8 @@ class SymbolicSignatureRule(Rule):
             result.debug(self.name, f"prefix; continue: {text!r}")
         if kept:
             result.symbolic = FRAME_DELIMITER.join(kept)
-        elif texts:
-            result.symbolic = texts[0]
+        elif frames:
+            result.symbolic = frame_text(frames[0])
             result.note(self.name, "every frame is irrelevant; using the top frame")
 
 

@@ -420,7 +420,7 @@ class DuckDBStore:
                 "time_us IS NOT NULL AS time_known, coalesce(cpu, -1)::BIGINT AS cpu, "
                 "cpu_model, microcode, kernel, service, version, exe, "
                 f"coalesce(signal, -1)::BIGINT AS signal, {pop} AS population, anomaly_mask "
-                "FROM crashes ORDER BY time_us NULLS LAST, core_id"
+                "FROM crashes ORDER BY crashes.time_us NULLS LAST, crashes.core_id"
             ).fetchnumpy()
 
         def objects(name: str) -> np.ndarray[Any, np.dtype[np.object_]]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from corecensus.errors import StoreError
 from corecensus.model import CrashRecord
 from corecensus.signature import (
     PopulationLevel,
@@ -103,6 +104,14 @@ def _text(value: str | None) -> str | None:
     return value if value else None
 
 
+def _record_json(record: CrashRecord) -> str:
+    try:
+        return json.dumps(record.to_json(), sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        # Anomaly.data is free-form; a value JSON cannot hold must not crash an ingest.
+        raise StoreError(f"crash {record.core_id} cannot be stored as JSON: {exc}") from exc
+
+
 def signature_values(sig: Signatures) -> Row:
     """The signature columns of a crash row."""
     return {
@@ -141,7 +150,7 @@ def crash_row(record: CrashRecord, sig: Signatures, ingested_us: int) -> Row:
         "anomalies": list(record.anomaly_names),
         "anomaly_mask": anomaly_mask(record.anomaly_names),
         "ingested_us": ingested_us,
-        "record_json": json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")),
+        "record_json": _record_json(record),
     }
     row.update(signature_values(sig))
     return row

@@ -1,0 +1,230 @@
+"""DuckDB adapter: real files, a real second process, corrupt and foreign files, a full disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+from store_records import make_record
+
+from corecensus.errors import StoreError
+from corecensus.store import SCHEMA_VERSION, DuckDBStore, open_store
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    with open_store(path) as s:
+        s.add_crashes(make_record(i) for i in range(20))
+    with open_store(path) as s:
+        assert s.count_crashes() == 20
+        assert s.add_crashes([make_record(3)]).duplicate == 1
+    with open_store(path, read_only=True) as s:
+        assert s.count_crashes() == 20
+        with pytest.raises(StoreError, match="read-only"):
+            s.add_crashes([make_record(99)])
+
+
+def _holder_script(path: Path) -> str:
+    return textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {SRC!r})
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from store_records import make_record
+        from corecensus.store import DuckDBStore
+        with DuckDBStore({str(path)!r}) as s:
+            s.add_crashes(make_record(i) for i in range(10))
+            print("ready", flush=True)
+            sys.stdin.readline()
+            s.add_crashes(make_record(i) for i in range(10, 15))
+        print("done", flush=True)
+        """
+    )
+
+
+def test_second_process_gets_a_clear_error_and_nothing_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "shared.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _holder_script(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreError) as excinfo:
+            DuckDBStore(path)
+        message = str(excinfo.value)
+        assert f"in use by process {holder.pid}" in message
+        assert "one writer per store file" in message
+        with pytest.raises(StoreError, match="in use"):
+            DuckDBStore(path, read_only=True)
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        out, err = holder.communicate(timeout=60)
+        assert holder.returncode == 0, err
+        assert out.strip() == "done"
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    with DuckDBStore(path) as s:
+        assert s.count_crashes() == 15
+        assert {r.core_id for r in s.iter_crashes()} == {make_record(i).core_id for i in range(15)}
+
+
+def test_garbage_file_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.duckdb"
+    path.write_bytes(os.urandom(64 * 1024))
+    with pytest.raises(StoreError, match="not a corecensus store, or the file is corrupt"):
+        DuckDBStore(path)
+
+
+def test_truncated_store_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    with DuckDBStore(path) as s:
+        s.add_crashes(make_record(i) for i in range(50))
+    data = path.read_bytes()
+    path.write_bytes(data[:5000])
+    with pytest.raises(StoreError, match="corrupt"), DuckDBStore(path) as s:
+        s.count_crashes()
+
+
+def test_store_with_damaged_blocks_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    with DuckDBStore(path) as s:
+        s.add_crashes(make_record(i) for i in range(300))
+    data = bytearray(path.read_bytes())
+    # Overwrite everything after the file headers (DuckDB checksums each block).
+    for i in range(3 * 4096, len(data)):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="corrupt"), DuckDBStore(path) as s:
+        list(s.iter_crashes())
+
+
+def test_foreign_duckdb_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE orders (id INTEGER)")
+    con.close()
+    with pytest.raises(StoreError, match="not a corecensus store"):
+        DuckDBStore(path)
+    # The refusal released the file: DuckDB can open it again in this process.
+    duckdb.connect(str(path)).close()
+
+
+def _set_schema_version(path: Path, version: int) -> None:
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE corecensus_meta SET value = ? WHERE key = 'schema_version'", [str(version)])
+    con.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    DuckDBStore(path).close()
+    _set_schema_version(path, SCHEMA_VERSION + 1)
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1} is newer"):
+        DuckDBStore(path)
+
+
+def test_older_schema_without_a_migration_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    DuckDBStore(path).close()
+    _set_schema_version(path, 0)
+    with pytest.raises(StoreError, match="no migration from store schema version 0"):
+        DuckDBStore(path)
+    with pytest.raises(StoreError, match="needs migrating"):
+        DuckDBStore(path, read_only=True)
+
+
+def test_missing_directory_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="does not exist"):
+        DuckDBStore(tmp_path / "no" / "such" / "dir.duckdb")
+
+
+def test_read_only_open_of_missing_file_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError):
+        DuckDBStore(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_default_path_is_corecensus_duckdb_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_store() as s:
+        s.add_crashes([make_record(1)])
+        assert s.location == "corecensus.duckdb"
+    assert (tmp_path / "corecensus.duckdb").is_file()
+
+
+_DISK_FULL_SCRIPT = """
+import json, os, subprocess, sys
+sys.path.insert(0, {src!r})
+from corecensus.errors import StoreError
+from corecensus.model import CrashRecord, ParseStatus
+from corecensus.store import DuckDBStore
+d = {mount!r}
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", d], check=True)
+filler = os.path.join(d, "filler")
+with open(filler, "wb") as f:
+    f.write(b"\\0" * 512 * 1024)
+path = os.path.join(d, "s.duckdb")
+committed, error = 0, None
+store = DuckDBStore(path)
+for batch in range(1000):
+    records = [
+        CrashRecord(f"c{{batch}}-{{i}}", ParseStatus.OK, metadata={{"X": os.urandom(3000).hex()}})
+        for i in range(20)
+    ]
+    try:
+        committed += store.add_crashes(records).new
+    except StoreError as exc:
+        error = str(exc)
+        break
+try:
+    store.close()
+except StoreError:
+    pass
+os.remove(filler)
+with DuckDBStore(path) as again:
+    after = again.count_crashes()
+print(json.dumps({{"error": error, "committed": committed, "after": after}}))
+"""
+
+
+def test_disk_full_is_a_clear_store_error_and_committed_work_is_kept(tmp_path: Path) -> None:
+    # A real full disk: a 3 MiB tmpfs mounted in a private mount namespace (unshare -m), so
+    # nothing outside the child process sees it and it vanishes with the child.
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to mount a small tmpfs in a private namespace")
+    probe = subprocess.run(["unshare", "-m", "true"], check=False, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create a mount namespace: {probe.stderr.decode().strip()}")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    script = _DISK_FULL_SCRIPT.format(src=SRC, mount=str(mount))
+    done = subprocess.run(
+        ["unshare", "-m", sys.executable, "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["error"] is not None
+    assert "disk full while adding crashes" in result["error"]
+    assert result["committed"] > 0
+    assert result["after"] == result["committed"]
