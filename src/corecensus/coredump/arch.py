@@ -181,7 +181,7 @@ _MIPS_REGS = [f"pad{i}" for i in range(6)] + [
     "ra",
     "lo",
     "hi",
-    "epc",
+    "pc",
     "badvaddr",
     "status",
     "cause",
@@ -226,7 +226,8 @@ def arch_for(machine: int, is_64: bool, little_endian: bool) -> ArchInfo | None:
         name = base + ("el" if little_endian else "")
         size = 8 if is_64 else 4
         return ArchInfo(
-            name, size, 112 if is_64 else 72, _regs(_MIPS_REGS, size), "epc", "sp",
+            # cp0_epc is the pc; gdb and the manifest of tests/data/multiarch call it "pc".
+            name, size, 112 if is_64 else 72, _regs(_MIPS_REGS, size), "pc", "sp",
             mips_signals=True, swapped_siginfo=True,
         )  # fmt: skip
     return None

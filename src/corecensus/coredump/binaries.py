@@ -123,6 +123,10 @@ class BinaryResolver:
                 # debuginfod-style trees (.build-id/ab/cdef.debug) are found by the walk too.
         return index
 
+    @property
+    def has_dirs(self) -> bool:
+        return bool(self._dirs)
+
     def by_build_id(self, build_id: str) -> Path | None:
         if self._index is None:
             self._index = self._build_index()
@@ -135,16 +139,16 @@ class BinaryResolver:
             if found is not None:
                 return found
         p = Path(path)
-        if not p.is_absolute() or not p.is_file():
-            return None
-        if build_id is not None and build_id_of_file(p) != build_id:
-            return None
         if build_id is None and self._dirs:
             # Prefer a same-named file from --binaries when the core gave no build-id.
             for d in self._dirs:
                 cand = d / p.name
                 if cand.is_file():
                     return cand
+        if not p.is_absolute() or not p.is_file():
+            return None
+        if build_id is not None and build_id_of_file(p) != build_id:
+            return None
         return p
 
     def _mmap(self, p: Path) -> mmap.mmap | None:

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from corecensus.coredump.anomalies import detect_anomalies
 from corecensus.coredump.binaries import BinaryResolver
-from corecensus.coredump.notes import AT_EXECFN
+from corecensus.coredump.notes import AT_ENTRY, AT_EXECFN
 from corecensus.coredump.parse import ParsedCore, parse_core
 from corecensus.coredump.source import DEFAULT_MAX_STREAM_BYTES, open_core
 from corecensus.coredump.stackwindow import RawStackWord, scan_stack
@@ -183,12 +183,19 @@ def _int_or_none(v: str | None) -> int | None:
 
 
 def executable_path(p: ParsedCore) -> str | None:
+    """The main executable: the mapped file holding the entry point (AT_ENTRY), which is an
+    absolute path; else AT_EXECFN as the program was started (may be relative); else the
+    first mapped file."""
+    entry = p.auxv.get(AT_ENTRY)
+    if entry:
+        f = p.space.file_at(entry)
+        if f is not None:
+            return f.path
     execfn = p.auxv.get(AT_EXECFN)
     if execfn:
         s = p.space.read_cstring(execfn)
         if s:
             return s
-    # The executable is the file mapped at AT_PHDR's page, else the first mapped file.
     return p.files[0].path if p.files else None
 
 

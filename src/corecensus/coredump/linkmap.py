@@ -10,6 +10,8 @@ A static executable has no such list; then only the executable itself is reporte
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from pathlib import Path
 
 from corecensus.coredump.elf import Segment
 from corecensus.coredump.memory import AddressSpace
@@ -26,8 +28,13 @@ MAX_PHNUM = 256
 
 
 def mapped_files(
-    space: AddressSpace, auxv: dict[int, int], segments: list[Segment]
+    space: AddressSpace,
+    auxv: dict[int, int],
+    segments: list[Segment],
+    exe_file: Callable[[str], Path | None] | None = None,
 ) -> list[FileMapping]:
+    """Mapped files from the link map; ``exe_file`` finds a local copy of the executable by
+    name when its program headers are not in the core (qemu-user dumps no file-backed pages)."""
     phdr = auxv.get(AT_PHDR)
     if not phdr:
         return []
@@ -37,9 +44,15 @@ def mapped_files(
     # The executable's program headers: find their count from the segment that holds them.
     entsize = 56 if w == 8 else 32
     phdrs: list[tuple[int, int, int, int]] = []  # type, offset, vaddr, memsz
+    in_core = space.read(phdr, entsize) is not None
+    local = None if in_core or exe_file is None else exe_file(exe_name)
+    file_table = _file_phdr_table(local) if local is not None else None
     for i in range(min(auxv.get(AT_PHNUM, MAX_PHNUM), MAX_PHNUM)):
-        raw = space.read(phdr + i * entsize, entsize)
-        if raw is None:
+        if file_table is not None:
+            raw = file_table[i * entsize : (i + 1) * entsize] or None
+        else:
+            raw = space.read(phdr + i * entsize, entsize)
+        if raw is None or len(raw) < entsize:
             break
         if w == 8:
             ptype, _f, off, vaddr, _pa, _fs, memsz, _al = struct.unpack(e + "IIQQQQQQ", raw)
@@ -95,6 +108,26 @@ def mapped_files(
             out.extend(_object_mappings(space, l_addr, name))
         node = l_next
     return out
+
+
+def _file_phdr_table(path: Path) -> bytes | None:
+    """The program header table of an ELF file on disk (the same bytes the loader mapped)."""
+    try:
+        with open(path, "rb") as fh:
+            ident = fh.read(64)
+            if len(ident) < 52 or not ident.startswith(b"\x7fELF"):
+                return None
+            e = "<" if ident[5] == 1 else ">"
+            if ident[4] == 2:
+                (phoff,) = struct.unpack_from(e + "Q", ident, 32)
+                phentsize, phnum = struct.unpack_from(e + "HH", ident, 54)
+            else:
+                (phoff,) = struct.unpack_from(e + "I", ident, 28)
+                phentsize, phnum = struct.unpack_from(e + "HH", ident, 42)
+            fh.seek(phoff)
+            return fh.read(phentsize * min(phnum, MAX_PHNUM))
+    except OSError:
+        return None
 
 
 def _object_mappings(space: AddressSpace, l_addr: int, name: str) -> list[FileMapping]:

@@ -164,7 +164,9 @@ class AddressSpace:
     def read_cstring(self, addr: int, limit: int = 4096) -> str | None:
         out = bytearray()
         while len(out) < limit:
-            chunk = self.read(addr + len(out), min(256, limit - len(out)))
+            pos = addr + len(out)
+            # Never ask across a page end: the string may end just before an unmapped page.
+            chunk = self.read(pos, min(256, limit - len(out), _PAGE - (pos % _PAGE)))
             if not chunk:
                 break
             nul = chunk.find(b"\0")

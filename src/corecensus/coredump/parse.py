@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from corecensus.coredump import linkmap
 from corecensus.coredump.arch import FAULT_SIGNALS, ArchInfo, arch_for, si_code_name, signal_name
-from corecensus.coredump.binaries import BinaryResolver, build_id_from_image
+from corecensus.coredump.binaries import BinaryResolver, build_id_from_image, build_id_of_file
 from corecensus.coredump.elf import (
     EM_NAMES,
     ElfHeader,
@@ -182,7 +182,9 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
     if not has_file_note:
         # gcore and qemu-user write no NT_FILE: find the loaded objects through the dynamic
         # linker's r_debug list instead (as gdb does for such cores).
-        files = linkmap.mapped_files(space, auxv, segments)
+        files = linkmap.mapped_files(
+            space, auxv, segments, lambda name: resolver.local_file(name, None)
+        )
         space.files = files
         space._file_starts = [f.start for f in files]
         parsed.files = files
@@ -249,6 +251,16 @@ def _modules(p: ParsedCore) -> list[MappedFile]:
             # Only the core's own bytes here: a file on disk is trusted only once a build-id
             # from the core says it is the same file.
             build_id = build_id_from_image(_dumped_reader(p), first.start)
+        if build_id is None and p.resolver.has_dirs:
+            # qemu-user dumps no file-backed page, so the core holds no build-id; a file of
+            # the same name in --binaries is then the best evidence there is.
+            local = p.resolver.local_file(path, None)
+            if local is not None:
+                build_id = build_id_of_file(local)
+                if build_id is not None:
+                    p.errors.append(
+                        f"build-id of {path} not in the core; taken from {local} (same name)"
+                    )
         p.resolver.build_ids[path] = build_id
         executable = any(p.space.is_executable(m.start) for m in maps)
         out.append(MappedFile(path, base, maps[-1].end, first.file_offset, build_id, executable))
