@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "corecensus.cli.demo_cmd:demo",
     "ingest": "corecensus.cli.ingest_cmd:ingest",
     "inspect": "corecensus.cli.inspect_cmd:inspect",
+    "reprocess": "corecensus.cli.reprocess_cmd:reprocess",
 }
 
 
