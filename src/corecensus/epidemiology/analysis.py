@@ -685,12 +685,16 @@ class _Context:
                 f"{int(scan.top_count[h])} of {int(scan.known_cpu[h])} crashes with a known CPU "
                 f"are on CPU {int(scan.top_cpu[h])} (largest-cell multinomial test against "
                 f"uniform over {int(scan.cpus[h])} CPUs, p={float(scan.p_cpu[h]):.2g}).",
-                f"{int(scan.anomalous[h])} crashes carry hardware-flavoured anomalies where "
-                f"{float(scan.expected_anomalous[h]):.2g} were expected from their populations' "
-                f"rates on other hosts (Poisson p={float(scan.p_anomaly[h]):.2g}; "
+                f"{int(scan.top_anomalous[h])} of the crashes on CPU {int(scan.top_cpu[h])} "
+                f"carry hardware-flavoured anomalies where {float(scan.top_expected[h]):.2g} were "
+                f"expected (Poisson p={float(scan.p_top_anomaly[h]):.2g}); on the whole host "
+                f"{int(scan.anomalous[h])} where {float(scan.expected_anomalous[h]):.2g} were "
+                f"expected (p={float(scan.p_anomaly[h]):.2g}); expectations from each "
+                "population's anomaly rate on other hosts, "
                 f"{int(scan.explained[h])} crashes of anomaly-heavy populations spread over many "
-                "hosts explained away).",
-                f"Combined (Fisher's method) p={float(scan.p_value[h]):.2g} <= "
+                "hosts explained away.",
+                "Combined (Fisher's method, CPU concentration with the anomalies on that CPU or "
+                f"on the host, Bonferroni x2) p={float(scan.p_value[h]):.2g} <= "
                 f"{params.host_alpha:g}, the per-host false-alarm budget.",
             ]
             if scan.first_alarm_us[h] >= 0:

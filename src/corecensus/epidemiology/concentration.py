@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from corecensus.epidemiology.binomial import binomial_upper
+from corecensus.epidemiology.tails import binomial_upper
 from corecensus.epidemiology.segments import Groups, pair_key
 
 __all__ = ["ModalCells", "infer_cpu_counts", "max_cell_pvalue", "modal_cells"]

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
-from corecensus.epidemiology.binomial import binomial_upper
+from corecensus.epidemiology.tails import binomial_upper, hypergeom_upper
 
 __all__ = ["AttributeCells", "TwoByTwo", "attribute_cells", "host_enrichment", "two_by_two"]
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from corecensus.epidemiology.concentration import max_cell_pvalue, modal_cells
+from corecensus.epidemiology.concentration import max_cell_pvalue
 from corecensus.epidemiology.multiplicity import fisher_combine
 from corecensus.epidemiology.poisson import poisson_upper
 from corecensus.epidemiology.segments import (
@@ -85,6 +85,9 @@ class HostScan:
     top_cpu: I64
     top_count: I64
     p_cpu: F64
+    top_anomalous: I64
+    top_expected: F64
+    p_top_anomaly: F64
     anomalous: I64
     expected_anomalous: F64
     explained: I64
@@ -145,10 +148,10 @@ def scan_hosts(
     anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
     expected = np.bincount(h, weights=ez, minlength=n_hosts)
     explained = np.bincount(h[crash_expl], minlength=n_hosts).astype(np.int64)
-    modal = modal_cells(h, c, n_hosts, tiebreak=resid.astype(np.float64))
-    p_cpu = max_cell_pvalue(modal.n, modal.top, cpus)
+    cells = _modal_cells(h, c, resid, ez, n_hosts)
+    p_cpu = max_cell_pvalue(cells.n, cells.top, cpus)
     p_anom = poisson_upper(anomalous, expected)
-    p = fisher_combine(p_cpu, p_anom)
+    p = _combine(p_cpu, cells.p_anomaly, p_anom)
     flagged = p <= settings.host_alpha
 
     first_alarm = np.full(n_hosts, -1, dtype=np.int64)
@@ -159,11 +162,14 @@ def scan_hosts(
         stream.run(h, c, np.asarray(time_us, np.int64), resid, ez, cpus, settings)
     return HostScan(
         crashes=crashes,
-        known_cpu=modal.n,
+        known_cpu=cells.n,
         cpus=cpus,
-        top_cpu=modal.cell,
-        top_count=modal.top,
+        top_cpu=cells.cell,
+        top_count=cells.top,
         p_cpu=p_cpu,
+        top_anomalous=cells.anomalous,
+        top_expected=cells.expected,
+        p_top_anomaly=cells.p_anomaly,
         anomalous=anomalous,
         expected_anomalous=expected,
         explained=explained,
@@ -177,6 +183,69 @@ def scan_hosts(
         pair_explained=explained_ph,
         fleet_anomaly_rate=r0,
     )
+
+
+# Share of the false-alarm budget spent on anomalies anywhere on the host (a fault without a
+# favourite CPU, e.g. memory); the rest goes to anomalies on the busiest CPU.
+HOST_WIDE_SHARE = 0.1
+
+
+def _combine(p_cpu: F64, p_cell: F64, p_host: F64) -> F64:
+    """Weighted Bonferroni over two Fisher combinations: CPU concentration with the anomalies
+    on the busiest CPU (weight 0.9) or with the anomalies on the whole host (weight 0.1). Given
+    the CPU of every crash, the anomaly p-values are conditionally valid, so each Fisher
+    combination is valid (see the module docstring)."""
+    on_cpu = fisher_combine(p_cpu, p_cell) / (1.0 - HOST_WIDE_SHARE)
+    anywhere = fisher_combine(p_cpu, p_host) / HOST_WIDE_SHARE
+    out: F64 = np.minimum(1.0, np.minimum(on_cpu, anywhere))
+    return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _TopCells:
+    n: I64  # crashes with a known CPU
+    top: I64  # crashes on the busiest CPU
+    cell: I64  # that CPU (-1 none)
+    anomalous: I64  # residual anomalous crashes on it
+    expected: F64  # their null expectation
+    p_anomaly: F64  # Poisson upper tail, times the number of tied busiest CPUs
+
+
+def _modal_cells(h: I64, c: I64, resid: B, ez: F64, n_hosts: int) -> _TopCells:
+    """Per host, the busiest CPU and the residual anomalies on it.
+
+    When several CPUs tie for busiest, the one with the smallest anomaly p-value is taken and
+    that p-value multiplied by the number tied (Bonferroni), so the choice cannot inflate it.
+    """
+    known = c >= 0
+    n = np.bincount(h[known], minlength=n_hosts).astype(np.int64)
+    top = np.zeros(n_hosts, dtype=np.int64)
+    cell = np.full(n_hosts, -1, dtype=np.int64)
+    z = np.zeros(n_hosts, dtype=np.int64)
+    e = np.zeros(n_hosts, dtype=np.float64)
+    p = np.ones(n_hosts, dtype=np.float64)
+    if not known.any():
+        return _TopCells(n=n, top=top, cell=cell, anomalous=z, expected=e, p_anomaly=p)
+    width = int(c[known].max()) + 1
+    g = Groups.of(pair_key(h[known], c[known], width))
+    g_host = g.keys // width
+    g_z = g.count_where(resid[known])
+    g_e = g.sum(ez[known])
+    np.maximum.at(top, g_host, g.counts)
+    tied = g.counts == top[g_host]
+    n_tied = np.bincount(g_host[tied], minlength=n_hosts)
+    g_p = np.where(tied, poisson_upper(g_z, g_e), 2.0)
+    # per host, the tied cell with the smallest p (then the lowest CPU index)
+    order = np.lexsort((g.keys % width, g_p, g_host))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = g_host[order][1:] != g_host[order][:-1]
+    lead = order[first]
+    hosts = g_host[lead]
+    cell[hosts] = g.keys[lead] % width
+    z[hosts] = g_z[lead]
+    e[hosts] = g_e[lead]
+    p[hosts] = np.minimum(1.0, g_p[lead] * n_tied[hosts])
+    return _TopCells(n=n, top=top, cell=cell, anomalous=z, expected=e, p_anomaly=p)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -217,19 +286,23 @@ class _Stream:
         m_run = segment_cummax(cell_count, starts)
         z_run = segment_cumsum(resid[order].astype(np.int64), starts)
         e_run = segment_cumsum(ez[order], starts)
+        # running residual anomalies and expectation of each crash's own CPU cell
+        cell_starts = np.flatnonzero(cnew).astype(np.int64)
+        cz = np.empty(n, dtype=np.int64)
+        cz[by_cell] = segment_cumsum(resid[order][by_cell].astype(np.int64), cell_starts)
+        ce = np.empty(n, dtype=np.float64)
+        ce[by_cell] = segment_cumsum(ez[order][by_cell], cell_starts)
 
-        # the statistic can only cross a threshold where the top cell or the anomaly count
-        # rises, so it is evaluated at those crashes only
-        prev_m = np.concatenate([[0], m_run[:-1]])
-        prev_m[starts] = 0
-        rises = ((m_run > prev_m) & (m_run >= 2)) | resid[order]
-        idx = np.flatnonzero(rises)
+        # The statistic can only fall below a threshold where a CPU cell reaches the running
+        # maximum or a residual anomaly arrives, so it is evaluated at those crashes only; the
+        # crash's own cell stands for the busiest when it is one of them.
+        modal = known & (cell_count == m_run) & (m_run >= 2)
+        idx = np.flatnonzero(modal | resid[order])
         if not idx.size:
             return
-        p = fisher_combine(
-            max_cell_pvalue(n_run[idx], m_run[idx], cpus[hs[idx]]),
-            poisson_upper(z_run[idx], e_run[idx]),
-        )
+        p_cpu = max_cell_pvalue(n_run[idx], m_run[idx], cpus[hs[idx]])
+        p_cell = np.where(modal[idx], poisson_upper(cz[idx], ce[idx]), 1.0)
+        p = _combine(p_cpu, p_cell, poisson_upper(z_run[idx], e_run[idx]))
         np.minimum.at(self.min_p, hs[idx], p)
         alpha = settings.host_alpha if settings.stream_alpha is None else settings.stream_alpha
         hit = idx[p <= alpha]

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from corecensus.epidemiology.binomial import binomial_upper
+from corecensus.epidemiology.tails import binomial_upper
 
 __all__ = ["poisson_lower", "poisson_rate_ratio_test", "poisson_upper"]
 
