@@ -3,7 +3,8 @@
 Run: ``PYTHONPATH=src python bench/analyze_scale.py [--sizes 1e5,1e6,1e7]``.
 
 For each size a fresh subprocess generates N crash records from 10,000 hosts over 30 days
-(2,000 populations with Zipf(1.1) weights, 4 services, 3 versions rolled out over time, 4 CPU
+(2,000 populations with Zipf(1.1) weights, each in one of 4 services and crashing on that
+service's hosts by exposure times a Gamma frailty; 3 versions rolled out over time, 4 CPU
 models, 3% hardware-flavoured anomalies, one exposure row per host-day = 300,000 rows), then
 times ``analyze`` and reads its peak resident memory (``ru_maxrss``, minus the resident size
 before the call). Two peers run on the same records in the same process:
@@ -62,12 +63,19 @@ def make_tables(n: int, seed: int = 0) -> tuple[object, object, object]:
     e_ver = (e_start >= v2[e_host]).astype(np.int64) + (e_start >= v3[e_host])
     e_hours = 24.0 * procs[e_host] * rng.uniform(0.8, 1.2, e_host.size)
 
+    # each population belongs to one service (a signature includes its executable) and
+    # crashes on that service's hosts in proportion to exposure times a Gamma frailty
     weight = procs * rng.gamma(2.0, 0.5, HOSTS)
-    host = rng.choice(HOSTS, n, p=weight / weight.sum())
-    t = T0_US + (rng.random(n) * DAYS * DAY_US).astype(np.int64)
-    ver = (t >= v2[host]).astype(np.int64) + (t >= v3[host])
     z = 1.0 / np.arange(1, POPULATIONS + 1) ** 1.1
     pop = rng.choice(POPULATIONS, n, p=z / z.sum())
+    pop_service = rng.integers(0, 4, POPULATIONS)
+    host = np.zeros(n, dtype=np.int64)
+    for s in range(4):
+        mine = np.flatnonzero(pop_service[pop] == s)
+        on = np.flatnonzero(service == s)
+        host[mine] = on[rng.choice(on.size, mine.size, p=weight[on] / weight[on].sum())]
+    t = T0_US + (rng.random(n) * DAYS * DAY_US).astype(np.int64)
+    ver = (t >= v2[host]).astype(np.int64) + (t >= v3[host])
     names = np.array([1 << ANOMALY_NAMES.index(a) for a in HARDWARE_ANOMALIES], np.uint16)
     mask = np.where(rng.random(n) < 0.03, names[rng.integers(0, names.size, n)], 0)
     hosts = tuple(f"host-{i:05d}" for i in range(HOSTS))

@@ -135,7 +135,8 @@ class _Context:
     cand_cpu_p: F64
     cand_hw: I64
     top_bits: I64
-    ver_groups: Groups
+    ver_keys: I64
+    ver_counts: I64
     ver_width: int
     ver_first_us: I64
     deploy_service: I64
@@ -174,7 +175,10 @@ class _Context:
             given = np.zeros(n_hosts, dtype=np.int64)
             given[: len(crashes.host_cpus)] = crashes.host_cpus
         cpus = infer_cpu_counts(crashes.host, crashes.cpu, crashes.cpu_model, n_hosts, given)
+        t_rel = crashes.time_us - (int(crashes.time_us.min()) if len(crashes) else 0)
+        time_order = np.argsort(t_rel, kind="stable").astype(np.int64)
         scan = scan_hosts(
+            time_order=time_order,
             host=crashes.host,
             cpu=crashes.cpu,
             time_us=crashes.time_us,
@@ -208,7 +212,6 @@ class _Context:
                     f"{missing} host(s) have crashes but no exposure rows; their rates are "
                     "unavailable and they are left out of the Poisson tests."
                 )
-        time_order = np.argsort(crashes.time_us, kind="stable")
         timeline = population_timeline(
             time_us=crashes.time_us,
             population=pop,
@@ -290,8 +293,7 @@ class _Context:
                 top_bits[:, b + 1] = np.bincount(pop[has], minlength=n_pops)
 
         ver_width = len(crashes.versions) + 1
-        ver_groups = Groups.of(pair_key(pop, crashes.version.astype(np.int64) + 1, ver_width))
-        ver_first_us = np.minimum.reduceat(crashes.time_us[ver_groups.order], ver_groups.starts) if len(ver_groups) else np.zeros(0, np.int64)  # fmt: skip
+        ver_keys, ver_counts, ver_first_us = _version_table(crashes, ver_width)
         d_svc = np.zeros(0, dtype=np.int64)
         d_ver = np.zeros(0, dtype=np.int64)
         if deploys is not None and len(deploys):
@@ -335,7 +337,8 @@ class _Context:
             cand_cpu_p=cand_cpu_p,
             cand_hw=cand_hw.astype(np.int64),
             top_bits=top_bits,
-            ver_groups=ver_groups,
+            ver_keys=ver_keys,
+            ver_counts=ver_counts,
             ver_width=ver_width,
             ver_first_us=ver_first_us.astype(np.int64),
             deploy_service=d_svc,
@@ -587,10 +590,14 @@ class _Context:
         return onset, f"Version regression: {text[0].lower() + text[1:]}.", fv_name, None
 
     def _version_counts(self, p: int) -> dict[int, int]:
-        g = self.ver_groups
-        lo = int(np.searchsorted(g.keys, p * self.ver_width))
-        hi = int(np.searchsorted(g.keys, (p + 1) * self.ver_width))
-        return {int(k % self.ver_width) - 1: int(c) for k, c in zip(g.keys[lo:hi], g.counts[lo:hi], strict=True)}  # fmt: skip
+        """Crashes of population ``p`` per version code (-1: unknown)."""
+        keys = self.ver_keys
+        lo = int(np.searchsorted(keys, p * self.ver_width))
+        hi = int(np.searchsorted(keys, (p + 1) * self.ver_width))
+        return {
+            int(k % self.ver_width) - 1: int(c)
+            for k, c in zip(keys[lo:hi].tolist(), self.ver_counts[lo:hi].tolist(), strict=True)
+        }
 
     def _hours(self, svc: int, version: int) -> float:
         assert self.index is not None
@@ -606,13 +613,13 @@ class _Context:
         return max(earlier)[1] if earlier else None
 
     def _first_crash_in_version(self, p: int, version: int) -> int:
-        g = self.ver_groups
+        keys = self.ver_keys
         key = p * self.ver_width + version + 1
-        i = int(np.searchsorted(g.keys, key))
-        if i < len(g.keys) and g.keys[i] == key:
+        i = int(np.searchsorted(keys, key))
+        if i < len(keys) and keys[i] == key:
             return int(self.ver_first_us[i])
-        lo = int(np.searchsorted(g.keys, p * self.ver_width))
-        hi = int(np.searchsorted(g.keys, (p + 1) * self.ver_width))
+        lo = int(np.searchsorted(keys, p * self.ver_width))
+        hi = int(np.searchsorted(keys, (p + 1) * self.ver_width))
         return int(self.ver_first_us[lo:hi].min())
 
     def _aligned_deploy(self, svc: int, version: int, anchor_us: int) -> int | None:
@@ -839,6 +846,22 @@ def _attribute_signals(
     for signals in out.values():
         signals.sort(key=lambda s: -s.prr)
     return out
+
+
+def _version_table(crashes: CrashTable, width: int) -> tuple[I64, I64, I64]:
+    """Distinct ``population * width + version + 1`` keys (sorted), their crash counts and
+    first crash times (µs)."""
+    key = pair_key(crashes.population, crashes.version.astype(np.int64) + 1, width)
+    size = len(crashes.populations) * width
+    if size <= 20_000_000:
+        counts = np.bincount(key, minlength=size)
+        first = np.full(size, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, key, crashes.time_us)
+        keys = np.flatnonzero(counts).astype(np.int64)
+        return keys, counts[keys].astype(np.int64), first[keys]
+    g = Groups.of(key)
+    first_g = np.minimum.reduceat(crashes.time_us[g.order], g.starts) if len(g) else g.keys
+    return g.keys, g.counts, first_g.astype(np.int64)
 
 
 def _version_intro(

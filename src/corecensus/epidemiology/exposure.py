@@ -35,6 +35,21 @@ I64 = NDArray[np.int64]
 # Above this many (pair, stratum) expansions a population's strata are collapsed to one, to
 # bound memory; see ExposureIndex.expected_for_pairs.
 MAX_EXPANSION = 50_000_000
+# Below this many (host, stratum) cells the exposure is also kept as a dense array (8 bytes per
+# cell), which turns lookups into plain indexing.
+DENSE_CELLS = 20_000_000
+# A population over more strata than this is collapsed to coarser strata.
+MAX_STRATA = 8
+
+
+def _count_keys(key: I64, size: int) -> tuple[I64, I64]:
+    """Distinct keys (sorted) and their counts: a bincount when ``size`` is small."""
+    if size <= DENSE_CELLS:
+        counts = np.bincount(key, minlength=size)
+        keys = np.flatnonzero(counts).astype(np.int64)
+        return keys, counts[keys].astype(np.int64)
+    g = Groups.of(key)
+    return g.keys, g.counts
 
 
 def _remap(src_vocab: tuple[str, ...], dst_vocab: tuple[str, ...]) -> I64:
@@ -64,6 +79,8 @@ class ExposureIndex:
     exposure_host: I64  # each exposure row's unified host code
     exposure_service: I64  # each exposure row's service in the crash vocabulary (-1 other)
     exposure_version: I64
+    n_services: int = 0
+    dense: F64 | None = None  # X as a flat host * n_strata array, when small enough
 
     @property
     def n_hosts(self) -> int:
@@ -76,6 +93,9 @@ class ExposureIndex:
     def hours(self, host: NDArray[Any], stratum: NDArray[Any]) -> F64:
         """``X[h, s]`` for arrays of hosts and strata (0 where the host has none)."""
         key = pair_key(host, stratum, self.n_strata)
+        if self.dense is not None:
+            dense: F64 = self.dense[key]
+            return dense
         pos = np.searchsorted(self.cell_keys, key)
         pos = np.minimum(pos, max(len(self.cell_keys) - 1, 0))
         if not len(self.cell_keys):
@@ -83,6 +103,40 @@ class ExposureIndex:
         hit = self.cell_keys[pos] == key
         out: F64 = np.where(hit, self.cell_hours[pos], 0.0)
         return out
+
+    def coarser(self) -> I64:
+        """Each stratum's parent: (service, version) -> service -> fleet."""
+        parent = np.zeros(self.n_strata, dtype=np.int64)
+        n_s = self.n_services
+        if n_s:
+            n_v = (self.n_strata - 1 - n_s) // n_s
+            parent[1 : 1 + n_s] = 0
+            sv = np.arange(1 + n_s, self.n_strata)
+            parent[sv] = 1 + (sv - 1 - n_s) // max(n_v, 1)
+        return parent
+
+    def population_strata(self, crash_pop: NDArray[Any], n_pops: int) -> tuple[I64, I64, F64]:
+        """(population, stratum, crashes) triples, sorted by population.
+
+        A population spread over more than ``MAX_STRATA`` strata is collapsed to service
+        strata, then to the fleet, which bounds the per-pair work of
+        :meth:`expected_for_pairs` (a signature normally lives in one or two versions of one
+        service; a population over every version of every service gains nothing from
+        stratification anyway).
+        """
+        pop = np.asarray(crash_pop, dtype=np.int64)
+        stratum = self.crash_stratum
+        parent = self.coarser()
+        for _ in range(3):
+            keys, counts = _count_keys(pair_key(pop, stratum, self.n_strata),
+                                       n_pops * self.n_strata)  # fmt: skip
+            t_pop = keys // self.n_strata
+            per_pop = np.bincount(t_pop, minlength=n_pops)
+            wide = per_pop > MAX_STRATA
+            if not wide.any():
+                break
+            stratum = np.where(wide[pop], parent[stratum], stratum)
+        return t_pop, keys % self.n_strata, counts.astype(np.float64)
 
     def expected_for_pairs(
         self, pair_pop: I64, pair_host: I64, crash_pop: NDArray[Any], n_pops: int
@@ -93,31 +147,31 @@ class ExposureIndex:
         (bounded by the number of exposed hosts); it is the number of units BH and the
         dispersion test run over.
         """
-        trip = Groups.of(pair_key(np.asarray(crash_pop, np.int64), self.crash_stratum,
-                                  self.n_strata))  # fmt: skip
-        t_pop = trip.keys // self.n_strata
-        t_str = trip.keys % self.n_strata
-        t_n = trip.counts.astype(np.float64)
+        t_pop, t_str, t_n = self.population_strata(crash_pop, n_pops)
         per_pop = np.bincount(t_pop, minlength=n_pops)
         if int(per_pop[pair_pop].sum()) > MAX_EXPANSION:
             # collapse every population to the fleet stratum
-            t_pop = np.flatnonzero(np.bincount(t_pop, minlength=n_pops) > 0)
+            t_pop = np.flatnonzero(per_pop > 0)
             t_str = np.zeros_like(t_pop)
             t_n = np.bincount(np.asarray(crash_pop, np.int64), minlength=n_pops)[t_pop].astype(
                 np.float64
             )
             per_pop = np.bincount(t_pop, minlength=n_pops)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_w = np.where(self.stratum_hours[t_str] > 0, t_n / self.stratum_hours[t_str], 0.0)
         first = np.concatenate([[0], np.cumsum(per_pop)[:-1]]).astype(np.int64)
         reps = per_pop[pair_pop]
-        rows = np.repeat(np.arange(pair_pop.size, dtype=np.int64), reps)
-        starts = np.concatenate([[0], np.cumsum(reps)[:-1]]).astype(np.int64)
-        within = segment_rank(rows.size, starts[reps > 0])
-        tri = first[pair_pop][rows] + within
-        share = self.hours(pair_host[rows], t_str[tri])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            w = np.where(self.stratum_hours[t_str[tri]] > 0,
-                         t_n[tri] / self.stratum_hours[t_str[tri]], 0.0)  # fmt: skip
-        expected = np.bincount(rows, weights=share * w, minlength=pair_pop.size)
+        if int(reps.max(initial=0)) <= 1:
+            # one stratum per population: no expansion needed
+            tri = first[pair_pop]
+            expected = np.where(reps > 0, self.hours(pair_host, t_str[np.minimum(tri, t_str.size - 1)]) * t_w[np.minimum(tri, t_str.size - 1)], 0.0)  # fmt: skip
+        else:
+            rows = np.repeat(np.arange(pair_pop.size, dtype=np.int64), reps)
+            starts = np.concatenate([[0], np.cumsum(reps)[:-1]]).astype(np.int64)
+            within = segment_rank(rows.size, starts[reps > 0])
+            tri = first[pair_pop][rows] + within
+            share = self.hours(pair_host[rows], t_str[tri])
+            expected = np.bincount(rows, weights=share * t_w[tri], minlength=pair_pop.size)
         units = np.bincount(t_pop, weights=self.stratum_hosts[t_str], minlength=n_pops)
         units = np.minimum(units, self.exposed_hosts).astype(np.int64)
         return expected, units
@@ -175,7 +229,13 @@ def build_exposure_index(crashes: CrashTable, exposure: ExposureTable) -> Exposu
     stratum = np.where(sv == 0, np.where(stratum_hours[s_only] > 0, s_only, 0), stratum)
     host_hours = np.bincount(cell_keys[cell_stratum == 0] // n_strata,
                              weights=cell_hours[cell_stratum == 0], minlength=len(hosts))  # fmt: skip
+    dense = None
+    if len(hosts) * n_strata <= DENSE_CELLS:
+        dense = np.zeros(len(hosts) * n_strata, dtype=np.float64)
+        dense[cell_keys] = cell_hours
     return ExposureIndex(
+        n_services=n_s,
+        dense=dense,
         hosts=hosts,
         n_strata=n_strata,
         cell_keys=cell_keys,

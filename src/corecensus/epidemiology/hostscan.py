@@ -43,6 +43,7 @@ from corecensus.epidemiology.poisson import poisson_upper
 from corecensus.epidemiology.segments import (
     Groups,
     pair_key,
+    radix_argsort,
     segment_cummax,
     segment_cumsum,
     segment_rank,
@@ -112,8 +113,10 @@ def scan_hosts(
     n_hosts: int,
     cpus: I64,
     settings: ScanSettings,
+    time_order: I64 | None = None,
 ) -> HostScan:
-    """Run the scan. ``pairs`` groups crashes by ``population * n_hosts + host``."""
+    """Run the scan. ``pairs`` groups crashes by ``population * n_hosts + host``;
+    ``time_order`` (a stable argsort of ``time_us``) is computed when not given."""
     pair_pop = pairs.keys // n_hosts
     n_ph = pairs.counts.astype(np.float64)
     z_ph = pairs.count_where(hardware).astype(np.float64)
@@ -159,7 +162,10 @@ def scan_hosts(
     min_p = p.copy()
     if settings.streaming and h.size:
         stream = _Stream(first_alarm=first_alarm, alarm_crashes=alarm_crashes, min_p=min_p)
-        stream.run(h, c, np.asarray(time_us, np.int64), resid, ez, cpus, settings)
+        t = np.asarray(time_us, np.int64)
+        if time_order is None:
+            time_order = np.argsort(t, kind="stable").astype(np.int64)
+        stream.run(h, c, t, time_order, resid, ez, cpus, settings)
     return HostScan(
         crashes=crashes,
         known_cpu=cells.n,
@@ -257,14 +263,20 @@ class _Stream:
     min_p: F64
 
     def run(
-        self, h: I64, c: I64, t: I64, resid: B, ez: F64, cpus: I64, settings: ScanSettings
+        self,
+        h: I64,
+        c: I64,
+        t: I64,
+        time_order: I64,
+        resid: B,
+        ez: F64,
+        cpus: I64,
+        settings: ScanSettings,
     ) -> None:
         """Re-run the test after every crash of each host, in time order."""
         n = h.size
-        # order by (host, time): the time rank fits in the low digits of an int64 key
-        t_rank = np.empty(n, dtype=np.int64)
-        t_rank[np.argsort(t, kind="stable")] = np.arange(n, dtype=np.int64)
-        order = np.argsort(pair_key(h, t_rank, n), kind="stable")
+        # order by (host, time): a stable sort by host of the time order
+        order = time_order[radix_argsort(h[time_order])]
         hs = h[order]
         new = np.ones(n, dtype=bool)
         new[1:] = hs[1:] != hs[:-1]
@@ -276,7 +288,7 @@ class _Stream:
         # keeps the time order inside each cell
         width = int(c.max()) + 2
         cell = pair_key(hs, np.where(known, c[order] + 1, 0), width)
-        by_cell = np.argsort(cell, kind="stable")
+        by_cell = radix_argsort(cell)
         cs = cell[by_cell]
         cnew = np.ones(n, dtype=bool)
         cnew[1:] = cs[1:] != cs[:-1]

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from scipy import special, stats
 
 from corecensus.epidemiology.poisson import poisson_lower
-from corecensus.epidemiology.segments import segment_rank
+from corecensus.epidemiology.segments import radix_argsort, segment_rank
 
 __all__ = [
     "Changepoint",
@@ -184,19 +184,22 @@ def poisson_changepoint(
         out: F64 = special.xlogy(k, k / e1) + special.xlogy(n2, n2 / e2) - base
         return out
 
-    # candidate A: change just before crash i (i crashes before); candidate B: just after it
+    # Candidate A: the change just before crash i (i crashes before it); candidate B: just
+    # after crash i. For an increase, B at i is dominated by A at i + 1 (same count before,
+    # more exposure before), so only A is needed.
     k_a = rank.astype(np.float64)
-    k_b = k_a + 1.0
     l_a = llr(k_a)
-    l_b = llr(k_b)
     if increase_only:
-        up_a = (n_g - k_a) / (total_e - e1) > k_a / e1
-        up_b = (n_g - k_b) / (total_e - e1) > k_b / e1
-        l_a = np.where(up_a, l_a, -np.inf)
-        l_b = np.where(up_b, l_b, -np.inf)
-    use_b = l_b > l_a
-    score = np.where(use_b, l_b, l_a)
-    k = np.where(use_b, k_b, k_a)
+        up = (n_g - k_a) / (total_e - e1) > k_a / e1
+        score = np.where(up, l_a, -np.inf)
+        use_b = np.zeros(n, dtype=bool)
+        k = k_a
+    else:
+        k_b = k_a + 1.0
+        l_b = llr(k_b)
+        use_b = l_b > l_a
+        score = np.where(use_b, l_b, l_a)
+        k = np.where(use_b, k_b, k_a)
     time_us = np.zeros(n_groups, dtype=np.int64)
     best_llr = np.zeros(n_groups, dtype=np.float64)
     before = np.zeros(n_groups, dtype=np.int64)
@@ -298,7 +301,7 @@ def population_timeline(
         known = set(curve.strata())
         stratum = np.array([s if s in known else -1 for s in stratum.tolist()], dtype=np.int64)
 
-    order = time_order[np.argsort(pop[time_order], kind="stable")]
+    order = time_order[radix_argsort(pop[time_order])]
     ts = t[order]
     ps_sorted = pop[order]
     counts = np.bincount(ps_sorted, minlength=n_pops)

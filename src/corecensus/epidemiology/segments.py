@@ -14,10 +14,46 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Groups", "pair_key", "segment_cummax", "segment_cumsum", "segment_rank"]
+__all__ = [
+    "Groups",
+    "pair_key",
+    "radix_argsort",
+    "segment_cummax",
+    "segment_cumsum",
+    "segment_rank",
+]
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
+
+
+def radix_argsort(key: NDArray[Any]) -> I64:
+    """Stable argsort of non-negative integer keys, 16 bits at a time.
+
+    NumPy's stable sort is a radix sort for 16-bit integers and a timsort otherwise; two passes
+    of 16-bit digits, least significant first, sort a key below 2**32 about twice as fast as
+    ``np.argsort(kind="stable")`` on ten million int64 keys. Wider keys (where the gathers
+    between passes cost more than they save) use NumPy's stable sort.
+    """
+    k = np.asarray(key)
+    if not k.size:
+        return np.zeros(0, dtype=np.int64)
+    k = k.astype(np.int64, copy=False)
+    top = int(k.max())
+    if int(k.min()) < 0 or top >= 1 << 32:
+        out: I64 = np.argsort(k, kind="stable").astype(np.int64, copy=False)
+        return out
+    order: I64 | None = None
+    shift = 0
+    while True:
+        digit = ((k >> shift) & 0xFFFF).astype(np.uint16)
+        if order is None:
+            order = np.argsort(digit, kind="stable").astype(np.int64, copy=False)
+        else:
+            order = order[np.argsort(digit[order], kind="stable")]
+        shift += 16
+        if top >> shift == 0:
+            return order
 
 
 def pair_key(a: NDArray[Any], b: NDArray[Any], width: int) -> I64:
@@ -43,7 +79,7 @@ class Groups:
     @classmethod
     def of(cls, key: NDArray[Any]) -> Groups:
         key = np.asarray(key, dtype=np.int64)
-        order = np.argsort(key, kind="stable").astype(np.int64, copy=False)
+        order = radix_argsort(key)
         sk = key[order]
         if sk.size:
             new = np.empty(sk.size, dtype=bool)
