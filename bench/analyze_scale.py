@@ -1,0 +1,203 @@
+"""How ``analyze`` scales with the number of crash records.
+
+Run: ``PYTHONPATH=src python bench/analyze_scale.py [--sizes 1e5,1e6,1e7]``.
+
+For each size a fresh subprocess generates N crash records from 10,000 hosts over 30 days
+(2,000 populations with Zipf(1.1) weights, each in one of 4 services and crashing on that
+service's hosts by exposure times a Gamma frailty; 3 versions rolled out over time, 4 CPU
+models, 3% hardware-flavoured anomalies, one exposure row per host-day = 300,000 rows), then
+times ``analyze`` and reads its peak resident memory (``ru_maxrss``, minus the resident size
+before the call). Two peers run on the same records in the same process:
+
+* **dict group-by** — the naive baseline: a Python loop counting crashes per (population, host)
+  in a ``dict`` (nothing else: no statistics);
+* **np.unique** — one vectorized group-by of (population, host) keys with counts, the cost floor
+  of any sort-based analysis.
+
+The table gives seconds, the ratio of ``analyze`` to each peer, and the growth exponent
+``d log(time) / d log(N)`` between successive sizes (1 = linear). Targets: 1e6 records under
+10 s and 1e7 under 60 s on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+ROOT = HERE.parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+HOSTS = 10_000
+DAYS = 30
+POPULATIONS = 2_000
+T0_US = 1_704_067_200 * 1_000_000
+DAY_US = 86_400 * 1_000_000
+
+
+def make_tables(n: int, seed: int = 0) -> tuple[object, object, object]:
+    from corecensus.epidemiology import CrashTable, Deploys, ExposureTable
+    from corecensus.epidemiology.params import HARDWARE_ANOMALIES
+    from corecensus.model import ANOMALY_NAMES
+
+    rng = np.random.default_rng(seed)
+    procs = np.clip(np.rint(rng.lognormal(np.log(4), 0.8, HOSTS)), 1, 64)
+    service = rng.integers(0, 4, HOSTS)
+    cpu_model = rng.integers(0, 4, HOSTS)
+    ncpu = np.where(cpu_model < 2, 32, 64)
+    kernel = rng.integers(0, 3, HOSTS)
+    # version v starts on each host at a random time: v2 from day 10-12, v3 from day 20-22
+    v2 = T0_US + ((10 + 2 * rng.random(HOSTS)) * DAY_US).astype(np.int64)
+    v3 = T0_US + ((20 + 2 * rng.random(HOSTS)) * DAY_US).astype(np.int64)
+
+    e_host = np.repeat(np.arange(HOSTS), DAYS)
+    e_start = T0_US + np.tile(np.arange(DAYS), HOSTS) * DAY_US
+    e_ver = (e_start >= v2[e_host]).astype(np.int64) + (e_start >= v3[e_host])
+    e_hours = 24.0 * procs[e_host] * rng.uniform(0.8, 1.2, e_host.size)
+
+    # each population belongs to one service (a signature includes its executable) and
+    # crashes on that service's hosts in proportion to exposure times a Gamma frailty
+    weight = procs * rng.gamma(2.0, 0.5, HOSTS)
+    z = 1.0 / np.arange(1, POPULATIONS + 1) ** 1.1
+    pop = rng.choice(POPULATIONS, n, p=z / z.sum())
+    pop_service = rng.integers(0, 4, POPULATIONS)
+    host = np.zeros(n, dtype=np.int64)
+    for s in range(4):
+        mine = np.flatnonzero(pop_service[pop] == s)
+        on = np.flatnonzero(service == s)
+        host[mine] = on[rng.choice(on.size, mine.size, p=weight[on] / weight[on].sum())]
+    t = T0_US + (rng.random(n) * DAYS * DAY_US).astype(np.int64)
+    ver = (t >= v2[host]).astype(np.int64) + (t >= v3[host])
+    names = np.array([1 << ANOMALY_NAMES.index(a) for a in HARDWARE_ANOMALIES], np.uint16)
+    mask = np.where(rng.random(n) < 0.03, names[rng.integers(0, names.size, n)], 0)
+    hosts = tuple(f"host-{i:05d}" for i in range(HOSTS))
+    versions = ("1", "2", "3")
+    services = ("api", "db", "cache", "search")
+    crashes = CrashTable.from_arrays(
+        time_us=t,
+        host=host.astype(np.int32),
+        population=pop.astype(np.int32),
+        hosts=hosts,
+        populations=tuple(f"pop-{i:04d}" for i in range(POPULATIONS)),
+        cpu=(rng.random(n) * ncpu[host]).astype(np.int32),
+        cpu_model=cpu_model[host].astype(np.int32),
+        cpu_models=("a", "b", "c", "d"),
+        kernel=kernel[host].astype(np.int32),
+        kernels=("6.1", "6.6", "6.8"),
+        service=service[host].astype(np.int32),
+        services=services,
+        version=ver.astype(np.int32),
+        versions=versions,
+        anomaly_mask=mask.astype(np.uint16),
+    )
+    exposure = ExposureTable.from_arrays(
+        host=e_host.astype(np.int32),
+        hosts=hosts,
+        start_us=e_start,
+        end_us=e_start + DAY_US,
+        hours=e_hours,
+        service=service[e_host].astype(np.int32),
+        services=services,
+        version=e_ver.astype(np.int32),
+        versions=versions,
+        cpu_model=cpu_model[e_host].astype(np.int32),
+        cpu_models=("a", "b", "c", "d"),
+    )
+    deploys = Deploys(
+        time_us=np.array([T0_US + 10 * DAY_US, T0_US + 20 * DAY_US], dtype=np.int64),
+        service=np.array([-1, -1], dtype=np.int32),
+        version=np.array([1, 2], dtype=np.int32),
+        services=(),
+        versions=versions,
+    )
+    return crashes, exposure, deploys
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def one(n: int) -> dict[str, float]:
+    from corecensus.epidemiology import analyze
+
+    crashes, exposure, deploys = make_tables(n)
+    before = rss_mib()
+    t0 = time.perf_counter()
+    result = analyze(crashes, exposure, deploys)  # type: ignore[arg-type]
+    secs = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pop = crashes.population  # type: ignore[attr-defined]
+    host = crashes.host  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    counts: dict[tuple[int, int], int] = {}
+    for key in zip(pop.tolist(), host.tolist(), strict=True):
+        counts[key] = counts.get(key, 0) + 1
+    dict_secs = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    np.unique(pop.astype(np.int64) * HOSTS + host, return_counts=True)
+    unique_secs = time.perf_counter() - t0
+    return {
+        "n": n,
+        "analyze_s": secs,
+        "dict_s": dict_secs,
+        "unique_s": unique_secs,
+        "peak_mib": peak,
+        "extra_mib": peak - before,
+        "populations": len(result.populations),
+        "flagged": len(result.hosts),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="analyze scaling benchmark")
+    ap.add_argument("--sizes", default="1e5,1e6,1e7")
+    ap.add_argument("--one", type=float, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(one(int(args.one))))
+        return 0
+    rows = []
+    for size in (int(float(s)) for s in args.sizes.split(",")):
+        out = subprocess.run(
+            [sys.executable, str(HERE), "--one", str(size)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"  {size:.0e}: analyze {r['analyze_s']:.2f} s", file=sys.stderr)
+    print(f"analyze scaling: {HOSTS} hosts, {DAYS} days, {POPULATIONS} populations, "
+          f"{HOSTS * DAYS} exposure rows")  # fmt: skip
+    print(
+        "| records | analyze s | dict group-by s | np.unique s | analyze / dict | "
+        "analyze / np.unique | growth exponent | peak RSS MiB | RSS added by analyze MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for i, r in enumerate(rows):
+        growth = "-"
+        if i:
+            prev = rows[i - 1]
+            growth = f"{np.log(r['analyze_s'] / prev['analyze_s']) / np.log(r['n'] / prev['n']):.2f}"
+        print(
+            f"| {r['n']:.0e} | {r['analyze_s']:.2f} | {r['dict_s']:.2f} | {r['unique_s']:.2f} | "
+            f"{r['analyze_s'] / r['dict_s']:.2f} | {r['analyze_s'] / r['unique_s']:.1f} | {growth} | "
+            f"{r['peak_mib']:.0f} | {r['extra_mib']:.0f} |"
+        )
+    if len(rows) > 1:
+        slope = np.polyfit(np.log([r["n"] for r in rows]), np.log([r["analyze_s"] for r in rows]), 1)
+        print(f"\nfitted growth exponent over all sizes: {slope[0]:.2f} (1 = linear)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Fleet simulator: the benchmark for detection quality (see run.py)."""

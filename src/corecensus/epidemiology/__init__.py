@@ -1,0 +1,43 @@
+"""Epidemiology of crash populations: rates against exposure, CPU concentration,
+disproportionality, onsets and verdicts (pure NumPy/SciPy; no I/O beyond reading the exposure
+and deploy CSV files it is given).
+
+The entry point is :func:`analyze`; docs/statistics.md explains every method.
+"""
+
+from __future__ import annotations
+
+from corecensus.epidemiology.analysis import analyze
+from corecensus.epidemiology.findings import (
+    Analysis,
+    AttributeSignal,
+    HostFinding,
+    HostKind,
+    Onset,
+    PopulationFinding,
+    PopulationInfo,
+    Split,
+    Suspect,
+    Verdict,
+)
+from corecensus.epidemiology.params import HARDWARE_ANOMALIES, AnalysisParams
+from corecensus.epidemiology.table import CrashTable, Deploys, ExposureTable
+
+__all__ = [
+    "HARDWARE_ANOMALIES",
+    "Analysis",
+    "AnalysisParams",
+    "AttributeSignal",
+    "CrashTable",
+    "Deploys",
+    "ExposureTable",
+    "HostFinding",
+    "HostKind",
+    "Onset",
+    "PopulationFinding",
+    "PopulationInfo",
+    "Split",
+    "Suspect",
+    "Verdict",
+    "analyze",
+]

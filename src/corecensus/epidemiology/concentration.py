@@ -1,0 +1,137 @@
+"""Concentration on one CPU within a host: "7 of 7 crashes on CPU 11".
+
+A defective core crashes whatever runs on it, so a faulty host's crashes pile up on one logical
+CPU, while software crashes land on CPUs roughly uniformly (the scheduler moves threads). The
+test: given ``n`` crashes with a known CPU on a host with ``C`` logical CPUs, under the null each
+crash's CPU is uniform and independent (multinomial with equal cells). The statistic is the
+largest cell count ``m``; its p-value is bounded by the union (Bonferroni) bound
+
+    P(max >= m) <= C * P(Binomial(n, 1/C) >= m),
+
+which is *exact* when ``m > n / 2`` (two CPUs cannot both hold more than half the crashes, so the
+events are disjoint) and conservative otherwise (cf. Levin 1981, "A representation for
+multinomial cumulative distribution functions", Annals of Statistics 9:1123-1126, for the exact
+distribution). Crashes with an unknown CPU are left out.
+
+The number of CPUs comes from host facts when known. Otherwise it is inferred: the largest CPU
+index seen on any host of the same CPU model, plus one (a big fleet sees every index), else the
+largest index seen on the host itself plus one. An underestimate makes the test conservative
+(fewer cells, more chance of a pile-up).
+
+Assumption and limitation: a process pinned to one CPU (``taskset``, ``isolcpus``) breaks
+uniformity; its software crashes pile up too. Such populations show the same CPU on many hosts,
+which the population-level rules see as software (spread over hosts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from corecensus.epidemiology.tails import binomial_upper
+from corecensus.epidemiology.segments import Groups, pair_key
+
+__all__ = ["ModalCells", "infer_cpu_counts", "max_cell_pvalue", "modal_cells"]
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+
+def max_cell_pvalue(n: Any, m: Any, cells: Any) -> F64:
+    """``P(max cell >= m)`` bound for ``n`` items uniform over ``cells`` cells (see module doc).
+
+    Returns 1 where there is no evidence (``m < 2``, ``cells <= 1``).
+    """
+    nn = np.asarray(n, dtype=np.float64)
+    mm = np.asarray(m, dtype=np.float64)
+    cc = np.asarray(cells, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tail = binomial_upper(mm, nn, 1.0 / np.maximum(cc, 1.0))
+        p = np.where((mm < 2) | (cc <= 1), 1.0, cc * tail)
+    out: F64 = np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0)
+    return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ModalCells:
+    """Per group: items with a known cell, the largest cell's count and which cell it is.
+
+    ``cell`` is -1 for groups without any known cell. Ties go to the cell with the larger
+    ``tiebreak`` sum (e.g. hardware-flavoured anomalies), then to the lower cell index.
+    """
+
+    n: I64
+    top: I64
+    cell: I64
+    second: I64
+
+
+def modal_cells(
+    group: NDArray[Any], cell: NDArray[Any], n_groups: int, tiebreak: NDArray[Any] | None = None
+) -> ModalCells:
+    """Largest cell per group; records with ``cell < 0`` (unknown) are ignored."""
+    known = cell >= 0
+    g = np.asarray(group, dtype=np.int64)[known]
+    c = np.asarray(cell, dtype=np.int64)[known]
+    n = np.bincount(g, minlength=n_groups).astype(np.int64)
+    top = np.zeros(n_groups, dtype=np.int64)
+    second = np.zeros(n_groups, dtype=np.int64)
+    best = np.full(n_groups, -1, dtype=np.int64)
+    if not g.size:
+        return ModalCells(n=n, top=top, cell=best, second=second)
+    width = int(c.max()) + 1
+    cells = Groups.of(pair_key(g, c, width))
+    cg = cells.keys // width
+    cc = cells.keys % width
+    tb = np.zeros(len(cells), dtype=np.float64)
+    if tiebreak is not None:
+        tb = cells.sum(np.asarray(tiebreak, dtype=np.float64)[known])
+    # sort cells by group, then count descending, tiebreak descending, cell ascending
+    order = np.lexsort((cc, -tb, -cells.counts, cg))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = cg[order][1:] != cg[order][:-1]
+    lead = order[first]
+    top[cg[lead]] = cells.counts[lead]
+    best[cg[lead]] = cc[lead]
+    # runner-up: the element right after the leader within the same group
+    nxt = np.flatnonzero(first) + 1
+    ok = nxt < order.size
+    nxt_ok = nxt[ok]
+    same = cg[order][nxt_ok] == cg[lead[ok]]
+    second[cg[lead[ok]][same]] = cells.counts[order[nxt_ok[same]]]
+    return ModalCells(n=n, top=top, cell=best, second=second)
+
+
+def infer_cpu_counts(
+    host: NDArray[Any],
+    cpu: NDArray[Any],
+    cpu_model: NDArray[Any],
+    n_hosts: int,
+    host_cpus: NDArray[Any] | None = None,
+) -> I64:
+    """Logical CPUs per host (index = host code); see the module docstring for the rules."""
+    known = cpu >= 0
+    h = np.asarray(host, dtype=np.int64)[known]
+    c = np.asarray(cpu, dtype=np.int64)[known]
+    per_host = np.zeros(n_hosts, dtype=np.int64)
+    if h.size:
+        np.maximum.at(per_host, h, c + 1)
+    counts = per_host.copy()
+    models = np.asarray(cpu_model, dtype=np.int64)[known]
+    if h.size and models.size and int(models.max()) >= 0:
+        mk = models >= 0
+        per_model = np.zeros(int(models.max()) + 1, dtype=np.int64)
+        np.maximum.at(per_model, models[mk], c[mk] + 1)
+        # the model of each host: any known model seen on it (the last write wins; hosts do
+        # not change CPU model without changing name in practice)
+        host_model = np.full(n_hosts, -1, dtype=np.int64)
+        host_model[h[mk]] = models[mk]
+        has = host_model >= 0
+        counts[has] = np.maximum(counts[has], per_model[host_model[has]])
+    if host_cpus is not None:
+        given = np.asarray(host_cpus, dtype=np.int64)
+        counts = np.where(given > 0, np.maximum(given, per_host), counts)
+    return counts

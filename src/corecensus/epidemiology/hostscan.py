@@ -1,0 +1,327 @@
+"""Per-host detection of a defective CPU, at the end of the window and as a stream.
+
+A broken core crashes whatever code runs on it, so its crashes (i) pile up on one logical CPU
+and (ii) often carry register states software cannot produce (``sp_off_by_8``,
+``bit_flip_candidate``, ...; Hochschild et al. 2021, "Cores that don't count", HotOS; Dixit et
+al. 2021, "Silent Data Corruptions at Scale", arXiv:2102.11245). Neither signal needs exposure,
+and both are *conditional on the host's own crash count*, so a busy host (many processes, a
+frail workload) is not suspicious merely for crashing often — the failure of raw or
+exposure-adjusted counts, which flag busy hosts.
+
+The two tests, independent under the null given the host's crashes:
+
+1. **CPU concentration** — the largest per-CPU count against uniform over the host's CPUs
+   (:mod:`corecensus.epidemiology.concentration`).
+2. **Residual hardware-flavoured anomalies** — after *explaining away*: some software bugs
+   (wild pointers, memory corruption) produce such anomalies on every host they hit. Each
+   population's anomaly rate is estimated from the *other* hosts (leave-one-host-out, shrunk to
+   the fleet rate with ``anomaly_prior_strength`` pseudo-crashes); crashes of a population whose
+   rate elsewhere is at least ``explain_min_rate`` on at least ``explain_min_hosts`` other hosts
+   are set aside as explained. For the rest, the host's anomalous count is compared with the sum
+   of their populations' rates by a Poisson upper tail (conservative against the exact
+   Poisson-binomial, whose variance is smaller).
+
+They are combined by Fisher's method; a host is flagged when the combined p-value is at most
+``host_alpha`` — a per-host false-alarm budget (``1e-4`` is at most one false alarm per 10,000
+hosts per window, p-values being valid or conservative). The *stream* is the same test run after
+every crash of the host in time order; the first crossing is the alarm time. Since the statistic
+can only cross when the top CPU count or the anomalous count goes up, it is evaluated at those
+crashes only. The population anomaly rates are those of the whole window (a mild look-ahead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from corecensus.epidemiology.concentration import max_cell_pvalue
+from corecensus.epidemiology.multiplicity import fisher_combine
+from corecensus.epidemiology.poisson import poisson_upper
+from corecensus.epidemiology.segments import (
+    Groups,
+    pair_key,
+    radix_argsort,
+    segment_cummax,
+    segment_cumsum,
+    segment_rank,
+)
+
+__all__ = ["HostScan", "ScanSettings", "scan_hosts"]
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+B = NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSettings:
+    """Knobs of the host scan (copied from :class:`AnalysisParams`)."""
+
+    host_alpha: float = 1e-4
+    stream_alpha: float | None = None
+    anomaly_prior_strength: float = 50.0
+    explain_min_rate: float = 0.2
+    explain_min_hosts: int = 3
+    streaming: bool = True
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HostScan:
+    """Per host (index = host code) unless named ``pair_*`` (index = pair of population, host).
+
+    ``p_cpu``/``p_anomaly``/``p_value``: CPU concentration, residual anomaly and combined
+    p-values. ``anomalous`` residual hardware-flavoured crashes, ``expected_anomalous`` their
+    null expectation, ``explained`` crashes set aside as belonging to anomaly-heavy populations
+    spread over many hosts. ``first_alarm_us`` is -1 for hosts that never alarmed;
+    ``alarm_crashes`` how many of the host's crashes had happened at the first alarm;
+    ``min_stream_p`` the smallest p-value the host reached at any time in the window.
+    """
+
+    crashes: I64
+    known_cpu: I64
+    cpus: I64
+    top_cpu: I64
+    top_count: I64
+    p_cpu: F64
+    top_anomalous: I64
+    top_expected: F64
+    p_top_anomaly: F64
+    anomalous: I64
+    expected_anomalous: F64
+    explained: I64
+    p_anomaly: F64
+    p_value: F64
+    flagged: B
+    first_alarm_us: I64
+    alarm_crashes: I64
+    min_stream_p: F64
+    pair_anomaly_rate: F64
+    pair_explained: B
+    fleet_anomaly_rate: float
+
+
+def scan_hosts(
+    *,
+    host: NDArray[Any],
+    cpu: NDArray[Any],
+    time_us: NDArray[Any],
+    hardware: B,
+    pairs: Groups,
+    n_hosts: int,
+    cpus: I64,
+    settings: ScanSettings,
+    time_order: I64 | None = None,
+) -> HostScan:
+    """Run the scan. ``pairs`` groups crashes by ``population * n_hosts + host``;
+    ``time_order`` (a stable argsort of ``time_us``) is computed when not given."""
+    pair_pop = pairs.keys // n_hosts
+    n_ph = pairs.counts.astype(np.float64)
+    z_ph = pairs.count_where(hardware).astype(np.float64)
+    n_pops = int(pair_pop.max()) + 1 if pair_pop.size else 0
+    n_p = np.bincount(pair_pop, weights=n_ph, minlength=n_pops)
+    z_p = np.bincount(pair_pop, weights=z_ph, minlength=n_pops)
+    h_p = np.bincount(pair_pop, minlength=n_pops)
+
+    # Fleet prior: the anomaly rate of "ordinary" populations (not anomaly-heavy and spread),
+    # with half a pseudo-anomaly so that a fleet without any anomaly keeps a non-zero rate.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate_p = np.where(n_p > 0, z_p / n_p, 0.0)
+    heavy = (rate_p >= settings.explain_min_rate) & (h_p > settings.explain_min_hosts)
+    r0 = (float(z_p[~heavy].sum()) + 0.5) / (float(n_p[~heavy].sum()) + 1.0)
+
+    kappa = settings.anomaly_prior_strength
+    other_n = n_p[pair_pop] - n_ph
+    other_z = z_p[pair_pop] - z_ph
+    a_ph = (other_z + kappa * r0) / (other_n + kappa)
+    explained_ph = (h_p[pair_pop] - 1 >= settings.explain_min_hosts) & (
+        a_ph >= settings.explain_min_rate
+    )
+
+    crash_a = a_ph[pairs.inverse]
+    crash_expl = explained_ph[pairs.inverse]
+    resid = hardware & ~crash_expl
+    ez = np.where(crash_expl, 0.0, crash_a)
+
+    h = np.asarray(host, dtype=np.int64)
+    c = np.asarray(cpu, dtype=np.int64)
+    crashes = np.bincount(h, minlength=n_hosts).astype(np.int64)
+    anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
+    expected = np.bincount(h, weights=ez, minlength=n_hosts)
+    explained = np.bincount(h[crash_expl], minlength=n_hosts).astype(np.int64)
+    cells = _modal_cells(h, c, resid, ez, n_hosts)
+    p_cpu = max_cell_pvalue(cells.n, cells.top, cpus)
+    p_anom = poisson_upper(anomalous, expected)
+    p = _combine(p_cpu, cells.p_anomaly, p_anom)
+    flagged = p <= settings.host_alpha
+
+    first_alarm = np.full(n_hosts, -1, dtype=np.int64)
+    alarm_crashes = np.zeros(n_hosts, dtype=np.int64)
+    min_p = p.copy()
+    if settings.streaming and h.size:
+        stream = _Stream(first_alarm=first_alarm, alarm_crashes=alarm_crashes, min_p=min_p)
+        t = np.asarray(time_us, np.int64)
+        if time_order is None:
+            time_order = np.argsort(t, kind="stable").astype(np.int64)
+        stream.run(h, c, t, time_order, resid, ez, cpus, settings)
+    return HostScan(
+        crashes=crashes,
+        known_cpu=cells.n,
+        cpus=cpus,
+        top_cpu=cells.cell,
+        top_count=cells.top,
+        p_cpu=p_cpu,
+        top_anomalous=cells.anomalous,
+        top_expected=cells.expected,
+        p_top_anomaly=cells.p_anomaly,
+        anomalous=anomalous,
+        expected_anomalous=expected,
+        explained=explained,
+        p_anomaly=p_anom,
+        p_value=p,
+        flagged=flagged,
+        first_alarm_us=first_alarm,
+        alarm_crashes=alarm_crashes,
+        min_stream_p=min_p,
+        pair_anomaly_rate=a_ph,
+        pair_explained=explained_ph,
+        fleet_anomaly_rate=r0,
+    )
+
+
+# Share of the false-alarm budget spent on anomalies anywhere on the host (a fault without a
+# favourite CPU, e.g. memory); the rest goes to anomalies on the busiest CPU.
+HOST_WIDE_SHARE = 0.1
+
+
+def _combine(p_cpu: F64, p_cell: F64, p_host: F64) -> F64:
+    """Weighted Bonferroni over two Fisher combinations: CPU concentration with the anomalies
+    on the busiest CPU (weight 0.9) or with the anomalies on the whole host (weight 0.1). Given
+    the CPU of every crash, the anomaly p-values are conditionally valid, so each Fisher
+    combination is valid (see the module docstring)."""
+    on_cpu = fisher_combine(p_cpu, p_cell) / (1.0 - HOST_WIDE_SHARE)
+    anywhere = fisher_combine(p_cpu, p_host) / HOST_WIDE_SHARE
+    out: F64 = np.minimum(1.0, np.minimum(on_cpu, anywhere))
+    return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _TopCells:
+    n: I64  # crashes with a known CPU
+    top: I64  # crashes on the busiest CPU
+    cell: I64  # that CPU (-1 none)
+    anomalous: I64  # residual anomalous crashes on it
+    expected: F64  # their null expectation
+    p_anomaly: F64  # Poisson upper tail, times the number of tied busiest CPUs
+
+
+def _modal_cells(h: I64, c: I64, resid: B, ez: F64, n_hosts: int) -> _TopCells:
+    """Per host, the busiest CPU and the residual anomalies on it.
+
+    When several CPUs tie for busiest, the one with the smallest anomaly p-value is taken and
+    that p-value multiplied by the number tied (Bonferroni), so the choice cannot inflate it.
+    """
+    known = c >= 0
+    n = np.bincount(h[known], minlength=n_hosts).astype(np.int64)
+    top = np.zeros(n_hosts, dtype=np.int64)
+    cell = np.full(n_hosts, -1, dtype=np.int64)
+    z = np.zeros(n_hosts, dtype=np.int64)
+    e = np.zeros(n_hosts, dtype=np.float64)
+    p = np.ones(n_hosts, dtype=np.float64)
+    if not known.any():
+        return _TopCells(n=n, top=top, cell=cell, anomalous=z, expected=e, p_anomaly=p)
+    width = int(c[known].max()) + 1
+    g = Groups.of(pair_key(h[known], c[known], width))
+    g_host = g.keys // width
+    g_z = g.count_where(resid[known])
+    g_e = g.sum(ez[known])
+    np.maximum.at(top, g_host, g.counts)
+    tied = g.counts == top[g_host]
+    n_tied = np.bincount(g_host[tied], minlength=n_hosts)
+    g_p = np.where(tied, poisson_upper(g_z, g_e), 2.0)
+    # per host, the tied cell with the smallest p (then the lowest CPU index)
+    order = np.lexsort((g.keys % width, g_p, g_host))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = g_host[order][1:] != g_host[order][:-1]
+    lead = order[first]
+    hosts = g_host[lead]
+    cell[hosts] = g.keys[lead] % width
+    z[hosts] = g_z[lead]
+    e[hosts] = g_e[lead]
+    p[hosts] = np.minimum(1.0, g_p[lead] * n_tied[hosts])
+    return _TopCells(n=n, top=top, cell=cell, anomalous=z, expected=e, p_anomaly=p)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Stream:
+    """Outputs of the streaming pass, filled in place (per host)."""
+
+    first_alarm: I64
+    alarm_crashes: I64
+    min_p: F64
+
+    def run(
+        self,
+        h: I64,
+        c: I64,
+        t: I64,
+        time_order: I64,
+        resid: B,
+        ez: F64,
+        cpus: I64,
+        settings: ScanSettings,
+    ) -> None:
+        """Re-run the test after every crash of each host, in time order."""
+        n = h.size
+        # order by (host, time): a stable sort by host of the time order
+        order = time_order[radix_argsort(h[time_order])]
+        hs = h[order]
+        new = np.ones(n, dtype=bool)
+        new[1:] = hs[1:] != hs[:-1]
+        starts = np.flatnonzero(new).astype(np.int64)
+
+        known = c[order] >= 0
+        n_run = segment_cumsum(known.astype(np.int64), starts)
+        # running count of each crash's own CPU cell, in time order: a stable sort by cell
+        # keeps the time order inside each cell
+        width = int(c.max()) + 2
+        cell = pair_key(hs, np.where(known, c[order] + 1, 0), width)
+        by_cell = radix_argsort(cell)
+        cs = cell[by_cell]
+        cnew = np.ones(n, dtype=bool)
+        cnew[1:] = cs[1:] != cs[:-1]
+        cell_count = np.empty(n, dtype=np.int64)
+        cell_count[by_cell] = segment_rank(n, np.flatnonzero(cnew).astype(np.int64)) + 1
+        cell_count[~known] = 0
+        m_run = segment_cummax(cell_count, starts)
+        z_run = segment_cumsum(resid[order].astype(np.int64), starts)
+        e_run = segment_cumsum(ez[order], starts)
+        # running residual anomalies and expectation of each crash's own CPU cell
+        cell_starts = np.flatnonzero(cnew).astype(np.int64)
+        cz = np.empty(n, dtype=np.int64)
+        cz[by_cell] = segment_cumsum(resid[order][by_cell].astype(np.int64), cell_starts)
+        ce = np.empty(n, dtype=np.float64)
+        ce[by_cell] = segment_cumsum(ez[order][by_cell], cell_starts)
+
+        # The statistic can only fall below a threshold where a CPU cell reaches the running
+        # maximum or a residual anomaly arrives, so it is evaluated at those crashes only; the
+        # crash's own cell stands for the busiest when it is one of them.
+        modal = known & (cell_count == m_run) & (m_run >= 2)
+        idx = np.flatnonzero(modal | resid[order])
+        if not idx.size:
+            return
+        p_cpu = max_cell_pvalue(n_run[idx], m_run[idx], cpus[hs[idx]])
+        p_cell = np.where(modal[idx], poisson_upper(cz[idx], ce[idx]), 1.0)
+        p = _combine(p_cpu, p_cell, poisson_upper(z_run[idx], e_run[idx]))
+        np.minimum.at(self.min_p, hs[idx], p)
+        alpha = settings.host_alpha if settings.stream_alpha is None else settings.stream_alpha
+        hit = idx[p <= alpha]
+        if not hit.size:
+            return
+        hosts_hit, first = np.unique(hs[hit], return_index=True)
+        pos = hit[first]
+        self.first_alarm[hosts_hit] = t[order][pos]
+        rank = pos - starts[np.searchsorted(starts, pos, side="right") - 1]
+        self.alarm_crashes[hosts_hit] = rank + 1

@@ -1,0 +1,150 @@
+"""Sort-based group-by on integer keys: the one idiom every statistic here is built from.
+
+A :class:`Groups` sorts integer keys once and then answers per-group sums, maxima and running
+(cumulative) values with ``np.add.reduceat``-style calls — O(n log n) for the sort and O(n) after,
+with no Python loop per record. Keys are ``int64``; a composite key is built by
+:func:`pair_key` (``a * width + b``), which callers keep below 2**62.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "Groups",
+    "pair_key",
+    "radix_argsort",
+    "segment_cummax",
+    "segment_cumsum",
+    "segment_rank",
+]
+
+I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
+
+
+def radix_argsort(key: NDArray[Any]) -> I64:
+    """Stable argsort of non-negative integer keys, 16 bits at a time.
+
+    NumPy's stable sort is a radix sort for 16-bit integers and a timsort otherwise; two passes
+    of 16-bit digits, least significant first, sort a key below 2**32 about twice as fast as
+    ``np.argsort(kind="stable")`` on ten million int64 keys. Wider keys (where the gathers
+    between passes cost more than they save) use NumPy's stable sort.
+    """
+    k = np.asarray(key)
+    if not k.size:
+        return np.zeros(0, dtype=np.int64)
+    k = k.astype(np.int64, copy=False)
+    top = int(k.max())
+    if int(k.min()) < 0 or top >= 1 << 32:
+        out: I64 = np.argsort(k, kind="stable").astype(np.int64, copy=False)
+        return out
+    order: I64 | None = None
+    shift = 0
+    while True:
+        digit = ((k >> shift) & 0xFFFF).astype(np.uint16)
+        if order is None:
+            order = np.argsort(digit, kind="stable").astype(np.int64, copy=False)
+        else:
+            order = order[np.argsort(digit[order], kind="stable")]
+        shift += 16
+        if top >> shift == 0:
+            return order
+
+
+def pair_key(a: NDArray[Any], b: NDArray[Any], width: int) -> I64:
+    """Composite key ``a * width + b`` (``0 <= b < width``), as int64."""
+    return a.astype(np.int64) * np.int64(width) + b.astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Groups:
+    """Groups of equal keys.
+
+    ``keys`` are the distinct keys (sorted), ``inverse[i]`` the group of record *i*, ``counts``
+    the group sizes, ``order`` a stable sort of the records by key and ``starts`` where each
+    group begins in ``order``.
+    """
+
+    keys: I64
+    inverse: I64
+    counts: I64
+    order: I64
+    starts: I64
+
+    @classmethod
+    def of(cls, key: NDArray[Any]) -> Groups:
+        key = np.asarray(key, dtype=np.int64)
+        order = radix_argsort(key)
+        sk = key[order]
+        if sk.size:
+            new = np.empty(sk.size, dtype=bool)
+            new[0] = True
+            np.not_equal(sk[1:], sk[:-1], out=new[1:])
+            starts = np.flatnonzero(new).astype(np.int64)
+        else:
+            new = np.zeros(0, dtype=bool)
+            starts = np.zeros(0, dtype=np.int64)
+        gid_sorted = np.cumsum(new, dtype=np.int64) - 1
+        inverse = np.empty_like(gid_sorted)
+        inverse[order] = gid_sorted
+        counts = np.diff(np.append(starts, sk.size)).astype(np.int64)
+        return cls(keys=sk[starts], inverse=inverse, counts=counts, order=order, starts=starts)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def sum(self, values: NDArray[Any]) -> F64:
+        """Per-group sum of ``values`` (float64)."""
+        return np.bincount(self.inverse, weights=values, minlength=len(self.keys)).astype(
+            np.float64, copy=False
+        )
+
+    def count_where(self, flags: NDArray[np.bool_]) -> I64:
+        """Per-group number of records with ``flags`` set."""
+        return np.bincount(self.inverse[flags], minlength=len(self.keys)).astype(np.int64)
+
+
+def _segment_ids(n: int, starts: I64) -> I64:
+    seg = np.zeros(n, dtype=np.int64)
+    seg[starts[1:]] = 1
+    out: I64 = np.cumsum(seg)
+    return out
+
+
+def segment_cumsum(values: NDArray[Any], starts: I64) -> NDArray[Any]:
+    """Running sum within consecutive segments that begin at ``starts`` (inclusive)."""
+    total = np.cumsum(values)
+    if not len(values):
+        return total
+    # the running total just before each segment begins
+    before = np.concatenate([[0], total[starts[1:] - 1]]).astype(total.dtype)
+    out: NDArray[Any] = total - before[_segment_ids(len(values), starts)]
+    return out
+
+
+def segment_rank(n: int, starts: I64) -> I64:
+    """Position of each record within its segment (0, 1, 2, ...)."""
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    out: I64 = np.arange(n, dtype=np.int64) - starts[_segment_ids(n, starts)]
+    return out
+
+
+def segment_cummax(values: I64, starts: I64) -> I64:
+    """Running maximum within segments, for non-negative integer ``values``.
+
+    Offsetting each segment by ``segment index * (max + 1)`` makes one global
+    ``np.maximum.accumulate`` respect segment boundaries.
+    """
+    if not len(values):
+        return values.copy()
+    seg_id = _segment_ids(len(values), starts)
+    width = np.int64(int(values.max()) + 1)
+    shifted = np.maximum.accumulate(values + seg_id * width)
+    out: I64 = shifted - seg_id * width
+    return out
