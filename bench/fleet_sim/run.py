@@ -196,7 +196,12 @@ def run_scenario(scenario: Scenario, seeds: int, budget: float, cfg: FleetConfig
     calibrated = AnalysisParams(host_alpha=t_end, stream_alpha=t_stream)
     methods = {
         k: MethodStats()
-        for k in ("raw count", "Poisson+BH (all crashes)", "corecensus default", "corecensus calibrated")
+        for k in (
+            "raw count",
+            "Poisson+BH (all crashes)",
+            "corecensus default",
+            "corecensus calibrated",
+        )
     }
     sw = SoftwareStats()
     for i in range(seeds):
@@ -263,7 +268,9 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
             "streaming false alarms per null fleet.\n"
         )
         add("### Hosts (end of window)\n")
-        add("| method | flagged true | flagged false | precision | recall | recall (≥5 faulty crashes) | false alarms /10k hosts |")  # noqa: E501
+        add(
+            "| method | flagged true | flagged false | precision | recall | recall (≥5 faulty crashes) | false alarms /10k hosts |"
+        )
         add("|---|---|---|---|---|---|---|")
         for name, m in r.methods.items():
             add(
@@ -282,7 +289,9 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
             add(f"| {name} | " + " | ".join(cells) + " |")
         add("")
         add("### Streaming (the same test after every crash)\n")
-        add("| method | alarmed faulty hosts (recall) | median days onset→alarm | median faulty crashes before alarm | mean faulty crashes before alarm | false alarms /10k hosts |")  # noqa: E501
+        add(
+            "| method | alarmed faulty hosts (recall) | median days onset→alarm | median faulty crashes before alarm | mean faulty crashes before alarm | false alarms /10k hosts |"
+        )
         add("|---|---|---|---|---|---|")
         for name in ("corecensus default", "corecensus calibrated"):
             m = r.methods[name]
@@ -299,7 +308,9 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
         add("| metric | value |")
         add("|---|---|")
         add(f"| regression onset error, hours (deploy-aligned onset) | {ms(sw.onset_error_h)} |")
-        add(f"| regression onset error, hours (change point alone) | {ms(sw.changepoint_error_h)} |")  # noqa: E501
+        add(
+            f"| regression onset error, hours (change point alone) | {ms(sw.changepoint_error_h)} |"
+        )
         add(f"| regression attributed to version 2 | {sum(sw.version_ok)}/{len(sw.version_ok)} |")
         add(f"| false CPU-model / microcode / kernel signals per run | {ms(sw.attribute_blame)} |")
         tot = sum(sw.populations)
@@ -308,13 +319,17 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
             f"{sum(sw.software)}/{sum(sw.inconclusive)}/{sum(sw.hardware)} of {tot} "
             f"({sum(sw.software) / tot:.3f} accuracy) |"
         )
-        add(f"| software populations blamed on a host (suspects listed) | {sum(sw.blamed_on_host)} |")  # noqa: E501
+        add(
+            f"| software populations blamed on a host (suspects listed) | {sum(sw.blamed_on_host)} |"
+        )
         if sw.confounder_software:
             add(
                 f"| confounder called software | {sum(sw.confounder_software)}/"
                 f"{len(sw.confounder_software)} |"
             )
-            add(f"| confounder hosts flagged as hardware (of 30) | {ms(sw.confounder_hosts_flagged)} |")  # noqa: E501
+            add(
+                f"| confounder hosts flagged as hardware (of 30) | {ms(sw.confounder_hosts_flagged)} |"
+            )
         add(f"| crashes per fleet | {ms(sw.crashes, '.0f')} |")
         add(f"| analyze wall time per fleet, s | {ms(sw.seconds)} |")
         add("")

@@ -53,3 +53,40 @@ def test_demo_falls_back_to_samples(tmp_path: Path) -> None:
     names = Counter(r.anomaly_names for r in run.records)
     assert names[("pc_not_executable", "returned_to_bad_address", "sp_off_by_8")] == 7
     assert any(r.frames and r.frames[0].function == "parse_record" for r in run.records)
+
+
+@pytest.mark.kernel_cores
+def test_demo_findings_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`corecensus demo --json` and `corecensus analyze --json` on its store tell the story."""
+    import json
+
+    from corecensus.cli.main import main
+
+    assert main(["demo", "--dir", str(tmp_path / "d"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["demo"]["ingested"] == 31
+    by_verdict: dict[str, list[dict[str, object]]] = {}
+    for p in doc["populations"]:
+        by_verdict.setdefault(p["verdict"], []).append(p)
+    (hw,) = by_verdict["hardware-suspect"]
+    assert "sp_off_by_8" in hw["anomalies"]
+    assert [(s["host"], s["cpu"]) for s in hw["suspects"]] == [(FAULTY_HOST, FAULTY_CPU)]
+    assert any("Fisher" in e or "multinomial" in e for e in hw["evidence"])
+    software = by_verdict["software"]
+    assert len(software) == 2
+    assert all(not p["suspects"] for p in software), "a software bug must not be blamed on a host"
+    regression = next(p for p in software if "pc_zero" in p["anomalies"])
+    assert regression["onset"]["version"] == "2.0"
+    spread = next(p for p in software if "parse_record" in p["signature"])
+    assert spread["onset"] is None
+    assert [h["host"] for h in doc["hosts"]] == [FAULTY_HOST]
+
+    db = tmp_path / "d" / "corecensus.duckdb"
+    assert main(["analyze", "--db", str(db), "--json"]) == 0
+    no_exposure = json.loads(capsys.readouterr().out)
+    assert no_exposure["rates_available"] is False
+    assert no_exposure["inputs"]["exposure"].startswith("none")
+    assert len(no_exposure["populations"]) == 3
+
+    assert main(["analyze", "--db", str(tmp_path / "missing.duckdb")]) == 2
+    assert "no such store" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
+from corecensus.cli.findings_view import render_analysis
 from corecensus.cli.output import console, error, print_json, quiet_libraries
 from corecensus.errors import CorecensusError
 
@@ -48,6 +49,20 @@ def demo(workdir: Path, jobs: int, seed: int, as_json: bool) -> int:
     except CorecensusError as exc:
         error(str(exc))
         return 2
+    from corecensus.census import run_census
+    from corecensus.store import open_store
+
+    try:
+        store = open_store(run.db, read_only=True)
+        try:
+            analysis, _inputs = run_census(
+                store, exposure_csv=run.exposure, deploys_csv=run.deploys
+            )
+        finally:
+            store.close()
+    except CorecensusError as exc:
+        error(str(exc))
+        return 2
     if run.used_samples:
         out.print(
             Text(
@@ -67,7 +82,7 @@ def demo(workdir: Path, jobs: int, seed: int, as_json: bool) -> int:
         "anomaly_classes": dict(classes),
     }
     if as_json:
-        print_json(summary)
+        print_json({"demo": summary, **analysis.to_json()})
         return 0
     con = console()
     t = Table(
@@ -79,5 +94,9 @@ def demo(workdir: Path, jobs: int, seed: int, as_json: bool) -> int:
     for cls, n in classes.most_common():
         t.add_row(cls, str(n))
     con.print(t)
+    render_analysis(con, analysis)
     con.print(f"store: {run.db}   exposure: {run.exposure}   deploys: {run.deploys}")
+    con.print(
+        f"again: corecensus analyze --db {run.db} --exposure {run.exposure} --deploys {run.deploys}"
+    )
     return 0

@@ -23,7 +23,8 @@ def print_json(obj: Any) -> None:
 
 
 def error(message: str) -> None:
-    console(stderr=True).print(Text.assemble(("error: ", "bold red"), message))
+    # soft_wrap: an error line stays one line (greppable), whatever the terminal width.
+    console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
 
 
 def quiet_libraries() -> None:

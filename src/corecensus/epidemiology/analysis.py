@@ -41,7 +41,6 @@ from corecensus.epidemiology.findings import (
     Suspect,
     Verdict,
     iso_time,
-    join_names,
 )
 from corecensus.epidemiology.hostscan import HostScan, ScanSettings, scan_hosts
 from corecensus.epidemiology.mixture import anomaly_split, host_split, version_split

@@ -1,0 +1,144 @@
+"""The census: crash records in the store → populations → epidemiology → findings.
+
+Used by ``corecensus analyze``, the demo and (later) the collector's report. Exposure comes from
+``exposure.csv`` when given; else from agent heartbeats in the store (each heartbeat stands for
+:data:`HEARTBEAT_PERIOD_S` of one process running); else analysis runs without rates and says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from corecensus.epidemiology import analyze
+from corecensus.epidemiology.findings import Analysis, PopulationInfo
+from corecensus.epidemiology.table import CrashTable, Deploys, ExposureTable, encode
+from corecensus.signature import PopulationLevel
+from corecensus.store import DeployRow, ExposureRow, Heartbeat, Store
+
+__all__ = ["HEARTBEAT_PERIOD_S", "CensusInputs", "crash_table", "run_census"]
+
+UNKNOWN_HOST = "(unknown host)"
+_CATEGORICAL = ("cpu_model", "microcode", "kernel", "service", "version")
+# The agent's heartbeat interval; a heartbeat is evidence of this much exposure (seconds).
+HEARTBEAT_PERIOD_S = 300
+_MAX_SAMPLE_FRAMES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class CensusInputs:
+    """Where the exposure and deploys came from, for the report's evidence."""
+
+    exposure_source: str
+    deploys_source: str
+
+
+def crash_table(
+    store: Store, level: PopulationLevel = PopulationLevel.SYMBOLIC
+) -> tuple[CrashTable, dict[str, PopulationInfo]]:
+    """The store's crashes as columns, and a description of each population key."""
+    cols = store.crash_columns(level)
+    # A crash without a host or population key still counts, under an explicit "unknown" name.
+    pop_codes, pops = encode([p if p is not None else "(no signature)" for p in cols.population])
+    host_codes, hosts = encode([h if h is not None else UNKNOWN_HOST for h in cols.host])
+    coded = {name: encode(list(getattr(cols, name))) for name in _CATEGORICAL}
+    table = CrashTable.from_arrays(
+        time_us=cols.time_us,
+        host=host_codes,
+        population=pop_codes,
+        hosts=hosts,
+        populations=pops,
+        cpu=cols.cpu.astype(np.int32),
+        anomaly_mask=cols.anomaly_mask,
+        crash_id=cols.core_id,
+        **{name: codes for name, (codes, _v) in coded.items()},
+        cpu_models=coded["cpu_model"][1],
+        microcodes=coded["microcode"][1],
+        kernels=coded["kernel"][1],
+        services=coded["service"][1],
+        versions=coded["version"][1],
+    )
+    info: dict[str, PopulationInfo] = {}
+    first_of: dict[str, str] = {}
+    for core_id, key in zip(cols.core_id, cols.population, strict=True):
+        if key is not None and key not in first_of:
+            first_of[key] = str(core_id)
+    for key, core_id in first_of.items():
+        sig = store.get_signatures(core_id)
+        if sig is None:
+            continue
+        frames = tuple(f.strip() for f in sig.symbolic.split("|") if f.strip())[:_MAX_SAMPLE_FRAMES]
+        info[key] = PopulationInfo(signature=sig.symbolic, top_frames=frames)
+    return table, info
+
+
+def _exposure_from_rows(rows: Iterable[ExposureRow]) -> ExposureTable | None:
+    rows = list(rows)
+    if not rows:
+        return None
+    host_codes, hosts = encode([r.host for r in rows])
+    svc_codes, services = encode([r.service for r in rows])
+    ver_codes, versions = encode([r.version for r in rows])
+    cm_codes, models = encode([r.cpu_model for r in rows])
+    return ExposureTable.from_arrays(
+        host=host_codes,
+        start_us=[r.start_us for r in rows],
+        end_us=[r.end_us for r in rows],
+        hosts=hosts,
+        service=svc_codes,
+        version=ver_codes,
+        cpu_model=cm_codes,
+        services=services,
+        versions=versions,
+        cpu_models=models,
+    )
+
+
+def exposure_from_heartbeats(
+    beats: Iterable[Heartbeat], period_s: int = HEARTBEAT_PERIOD_S
+) -> ExposureTable | None:
+    """Each heartbeat covers ``[time, time + period)`` of one process (the agent sends one per
+    process per period, so counting heartbeats counts process-time)."""
+    period_us = period_s * 1_000_000
+    return _exposure_from_rows(
+        ExposureRow(b.host, b.time_us, b.time_us + period_us, b.service, b.version) for b in beats
+    )
+
+
+def _deploys_from_rows(rows: Iterable[DeployRow]) -> Deploys | None:
+    rows = list(rows)
+    if not rows:
+        return None
+    return Deploys.from_rows(
+        [{"time": r.time_us, "service": r.service, "version": r.version} for r in rows]
+    )
+
+
+def run_census(
+    store: Store,
+    *,
+    exposure_csv: str | os.PathLike[str] | None = None,
+    deploys_csv: str | os.PathLike[str] | None = None,
+    level: PopulationLevel = PopulationLevel.SYMBOLIC,
+) -> tuple[Analysis, CensusInputs]:
+    """Analyze every crash in ``store``; see the module docstring for where exposure comes from."""
+    table, info = crash_table(store, level)
+    if exposure_csv is not None:
+        exposure: ExposureTable | None = ExposureTable.read_csv(exposure_csv)
+        exp_src = str(Path(exposure_csv))
+    else:
+        exposure = _exposure_from_rows(store.iter_exposure()) or exposure_from_heartbeats(
+            store.iter_heartbeats()
+        )
+        exp_src = "store" if exposure is not None else "none (rates unavailable)"
+    if deploys_csv is not None:
+        deploys: Deploys | None = Deploys.read_csv(deploys_csv)
+        dep_src = str(Path(deploys_csv))
+    else:
+        deploys = _deploys_from_rows(store.iter_deploys())
+        dep_src = "store" if deploys is not None else "none"
+    return analyze(table, exposure, deploys, info), CensusInputs(exp_src, dep_src)
