@@ -8,9 +8,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from crashers import CrashResult
 
 from corecensus.cli.main import main
+from crashers import CrashResult
 
 pytestmark = pytest.mark.kernel_cores
 
