@@ -14,6 +14,7 @@ from corecensus import __version__
 # name -> "module:attribute"; one line per subcommand, each in a module of its own.
 SUBCOMMANDS: dict[str, str] = {
     "inspect": "corecensus.cli.inspect_cmd:inspect",
+    "screen": "corecensus.cli.screen_cmd:screen",
 }
 
 

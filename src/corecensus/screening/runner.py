@@ -319,7 +319,7 @@ def _finish_killed(w: _Live, st: _CpuState, now: float) -> None:
         st.status = WorkerStatus.COMPLETED
         return
     st.status = WorkerStatus.TIMED_OUT
-    budget = w.hard_deadline - w.started
+    budget = now - (st.first_start if st.first_start is not None else w.started)
     if w.in_progress is not None:
         name, round_, attempt = w.in_progress
         st.detail = f"killed after {budget:.1f} s: {name} (round {round_}) never finished"

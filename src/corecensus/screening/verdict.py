@@ -364,7 +364,8 @@ def _decide(
             rescreen.add(r.cpu)
             reasons.append(f"{r.check} on CPU {r.cpu}: {r.outcome} ({r.observed or r.detail})")
     for cpu in sorted(reproducible):
-        rows = reproducible[cpu]
+        # Lead with the CPU's own checks; a cross-core row blamed on it comes from its partner.
+        rows = sorted(reproducible[cpu], key=lambda r: r.cpu != cpu)
         first = rows[0]
         checks = ", ".join(sorted({r.check for r in rows}))
         reasons.insert(
@@ -385,6 +386,9 @@ def _decide(
         if out is not None and out.status in (WorkerStatus.PIN_FAILED, WorkerStatus.NOT_STARTED):
             rescreen.add(cpu)
             reasons.append(f"CPU {cpu} was not screened ({out.status}): {out.detail}")
+        elif out is not None and not any(r.cpu == cpu and r.runs for r in results):
+            rescreen.add(cpu)
+            reasons.append(f"CPU {cpu}: no check finished within the budget ({out.detail or out.status})")
     for check, why in software.items():
         reasons.append(f"{check}: {why}")
     quarantine = tuple(sorted(reproducible))
@@ -413,9 +417,10 @@ def _decide(
         verdict = Verdict.RESCREEN
     else:
         verdict = Verdict.CLEAN
+        ran = {(r.cpu, r.check) for r in results if r.runs}
         reasons.append(
-            f"all {len(cpus)} CPUs passed every check that ran "
-            f"({sum(r.runs for r in results)} runs)"
+            f"all {len(cpus)} CPUs passed every check that ran ({len(ran)} of {len(results)} "
+            f"CPU-check pairs covered, {sum(r.runs for r in results)} runs)"
         )
     return Decision(
         verdict=verdict,

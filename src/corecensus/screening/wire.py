@@ -206,7 +206,8 @@ class DutyReport:
 
     ``duty_cycle`` = ``cpu_s`` / ``window_s``: the process's CPU time (every thread, user and
     system) from the start of the window to its end, over the window's wall time. Interpreter
-    start-up before the window is reported apart as ``startup_cpu_s``.
+    start-up before the window is reported apart as ``startup_cpu_s``. ``idle_priority`` is the
+    scheduling policy read back from the kernel (``SCHED_IDLE``), not the one asked for.
     """
 
     window_s: float
@@ -216,6 +217,7 @@ class DutyReport:
     max_slice_cpu_s: float
     max_slice_wall_s: float
     startup_cpu_s: float
+    idle_priority: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -226,22 +228,21 @@ class DutyReport:
             "max_slice_cpu_s": self.max_slice_cpu_s,
             "max_slice_wall_s": self.max_slice_wall_s,
             "startup_cpu_s": self.startup_cpu_s,
+            "idle_priority": self.idle_priority,
         }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> DutyReport:
         try:
-            return cls(**{k: type_(obj[k]) for k, type_ in _DUTY_FIELDS.items()})
+            return cls(
+                window_s=float(obj["window_s"]),
+                cpu_s=float(obj["cpu_s"]),
+                duty_cycle=float(obj["duty_cycle"]),
+                slices=int(obj["slices"]),
+                max_slice_cpu_s=float(obj["max_slice_cpu_s"]),
+                max_slice_wall_s=float(obj["max_slice_wall_s"]),
+                startup_cpu_s=float(obj["startup_cpu_s"]),
+                idle_priority=bool(obj.get("idle_priority", False)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ScreeningError(f"malformed duty report: {exc!r}") from exc
-
-
-_DUTY_FIELDS: dict[str, type] = {
-    "window_s": float,
-    "cpu_s": float,
-    "duty_cycle": float,
-    "slices": int,
-    "max_slice_cpu_s": float,
-    "max_slice_wall_s": float,
-    "startup_cpu_s": float,
-}

@@ -82,7 +82,7 @@ def _verify(inp: _Inputs, sealed: bytes, tally: Tally, direction: str) -> None:
         return
     tally.expect(f"{direction}: data", hashlib.sha256(inp.data).hexdigest(), hashlib.sha256(data).hexdigest())
     (crc,) = struct.unpack_from("<I", trailer)
-    tally.expect(f"{direction}: crc32", zlib.crc32(inp.data), crc)
+    tally.expect(f"{direction}: crc32", hex(zlib.crc32(inp.data)), hex(crc))
     tally.expect(f"{direction}: sha256", hashlib.sha256(inp.data).hexdigest(), trailer[4:36].hex())
     tally.expect(f"{direction}: pow(1.1, k) values", _floats(inp.exponents).hex(), trailer[36:].hex())
 
