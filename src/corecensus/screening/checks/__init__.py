@@ -71,7 +71,10 @@ def load_check(spec: str) -> Check:
         factory = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise ScreeningError(f"cannot load check {spec!r}: {exc}") from exc
-    check = factory()
+    try:
+        check = factory()
+    except TypeError as exc:
+        raise ScreeningError(f"cannot instantiate check {spec!r}: {exc}") from exc
     if not isinstance(check, Check):
         raise ScreeningError(f"{spec!r} is not a check (needs name, family, description, run)")
     return check

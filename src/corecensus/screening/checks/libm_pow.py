@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from functools import cached_property
 from importlib import resources
 
@@ -49,9 +50,13 @@ class LibmPow:
         pow_ = double_fn("pow", 2)
         table = self.table
         tally = Tally(f"pow(1.1, k) for k in {table[0][0]}..{table[-1][0]}: exact within 1 ulp")
-        # Repeat the sweep so a fault that hits a fraction of calls has more chances to show.
-        for _ in range(ctx.units(4)):
-            for k, exact, whole in table:
+        rng = random.Random(ctx.seed)
+        order = list(table)
+        # Repeat the sweep so a fault that hits a fraction of calls has more chances to show; the
+        # order is seeded, since a fault can depend on what the core executed just before.
+        for _ in range(ctx.units(16)):
+            rng.shuffle(order)
+            for k, exact, whole in order:
                 got = pow_(1.1, float(k))
                 tally.feed(got)
                 label = f"pow(1.1, {k})"
