@@ -6,6 +6,7 @@ quarantine (rescreen, or a software suspect); 1 the screen could not run; 2 bad 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from corecensus.errors import ConfigError, CorecensusError
+from corecensus.errors import CorecensusError
 from corecensus.screening import (
     BUILTIN_CHECKS,
     GoldenValues,
@@ -25,7 +26,9 @@ from corecensus.screening import (
     ScreenConfig,
     ScreenResult,
     Verdict,
+    default_registry,
     parse_cpu_list,
+    read_topology,
     run_screen,
 )
 
@@ -167,35 +170,43 @@ def screen(
             mode,
             budget_s=budget,
             cpus=parse_cpu_list(cpus_text) if cpus_text is not None else None,
-            checks=tuple(c.strip() for c in checks_text.split(",") if c.strip()) if checks_text else None,
+            checks=tuple(c.strip() for c in checks_text.split(",") if c.strip())
+            if checks_text
+            else None,
             rounds=rounds,
             seed=seed,
             jitter_s=jitter,
             overall_budget_s=total_budget,
         )
+        registry = default_registry()
+        if config.checks is not None:
+            registry.subset(config.checks)
+    except CorecensusError as exc:
+        return _fail(err, exc, 2)
+    try:
+        topology = read_topology(sys_root, proc_root)
+    except CorecensusError as exc:
+        return _fail(err, exc, 1)
+    try:
+        topology.select(config.cpus)
+    except CorecensusError as exc:
+        return _fail(err, exc, 2)
+    try:
         golden = GoldenValues.load(golden_path) if golden_path else None
-        with err.status(
-            f"screening ({config.mode}, {config.budget_s:g} s per CPU)...",
-            spinner="dots",
-        ) if err.is_terminal and not as_json else _nullcontext():
-            run = run_screen(
-                config,
-                sys_root=sys_root,
-                proc_root=proc_root,
-                env=os.environ,
-                golden=golden,
-            )
+        status = (
+            err.status(f"screening ({config.mode}, {config.budget_s:g} s per CPU)...")
+            if err.is_terminal and not as_json
+            else contextlib.nullcontext()
+        )
+        with status:
+            run = run_screen(config, topology=topology, proc_root=proc_root, env=os.environ, golden=golden)
         result = run.result
         if golden_path is not None and run.golden_added:
             run.golden.save(golden_path)
         if out_path is not None:
             _write_atomic(out_path, json.dumps(result.to_json(), indent=1) + "\n")
-    except ConfigError as exc:
-        err.print(f"corecensus screen: {exc}", markup=False, highlight=False)
-        return 2
     except CorecensusError as exc:
-        err.print(f"corecensus screen: {exc}", markup=False, highlight=False)
-        return 1
+        return _fail(err, exc, 1)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
     else:
@@ -203,12 +214,9 @@ def screen(
     return _exit_code(result)
 
 
-class _nullcontext:  # noqa: N801 - stands in for a context manager
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def _fail(err: Console, exc: CorecensusError, code: int) -> int:
+    err.print(f"corecensus screen: {exc}", markup=False, highlight=False, soft_wrap=True)
+    return code
 
 
 def _write_atomic(path: Path, text: str) -> None:
