@@ -24,7 +24,18 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("no C compiler to build the fault shim (./dev installs gcc)")
     out = tmp_path_factory.mktemp("shim") / "sdc_shim.so"
     subprocess.run(
-        [cc, "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-o", str(out), str(SHIM_SOURCE), "-ldl"],
+        [
+            cc,
+            "-O2",
+            "-Wall",
+            "-Werror",
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(out),
+            str(SHIM_SOURCE),
+            "-ldl",
+        ],
         check=True,
         capture_output=True,
     )

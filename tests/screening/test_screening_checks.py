@@ -11,7 +11,13 @@ from importlib import resources
 import pytest
 
 from corecensus.errors import ScreeningError
-from corecensus.screening import BUILTIN_CHECKS, QUICK_CHECKS, CheckContext, CheckNotApplicable, default_registry
+from corecensus.screening import (
+    BUILTIN_CHECKS,
+    QUICK_CHECKS,
+    CheckContext,
+    CheckNotApplicable,
+    default_registry,
+)
 from corecensus.screening.checks import Tally, digest, load_check
 from corecensus.screening.checks.crc import _crc32_reference
 from corecensus.screening.checks.protocol import Observation
@@ -82,7 +88,9 @@ def test_tally_reports_the_first_mismatch_and_counts() -> None:
     assert obs.detail == "2 of 3 comparisons failed (+1 more mismatches)"
     clean = Tally("one thing")
     clean.expect("a", 1, 1)
-    assert clean.observation() == Observation(True, "one thing", "all 1 comparisons matched", digest())
+    assert clean.observation() == Observation(
+        True, "one thing", "all 1 comparisons matched", digest()
+    )
 
 
 def test_digest_sees_the_last_bit_of_a_float() -> None:

@@ -43,7 +43,9 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "decision: clean" in text
 
 
-def test_golden_values_are_recorded_then_compared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_golden_values_are_recorded_then_compared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     golden = tmp_path / "golden.json"
     assert main(["screen", "--json", *QUICK, "--golden", str(golden)]) == 0
     recorded = GoldenValues.load(golden)
@@ -74,7 +76,9 @@ def test_bad_arguments_are_one_clear_line(
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_unreadable_golden_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_golden_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "golden.json"
     bad.write_text('{"format": 1,\n "models": [}\n')
     assert main(["screen", *QUICK, "--golden", str(bad)]) == 1
@@ -89,12 +93,21 @@ def test_list_checks(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_command_line_with_the_shim_flags_cpu1_and_exits_3(shim: Path, tmp_path: Path) -> None:
-    """End to end, as an operator would run it: a separate process, LD_PRELOAD in its environment."""
+    """End to end as an operator would run it: a separate process, LD_PRELOAD in its env."""
     env = {**os.environ, **shim_env(shim, pow_mode="story")}
     src = str(Path(__file__).resolve().parents[2] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
-        [sys.executable, "-m", "corecensus", "screen", "--json", *QUICK, "--checks", "libm_pow,crc32"],
+        [
+            sys.executable,
+            "-m",
+            "corecensus",
+            "screen",
+            "--json",
+            *QUICK,
+            "--checks",
+            "libm_pow,crc32",
+        ],
         capture_output=True,
         env=env,
         cwd=tmp_path,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import corecensus.screening as screening
+from corecensus import screening
 from corecensus.errors import ScreeningError
 from corecensus.screening import (
     CheckResult,
@@ -58,7 +58,18 @@ def sample() -> ScreenResult:
             ),
         ),
         results=(
-            CheckResult(3, "libm_pow", "libm", Outcome.FAILED_REPRODUCIBLE, "int(pow(1.1, 53)) = 156", "int(pow(1.1, 53)) = 0", 0.4, runs=7, failures=7, suspect_cpu=3),
+            CheckResult(
+                3,
+                "libm_pow",
+                "libm",
+                Outcome.FAILED_REPRODUCIBLE,
+                "int(pow(1.1, 53)) = 156",
+                "int(pow(1.1, 53)) = 0",
+                0.4,
+                runs=7,
+                failures=7,
+                suspect_cpu=3,
+            ),
         ),
         decision=Decision(Verdict.QUARANTINE_CPUS, quarantine_cpus=(3,), reasons=("CPU 3: ...",)),
     )
@@ -88,7 +99,9 @@ def test_bad_screen_records_are_screening_errors(mutate: object, message: str) -
 
 
 def test_wire_records_round_trip_and_reject_garbage() -> None:
-    job = WorkerJob(1, 0, (("a", "m:A"),), 0.5, None, 12.5, 9, background=BackgroundPlan(), done=((0, "a"),))
+    job = WorkerJob(
+        1, 0, (("a", "m:A"),), 0.5, None, 12.5, 9, background=BackgroundPlan(), done=((0, "a"),)
+    )
     assert WorkerJob.from_json(job.to_json()) == job
     rec = RunRecord(1, "a", 2, 1, 5, RunStatus.FAILED, "e", "o", "fp", "d", 0.1, 0.1, (1, 1))
     assert RunRecord.from_json(rec.to_json()) == rec
@@ -146,14 +159,32 @@ def test_hardware_suspect_populations_recommend_screens() -> None:
     assert db.command() == "corecensus screen --mode oneshot --cpus 3,35 --json"
     assert recs[1].cpus == () and recs[1].command() == "corecensus screen --mode oneshot --json"
     with pytest.raises(ScreeningError, match="not an integer"):
-        recommend_screens([{"id": "x", "verdict": "hardware-suspect", "suspects": [{"host": "h", "cpu": "three"}]}])
+        recommend_screens(
+            [
+                {
+                    "id": "x",
+                    "verdict": "hardware-suspect",
+                    "suspects": [{"host": "h", "cpu": "three"}],
+                }
+            ]
+        )
 
 
 def test_public_surface_matches_all() -> None:
     exported = {n for n in dir(screening) if not n.startswith("_")} - {
         "annotations",
         # submodules are attributes of the package once imported
-        "affinity", "checks", "golden", "modes", "outcome", "recommend", "result", "runner",
-        "screen", "topology", "verdict", "wire",
+        "affinity",
+        "checks",
+        "golden",
+        "modes",
+        "outcome",
+        "recommend",
+        "result",
+        "runner",
+        "screen",
+        "topology",
+        "verdict",
+        "wire",
     }
     assert exported == set(screening.__all__)

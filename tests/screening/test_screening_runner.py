@@ -37,7 +37,9 @@ def registry(*extra: tuple[str, str]) -> CheckRegistry:
 def test_a_hung_check_times_out_and_the_screen_returns_on_time() -> None:
     config = ScreenConfig.for_mode("oneshot", budget_s=2.0, rounds=1, grace_s=0.5)
     t0 = time.monotonic()
-    run = run_screen(config, registry=registry(("sleeps_forever", "SleepsForever")), worker_env=hostile_env())
+    run = run_screen(
+        config, registry=registry(("sleeps_forever", "SleepsForever")), worker_env=hostile_env()
+    )
     elapsed = time.monotonic() - t0
     result = run.result
     # The hard limit is the configured one (budget + grace per wave, plus start-up slack).
@@ -74,7 +76,9 @@ def test_a_crashing_check_is_recorded_and_the_worker_restarted_for_the_rest() ->
 
 def test_a_worker_killed_by_sigkill_is_crashed_not_hung() -> None:
     config = ScreenConfig.for_mode("oneshot", budget_s=6.0, rounds=1, cpus=(0,))
-    result = run_screen(config, registry=registry(("kills_itself", "KillsItself")), worker_env=hostile_env()).result
+    result = run_screen(
+        config, registry=registry(("kills_itself", "KillsItself")), worker_env=hostile_env()
+    ).result
     assert result.result(0, "kills_itself").outcome is Outcome.CRASHED
     assert result.result(0, "kills_itself").observed == "worker died (SIGKILL)"
     assert result.result(0, "crc32").outcome is Outcome.PASSED
@@ -83,7 +87,9 @@ def test_a_worker_killed_by_sigkill_is_crashed_not_hung() -> None:
 def test_cpus_that_cannot_be_pinned_are_reported_not_screened() -> None:
     """The fake two-socket box has CPUs 0-6 online; this machine has only 0 and 1."""
     topo = read_topology(FAKE_SMT / "sys", FAKE_SMT / "proc")
-    config = ScreenConfig.for_mode("oneshot", budget_s=6.0, rounds=1, cpus=(0, 5), checks=("libm_pow",))
+    config = ScreenConfig.for_mode(
+        "oneshot", budget_s=6.0, rounds=1, cpus=(0, 5), checks=("libm_pow",)
+    )
     result = run_screen(config, topology=topo).result
     assert result.cpu(0).status is WorkerStatus.COMPLETED
     assert result.cpu(0).verified_cpu == 0

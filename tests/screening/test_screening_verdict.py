@@ -12,11 +12,20 @@ from corecensus.screening.verdict import analyze
 from corecensus.screening.wire import RunRecord, RunStatus
 
 
-def topo(n: int, *, model: str = "A", siblings: dict[int, tuple[int, ...]] | None = None) -> Topology:
+def topo(
+    n: int, *, model: str = "A", siblings: dict[int, tuple[int, ...]] | None = None
+) -> Topology:
     siblings = siblings or {}
     return Topology(
         tuple(
-            CpuInfo(cpu=c, vendor=model, family=6, model=1, stepping=1, thread_siblings=siblings.get(c, ()))
+            CpuInfo(
+                cpu=c,
+                vendor=model,
+                family=6,
+                model=1,
+                stepping=1,
+                thread_siblings=siblings.get(c, ()),
+            )
             for c in range(n)
         )
     )
@@ -88,7 +97,9 @@ def test_all_agree_is_clean() -> None:
 
 
 def test_majority_flags_the_odd_cpu_even_when_its_known_answers_held() -> None:
-    runs = [run(c, "k", round_=r, fp="bad" if c == 2 else "good") for c in range(4) for r in range(2)]
+    runs = [
+        run(c, "k", round_=r, fp="bad" if c == 2 else "good") for c in range(4) for r in range(2)
+    ]
     a = decide(4, runs)
     row = next(r for r in a.results if r.cpu == 2)
     assert row.outcome is Outcome.FAILED_REPRODUCIBLE
@@ -98,7 +109,11 @@ def test_majority_flags_the_odd_cpu_even_when_its_known_answers_held() -> None:
 
 
 def test_one_disagreement_in_two_rounds_is_transient_and_asks_for_a_rescreen() -> None:
-    runs = [run(c, "k", round_=r, fp="bad" if (c, r) == (1, 1) else "good") for c in range(3) for r in range(2)]
+    runs = [
+        run(c, "k", round_=r, fp="bad" if (c, r) == (1, 1) else "good")
+        for c in range(3)
+        for r in range(2)
+    ]
     a = decide(3, runs)
     assert next(r for r in a.results if r.cpu == 1).outcome is Outcome.FAILED_TRANSIENT
     assert a.decision.verdict is Verdict.RESCREEN
@@ -107,7 +122,11 @@ def test_one_disagreement_in_two_rounds_is_transient_and_asks_for_a_rescreen() -
 
 
 def test_known_answer_failure_then_passing_retry_is_transient() -> None:
-    runs = [run(0, "k"), run(1, "k", ok=False, fp="x", observed="2"), run(1, "k", attempt=1, fp="y")]
+    runs = [
+        run(0, "k"),
+        run(1, "k", ok=False, fp="x", observed="2"),
+        run(1, "k", attempt=1, fp="y"),
+    ]
     a = decide(2, runs)
     row = next(r for r in a.results if r.cpu == 1)
     assert row.outcome is Outcome.FAILED_TRANSIENT
@@ -131,7 +150,11 @@ def test_golden_value_breaks_a_two_cpu_tie() -> None:
 
 
 def test_known_answers_break_a_two_cpu_tie() -> None:
-    runs = [run(0, "k", fp="p"), run(1, "k", ok=False, fp="q"), run(1, "k", ok=False, attempt=1, fp="r")]
+    runs = [
+        run(0, "k", fp="p"),
+        run(1, "k", ok=False, fp="q"),
+        run(1, "k", ok=False, attempt=1, fp="r"),
+    ]
     a = decide(2, runs)
     assert [r.outcome for r in a.results] == [Outcome.PASSED, Outcome.FAILED_REPRODUCIBLE]
     assert a.decision.quarantine_cpus == (1,)
@@ -146,12 +169,18 @@ def test_host_agreeing_with_itself_but_not_with_golden_is_software() -> None:
 
 
 def test_all_failing_the_same_way_is_software_but_differently_is_hardware() -> None:
-    same = [run(c, "k", ok=False, fp="z", observed="0", attempt=a) for c in range(3) for a in (0, 1)]
+    same = [
+        run(c, "k", ok=False, fp="z", observed="0", attempt=a) for c in range(3) for a in (0, 1)
+    ]
     a = decide(3, same)
     assert a.decision.verdict is Verdict.SOFTWARE_SUSPECT
     assert a.decision.quarantine_cpus == ()
     assert "failed the same way on all 3 CPUs" in a.results[0].detail
-    different = [run(c, "k", ok=False, fp=str(c), observed=str(c), attempt=a) for c in range(3) for a in (0, 1)]
+    different = [
+        run(c, "k", ok=False, fp=str(c), observed=str(c), attempt=a)
+        for c in range(3)
+        for a in (0, 1)
+    ]
     b = decide(3, different)
     assert b.decision.verdict is Verdict.QUARANTINE_HOST
     assert b.decision.quarantine_host
@@ -191,9 +220,15 @@ def test_crosscore_failures_are_blamed_on_the_cpu_that_fails_alone_too() -> None
     runs: list[RunRecord] = []
     for c in range(4):
         bad_k = c == 2
-        runs += [run(c, "k", ok=not bad_k, fp="b" if bad_k else "g", attempt=a) for a in ((0, 1) if bad_k else (0,))]
+        runs += [
+            run(c, "k", ok=not bad_k, fp="b" if bad_k else "g", attempt=a)
+            for a in ((0, 1) if bad_k else (0,))
+        ]
         bad_x = c in (1, 2)
-        runs += [run(c, "crosscore", ok=not bad_x, fp=f"x{c}" if bad_x else "x", attempt=a) for a in ((0, 1) if bad_x else (0,))]
+        runs += [
+            run(c, "crosscore", ok=not bad_x, fp=f"x{c}" if bad_x else "x", attempt=a)
+            for a in ((0, 1) if bad_x else (0,))
+        ]
     a = decide(4, runs, checks=("k", "crosscore"))
     row1 = next(r for r in a.results if r.cpu == 1 and r.check == "crosscore")
     assert row1.partner == 2 and row1.suspect_cpu == 2
@@ -203,7 +238,11 @@ def test_crosscore_failures_are_blamed_on_the_cpu_that_fails_alone_too() -> None
 
 
 def test_unattributable_crosscore_failure_rescreens_both() -> None:
-    runs = [run(c, "crosscore", ok=False, fp=f"x{c}", observed=f"{c}", attempt=a) for c in range(2) for a in (0, 1)]
+    runs = [
+        run(c, "crosscore", ok=False, fp=f"x{c}", observed=f"{c}", attempt=a)
+        for c in range(2)
+        for a in (0, 1)
+    ]
     a = decide(2, runs, checks=("crosscore",))
     assert all(r.suspect_cpu is None for r in a.results)
     assert a.decision.quarantine_cpus == ()
@@ -213,8 +252,19 @@ def test_unattributable_crosscore_failure_rescreens_both() -> None:
 
 def test_runs_off_their_cpu_prove_nothing() -> None:
     stray = RunRecord(
-        cpu=1, check="k", round=0, attempt=0, seed=0, status=RunStatus.FAILED, expected="x = 1",
-        observed="x = 9", fingerprint="b", detail="", seconds=0.1, cpu_seconds=0.1, ran_on=(1, 0),
+        cpu=1,
+        check="k",
+        round=0,
+        attempt=0,
+        seed=0,
+        status=RunStatus.FAILED,
+        expected="x = 1",
+        observed="x = 9",
+        fingerprint="b",
+        detail="",
+        seconds=0.1,
+        cpu_seconds=0.1,
+        ran_on=(1, 0),
     )
     a = decide(2, [run(0, "k"), stray])
     row = next(r for r in a.results if r.cpu == 1)

@@ -69,7 +69,7 @@ def render(result: ScreenResult, console: Console) -> None:
     """The CPU x check table, per-CPU facts, and the decision with its reasons."""
     cpus = [c.cpu for c in result.cpus]
     table = Table(
-        title=f"SDC screen of {result.host} ({result.mode}, {result.seconds:.1f} s, seed {result.seed})",
+        title=f"SDC screen of {result.host} ({result.mode}, {result.seconds:.1f} s)",
         show_lines=False,
     )
     table.add_column("check")
@@ -117,8 +117,12 @@ def render(result: ScreenResult, console: Console) -> None:
 
 
 @click.command("screen")
-@click.option("--cpus", "cpus_text", metavar="LIST", help="CPUs to screen, e.g. 0-3,8 (default: all online).")
-@click.option("--budget", type=float, metavar="S", help="Hard time budget per CPU in seconds (mode default).")
+@click.option(
+    "--cpus", "cpus_text", metavar="LIST", help="CPUs to screen, e.g. 0-3,8 (default: all online)."
+)
+@click.option(
+    "--budget", type=float, metavar="S", help="Hard time budget per CPU in seconds (mode default)."
+)
 @click.option(
     "--mode",
     type=click.Choice([m.value for m in Mode]),
@@ -131,14 +135,40 @@ def render(result: ScreenResult, console: Console) -> None:
 @click.option("--rounds", type=int, metavar="N", help="Stop after N rounds of the battery.")
 @click.option("--checks", "checks_text", metavar="NAMES", help="Comma-separated subset of checks.")
 @click.option("--seed", type=int, help="Seed of rounds after the first (default: random).")
-@click.option("--jitter", type=float, metavar="S", help="Random start delay up to S seconds (periodic default 30).")
+@click.option(
+    "--jitter",
+    type=float,
+    metavar="S",
+    help="Random start delay up to S seconds (periodic default 30).",
+)
 @click.option("--total-budget", type=float, metavar="S", help="Hard limit for the whole screen.")
-@click.option("--golden", "golden_path", type=click.Path(dir_okay=False, path_type=Path), help="Golden-values file: compared, and extended with this screen's agreed values.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON record to this file (for ingest).")
+@click.option(
+    "--golden",
+    "golden_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Golden-values file: compared, and extended with this screen's agreed values.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the JSON record to this file (for ingest).",
+)
 @click.option("--list-checks", is_flag=True, help="List the checks and exit.")
-@click.option("--sys-root", type=click.Path(file_okay=False, path_type=Path), default=Path("/sys"), hidden=True)
-@click.option("--proc-root", type=click.Path(file_okay=False, path_type=Path), default=Path("/proc"), hidden=True)
+@click.option(
+    "--sys-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/sys"),
+    hidden=True,
+)
+@click.option(
+    "--proc-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/proc"),
+    hidden=True,
+)
 def screen(
+    *,
     cpus_text: str | None,
     budget: float | None,
     mode: str,
@@ -199,7 +229,9 @@ def screen(
             else contextlib.nullcontext()
         )
         with status:
-            run = run_screen(config, topology=topology, proc_root=proc_root, env=os.environ, golden=golden)
+            run = run_screen(
+                config, topology=topology, proc_root=proc_root, env=os.environ, golden=golden
+            )
         result = run.result
         if golden_path is not None and run.golden_added:
             run.golden.save(golden_path)

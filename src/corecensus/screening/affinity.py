@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 
@@ -20,7 +20,7 @@ __all__ = ["current_cpu", "on_cpu", "pin"]
 
 
 @cache
-def _sched_getcpu() -> ctypes._CFuncPtr:
+def _sched_getcpu() -> Callable[[], int]:
     libc = ctypes.CDLL(None, use_errno=True)
     fn = libc.sched_getcpu
     fn.restype = ctypes.c_int

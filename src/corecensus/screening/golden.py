@@ -73,7 +73,9 @@ class GoldenValues:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ScreeningError(f"{path}:{exc.lineno}: golden values are not JSON: {exc.msg}") from exc
+            raise ScreeningError(
+                f"{path}:{exc.lineno}: golden values are not JSON: {exc.msg}"
+            ) from exc
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
             raise ScreeningError(f"{path}: not a golden-values file of format {_FORMAT}")
         models = doc.get("models")

@@ -1,10 +1,10 @@
 """Screen modes and their defaults.
 
-| mode       | for                           | budget/CPU | CPUs at once | battery                  |
-|------------|-------------------------------|-----------:|--------------|--------------------------|
-| oneshot    | provisioning, maintenance     | 60 s       | all          | repeated until budget    |
-| periodic   | the agent, on a schedule      | 10 s       | one          | once, after a jitter     |
-| background | production, beside real work  | 120 s      | all          | 20 ms slices, <= 1% duty |
+| mode       | for                        | budget/CPU | CPUs at once | battery                  |
+|------------|----------------------------|-----------:|--------------|--------------------------|
+| oneshot    | provisioning, maintenance  | 60 s       | all          | repeated until budget    |
+| periodic   | the agent, on a schedule   | 10 s       | one          | once, after a jitter     |
+| background | production, beside work    | 120 s      | all          | 20 ms slices, <= 1% duty |
 
 Background mode is the production-friendly one: the worker runs at ``SCHED_IDLE``, works in
 slices of about 20 ms of CPU time (never more than 250 ms), and paces itself so its CPU time over

@@ -70,7 +70,9 @@ def recommend_screens(populations: Iterable[Mapping[str, Any]]) -> tuple[ScreenR
                 try:
                     cpus[host].add(int(cpu))
                 except (TypeError, ValueError):
-                    raise ScreeningError(f"population {pid}: suspect cpu {cpu!r} is not an integer") from None
+                    raise ScreeningError(
+                        f"population {pid}: suspect cpu {cpu!r} is not an integer"
+                    ) from None
             if pid not in pops[host]:
                 pops[host].append(pid)
             where = f"CPU {cpu}" if cpu is not None else "an unknown CPU"

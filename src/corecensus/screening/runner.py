@@ -12,6 +12,7 @@ cluster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -157,7 +158,14 @@ def supervise(
                     st.first_start = now
                     st.soft_deadline = min(now + budget_s, overall_deadline - grace_s)
                     st.hard_deadline = min(now + budget_s + grace_s, overall_deadline)
-                w = _launch(replace(job, deadline=st.soft_deadline), st, env, python, workdir.name, now)
+                w = _launch(
+                    replace(job, deadline=st.soft_deadline),
+                    st,
+                    env=env,
+                    python=python,
+                    workdir=workdir.name,
+                    now=now,
+                )
                 live[w.proc.stdout.fileno()] = w  # type: ignore[union-attr]
                 sel.register(w.proc.stdout, selectors.EVENT_READ, w)  # type: ignore[arg-type]
             if not live:
@@ -190,7 +198,13 @@ def supervise(
 
 
 def _launch(
-    job: WorkerJob, st: _CpuState, env: Mapping[str, str], python: str, workdir: str, now: float
+    job: WorkerJob,
+    st: _CpuState,
+    *,
+    env: Mapping[str, str],
+    python: str,
+    workdir: str,
+    now: float,
 ) -> _Live:
     stderr_path = Path(workdir) / f"cpu{job.cpu}-{st.restarts}.stderr"
     with stderr_path.open("wb") as err:
@@ -258,10 +272,8 @@ def _consume(w: _Live, chunk: bytes) -> None:
 
 
 def _kill(w: _Live) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(w.proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     w.proc.wait()
     if w.proc.stdout is not None:
         w.proc.stdout.close()

@@ -43,7 +43,7 @@ _SINGLE_THREADED = {
 
 @dataclass(frozen=True, slots=True)
 class ScreenRun:
-    """A finished screen and the golden values it leaves (the given ones plus what it vouched for)."""
+    """A finished screen, and the golden values it leaves: the given ones plus those it added."""
 
     result: ScreenResult
     golden: GoldenValues

@@ -50,11 +50,30 @@ class Analysis:
 class _Verdicts:
     """Consensus findings per (cpu, check)."""
 
-    disagree: dict[tuple[int, str], dict[int, str]] = field(default_factory=lambda: defaultdict(dict))
+    disagree: dict[tuple[int, str], dict[int, str]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
     inconclusive: dict[tuple[int, str], dict[int, str]] = field(
         default_factory=lambda: defaultdict(dict)
     )
     golden_conflict: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What every step reads: the CPUs, the checks, the topology and every run by (cpu, check)."""
+
+    cpus: tuple[int, ...]
+    checks: tuple[str, ...]
+    topology: Topology
+    runs: Mapping[tuple[int, str], list[RunRecord]]
+
+    def models(self) -> dict[str, list[int]]:
+        """model_key -> the CPUs of that model (consensus is only expected within a model)."""
+        out: dict[str, list[int]] = defaultdict(list)
+        for cpu in self.cpus:
+            out[self.topology.get(cpu).model_key].append(cpu)
+        return out
 
 
 def _valid(run: RunRecord) -> bool:
@@ -75,21 +94,30 @@ def analyze(
 ) -> Analysis:
     golden = golden or GoldenValues()
     families: dict[str, str] = {}
-    for out in outcomes.values():
-        families.update(dict(out.families))
+    for outcome in outcomes.values():
+        families.update(dict(outcome.families))
     runs: dict[tuple[int, str], list[RunRecord]] = defaultdict(list)
     for cpu in cpus:
-        out = outcomes.get(cpu)
-        for run in out.runs if out else ():
+        got = outcomes.get(cpu)
+        for run in got.runs if got else ():
             runs[(cpu, run.check)].append(run)
 
-    v = _consensus(cpus, checks, topology, runs, golden, scale)
+    facts = _Facts(cpus=tuple(cpus), checks=tuple(checks), topology=topology, runs=runs)
+    v = _consensus(facts, golden, scale)
     rows = {
-        (cpu, check): _row(cpu, check, families.get(check, ""), runs[(cpu, check)], outcomes.get(cpu), v, partners)
+        (cpu, check): _row(
+            cpu,
+            check,
+            family=families.get(check, ""),
+            runs=runs[(cpu, check)],
+            out=outcomes.get(cpu),
+            v=v,
+            partners=partners,
+        )
         for cpu in cpus
         for check in checks
     }
-    software = _software_suspects(cpus, checks, rows, runs, v)
+    software = _software_suspects(facts, rows, v)
     for check, why in software.items():
         for cpu in cpus:
             row = rows[(cpu, check)]
@@ -100,42 +128,38 @@ def analyze(
     _attribute_crosscore(cpus, rows)
     ordered = tuple(rows[(cpu, check)] for cpu in cpus for check in checks)
     decision = _decide(cpus, ordered, outcomes, topology, software)
-    candidates = _golden_candidates(cpus, checks, topology, runs, rows, scale, golden)
+    candidates = _golden_candidates(facts, rows, scale, golden)
     return Analysis(results=ordered, decision=decision, golden_candidates=candidates)
 
 
-def _consensus(
-    cpus: Sequence[int],
-    checks: Sequence[str],
-    topology: Topology,
-    runs: Mapping[tuple[int, str], list[RunRecord]],
-    golden: GoldenValues,
-    scale: float,
-) -> _Verdicts:
+def _consensus(facts: _Facts, golden: GoldenValues, scale: float) -> _Verdicts:
     v = _Verdicts()
-    models: dict[str, list[int]] = defaultdict(list)
-    for cpu in cpus:
-        models[topology.get(cpu).model_key].append(cpu)
-    for check in checks:
-        for model, members in models.items():
+    runs = facts.runs
+    for check in facts.checks:
+        for model, members in facts.models().items():
             by_round: dict[int, dict[int, RunRecord]] = defaultdict(dict)
             for cpu in members:
                 for run in runs.get((cpu, check), ()):
                     if run.attempt == 0 and _valid(run) and run.fingerprint:
                         by_round[run.round][cpu] = run
             for round_, per_cpu in by_round.items():
-                _judge_round(v, model, check, round_, per_cpu, golden.lookup(model, check, scale))
+                _judge_round(
+                    v,
+                    (model, check, round_),
+                    per_cpu,
+                    golden_fp=golden.lookup(model, check, scale),
+                )
     return v
 
 
 def _judge_round(
     v: _Verdicts,
-    model: str,
-    check: str,
-    round_: int,
+    where: tuple[str, str, int],
     per_cpu: Mapping[int, RunRecord],
+    *,
     golden_fp: str | None,
 ) -> None:
+    model, check, round_ = where
     counts = Counter(run.fingerprint for run in per_cpu.values())
     golden_fp = golden_fp if round_ == 0 else None
     if len(counts) == 1:
@@ -182,6 +206,7 @@ def _judge_round(
 def _row(
     cpu: int,
     check: str,
+    *,
     family: str,
     runs: Sequence[RunRecord],
     out: WorkerOutcome | None,
@@ -270,12 +295,9 @@ def _row(
 
 
 def _software_suspects(
-    cpus: Sequence[int],
-    checks: Sequence[str],
-    rows: Mapping[tuple[int, str], CheckResult],
-    runs: Mapping[tuple[int, str], list[RunRecord]],
-    v: _Verdicts,
+    facts: _Facts, rows: Mapping[tuple[int, str], CheckResult], v: _Verdicts
 ) -> dict[str, str]:
+    cpus, checks, runs = facts.cpus, facts.checks, facts.runs
     found: dict[str, str] = {}
     for check in checks:
         ran = [cpu for cpu in cpus if rows[(cpu, check)].runs]
@@ -323,9 +345,11 @@ def _attribute_crosscore(cpus: Sequence[int], rows: dict[tuple[int, str], CheckR
             continue
         partner = row.partner
         mine, theirs = bool(own_fail[cpu]), bool(own_fail.get(partner))
+        suspect: int | None
         if mine != theirs:
-            suspect: int | None = cpu if mine else partner
-            why = f"CPU {suspect} also fails {', '.join(own_fail[suspect])}"
+            blamed = cpu if mine else partner
+            suspect = blamed
+            why = f"CPU {blamed} also fails {', '.join(own_fail.get(blamed, []))}"
         elif involvement[cpu] != involvement[partner]:
             suspect = cpu if involvement[cpu] > involvement[partner] else partner
             why = f"CPU {suspect} is in more failing cross-core pairs"
@@ -388,7 +412,9 @@ def _decide(
             reasons.append(f"CPU {cpu} was not screened ({out.status}): {out.detail}")
         elif out is not None and not any(r.cpu == cpu and r.runs for r in results):
             rescreen.add(cpu)
-            reasons.append(f"CPU {cpu}: no check finished within the budget ({out.detail or out.status})")
+            reasons.append(
+                f"CPU {cpu}: no check finished within the budget ({out.detail or out.status})"
+            )
     for check, why in software.items():
         reasons.append(f"{check}: {why}")
     quarantine = tuple(sorted(reproducible))
@@ -433,21 +459,16 @@ def _decide(
 
 
 def _golden_candidates(
-    cpus: Sequence[int],
-    checks: Sequence[str],
-    topology: Topology,
-    runs: Mapping[tuple[int, str], list[RunRecord]],
+    facts: _Facts,
     rows: Mapping[tuple[int, str], CheckResult],
     scale: float,
     golden: GoldenValues,
 ) -> dict[tuple[str, str, float], str]:
     """Round-0 fingerprints on which every CPU of a model agrees and every row passed."""
     out: dict[tuple[str, str, float], str] = {}
-    models: dict[str, list[int]] = defaultdict(list)
-    for cpu in cpus:
-        models[topology.get(cpu).model_key].append(cpu)
-    for model, members in models.items():
-        for check in checks:
+    runs = facts.runs
+    for model, members in facts.models().items():
+        for check in facts.checks:
             if golden.lookup(model, check, scale) is not None:
                 continue
             if any(rows[(cpu, check)].outcome is not Outcome.PASSED for cpu in members):

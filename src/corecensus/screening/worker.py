@@ -199,9 +199,7 @@ def _load(job: WorkerJob, out: _Emitter) -> dict[str, Check]:
     return checks
 
 
-def main(
-    stdin: IO[str] | None = None, emitter_factory: Callable[[], _Emitter] = _Emitter
-) -> int:
+def main(stdin: IO[str] | None = None, emitter_factory: Callable[[], _Emitter] = _Emitter) -> int:
     # A check that crashes the worker on purpose (or a corrupted core that does) must not leave a
     # core file in whatever directory the screen was started from.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -42,7 +42,9 @@ class BigInt:
             s = math.isqrt(p * p)
             tally.expect("isqrt((a*b)^2)", p, s)
             nbytes = (p.bit_length() + 7) // 8
-            tally.expect("bytes round trip", p, int.from_bytes(p.to_bytes(nbytes, "little"), "little"))
+            tally.expect(
+                "bytes round trip", p, int.from_bytes(p.to_bytes(nbytes, "little"), "little")
+            )
         for e in _MERSENNE_EXPONENTS[: ctx.units(3, minimum=1)]:
             m = (1 << e) - 1
             base = rng.randrange(2, m - 1)

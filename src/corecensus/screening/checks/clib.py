@@ -30,9 +30,9 @@ def _global_scope() -> ctypes.CDLL:
     return ctypes.CDLL(None)
 
 
-def _fn(name: str, ctype: type[ctypes.c_double] | type[ctypes.c_float], arity: int) -> Callable[
-    ..., float
-]:
+def _fn(
+    name: str, ctype: type[ctypes.c_double] | type[ctypes.c_float], arity: int
+) -> Callable[..., float]:
     try:
         fn = getattr(_global_scope(), name)
     except AttributeError as exc:

@@ -80,5 +80,9 @@ class Compression:
         parts.append(co.flush())
         raw = b"".join(parts)
         tally.feed(raw)
-        tally.expect("raw deflate streamed round trip", want, hashlib.sha256(zlib.decompress(raw, -15)).hexdigest())
+        tally.expect(
+            "raw deflate streamed round trip",
+            want,
+            hashlib.sha256(zlib.decompress(raw, -15)).hexdigest(),
+        )
         return tally.observation()

@@ -43,18 +43,24 @@ class Crc:
     description = "zlib CRC32 against the check value and a table-driven reference; CRC-CCITT"
 
     def run(self, ctx: CheckContext) -> Observation:
-        tally = Tally("crc32('123456789') = 0xcbf43926; zlib equals table-driven CRC32 on seeded data")
+        tally = Tally(
+            "crc32('123456789') = 0xcbf43926; zlib equals table-driven CRC32 on seeded data"
+        )
         tally.expect("zlib.crc32('123456789')", "0xcbf43926", hex(zlib.crc32(b"123456789")))
         tally.expect("binascii.crc32('123456789')", "0xcbf43926", hex(binascii.crc32(b"123456789")))
         # CRC-16/CCITT-FALSE check value (init 0xFFFF).
-        tally.expect("crc_hqx('123456789', 0xffff)", "0x29b1", hex(binascii.crc_hqx(b"123456789", 0xFFFF)))
+        tally.expect(
+            "crc_hqx('123456789', 0xffff)", "0x29b1", hex(binascii.crc_hqx(b"123456789", 0xFFFF))
+        )
 
         rng = random.Random(ctx.seed)
         for _ in range(ctx.units(8)):
             small = rng.randbytes(rng.randint(1, 4096))
             got = zlib.crc32(small)
             tally.feed(got)
-            tally.expect(f"crc32 of {len(small)} bytes vs table", hex(_crc32_reference(small)), hex(got))
+            tally.expect(
+                f"crc32 of {len(small)} bytes vs table", hex(_crc32_reference(small)), hex(got)
+            )
         big = rng.randbytes(ctx.units(4 << 20, minimum=4096))
         whole = zlib.crc32(big)
         tally.feed(whole)

@@ -80,11 +80,15 @@ def _verify(inp: _Inputs, sealed: bytes, tally: Tally, direction: str) -> None:
     except zlib.error as exc:
         tally.judge(f"{direction}: inflate", False, "valid deflate stream", str(exc))
         return
-    tally.expect(f"{direction}: data", hashlib.sha256(inp.data).hexdigest(), hashlib.sha256(data).hexdigest())
+    tally.expect(
+        f"{direction}: data", hashlib.sha256(inp.data).hexdigest(), hashlib.sha256(data).hexdigest()
+    )
     (crc,) = struct.unpack_from("<I", trailer)
     tally.expect(f"{direction}: crc32", hex(zlib.crc32(inp.data)), hex(crc))
     tally.expect(f"{direction}: sha256", hashlib.sha256(inp.data).hexdigest(), trailer[4:36].hex())
-    tally.expect(f"{direction}: pow(1.1, k) values", _floats(inp.exponents).hex(), trailer[36:].hex())
+    tally.expect(
+        f"{direction}: pow(1.1, k) values", _floats(inp.exponents).hex(), trailer[36:].hex()
+    )
 
 
 class CrossCore:
@@ -107,5 +111,9 @@ class CrossCore:
         tally.expect("back home", home, current_cpu())
         _verify(_inputs(ctx.seed, size), there, tally, f"CPU {partner} -> CPU {home}")
         # GCM is deterministic for a key and nonce: both CPUs must have sealed the same bytes.
-        tally.expect("payloads identical", hashlib.sha256(here).hexdigest(), hashlib.sha256(there).hexdigest())
+        tally.expect(
+            "payloads identical",
+            hashlib.sha256(here).hexdigest(),
+            hashlib.sha256(there).hexdigest(),
+        )
         return tally.observation()

@@ -45,7 +45,9 @@ class LibmSweep:
             t = rng.uniform(-1.2, 1.2)
             s, c, tn = sin(t), cos(t), tan(t)
             tally.feed(s, c, tn)
-            tally.judge(f"sin^2+cos^2 ({t!r})", abs(s * s + c * c - 1.0) <= 1e-14, 1.0, s * s + c * c)
+            tally.judge(
+                f"sin^2+cos^2 ({t!r})", abs(s * s + c * c - 1.0) <= 1e-14, 1.0, s * s + c * c
+            )
             tally.judge(f"tan({t!r}) vs sin/cos", _rel(tn, s / c) <= 1e-13, s / c, tn)
             a = atan(tn)
             tally.feed(a)
@@ -67,6 +69,16 @@ class LibmSweep:
             pf = powf(b, y / 4.0)
             tally.feed(ef, sf, cf, pf)
             tally.judge(f"expf(logf({xf!r}))", _rel(ef, xf) <= 4e-6, xf, ef)
-            tally.judge(f"sinf^2+cosf^2 ({t!r})", abs(sf * sf + cf * cf - 1.0) <= 1e-6, 1.0, sf * sf + cf * cf)
-            tally.judge(f"powf({b!r}, {y / 4.0!r})", _rel(pf, pow_(b, y / 4.0)) <= 1e-6, pow_(b, y / 4.0), pf)
+            tally.judge(
+                f"sinf^2+cosf^2 ({t!r})",
+                abs(sf * sf + cf * cf - 1.0) <= 1e-6,
+                1.0,
+                sf * sf + cf * cf,
+            )
+            tally.judge(
+                f"powf({b!r}, {y / 4.0!r})",
+                _rel(pf, pow_(b, y / 4.0)) <= 1e-6,
+                pow_(b, y / 4.0),
+                pf,
+            )
         return tally.observation()

@@ -74,5 +74,7 @@ class MemoryPatterns:
         # The address pattern has a closed form: the words sum to n(n-1)/2.
         words = size // 8
         addr = np.frombuffer(_patterns(size, random.Random(0))["address"], dtype=np.uint64)
-        tally.expect("address pattern sum", words * (words - 1) // 2, int(addr.sum(dtype=np.uint64)))
+        tally.expect(
+            "address pattern sum", words * (words - 1) // 2, int(addr.sum(dtype=np.uint64))
+        )
         return tally.observation()

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 
-class CheckNotApplicable(Exception):  # noqa: N818 - a signal between check and worker, not an error
+class CheckNotApplicable(Exception):
     """The check cannot run on this host (the reason is shown as the ``skipped`` detail)."""
 
 
@@ -67,7 +67,8 @@ class Observation:
 
 @runtime_checkable
 class Check(Protocol):
-    """A registered check. ``name`` is a stable id (JSON, store); ``family`` the instruction class."""
+    """A registered check: ``name`` is a stable id (JSON, store), ``family`` its instruction
+    class, ``description`` one line for people."""
 
     name: str
     family: str

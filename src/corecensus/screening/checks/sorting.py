@@ -7,7 +7,10 @@ unsorted result, a lost or duplicated element, or a disagreement between two alg
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from corecensus.screening.checks.protocol import CheckContext, Observation, Tally
 
@@ -23,7 +26,7 @@ class Sorting:
         rng = np.random.default_rng(ctx.seed)
         tally = Tally("SIMD sort equals timsort and stable sort; argsort/partition invariants hold")
         n = ctx.units(1 << 15, minimum=256)
-        arrays = {
+        arrays: dict[str, npt.NDArray[Any]] = {
             "int64": rng.integers(-(1 << 62), 1 << 62, size=n, dtype=np.int64),
             "int32": rng.integers(-(1 << 31), (1 << 31) - 1, size=n, dtype=np.int32),
             "float64": rng.standard_normal(n),
