@@ -140,8 +140,6 @@ class _Runner:
 
     def background(self, plan: BackgroundPlan, startup_cpu: float) -> None:
         job = self.job
-        if plan.idle_priority:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         w0, c0 = time.monotonic(), time.process_time()
         allowance = plan.duty_cycle * max(0.0, job.deadline - w0)
         # A slice ends once it has used slice_cpu_s, overshooting by at most one run; the
@@ -209,6 +207,9 @@ def main(stdin: IO[str] | None = None, emitter_factory: Callable[[], _Emitter] =
     except (ValueError, CorecensusError) as exc:
         out.emit("error", detail=f"bad job: {exc}")
         return 2
+    if job.background is not None and job.background.idle_priority:
+        # Before the heavy imports, so even start-up only takes CPU nobody else wants.
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     try:
         pin(job.cpu)
     except CorecensusError as exc:

@@ -19,6 +19,9 @@
  *                      "story": only pow(1.1, 53) is wrong, and it returns 0 -- the data-dependent
  *                      defect from the report, invisible to checks that use random arguments
  *   SDC_SHIM_SEED      seed of the per-thread generator that draws the faults (default 1)
+ *   SDC_SHIM_COUNT_DIR if set, each process writes "<pow calls> <crc32 calls> <corrupted>"
+ *                      (calls made on the chosen CPU) to DIR/<pid> when it exits normally, so a
+ *                      benchmark can relate detection to the number of calls at risk
  *
  * Build: cc -O2 -shared -fPIC -o sdc_shim.so sdc_shim.c -ldl
  */
@@ -27,6 +30,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -44,6 +48,9 @@ static int pow_mode = POW_BITFLIP;
 static uint64_t seed = 1;
 
 static __thread uint64_t rng_state;
+
+static const char *count_dir;
+static unsigned long n_pow, n_crc32, n_corrupted; /* approximate under threads: only a report */
 
 static double (*real_pow)(double, double);
 static unsigned long (*real_crc32)(unsigned long, const unsigned char *, unsigned int);
@@ -81,6 +88,20 @@ __attribute__((constructor)) static void shim_init(void)
         pow_mode = POW_STORY;
     if (sd != NULL && *sd != '\0')
         seed = strtoull(sd, NULL, 0);
+    count_dir = getenv("SDC_SHIM_COUNT_DIR");
+}
+
+__attribute__((destructor)) static void shim_report(void)
+{
+    if (count_dir == NULL || *count_dir == '\0')
+        return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%d", count_dir, (int)getpid());
+    FILE *f = fopen(path, "w");
+    if (f != NULL) {
+        fprintf(f, "%lu %lu %lu\n", n_pow, n_crc32, n_corrupted);
+        fclose(f);
+    }
 }
 
 /* splitmix64: a per-thread stream, seeded from the seed and the thread id. */
@@ -100,7 +121,15 @@ static int armed(unsigned func)
         return 0;
     if (!all_cpus && sched_getcpu() != target_cpu)
         return 0;
-    return threshold == UINT64_MAX || draw() < threshold;
+    if (func == F_POW)
+        n_pow++;
+    else
+        n_crc32++;
+    if (threshold == UINT64_MAX || draw() < threshold) {
+        n_corrupted++;
+        return 1;
+    }
+    return 0;
 }
 
 /* Python loads zlib through an extension module opened RTLD_LOCAL, so libz is not in the global
