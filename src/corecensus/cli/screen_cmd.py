@@ -108,8 +108,13 @@ def render(result: ScreenResult, console: Console) -> None:
         console.print("\nfailures:", style="bold")
         for r in result.results:
             if r.outcome not in (Outcome.PASSED, Outcome.SKIPPED):
+                blamed = (
+                    f" [blamed on CPU {r.suspect_cpu}]"
+                    if r.suspect_cpu is not None and r.suspect_cpu != r.cpu
+                    else ""
+                )
                 console.print(
-                    f"  CPU {r.cpu} {r.check}: {r.outcome}; expected {r.expected}; "
+                    f"  CPU {r.cpu} {r.check}: {r.outcome}{blamed}; expected {r.expected}; "
                     f"observed {r.observed}",
                     markup=False,
                     highlight=False,
