@@ -52,7 +52,7 @@ while time.monotonic() < end:
     for i in range(2000):
         x = (x * 1103515245 + 12345) & 0x7FFFFFFF
     n += 1
-print(n)
+print(n, time.process_time())
 """
 
 
@@ -185,19 +185,21 @@ def detection(shim: Path, trials: int, budget: float) -> None:
     )
 
 
-def peers(seconds: float) -> tuple[float, float]:
-    """The peer workload on CPU 0 and CPU 1 at the same time: iterations per second of each."""
+def peers(seconds: float) -> list[tuple[float, float]]:
+    """The peer workload on CPU 0 and CPU 1 at the same time: for each, iterations per wall
+    second (throughput) and iterations per second of its own CPU time (efficiency)."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", PEER, str(cpu), str(seconds)], stdout=subprocess.PIPE
         )
         for cpu in (0, 1)
     ]
-    rates = []
+    out = []
     for p in procs:
-        out, _ = p.communicate()
-        rates.append(int(out) / seconds)
-    return rates[0], rates[1]
+        text, _ = p.communicate()
+        n, cpu_s = text.split()
+        out.append((int(n) / seconds, int(n) / float(cpu_s)))
+    return out
 
 
 def _screen_into(config: ScreenConfig, box: dict[str, ScreenResult]) -> None:
@@ -209,9 +211,9 @@ def overhead(window: float, pairs: int) -> None:
     screen: both see the same noise from the rest of the machine, so their ratio isolates the
     screen. A run with no screen gives the CPUs' own asymmetry; the screen alternates CPUs."""
     ratios: list[float] = []
+    efficiency: list[float] = []
     duties: list[float] = []
     slices: list[int] = []
-    beside_rates: list[float] = []
     for i in range(pairs):
         screened = i % 2
         other = 1 - screened
@@ -223,17 +225,24 @@ def overhead(window: float, pairs: int) -> None:
         time.sleep(1.0)  # the worker starts at idle priority before the measurement
         with_screen = peers(window)
         th.join()
-        ratios.append((with_screen[screened] / with_screen[other]) / (base[screened] / base[other]))
-        beside_rates.append(with_screen[screened])
+        ws, wo, bs, bo = with_screen[screened], with_screen[other], base[screened], base[other]
+        ratios.append((ws[0] / wo[0]) / (bs[0] / bo[0]))
+        efficiency.append((ws[1] / wo[1]) / (bs[1] / bo[1]))
         duty = box["result"].cpus[0].duty
         duties.append(duty.duty_cycle if duty else float("nan"))
         slices.append(duty.slices if duty else 0)
     ratio = statistics.median(ratios)
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratio, ratio, ratio]
     rows = [
         [
             "peer throughput beside / alone",
             f"{ratio:.4f}",
-            f"{min(ratios):.4f} .. {max(ratios):.4f}",
+            f"{min(ratios):.4f} .. {max(ratios):.4f} (IQR {q[0]:.4f} .. {q[2]:.4f})",
+        ],
+        [
+            "peer work per own CPU-second, beside / alone",
+            f"{statistics.median(efficiency):.4f}",
+            f"{min(efficiency):.4f} .. {max(efficiency):.4f}",
         ],
         [
             "screen's measured duty cycle",
@@ -259,17 +268,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--budget", type=float, default=10.0, help="oneshot budget per CPU, seconds")
-    ap.add_argument("--overhead-window", type=float, default=10.0)
-    ap.add_argument("--pairs", type=int, default=6)
+    ap.add_argument("--overhead-window", type=float, default=6.0)
+    ap.add_argument("--pairs", type=int, default=12)
+    ap.add_argument("--only", choices=("battery", "detection", "overhead"))
     args = ap.parse_args()
     if not {0, BAD_CPU} <= os.sched_getaffinity(0):
         print("needs CPUs 0 and 1", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         shim = build_shim(Path(tmp))
-        battery_time()
-        detection(shim, args.trials, args.budget)
-        overhead(args.overhead_window, args.pairs)
+        if args.only in (None, "battery"):
+            battery_time()
+        if args.only in (None, "detection"):
+            detection(shim, args.trials, args.budget)
+        if args.only in (None, "overhead"):
+            overhead(args.overhead_window, args.pairs)
     return 0
 
 
