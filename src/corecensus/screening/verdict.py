@@ -13,9 +13,8 @@ Four steps, each explaining itself in the rows' ``detail`` and the decision's ``
 3. **Software, not hardware.** A check that fails on every CPU screened, the same way, or a host
    whose CPUs agree with each other but not with their model's golden value, is
    ``software_suspect``: a broken library does not pick one core.
-4. **Attribution and decision.** A cross-core failure involves two CPUs; it is charged to the one
-   that also fails on its own. A CPU with a reproducible failure is quarantined; more than two
-   failing CPUs quarantine the host (Dixit et al., "Silent Data Corruptions at Scale", 2021).
+4. **Attribution.** A cross-core failure involves two CPUs; it is charged to the one that also
+   fails on its own. Then :func:`corecensus.screening.decision.decide` decides.
 """
 
 from __future__ import annotations
@@ -24,8 +23,9 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from corecensus.screening.decision import decide
 from corecensus.screening.golden import GoldenValues
-from corecensus.screening.outcome import Outcome, Verdict, WorkerStatus
+from corecensus.screening.outcome import Outcome, WorkerStatus
 from corecensus.screening.result import CheckResult, Decision
 from corecensus.screening.runner import WorkerOutcome
 from corecensus.screening.topology import Topology, format_cpu_list
@@ -34,8 +34,6 @@ from corecensus.screening.wire import RunRecord, RunStatus
 __all__ = ["Analysis", "analyze"]
 
 CROSSCORE = "crosscore"
-# More failing CPUs than this quarantine the whole host.
-HOST_QUARANTINE_ABOVE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +125,7 @@ def analyze(
                 )
     _attribute_crosscore(cpus, rows)
     ordered = tuple(rows[(cpu, check)] for cpu in cpus for check in checks)
-    decision = _decide(cpus, ordered, outcomes, topology, software)
+    decision = decide(cpus, ordered, outcomes, topology, software)
     candidates = _golden_candidates(facts, rows, scale, golden)
     return Analysis(results=ordered, decision=decision, golden_candidates=candidates)
 
@@ -359,103 +357,6 @@ def _attribute_crosscore(cpus: Sequence[int], rows: dict[tuple[int, str], CheckR
         rows[(cpu, CROSSCORE)] = replace(
             row, suspect_cpu=suspect, detail=f"{row.detail} Attributed: {why}."
         )
-
-
-def _decide(
-    cpus: Sequence[int],
-    results: Sequence[CheckResult],
-    outcomes: Mapping[int, WorkerOutcome],
-    topology: Topology,
-    software: Mapping[str, str],
-) -> Decision:
-    reasons: list[str] = []
-    reproducible: dict[int, list[CheckResult]] = defaultdict(list)
-    failing: dict[int, list[CheckResult]] = defaultdict(list)
-    rescreen: set[int] = set()
-    for r in results:
-        if r.outcome.is_failure:
-            if r.suspect_cpu is None:
-                rescreen.update(c for c in (r.cpu, r.partner) if c is not None)
-                reasons.append(
-                    f"{r.check} on CPU {r.cpu} failed verifying with CPU {r.partner}, "
-                    "unattributed: rescreen both"
-                )
-                continue
-            failing[r.suspect_cpu].append(r)
-            if r.outcome is Outcome.FAILED_REPRODUCIBLE:
-                reproducible[r.suspect_cpu].append(r)
-        elif r.outcome in (Outcome.CRASHED, Outcome.TIMED_OUT, Outcome.INCONCLUSIVE):
-            rescreen.add(r.cpu)
-            reasons.append(f"{r.check} on CPU {r.cpu}: {r.outcome} ({r.observed or r.detail})")
-    for cpu in sorted(reproducible):
-        # Lead with the CPU's own checks; a cross-core row blamed on it comes from its partner.
-        rows = sorted(reproducible[cpu], key=lambda r: r.cpu != cpu)
-        first = rows[0]
-        checks = ", ".join(sorted({r.check for r in rows}))
-        reasons.insert(
-            0,
-            f"CPU {cpu}: reproducible failure in {checks} (first: {first.check}, "
-            f"{first.failures} of {first.runs} runs; expected {first.expected}; observed "
-            f"{first.observed}) -> quarantine CPU {cpu}",
-        )
-    for cpu in sorted(set(failing) - set(reproducible)):
-        rows = failing[cpu]
-        reasons.append(
-            f"CPU {cpu}: transient failure in {', '.join(sorted({r.check for r in rows}))} "
-            "(failed once, passed on retry): rescreen"
-        )
-        rescreen.add(cpu)
-    for cpu in cpus:
-        out = outcomes.get(cpu)
-        if out is not None and out.status in (WorkerStatus.PIN_FAILED, WorkerStatus.NOT_STARTED):
-            rescreen.add(cpu)
-            reasons.append(f"CPU {cpu} was not screened ({out.status}): {out.detail}")
-        elif out is not None and not any(r.cpu == cpu and r.runs for r in results):
-            rescreen.add(cpu)
-            reasons.append(
-                f"CPU {cpu}: no check finished within the budget ({out.detail or out.status})"
-            )
-    for check, why in software.items():
-        reasons.append(f"{check}: {why}")
-    quarantine = tuple(sorted(reproducible))
-    failing_cpus = sorted(failing)
-    host = len(failing_cpus) > HOST_QUARANTINE_ABOVE
-    if host:
-        reasons.insert(
-            0,
-            f"{len(failing_cpus)} CPUs fail ({format_cpu_list(failing_cpus)}): more than "
-            f"{HOST_QUARANTINE_ABOVE} -> quarantine the host",
-        )
-    for cpu in quarantine:
-        siblings = [s for s in topology.get(cpu).thread_siblings if s in failing]
-        if siblings:
-            reasons.append(
-                f"CPU {cpu} and its SMT sibling(s) {format_cpu_list(siblings)} both fail: the "
-                "physical core is the likely culprit"
-            )
-    if host:
-        verdict = Verdict.QUARANTINE_HOST
-    elif quarantine:
-        verdict = Verdict.QUARANTINE_CPUS
-    elif software:
-        verdict = Verdict.SOFTWARE_SUSPECT
-    elif rescreen:
-        verdict = Verdict.RESCREEN
-    else:
-        verdict = Verdict.CLEAN
-        ran = {(r.cpu, r.check) for r in results if r.runs}
-        reasons.append(
-            f"all {len(cpus)} CPUs passed every check that ran ({len(ran)} of {len(results)} "
-            f"CPU-check pairs covered, {sum(r.runs for r in results)} runs)"
-        )
-    return Decision(
-        verdict=verdict,
-        quarantine_cpus=quarantine,
-        quarantine_host=host,
-        rescreen_cpus=tuple(sorted(rescreen - set(quarantine))),
-        software_suspect_checks=tuple(sorted(software)),
-        reasons=tuple(reasons),
-    )
 
 
 def _golden_candidates(
