@@ -38,6 +38,20 @@ class AbortsOnCpu:
         return Observation(True, "no abort", "no abort", digest("aborts"))
 
 
+class AbortsWhenLoaded:
+    """Kills the worker while it loads its checks, before anything ran."""
+
+    name = "aborts_when_loaded"
+    family = "test-crash"
+    description = "abort() in the constructor"
+
+    def __init__(self) -> None:
+        os.abort()
+
+    def run(self, ctx: CheckContext) -> Observation:
+        raise AssertionError("unreachable")
+
+
 class KillsItself:
     name = "kills_itself"
     family = "test-crash"

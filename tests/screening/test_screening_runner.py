@@ -84,6 +84,22 @@ def test_a_worker_killed_by_sigkill_is_crashed_not_hung() -> None:
     assert result.result(0, "crc32").outcome is Outcome.PASSED
 
 
+def test_a_worker_dying_before_it_is_ready_is_restarted_once_then_reported() -> None:
+    config = ScreenConfig.for_mode("oneshot", budget_s=6.0, rounds=1, cpus=(0,))
+    reg = registry(("aborts_when_loaded", "AbortsWhenLoaded"))
+    result = run_screen(config, registry=reg, worker_env=hostile_env()).result
+    cpu = result.cpu(0)
+    assert cpu.status is WorkerStatus.CRASHED
+    assert cpu.restarts == 1
+    assert cpu.detail.startswith("worker died (SIGABRT)")
+    for row in result.results:
+        assert row.outcome is Outcome.SKIPPED
+        assert row.detail == cpu.detail
+    assert result.decision.verdict is Verdict.RESCREEN
+    assert result.decision.rescreen_cpus == (0,)
+    assert any("no check finished" in r for r in result.decision.reasons)
+
+
 def test_cpus_that_cannot_be_pinned_are_reported_not_screened() -> None:
     """The fake two-socket box has CPUs 0-6 online; this machine has only 0 and 1."""
     topo = read_topology(FAKE_SMT / "sys", FAKE_SMT / "proc")

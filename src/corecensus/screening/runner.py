@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from corecensus.errors import ScreeningError
+from corecensus.errors import CorecensusError, ScreeningError
 from corecensus.screening.outcome import WorkerStatus
 from corecensus.screening.wire import DutyReport, RunRecord, WorkerJob
 
@@ -249,26 +250,33 @@ def _consume(w: _Live, chunk: bytes) -> None:
             kind = event.pop("event")
         except (ValueError, KeyError, AttributeError):
             continue  # not protocol (cannot happen: stdout is private); ignore rather than die
-        if kind == "start":
-            w.in_progress = (str(event["check"]), int(event["round"]), int(event["attempt"]))
-        elif kind == "run":
-            w.runs.append(RunRecord.from_json(event))
-            w.in_progress = None
-        elif kind == "ready":
-            w.ready = True
-            w.verified_cpu = int(event["ran_on"])
-        elif kind == "pin_failed":
-            w.pin_failed = str(event.get("detail", "pinning failed"))
-        elif kind == "loaded":
-            w.families.update({str(k): str(v) for k, v in dict(event["families"]).items()})
-        elif kind == "unavailable":
-            w.unavailable.append((str(event["check"]), str(event["detail"])))
-        elif kind == "duty":
-            w.duty = DutyReport.from_json(event)
-        elif kind == "done":
-            w.done = True
-        elif kind == "error":
-            w.pin_failed = str(event.get("detail", "worker error"))
+        try:
+            _apply(w, kind, event)
+        except (CorecensusError, KeyError, TypeError, ValueError):
+            continue  # a malformed event proves nothing; the run it described stays unreported
+
+
+def _apply(w: _Live, kind: str, event: dict[str, Any]) -> None:
+    if kind == "start":
+        w.in_progress = (str(event["check"]), int(event["round"]), int(event["attempt"]))
+    elif kind == "run":
+        w.runs.append(RunRecord.from_json(event))
+        w.in_progress = None
+    elif kind == "ready":
+        w.ready = True
+        w.verified_cpu = int(event["ran_on"])
+    elif kind == "pin_failed":
+        w.pin_failed = str(event.get("detail", "pinning failed"))
+    elif kind == "loaded":
+        w.families.update({str(k): str(v) for k, v in dict(event["families"]).items()})
+    elif kind == "unavailable":
+        w.unavailable.append((str(event["check"]), str(event["detail"])))
+    elif kind == "duty":
+        w.duty = DutyReport.from_json(event)
+    elif kind == "done":
+        w.done = True
+    elif kind == "error":
+        w.pin_failed = str(event.get("detail", "worker error"))
 
 
 def _kill(w: _Live) -> None:
@@ -313,10 +321,9 @@ def _finish_exited(w: _Live, st: _CpuState, max_restarts: int, now: float) -> Wo
     detail = f"worker died ({how})" + (f": {tail.splitlines()[-1]}" if tail else "")
     st.status = WorkerStatus.CRASHED
     st.detail = detail
-    if w.in_progress is None:
-        return None
-    name, round_, attempt = w.in_progress
-    st.interrupted.append(Interrupted(name, round_, attempt, WorkerStatus.CRASHED, detail))
+    if w.in_progress is not None:
+        name, round_, attempt = w.in_progress
+        st.interrupted.append(Interrupted(name, round_, attempt, WorkerStatus.CRASHED, detail))
     if st.restarts >= max_restarts or st.soft_deadline - now < _MIN_RESTART_S:
         return None
     st.restarts += 1

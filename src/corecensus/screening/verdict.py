@@ -279,8 +279,10 @@ def _row(
         why = skipped[0].detail
     elif runs:
         why = f"ran off CPU {cpu} (ran on {sorted({c for r in runs for c in r.ran_on})})"
-    elif out is None or out.status in (WorkerStatus.NOT_STARTED, WorkerStatus.PIN_FAILED):
-        why = out.detail if out else "no worker ran on this CPU"
+    elif out is None:
+        why = "no worker ran on this CPU"
+    elif out.status in (WorkerStatus.NOT_STARTED, WorkerStatus.PIN_FAILED, WorkerStatus.CRASHED):
+        why = out.detail
     else:
         why = "the CPU's time budget was spent before this check's turn"
     return CheckResult(

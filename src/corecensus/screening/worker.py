@@ -17,7 +17,7 @@ import resource
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO, Any
 
 from corecensus.errors import CorecensusError
@@ -197,11 +197,11 @@ def _load(job: WorkerJob, out: _Emitter) -> dict[str, Check]:
     return checks
 
 
-def main(stdin: IO[str] | None = None, emitter_factory: Callable[[], _Emitter] = _Emitter) -> int:
+def main(stdin: IO[str] | None = None) -> int:
     # A check that crashes the worker on purpose (or a corrupted core that does) must not leave a
     # core file in whatever directory the screen was started from.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    out = emitter_factory()
+    out = _Emitter()
     try:
         job = WorkerJob.from_json(json.loads((stdin or sys.stdin).read()))
     except (ValueError, CorecensusError) as exc:
