@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "ingest": "corecensus.cli.ingest_cmd:ingest",
     "inspect": "corecensus.cli.inspect_cmd:inspect",
     "reprocess": "corecensus.cli.reprocess_cmd:reprocess",
+    "screen": "corecensus.cli.screen_cmd:screen",
 }
 
 

@@ -1,0 +1,266 @@
+"""``corecensus screen``: SDC screening of this host's CPUs.
+
+Exit status: 0 clean; 3 quarantine recommended (CPUs or the host); 4 needs attention without a
+quarantine (rescreen, or a software suspect); 1 the screen could not run; 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from corecensus.errors import CorecensusError
+from corecensus.screening import (
+    BUILTIN_CHECKS,
+    GoldenValues,
+    Mode,
+    Outcome,
+    ScreenConfig,
+    ScreenResult,
+    Verdict,
+    default_registry,
+    parse_cpu_list,
+    read_topology,
+    run_screen,
+)
+
+__all__ = ["screen"]
+
+EXIT_QUARANTINE = 3
+EXIT_ATTENTION = 4
+
+_CELL = {
+    Outcome.PASSED: ("pass", "green"),
+    Outcome.FAILED_REPRODUCIBLE: ("FAIL", "bold red"),
+    Outcome.FAILED_TRANSIENT: ("flaky", "yellow"),
+    Outcome.TIMED_OUT: ("timeout", "magenta"),
+    Outcome.CRASHED: ("crash", "bold magenta"),
+    Outcome.SKIPPED: ("skip", "dim"),
+    Outcome.SOFTWARE_SUSPECT: ("sw?", "cyan"),
+    Outcome.INCONCLUSIVE: ("?", "yellow"),
+}
+_VERDICT_STYLE = {
+    Verdict.CLEAN: "bold green",
+    Verdict.QUARANTINE_CPUS: "bold red",
+    Verdict.QUARANTINE_HOST: "bold red",
+    Verdict.SOFTWARE_SUSPECT: "bold cyan",
+    Verdict.RESCREEN: "bold yellow",
+}
+
+
+def _exit_code(result: ScreenResult) -> int:
+    verdict = result.decision.verdict
+    if verdict in (Verdict.QUARANTINE_CPUS, Verdict.QUARANTINE_HOST):
+        return EXIT_QUARANTINE
+    if verdict is Verdict.CLEAN:
+        return 0
+    return EXIT_ATTENTION
+
+
+def render(result: ScreenResult, console: Console) -> None:
+    """The CPU x check table, per-CPU facts, and the decision with its reasons."""
+    cpus = [c.cpu for c in result.cpus]
+    table = Table(
+        title=f"SDC screen of {result.host} ({result.mode}, {result.seconds:.1f} s)",
+        show_lines=False,
+    )
+    table.add_column("check")
+    table.add_column("family", style="dim")
+    for cpu in cpus:
+        table.add_column(f"CPU {cpu}", justify="center")
+    checks = list(dict.fromkeys(r.check for r in result.results))
+    for check in checks:
+        family = next((r.family for r in result.results if r.check == check and r.family), "")
+        cells: list[Text] = []
+        for cpu in cpus:
+            r = result.result(cpu, check)
+            label, style = _CELL[r.outcome]
+            if r.outcome.is_failure and r.suspect_cpu not in (None, cpu):
+                label = f"{label}->{r.suspect_cpu}"
+            if r.runs > 1 and r.outcome is Outcome.PASSED:
+                label = f"{label} x{r.runs}"
+            cells.append(Text(label, style=style))
+        table.add_row(check, family, *cells)
+    table.add_section()
+    table.add_row("worker", "", *[Text(str(c.status)) for c in result.cpus])
+    table.add_row("rounds", "", *[Text(str(c.rounds)) for c in result.cpus])
+    table.add_row("cpu s", "", *[Text(f"{c.cpu_seconds:.2f}") for c in result.cpus])
+    if any(c.duty for c in result.cpus):
+        table.add_row(
+            "duty cycle",
+            "",
+            *[Text(f"{c.duty.duty_cycle:.2%}" if c.duty else "-") for c in result.cpus],
+        )
+    console.print(table)
+    d = result.decision
+    console.print(Text(f"decision: {d.verdict}", style=_VERDICT_STYLE[d.verdict]))
+    for reason in d.reasons:
+        console.print(f"  - {reason}", markup=False, highlight=False)
+    if d.verdict is not Verdict.CLEAN:
+        console.print("\nfailures:", style="bold")
+        for r in result.results:
+            if r.outcome not in (Outcome.PASSED, Outcome.SKIPPED):
+                blamed = (
+                    f" [blamed on CPU {r.suspect_cpu}]"
+                    if r.suspect_cpu is not None and r.suspect_cpu != r.cpu
+                    else ""
+                )
+                console.print(
+                    f"  CPU {r.cpu} {r.check}: {r.outcome}{blamed}; expected {r.expected}; "
+                    f"observed {r.observed}",
+                    markup=False,
+                    highlight=False,
+                )
+
+
+@click.command("screen")
+@click.option(
+    "--cpus", "cpus_text", metavar="LIST", help="CPUs to screen, e.g. 0-3,8 (default: all online)."
+)
+@click.option(
+    "--budget", type=float, metavar="S", help="Hard time budget per CPU in seconds (mode default)."
+)
+@click.option(
+    "--mode",
+    type=click.Choice([m.value for m in Mode]),
+    default=Mode.ONESHOT.value,
+    show_default=True,
+    help="oneshot: full battery until the budget; periodic: one round after a jitter; "
+    "background: idle-priority slices at <= 1% duty cycle.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the screen record as JSON.")
+@click.option("--rounds", type=int, metavar="N", help="Stop after N rounds of the battery.")
+@click.option("--checks", "checks_text", metavar="NAMES", help="Comma-separated subset of checks.")
+@click.option("--seed", type=int, help="Seed of rounds after the first (default: random).")
+@click.option(
+    "--jitter",
+    type=float,
+    metavar="S",
+    help="Random start delay up to S seconds (periodic default 30).",
+)
+@click.option("--total-budget", type=float, metavar="S", help="Hard limit for the whole screen.")
+@click.option(
+    "--golden",
+    "golden_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Golden-values file: compared, and extended with this screen's agreed values.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the JSON record to this file (for ingest).",
+)
+@click.option("--list-checks", is_flag=True, help="List the checks and exit.")
+@click.option(
+    "--sys-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/sys"),
+    hidden=True,
+)
+@click.option(
+    "--proc-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/proc"),
+    hidden=True,
+)
+def screen(
+    *,
+    cpus_text: str | None,
+    budget: float | None,
+    mode: str,
+    as_json: bool,
+    rounds: int | None,
+    checks_text: str | None,
+    seed: int | None,
+    jitter: float | None,
+    total_budget: float | None,
+    golden_path: Path | None,
+    out_path: Path | None,
+    list_checks: bool,
+    sys_root: Path,
+    proc_root: Path,
+) -> int:
+    """Screen this host's CPUs for silent data corruption.
+
+    One worker process per CPU, pinned and verified, runs known-answer checks (libm, FMA/SIMD,
+    big integers, hashes, CRC, compression, AES, memory, sorting, threads, cross-core) under a
+    hard time budget. Exit status: 0 clean, 3 quarantine, 4 rescreen or software suspect.
+    """
+    err = Console(stderr=True)
+    if list_checks:
+        for name, spec in BUILTIN_CHECKS.items():
+            click.echo(f"{name}\t{spec}")
+        return 0
+    try:
+        config = ScreenConfig.for_mode(
+            mode,
+            budget_s=budget,
+            cpus=parse_cpu_list(cpus_text) if cpus_text is not None else None,
+            checks=tuple(c.strip() for c in checks_text.split(",") if c.strip())
+            if checks_text
+            else None,
+            rounds=rounds,
+            seed=seed,
+            jitter_s=jitter,
+            overall_budget_s=total_budget,
+        )
+        registry = default_registry()
+        if config.checks is not None:
+            registry.subset(config.checks)
+    except CorecensusError as exc:
+        return _fail(err, exc, 2)
+    try:
+        topology = read_topology(sys_root, proc_root)
+    except CorecensusError as exc:
+        return _fail(err, exc, 1)
+    try:
+        topology.select(config.cpus)
+    except CorecensusError as exc:
+        return _fail(err, exc, 2)
+    try:
+        golden = GoldenValues.load(golden_path) if golden_path else None
+        status = (
+            err.status(f"screening ({config.mode}, {config.budget_s:g} s per CPU)...")
+            if err.is_terminal and not as_json
+            else contextlib.nullcontext()
+        )
+        with status:
+            run = run_screen(
+                config, topology=topology, proc_root=proc_root, env=os.environ, golden=golden
+            )
+        result = run.result
+        if golden_path is not None and run.golden_added:
+            run.golden.save(golden_path)
+        if out_path is not None:
+            _write_atomic(out_path, json.dumps(result.to_json(), indent=1) + "\n")
+    except CorecensusError as exc:
+        return _fail(err, exc, 1)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=1))
+    else:
+        render(result, Console(file=sys.stdout))
+    return _exit_code(result)
+
+
+def _fail(err: Console, exc: CorecensusError, code: int) -> int:
+    err.print(f"corecensus screen: {exc}", markup=False, highlight=False, soft_wrap=True)
+    return code
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CorecensusError(f"{path}: cannot write the screen record: {exc.strerror}") from exc
