@@ -10,18 +10,22 @@ culprit is recorded as ``unparsed`` with the reason.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 from corecensus.coredump import inspect_core
+from corecensus.errors import MetadataError
 from corecensus.ingest.journal import JournalIndex
 from corecensus.ingest.metadata import collect_metadata
 from corecensus.model import CrashRecord, ParseStatus
+from corecensus.store import ScreenResultRow
 
-__all__ = ["find_cores", "ingest_records", "process_core"]
+__all__ = ["find_cores", "find_screen_records", "ingest_records", "process_core", "screen_row"]
 
 _CORE_MAGIC = (b"\x7fELF", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18", b"\xfd7zXZ\x00")
 # Files beside cores that are never cores themselves.
@@ -156,3 +160,50 @@ def _isolated(
             return pool.submit(_work, path).result()
     except BrokenProcessPool:
         return _crashed_record(path)
+
+
+SCREEN_KIND = "sdc_screen"
+
+
+def screen_row(record: Mapping[str, Any]) -> ScreenResultRow:
+    """A screen record (``corecensus screen --json``/``--out``) as a store row."""
+    decision = record.get("decision") or {}
+    try:
+        return ScreenResultRow(
+            host=str(record["host"]),
+            time_us=int(record["started_at"]),
+            mode=str(record["mode"]),
+            decision=str(decision.get("verdict", "unknown")),
+            result=dict(record),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MetadataError(f"screen record without a valid {exc}") from exc
+
+
+def find_screen_records(
+    paths: Iterable[str | os.PathLike[str]],
+) -> tuple[list[ScreenResultRow], list[str]]:
+    """Screen records among the ``.json`` files named or found under ``paths`` (sidecars and other
+    JSON files are not screen records and are left alone); problems as messages."""
+    rows: list[ScreenResultRow] = []
+    problems: list[str] = []
+    candidates: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            candidates.extend(sorted(p.rglob("*.json")))
+        elif p.suffix == ".json":
+            candidates.append(p)
+    for path in candidates:
+        try:
+            obj = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problems.append(f"{path}: not readable JSON ({exc})")
+            continue
+        if not isinstance(obj, dict) or obj.get("kind") != SCREEN_KIND:
+            continue
+        try:
+            rows.append(screen_row(obj))
+        except MetadataError as exc:
+            problems.append(f"{path}: {exc}")
+    return rows, problems

@@ -58,11 +58,12 @@ def ingest(
 ) -> int:
     """Parse core dumps (files or directories) with their metadata into the store."""
     from corecensus.ingest.journal import JournalIndex, load_journal
-    from corecensus.pipeline import find_cores, ingest_records
+    from corecensus.pipeline import find_cores, find_screen_records, ingest_records
     from corecensus.store import open_store
 
     quiet_libraries()
-    cores = find_cores(paths)
+    cores = find_cores(p for p in paths if p.suffix != ".json")
+    screens, screen_problems = find_screen_records(paths)
     index: JournalIndex | None = None
     try:
         for j in journal:
@@ -101,6 +102,8 @@ def ingest(
                     flush()
             if batch:
                 flush()
+            if screens:
+                stats["screens"] += store.add_screen_results(screens).new
     except CorecensusError as exc:
         error(f"{exc} (records before this batch are stored)")
         return 2
@@ -115,6 +118,8 @@ def ingest(
         "partial": stats["partial"],
         "unparsed": stats["unparsed"],
         "reasons": dict(reasons.most_common()),
+        "screens": stats["screens"],
+        "screen_errors": screen_problems[:20],
         "journal_errors": [str(e) for e in (index.errors if index else [])][:20],
     }
     if as_json:
@@ -135,7 +140,7 @@ def _render(s: dict[str, object]) -> None:
     t = Table(title=f"ingest into {s['db']}", title_justify="left", show_header=False, box=None)
     t.add_column(style="bold")
     t.add_column(justify="right")
-    for key in ("cores", "ingested", "duplicates", "ok", "partial", "unparsed"):
+    for key in ("cores", "ingested", "duplicates", "ok", "partial", "unparsed", "screens"):
         t.add_row(key, str(s[key]))
     out.print(t)
     reasons = s["reasons"]

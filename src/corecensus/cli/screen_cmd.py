@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -159,6 +160,11 @@ def render(result: ScreenResult, console: Console) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the JSON record to this file (for ingest).",
 )
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also store the record in this corecensus store, beside the crash populations.",
+)
 @click.option("--list-checks", is_flag=True, help="List the checks and exit.")
 @click.option(
     "--sys-root",
@@ -185,6 +191,7 @@ def screen(
     total_budget: float | None,
     golden_path: Path | None,
     out_path: Path | None,
+    db: Path | None,
     list_checks: bool,
     sys_root: Path,
     proc_root: Path,
@@ -242,6 +249,8 @@ def screen(
             run.golden.save(golden_path)
         if out_path is not None:
             _write_atomic(out_path, json.dumps(result.to_json(), indent=1) + "\n")
+        if db is not None:
+            _store(db, result.to_json())
     except CorecensusError as exc:
         return _fail(err, exc, 1)
     if as_json:
@@ -249,6 +258,17 @@ def screen(
     else:
         render(result, Console(file=sys.stdout))
     return _exit_code(result)
+
+
+def _store(db: Path, record: dict[str, Any]) -> None:
+    from corecensus.pipeline import screen_row
+    from corecensus.store import open_store
+
+    store = open_store(db)
+    try:
+        store.add_screen_results([screen_row(record)])
+    finally:
+        store.close()
 
 
 def _fail(err: Console, exc: CorecensusError, code: int) -> int:
