@@ -176,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = rows[-1]
         print(f"  {size:.0e}: analyze {r['analyze_s']:.2f} s", file=sys.stderr)
-    print(f"analyze scaling: {HOSTS} hosts, {DAYS} days, {POPULATIONS} populations, "
-          f"{HOSTS * DAYS} exposure rows")  # fmt: skip
+    print(
+        f"analyze scaling: {HOSTS} hosts, {DAYS} days, {POPULATIONS} populations, "
+        f"{HOSTS * DAYS} exposure rows"
+    )
     print(
         "| records | analyze s | dict group-by s | np.unique s | analyze / dict | "
         "analyze / np.unique | growth exponent | peak RSS MiB | RSS added by analyze MiB |"
@@ -187,14 +189,19 @@ def main(argv: list[str] | None = None) -> int:
         growth = "-"
         if i:
             prev = rows[i - 1]
-            growth = f"{np.log(r['analyze_s'] / prev['analyze_s']) / np.log(r['n'] / prev['n']):.2f}"
+            growth = (
+                f"{np.log(r['analyze_s'] / prev['analyze_s']) / np.log(r['n'] / prev['n']):.2f}"
+            )
         print(
             f"| {r['n']:.0e} | {r['analyze_s']:.2f} | {r['dict_s']:.2f} | {r['unique_s']:.2f} | "
-            f"{r['analyze_s'] / r['dict_s']:.2f} | {r['analyze_s'] / r['unique_s']:.1f} | {growth} | "
+            f"{r['analyze_s'] / r['dict_s']:.2f} | {r['analyze_s'] / r['unique_s']:.1f} | "
+            f"{growth} | "
             f"{r['peak_mib']:.0f} | {r['extra_mib']:.0f} |"
         )
     if len(rows) > 1:
-        slope = np.polyfit(np.log([r["n"] for r in rows]), np.log([r["analyze_s"] for r in rows]), 1)
+        slope = np.polyfit(
+            np.log([r["n"] for r in rows]), np.log([r["analyze_s"] for r in rows]), 1
+        )
         print(f"\nfitted growth exponent over all sizes: {slope[0]:.2f} (1 = linear)")
     return 0
 

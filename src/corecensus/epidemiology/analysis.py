@@ -41,7 +41,6 @@ from corecensus.epidemiology.findings import (
     Suspect,
     Verdict,
     iso_time,
-    join_names,
 )
 from corecensus.epidemiology.hostscan import HostScan, ScanSettings, scan_hosts
 from corecensus.epidemiology.mixture import anomaly_split, host_split, version_split
@@ -199,14 +198,21 @@ class _Context:
         curve = None
         if index is not None and exposure is not None:
             rates = pair_rates(
-                index, pair_pop, pair_host, pairs.counts, pop, n_pops, mid_p=params.mid_p
+                index,
+                pair_pop=pair_pop,
+                pair_host=pair_host,
+                pair_count=pairs.counts,
+                crash_pop=pop,
+                n_pops=n_pops,
+                mid_p=params.mid_p,
             )
             hrates = host_rates(index, crashes.host, mid_p=params.mid_p)
             curve = CumulativeExposure(
                 exposure.start_us, exposure.end_us, exposure.hours, index.exposure_service
             )
-            missing = int(np.count_nonzero((index.host_hours[: len(crashes.hosts)] <= 0)
-                                           & (np.bincount(crashes.host, minlength=len(crashes.hosts)) > 0)))  # fmt: skip
+            crashed = np.bincount(crashes.host, minlength=len(crashes.hosts)) > 0
+            unexposed = index.host_hours[: len(crashes.hosts)] <= 0
+            missing = int(np.count_nonzero(crashed & unexposed))
             if missing:
                 notes.append(
                     f"{missing} host(s) have crashes but no exposure rows; their rates are "
@@ -297,8 +303,11 @@ class _Context:
         d_svc = np.zeros(0, dtype=np.int64)
         d_ver = np.zeros(0, dtype=np.int64)
         if deploys is not None and len(deploys):
-            s_tab = np.array([{n: i for i, n in enumerate(crashes.services)}.get(x, -2) for x in deploys.services] + [-1], dtype=np.int64)  # fmt: skip
-            v_tab = np.array([{n: i for i, n in enumerate(crashes.versions)}.get(x, -2) for x in deploys.versions] + [-1], dtype=np.int64)  # fmt: skip
+            s_idx = {n: i for i, n in enumerate(crashes.services)}
+            v_idx = {n: i for i, n in enumerate(crashes.versions)}
+            # -2: a deploy of a service/version no crash has; -1 (last entry): unknown
+            s_tab = np.array([s_idx.get(x, -2) for x in deploys.services] + [-1], np.int64)
+            v_tab = np.array([v_idx.get(x, -2) for x in deploys.versions] + [-1], np.int64)
             d_svc = s_tab[deploys.service]
             d_ver = v_tab[deploys.version]
 
@@ -514,7 +523,6 @@ class _Context:
             and cp.ratio[p] >= params.onset_min_ratio
             and cp.after[p] >= params.min_crashes
         )
-        version_evidence = None
         absent_p = None
         prev_name = None
         sentence_absent = ""
@@ -722,7 +730,7 @@ class _Context:
                     reasons=tuple(reasons),
                     first_alarm_us=int(scan.first_alarm_us[h])
                     if scan.first_alarm_us[h] >= 0
-                    else None,  # fmt: skip
+                    else None,
                     cpu_crashes=int(scan.top_count[h]),
                     anomalous=int(scan.anomalous[h]),
                     expected_anomalous=float(scan.expected_anomalous[h]),
@@ -802,10 +810,15 @@ def _attribute_signals(
             continue
         cells.append(
             attribute_cells(
-                name, values, crashes.population, n_pops, len(vocab), pair_pop,
-                values[rep].astype(np.int64),
+                name,
+                value=values,
+                population=crashes.population,
+                n_pops=n_pops,
+                n_values=len(vocab),
+                pair_pop=pair_pop,
+                pair_value=values[rep].astype(np.int64),
             )
-        )  # fmt: skip
+        )
         vocabs.append(vocab)
     if not cells:
         return {}
@@ -886,8 +899,12 @@ def _version_intro(
         s_index = {n: i for i, n in enumerate(crashes.services)}
         v_index = {n: i for i, n in enumerate(crashes.versions)}
         from_deploys: dict[tuple[int, int], int] = {}
-        for t, s_code, v_code in zip(deploys.time_us.tolist(), deploys.service.tolist(),
-                                     deploys.version.tolist(), strict=True):  # fmt: skip
+        for t, s_code, v_code in zip(
+            deploys.time_us.tolist(),
+            deploys.service.tolist(),
+            deploys.version.tolist(),
+            strict=True,
+        ):
             sv = (
                 s_index.get(deploys.services[s_code], -1) if s_code >= 0 else -1,
                 v_index.get(deploys.versions[v_code], -1),

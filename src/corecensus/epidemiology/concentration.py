@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from corecensus.epidemiology.tails import binomial_upper
 from corecensus.epidemiology.segments import Groups, pair_key
+from corecensus.epidemiology.tails import binomial_upper
 
 __all__ = ["ModalCells", "infer_cpu_counts", "max_cell_pvalue", "modal_cells"]
 

@@ -129,6 +129,7 @@ class AttributeCells:
 
 def attribute_cells(
     attribute: str,
+    *,
     value: NDArray[Any],
     population: NDArray[Any],
     n_pops: int,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 from corecensus.epidemiology.findings import Split, Verdict
 from corecensus.epidemiology.poisson import poisson_rate_ratio_test
 from corecensus.epidemiology.tails import hypergeom_upper
