@@ -133,6 +133,7 @@ class _Context:
     cand_cpu_count: I64
     cand_cpu_p: F64
     cand_hw: I64
+    cand_on_flag: I64
     top_bits: I64
     ver_keys: I64
     ver_counts: I64
@@ -225,6 +226,7 @@ class _Context:
             n_pops=n_pops,
             time_order=time_order,
             curve=curve,
+            min_after=params.min_crashes,
         )
 
         pop_crashes = np.bincount(pop, minlength=n_pops).astype(np.int64)
@@ -284,6 +286,8 @@ class _Context:
         )
         cand_cpu_p = max_cell_pvalue(modal.n, modal.top, cpus[pair_host[cand_pairs]])
         cand_hw = np.bincount(crash_cand[sel & hardware], minlength=cand_pairs.size)
+        on_flag = sel & scan.flagged[crashes.host] & (crashes.cpu == scan.top_cpu[crashes.host])
+        cand_on_flag = np.bincount(crash_cand[on_flag], minlength=cand_pairs.size)
         cand_counts = np.bincount(pair_pop[cand_pairs], minlength=n_pops)
         cand_start = np.concatenate([[0], np.cumsum(cand_counts)]).astype(np.int64)
 
@@ -345,6 +349,7 @@ class _Context:
             cand_cpu_count=modal.top,
             cand_cpu_p=cand_cpu_p,
             cand_hw=cand_hw.astype(np.int64),
+            cand_on_flag=cand_on_flag.astype(np.int64),
             top_bits=top_bits,
             ver_keys=ver_keys,
             ver_counts=ver_counts,
@@ -465,6 +470,7 @@ class _Context:
                     hardware=int(self.cand_hw[c]),
                     flagged=bool(self.scan.flagged[h]),
                     excess=bool(self.excess[pair]),
+                    on_flagged_cpu=int(self.cand_on_flag[c]),
                 )
             )
         return tuple(out)
@@ -662,8 +668,12 @@ class _Context:
             )
             if s is not None:
                 splits.append(s)
+        # crashes of flagged hosts on their flagged CPU (the rest of such a host's crashes in
+        # this population are ordinary background)
         flagged = [
-            (h.name, self._suspect_cpu(h)[0], h.crashes) for h in facts.candidates if h.flagged
+            (h.name, int(self.scan.top_cpu[h.host]), h.on_flagged_cpu)
+            for h in facts.candidates
+            if h.flagged and h.on_flagged_cpu
         ]
         s = host_split(flagged=flagged, crashes=facts.crashes, verdict=verdict)
         if s is not None:
