@@ -78,3 +78,6 @@ def test_cpu_counts_from_facts_model_and_host() -> None:
     # facts smaller than what was seen are corrected upwards
     counts = infer_cpu_counts(host, cpu, model, 5, host_cpus=np.array([8, 0, 0, 0, 0]))
     assert counts[0] == 41
+    # a default for hosts without facts, never below what was seen
+    counts = infer_cpu_counts(host, cpu, model, 5, host_cpus=np.array([0, 0, 96, 0, 0]), default=32)
+    assert counts.tolist() == [41, 32, 96, 32, 32]

@@ -174,7 +174,14 @@ class _Context:
         if crashes.host_cpus is not None:
             given = np.zeros(n_hosts, dtype=np.int64)
             given[: len(crashes.host_cpus)] = crashes.host_cpus
-        cpus = infer_cpu_counts(crashes.host, crashes.cpu, crashes.cpu_model, n_hosts, given)
+        cpus = infer_cpu_counts(
+            crashes.host,
+            crashes.cpu,
+            crashes.cpu_model,
+            n_hosts,
+            host_cpus=given,
+            default=params.default_cpus,
+        )
         t_rel = crashes.time_us - (int(crashes.time_us.min()) if len(crashes) else 0)
         time_order = np.argsort(t_rel, kind="stable").astype(np.int64)
         scan = scan_hosts(
