@@ -68,6 +68,7 @@ class FleetConfig:
     confounder_rate: float = 0.3  # per host-day
     rollout_day: float = 15.0
     rollout_hours: float = 48.0
+    onset_days: tuple[float, float] = (2.0, 20.0)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -208,7 +209,7 @@ def simulate(
     if faulty:
         fh = rng.choice(H, cfg.faulty_hosts, replace=False)
         bad = (rng.random(fh.size) * ncpu[fh]).astype(np.int64)
-        onset = T0_US + (rng.uniform(2.0, 20.0, fh.size) * DAY_US).astype(np.int64)
+        onset = T0_US + (rng.uniform(*cfg.onset_days, fh.size) * DAY_US).astype(np.int64)
         rate = rng.choice(np.array(scenario.faulty_rates), fh.size)
         end = T0_US + D * DAY_US
         k = rng.poisson(rate * (end - onset) / DAY_US)

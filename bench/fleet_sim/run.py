@@ -25,7 +25,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path[:0] = [str(root), str(root / "src")]
 
 import numpy as np
-
 from bench.fleet_sim.baselines import poisson_bh_flags, raw_counts
 from bench.fleet_sim.fleet import (
     DAY_US,
@@ -37,6 +36,7 @@ from bench.fleet_sim.fleet import (
     Scenario,
     simulate,
 )
+
 from corecensus.epidemiology import Analysis, AnalysisParams, HostKind, Verdict, analyze
 
 BINS = ((1, 2), (3, 4), (5, 9), (10, 19), (20, 10**9))
@@ -354,12 +354,19 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
 def cost_table(cfg: FleetConfig) -> str:
     """Wall time and peak traced memory of analyze as hosts, days and records grow."""
     rows = [
-        "## Cost as hosts, days and records grow (scenario hard, seed 0)\n",
+        "## Cost as hosts, days and records grow (scenario hard, seed 0; onsets and rollout "
+        "scaled with the window)\n",
         "| hosts | days | crashes | exposure rows | analyze s | peak MiB (tracemalloc) |",
         "|---|---|---|---|---|---|",
     ]
     for hosts, days in ((2_500, 30), (10_000, 30), (40_000, 30), (10_000, 15), (10_000, 60)):
-        c = FleetConfig(hosts=hosts, days=days, rollout_day=days / 2)
+        scale = days / 30
+        c = FleetConfig(
+            hosts=hosts,
+            days=days,
+            rollout_day=days / 2,
+            onset_days=(2.0 * scale, 20.0 * scale),
+        )
         fleet = simulate(0, SCENARIOS["hard"], config=c)
         t0 = time.perf_counter()
         analyze(fleet.crashes, fleet.exposure, fleet.deploys)
