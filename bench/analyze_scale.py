@@ -176,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = rows[-1]
         print(f"  {size:.0e}: analyze {r['analyze_s']:.2f} s", file=sys.stderr)
-    print(f"analyze scaling: {HOSTS} hosts, {DAYS} days, {POPULATIONS} populations, "
-          f"{HOSTS * DAYS} exposure rows")  # fmt: skip
+    print(
+        f"analyze scaling: {HOSTS} hosts, {DAYS} days, {POPULATIONS} populations, "
+        f"{HOSTS * DAYS} exposure rows"
+    )
     print(
         "| records | analyze s | dict group-by s | np.unique s | analyze / dict | "
         "analyze / np.unique | growth exponent | peak RSS MiB | RSS added by analyze MiB |"
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(
             f"| {r['n']:.0e} | {r['analyze_s']:.2f} | {r['dict_s']:.2f} | {r['unique_s']:.2f} | "
-            f"{r['analyze_s'] / r['dict_s']:.2f} | {r['analyze_s'] / r['unique_s']:.1f} | {growth} | "
+            f"{r['analyze_s'] / r['dict_s']:.2f} | {r['analyze_s'] / r['unique_s']:.1f} | "
+            f"{growth} | "
             f"{r['peak_mib']:.0f} | {r['extra_mib']:.0f} |"
         )
     if len(rows) > 1:

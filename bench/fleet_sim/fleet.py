@@ -68,6 +68,7 @@ class FleetConfig:
     confounder_rate: float = 0.3  # per host-day
     rollout_day: float = 15.0
     rollout_hours: float = 48.0
+    onset_days: tuple[float, float] = (2.0, 20.0)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -106,7 +107,7 @@ def simulate(
     microcode = cpu_model * 2 + rng.integers(0, 2, H)
     ncpu = rng.choice(np.array([32, 64]), H)
     frailty = rng.gamma(2.0, 0.5, H)
-    hot = rng.choice(H, int(round(cfg.hot_fraction * H)), replace=False)
+    hot = rng.choice(H, round(cfg.hot_fraction * H), replace=False)
     frailty[hot] *= cfg.hot_factor
     anomaly_p = rng.uniform(0.02, 0.03)
 
@@ -155,7 +156,11 @@ def simulate(
     api = e_svc == 0
     # background software crashes, per exposure row of the api service
     lam = cfg.base_rate * e_hours[api] * frailty[e_host[api]]
-    parts.append(_crashes_in_rows(rng, lam, e_host[api], e_start[api], e_end[api], e_ver[api]))
+    parts.append(
+        _crashes_in_rows(
+            rng, lam=lam, host=e_host[api], start=e_start[api], end=e_end[api], ver=e_ver[api]
+        )
+    )
     weights = 1.0 / np.arange(1, cfg.signatures + 1) ** cfg.zipf
     bg = parts[0]
     bg["pop"] = rng.choice(cfg.signatures, bg["host"].size, p=weights / weights.sum())
@@ -163,7 +168,14 @@ def simulate(
     # the regression: only on version 2 rows
     on_v2 = api & (e_ver == 1)
     lam = cfg.regression_rate * e_hours[on_v2] * frailty[e_host[on_v2]]
-    reg = _crashes_in_rows(rng, lam, e_host[on_v2], e_start[on_v2], e_end[on_v2], e_ver[on_v2])
+    reg = _crashes_in_rows(
+        rng,
+        lam=lam,
+        host=e_host[on_v2],
+        start=e_start[on_v2],
+        end=e_end[on_v2],
+        ver=e_ver[on_v2],
+    )
     reg["pop"] = np.full(reg["host"].size, cfg.signatures)
     reg["anom"] = (rng.random(reg["host"].size) < anomaly_p).astype(np.int64)
     parts.append(reg)
@@ -197,7 +209,7 @@ def simulate(
     if faulty:
         fh = rng.choice(H, cfg.faulty_hosts, replace=False)
         bad = (rng.random(fh.size) * ncpu[fh]).astype(np.int64)
-        onset = T0_US + (rng.uniform(2.0, 20.0, fh.size) * DAY_US).astype(np.int64)
+        onset = T0_US + (rng.uniform(*cfg.onset_days, fh.size) * DAY_US).astype(np.int64)
         rate = rng.choice(np.array(scenario.faulty_rates), fh.size)
         end = T0_US + D * DAY_US
         k = rng.poisson(rate * (end - onset) / DAY_US)
@@ -231,7 +243,8 @@ def simulate(
     anomalous = cols["anom"].astype(bool)
     names = np.array([1 << ANOMALY_NAMES.index(a) for a in HARDWARE_ANOMALIES], dtype=np.uint16)
     mask = np.where(anomalous, names[rng.integers(0, names.size, n)], 0).astype(np.uint16)
-    populations = tuple(f"sig-{i + 1:02d}" for i in range(cfg.signatures)) + (
+    populations = (
+        *(f"sig-{i + 1:02d}" for i in range(cfg.signatures)),
         "regression-v2",
         "cache-corruption",
     )
@@ -292,6 +305,7 @@ def simulate(
 
 def _crashes_in_rows(
     rng: np.random.Generator,
+    *,
     lam: NDArray[np.float64],
     host: NDArray[np.int64],
     start: NDArray[np.int64],

@@ -25,7 +25,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path[:0] = [str(root), str(root / "src")]
 
 import numpy as np
-
 from bench.fleet_sim.baselines import poisson_bh_flags, raw_counts
 from bench.fleet_sim.fleet import (
     DAY_US,
@@ -37,6 +36,7 @@ from bench.fleet_sim.fleet import (
     Scenario,
     simulate,
 )
+
 from corecensus.epidemiology import Analysis, AnalysisParams, HostKind, Verdict, analyze
 
 BINS = ((1, 2), (3, 4), (5, 9), (10, 19), (20, 10**9))
@@ -218,8 +218,12 @@ def run_scenario(scenario: Scenario, seeds: int, budget: float, cfg: FleetConfig
         score_stream(c, fleet, methods["corecensus calibrated"])
         counts = raw_counts(fleet.crashes)
         score(set(np.flatnonzero(counts >= t_raw).tolist()), fleet, methods["raw count"], cfg.hosts)
-        score(poisson_bh_flags(fleet.crashes, fleet.exposure), fleet,
-              methods["Poisson+BH (all crashes)"], cfg.hosts)  # fmt: skip
+        score(
+            poisson_bh_flags(fleet.crashes, fleet.exposure),
+            fleet,
+            methods["Poisson+BH (all crashes)"],
+            cfg.hosts,
+        )
         print(f"  {scenario.name} faulty fleet {i + 1}/{seeds}", end="\r", file=sys.stderr)
     print(file=sys.stderr)
     return ScenarioResult(
@@ -253,8 +257,10 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
         "standard deviation over seeds; detection by crash count and streaming figures pool "
         "all faulty hosts of all seeds. Faulty fleets use seeds 0..N-1, null fleets 1000..\n"
     )
-    add(f"Hosts {cfg.hosts}, days {cfg.days}; calibration budget {budget:g} false alarms per "
-        "10,000 hosts per 30 days on the pooled null fleets.\n")  # fmt: skip
+    add(
+        f"Hosts {cfg.hosts}, days {cfg.days}; calibration budget {budget:g} false alarms per "
+        "10,000 hosts per 30 days on the pooled null fleets.\n"
+    )
     for r in results:
         s = r.scenario
         add(f"## Scenario *{s.name}* ({r.seeds} seeds)\n")
@@ -269,7 +275,8 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
         )
         add("### Hosts (end of window)\n")
         add(
-            "| method | flagged true | flagged false | precision | recall | recall (≥5 faulty crashes) | false alarms /10k hosts |"
+            "| method | flagged true | flagged false | precision | recall | "
+            "recall (≥5 faulty crashes) | false alarms /10k hosts |"
         )
         add("|---|---|---|---|---|---|---|")
         for name, m in r.methods.items():
@@ -290,7 +297,8 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
         add("")
         add("### Streaming (the same test after every crash)\n")
         add(
-            "| method | alarmed faulty hosts (recall) | median days onset→alarm | median faulty crashes before alarm | mean faulty crashes before alarm | false alarms /10k hosts |"
+            "| method | alarmed faulty hosts (recall) | median days onset→alarm | median faulty "
+            "crashes before alarm | mean faulty crashes before alarm | false alarms /10k hosts |"
         )
         add("|---|---|---|---|---|---|")
         for name in ("corecensus default", "corecensus calibrated"):
@@ -320,7 +328,8 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
             f"({sum(sw.software) / tot:.3f} accuracy) |"
         )
         add(
-            f"| software populations blamed on a host (suspects listed) | {sum(sw.blamed_on_host)} |"
+            "| software populations blamed on a host (suspects listed) | "
+            f"{sum(sw.blamed_on_host)} |"
         )
         if sw.confounder_software:
             add(
@@ -328,7 +337,8 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
                 f"{len(sw.confounder_software)} |"
             )
             add(
-                f"| confounder hosts flagged as hardware (of 30) | {ms(sw.confounder_hosts_flagged)} |"
+                "| confounder hosts flagged as hardware (of 30) | "
+                f"{ms(sw.confounder_hosts_flagged)} |"
             )
         add(f"| crashes per fleet | {ms(sw.crashes, '.0f')} |")
         add(f"| analyze wall time per fleet, s | {ms(sw.seconds)} |")
@@ -343,11 +353,20 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
 
 def cost_table(cfg: FleetConfig) -> str:
     """Wall time and peak traced memory of analyze as hosts, days and records grow."""
-    rows = ["## Cost as hosts, days and records grow (scenario hard, seed 0)\n",
-            "| hosts | days | crashes | exposure rows | analyze s | peak MiB (tracemalloc) |",
-            "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "## Cost as hosts, days and records grow (scenario hard, seed 0; onsets and rollout "
+        "scaled with the window)\n",
+        "| hosts | days | crashes | exposure rows | analyze s | peak MiB (tracemalloc) |",
+        "|---|---|---|---|---|---|",
+    ]
     for hosts, days in ((2_500, 30), (10_000, 30), (40_000, 30), (10_000, 15), (10_000, 60)):
-        c = FleetConfig(hosts=hosts, days=days, rollout_day=days / 2)
+        scale = days / 30
+        c = FleetConfig(
+            hosts=hosts,
+            days=days,
+            rollout_day=days / 2,
+            onset_days=(2.0 * scale, 20.0 * scale),
+        )
         fleet = simulate(0, SCENARIOS["hard"], config=c)
         t0 = time.perf_counter()
         analyze(fleet.crashes, fleet.exposure, fleet.deploys)
@@ -368,8 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--scenarios", default="easy,hard")
-    ap.add_argument("--budget", type=float, default=0.5,
-                    help="calibration target: false alarms per 10,000 hosts per 30 days")  # fmt: skip
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=0.5,
+        help="calibration target: false alarms per 10,000 hosts per 30 days",
+    )
     ap.add_argument("--hosts", type=int, default=10_000)
     ap.add_argument("--out", default="docs/fleet_sim.md", help="'' to skip writing")
     ap.add_argument("--no-cost", action="store_true", help="skip the cost sweep")

@@ -13,9 +13,10 @@ events are disjoint) and conservative otherwise (cf. Levin 1981, "A representati
 multinomial cumulative distribution functions", Annals of Statistics 9:1123-1126, for the exact
 distribution). Crashes with an unknown CPU are left out.
 
-The number of CPUs comes from host facts when known. Otherwise it is inferred: the largest CPU
-index seen on any host of the same CPU model, plus one (a big fleet sees every index), else the
-largest index seen on the host itself plus one. An underestimate makes the test conservative
+The number of CPUs comes from host facts when known, else from a parameter
+(``AnalysisParams.default_cpus``) when set. Otherwise it is inferred: the largest CPU index seen
+on any host of the same CPU model, plus one (a big fleet sees every index), else the largest
+index seen on the host itself plus one. An underestimate makes the test conservative
 (fewer cells, more chance of a pile-up).
 
 Assumption and limitation: a process pinned to one CPU (``taskset``, ``isolcpus``) breaks
@@ -110,9 +111,15 @@ def infer_cpu_counts(
     cpu: NDArray[Any],
     cpu_model: NDArray[Any],
     n_hosts: int,
+    *,
     host_cpus: NDArray[Any] | None = None,
+    default: int = 0,
 ) -> I64:
-    """Logical CPUs per host (index = host code); see the module docstring for the rules."""
+    """Logical CPUs per host (index = host code); see the module docstring for the rules.
+
+    ``default`` (when positive) replaces the inference for hosts without facts, raised to the
+    largest CPU index seen on the host plus one.
+    """
     known = cpu >= 0
     h = np.asarray(host, dtype=np.int64)[known]
     c = np.asarray(cpu, dtype=np.int64)[known]
@@ -131,6 +138,8 @@ def infer_cpu_counts(
         host_model[h[mk]] = models[mk]
         has = host_model >= 0
         counts[has] = np.maximum(counts[has], per_model[host_model[has]])
+    if default > 0:
+        counts = np.maximum(per_host, default)
     if host_cpus is not None:
         given = np.asarray(host_cpus, dtype=np.int64)
         counts = np.where(given > 0, np.maximum(given, per_host), counts)

@@ -27,6 +27,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
+from corecensus.epidemiology.segments import weighted_count
+
 __all__ = ["Dispersion", "poisson_dispersion"]
 
 F64 = NDArray[np.float64]
@@ -44,7 +46,13 @@ class Dispersion:
 
 
 def poisson_dispersion(
-    observed: Any, expected: Any, group: Any, n_groups: int, expected_total: Any, units: Any
+    observed: Any,
+    expected: Any,
+    *,
+    group: Any,
+    n_groups: int,
+    expected_total: Any,
+    units: Any,
 ) -> Dispersion:
     """Dispersion of each group's cells (hosts with ``O > 0`` and ``E > 0``).
 
@@ -58,12 +66,12 @@ def poisson_dispersion(
     o, e, g = o[keep], e[keep], g[keep]
     total = np.asarray(expected_total, dtype=np.float64)
     k = np.asarray(units, dtype=np.float64)
-    given_e = np.bincount(g, weights=e, minlength=n_groups)
-    cells = np.bincount(g, weights=(o - e) ** 2 / e, minlength=n_groups)
+    given_e = weighted_count(g, e, n_groups)
+    cells = weighted_count(g, (o - e) ** 2 / e, n_groups)
     x2 = cells + np.maximum(total - given_e, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        glr = 2.0 * np.bincount(g, weights=o * np.log(o / e), minlength=n_groups)
-        glr -= 2.0 * (np.bincount(g, weights=o, minlength=n_groups) - total)
+        glr = 2.0 * weighted_count(g, o * np.log(o / e), n_groups)
+        glr -= 2.0 * (weighted_count(g, o, n_groups) - total)
         df = np.maximum(k - 1.0, 0.0)
         p = np.where(df > 0, stats.chi2.sf(x2, np.maximum(df, 1.0)), 1.0)
         index = np.where(df > 0, x2 / np.maximum(df, 1.0), np.nan)

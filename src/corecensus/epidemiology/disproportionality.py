@@ -59,16 +59,16 @@ class TwoByTwo:
 
 
 def two_by_two(a: Any, b: Any, c: Any, d: Any) -> TwoByTwo:
-    """PRR, ROR (with 95% intervals), Yates chi-square and a one-sided p-value per table.
+    """PRR, ROR (with 95% intervals), Yates chi-square and a one-sided p-value per table
+    (inputs broadcast; results are at least 1-D).
 
     The p-value is Fisher's exact upper tail ``P(A >= a)`` when the expected count of cell
     ``a`` is below 5 (``exact`` is then true), else the Yates chi-square's, halved to one side
     when the association is positive.
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    c = np.asarray(c, dtype=np.float64)
-    d = np.asarray(d, dtype=np.float64)
+    a, b, c, d = np.broadcast_arrays(
+        *(np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in (a, b, c, d))
+    )
     zero = (a == 0) | (b == 0) | (c == 0) | (d == 0)
     ha, hb, hc, hd = (np.where(zero, x + 0.5, x) for x in (a, b, c, d))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -129,6 +129,7 @@ class AttributeCells:
 
 def attribute_cells(
     attribute: str,
+    *,
     value: NDArray[Any],
     population: NDArray[Any],
     n_pops: int,

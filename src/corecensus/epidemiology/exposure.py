@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from corecensus.epidemiology.segments import Groups, pair_key, segment_rank
+from corecensus.epidemiology.segments import Groups, pair_key, segment_rank, weighted_count
 from corecensus.epidemiology.table import CrashTable, ExposureTable
 
 __all__ = ["ExposureIndex", "build_exposure_index"]
@@ -128,8 +128,9 @@ class ExposureIndex:
         stratum = self.crash_stratum
         parent = self.coarser()
         for _ in range(3):
-            keys, counts = _count_keys(pair_key(pop, stratum, self.n_strata),
-                                       n_pops * self.n_strata)  # fmt: skip
+            keys, counts = _count_keys(
+                pair_key(pop, stratum, self.n_strata), n_pops * self.n_strata
+            )
             t_pop = keys // self.n_strata
             per_pop = np.bincount(t_pop, minlength=n_pops)
             wide = per_pop > MAX_STRATA
@@ -161,19 +162,22 @@ class ExposureIndex:
             t_w = np.where(self.stratum_hours[t_str] > 0, t_n / self.stratum_hours[t_str], 0.0)
         first = np.concatenate([[0], np.cumsum(per_pop)[:-1]]).astype(np.int64)
         reps = per_pop[pair_pop]
+        expected: F64
         if int(reps.max(initial=0)) <= 1:
             # one stratum per population: no expansion needed
             tri = first[pair_pop]
-            expected = np.where(reps > 0, self.hours(pair_host, t_str[np.minimum(tri, t_str.size - 1)]) * t_w[np.minimum(tri, t_str.size - 1)], 0.0)  # fmt: skip
+            tri = np.minimum(tri, max(t_str.size - 1, 0))
+            share = self.hours(pair_host, t_str[tri]) if t_str.size else np.zeros(tri.size)
+            expected = np.where(reps > 0, share * (t_w[tri] if t_w.size else 0.0), 0.0)
         else:
             rows = np.repeat(np.arange(pair_pop.size, dtype=np.int64), reps)
             starts = np.concatenate([[0], np.cumsum(reps)[:-1]]).astype(np.int64)
             within = segment_rank(rows.size, starts[reps > 0])
             tri = first[pair_pop][rows] + within
             share = self.hours(pair_host[rows], t_str[tri])
-            expected = np.bincount(rows, weights=share * t_w[tri], minlength=pair_pop.size)
-        units = np.bincount(t_pop, weights=self.stratum_hosts[t_str], minlength=n_pops)
-        units = np.minimum(units, self.exposed_hosts).astype(np.int64)
+            expected = weighted_count(rows, share * t_w[tri], pair_pop.size)
+        hosts = weighted_count(t_pop, self.stratum_hosts[t_str], n_pops)
+        units: I64 = np.minimum(hosts, self.exposed_hosts).astype(np.int64)
         return expected, units
 
     def expected_per_host(self) -> F64:
@@ -183,7 +187,7 @@ class ExposureIndex:
         h = self.cell_keys // self.n_strata
         with np.errstate(divide="ignore", invalid="ignore"):
             w = np.where(self.stratum_hours[s] > 0, counts[s] / self.stratum_hours[s], 0.0)
-        out: F64 = np.bincount(h, weights=self.cell_hours * w, minlength=self.n_hosts)
+        out: F64 = weighted_count(h, self.cell_hours * w, self.n_hosts)
         return out
 
 
@@ -217,7 +221,7 @@ def build_exposure_index(crashes: CrashTable, exposure: ExposureTable) -> Exposu
     cell_keys = cells.keys[keep]
     cell_hours = cell_hours[keep]
     cell_stratum = cell_keys % n_strata
-    stratum_hours = np.bincount(cell_stratum, weights=cell_hours, minlength=n_strata)
+    stratum_hours = weighted_count(cell_stratum, cell_hours, n_strata)
     stratum_hosts = np.bincount(cell_stratum, minlength=n_strata).astype(np.int64)
 
     # each crash's stratum: (service, version) if exposed, else service if exposed, else fleet
@@ -227,8 +231,8 @@ def build_exposure_index(crashes: CrashTable, exposure: ExposureTable) -> Exposu
     s_only = np.where(cs >= 0, 1 + cs, 0)
     stratum = np.where(stratum_hours[sv] > 0, sv, np.where(stratum_hours[s_only] > 0, s_only, 0))
     stratum = np.where(sv == 0, np.where(stratum_hours[s_only] > 0, s_only, 0), stratum)
-    host_hours = np.bincount(cell_keys[cell_stratum == 0] // n_strata,
-                             weights=cell_hours[cell_stratum == 0], minlength=len(hosts))  # fmt: skip
+    fleet = cell_stratum == 0
+    host_hours = weighted_count(cell_keys[fleet] // n_strata, cell_hours[fleet], len(hosts))
     dense = None
     if len(hosts) * n_strata <= DENSE_CELLS:
         dense = np.zeros(len(hosts) * n_strata, dtype=np.float64)

@@ -47,6 +47,7 @@ from corecensus.epidemiology.segments import (
     segment_cummax,
     segment_cumsum,
     segment_rank,
+    weighted_count,
 )
 
 __all__ = ["HostScan", "ScanSettings", "scan_hosts"]
@@ -121,8 +122,8 @@ def scan_hosts(
     n_ph = pairs.counts.astype(np.float64)
     z_ph = pairs.count_where(hardware).astype(np.float64)
     n_pops = int(pair_pop.max()) + 1 if pair_pop.size else 0
-    n_p = np.bincount(pair_pop, weights=n_ph, minlength=n_pops)
-    z_p = np.bincount(pair_pop, weights=z_ph, minlength=n_pops)
+    n_p = weighted_count(pair_pop, n_ph, n_pops)
+    z_p = weighted_count(pair_pop, z_ph, n_pops)
     h_p = np.bincount(pair_pop, minlength=n_pops)
 
     # Fleet prior: the anomaly rate of "ordinary" populations (not anomaly-heavy and spread),
@@ -149,7 +150,7 @@ def scan_hosts(
     c = np.asarray(cpu, dtype=np.int64)
     crashes = np.bincount(h, minlength=n_hosts).astype(np.int64)
     anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
-    expected = np.bincount(h, weights=ez, minlength=n_hosts)
+    expected = weighted_count(h, ez, n_hosts)
     explained = np.bincount(h[crash_expl], minlength=n_hosts).astype(np.int64)
     cells = _modal_cells(h, c, resid, ez, n_hosts)
     p_cpu = max_cell_pvalue(cells.n, cells.top, cpus)
@@ -165,7 +166,9 @@ def scan_hosts(
         t = np.asarray(time_us, np.int64)
         if time_order is None:
             time_order = np.argsort(t, kind="stable").astype(np.int64)
-        stream.run(h, c, t, time_order, resid, ez, cpus, settings)
+        stream.run(
+            h=h, c=c, t=t, time_order=time_order, resid=resid, ez=ez, cpus=cpus, settings=settings
+        )
     return HostScan(
         crashes=crashes,
         known_cpu=cells.n,
@@ -264,6 +267,7 @@ class _Stream:
 
     def run(
         self,
+        *,
         h: I64,
         c: I64,
         t: I64,

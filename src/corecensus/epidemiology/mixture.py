@@ -79,7 +79,7 @@ def host_split(
     verdict: Verdict,
     min_part: int = 2,
 ) -> Split | None:
-    """Crashes from CPU-scan-flagged hosts (name, cpu, crashes there) beside the rest."""
+    """Crashes on the CPUs the scan flagged (host name, CPU, crashes there) beside the rest."""
     k = sum(n for _, _, n in flagged)
     rest = crashes - k
     if k < min_part or rest < min_part:
@@ -88,12 +88,14 @@ def host_split(
     if verdict is Verdict.HARDWARE:
         return Split(
             by="host",
-            part=f"{rest} crashes on other hosts",
+            part=f"{rest} crashes off the flagged CPUs",
             crashes=rest,
             rest=k,
             verdict=Verdict.INCONCLUSIVE,
             p_value=None,
-            evidence=f"Besides the flagged hosts ({names}), {rest} crashes come from elsewhere.",
+            evidence=(
+                f"Besides the crashes on the flagged CPUs ({names}), {rest} come from elsewhere."
+            ),
         )
     return Split(
         by="host",
@@ -103,7 +105,7 @@ def host_split(
         verdict=Verdict.HARDWARE,
         p_value=None,
         evidence=(
-            f"{k} of {crashes} crashes come from host(s) flagged by the CPU scan ({names}); "
+            f"{k} of {crashes} crashes are on CPUs flagged by the host scan ({names}); "
             f"the other {rest} are the software population."
         ),
     )

@@ -152,13 +152,16 @@ def poisson_changepoint(
     hi: Any,
     *,
     increase_only: bool = True,
+    min_after: int = 1,
 ) -> Changepoint:
     """Best single rate change per group.
 
     ``times_us`` and ``cum_exposure`` (``Lambda`` at each crash) are sorted by time within
     consecutive groups beginning at ``starts``; ``lo[g]``/``hi[g]`` are ``Lambda`` at the start
     and end of group *g*'s observation window. With ``increase_only`` only onsets (rate going up)
-    are candidates.
+    are candidates, and only changes followed by at least ``min_after`` crashes: a change just
+    before the window's last crash would otherwise put one crash in (almost) no exposure and
+    look infinitely significant.
     """
     t = np.asarray(times_us, dtype=np.int64)
     lam = np.asarray(cum_exposure, dtype=np.float64)
@@ -189,16 +192,17 @@ def poisson_changepoint(
     # more exposure before), so only A is needed.
     k_a = rank.astype(np.float64)
     l_a = llr(k_a)
+    enough = n_g - k_a >= min_after
     if increase_only:
         up = (n_g - k_a) / (total_e - e1) > k_a / e1
-        score = np.where(up, l_a, -np.inf)
+        score = np.where(up & enough, l_a, -np.inf)
         use_b = np.zeros(n, dtype=bool)
         k = k_a
     else:
         k_b = k_a + 1.0
         l_b = llr(k_b)
-        use_b = l_b > l_a
-        score = np.where(use_b, l_b, l_a)
+        use_b = (l_b > l_a) & (n_g - k_b >= min_after)
+        score = np.where(use_b, l_b, np.where(enough, l_a, -np.inf))
         k = np.where(use_b, k_b, k_a)
     time_us = np.zeros(n_groups, dtype=np.int64)
     best_llr = np.zeros(n_groups, dtype=np.float64)
@@ -280,6 +284,7 @@ def population_timeline(
     time_order: I64,
     curve: CumulativeExposure | None,
     dominant_share: float = 0.9,
+    min_after: int = 3,
 ) -> PopulationTimeline:
     """Run :func:`poisson_changepoint` for every population at once.
 
@@ -324,7 +329,13 @@ def population_timeline(
             hi[pops_s] = curve.at(np.array([curve.last_us]), s)[0]
     nonempty = counts > 0
     cp_nonempty = poisson_changepoint(
-        ts, lam, starts_all[nonempty], lo[nonempty], hi[nonempty], increase_only=True
+        ts,
+        lam,
+        starts_all[nonempty],
+        lo[nonempty],
+        hi[nonempty],
+        increase_only=True,
+        min_after=min_after,
     )
     cp = _scatter(cp_nonempty, nonempty, n_pops)
     return PopulationTimeline(changepoint=cp, stratum=stratum, constant_exposure=curve is None)

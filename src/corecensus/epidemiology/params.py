@@ -34,7 +34,9 @@ class AnalysisParams:
     Host scan (hardware): ``host_alpha`` per-host false-alarm budget on the combined CPU
     concentration + residual anomaly p-value; ``cpu_alpha`` to name a CPU; anomaly explaining
     away by ``explain_min_rate`` / ``explain_min_hosts`` / ``anomaly_prior_strength``
-    (pseudo-crashes); ``streaming`` computes first-alarm times, at ``stream_alpha`` (default
+    (pseudo-crashes); ``default_cpus`` is the CPU count of hosts without host facts (0: infer it
+    from the CPU indices seen; see concentration); ``streaming`` computes first-alarm times, at
+    ``stream_alpha`` (default
     ``host_alpha``: the streaming test looks after every crash, so it alarms more often).
 
     Rates: ``fdr_q`` BH level across hosts; ``mid_p`` for the Poisson tests; a host is in
@@ -57,6 +59,7 @@ class AnalysisParams:
     host_alpha: float = 1e-4
     stream_alpha: float | None = None
     cpu_alpha: float = 1e-3
+    default_cpus: int = 0
     hardware_anomalies: tuple[str, ...] = HARDWARE_ANOMALIES
     explain_min_rate: float = 0.2
     explain_min_hosts: int = 3
@@ -92,6 +95,8 @@ class AnalysisParams:
         unknown = [a for a in self.hardware_anomalies if a not in ANOMALY_NAMES]
         if unknown:
             raise ConfigError(f"unknown anomaly name(s) in hardware_anomalies: {unknown}")
+        if self.default_cpus < 0:
+            raise ConfigError("default_cpus must be >= 0 (0: infer)")
         if self.min_crashes < 1 or self.max_suspect_hosts < 1 or self.spread_min_hosts < 1:
             raise ConfigError("min_crashes, max_suspect_hosts and spread_min_hosts must be >= 1")
 

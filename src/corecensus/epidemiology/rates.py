@@ -25,6 +25,7 @@ from corecensus.epidemiology.dispersion import Dispersion, poisson_dispersion
 from corecensus.epidemiology.exposure import ExposureIndex
 from corecensus.epidemiology.multiplicity import benjamini_hochberg, grouped_benjamini_hochberg
 from corecensus.epidemiology.poisson import poisson_upper
+from corecensus.epidemiology.segments import weighted_count
 from corecensus.epidemiology.shrinkage import GammaPrior, fit_gamma_prior
 
 __all__ = ["HostRates", "PairRates", "host_rates", "pair_rates"]
@@ -52,12 +53,12 @@ class PairRates:
 
 def pair_rates(
     index: ExposureIndex,
+    *,
     pair_pop: I64,
     pair_host: I64,
     pair_count: I64,
     crash_pop: NDArray[np.int32],
     n_pops: int,
-    *,
     mid_p: bool = False,
 ) -> PairRates:
     """Rates for the cells given (pairs sorted by population, as :class:`Groups` makes them)."""
@@ -69,17 +70,18 @@ def pair_rates(
     q = np.full(o.size, np.nan)
     q[ok] = grouped_benjamini_hochberg(p[ok], pair_pop[ok], units)
     # every crash's stratum has exposure, so sum_h E[P, h] over all hosts is the crash count
-    e_all = np.bincount(pair_pop, weights=o, minlength=n_pops)
-    exp_seen = np.bincount(pair_pop[ok], weights=expected[ok], minlength=n_pops)
-    obs_ok = np.bincount(pair_pop[ok], weights=o[ok], minlength=n_pops)
-    disp = poisson_dispersion(o[ok], expected[ok], pair_pop[ok], n_pops, e_all, units)
+    e_all = weighted_count(pair_pop, o, n_pops)
+    exp_seen = weighted_count(pair_pop[ok], expected[ok], n_pops)
+    obs_ok = weighted_count(pair_pop[ok], o[ok], n_pops)
+    disp = poisson_dispersion(
+        o[ok], expected[ok], group=pair_pop[ok], n_groups=n_pops, expected_total=e_all, units=units
+    )
     # Marshall's moments per population, vectorized (see shrinkage.fit_gamma_prior): hosts
     # without crashes add m^2 E each, i.e. m^2 (E_all - E_seen) together
     with np.errstate(divide="ignore", invalid="ignore"):
         m = np.where(e_all > 0, obs_ok / e_all, 1.0)
         mp = m[pair_pop[ok]]
-        dev = np.bincount(pair_pop[ok], weights=(o[ok] - mp * expected[ok]) ** 2 / expected[ok],
-                          minlength=n_pops)  # fmt: skip
+        dev = weighted_count(pair_pop[ok], (o[ok] - mp * expected[ok]) ** 2 / expected[ok], n_pops)
         dev += m * m * np.maximum(e_all - exp_seen, 0.0)
         s2 = np.where(e_all > 0, dev / e_all - m * np.maximum(units, 1) / e_all, 0.0)
     s2 = np.maximum(np.nan_to_num(s2, nan=0.0), 0.0)

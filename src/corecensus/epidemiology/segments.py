@@ -21,6 +21,7 @@ __all__ = [
     "segment_cummax",
     "segment_cumsum",
     "segment_rank",
+    "weighted_count",
 ]
 
 I64 = NDArray[np.int64]
@@ -54,6 +55,12 @@ def radix_argsort(key: NDArray[Any]) -> I64:
         shift += 16
         if top >> shift == 0:
             return order
+
+
+def weighted_count(index: NDArray[Any], weights: NDArray[Any], n: int) -> F64:
+    """``np.bincount(index, weights, minlength=n)`` typed as float64 (sums per index)."""
+    out: F64 = np.asarray(np.bincount(index, weights=weights, minlength=n), dtype=np.float64)
+    return out
 
 
 def pair_key(a: NDArray[Any], b: NDArray[Any], width: int) -> I64:

@@ -417,7 +417,8 @@ class Deploys:
 
     @classmethod
     def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> Deploys:
-        """Build from dicts with keys ``time`` (ISO text, µs or datetime), ``service``, ``version``."""
+        """Build from dicts with keys ``time`` (ISO text, µs or datetime), ``service`` and
+        ``version``."""
         return _deploys_from_text_rows(
             [(i, {k: _as_text(v) for k, v in r.items()}) for i, r in enumerate(rows)], "row"
         )

@@ -6,9 +6,10 @@
   goes through a deprecated, much slower path).
 * ``P(X >= a)`` for ``X ~ Hypergeometric(N, K, n)`` (one-sided Fisher exact test) is summed
   from log-pmf terms: above the mode the terms fall at least geometrically, so ``terms`` of them
-  reach double precision; at or below the mode the complement has at most ``mode`` terms, and
-  distributions wider than ``terms / 20`` standard deviations go to SciPy. This replaces ``scipy.stats.hypergeom.sf``,
-  whose cost grows with ``N`` (seconds for a few thousand tables over a million crashes).
+  reach double precision; at or below the mode the complement has at most ``mode`` terms;
+  distributions wider than ``terms / 20`` standard deviations go to SciPy. This replaces
+  ``scipy.stats.hypergeom.sf``, whose cost grows with ``N`` (seconds for a few thousand
+  tables over a million crashes).
 """
 
 from __future__ import annotations

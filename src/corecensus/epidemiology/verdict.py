@@ -44,7 +44,8 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class HostFacts:
     """One host's part of a population (only candidate hosts are materialised); ``pair`` is
-    the (population, host) cell's index."""
+    the (population, host) cell's index; ``on_flagged_cpu`` counts its crashes on the CPU the
+    host scan flagged."""
 
     pair: int
     host: int
@@ -61,6 +62,7 @@ class HostFacts:
     hardware: int
     flagged: bool
     excess: bool
+    on_flagged_cpu: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,7 @@ def _excess_words(h: HostFacts, rates: bool) -> str:
 
 def _cpu_words(h: HostFacts) -> str:
     return (
-        f"on {h.name} {h.cpu_crashes} of {h.crashes} are on CPU {h.cpu} (largest-cell "
+        f"On {h.name}, {h.cpu_crashes} of its {h.crashes} are on CPU {h.cpu} (largest-cell "
         f"multinomial test against uniform over {h.cpus} CPUs, p={h.cpu_p_value:.2g})"
     )
 

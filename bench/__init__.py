@@ -1,1 +1,0 @@
-"""Benchmarks (not tests): each prints a table with a ratio against a named peer."""

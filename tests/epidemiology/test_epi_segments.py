@@ -1,0 +1,47 @@
+"""Sort-based group-by helpers against plain Python."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corecensus.epidemiology.segments import (
+    Groups,
+    radix_argsort,
+    segment_cummax,
+    segment_cumsum,
+    segment_rank,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=2**40), max_size=200),
+    st.sampled_from([3, 70_000, 2**33]),
+)
+def test_radix_argsort_is_a_stable_argsort(values: list[int], mod: int) -> None:
+    key = np.array(values, dtype=np.int64) % mod
+    assert radix_argsort(key).tolist() == np.argsort(key, kind="stable").tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 9)), min_size=1, max_size=80))
+def test_groups_and_segment_ops(rows: list[tuple[int, int]]) -> None:
+    key = np.array([r[0] for r in rows])
+    val = np.array([r[1] for r in rows])
+    g = Groups.of(key)
+    assert g.keys.tolist() == sorted(set(key.tolist()))
+    assert g.counts.tolist() == [int((key == k).sum()) for k in g.keys]
+    assert g.sum(val).tolist() == [float(val[key == k].sum()) for k in g.keys]
+    assert g.keys[g.inverse].tolist() == key.tolist()
+    # segments in sorted order
+    sv = val[g.order]
+    cs = segment_cumsum(sv, g.starts)
+    cm = segment_cummax(sv.astype(np.int64), g.starts)
+    rk = segment_rank(sv.size, g.starts)
+    ends = [*g.starts[1:].tolist(), sv.size]
+    for s, e in zip(g.starts.tolist(), ends, strict=True):
+        assert cs[s:e].tolist() == np.cumsum(sv[s:e]).tolist()
+        assert cm[s:e].tolist() == np.maximum.accumulate(sv[s:e]).tolist()
+        assert rk[s:e].tolist() == list(range(e - s))
