@@ -18,7 +18,7 @@ from corecensus.epidemiology import analyze
 from corecensus.epidemiology.findings import Analysis, PopulationInfo
 from corecensus.epidemiology.table import CrashTable, Deploys, ExposureTable, encode
 from corecensus.signature import PopulationLevel
-from corecensus.store import DeployRow, ExposureRow, Heartbeat, Store
+from corecensus.store import DeployRow, ExposureRow, Heartbeat, ScreenResultRow, Store
 
 __all__ = ["HEARTBEAT_PERIOD_S", "CensusInputs", "crash_table", "run_census"]
 
@@ -31,10 +31,40 @@ _MAX_SAMPLE_FRAMES = 8
 
 @dataclass(frozen=True, slots=True)
 class CensusInputs:
-    """Where the exposure and deploys came from, for the report's evidence."""
+    """Where the exposure and deploys came from, and the latest SDC screen of each host."""
 
     exposure_source: str
     deploys_source: str
+    screens: tuple[ScreenResultRow, ...] = ()
+
+    def screens_json(self, hosts: Iterable[str] | None = None) -> list[dict[str, object]]:
+        """The screens (of ``hosts`` if given) as shown beside crash populations."""
+        wanted = None if hosts is None else set(hosts)
+        out: list[dict[str, object]] = []
+        for row in self.screens:
+            if wanted is not None and row.host not in wanted:
+                continue
+            decision = row.result.get("decision") or {}
+            out.append(
+                {
+                    "host": row.host,
+                    "time_us": row.time_us,
+                    "mode": row.mode,
+                    "decision": row.decision,
+                    "quarantine_cpus": list(decision.get("quarantine_cpus", [])),
+                    "quarantine_host": bool(decision.get("quarantine_host", False)),
+                }
+            )
+        return out
+
+
+def latest_screens(rows: Iterable[ScreenResultRow]) -> tuple[ScreenResultRow, ...]:
+    """The most recent screen of each host."""
+    latest: dict[str, ScreenResultRow] = {}
+    for row in rows:
+        if row.host not in latest or row.time_us > latest[row.host].time_us:
+            latest[row.host] = row
+    return tuple(sorted(latest.values(), key=lambda r: r.host))
 
 
 def crash_table(
@@ -141,4 +171,5 @@ def run_census(
     else:
         deploys = _deploys_from_rows(store.iter_deploys())
         dep_src = "store" if deploys is not None else "none"
-    return analyze(table, exposure, deploys, info), CensusInputs(exp_src, dep_src)
+    screens = latest_screens(store.iter_screen_results())
+    return analyze(table, exposure, deploys, info), CensusInputs(exp_src, dep_src, screens)

@@ -69,7 +69,11 @@ def analyze(
             "deploys": inputs.deploys_source,
             "level": level,
         }
+        # SDC screens beside the populations: the latest screen of each suspect host.
+        for pop in doc["populations"]:
+            pop["screens"] = inputs.screens_json(s["host"] for s in pop["suspects"])
+        doc["screens"] = inputs.screens_json()
         print_json(doc)
     else:
-        render_analysis(console(), analysis, evidence=not brief)
+        render_analysis(console(), analysis, evidence=not brief, screens=inputs.screens_json())
     return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
@@ -20,7 +22,13 @@ def _time(us: int | None) -> str:
     return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def render_analysis(out: Console, analysis: Analysis, *, evidence: bool = True) -> None:
+def render_analysis(
+    out: Console,
+    analysis: Analysis,
+    *,
+    evidence: bool = True,
+    screens: Sequence[Mapping[str, Any]] = (),
+) -> None:
     t = Table(
         title=f"{len(analysis.populations)} crash populations, {analysis.crashes} crashes",
         title_justify="left",
@@ -85,6 +93,23 @@ def render_analysis(out: Console, analysis: Analysis, *, evidence: bool = True) 
                 _time(f.first_alarm_us),
             )
         out.print(h)
+    if screens:
+        sc = Table(title="latest SDC screens", title_justify="left")
+        sc.add_column("host")
+        sc.add_column("time")
+        sc.add_column("mode")
+        sc.add_column("decision")
+        sc.add_column("quarantined CPUs")
+        for scr in screens:
+            cpus = ",".join(str(c) for c in scr.get("quarantine_cpus", ())) or "-"
+            sc.add_row(
+                str(scr["host"]),
+                _time(int(scr["time_us"])),
+                str(scr["mode"]),
+                str(scr["decision"]),
+                cpus,
+            )
+        out.print(sc)
 
 
 def _who(p: PopulationFinding) -> str:
