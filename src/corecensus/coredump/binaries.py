@@ -105,6 +105,7 @@ class BinaryResolver:
         self._dirs = [Path(d) for d in binaries]
         self._index: dict[str, Path] | None = None
         self._maps: dict[Path, mmap.mmap | None] = {}
+        self._resolved: dict[tuple[str, str | None], Path | None] = {}
         self.build_ids: dict[str, str | None] = {}  # mapping path -> build-id from the core
 
     def _build_index(self) -> dict[str, Path]:
@@ -133,7 +134,17 @@ class BinaryResolver:
         return self._index.get(build_id)
 
     def local_file(self, path: str, build_id: str | None) -> Path | None:
-        """The local copy to read for a mapped file, or None if no trustworthy copy exists."""
+        """The local copy to read for a mapped file, or None if no trustworthy copy exists.
+
+        Resolved once per (path, build-id): stack scanning reads code of the same few files
+        hundreds of times per core.
+        """
+        key = (path, build_id)
+        if key not in self._resolved:
+            self._resolved[key] = self._resolve(path, build_id)
+        return self._resolved[key]
+
+    def _resolve(self, path: str, build_id: str | None) -> Path | None:
         if build_id:
             found = self.by_build_id(build_id)
             if found is not None:

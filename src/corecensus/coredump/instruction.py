@@ -139,13 +139,31 @@ def call_before(space: AddressSpace, addr: int, arch: str) -> Any | None:
         code = space.read(addr - 5, 5)
         if code is None:
             return None
-    for length in (5, 2, 3, 6, 7, 4, 8, 9):
-        if length > len(code):
-            continue
+    for length in _x86_call_candidates(code):
         insn = decode(code[-length:], addr - length, arch)
         if insn is not None and insn.size == length and insn.mnemonic == "call":
             return insn
     return None
+
+
+def _x86_call_candidates(code: bytes) -> list[int]:
+    """Lengths at which ``code`` could end with a call, by a cheap look at the opcode bytes.
+
+    x86-64 calls are ``E8 rel32`` (5 bytes) or ``FF /2`` (ModRM reg field 2, 2 to 7 bytes plus a
+    REX or segment prefix). Checking those bytes first spares capstone the words of a stack
+    window that are code addresses but not return addresses (most of them).
+    """
+    n = len(code)
+    out: list[int] = []
+    if n >= 5 and code[n - 5] == 0xE8:
+        out.append(5)
+    for length in range(2, min(n, _MAX_CALL_LEN) + 1):
+        start = n - length
+        for op in (start, start + 1):  # opcode, or opcode after a one-byte prefix
+            if op + 1 < n and code[op] == 0xFF and (code[op + 1] >> 3) & 7 == 2:
+                out.append(length)
+                break
+    return out
 
 
 def is_restore_rt(space: AddressSpace, addr: int) -> bool:
