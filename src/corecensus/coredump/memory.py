@@ -157,7 +157,7 @@ class AddressSpace:
             if chunk is None:
                 out.extend([None] * n)
             else:
-                out.extend(v for (v,) in struct.iter_unpack(fmt, chunk[: n * w]))
+                out.extend(struct.unpack(f"{fmt[0]}{n}{fmt[1]}", chunk[: n * w]))
             pos = page_end
         return out
 

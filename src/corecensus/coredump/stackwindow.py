@@ -17,6 +17,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+import numpy as np
+
 from corecensus.coredump.instruction import call_before, is_restore_rt
 from corecensus.coredump.parse import STACK_ABOVE, STACK_BELOW, ParsedCore
 
@@ -58,22 +60,41 @@ def scan_stack(p: ParsedCore) -> tuple[list[RawStackWord], list[RawSignalFrame],
     arch = p.arch_name
     out: list[RawStackWord] = []
     frames: list[RawSignalFrame] = []
-    after_call_cache: dict[int, bool] = {}
-    for i, value in enumerate(words):
-        if value is None or value < 4096 or not p.space.is_executable(value):
-            continue
+    checked: dict[int, tuple[bool, bool]] = {}  # value -> (after a call, is __restore_rt)
+    for i in _code_pointer_indices(p, words):
+        value = words[i]
+        assert value is not None
         addr = start + i * w
         offset = addr - sp
-        if arch == "x86_64" and is_restore_rt(p.space, value):
+        known = checked.get(value)
+        if known is None:
+            known = (
+                call_before(p.space, value, arch) is not None,
+                arch == "x86_64" and is_restore_rt(p.space, value),
+            )
+            checked[value] = known
+        if known[1]:
             frame = _signal_frame(p, addr, offset)
             if frame is not None:
                 frames.append(frame)
-        known = after_call_cache.get(value)
-        if known is None:
-            known = call_before(p.space, value, arch) is not None
-            after_call_cache[value] = known
-        out.append(RawStackWord(offset, value, known))
+        out.append(RawStackWord(offset, value, known[0]))
     return out, frames, None
+
+
+def _code_pointer_indices(p: ParsedCore, words: list[int | None]) -> list[int]:
+    """Indices of the words that point into an executable mapping (vectorized: a stack window
+    is thousands of words and only a few dozen are code addresses)."""
+    ranges = [(s.vaddr, s.end) for s in p.segments if s.executable]
+    if not ranges:
+        return []
+    starts = np.array([r[0] for r in ranges], dtype=np.uint64)
+    ends = np.array([r[1] for r in ranges], dtype=np.uint64)
+    present = np.array([v is not None for v in words], dtype=bool)
+    values = np.array([0 if v is None else v for v in words], dtype=np.uint64)
+    idx = np.searchsorted(starts, values, side="right").astype(np.int64) - 1
+    ok = present & (values >= 4096) & (idx >= 0)
+    ok[ok] &= values[ok] < ends[idx[ok]]
+    return [int(i) for i in np.flatnonzero(ok)]
 
 
 def _signal_frame(p: ParsedCore, addr: int, offset: int) -> RawSignalFrame | None:
