@@ -56,7 +56,7 @@ from corecensus.epidemiology.verdict import (
     decide,
     onset_sentence,
 )
-from corecensus.epidemiology.versions import VersionHistory, population_onset
+from corecensus.epidemiology.versions import OnsetFinding, VersionHistory, population_onset
 from corecensus.model import ANOMALY_NAMES
 
 __all__ = ["analyze"]
@@ -353,14 +353,19 @@ class _Context:
         candidates = self._candidates(p)
         top = self.top_pair[p]
         top_share = float(self.pairs.counts[top]) / n if n else 0.0
-        found = population_onset(
-            p,
-            crashes=n,
-            service=int(self.timeline.stratum[p]),
-            changepoint=self.timeline.changepoint,
-            history=self.history,
-            params=params,
-        )
+        # Below min_crashes the verdict is "too few" whatever else holds; skipping the onset and
+        # split work keeps a long tail of singleton signatures cheap.
+        judged = n >= params.min_crashes
+        found = OnsetFinding(None, None, None, None)
+        if judged:
+            found = population_onset(
+                p,
+                crashes=n,
+                service=int(self.timeline.stratum[p]),
+                changepoint=self.timeline.changepoint,
+                history=self.history,
+                params=params,
+            )
         onset, version_evidence = found.onset, found.version_evidence
         disp_index = disp_p = None
         if self.rates is not None:
@@ -389,7 +394,7 @@ class _Context:
             evidence.append(found.note)
         signals = self.attributes.get(p, [])
         evidence += [signal_sentence(s) for s in signals]
-        splits = self._splits(p, facts, decision.verdict)
+        splits = self._splits(p, facts, decision.verdict) if judged else []
         evidence += [s.evidence for s in splits]
         if self.rates is None:
             evidence.append(

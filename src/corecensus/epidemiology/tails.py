@@ -50,16 +50,7 @@ def hypergeom_upper(a: Any, total: Any, successes: Any, draws: Any, *, terms: in
     )
     lo = np.maximum(0.0, n_draw + k_succ - big_n)
     hi = np.minimum(n_draw, k_succ)
-    log_denom = _log_choose(big_n, n_draw)
     mode = np.floor((n_draw + 1) * (k_succ + 1) / (big_n + 2))
-
-    def pmf(k: F64, sel: NDArray[np.bool_]) -> F64:
-        ok = sel & (k >= lo) & (k <= hi)
-        kk = np.where(ok, k, lo)
-        logp = _log_choose(k_succ, kk) + _log_choose(big_n - k_succ, n_draw - kk) - log_denom
-        res: F64 = np.where(ok, np.exp(logp), 0.0)
-        return res
-
     out = np.ones(x.shape, dtype=np.float64)
     # A wide distribution needs more terms than ``terms``: hand those (rare) cells to SciPy.
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -67,18 +58,32 @@ def hypergeom_upper(a: Any, total: Any, successes: Any, draws: Any, *, terms: in
     wide = np.nan_to_num(np.sqrt(np.maximum(var, 0.0)), nan=0.0) > terms / 20
     if wide.any():
         out[wide] = stats.hypergeom.sf(x[wide] - 1, big_n[wide], k_succ[wide], n_draw[wide])
+
+    def tail_sum(sel: NDArray[np.bool_], first: F64, count: int, limit: F64 | None) -> F64:
+        """Sum of pmf(first + step) for step < count (and first + step < limit), on ``sel``."""
+        bn, ks, nd = big_n[sel], k_succ[sel], n_draw[sel]
+        lo_s, hi_s = lo[sel], hi[sel]
+        log_denom = _log_choose(bn, nd)
+        acc = np.zeros(bn.shape, dtype=np.float64)
+        for step in range(count):
+            k = first + step
+            ok = (k >= lo_s) & (k <= hi_s)
+            if limit is not None:
+                ok &= k < limit
+            if not ok.any():
+                break
+            kk = np.where(ok, k, lo_s)
+            logp = _log_choose(ks, kk) + _log_choose(bn - ks, nd - kk) - log_denom
+            acc += np.where(ok, np.exp(logp), 0.0)
+        return acc
+
     upper = (x > mode) & (x <= hi) & ~wide
     if upper.any():
-        acc = np.zeros(x.shape, dtype=np.float64)
-        for step in range(terms):
-            acc += pmf(x + step, upper)
-        out = np.where(upper, acc, out)
+        out[upper] = tail_sum(upper, x[upper], terms, None)
     lower = (x <= mode) & (x > lo) & ~wide
     if lower.any():
-        acc = np.zeros(x.shape, dtype=np.float64)
-        for step in range(int(np.max(np.where(lower, x - lo, 0.0)))):
-            acc += pmf(lo + step, lower & (lo + step < x))
-        out = np.where(lower, 1.0 - acc, out)
+        span = int(np.max(x[lower] - lo[lower]))
+        out[lower] = 1.0 - tail_sum(lower, lo[lower], span, x[lower])
     out = np.where(x > hi, 0.0, np.where(x <= lo, 1.0, out))
     res: F64 = np.clip(out, 0.0, 1.0)
     return res
