@@ -100,6 +100,14 @@ class Series:
         return statistics.median(self.cpu)
 
     @property
+    def cpu_best(self) -> float:
+        return min(self.cpu)
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+    @property
     def p90(self) -> float:
         s = sorted(self.times)
         return s[max(0, math.ceil(0.9 * len(s)) - 1)]
@@ -435,13 +443,17 @@ def render(r: Results, header: list[str]) -> str:
         "interleaved round-robin across cores and methods, so background load falls on all of "
         "them alike.",
         "",
-        "## Interpretation",
+        "## Summary",
         "",
-        *interpret(r),
+        *summary(r),
         "",
         "## Targets",
         "",
         *targets(r),
+        "",
+        "## Interpretation",
+        "",
+        *interpret(r),
         "",
         "## Cores",
         "",
@@ -472,15 +484,16 @@ def render(r: Results, header: list[str]) -> str:
         "## Time per core",
         "",
         f"Repetitions: {r.reps['small']} per core in-process, {r.reps['proc']} as processes, "
-        f"{r.reps['zbig']} for sparse_4g.zst. Wall-clock median and 90th percentile, median CPU "
-        'time (user + system, all threads), cores/s = repetitions ÷ total wall time. "vs '
-        'eu-stack" and "vs drgn alone" = the peer\'s median wall time ÷ this row\'s (above 1: '
-        "faster than the peer); in-process rows against eu-stack compare a call with a whole "
-        "process, which is how each is used on a fleet's cores.",
+        f"{r.reps['zbig']} for sparse_4g.zst. Wall-clock median, 90th percentile and best "
+        "(minimum); median CPU time (user + system, all threads); cores/s = repetitions ÷ total "
+        'wall time. "vs eu-stack" and "vs drgn alone" = the peer\'s median wall time ÷ this '
+        "row's (above 1: faster than the peer; for .zst cores the peer is `zstd -d` + "
+        "eu-stack); in-process rows against eu-stack compare a call with a whole process, which "
+        "is how each is used on a fleet's cores.",
         "",
-        "| core | method | median ms | p90 ms | CPU ms | cores/s | vs eu-stack | vs drgn alone "
-        "| peak RSS MB | output |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| core | method | median ms | p90 ms | best ms | CPU ms | cores/s | vs eu-stack "
+        "| vs drgn alone | peak RSS MB | output |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in r.cores + r.zcores:
         eu = r.get(c.name, "eu") or r.get(c.name, "unzstd_eu")
@@ -493,7 +506,8 @@ def render(r: Results, header: list[str]) -> str:
             ok = "correct" if s.ok else f"WRONG: {s.note}"
             lines.append(
                 f"| {c.name} | {LABELS[s.method]} | {_ms(s.median)} | {_ms(s.p90)} | "
-                f"{_ms(s.cpu_median)} | {s.per_s:.1f} | {vs_eu} | {vs_dg} | {rss} | {ok} |"
+                f"{_ms(s.best)} | {_ms(s.cpu_median)} | {s.per_s:.1f} | {vs_eu} | {vs_dg} | "
+                f"{rss} | {ok} |"
             )
     lines += [
         "",
@@ -560,6 +574,34 @@ def render(r: Results, header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(r: Results) -> list[str]:
+    """Median wall ms per plain core and method, cores/s over all of them, peak RSS."""
+    sizes = {c.name: _size(c.apparent_bytes) for c in r.cores}
+    head = " | ".join(f"{n} ({sizes[n]})" for n in r.plain)
+    out = [
+        f"| method | {head} | cores/s | peak RSS MB |",
+        "|---|" + "---:|" * (len(r.plain) + 2),
+    ]
+    for m in ("reg", "full", "drgn", "eu", "gdb", "cli_reg", "cli_full"):
+        ss = [s for n in r.plain if (s := r.get(n, m))]
+        if not ss:
+            continue
+        per_s = sum(len(s.times) for s in ss) / sum(sum(s.times) for s in ss)
+        if m in ("reg", "full", "drgn"):
+            peaks = [v for (n, mode), v in r.rss.items() if mode == m and n in r.plain]
+        else:
+            peaks = [max(s.rss_kib) for s in ss if s.rss_kib]
+        cells = " | ".join(_ms(s.median) for s in ss)
+        rss = _mb(max(peaks)) if peaks else ""
+        out.append(f"| {LABELS[m]} | {cells} | {per_s:.1f} | {rss} |")
+    out += [
+        "",
+        "Median wall ms per core on the same cores in one run; cores/s over all four. Memory "
+        "for in-process rows is the peak RSS of a fresh process doing one pass.",
+    ]
+    return out
+
+
 def _reg_vs_eu(r: Results, cpu: bool = False) -> dict[str, float]:
     out = {}
     for n in r.plain:
@@ -579,17 +621,21 @@ def _full_vs_drgn(r: Results) -> dict[str, float]:
 
 
 def _growth(r: Results) -> tuple[bool, list[str]]:
-    """Judged on CPU time: wall time on a shared machine also measures the neighbours."""
+    """Judged on the best (minimum) CPU time of each series.
+
+    Neighbours on a shared machine only ever add time (CPU contention, cache and memory
+    bandwidth), so the minimum is the estimate of the work itself; the medians are shown too.
+    """
     small, big = "null_deref", "sparse_4g"
     ok, parts = True, []
     for m in ("reg", "full"):
         a, b = r.get(small, m), r.get(big, m)
         if a and b:
-            ratio = b.cpu_median / a.cpu_median
+            ratio = b.cpu_best / a.cpu_best
             ok &= ratio <= GROWTH_TIME_MAX
             parts.append(
-                f"{m} pass CPU {_ms(a.cpu_median)} → {_ms(b.cpu_median)} ms ({ratio:.2f}×), "
-                f"wall {_ms(a.median)} → {_ms(b.median)} ms"
+                f"{m} pass best CPU {_ms(a.cpu_best)} → {_ms(b.cpu_best)} ms ({ratio:.2f}×), "
+                f"median wall {_ms(a.median)} → {_ms(b.median)} ms"
             )
         if (small, m) in r.rss and (big, m) in r.rss:
             ok &= (r.rss[(big, m)] - r.rss[(small, m)]) * 1024 <= GROWTH_RSS_MAX_BYTES
@@ -650,7 +696,8 @@ def targets(r: Results) -> list[str]:
     ok, parts = _growth(r)
     out.append(
         "| time and memory do not grow with core size: 1 MB core → 4 GB sparse core (taken "
-        f"as: at most {GROWTH_TIME_MAX}× the CPU time and +{GROWTH_RSS_MAX_BYTES / 1e6:.0f} MB) | "
+        f"as: at most {GROWTH_TIME_MAX}× the best CPU time, "
+        f"+{GROWTH_RSS_MAX_BYTES / 1e6:.0f} MB) | "
         + "; ".join(parts)
         + " | "
         + ("yes" if ok else "**no**")
@@ -672,7 +719,9 @@ def interpret(r: Results) -> list[str]:
     out.append(
         f"- **Register/anomaly pass ≤ 10 ms: {'met' if worst.median <= REG_TARGET_S else 'not met'}"
         f"** — slowest core {worst_name}, {_ms(worst.median)} ms median wall, "
-        f"{_ms(worst.cpu_median)} ms CPU."
+        f"{_ms(worst.cpu_median)} ms median CPU, {_ms(worst.best)} ms best wall; the others "
+        + ", ".join(f"{n} {_ms(x.median)} ms" for n, x in regs.items() if n != worst_name)
+        + " (median wall)."
     )
     lo_wall = min(wall.values())
     prof = r.profiles.get(REG_PROFILE, [])
@@ -712,9 +761,9 @@ def interpret(r: Results) -> list[str]:
         f"{'met' if vs and min(vs.values()) >= 1 else 'not met'}** — drgn alone takes "
         f"{min(vs.values()):.2f}–{max(vs.values()):.2f}× as long as the full pass. Its "
         f"`load_debug_info(default=True)` step alone takes {_ms(load)} ms (median), against "
-        f"{_ms(min(fulls))}–{_ms(max(fulls))} ms for corecensus's whole full pass, which "
-        "creates drgn's modules itself from the core's file list and build-ids rather than "
-        "asking drgn to find and load debug info for every module up front."
+        f"{_ms(min(fulls))}–{_ms(max(fulls))} ms for corecensus's whole full pass (which "
+        "creates drgn's modules itself from the core's file list and build-ids and loads them "
+        "with `load_module_debug_info`, instead of calling `load_debug_info(default=True)`)."
     )
     core, mode, peak = _peak_rss(r)
     zrss = r.rss.get(("sparse_4g.zst", "reg"))
