@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from corecensus.coredump.instruction import call_before, is_restore_rt
+from corecensus.coredump.instruction import is_after_call, is_restore_rt
 from corecensus.coredump.parse import STACK_ABOVE, STACK_BELOW, ParsedCore
 
 __all__ = ["RawSignalFrame", "RawStackWord", "scan_stack"]
@@ -69,7 +69,7 @@ def scan_stack(p: ParsedCore) -> tuple[list[RawStackWord], list[RawSignalFrame],
         known = checked.get(value)
         if known is None:
             known = (
-                call_before(p.space, value, arch) is not None,
+                is_after_call(p.space, value, arch),
                 arch == "x86_64" and is_restore_rt(p.space, value),
             )
             checked[value] = known
