@@ -19,8 +19,8 @@ __all__ = [
     "MemoryAccess",
     "call_before",
     "decode",
-    "is_after_call",
     "effective_accesses",
+    "is_after_call",
     "is_restore_rt",
     "register_value",
 ]
