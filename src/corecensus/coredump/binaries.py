@@ -13,6 +13,7 @@ import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from corecensus.coredump.elf import read_image_headers
 from corecensus.coredump.notes import FileMapping
 
 __all__ = ["BinaryResolver", "build_id_from_image", "build_id_of_file"]
@@ -28,39 +29,16 @@ Reader = Callable[[int, int], bytes | None]
 
 def build_id_from_image(read: Reader, base: int) -> str | None:
     """Build-id of an ELF image whose bytes at file offset ``o`` are ``read(base + o, n)``."""
-    ident = read(base, 64)
-    if ident is None or len(ident) < 52 or not ident.startswith(b"\x7fELF"):
+    image = read_image_headers(read, base)
+    if image is None:
         return None
-    is_64 = ident[4] == 2
-    e = "<" if ident[5] == 1 else ">"
-    if is_64:
-        phoff, phentsize, phnum = (
-            struct.unpack_from(e + "Q", ident, 32)[0],
-            *struct.unpack_from(e + "HH", ident, 54),
-        )
-    else:
-        phoff, phentsize, phnum = (
-            struct.unpack_from(e + "I", ident, 28)[0],
-            *struct.unpack_from(e + "HH", ident, 42),
-        )
-    if phentsize not in (32, 56) or phnum == 0 or phnum > 256:
-        return None
-    table = read(base + phoff, phentsize * phnum)
-    if table is None:
-        return None
-    for i in range(len(table) // phentsize):
-        if is_64:
-            ptype, _fl, off, _va, _pa, filesz = struct.unpack_from(
-                e + "IIQQQQ", table, i * phentsize
-            )
-        else:
-            ptype, off, _va, _pa, filesz = struct.unpack_from(e + "IIIII", table, i * phentsize)
-        if ptype != PT_NOTE or filesz > MAX_BUILD_ID_NOTE:
+    for h in image.headers:
+        if h.type != PT_NOTE or h.filesz > MAX_BUILD_ID_NOTE:
             continue
-        data = read(base + off, filesz)
+        data = read(base + h.offset, h.filesz)
         if data is None:
             continue
-        found = _scan_build_id(data, e)
+        found = _scan_build_id(data, image.endian)
         if found:
             return found
     return None

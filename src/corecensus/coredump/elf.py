@@ -10,7 +10,7 @@ memory and ends in a :class:`~corecensus.errors.CoreError` or a ``partial`` reco
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from corecensus.coredump.source import CoreSource
@@ -18,15 +18,20 @@ from corecensus.errors import CoreLimitError, KernelDumpError, NotACoreError
 
 __all__ = [
     "ElfHeader",
+    "ElfImage",
+    "ImageHeader",
     "Note",
     "Segment",
     "read_header",
+    "read_image_headers",
     "read_notes",
     "read_segments",
+    "unpack_image_headers",
 ]
 
 ET_CORE = 4
 PT_LOAD = 1
+PT_DYNAMIC = 2
 PT_NOTE = 4
 PF_X, PF_W, PF_R = 1, 2, 4
 PN_XNUM = 0xFFFF
@@ -249,3 +254,66 @@ def _iter_notes(data: bytes, e: str, problems: list[str]) -> Iterator[Note]:
         name = data[name_start : name_start + namesz].rstrip(b"\0")
         yield Note(name, ntype, data[desc_start:desc_end])
         pos = (desc_end + 3) & ~3
+
+
+@dataclass(frozen=True, slots=True)
+class ImageHeader:
+    """A program header of a loaded ELF image (an executable or library, not the core)."""
+
+    type: int
+    flags: int
+    offset: int
+    vaddr: int
+    filesz: int
+    memsz: int
+
+
+@dataclass(frozen=True, slots=True)
+class ElfImage:
+    endian: str
+    is_64: bool
+    headers: tuple[ImageHeader, ...]
+
+
+# An executable or library has a dozen program headers; more is a corrupt image.
+MAX_IMAGE_HEADERS = 256
+
+
+def read_image_headers(read: Callable[[int, int], bytes | None], base: int = 0) -> ElfImage | None:
+    """Program headers of the ELF image whose file offset ``o`` reads as ``read(base + o, n)``
+    (a file on disk with base 0, or an image in the crashed process's memory); None if the
+    bytes are not an ELF header with a sane program header table."""
+    ident = read(base, 64)
+    if ident is None or len(ident) < 52 or not ident.startswith(b"\x7fELF"):
+        return None
+    is_64 = ident[4] == 2
+    e = "<" if ident[5] == 1 else ">"
+    if is_64:
+        (phoff,) = struct.unpack_from(e + "Q", ident, 32)
+        phentsize, phnum = struct.unpack_from(e + "HH", ident, 54)
+    else:
+        (phoff,) = struct.unpack_from(e + "I", ident, 28)
+        phentsize, phnum = struct.unpack_from(e + "HH", ident, 42)
+    if phentsize != (56 if is_64 else 32) or not 0 < phnum <= MAX_IMAGE_HEADERS:
+        return None
+    table = read(base + phoff, phentsize * phnum)
+    if table is None:
+        return None
+    return ElfImage(e, is_64, unpack_image_headers(table, e, is_64))
+
+
+def unpack_image_headers(table: bytes, endian: str, is_64: bool) -> tuple[ImageHeader, ...]:
+    """Decode a program header table (Elf64_Phdr or Elf32_Phdr entries)."""
+    size = 56 if is_64 else 32
+    out: list[ImageHeader] = []
+    for i in range(len(table) // size):
+        if is_64:
+            ptype, flags, off, vaddr, _pa, filesz, memsz, _al = struct.unpack_from(
+                endian + "IIQQQQQQ", table, i * size
+            )
+        else:
+            ptype, off, vaddr, _pa, filesz, memsz, flags, _al = struct.unpack_from(
+                endian + "IIIIIIII", table, i * size
+            )
+        out.append(ImageHeader(ptype, flags, off, vaddr, filesz, memsz))
+    return tuple(out)

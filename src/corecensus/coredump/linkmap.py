@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from corecensus.coredump.elf import Segment
+from corecensus.coredump.elf import ImageHeader, Segment, read_image_headers, unpack_image_headers
 from corecensus.coredump.memory import AddressSpace
 from corecensus.coredump.notes import AT_EXECFN, AT_PHDR, FileMapping
 
@@ -41,43 +41,26 @@ def mapped_files(
     w = space.hdr.word_size
     e = space.hdr.endian
     exe_name = (space.read_cstring(auxv[AT_EXECFN]) if auxv.get(AT_EXECFN) else None) or "<exe>"
-    # The executable's program headers: find their count from the segment that holds them.
-    entsize = 56 if w == 8 else 32
-    phdrs: list[tuple[int, int, int, int]] = []  # type, offset, vaddr, memsz
-    in_core = space.read(phdr, entsize) is not None
-    local = None if in_core or exe_file is None else exe_file(exe_name)
-    file_table = _file_phdr_table(local) if local is not None else None
-    for i in range(min(auxv.get(AT_PHNUM, MAX_PHNUM), MAX_PHNUM)):
-        if file_table is not None:
-            raw = file_table[i * entsize : (i + 1) * entsize] or None
-        else:
-            raw = space.read(phdr + i * entsize, entsize)
-        if raw is None or len(raw) < entsize:
-            break
-        if w == 8:
-            ptype, _f, off, vaddr, _pa, _fs, memsz, _al = struct.unpack(e + "IIQQQQQQ", raw)
-        else:
-            ptype, off, vaddr, _pa, _fs, memsz, _f, _al = struct.unpack(e + "IIIIIIII", raw)
-        phdrs.append((ptype, off, vaddr, memsz))
+    headers = _exe_headers(space, auxv, phdr, exe_file(exe_name) if exe_file else None)
     bias = 0
-    for ptype, _off, vaddr, _m in phdrs:
-        if ptype == PT_PHDR:
-            bias = phdr - vaddr
-            break
+    pt_phdr = next((h for h in headers if h.type == PT_PHDR), None)
+    if pt_phdr is not None:
+        bias = phdr - pt_phdr.vaddr
     else:
-        first = next((p for p in phdrs if p[0] == PT_LOAD and p[1] == 0), None)
+        first = next((h for h in headers if h.type == PT_LOAD and h.offset == 0), None)
         if first is not None:
             # No PT_PHDR: the headers follow the ELF header at the start of the first segment.
-            bias = phdr - (first[2] + (64 if w == 8 else 52))
-    out: list[FileMapping] = []
-    for ptype, off, vaddr, memsz in phdrs:
-        if ptype == PT_LOAD:
-            out.append(FileMapping(vaddr + bias, vaddr + bias + memsz, off & ~0xFFF, exe_name))
-    dyn = next((p for p in phdrs if p[0] == PT_DYNAMIC), None)
+            bias = phdr - (first.vaddr + (64 if w == 8 else 52))
+    out = [
+        FileMapping(h.vaddr + bias, h.vaddr + bias + h.memsz, h.offset & ~0xFFF, exe_name)
+        for h in headers
+        if h.type == PT_LOAD
+    ]
+    dyn = next((h for h in headers if h.type == PT_DYNAMIC), None)
     if dyn is None:
         return out
     r_debug = None
-    addr = dyn[2] + bias
+    addr = dyn.vaddr + bias
     for _ in range(512):
         pair = space.read(addr, 2 * w)
         if pair is None:
@@ -110,55 +93,41 @@ def mapped_files(
     return out
 
 
-def _file_phdr_table(path: Path) -> bytes | None:
-    """The program header table of an ELF file on disk (the same bytes the loader mapped)."""
+def _exe_headers(
+    space: AddressSpace, auxv: dict[int, int], phdr: int, local: Path | None
+) -> tuple[ImageHeader, ...]:
+    """The executable's program headers: from memory at AT_PHDR (AT_PHNUM of them), or from a
+    local copy of the file when the core does not hold them."""
+    is_64 = space.hdr.is_64
+    entsize = 56 if is_64 else 32
+    count = min(auxv.get(AT_PHNUM, MAX_PHNUM), MAX_PHNUM)
+    table = space.read(phdr, entsize * count)
+    if table is not None:
+        return unpack_image_headers(table, space.hdr.endian, is_64)
+    if local is None:
+        return ()
     try:
-        with open(path, "rb") as fh:
-            ident = fh.read(64)
-            if len(ident) < 52 or not ident.startswith(b"\x7fELF"):
-                return None
-            e = "<" if ident[5] == 1 else ">"
-            if ident[4] == 2:
-                (phoff,) = struct.unpack_from(e + "Q", ident, 32)
-                phentsize, phnum = struct.unpack_from(e + "HH", ident, 54)
-            else:
-                (phoff,) = struct.unpack_from(e + "I", ident, 28)
-                phentsize, phnum = struct.unpack_from(e + "HH", ident, 42)
-            fh.seek(phoff)
-            return fh.read(phentsize * min(phnum, MAX_PHNUM))
+        with open(local, "rb") as fh:
+
+            def read(offset: int, size: int) -> bytes | None:
+                fh.seek(offset)
+                return fh.read(size)
+
+            image = read_image_headers(read)
     except OSError:
-        return None
+        return ()
+    return image.headers if image else ()
 
 
 def _object_mappings(space: AddressSpace, l_addr: int, name: str) -> list[FileMapping]:
-    """PT_LOAD ranges of a shared object loaded at bias ``l_addr`` (from its in-memory header)."""
-    e = space.hdr.endian
-    w = space.hdr.word_size
-    # The first PT_LOAD of a shared object usually has vaddr 0, so its header is at l_addr.
-    ident = space.read(l_addr, 64)
-    if ident is None or not ident.startswith(b"\x7fELF"):
-        return [FileMapping(l_addr, l_addr + 4096, 0, name)]
-    if w == 8:
-        (phoff,) = struct.unpack_from(e + "Q", ident, 32)
-        (phnum,) = struct.unpack_from(e + "H", ident, 56)
-    else:
-        (phoff,) = struct.unpack_from(e + "I", ident, 28)
-        (phnum,) = struct.unpack_from(e + "H", ident, 44)
-    entsize = 56 if w == 8 else 32
-    table = space.read(l_addr + phoff, entsize * min(phnum, MAX_PHNUM))
-    out: list[FileMapping] = []
-    if table is None:
-        return [FileMapping(l_addr, l_addr + 4096, 0, name)]
-    for i in range(len(table) // entsize):
-        if w == 8:
-            ptype, _f, off, vaddr, _pa, _fs, memsz, _al = struct.unpack_from(
-                e + "IIQQQQQQ", table, i * entsize
-            )
-        else:
-            ptype, off, vaddr, _pa, _fs, memsz, _f, _al = struct.unpack_from(
-                e + "IIIIIIII", table, i * entsize
-            )
-        if ptype == PT_LOAD:
-            start = (l_addr + vaddr) & ~0xFFF
-            out.append(FileMapping(start, l_addr + vaddr + memsz, off & ~0xFFF, name))
+    """PT_LOAD ranges of a shared object loaded at bias ``l_addr`` (from its in-memory header:
+    the first PT_LOAD of a shared object has vaddr 0, so its ELF header is at ``l_addr``)."""
+    image = read_image_headers(space.read, l_addr)
+    out = [
+        FileMapping(
+            (l_addr + h.vaddr) & ~0xFFF, l_addr + h.vaddr + h.memsz, h.offset & ~0xFFF, name
+        )
+        for h in (image.headers if image else ())
+        if h.type == PT_LOAD
+    ]
     return out or [FileMapping(l_addr, l_addr + 4096, 0, name)]

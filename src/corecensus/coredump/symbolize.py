@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corecensus.coredump.elf import PT_DYNAMIC, PT_LOAD, read_image_headers
 from corecensus.coredump.instruction import is_restore_rt
 from corecensus.coredump.parse import ParsedCore, _notes_end, _wanted_ranges
 from corecensus.coredump.source import FileSource
@@ -92,24 +93,11 @@ def _note_segments(p: ParsedCore) -> list[Any]:
 
 def _dynamic_address(p: ParsedCore, base: int) -> int | None:
     """Run-time address of a loaded ELF object's PT_DYNAMIC, from its dumped program headers."""
-    import struct
-
-    ident = p.space.read(base, 64)
-    if ident is None or not ident.startswith(b"\x7fELF") or ident[4] != 2:
+    image = read_image_headers(p.space.read, base)
+    if image is None:
         return None
-    e = "<" if ident[5] == 1 else ">"
-    (phoff,) = struct.unpack_from(e + "Q", ident, 32)
-    (phnum,) = struct.unpack_from(e + "H", ident, 56)
-    table = p.space.read(base + phoff, 56 * min(phnum, 64))
-    if table is None:
-        return None
-    first_load = dynamic = None
-    for i in range(len(table) // 56):
-        ptype, _f, _off, vaddr = struct.unpack_from(e + "IIQQ", table, i * 56)
-        if ptype == 1 and first_load is None:
-            first_load = vaddr
-        elif ptype == 2:
-            dynamic = vaddr
+    first_load = next((h.vaddr for h in image.headers if h.type == PT_LOAD), None)
+    dynamic = next((h.vaddr for h in image.headers if h.type == PT_DYNAMIC), None)
     if first_load is None or dynamic is None:
         return None
     return int(base - (first_load & ~0xFFF) + dynamic)
