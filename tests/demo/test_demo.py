@@ -90,3 +90,12 @@ def test_demo_findings_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFix
 
     assert main(["analyze", "--db", str(tmp_path / "missing.duckdb")]) == 2
     assert "no such store" in capsys.readouterr().err
+
+
+@pytest.mark.kernel_cores
+def test_demo_with_a_relative_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`corecensus demo` run from a checkout uses the relative default directory."""
+    monkeypatch.chdir(tmp_path)
+    run = run_demo(Path("corecensus-demo"))
+    assert run.workdir == tmp_path / "corecensus-demo"
+    assert run.ingested == 31

@@ -63,6 +63,7 @@ def build_ledger(workdir: Path) -> Path:
 def crash_once(exe: Path, mode: str, rundir: Path) -> Path:
     """Run ``exe mode`` in ``rundir`` with core dumps enabled; return the kernel's core file."""
     rundir.mkdir(parents=True, exist_ok=True)
+    exe = exe.resolve()
     # ulimit in a shell that then execs the program: the core limit is set in the child alone.
     proc = subprocess.run(
         ["/bin/sh", "-c", 'ulimit -c unlimited && exec "$0" "$1"', str(exe), mode],

@@ -56,6 +56,8 @@ def run_demo(
 
     ``proc_root`` is where ``sys/kernel/core_pattern`` is read (injectable for tests).
     """
+    # Absolute: the crashing program runs with its own directory as the working directory.
+    workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
