@@ -8,16 +8,12 @@ import click
 
 from corecensus.cli.findings_view import render_analysis
 from corecensus.cli.output import console, error, print_json
+from corecensus.cli.store_option import db_option, store_missing
 from corecensus.errors import CorecensusError
 
 
 @click.command()
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("corecensus.duckdb"),
-    show_default=True,
-)
+@db_option
 @click.option(
     "--exposure",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -47,8 +43,7 @@ def analyze(
     from corecensus.signature import PopulationLevel
     from corecensus.store import open_store
 
-    if not db.exists():
-        error(f"{db}: no such store (run `corecensus ingest` first)")
+    if store_missing(db):
         return 2
     try:
         store = open_store(db, read_only=True)

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from corecensus.cli.output import console, error, print_json, quiet_libraries
+from corecensus.cli.store_option import db_option
 from corecensus.errors import CorecensusError
 from corecensus.model import CrashRecord, ParseStatus
 
@@ -19,13 +20,7 @@ BATCH = 200
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("corecensus.duckdb"),
-    show_default=True,
-    help="The DuckDB store.",
-)
+@db_option
 @click.option(
     "--jobs",
     "-j",

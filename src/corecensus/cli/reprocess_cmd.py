@@ -11,16 +11,12 @@ from pathlib import Path
 import click
 
 from corecensus.cli.output import console, error, print_json
+from corecensus.cli.store_option import db_option, store_missing
 from corecensus.errors import CorecensusError
 
 
 @click.command()
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("corecensus.duckdb"),
-    show_default=True,
-)
+@db_option
 @click.option(
     "--all",
     "everything",
@@ -45,8 +41,7 @@ def reprocess(db: Path, everything: bool, siglists: Path | None, as_json: bool) 
     )
     from corecensus.store import open_store
 
-    if not db.exists():
-        error(f"{db}: no such store (run `corecensus ingest` first)")
+    if store_missing(db):
         return 2
     try:
         sign = (
