@@ -44,6 +44,7 @@ class AddressSpace:
         self._file_starts = [f.start for f in self.files]
         self._file_reader = file_reader
         self._cache: dict[int, bytes] = {}
+        self._file_pages: dict[int, bytes] = {}
         self.truncated = False
         self.problems: list[str] = []
 
@@ -127,13 +128,27 @@ class AddressSpace:
         """``size`` bytes at ``addr`` from the core, else from the mapped file; None if neither."""
         if addr < 0 or size <= 0:
             return None
+        page = addr & ~(_PAGE - 1)
+        if addr + size <= page + _PAGE:
+            # Program text read in small pieces (call sites, trampolines) comes from a few pages;
+            # keep each file page once instead of resolving the file on every read.
+            text = self._file_pages.get(page)
+            if text is not None:
+                lo = addr - page
+                return text[lo : lo + size] if lo + size <= len(text) else None
         data = self._read_dumped(addr, size)
         if data is not None:
             return data
         f = self.file_at(addr)
-        if f is not None and self._file_reader is not None and addr + size <= f.end:
-            return self._file_reader(f, addr - f.start + f.file_offset, size)
-        return None
+        if f is None or self._file_reader is None or addr + size > f.end:
+            return None
+        if addr + size <= page + _PAGE and page >= f.start and page + _PAGE <= f.end:
+            whole = self._file_reader(f, page - f.start + f.file_offset, _PAGE)
+            if whole is not None and len(whole) == _PAGE:
+                self._file_pages[page] = whole
+                lo = addr - page
+                return whole[lo : lo + size]
+        return self._file_reader(f, addr - f.start + f.file_offset, size)
 
     def read_word(self, addr: int) -> int | None:
         w = self.hdr.word_size

@@ -7,6 +7,7 @@ include/uapi/asm-generic/siginfo.h. Every decoder tolerates short data: it retur
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 
@@ -91,15 +92,29 @@ def decode_prstatus(note: Note, hdr: ElfHeader, arch: ArchInfo | None) -> PrStat
         pid, ppid = struct.unpack_from(e + "ii", d, pid_off)
     regs: dict[str, int] = {}
     if arch is not None:
-        off = arch.reg_offset
-        for name, size in arch.registers:
-            if off + size > len(d):
-                break
-            (value,) = struct.unpack_from(e + ("Q" if size == 8 else "I"), d, off)
-            if not name.startswith("pad"):
-                regs[name] = value
-            off += size
+        # One unpack for the whole register set; a short note yields the registers it holds.
+        names, fmt = _register_format(arch, e)
+        size = struct.calcsize(fmt)
+        if arch.reg_offset + size <= len(d):
+            values = struct.unpack_from(fmt, d, arch.reg_offset)
+            regs = {n: v for n, v in zip(names, values, strict=True) if not n.startswith("pad")}
+        else:
+            off = arch.reg_offset
+            for name, rsize in arch.registers:
+                if off + rsize > len(d):
+                    break
+                (value,) = struct.unpack_from(e + ("Q" if rsize == 8 else "I"), d, off)
+                if not name.startswith("pad"):
+                    regs[name] = value
+                off += rsize
     return PrStatus(signo, code, cursig, pid, ppid, regs)
+
+
+@functools.lru_cache(maxsize=32)
+def _register_format(arch: ArchInfo, endian: str) -> tuple[tuple[str, ...], str]:
+    names = tuple(n for n, _s in arch.registers)
+    codes = "".join("Q" if s == 8 else "I" for _n, s in arch.registers)
+    return names, endian + codes
 
 
 def decode_prpsinfo(note: Note, hdr: ElfHeader) -> PrPsInfo | None:
