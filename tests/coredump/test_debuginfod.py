@@ -1,0 +1,143 @@
+"""Symbols from a real debuginfod server on loopback when DEBUGINFOD_URLS is set.
+
+The crashing program is stripped of every symbol (`strip --strip-all`); its debug file is served
+only by a `debuginfod` started here. corecensus must name the frames with it, and must not
+without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crashers import build_crasher
+
+pytestmark = pytest.mark.kernel_cores
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def stripped_crash(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(core, stripped exe, directory holding only the debug file)."""
+    exe = build_crasher("null_deref", tmp_path / "build")
+    work = tmp_path / "run"
+    work.mkdir()
+    stripped = work / "null_deref"
+    debug_dir = tmp_path / "debug"
+    debug_dir.mkdir()
+    subprocess.run(
+        ["objcopy", "--only-keep-debug", str(exe), str(debug_dir / "null_deref.debug")], check=True
+    )
+    shutil.copy(exe, stripped)
+    subprocess.run(["strip", "--strip-all", str(stripped)], check=True)
+    proc = subprocess.run(
+        ["/bin/sh", "-c", 'ulimit -c unlimited && exec "$0"', str(stripped)],
+        cwd=work,
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode < 0
+    (core,) = [p for p in work.iterdir() if p.name.startswith("core")]
+    return core, stripped, debug_dir
+
+
+@pytest.fixture()
+def debuginfod_url(stripped_crash: tuple[Path, Path, Path], tmp_path: Path) -> Iterator[str]:
+    if shutil.which("debuginfod") is None:
+        pytest.skip("needs the debuginfod server (apt: debuginfod; ./dev installs it)")
+    _core, _exe, debug_dir = stripped_crash
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            "debuginfod",
+            "-F",
+            str(debug_dir),
+            "-p",
+            str(port),
+            "-d",
+            str(tmp_path / "index.sqlite"),
+            "-t",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    build_id = _build_id(debug_dir / "null_deref.debug")
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait until the server has indexed the debug file
+            try:
+                with urllib.request.urlopen(f"{url}/buildid/{build_id}/debuginfo", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                pytest.fail("debuginfod did not serve the debug file within 60 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _build_id(path: Path) -> str:
+    out = subprocess.run(
+        ["readelf", "-n", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    return next(
+        line.split("Build ID:")[1].strip() for line in out.splitlines() if "Build ID:" in line
+    )
+
+
+def _inspect(core: Path, env: dict[str, str]) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-m", "corecensus", "inspect", "--json", str(core)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    doc: dict[str, object] = json.loads(out.stdout)
+    return doc
+
+
+def _functions(doc: dict[str, object]) -> list[object]:
+    frames = doc["frames"]
+    assert isinstance(frames, list)
+    return [f["function"] for f in frames]
+
+
+def test_frames_named_through_debuginfod(
+    stripped_crash: tuple[Path, Path, Path], debuginfod_url: str, tmp_path: Path
+) -> None:
+    core, _exe, _debug = stripped_crash
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DEBUGINFOD")}
+    without = _inspect(core, {**base, "DEBUGINFOD_CACHE_PATH": str(tmp_path / "cache0")})
+    assert "crash_null_deref" not in _functions(without)
+    with_server = _inspect(
+        core,
+        {
+            **base,
+            "DEBUGINFOD_URLS": debuginfod_url,
+            "DEBUGINFOD_CACHE_PATH": str(tmp_path / "cache1"),
+        },
+    )
+    assert _functions(with_server)[:2] == ["crash_null_deref", "main"]
