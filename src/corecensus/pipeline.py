@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -119,8 +120,11 @@ def ingest_records(
     binaries: Sequence[Path] = (),
     symbolize: bool = True,
     on_done: Callable[[Path], None] | None = None,
+    events: Counter[str] | None = None,
 ) -> Iterator[CrashRecord]:
-    """Parse ``cores`` in ``jobs`` worker processes, yielding records as they complete."""
+    """Parse ``cores`` in ``jobs`` worker processes, yielding records as they complete.
+
+    ``events`` counts what went wrong on the way (``worker_died``, ``retried_alone``)."""
     if jobs <= 1:
         for path in cores:
             yield process_core(path, journal, binaries, symbolize)
@@ -144,7 +148,11 @@ def ingest_records(
     except BrokenProcessPool:
         # Which core killed the worker is unknown: run the unfinished ones one by one, each
         # alone in a pool of one, so the culprit can be named and nothing else is lost.
+        if events is not None:
+            events["worker_died"] += 1
         for path in (p for p in cores if p not in done):
+            if events is not None:
+                events["retried_alone"] += 1
             yield _isolated(path, journal, binaries, symbolize)
             if on_done:
                 on_done(path)

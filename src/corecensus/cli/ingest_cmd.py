@@ -69,6 +69,7 @@ def ingest(
         return 2
     workers = jobs or max(1, min(len(cores), os.cpu_count() or 1))
     stats: Counter[str] = Counter()
+    events: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     batch: list[CrashRecord] = []
 
@@ -87,7 +88,7 @@ def ingest(
             task = bar.add_task("cores", total=len(cores))
             for rec in ingest_records(
                 cores, jobs=workers, journal=index, binaries=list(binaries), symbolize=not no_symbols,
-                on_done=lambda _p: bar.advance(task),
+                on_done=lambda _p: bar.advance(task), events=events,
             ):  # fmt: skip
                 stats[str(rec.status)] += 1
                 if rec.status is not ParseStatus.OK and rec.errors:
@@ -114,6 +115,8 @@ def ingest(
         "unparsed": stats["unparsed"],
         "reasons": dict(reasons.most_common()),
         "screens": stats["screens"],
+        "worker_died": events["worker_died"],
+        "retried_alone": events["retried_alone"],
         "screen_errors": screen_problems[:20],
         "journal_errors": [str(e) for e in (index.errors if index else [])][:20],
     }

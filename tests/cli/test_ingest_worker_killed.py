@@ -1,0 +1,94 @@
+"""A parser worker killed with `kill -9` mid-batch loses nothing: the unfinished cores are parsed
+again, each alone, and the batch completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from crashers import CrashResult
+
+pytestmark = pytest.mark.kernel_cores
+
+NAMES = [
+    "null_deref",
+    "abort",
+    "sigfpe",
+    "sigill",
+    "sigbus",
+    "thread_crash",
+    "return_to_null",
+    "bit_flip",
+]
+COPIES = 6
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def test_kill_9_of_a_worker_loses_no_core(
+    kernel_cores: dict[str, CrashResult], tmp_path: Path
+) -> None:
+    cores = tmp_path / "cores"
+    cores.mkdir()
+    for name in NAMES:
+        src = kernel_cores[name].core
+        assert src is not None
+        for i in range(COPIES):
+            shutil.copy(src, cores / f"core.{name}.{i}")
+    db = tmp_path / "s.duckdb"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "corecensus",
+            "ingest",
+            str(cores),
+            "--db",
+            str(db),
+            "--jobs",
+            "2",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed = None
+    deadline = time.monotonic() + 60
+    while killed is None and time.monotonic() < deadline and proc.poll() is None:
+        workers = _children(proc.pid)
+        if workers:
+            time.sleep(0.3)  # let it start on its share of the batch
+            try:
+                os.kill(workers[0], signal.SIGKILL)
+                killed = workers[0]
+            except ProcessLookupError:
+                continue
+        time.sleep(0.02)
+    out, err = proc.communicate(timeout=300)
+    assert killed is not None, "no worker process seen to kill"
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    summary = json.loads(out)
+    assert summary["cores"] == len(NAMES) * COPIES
+    # Every distinct crash is stored once; every copy was parsed and counted.
+    assert summary["ingested"] == len(NAMES)
+    assert summary["ingested"] + summary["duplicates"] == len(NAMES) * COPIES
+    assert summary["unparsed"] == 0
+    assert summary["worker_died"] == 1 and summary["retried_alone"] >= 1
