@@ -1,12 +1,17 @@
 """Real core dumps of many Linux architectures, read by :func:`inspect_core`.
 
-The cores in tests/data/multiarch are real: Linux wrote the x86-64 and i386 ones on this kind of
-machine and the riscv64 one in a qemu-system virtual machine; qemu-user wrote the aarch64, arm,
-ppc64le, ppc64, s390x, mips and mipsel ones (emulator-written cores carry no NT_FILE, no
-NT_SIGINFO, and not the executable's build-id, so the executable is passed as a binary). The
-expected facts in manifest.json were read by make_multiarch.py with its own struct reader and
-checked against eu-readelf and gdb-multiarch, independently of corecensus. Regenerate them all
-with ``python3 tests/data/multiarch/make_multiarch.py`` (see its docstring for the packages).
+The cores in tests/data/multiarch are real, two writers per architecture where possible:
+
+- ``*-kernel``: written by Linux, natively for x86-64 and i386, and in a qemu-system virtual
+  machine running a Linux 6.1 kernel for the others: NT_FILE, NT_SIGINFO and the executable's
+  first page (so its build-id) are in the core;
+- ``*-qemu``: written by qemu-user 7.2 for its guest: only NT_PRSTATUS, NT_PRPSINFO and NT_AUXV,
+  and no build-id in the core, so the executable must be found among ``binaries``.
+
+Each program has two threads and the second one crashed. The expected facts in manifest.json
+were read by make_multiarch.py with its own struct reader and checked against eu-readelf and
+gdb-multiarch, independently of corecensus. Regenerate them with
+``python3 tests/data/multiarch/make_multiarch.py`` (its docstring lists the Debian packages).
 """
 
 from __future__ import annotations

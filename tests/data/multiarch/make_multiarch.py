@@ -11,9 +11,12 @@ It is standard-library only (plus the tools below) and rewrites, for each archit
 - ``ARCH/crash-ARCH.zst``: ``crash.c`` built with ``-g -O0 -static -pthread -Wl,--build-id``;
 - ``ARCH/core-WRITER.zst``: a core dump of it, written by WRITER:
 
-  ``kernel``: the Linux kernel. x86-64 and i386 run natively here. The other architectures run
-  in a throw-away ``qemu-system-ARCH`` virtual machine booting a tiny kernel built from Debian's
-  ``linux-source-6.1`` with ``vm_init.c`` as PID 1, which copies the core to a virtio disk.
+  ``kernel``: the Linux kernel. x86-64 and i386 run natively here. Every other architecture
+  runs in a throw-away ``qemu-system-ARCH`` virtual machine booting a tiny kernel built from
+  Debian's ``linux-source-6.1`` (tinyconfig plus the options in ``Vm.kconfig``) with
+  ``vm_init.c`` as PID 1, which runs the program and copies the core to a virtio disk. These
+  are the cores a fleet produces: NT_PRSTATUS per thread, NT_PRPSINFO, NT_SIGINFO, NT_AUXV,
+  NT_FILE, FP and architecture notes, and the executable's first page (with its build-id).
 
   ``qemu``: qemu-user (``qemu-ARCH``), which writes the guest's core itself when the guest dies
   of a signal and RLIMIT_CORE allows (``qemu_<prog>_<date>_<pid>.core``). qemu 7.2 writes only
@@ -343,6 +346,12 @@ CONFIG_BLOCK=y
 CONFIG_VIRTIO_MENU=y
 CONFIG_VIRTIO_BLK=y
 """
+# 32-bit glibc 2.36 waits on futexes with the time32 futex syscall when there is no timeout
+# (pthread_join), which exists only with COMPAT_32BIT_TIME; tinyconfig turns it off, and the
+# waiting thread then dies in __libc_fatal ("The futex facility returned an unexpected error").
+KCONFIG_32BIT = """
+CONFIG_COMPAT_32BIT_TIME=y
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,39 +412,153 @@ CONFIG_VIRTIO_MMIO=y
     console="hvc0",
 )
 
+VIRTIO_MMIO_DISK = (
+    "-drive",
+    "file={disk},format=raw,if=none,id=d0",
+    "-device",
+    "virtio-blk-device,drive=d0",
+)
+VIRTIO_PCI_DISK = (
+    "-drive",
+    "file={disk},format=raw,if=none,id=d0",
+    "-device",
+    "virtio-blk-pci,drive=d0",
+)
+
+AARCH64_VM = Vm(
+    karch="arm64",
+    image="arch/arm64/boot/Image",
+    kconfig=COMMON_KCONFIG
+    + """
+CONFIG_SERIAL_AMBA_PL011=y
+CONFIG_SERIAL_AMBA_PL011_CONSOLE=y
+CONFIG_VIRTIO_MMIO=y
+CONFIG_ARM64_SVE=y
+CONFIG_ARM64_PTR_AUTH=y
+CONFIG_ARM64_TAGGED_ADDR_ABI=y
+""",
+    # "max" has SVE and pointer authentication, as current server cores (and distribution
+    # kernels) do, so the core carries NT_ARM_SVE and the PAC notes a fleet's cores carry.
+    qemu=("qemu-system-aarch64", "-M", "virt", "-cpu", "max", "-m", "256M"),
+    disk=VIRTIO_MMIO_DISK,
+    console="ttyAMA0",
+)
+
+ARM_VM = Vm(
+    karch="arm",
+    image="arch/arm/boot/zImage",
+    kconfig=COMMON_KCONFIG
+    + KCONFIG_32BIT
+    + """
+CONFIG_MMU=y
+CONFIG_ARCH_MULTI_V7=y
+CONFIG_ARCH_VIRT=y
+CONFIG_AEABI=y
+CONFIG_ARM_THUMB=y
+CONFIG_VFP=y
+CONFIG_VFPv3=y
+CONFIG_NEON=y
+CONFIG_SERIAL_AMBA_PL011=y
+CONFIG_SERIAL_AMBA_PL011_CONSOLE=y
+CONFIG_VIRTIO_MMIO=y
+""",
+    qemu=("qemu-system-arm", "-M", "virt", "-cpu", "cortex-a15", "-m", "256M"),
+    disk=VIRTIO_MMIO_DISK,
+    console="ttyAMA0",
+)
+
+S390X_VM = Vm(
+    karch="s390",
+    image="arch/s390/boot/bzImage",
+    kconfig=COMMON_KCONFIG
+    + """
+CONFIG_S390_GUEST=y
+CONFIG_SCLP_TTY=y
+CONFIG_SCLP_CONSOLE=y
+CONFIG_SCLP_VT220_TTY=y
+CONFIG_SCLP_VT220_CONSOLE=y
+""",
+    qemu=("qemu-system-s390x", "-M", "s390-ccw-virtio", "-m", "256M"),
+    disk=("-drive", "file={disk},format=raw,if=none,id=d0", "-device", "virtio-blk-ccw,drive=d0"),
+    console="ttysclp0",
+)
+
+
+def _ppc64_vm(endian: str) -> Vm:
+    return Vm(
+        karch="powerpc",
+        image="vmlinux",
+        kconfig=COMMON_KCONFIG
+        + f"""
+CONFIG_PPC64=y
+CONFIG_PPC_BOOK3S_64=y
+CONFIG_CPU_{endian}_ENDIAN=y
+CONFIG_PPC_PSERIES=y
+CONFIG_PPC_OF_BOOT_TRAMPOLINE=y
+CONFIG_HVC_CONSOLE=y
+CONFIG_ALTIVEC=y
+CONFIG_VSX=y
+CONFIG_PCI=y
+CONFIG_VIRTIO_PCI=y
+""",
+        qemu=("qemu-system-ppc64", "-M", "pseries", "-cpu", "power9", "-m", "512M"),
+        disk=VIRTIO_PCI_DISK,
+        console="hvc0",
+    )
+
+
+def _mips_vm(endian: str, qemu: str) -> Vm:
+    return Vm(
+        karch="mips",
+        image="vmlinux",
+        kconfig=COMMON_KCONFIG
+        + KCONFIG_32BIT
+        + f"""
+CONFIG_MIPS_MALTA=y
+CONFIG_CPU_MIPS32_R2=y
+CONFIG_32BIT=y
+CONFIG_CPU_{endian}_ENDIAN=y
+CONFIG_MIPS_FP_SUPPORT=y
+CONFIG_SERIAL_8250=y
+CONFIG_SERIAL_8250_CONSOLE=y
+CONFIG_SERIAL_OF_PLATFORM=y
+CONFIG_PCI=y
+CONFIG_VIRTIO_PCI=y
+CONFIG_POWER_RESET=y
+CONFIG_POWER_RESET_SYSCON=y
+CONFIG_MFD_SYSCON=y
+""",
+        qemu=(qemu, "-M", "malta", "-m", "256M"),
+        disk=VIRTIO_PCI_DISK,
+        console="ttyS0",
+    )
+
+
+QEMU_RISCV_NOTE = "qemu-user 7.2 writes no core for riscv64 (no elf_core_copy_regs for RISC-V)"
+BOTH = ("kernel", "qemu")
+
 TARGETS: dict[str, Target] = {
     t.arch: t
     for t in (
         Target("x86_64", ("gcc",), "EM_X86_64", ("kernel",)),
         Target("i386", ("gcc", "-m32"), "EM_386", ("kernel",)),
         Target("x32", ("gcc", "-mx32"), "EM_X86_64", ("kernel",)),
-        Target(
-            "aarch64", ("aarch64-linux-gnu-gcc",), "EM_AARCH64", ("qemu",), qemu_user="qemu-aarch64"
-        ),
-        Target("arm", ("arm-linux-gnueabihf-gcc",), "EM_ARM", ("qemu",), qemu_user="qemu-arm"),
-        Target(
-            "ppc64le",
-            ("powerpc64le-linux-gnu-gcc",),
-            "EM_PPC64",
-            ("qemu",),
-            qemu_user="qemu-ppc64le",
-        ),
-        Target(
-            "ppc64", ("powerpc64-linux-gnu-gcc",), "EM_PPC64", ("qemu",), qemu_user="qemu-ppc64"
-        ),
-        Target("s390x", ("s390x-linux-gnu-gcc",), "EM_S390", ("qemu",), qemu_user="qemu-s390x"),
-        Target(
-            "riscv64",
-            ("riscv64-linux-gnu-gcc",),
-            "EM_RISCV",
-            ("kernel",),
-            vm=RISCV_VM,
-            note="qemu-user 7.2 writes no core for riscv64 (no elf_core_copy_regs for RISC-V)",
-        ),
-        Target("mips", ("mips-linux-gnu-gcc",), "EM_MIPS", ("qemu",), qemu_user="qemu-mips"),
-        Target("mipsel", ("mipsel-linux-gnu-gcc",), "EM_MIPS", ("qemu",), qemu_user="qemu-mipsel"),
+        Target("aarch64", ("aarch64-linux-gnu-gcc",), "EM_AARCH64", BOTH, "qemu-aarch64",
+               AARCH64_VM),
+        Target("arm", ("arm-linux-gnueabihf-gcc",), "EM_ARM", BOTH, "qemu-arm", ARM_VM),
+        Target("ppc64le", ("powerpc64le-linux-gnu-gcc",), "EM_PPC64", BOTH, "qemu-ppc64le",
+               _ppc64_vm("LITTLE")),
+        Target("ppc64", ("powerpc64-linux-gnu-gcc",), "EM_PPC64", BOTH, "qemu-ppc64",
+               _ppc64_vm("BIG")),
+        Target("s390x", ("s390x-linux-gnu-gcc",), "EM_S390", BOTH, "qemu-s390x", S390X_VM),
+        Target("riscv64", ("riscv64-linux-gnu-gcc",), "EM_RISCV", ("kernel",), None, RISCV_VM,
+               note=QEMU_RISCV_NOTE),
+        Target("mips", ("mips-linux-gnu-gcc",), "EM_MIPS", BOTH, "qemu-mips",
+               _mips_vm("BIG", "qemu-system-mips")),
+        Target("mipsel", ("mipsel-linux-gnu-gcc",), "EM_MIPS", BOTH, "qemu-mipsel",
+               _mips_vm("LITTLE", "qemu-system-mipsel")),
     )
-}
+}  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------
 # A small ELF reader, written for this script so the manifest does not rest on corecensus.
@@ -445,14 +568,27 @@ EM_NAMES = {3: "EM_386", 8: "EM_MIPS", 21: "EM_PPC64", 22: "EM_S390", 40: "EM_AR
             62: "EM_X86_64", 183: "EM_AARCH64", 243: "EM_RISCV"}  # fmt: skip
 CORE_NOTES = {1: "NT_PRSTATUS", 2: "NT_PRFPREG", 3: "NT_PRPSINFO", 4: "NT_TASKSTRUCT",
               6: "NT_AUXV", 0x46494C45: "NT_FILE", 0x53494749: "NT_SIGINFO"}  # fmt: skip
-LINUX_NOTES = {0x46E62B7F: "NT_PRXFPREG", 0x100: "NT_PPC_VMX", 0x102: "NT_PPC_VSX",
-               0x200: "NT_386_TLS", 0x201: "NT_386_IOPERM", 0x202: "NT_X86_XSTATE",
-               0x204: "NT_X86_SHSTK", 0x205: "NT_X86_XSAVE_LAYOUT", 0x300: "NT_S390_HIGH_GPRS",
-               0x400: "NT_ARM_VFP",
-               0x401: "NT_ARM_TLS", 0x402: "NT_ARM_HW_BREAK", 0x403: "NT_ARM_HW_WATCH",
-               0x404: "NT_ARM_SYSTEM_CALL", 0x405: "NT_ARM_SVE", 0x406: "NT_ARM_PAC_MASK",
-               0x409: "NT_ARM_TAGGED_ADDR_CTRL", 0x40A: "NT_ARM_PAC_ENABLED_KEYS",
-               0x800: "NT_MIPS_DSP", 0x801: "NT_MIPS_FP_MODE", 0x900: "NT_RISCV_CSR"}  # fmt: skip
+# include/uapi/linux/elf.h
+LINUX_NOTES = {
+    0x46E62B7F: "NT_PRXFPREG",
+    0x100: "NT_PPC_VMX", 0x101: "NT_PPC_SPE", 0x102: "NT_PPC_VSX", 0x103: "NT_PPC_TAR",
+    0x104: "NT_PPC_PPR", 0x105: "NT_PPC_DSCR", 0x106: "NT_PPC_EBB", 0x107: "NT_PPC_PMU",
+    0x10F: "NT_PPC_PKEY",
+    0x200: "NT_386_TLS", 0x201: "NT_386_IOPERM", 0x202: "NT_X86_XSTATE", 0x204: "NT_X86_SHSTK",
+    0x205: "NT_X86_XSAVE_LAYOUT",
+    0x300: "NT_S390_HIGH_GPRS", 0x301: "NT_S390_TIMER", 0x302: "NT_S390_TODCMP",
+    0x303: "NT_S390_TODPREG", 0x304: "NT_S390_CTRS", 0x305: "NT_S390_PREFIX",
+    0x306: "NT_S390_LAST_BREAK", 0x307: "NT_S390_SYSTEM_CALL", 0x308: "NT_S390_TDB",
+    0x309: "NT_S390_VXRS_LOW", 0x30A: "NT_S390_VXRS_HIGH", 0x30B: "NT_S390_GS_CB",
+    0x30C: "NT_S390_GS_BC", 0x30D: "NT_S390_RI_CB", 0x30E: "NT_S390_PV_CPU_DATA",
+    0x400: "NT_ARM_VFP", 0x401: "NT_ARM_TLS", 0x402: "NT_ARM_HW_BREAK", 0x403: "NT_ARM_HW_WATCH",
+    0x404: "NT_ARM_SYSTEM_CALL", 0x405: "NT_ARM_SVE", 0x406: "NT_ARM_PAC_MASK",
+    0x407: "NT_ARM_PACA_KEYS", 0x408: "NT_ARM_PACG_KEYS", 0x409: "NT_ARM_TAGGED_ADDR_CTRL",
+    0x40A: "NT_ARM_PAC_ENABLED_KEYS", 0x40B: "NT_ARM_SSVE", 0x40C: "NT_ARM_ZA",
+    0x40D: "NT_ARM_ZT",
+    0x800: "NT_MIPS_DSP", 0x801: "NT_MIPS_FP_MODE", 0x802: "NT_MIPS_MSA",
+    0x900: "NT_RISCV_CSR", 0x901: "NT_RISCV_VECTOR",
+}  # fmt: skip
 AT_EXECFN = 31
 
 
@@ -739,7 +875,7 @@ def gdb_facts(exe: Path, core_path: Path) -> dict[str, Any]:
         ["gdb-multiarch", "-nx", "-batch", "-iex", "set auto-load off",
          "-ex", f"file {exe}", "-ex", f"core-file {core_path}",
          "-ex", "p/x $pc", "-ex", "p/x $sp", "-ex", "info symbol $pc", "-ex", "info threads",
-         "-ex", "info proc"],
+         "-ex", "info proc", "-ex", "thread apply all bt 4"],
         capture_output=True, text=True, check=False, timeout=120,
     ).stdout  # fmt: skip
     pc = re.search(r"^\$1 = (0x[0-9a-f]+)", out, re.M)
@@ -750,6 +886,10 @@ def gdb_facts(exe: Path, core_path: Path) -> dict[str, Any]:
     psargs = re.search(r"^exe = '(.*)'$", out, re.M)  # gdb shows NT_PRPSINFO pr_psargs here
     if not (pc and sp and sym and current and psargs):
         raise RuntimeError(f"gdb-multiarch could not read {core_path}:\n{out}")
+    if re.search(r"\b(__libc_message|__libc_fatal|abort)\b", out):
+        # The waiting thread must be waiting, not dying of its own error (as it did on 32-bit
+        # kernels without COMPAT_32BIT_TIME, see KCONFIG_32BIT).
+        raise RuntimeError(f"a thread of {core_path} was not merely waiting:\n{out}")
     return {
         "pc": int(pc.group(1), 16),
         "sp": int(sp.group(1), 16),
@@ -789,15 +929,22 @@ def build_exe(target: Target, work: Path) -> Path:
     return exe
 
 
+class Unrunnable(Exception):
+    """This machine cannot run the target's program at all; the reason goes in the manifest."""
+
+
 def crash_native(target: Target, exe: Path, work: Path) -> Path:
     pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
     if pattern != "core":
         raise SystemExit(f"core_pattern is {pattern!r}; this script needs the plain 'core'")
     for old in work.glob("core*"):
         old.unlink()
-    proc = subprocess.run(
-        [f"./{exe.name}", *ARGS], cwd=work, env={}, preexec_fn=_core_unlimited, check=False
-    )
+    try:
+        proc = subprocess.run(
+            [f"./{exe.name}", *ARGS], cwd=work, env={}, preexec_fn=_core_unlimited, check=False
+        )
+    except OSError as exc:  # ENOEXEC: x32 on a kernel without CONFIG_X86_X32_ABI
+        raise Unrunnable(f"{exc} on Linux {os.uname().release}{_x32_hint(target.arch)}") from exc
     if proc.returncode != -11:
         raise RuntimeError(f"{exe.name} ended with {proc.returncode}, not SIGSEGV")
     (core,) = [p for p in work.glob("core*") if p.is_file()]
@@ -900,18 +1047,24 @@ def crash_vm(target: Target, exe: Path, work: Path, cache: Path) -> tuple[Path, 
         f.truncate(32 * 1024 * 1024)
     log = work / "vm.log"
     cmd = [
-        *vm.qemu, "-nographic", "-no-reboot", "-kernel", str(image), "-initrd", str(initrd),
+        *vm.qemu, "-nographic", "-no-reboot", "-nic", "none", "-vga", "none",
+        "-kernel", str(image), "-initrd", str(initrd),
         "-append", f"console={vm.console} rdinit=/init panic=-1",
         *(a.format(disk=disk) for a in vm.disk),
     ]  # fmt: skip
     with log.open("w") as f:
-        _run(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, timeout=600)
+        try:
+            _run(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, timeout=300)
+        except subprocess.TimeoutExpired:
+            # A board whose restart the tiny kernel cannot drive hangs after vm_init copied
+            # and synced the core; the disk is read all the same.
+            print(f"{target.arch} VM did not stop by itself; killed", file=sys.stderr)
     raw = disk.read_bytes()
     if raw[:8] != b"COREDUMP":
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise RuntimeError(f"the {target.arch} VM wrote no core; its console ended with:\n{tail}")
     (size,) = struct.unpack_from("<Q", raw, 8)
-    core = work / "core"
+    core = work / "core.vm"
     core.write_bytes(raw[16 : 16 + size])
     qemu_version = _first_line([vm.qemu[0], "--version"])
     return core, f"Linux {kernel_version} (Debian linux-source-6.1) under {qemu_version}"
@@ -1084,6 +1237,30 @@ def layouts_markdown(layouts: dict[str, Layout]) -> str:
         "kernel sets `pr_cursig` in every thread's NT_PRSTATUS; qemu-user only in the crashing "
         "thread's.",
         "",
+        "Every layout below except x32 was checked against the real cores in this directory "
+        "(the pc falls in `crash_here`, and eu-readelf and gdb-multiarch read the same pc, sp "
+        "and thread ids); x32 comes from the kernel source only, as this machine's kernel cannot "
+        "run x32 programs.",
+        "",
+        "## Other notes",
+        "",
+        "- NT_PRPSINFO (`struct elf_prpsinfo`): four chars (state, sname, zomb, nice), "
+        "`unsigned long pr_flag`, `pr_uid` and `pr_gid` of the architecture's `__kernel_uid_t` "
+        "(16 bits on i386 and arm, 32 elsewhere), four `pid_t` (pid, ppid, pgrp, sid), "
+        "`pr_fname[16]`, `pr_psargs[80]`. So 136 bytes in 64-bit cores (pid at 24, fname at "
+        "40, psargs at 56), 124 on i386/arm (pid 12, fname 28, psargs 44), 128 on mips (pid "
+        "16, fname 32, psargs 48). `pr_psargs` is the argument vector with NULs turned into "
+        "spaces, usually with one trailing space.",
+        "- NT_SIGINFO is a `siginfo_t`: `si_signo`, `si_errno`, `si_code` (MIPS swaps the last "
+        "two: `__ARCH_HAS_SWAPPED_SIGINFO`), then for SIGSEGV/SIGBUS `si_addr` at 16 (64-bit) "
+        "or 12 (32-bit). qemu-user writes no NT_SIGINFO; its `pr_info` in NT_PRSTATUS has "
+        "si_signo only (si_code 0).",
+        "- NT_FILE: `count`, `page_size`, then `count` x (start, end, file offset in pages), all "
+        "longs, then `count` NUL-terminated paths.",
+        "- qemu-user cores have no NT_FILE, and the executable's first page (ELF header, build-id "
+        "note) is not dumped: the executable is found from NT_PRPSINFO `pr_fname`, AT_EXECFN "
+        "(a string in the dumped stack) or AT_PHDR/AT_ENTRY in NT_AUXV.",
+        "",
     ]
     seen: dict[int, str] = {}
     for arch, layout in layouts.items():
@@ -1129,6 +1306,23 @@ def _x32_hint(arch: str) -> str:
     return ""
 
 
+def write_manifest(
+    entries: dict[str, dict[str, Any]], not_produced: dict[tuple[str, str], dict[str, str]]
+) -> None:
+    """Write manifest.json and LAYOUTS.md (after every target, so a failure keeps the rest)."""
+    manifest_path = HERE / "manifest.json"
+    manifest = {
+        "about": "Facts of the cores in this directory, made and checked by make_multiarch.py "
+        "(struct reader, eu-readelf -n, gdb-multiarch), not by corecensus.",
+        "source": SOURCE.name,
+        "cores": [entries[k] for k in sorted(entries)],
+        "not_produced": [not_produced[k] for k in sorted(not_produced)],
+        "layouts": {arch: layout.to_json() for arch, layout in LAYOUTS.items()},
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    (HERE / "LAYOUTS.md").write_text(layouts_markdown(LAYOUTS))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(TARGETS), help="repeatable")
@@ -1149,9 +1343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             key = (arch, writer)
             try:
                 core, version = produce(target, writer, exe, work, args.cache)
-            except OSError as exc:  # e.g. ENOEXEC: x32 on a kernel without CONFIG_X86_X32_ABI
-                reason = f"{exc} on Linux {os.uname().release}{_x32_hint(arch)}"
-                not_produced[key] = {"arch": arch, "writer": writer, "reason": reason}
+            except Unrunnable as exc:
+                not_produced[key] = {"arch": arch, "writer": writer, "reason": str(exc)}
                 print(f"{arch}/{writer}: not produced: {exc}", file=sys.stderr)
                 continue
             entry = describe(target, writer, version, exe, core)
@@ -1161,16 +1354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             not_produced.pop(key, None)
         if target.note:
             not_produced[(arch, "qemu")] = {"arch": arch, "writer": "qemu", "reason": target.note}
-    manifest = {
-        "about": "Facts of the cores in this directory, made and checked by make_multiarch.py "
-        "(struct reader, eu-readelf -n, gdb-multiarch), not by corecensus.",
-        "source": SOURCE.name,
-        "cores": [entries[k] for k in sorted(entries)],
-        "not_produced": [not_produced[k] for k in sorted(not_produced)],
-        "layouts": {arch: layout.to_json() for arch, layout in LAYOUTS.items()},
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
-    (HERE / "LAYOUTS.md").write_text(layouts_markdown(LAYOUTS))
+        write_manifest(entries, not_produced)
     return 0
 
 
