@@ -171,7 +171,7 @@ class Symbolizer:
                     if dyn is None:
                         continue  # drgn derives a library's load bias from its _DYNAMIC
                     dm = prog.shared_library_module(m.path, dyn, create=True)
-                if dm.address_range is None:
+                if not dm.address_ranges:  # drgn may already know several ranges
                     dm.address_range = (m.base, m.end)
                 if m.build_id and dm.build_id is None:
                     dm.build_id = bytes.fromhex(m.build_id)
