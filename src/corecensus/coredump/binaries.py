@@ -7,6 +7,7 @@ build-id matches (a host's ``/usr/lib/libc.so.6`` is rarely the one that crashed
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import struct
@@ -63,6 +64,17 @@ def _scan_build_id(data: bytes, e: str) -> str | None:
 
 
 def build_id_of_file(path: Path) -> str | None:
+    """Build-id of an ELF file, remembered per (path, size, mtime): ingest asks for the same
+    libc and ld.so on every core."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _build_id_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _build_id_cached(path: str, _size: int, _mtime_ns: int) -> str | None:
     try:
         with open(path, "rb") as fh:
 

@@ -12,6 +12,9 @@ import bisect
 import struct
 from collections.abc import Callable
 
+import numpy as np
+import numpy.typing as npt
+
 from corecensus.coredump.elf import ElfHeader, Segment
 from corecensus.coredump.notes import FileMapping
 from corecensus.coredump.source import CoreSource
@@ -175,6 +178,28 @@ class AddressSpace:
                 out.extend(struct.unpack(f"{fmt[0]}{n}{fmt[1]}", chunk[: n * w]))
             pos = page_end
         return out
+
+    def read_word_array(
+        self, addr: int, count: int
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+        """``count`` consecutive words from the core as an array, with a mask of those present
+        (the stack window's fast path: one buffer per page, no Python int per word)."""
+        w = self.hdr.word_size
+        dtype = np.dtype(("<" if self.hdr.little_endian else ">") + ("u8" if w == 8 else "u4"))
+        values = np.zeros(count, dtype=np.uint64)
+        present = np.zeros(count, dtype=bool)
+        pos = addr
+        end = addr + count * w
+        while pos < end:
+            page_end = min(end, (pos & ~(_PAGE - 1)) + _PAGE)
+            chunk = self._read_dumped(pos, page_end - pos)
+            i = (pos - addr) // w
+            n = (page_end - pos) // w
+            if chunk is not None and len(chunk) >= n * w:
+                values[i : i + n] = np.frombuffer(chunk, dtype=dtype, count=n)
+                present[i : i + n] = True
+            pos = page_end
+        return values, present
 
     def read_cstring(self, addr: int, limit: int = 4096) -> str | None:
         out = bytearray()

@@ -40,7 +40,7 @@ from corecensus.coredump.notes import (
     decode_prstatus,
     decode_siginfo,
 )
-from corecensus.coredump.source import CoreSource
+from corecensus.coredump.source import CoreSource, FileSource
 from corecensus.errors import KernelDumpError
 from corecensus.model import MappedFile
 
@@ -178,7 +178,8 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
         src, hdr, arch, arch_name, segments, files, threads, prpsinfo, siginfo, auxv, space,
         resolver, digest, writer, errors,
     )  # fmt: skip
-    src.prefetch(_wanted_ranges(parsed))
+    if not isinstance(src, FileSource):  # a plain file reads at random for free
+        src.prefetch(_wanted_ranges(parsed))
     if not has_file_note:
         # gcore and qemu-user write no NT_FILE: find the loaded objects through the dynamic
         # linker's r_debug list instead (as gdb does for such cores).

@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from corecensus.coredump.instruction import is_after_call, is_restore_rt
 from corecensus.coredump.parse import STACK_ABOVE, STACK_BELOW, ParsedCore
@@ -54,16 +55,15 @@ def scan_stack(p: ParsedCore) -> tuple[list[RawStackWord], list[RawSignalFrame],
     w = p.hdr.word_size
     start = (sp - STACK_BELOW) & ~(w - 1)
     count = (STACK_BELOW + STACK_ABOVE) // w
-    words = p.space.read_words(start, count)
-    if all(v is None for v in words):
+    values, present = p.space.read_word_array(start, count)
+    if not present.any():
         return [], [], f"stack memory around sp={sp:#x} is not in the core"
     arch = p.arch_name
     out: list[RawStackWord] = []
     frames: list[RawSignalFrame] = []
     checked: dict[int, tuple[bool, bool]] = {}  # value -> (after a call, is __restore_rt)
-    for i in _code_pointer_indices(p, words):
-        value = words[i]
-        assert value is not None
+    for i in _code_pointer_indices(p, values, present):
+        value = int(values[i])
         addr = start + i * w
         offset = addr - sp
         known = checked.get(value)
@@ -81,7 +81,9 @@ def scan_stack(p: ParsedCore) -> tuple[list[RawStackWord], list[RawSignalFrame],
     return out, frames, None
 
 
-def _code_pointer_indices(p: ParsedCore, words: list[int | None]) -> list[int]:
+def _code_pointer_indices(
+    p: ParsedCore, values: npt.NDArray[np.uint64], present: npt.NDArray[np.bool_]
+) -> list[int]:
     """Indices of the words that point into an executable mapping (vectorized: a stack window
     is thousands of words and only a few dozen are code addresses)."""
     ranges = [(s.vaddr, s.end) for s in p.segments if s.executable]
@@ -89,8 +91,6 @@ def _code_pointer_indices(p: ParsedCore, words: list[int | None]) -> list[int]:
         return []
     starts = np.array([r[0] for r in ranges], dtype=np.uint64)
     ends = np.array([r[1] for r in ranges], dtype=np.uint64)
-    present = np.array([v is not None for v in words], dtype=bool)
-    values = np.array([0 if v is None else v for v in words], dtype=np.uint64)
     idx = np.searchsorted(starts, values, side="right").astype(np.int64) - 1
     ok = present & (values >= 4096) & (idx >= 0)
     ok[ok] &= values[ok] < ends[idx[ok]]
