@@ -43,13 +43,17 @@ class AddressSpace:
         self.hdr = hdr
         self.segments = segments
         self._starts = [s.vaddr for s in segments]
-        self.files = sorted(files, key=lambda f: f.start)
-        self._file_starts = [f.start for f in self.files]
+        self.set_files(files)
         self._file_reader = file_reader
         self._cache: dict[int, bytes] = {}
         self._file_pages: dict[int, bytes] = {}
         self.truncated = False
         self.problems: list[str] = []
+
+    def set_files(self, files: list[FileMapping]) -> None:
+        """Replace the mapped-file list (for cores whose files come from the link map)."""
+        self.files = sorted(files, key=lambda f: f.start)
+        self._file_starts = [f.start for f in self.files]
 
     # -- mappings -------------------------------------------------------------------------------
     def segment_at(self, addr: int) -> Segment | None:
@@ -108,7 +112,7 @@ class AddressSpace:
         self._cache[page] = data
         return data
 
-    def _read_dumped(self, addr: int, size: int) -> bytes | None:
+    def read_dumped(self, addr: int, size: int) -> bytes | None:
         """Bytes at addr that are in the core, or None if any of them is not."""
         out = bytearray()
         while size > 0:
@@ -139,7 +143,7 @@ class AddressSpace:
             if text is not None:
                 lo = addr - page
                 return text[lo : lo + size] if lo + size <= len(text) else None
-        data = self._read_dumped(addr, size)
+        data = self.read_dumped(addr, size)
         if data is not None:
             return data
         f = self.file_at(addr)
@@ -170,7 +174,7 @@ class AddressSpace:
         end = addr + count * w
         while pos < end:
             page_end = min(end, (pos & ~(_PAGE - 1)) + _PAGE)
-            chunk = self._read_dumped(pos, page_end - pos)
+            chunk = self.read_dumped(pos, page_end - pos)
             n = (page_end - pos) // w
             if chunk is None:
                 out.extend([None] * n)
@@ -192,7 +196,7 @@ class AddressSpace:
         end = addr + count * w
         while pos < end:
             page_end = min(end, (pos & ~(_PAGE - 1)) + _PAGE)
-            chunk = self._read_dumped(pos, page_end - pos)
+            chunk = self.read_dumped(pos, page_end - pos)
             i = (pos - addr) // w
             n = (page_end - pos) // w
             if chunk is not None and len(chunk) >= n * w:

@@ -72,6 +72,7 @@ class ParsedCore:
     writer: str
     errors: list[str] = field(default_factory=list)
     modules: list[MappedFile] = field(default_factory=list)
+    notes_end: int = 0  # file offset just past the last note: the head a copy must keep
 
     @property
     def crashed(self) -> PrStatus | None:
@@ -172,11 +173,12 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
     writer = _guess_writer(notes, has_file_note, siginfo)
 
     space = AddressSpace(src, hdr, segments, files, resolver.read_mapping)
-    head = src.pread(0, min(1 << 16, max(0, _notes_end(note_segs))))
+    notes_end = _notes_end(note_segs)
+    head = src.pread(0, min(1 << 16, max(0, notes_end)))
     digest = hashlib.sha256(head).hexdigest()[:32]
     parsed = ParsedCore(
         src, hdr, arch, arch_name, segments, files, threads, prpsinfo, siginfo, auxv, space,
-        resolver, digest, writer, errors,
+        resolver, digest, writer, errors, notes_end=notes_end,
     )  # fmt: skip
     if not isinstance(src, FileSource):  # a plain file reads at random for free
         src.prefetch(_wanted_ranges(parsed))
@@ -186,8 +188,7 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
         files = linkmap.mapped_files(
             space, auxv, segments, lambda name: resolver.local_file(name, None)
         )
-        space.files = files
-        space._file_starts = [f.start for f in files]
+        space.set_files(files)
         parsed.files = files
     parsed.modules = _modules(parsed)
     return parsed
@@ -251,7 +252,7 @@ def _modules(p: ParsedCore) -> list[MappedFile]:
         if first.file_offset == 0:
             # Only the core's own bytes here: a file on disk is trusted only once a build-id
             # from the core says it is the same file.
-            build_id = build_id_from_image(_dumped_reader(p), first.start)
+            build_id = build_id_from_image(p.space.read_dumped, first.start)
         if build_id is None and p.resolver.has_dirs:
             # qemu-user dumps no file-backed page, so the core holds no build-id; a file of
             # the same name in --binaries is then the best evidence there is.
@@ -266,10 +267,3 @@ def _modules(p: ParsedCore) -> list[MappedFile]:
         executable = any(p.space.is_executable(m.start) for m in maps)
         out.append(MappedFile(path, base, maps[-1].end, first.file_offset, build_id, executable))
     return out
-
-
-def _dumped_reader(p: ParsedCore):  # type: ignore[no-untyped-def]
-    def read(addr: int, size: int) -> bytes | None:
-        return p.space._read_dumped(addr, size)
-
-    return read

@@ -23,7 +23,7 @@ from typing import Any
 
 from corecensus.coredump.elf import PT_DYNAMIC, PT_LOAD, read_image_headers
 from corecensus.coredump.instruction import is_restore_rt
-from corecensus.coredump.parse import ParsedCore, _notes_end, _wanted_ranges
+from corecensus.coredump.parse import ParsedCore, _wanted_ranges
 from corecensus.coredump.source import FileSource
 from corecensus.errors import CoreError
 
@@ -56,7 +56,7 @@ def _core_path(p: ParsedCore) -> Iterator[str]:
     fd, path = tempfile.mkstemp(prefix="corecensus-", suffix=".core")
     try:
         with os.fdopen(fd, "wb") as out:
-            head = bytearray(src.pread(0, _notes_end(_note_segments(p))))
+            head = bytearray(src.pread(0, p.notes_end))
             # Drop the section header table (gcore writes one at the end of the file), which
             # the sparse copy does not carry and libelf would reject.
             if len(head) >= 64 and p.hdr.is_64:
@@ -83,12 +83,6 @@ def _core_path(p: ParsedCore) -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-def _note_segments(p: ParsedCore) -> list[Any]:
-    from corecensus.coredump.elf import read_segments
-
-    return read_segments(p.src, p.hdr)[1]
 
 
 def _dynamic_address(p: ParsedCore, base: int) -> int | None:
