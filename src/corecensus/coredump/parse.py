@@ -181,7 +181,7 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
         resolver, digest, writer, errors, notes_end=notes_end,
     )  # fmt: skip
     if not isinstance(src, FileSource):  # a plain file reads at random for free
-        src.prefetch(_wanted_ranges(parsed))
+        src.prefetch(wanted_ranges(parsed))
     if not has_file_note:
         # gcore and qemu-user write no NT_FILE: find the loaded objects through the dynamic
         # linker's r_debug list instead (as gdb does for such cores).
@@ -207,7 +207,7 @@ def _guess_writer(notes: list[Note], has_file: bool, siginfo: SigInfo | None) ->
     return "kernel"
 
 
-def _wanted_ranges(p: ParsedCore) -> list[tuple[int, int]]:
+def wanted_ranges(p: ParsedCore) -> list[tuple[int, int]]:
     """File ranges of the core the rest of the parse will read (for one-pass streaming)."""
     out: list[tuple[int, int]] = []
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from corecensus.coredump.elf import PT_DYNAMIC, PT_LOAD, read_image_headers
 from corecensus.coredump.instruction import is_restore_rt
-from corecensus.coredump.parse import ParsedCore, _wanted_ranges
+from corecensus.coredump.parse import ParsedCore, wanted_ranges
 from corecensus.coredump.source import FileSource
 from corecensus.errors import CoreError
 
@@ -67,7 +67,7 @@ def _core_path(p: ParsedCore) -> Iterator[str]:
                 head[48:52] = bytes(4)
             out.write(head)
             written = len(head)
-            for offset, size in _wanted_ranges(p):
+            for offset, size in wanted_ranges(p):
                 try:
                     data = src.pread(offset, size)
                 except CoreError:
