@@ -108,17 +108,7 @@ def _record(
         frames = [_frame(pc, None, modules)] if pc is not None else []
         frames = _recover(p, frames, words, modules, names, force=True)
 
-    stack_window = tuple(
-        StackWord(
-            offset=w.offset,
-            address=w.address,
-            function=names.get(w.address),
-            module=_module_name(w.address, modules),
-            module_offset=_module_offset(w.address, modules),
-            after_call=w.after_call,
-        )
-        for w in words
-    )
+    stack_window = tuple(_stack_word(w, names, modules) for w in words)
     signal_frames = tuple(
         SignalFrame(
             s.offset, s.interrupted_pc, names.get(s.interrupted_pc), s.interrupted_sp, s.signal
@@ -206,14 +196,18 @@ def _find_module(addr: int, modules: Sequence[MappedFile]) -> MappedFile | None:
     return None
 
 
-def _module_name(addr: int, modules: Sequence[MappedFile]) -> str | None:
-    m = _find_module(addr, modules)
-    return m.path if m else None
-
-
-def _module_offset(addr: int, modules: Sequence[MappedFile]) -> int | None:
-    m = _find_module(addr, modules)
-    return addr - m.base if m else None
+def _stack_word(
+    w: RawStackWord, names: dict[int, str | None], modules: Sequence[MappedFile]
+) -> StackWord:
+    m = _find_module(w.address, modules)
+    return StackWord(
+        offset=w.offset,
+        address=w.address,
+        function=names.get(w.address),
+        module=m.path if m else None,
+        module_offset=w.address - m.base if m else None,
+        after_call=w.after_call,
+    )
 
 
 def _frame(

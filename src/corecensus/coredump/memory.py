@@ -164,25 +164,6 @@ class AddressSpace:
             return None
         return int(struct.unpack(self.hdr.endian + ("Q" if w == 8 else "I"), data)[0])
 
-    def read_words(self, addr: int, count: int) -> list[int | None]:
-        """``count`` consecutive words from the core only (stack memory is never in a file)."""
-        w = self.hdr.word_size
-        fmt = self.hdr.endian + ("Q" if w == 8 else "I")
-        out: list[int | None] = []
-        # Read segment by segment so one missing page does not hide its neighbours.
-        pos = addr
-        end = addr + count * w
-        while pos < end:
-            page_end = min(end, (pos & ~(_PAGE - 1)) + _PAGE)
-            chunk = self.read_dumped(pos, page_end - pos)
-            n = (page_end - pos) // w
-            if chunk is None:
-                out.extend([None] * n)
-            else:
-                out.extend(struct.unpack(f"{fmt[0]}{n}{fmt[1]}", chunk[: n * w]))
-            pos = page_end
-        return out
-
     def read_word_array(
         self, addr: int, count: int
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
