@@ -135,15 +135,14 @@ def call_before(space: AddressSpace, addr: int, arch: str) -> Any | None:
         )
     if arch != "x86_64":
         return None
-    code = space.read(addr - _MAX_CALL_LEN, _MAX_CALL_LEN)
-    if code is None:
-        code = space.read(addr - 5, 5)
-        if code is None:
-            return None
-    for length in _x86_call_candidates(code):
-        insn = decode(code[-length:], addr - length, arch)
-        if insn is not None and insn.size == length and insn.mnemonic == "call":
-            return insn
+    code = space.read(addr - _MAX_CALL_LEN, _MAX_CALL_LEN) or space.read(addr - 5, 5)
+    length = _x86_call_length(code) if code is not None else None
+    if code is None or length is None:
+        return None
+    # capstone confirms the hand decoder and supplies the operands.
+    insn = decode(code[-length:], addr - length, arch)
+    if insn is not None and insn.size == length and insn.mnemonic == "call":
+        return insn
     return None
 
 
@@ -161,11 +160,15 @@ def is_after_call(space: AddressSpace, addr: int, arch: str) -> bool:
     if arch != "x86_64":
         return call_before(space, addr, arch) is not None
     code = space.read(addr - _MAX_CALL_LEN, _MAX_CALL_LEN) or space.read(addr - 5, 5)
-    if code is None:
-        return False
+    return code is not None and _x86_call_length(code) is not None
+
+
+def _x86_call_length(code: bytes) -> int | None:
+    """Length of the call instruction ``code`` ends with, or None: ``E8 rel32``, or ``FF /2``
+    with its ModRM/SIB/displacement after at most two prefixes."""
     n = len(code)
     if n >= 5 and code[n - 5] == 0xE8:
-        return True
+        return 5
     for length in range(2, n + 1):
         pos = n - length
         for _ in range(3):  # opcode at pos, or after one or two prefixes
@@ -173,12 +176,12 @@ def is_after_call(space: AddressSpace, addr: int, arch: str) -> bool:
                 break
             if code[pos] == 0xFF and (code[pos + 1] >> 3) & 7 == 2:
                 if pos + 1 + _modrm_length(code, pos + 1) == n:
-                    return True
+                    return length
                 break
             if code[pos] not in _PREFIXES:
                 break
             pos += 1
-    return False
+    return None
 
 
 def _modrm_length(code: bytes, m: int) -> int:
@@ -199,26 +202,6 @@ def _modrm_length(code: bytes, m: int) -> int:
     elif mod == 2:
         length += 4
     return length
-
-
-def _x86_call_candidates(code: bytes) -> list[int]:
-    """Lengths at which ``code`` could end with a call, by a cheap look at the opcode bytes.
-
-    x86-64 calls are ``E8 rel32`` (5 bytes) or ``FF /2`` (ModRM reg field 2, 2 to 7 bytes plus a
-    REX or segment prefix). Checking those bytes first spares capstone the words of a stack
-    window that are code addresses but not return addresses (most of them).
-    """
-    n = len(code)
-    out: list[int] = []
-    if n >= 5 and code[n - 5] == 0xE8:
-        out.append(5)
-    for length in range(2, min(n, _MAX_CALL_LEN) + 1):
-        start = n - length
-        for op in (start, start + 1):  # opcode, or opcode after a one-byte prefix
-            if op + 1 < n and code[op] == 0xFF and (code[op + 1] >> 3) & 7 == 2:
-                out.append(length)
-                break
-    return out
 
 
 def is_restore_rt(space: AddressSpace, addr: int) -> bool:
