@@ -78,6 +78,7 @@ CRASHERS: dict[str, Crasher] = {
         _c("sigill", signal.Signals.SIGILL, "ud2"),
         _c("sigbus", SIGBUS, "read a shared mapping of a file truncated to 0 (BUS_ADRERR)"),
         _c("stack_overflow", SIGSEGV, "unbounded recursion"),
+        _c("stack_overflow_call", SIGSEGV, "recursion by bare calls: sp stays inside the stack"),
         _c("thread_crash", SIGSEGV, "second of two workers null-derefs in crash_in_thread()"),
         _c("jump_nonexec", SIGSEGV, "call into a PROT_READ|PROT_WRITE page"),
         _c("call_null_fp", SIGSEGV, "call through a NULL function pointer"),

@@ -223,6 +223,13 @@ def test_stack_overflow(kernel_cores: Mapping[str, CrashResult]) -> None:
     assert 7 << 20 < size < 16 << 20
 
 
+def test_stack_overflow_call(kernel_cores: Mapping[str, CrashResult]) -> None:
+    facts = facts_for(kernel_cores["stack_overflow_call"])
+    assert facts["si_code"] in (SEGV_MAPERR, SEGV_ACCERR)
+    assert facts["si_addr"] == facts["rsp"] - 8  # the `call` faulted pushing below the stack
+    assert set(facts["threads"][0]["frames"]) == {"crash_call_recurse"}
+
+
 def test_thread_crash(kernel_cores: Mapping[str, CrashResult]) -> None:
     result = kernel_cores["thread_crash"]
     facts = facts_for(result)

@@ -105,12 +105,18 @@ def test_sigbus_fault_address(
     assert records["sigbus"].fault_address == kernel_cores["sigbus"].info_int("fault_addr")
 
 
-def test_stack_overflow_is_not_a_hardware_anomaly(records: dict[str, CrashRecord]) -> None:
-    rec = records["stack_overflow"]
+@pytest.mark.parametrize(
+    ("name", "frame"),
+    [("stack_overflow", "crash_stack_overflow"), ("stack_overflow_call", "crash_call_recurse")],
+)
+def test_stack_overflow_is_not_a_hardware_anomaly(
+    records: dict[str, CrashRecord], name: str, frame: str
+) -> None:
+    rec = records[name]
     assert rec.signal_name == "SIGSEGV"
     assert rec.anomalies == (), rec.anomalies
     assert any("stack overflow" in e for e in rec.errors)
-    assert _names(rec)[0] == "crash_stack_overflow"
+    assert _names(rec)[0] == frame
 
 
 def test_thread_crash(

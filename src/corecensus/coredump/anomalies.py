@@ -33,6 +33,10 @@ NULL_GUARD = 1 << 16
 # Highest user-space address bit considered for a flip (x86-64 user space is 47 bits; the 63rd
 # bit flip makes a non-canonical address, which is exactly the case worth catching).
 MAX_FLIP_BIT = 63
+# Linux's default stack_guard_gap (256 pages) and how far from sp a stack-overflow fault may be
+# (one frame's locals; a larger frame is probed page by page with -fstack-clash-protection).
+GUARD_GAP = 256 * 4096
+NEAR_SP = 1 << 16
 
 
 @dataclass
@@ -179,6 +183,40 @@ def _call_target(insn: Any, regs: dict[str, int], c: ParsedCore) -> int | None:
     return None
 
 
+class StackOverflow:
+    """Recognise a stack overflow first, so no other rule mistakes its fault for a hardware sign.
+
+    The fault lands in the guard gap just below a stack mapping (Linux keeps ``stack_guard_gap``,
+    256 pages = 1 MiB, free below a growing stack since commit 1be7107fbe18 "mm: larger stack
+    guard gap, between vmas"), close to ``sp``. ``sp`` itself may still be inside the stack (the
+    faulting ``call`` or ``push`` writes to ``sp - 8``) or already in the gap (a ``sub`` moved
+    it and a later store faulted), so the rule looks at the fault address, not only at ``sp``.
+    """
+
+    name = "stack_overflow"
+
+    def applies(self, ctx: AnomalyContext) -> bool:
+        c = ctx.core
+        return c.sp is not None and c.fault_address is not None and bool(c.segments)
+
+    def run(self, ctx: AnomalyContext) -> None:
+        c = ctx.core
+        sp, fault = c.sp, c.fault_address
+        assert sp is not None and fault is not None
+        if c.space.is_mapped(fault) or abs(fault - sp) >= NEAR_SP:
+            return
+        stack = c.space.segment_above(fault)
+        if stack is None or stack.vaddr - fault > GUARD_GAP + NEAR_SP:
+            return
+        if not c.space.is_stack_like(stack.vaddr):
+            return
+        ctx.facts["stack_overflow"] = True
+        ctx.notes.append(
+            f"stack overflow: the fault at {fault:#x} lies in the guard gap "
+            f"{stack.vaddr - fault:#x} bytes below the stack at {stack.vaddr:#x} (sp {sp:#x})"
+        )
+
+
 class SpOutsideStack:
     name = "sp_outside_stack"
 
@@ -191,19 +229,8 @@ class SpOutsideStack:
         assert sp is not None
         if c.space.is_stack_like(sp):
             return
-        # A stack overflow leaves sp just below its stack, in the guard gap: that is a software
-        # bug with its own shape, not a corrupted stack pointer.
-        above = c.space.segment_at(sp + 4096 * 4) or c.space.segment_at(sp + (1 << 20))
-        fault = c.fault_address
-        if (
-            above is not None
-            and c.space.is_stack_like(above.vaddr)
-            and fault is not None
-            and abs(fault - sp) < (1 << 16)
-        ):
-            ctx.facts["stack_overflow"] = True
-            ctx.notes.append(f"stack overflow: sp {sp:#x} lies in the guard gap below its stack")
-            return
+        if ctx.facts.get("stack_overflow"):
+            return  # sp in the guard gap below its own stack: the overflow, not a bad pointer
         seg = c.space.segment_at(sp)
         where = "in no mapping" if seg is None else "in a mapping that is not a stack"
         ctx.found.append(
@@ -320,6 +347,7 @@ class SigbusMemoryError:
 
 
 RULES: tuple[Rule, ...] = (
+    StackOverflow(),
     PcZero(),
     PcNotExecutable(),
     ReturnOrCall(),

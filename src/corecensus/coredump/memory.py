@@ -64,6 +64,11 @@ class AddressSpace:
                 return seg
         return None
 
+    def segment_above(self, addr: int) -> Segment | None:
+        """The lowest mapping that starts above ``addr`` (the stack a guard-gap fault belongs to)."""
+        i = bisect.bisect_right(self._starts, addr)
+        return self.segments[i] if i < len(self.segments) else None
+
     def file_at(self, addr: int) -> FileMapping | None:
         i = bisect.bisect_right(self._file_starts, addr) - 1
         if i >= 0:
