@@ -37,9 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from corecensus.epidemiology.concentration import max_cell_pvalue
-from corecensus.epidemiology.multiplicity import fisher_combine
-from corecensus.epidemiology.poisson import poisson_upper
+from corecensus.epidemiology.hosttest import host_pvalues, poisson_equivalent, statistic
 from corecensus.epidemiology.segments import (
     Groups,
     pair_key,
@@ -145,17 +143,28 @@ def scan_hosts(
     crash_expl = explained_ph[pairs.inverse]
     resid = hardware & ~crash_expl
     ez = np.where(crash_expl, 0.0, crash_a)
+    lam_i = poisson_equivalent(ez)
 
     h = np.asarray(host, dtype=np.int64)
     c = np.asarray(cpu, dtype=np.int64)
+    known = c >= 0
     crashes = np.bincount(h, minlength=n_hosts).astype(np.int64)
     anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
     expected = weighted_count(h, ez, n_hosts)
     explained = np.bincount(h[crash_expl], minlength=n_hosts).astype(np.int64)
-    cells = _modal_cells(h, c, resid, ez, n_hosts)
-    p_cpu = max_cell_pvalue(cells.n, cells.top, cpus)
-    p_anom = poisson_upper(anomalous, expected)
-    p = _combine(p_cpu, cells.p_anomaly, p_anom)
+    lam_known = weighted_count(h[known], lam_i[known], n_hosts)
+    lam_all = weighted_count(h, lam_i, n_hosts)
+    lam_unknown = np.maximum(lam_all - lam_known, 0.0)
+    cells = _modal_cells(h, c, resid, n_hosts, anomalous, lam_known, lam_unknown, cpus)
+    stat, p = host_pvalues(
+        cells.n,
+        cells.top,
+        cells.anomalous,
+        anomalous - cells.anomalous,
+        lam_known,
+        lam_unknown,
+        cpus,
+    )
     flagged = p <= settings.host_alpha
 
     first_alarm = np.full(n_hosts, -1, dtype=np.int64)
@@ -167,7 +176,7 @@ def scan_hosts(
         if time_order is None:
             time_order = np.argsort(t, kind="stable").astype(np.int64)
         stream.run(
-            h=h, c=c, t=t, time_order=time_order, resid=resid, ez=ez, cpus=cpus, settings=settings
+            h=h, c=c, t=t, time_order=time_order, resid=resid, lam=lam_i, cpus=cpus, settings=settings
         )
     return HostScan(
         crashes=crashes,
@@ -175,14 +184,14 @@ def scan_hosts(
         cpus=cpus,
         top_cpu=cells.cell,
         top_count=cells.top,
-        p_cpu=p_cpu,
+        p_cpu=stat.p_cpu,
         top_anomalous=cells.anomalous,
-        top_expected=cells.expected,
-        p_top_anomaly=cells.p_anomaly,
+        top_expected=stat.cell_expected,
+        p_top_anomaly=stat.p_cell,
         anomalous=anomalous,
         expected_anomalous=expected,
         explained=explained,
-        p_anomaly=p_anom,
+        p_anomaly=stat.p_off,
         p_value=p,
         flagged=flagged,
         first_alarm_us=first_alarm,
@@ -194,67 +203,56 @@ def scan_hosts(
     )
 
 
-# Share of the false-alarm budget spent on anomalies anywhere on the host (a fault without a
-# favourite CPU, e.g. memory); the rest goes to anomalies on the busiest CPU.
-HOST_WIDE_SHARE = 0.1
-
-
-def _combine(p_cpu: F64, p_cell: F64, p_host: F64) -> F64:
-    """Weighted Bonferroni over two Fisher combinations: CPU concentration with the anomalies
-    on the busiest CPU (weight 0.9) or with the anomalies on the whole host (weight 0.1). Given
-    the CPU of every crash, the anomaly p-values are conditionally valid, so each Fisher
-    combination is valid (see the module docstring)."""
-    on_cpu = fisher_combine(p_cpu, p_cell) / (1.0 - HOST_WIDE_SHARE)
-    anywhere = fisher_combine(p_cpu, p_host) / HOST_WIDE_SHARE
-    out: F64 = np.minimum(1.0, np.minimum(on_cpu, anywhere))
-    return out
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class _TopCells:
     n: I64  # crashes with a known CPU
     top: I64  # crashes on the busiest CPU
     cell: I64  # that CPU (-1 none)
     anomalous: I64  # residual anomalous crashes on it
-    expected: F64  # their null expectation
-    p_anomaly: F64  # Poisson upper tail, times the number of tied busiest CPUs
 
 
-def _modal_cells(h: I64, c: I64, resid: B, ez: F64, n_hosts: int) -> _TopCells:
+def _modal_cells(
+    h: I64,
+    c: I64,
+    resid: B,
+    n_hosts: int,
+    anomalous: I64,
+    lam: F64,
+    lam_u: F64,
+    cpus: I64,
+) -> _TopCells:
     """Per host, the busiest CPU and the residual anomalies on it.
 
-    When several CPUs tie for busiest, the one with the smallest anomaly p-value is taken and
-    that p-value multiplied by the number tied (Bonferroni), so the choice cannot inflate it.
+    When several CPUs tie for busiest, the one with the smallest statistic (the most extreme)
+    is taken, then the lowest CPU index; the test accounts for the choice (hosttest's tie
+    factor).
     """
     known = c >= 0
     n = np.bincount(h[known], minlength=n_hosts).astype(np.int64)
     top = np.zeros(n_hosts, dtype=np.int64)
     cell = np.full(n_hosts, -1, dtype=np.int64)
     z = np.zeros(n_hosts, dtype=np.int64)
-    e = np.zeros(n_hosts, dtype=np.float64)
-    p = np.ones(n_hosts, dtype=np.float64)
     if not known.any():
-        return _TopCells(n=n, top=top, cell=cell, anomalous=z, expected=e, p_anomaly=p)
+        return _TopCells(n=n, top=top, cell=cell, anomalous=z)
     width = int(c[known].max()) + 1
     g = Groups.of(pair_key(h[known], c[known], width))
     g_host = g.keys // width
     g_z = g.count_where(resid[known])
-    g_e = g.sum(ez[known])
     np.maximum.at(top, g_host, g.counts)
     tied = g.counts == top[g_host]
-    n_tied = np.bincount(g_host[tied], minlength=n_hosts)
-    g_p = np.where(tied, poisson_upper(g_z, g_e), 2.0)
-    # per host, the tied cell with the smallest p (then the lowest CPU index)
-    order = np.lexsort((g.keys % width, g_p, g_host))
+    gh = g_host
+    score = statistic(
+        n[gh], g.counts, g_z, anomalous[gh] - g_z, lam[gh], lam_u[gh], cpus[gh]
+    ).score
+    score = np.where(tied, score, np.inf)
+    order = np.lexsort((g.keys % width, score, g_host))
     first = np.ones(order.size, dtype=bool)
     first[1:] = g_host[order][1:] != g_host[order][:-1]
     lead = order[first]
     hosts = g_host[lead]
     cell[hosts] = g.keys[lead] % width
     z[hosts] = g_z[lead]
-    e[hosts] = g_e[lead]
-    p[hosts] = np.minimum(1.0, g_p[lead] * n_tied[hosts])
-    return _TopCells(n=n, top=top, cell=cell, anomalous=z, expected=e, p_anomaly=p)
+    return _TopCells(n=n, top=top, cell=cell, anomalous=z)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -273,7 +271,7 @@ class _Stream:
         t: I64,
         time_order: I64,
         resid: B,
-        ez: F64,
+        lam: F64,
         cpus: I64,
         settings: ScanSettings,
     ) -> None:
@@ -300,25 +298,42 @@ class _Stream:
         cell_count[by_cell] = segment_rank(n, np.flatnonzero(cnew).astype(np.int64)) + 1
         cell_count[~known] = 0
         m_run = segment_cummax(cell_count, starts)
+        # residual anomalies so far and the Poisson-equivalent null means, with a known CPU
+        # and without
+        r_known = resid[order] & known
+        lam_o = lam[order]
         z_run = segment_cumsum(resid[order].astype(np.int64), starts)
-        e_run = segment_cumsum(ez[order], starts)
-        # running residual anomalies and expectation of each crash's own CPU cell
+        l_run = segment_cumsum(np.where(known, lam_o, 0.0), starts)
+        lu_run = segment_cumsum(np.where(known, 0.0, lam_o), starts)
+        # running residual anomalies of each crash's own CPU cell
         cell_starts = np.flatnonzero(cnew).astype(np.int64)
         cz = np.empty(n, dtype=np.int64)
-        cz[by_cell] = segment_cumsum(resid[order][by_cell].astype(np.int64), cell_starts)
-        ce = np.empty(n, dtype=np.float64)
-        ce[by_cell] = segment_cumsum(ez[order][by_cell], cell_starts)
+        cz[by_cell] = segment_cumsum(r_known[by_cell].astype(np.int64), cell_starts)
 
-        # The statistic can only fall below a threshold where a CPU cell reaches the running
-        # maximum or a residual anomaly arrives, so it is evaluated at those crashes only; the
-        # crash's own cell stands for the busiest when it is one of them.
+        # The statistic can only fall where a CPU cell reaches the running maximum or a
+        # residual anomaly arrives, so it is evaluated at those crashes only. The busiest CPU
+        # is the cell that last reached the running maximum (the crash's own at a modal crash;
+        # its count and anomalies cannot have changed since, or that crash would be modal).
+        # When CPUs tie it is one of them, so its statistic is at least the full test's (the
+        # most extreme tied CPU): the p-value can only be larger, still valid.
         modal = known & (cell_count == m_run) & (m_run >= 2)
         idx = np.flatnonzero(modal | resid[order])
         if not idx.size:
             return
-        p_cpu = max_cell_pvalue(n_run[idx], m_run[idx], cpus[hs[idx]])
-        p_cell = np.where(modal[idx], poisson_upper(cz[idx], ce[idx]), 1.0)
-        p = _combine(p_cpu, p_cell, poisson_upper(z_run[idx], e_run[idx]))
+        pos = np.arange(n, dtype=np.int64)
+        at_max = known & (cell_count == m_run)
+        last = np.maximum.accumulate(np.where(at_max, pos, -1))
+        has = last >= starts[np.searchsorted(starts, pos, side="right") - 1]
+        k_top = np.where(has, cz[np.maximum(last, 0)], 0)
+        _, p = host_pvalues(
+            n_run[idx],
+            m_run[idx],
+            k_top[idx],
+            z_run[idx] - k_top[idx],
+            l_run[idx],
+            lu_run[idx],
+            cpus[hs[idx]],
+        )
         np.minimum.at(self.min_p, hs[idx], p)
         alpha = settings.host_alpha if settings.stream_alpha is None else settings.stream_alpha
         hit = idx[p <= alpha]
