@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from corecensus.epidemiology.hosttest import host_pvalues, poisson_equivalent, statistic
+from corecensus.epidemiology.hosttest import host_pvalues, poisson_binomial_prefixes, statistic
 from corecensus.epidemiology.segments import (
     Groups,
     pair_key,
@@ -59,7 +59,7 @@ B = NDArray[np.bool_]
 class ScanSettings:
     """Knobs of the host scan (copied from :class:`AnalysisParams`)."""
 
-    host_alpha: float = 1e-4
+    host_alpha: float = 5e-5
     stream_alpha: float | None = None
     anomaly_prior_strength: float = 50.0
     explain_min_rate: float = 0.2
@@ -143,7 +143,6 @@ def scan_hosts(
     crash_expl = explained_ph[pairs.inverse]
     resid = hardware & ~crash_expl
     ez = np.where(crash_expl, 0.0, crash_a)
-    lam_i = poisson_equivalent(ez)
 
     h = np.asarray(host, dtype=np.int64)
     c = np.asarray(cpu, dtype=np.int64)
@@ -152,17 +151,16 @@ def scan_hosts(
     anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
     expected = weighted_count(h, ez, n_hosts)
     explained = np.bincount(h[crash_expl], minlength=n_hosts).astype(np.int64)
-    lam_known = weighted_count(h[known], lam_i[known], n_hosts)
-    lam_all = weighted_count(h, lam_i, n_hosts)
-    lam_unknown = np.maximum(lam_all - lam_known, 0.0)
+    lam_known = weighted_count(h[known], ez[known], n_hosts)
+    lam_unknown = weighted_count(h[~known], ez[~known], n_hosts)
     cells = _modal_cells(h, c, resid, n_hosts, anomalous, lam_known, lam_unknown, cpus)
     stat, p = host_pvalues(
         cells.n,
         cells.top,
         cells.anomalous,
         anomalous - cells.anomalous,
-        lam_known,
-        lam_unknown,
+        _anomaly_laws(h, np.where(known, ez, 0.0), n_hosts),
+        _anomaly_laws(h, np.where(known, 0.0, ez), n_hosts),
         cpus,
     )
     flagged = p <= settings.host_alpha
@@ -176,7 +174,7 @@ def scan_hosts(
         if time_order is None:
             time_order = np.argsort(t, kind="stable").astype(np.int64)
         stream.run(
-            h=h, c=c, t=t, time_order=time_order, resid=resid, lam=lam_i, cpus=cpus, settings=settings
+            h=h, c=c, t=t, time_order=time_order, resid=resid, lam=ez, cpus=cpus, settings=settings
         )
     return HostScan(
         crashes=crashes,
@@ -201,6 +199,28 @@ def scan_hosts(
         pair_explained=explained_ph,
         fleet_anomaly_rate=r0,
     )
+
+
+# Anomaly counts above this are folded into it in the null laws (conservative).
+ANOMALY_CAP = 40
+
+
+def _anomaly_laws(h: I64, a: F64, n_hosts: int) -> F64:
+    """Per host, the exact null law of its residual anomaly count (Poisson-binomial over its
+    crashes' probabilities ``a``), as rows of length ``ANOMALY_CAP + 1``."""
+    laws = np.zeros((n_hosts, ANOMALY_CAP + 1), dtype=np.float64)
+    laws[:, 0] = 1.0
+    some = a > 0
+    if not some.any():
+        return laws
+    hs = h[some]
+    order = radix_argsort(hs)
+    hs = hs[order]
+    new = np.ones(hs.size, dtype=bool)
+    new[1:] = hs[1:] != hs[:-1]
+    starts = np.flatnonzero(new).astype(np.int64)
+    laws[hs[starts]] = poisson_binomial_prefixes(a[some][order], starts, cap=ANOMALY_CAP)
+    return laws
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -303,8 +323,6 @@ class _Stream:
         r_known = resid[order] & known
         lam_o = lam[order]
         z_run = segment_cumsum(resid[order].astype(np.int64), starts)
-        l_run = segment_cumsum(np.where(known, lam_o, 0.0), starts)
-        lu_run = segment_cumsum(np.where(known, 0.0, lam_o), starts)
         # running residual anomalies of each crash's own CPU cell
         cell_starts = np.flatnonzero(cnew).astype(np.int64)
         cz = np.empty(n, dtype=np.int64)
@@ -325,13 +343,19 @@ class _Stream:
         last = np.maximum.accumulate(np.where(at_max, pos, -1))
         has = last >= starts[np.searchsorted(starts, pos, side="right") - 1]
         k_top = np.where(has, cz[np.maximum(last, 0)], 0)
+        look = np.zeros(n, dtype=bool)
+        look[idx] = True
         _, p = host_pvalues(
             n_run[idx],
             m_run[idx],
             k_top[idx],
             z_run[idx] - k_top[idx],
-            l_run[idx],
-            lu_run[idx],
+            poisson_binomial_prefixes(
+                np.where(known, lam_o, 0.0), starts, record=look, cap=ANOMALY_CAP
+            ),
+            poisson_binomial_prefixes(
+                np.where(known, 0.0, lam_o), starts, record=look, cap=ANOMALY_CAP
+            ),
             cpus[hs[idx]],
         )
         np.minimum.at(self.min_p, hs[idx], p)

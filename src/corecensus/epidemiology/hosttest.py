@@ -63,21 +63,16 @@ from scipy import special, stats
 from corecensus.epidemiology.concentration import EXACT_MAX_N, max_cell_law, max_cell_pvalue
 from corecensus.epidemiology.poisson import poisson_upper
 
-__all__ = ["HostStatistic", "host_pvalues", "poisson_equivalent", "statistic"]
+__all__ = ["HostStatistic", "host_pvalues", "poisson_binomial_prefixes", "statistic"]
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
+B = NDArray[np.bool_]
 
 # Anomaly counts beyond the Poisson quantile of this tail are folded into a conservative 1.
 _Z_TAIL = 1e-15
 # Relative slack so that the observed outcome always counts as "as extreme" (rounding).
 _TIE = 1e-9
-
-
-def poisson_equivalent(a: Any) -> F64:
-    """``-ln(1 - a)``: the Poisson mean that dominates a Bernoulli(``a``) (same mass at 0)."""
-    out: F64 = -np.log1p(-np.clip(np.asarray(a, dtype=np.float64), 0.0, 1.0 - 1e-12))
-    return out
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -109,30 +104,43 @@ def statistic(n: Any, m: Any, k: Any, o: Any, lam: Any, lam_u: Any, cpus: Any) -
 
 
 def host_pvalues(
-    n: Any, m: Any, k: Any, o: Any, lam: Any, lam_u: Any, cpus: Any
+    n: Any,
+    m: Any,
+    k: Any,
+    o: Any,
+    law_z: F64,
+    law_u: F64,
+    cpus: Any,
 ) -> tuple[HostStatistic, F64]:
     """Exact conditional p-values ``P(T <= T_obs)``, one per entry (see the module docstring).
 
     ``n`` crashes with a known CPU, ``m`` of them on the busiest CPU with ``k`` residual
-    anomalies there, ``o`` residual anomalies elsewhere (other CPUs, unknown CPU); ``lam`` the
-    Poisson-equivalent null mean of the anomalies among the ``n``, ``lam_u`` among the crashes
-    with an unknown CPU; ``cpus`` the host's CPU count. Entries are grouped by ``n``; a group
-    costs O(size x n x z_max^2 x o_max) array operations, in chunks.
+    anomalies there, ``o`` residual anomalies elsewhere (other CPUs, unknown CPU); ``law_z``
+    (entries x counts) the null law of the residual anomalies among the ``n``, ``law_u`` among
+    the crashes with an unknown CPU (:func:`poisson_binomial_prefixes`; mass beyond the last
+    column folded into it); ``cpus`` the host's CPU count. Entries are grouped by ``n``; a
+    group costs O(size x n x z_max^2 x o_max) array operations, in chunks.
     """
-    arrays = [np.atleast_1d(np.asarray(v)) for v in (n, m, k, o, lam, lam_u, cpus)]
-    nn, mm, kk, oo, la, lu, cc = np.broadcast_arrays(*arrays)
+    arrays = [np.atleast_1d(np.asarray(v)) for v in (n, m, k, o, cpus)]
+    nn, mm, kk, oo, cc = np.broadcast_arrays(*arrays)
     nn = nn.astype(np.int64)
     cc = np.maximum(cc.astype(np.int64), 1)
-    stat = statistic(nn, mm, kk, oo, la, lu, cc)
+    lz = np.atleast_2d(np.asarray(law_z, dtype=np.float64))
+    lu = np.atleast_2d(np.asarray(law_u, dtype=np.float64))
+    lz = np.broadcast_to(lz, (nn.size, lz.shape[-1]))
+    lu = np.broadcast_to(lu, (nn.size, lu.shape[-1]))
+    lam = lz @ np.arange(lz.shape[1], dtype=np.float64)
+    lam_u = lu @ np.arange(lu.shape[1], dtype=np.float64)
+    stat = statistic(nn, mm, kk, oo, lam, lam_u, cc)
     p = np.ones(nn.shape, dtype=np.float64)
     # T = 1 is the largest value T takes: P(T <= 1) = 1
     live = stat.score < 1.0
     for size in np.unique(nn[live]).tolist():
         sel = np.flatnonzero(live & (nn == size))
-        la_s = la[sel].astype(np.float64)
-        lu_s = lu[sel].astype(np.float64)
-        z_max = _count_cap(la_s, int(size))
-        o_max = z_max + _count_cap(lu_s, None)
+        pz = _fold(lz[sel], min(int(size), _support(lz[sel])))
+        pu = _fold(lu[sel], _support(lu[sel]))
+        z_max = pz.shape[1] - 1
+        o_max = z_max + pu.shape[1] - 1
         step = max(1, _CHUNK // ((int(size) + 1) * (z_max + 1) ** 2 * (o_max + 2)))
         for lo in range(0, sel.size, step):
             part = sel[lo : lo + step]
@@ -140,10 +148,9 @@ def host_pvalues(
             p[part] = _group_pvalues(
                 int(size),
                 stat.score[part] * (1.0 + _TIE),
-                la_s[sl],
-                lu_s[sl],
+                pz[sl],
+                pu[sl],
                 cc[part],
-                z_max,
                 o_max,
             )
     return stat, np.clip(p, 0.0, 1.0)
@@ -153,30 +160,72 @@ def host_pvalues(
 _CHUNK = 2_000_000
 
 
-def _count_cap(lam: F64, n: int | None) -> int:
-    """Largest anomaly count worth enumerating: the Poisson ``1 - _Z_TAIL`` quantile, at most
-    ``n`` (the mass beyond is folded into the cap, see :func:`_poisson_folded`)."""
-    top = int(np.max(stats.poisson.isf(_Z_TAIL, np.maximum(lam, 1e-300)))) + 1
-    return top if n is None else min(n, top)
+def _support(law: F64) -> int:
+    """The last count whose upper tail still exceeds ``_Z_TAIL`` in any row."""
+    tail = np.flip(np.cumsum(np.flip(law, axis=1), axis=1), axis=1)
+    keep = np.flatnonzero((tail > _Z_TAIL).any(axis=0))
+    return int(keep[-1]) if keep.size else 0
 
 
-def _poisson_folded(lam: F64, cap: int) -> F64:
-    """Poisson(lam) pmf on 0..cap with the mass beyond ``cap`` added at ``cap`` (the
-    conditional probability being non-decreasing in the count, this is conservative)."""
-    grid = np.arange(cap + 1, dtype=np.float64)
-    pz = stats.poisson.pmf(grid[None, :], lam[:, None])
-    pz[:, -1] += stats.poisson.sf(cap, lam)
-    out: F64 = pz
+def _fold(law: F64, cap: int) -> F64:
+    """The law on ``0..cap`` with the mass beyond ``cap`` added at ``cap``: the conditional
+    probability of an alarm is non-decreasing in the count, so this can only raise p."""
+    out = law[:, : cap + 1].copy()
+    out[:, -1] += law[:, cap + 1 :].sum(axis=1)
+    res: F64 = out
+    return res
+
+
+def poisson_binomial_prefixes(
+    a: F64, starts: I64, *, record: B | None = None, cap: int = 64
+) -> F64:
+    """Law of the number of successes among independent Bernoulli(``a_i``), per segment.
+
+    ``a`` is in segment order (e.g. a host's crashes in time order), ``starts`` the first index
+    of each segment. Returns the law (rows x ``cap + 1``, mass beyond ``cap`` folded into it)
+    after each segment's last element, or, with ``record``, after every recorded element (in
+    order). The exact convolution, one element of every segment per step (Poisson-binomial;
+    Hong 2013, "On computing the distribution function for the Poisson binomial distribution",
+    Computational Statistics & Data Analysis 59:41-51, for the recursion).
+    """
+    size = a.size
+    ends = np.append(starts[1:], size).astype(np.int64)
+    lengths = ends - starts
+    state = np.zeros((starts.size, cap + 1), dtype=np.float64)
+    state[:, 0] = 1.0
+    slot = np.full(size, -1, dtype=np.int64)
+    if record is None:
+        out = state.copy()  # empty segments keep the law of 0 successes
+        nonempty = lengths > 0
+        slot[ends[nonempty] - 1] = np.flatnonzero(nonempty)
+    else:
+        rec_pos = np.flatnonzero(record)
+        out = np.zeros((rec_pos.size, cap + 1), dtype=np.float64)
+        slot[rec_pos] = np.arange(rec_pos.size)
+    for j in range(int(lengths.max()) if lengths.size else 0):
+        rows = np.flatnonzero(lengths > j)
+        pos = starts[rows] + j
+        q = a[pos][:, None]
+        cur = state[rows]
+        nxt = cur * (1.0 - q)
+        nxt[:, 1:] += cur[:, :-1] * q[:, :1]
+        nxt[:, -1] += cur[:, -1] * q[:, 0]  # folded mass stays folded
+        state[rows] = nxt
+        done = slot[pos] >= 0
+        out[slot[pos[done]]] = nxt[done]
     return out
 
 
 def _group_pvalues(
-    n: int, t_obs: F64, lam: F64, lam_u: F64, cpus: I64, z_max: int, o_max: int
+    n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int
 ) -> F64:
     """p-values for entries sharing ``n``: vectors over entries (g), grids over the busiest
     CPU's count (m), the known-CPU anomalies (z), those on the busiest CPU (k) and the
     anomalies elsewhere (o)."""
     g_size = t_obs.size
+    z_max = pz.shape[1] - 1
+    lam = pz @ np.arange(z_max + 1, dtype=np.float64)
+    lam_u = pu @ np.arange(pu.shape[1], dtype=np.float64)
     m_grid = np.arange(n + 1, dtype=np.float64)
     law = np.empty((g_size, n + 1), dtype=np.float64)
     ties = np.empty((g_size, n + 1), dtype=np.float64)
@@ -200,18 +249,20 @@ def _group_pvalues(
     too_big = sg[:, :, :, None] * ho[:, :, None, :] > t_obs[:, None, None, None]
     ostar = too_big.sum(axis=3)  # h decreasing in o: the count of failing o is the first pass
     # P(Zu >= j) for j = ostar - (z - k), over j in -z_max..o_max + 1
-    j_grid = np.arange(-z_max, o_max + 2, dtype=np.float64)
-    su = np.where(j_grid[None, :] <= 0, 1.0, poisson_upper(j_grid[None, :], lam_u[:, None]))
+    su_tail = np.flip(np.cumsum(np.flip(pu, axis=1), axis=1), axis=1)  # P(Zu >= j), j >= 0
+    su = np.zeros((g_size, z_max + o_max + 3), dtype=np.float64)
+    su[:, : z_max + 1] = 1.0
+    width = min(su_tail.shape[1], su.shape[1] - z_max)
+    su[:, z_max : z_max + width] = su_tail[:, :width]
     z_idx = np.arange(z_max + 1)
     need = ostar[:, :, None, :] - (z_idx[None, None, :, None] - z_idx[None, None, None, :])
-    need = np.clip(need, -z_max, o_max + 1) + z_max  # index into j_grid; (g, m, z, k)
+    need = np.clip(need, -z_max, o_max + 1) + z_max  # index into su; (g, m, z, k)
     g_idx = np.arange(g_size)[:, None, None, None]
     hit = su[g_idx, need]  # P(T <= T_obs | M = m, Z = z, K = k)
     pmf = _hypergeom_pmf(n, z_max)  # [z, m, k]
     given_mz = np.einsum("gmzk,zmk->gmz", hit, pmf)
     # the busiest CPU is the most extreme of R tied ones: union bound with E[R | M = m]
     given_mz = np.minimum(1.0, ties[:, :, None] * given_mz)
-    pz = _poisson_folded(lam, z_max)
     given_m = np.einsum("gmz,gz->gm", given_mz, pz)
     if not exact:
         given_m = np.maximum.accumulate(given_m, axis=1)
