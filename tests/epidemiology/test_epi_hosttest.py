@@ -37,14 +37,17 @@ def test_largest_cell_law_of_a_realistic_host_sums_to_one() -> None:
     assert law[:1].sum() == 0.0 and np.all(law >= 0)
 
 
-def enumerate_host(a_known: list[float], a_unknown: list[float], cells: int) -> list[tuple[float, float, tuple[int, ...]]]:
+def enumerate_host(
+    a_known: list[float], a_unknown: list[float], cells: int
+) -> list[tuple[float, float, tuple[int, ...]]]:
     """Every outcome of a host under the null: (probability, statistic, inputs of host_pvalues).
 
     CPUs uniform and independent, crash i anomalous with probability a_i; the busiest CPU is the
     tied one with the smallest statistic, as the scan takes it."""
     n = len(a_known)
     lam, lam_u = sum(a_known), sum(a_unknown)
-    out = []
+    rows: list[tuple[int, float, int, int, int]] = []  # outcome, probability, m, k, o
+    outcome = 0
     for assign in itertools.product(range(cells), repeat=n):
         counts = [assign.count(c) for c in range(cells)]
         m = max(counts)
@@ -53,16 +56,19 @@ def enumerate_host(a_known: list[float], a_unknown: list[float], cells: int) -> 
                 a if f else 1 - a for a, f in zip((*a_known, *a_unknown), flags, strict=True)
             )
             z = sum(flags)
-            best = None
             for c in range(cells):
-                if counts[c] != m:
-                    continue
-                k = sum(f for f, cc in zip(flags[:n], assign, strict=False) if cc == c)
-                t = float(statistic(n, m, k, z - k, lam, lam_u, cells).score[()])
-                if best is None or t < best[0]:
-                    best = (t, k)
-            assert best is not None
-            out.append((prob, best[0], (n, m, best[1], z - best[1])))
+                if counts[c] == m:
+                    k = sum(f for f, cc in zip(flags[:n], assign, strict=False) if cc == c)
+                    rows.append((outcome, prob, m, k, z - k))
+            outcome += 1
+    arr = np.array(rows, dtype=float)
+    score = statistic(n, arr[:, 2], arr[:, 3], arr[:, 4], lam, lam_u, cells).score
+    out: list[tuple[float, float, tuple[int, ...]]] = []
+    for i in range(outcome):
+        cand = np.flatnonzero(arr[:, 0] == i)
+        best = cand[np.argmin(score[cand])]
+        m, k, o = (int(v) for v in arr[best, 2:])
+        out.append((float(arr[best, 1]), float(score[best]), (n, m, k, o)))
     return out
 
 
@@ -91,7 +97,10 @@ def test_pvalue_is_never_below_the_exact_null_probability(
     inputs = np.array([o[2] for o in outcomes])
     size = len(outcomes)
     _, p = host_pvalues(
-        *inputs.T[:4],
+        inputs[:, 0],
+        inputs[:, 1],
+        inputs[:, 2],
+        inputs[:, 3],
         np.repeat(law(a_known), size, axis=0),
         np.repeat(law(a_unknown), size, axis=0),
         cells,

@@ -8,7 +8,7 @@ and both are *conditional on the host's own crash count*, so a busy host (many p
 frail workload) is not suspicious merely for crashing often — the failure of raw or
 exposure-adjusted counts, which flag busy hosts.
 
-The two tests, independent under the null given the host's crashes:
+The two signals, independent under the null given the host's crashes:
 
 1. **CPU concentration** — the largest per-CPU count against uniform over the host's CPUs
    (:mod:`corecensus.epidemiology.concentration`).
@@ -17,16 +17,17 @@ The two tests, independent under the null given the host's crashes:
    population's anomaly rate is estimated from the *other* hosts (leave-one-host-out, shrunk to
    the fleet rate with ``anomaly_prior_strength`` pseudo-crashes); crashes of a population whose
    rate elsewhere is at least ``explain_min_rate`` on at least ``explain_min_hosts`` other hosts
-   are set aside as explained. For the rest, the host's anomalous count is compared with the sum
-   of their populations' rates by a Poisson upper tail (conservative against the exact
-   Poisson-binomial, whose variance is smaller).
+   are set aside as explained. The rest are anomalous independently with their population's
+   rate, so the host's anomaly count has a Poisson-binomial law.
 
-They are combined by Fisher's method; a host is flagged when the combined p-value is at most
-``host_alpha`` — a per-host false-alarm budget (``1e-4`` is at most one false alarm per 10,000
-hosts per window, p-values being valid or conservative). The *stream* is the same test run after
-every crash of the host in time order; the first crossing is the alarm time. Since the statistic
-can only cross when the top CPU count or the anomalous count goes up, it is evaluated at those
-crashes only. The population anomaly rates are those of the whole window (a mild look-ahead).
+They are combined into one statistic (anomalies on the busiest CPU and elsewhere, times the CPU
+concentration) whose exact null law given the host's crashes gives the p-value
+(:mod:`corecensus.epidemiology.hosttest`); a host is flagged when it is at most ``host_alpha``,
+its false-alarm probability (``5e-5``: at most 0.5 expected false alarms per 10,000 hosts per
+window). The *stream* is the same test run after every crash of the host in time order; the
+first crossing is the alarm time. Since the statistic can only cross when the top CPU count or
+the anomalous count goes up, it is evaluated at those crashes only. The population anomaly
+rates are those of the whole window (a mild look-ahead).
 """
 
 from __future__ import annotations
@@ -71,8 +72,10 @@ class ScanSettings:
 class HostScan:
     """Per host (index = host code) unless named ``pair_*`` (index = pair of population, host).
 
-    ``p_cpu``/``p_anomaly``/``p_value``: CPU concentration, residual anomaly and combined
-    p-values. ``anomalous`` residual hardware-flavoured crashes, ``expected_anomalous`` their
+    ``p_cpu``/``p_top_anomaly``/``p_anomaly``: the parts of the statistic (CPU concentration,
+    anomalies on the busiest CPU, anomalies elsewhere; ``top_expected`` and
+    ``expected_anomalous`` are the expectations on that CPU and on the whole host), ``p_value``
+    the exact combined p-value. ``anomalous`` residual hardware-flavoured crashes, ``expected_anomalous`` their
     null expectation, ``explained`` crashes set aside as belonging to anomaly-heavy populations
     spread over many hosts. ``first_alarm_us`` is -1 for hosts that never alarmed;
     ``alarm_crashes`` how many of the host's crashes had happened at the first alarm;
@@ -261,9 +264,7 @@ def _modal_cells(
     np.maximum.at(top, g_host, g.counts)
     tied = g.counts == top[g_host]
     gh = g_host
-    score = statistic(
-        n[gh], g.counts, g_z, anomalous[gh] - g_z, lam[gh], lam_u[gh], cpus[gh]
-    ).score
+    score = statistic(n[gh], g.counts, g_z, anomalous[gh] - g_z, lam[gh], lam_u[gh], cpus[gh]).score
     score = np.where(tied, score, np.inf)
     order = np.lexsort((g.keys % width, score, g_host))
     first = np.ones(order.size, dtype=bool)

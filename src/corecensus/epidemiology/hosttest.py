@@ -3,51 +3,52 @@
 Null hypothesis for one host, *given its crashes* (their number, their populations, hence each
 crash's null probability ``a_i`` of a residual hardware-flavoured anomaly, see
 :mod:`corecensus.epidemiology.hostscan`): every crash's CPU is uniform over the host's ``C``
-CPUs and independent of everything else, and each crash is anomalous independently with
-probability ``a_i``. Observed, over the ``n`` crashes with a known CPU:
+CPUs and independent of everything else, and crash ``i`` is anomalous independently with
+probability ``a_i``. Observed, over the ``n`` crashes with a known CPU: ``m`` the largest
+per-CPU count, ``k`` the residual anomalies on that CPU; ``o`` the residual anomalies elsewhere
+(other CPUs and crashes with an unknown CPU).
 
-* ``m`` the largest per-CPU count, ``k`` the residual anomalies on the busiest CPU (the largest
-  such count when CPUs tie), ``z`` the residual anomalies among the ``n`` crashes;
-* ``zu`` the residual anomalies among crashes with an unknown CPU.
+**Statistic** (smaller is more extreme): Fisher's product of three tails,
+``T = s(m) g(k) h(o)``: ``s`` the largest-cell bound
+(:func:`~corecensus.epidemiology.concentration.max_cell_pvalue`), ``g`` the Poisson tail of
+``k`` at its null mean ``m lam / n`` and ``h`` that of ``o`` at ``(n - m) lam / n + lam_u``
+(``lam``, ``lam_u`` the expected anomalies with and without a known CPU). A defective core puts
+crashes on one CPU and anomalies mostly there; a fault without a favourite CPU (memory) shows
+as anomalies anywhere. Every factor is a score only: the p-value comes from the law of ``T``.
 
-**Statistic.** ``T = min(s(m) g(k, m) / w, s(m) h(z + zu) / (1 - w))`` with ``s`` the
-largest-cell bound (:func:`~corecensus.epidemiology.concentration.max_cell_pvalue`), ``g`` the
-Poisson tail of ``k`` at its null mean ``m lam / n`` and ``h`` the Poisson tail of the host's
-anomalies at ``lam + lam_u`` (``lam = sum -ln(1 - a_i)``): "crashes pile up on one CPU *and*
-carry anomalies there", or "... and anomalies anywhere on the host" (a fault without a
-favourite CPU, e.g. memory), with weight ``w = 0.9`` on the first. Smaller is more extreme.
-
-**Exact p-value** ``P(T <= T_obs)`` under the null, summed over the joint law of ``(M, Z, K,
-Zu)`` instead of combining two separately computed p-values:
+**Exact p-value** ``P(T <= T_obs)`` under the null, summed over the joint law of the counts
+instead of treating the three discrete tails as uniform (the discrete analogue of Fisher's
+method; Mielke, Johnston & Berry 2004, "Combining probability values from independent
+permutation tests: a discrete analog of Fisher's classical method", Psychological Reports
+95:449-458):
 
 * ``M`` has the exact largest-cell law (Levin 1981,
   :func:`~corecensus.epidemiology.concentration.max_cell_law`);
-* ``Z``, ``Zu`` are independent of ``M`` and of each other. Each is a sum of independent
-  Bernoulli(``a_i``), stochastically smaller than ``Poisson(lam)``: ``Bernoulli(a)`` is
-  dominated by ``Poisson(-ln(1 - a))``, which has the same mass at 0 (a coupling; e.g. Serfling
-  1978, "Some elementary results on Poisson approximation in a sequence of Bernoulli trials",
-  SIAM Review 20:567-579). The conditional probability of ``T <= T_obs`` is non-decreasing in
-  each count, so using the Poisson laws can only raise the p-value;
+* the anomaly counts ``Z`` (known CPU) and ``Zu`` (unknown) are independent of ``M`` and of each
+  other, each Poisson-binomial over the crashes' ``a_i`` (:func:`poisson_binomial_prefixes`,
+  exact convolution);
 * given ``M = m`` and ``Z = z``, the busiest CPU's crashes are a uniformly random ``m``-subset
   of the ``n`` (crash labels are exchangeable under uniform CPUs, and the CPUs are independent
   of the anomaly flags), so ``K`` is hypergeometric ``(n, z, m)`` whatever the ``a_i`` are.
-  When ``R`` CPUs tie, ``K`` is the largest of ``R`` such counts; its tail is bounded by
-  ``E[R | M = m]`` times the hypergeometric tail (a union bound), with ``E[R | M = m] <=
-  min(n / m, C b(m) / P(M = m))``, ``b`` the Binomial(n, 1/C) pmf (1 above ``n / 2``).
+  When ``R`` CPUs tie, the most extreme is taken; a union bound multiplies the conditional
+  probability by ``E[R | M = m] <= min(n / m, C b(m) / P(M = m))``, ``b`` the Binomial(n, 1/C)
+  pmf (exactly 1 above ``n / 2``).
 
-So the p-value is valid (``P(p <= alpha) <= alpha``) and close to exact. It replaces Fisher's
-method with a weighted Bonferroni over two combinations, which treated the discrete p-values
-as uniform: a host without anomalies has an anomaly p-value of exactly 1 with probability
-``exp(-lam)`` (about 0.9), and Fisher's ``x (1 - ln x)`` then inflated the CPU p-value about
-15-fold at ``1e-6``, the Bonferroni weights another 1.1-10-fold. (Fisher's combination of
-discrete p-values is conservative; Lancaster 1949, "The combination of probabilities arising
-from data in discrete distributions", Biometrika 36:370-382.) On the simulated null fleets the
-old p-values put 0.05 false alarms per 10,000 hosts under ``1e-4`` instead of about 1.
+So the p-value is valid (``P(p <= alpha) <= alpha``) and, apart from ties and the discreteness
+of the data, exact. It replaces Fisher's ``x (1 - ln x)`` with a weighted Bonferroni over two
+combinations, which treated the discrete p-values as uniform: a host without anomalies has an
+anomaly p-value of exactly 1 with probability about 0.9, and Fisher's formula then inflated the
+CPU p-value about 15-fold at ``1e-6`` (Fisher's combination of discrete p-values is
+conservative; Lancaster 1949, "The combination of probabilities arising from data in discrete
+distributions", Biometrika 36:370-382), the Bonferroni weights another 1.1- to 10-fold. On the
+simulated null fleets the old p-values put 0.05 false alarms per 10,000 hosts under ``1e-4``
+instead of about 1; these put 0.25-0.65 there (most hosts have too few crashes to reach it).
 
 Hosts with more than :data:`~corecensus.epidemiology.concentration.EXACT_MAX_N` crashes with a
 known CPU use the union bound as the law of ``M`` (stochastically larger) with the conditional
 probability replaced by its running maximum over ``m`` (non-decreasing), which keeps the
-p-value valid.
+p-value valid. Anomaly counts above a cap are folded into it; the conditional probability of
+an alarm is non-decreasing in each count, so folding can only raise p.
 """
 
 from __future__ import annotations
@@ -216,9 +217,7 @@ def poisson_binomial_prefixes(
     return out
 
 
-def _group_pvalues(
-    n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int
-) -> F64:
+def _group_pvalues(n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int) -> F64:
     """p-values for entries sharing ``n``: vectors over entries (g), grids over the busiest
     CPU's count (m), the known-CPU anomalies (z), those on the busiest CPU (k) and the
     anomalies elsewhere (o)."""
