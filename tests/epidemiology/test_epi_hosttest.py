@@ -74,7 +74,7 @@ def enumerate_host(
 
 def law(a: list[float]) -> np.ndarray:
     """Poisson-binomial law of the anomaly count, one row."""
-    return poisson_binomial_prefixes(np.array(a, dtype=float), np.array([0]), cap=8)
+    return poisson_binomial_prefixes(np.array(a, dtype=float), np.array([0]), cap=40)
 
 
 @pytest.mark.parametrize(
@@ -146,3 +146,20 @@ def test_null_pvalues_are_calibrated(alpha: float) -> None:
     size = 2 * 3000
     assert share <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / size)
     assert share >= 0.5 * alpha
+
+
+def test_hosts_with_many_crashes_use_a_valid_two_factor_test() -> None:
+    """Above GRID_MAX_N crashes: the share of null draws with p <= alpha is at most alpha."""
+    rng = np.random.default_rng(3)
+    n, cells, draws = 90, 8, 20_000
+    a = rng.uniform(0.01, 0.06, n)
+    counts = rng.multinomial(n, np.full(cells, 1 / cells), draws)
+    m = counts.max(axis=1)
+    z = (rng.random((draws, n)) < a).sum(axis=1)
+    row = law(list(a))
+    cases, back = np.unique(np.stack([m, z]), axis=1, return_inverse=True)
+    _, p_cases = host_pvalues(n, cases[0], 0, cases[1], row, np.array([[1.0]]), cells)
+    p = p_cases[back.ravel()]
+    for alpha in (0.01, 0.05):
+        assert np.mean(p <= alpha) <= alpha + 3 * math.sqrt(alpha / draws)
+    assert np.mean(p <= 0.05) >= 0.02

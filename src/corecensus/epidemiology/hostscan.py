@@ -162,8 +162,8 @@ def scan_hosts(
         cells.top,
         cells.anomalous,
         anomalous - cells.anomalous,
-        _anomaly_laws(h, np.where(known, ez, 0.0), n_hosts),
-        _anomaly_laws(h, np.where(known, 0.0, ez), n_hosts),
+        _anomaly_laws(h, np.where(known, ez, 0.0), n_hosts, anomaly_cap(h, ez, n_hosts)),
+        _anomaly_laws(h, np.where(known, 0.0, ez), n_hosts, anomaly_cap(h, ez, n_hosts)),
         cpus,
     )
     flagged = p <= settings.host_alpha
@@ -204,14 +204,17 @@ def scan_hosts(
     )
 
 
-# Anomaly counts above this are folded into it in the null laws (conservative).
-ANOMALY_CAP = 40
+def anomaly_cap(h: I64, a: F64, n_hosts: int) -> int:
+    """Anomaly counts above this are folded into it in the null laws (conservative): 40, or
+    more for hosts expecting many (their mean plus 8 standard deviations plus 10)."""
+    lam = float(weighted_count(h, a, n_hosts).max()) if h.size else 0.0
+    return max(40, int(np.ceil(lam + 8.0 * np.sqrt(lam) + 10.0)))
 
 
-def _anomaly_laws(h: I64, a: F64, n_hosts: int) -> F64:
+def _anomaly_laws(h: I64, a: F64, n_hosts: int, cap: int) -> F64:
     """Per host, the exact null law of its residual anomaly count (Poisson-binomial over its
-    crashes' probabilities ``a``), as rows of length ``ANOMALY_CAP + 1``."""
-    laws = np.zeros((n_hosts, ANOMALY_CAP + 1), dtype=np.float64)
+    crashes' probabilities ``a``), as rows of length ``cap + 1``."""
+    laws = np.zeros((n_hosts, cap + 1), dtype=np.float64)
     laws[:, 0] = 1.0
     some = a > 0
     if not some.any():
@@ -222,7 +225,7 @@ def _anomaly_laws(h: I64, a: F64, n_hosts: int) -> F64:
     new = np.ones(hs.size, dtype=bool)
     new[1:] = hs[1:] != hs[:-1]
     starts = np.flatnonzero(new).astype(np.int64)
-    laws[hs[starts]] = poisson_binomial_prefixes(a[some][order], starts, cap=ANOMALY_CAP)
+    laws[hs[starts]] = poisson_binomial_prefixes(a[some][order], starts, cap=cap)
     return laws
 
 
@@ -344,6 +347,7 @@ class _Stream:
         last = np.maximum.accumulate(np.where(at_max, pos, -1))
         has = last >= starts[np.searchsorted(starts, pos, side="right") - 1]
         k_top = np.where(has, cz[np.maximum(last, 0)], 0)
+        cap = anomaly_cap(h, lam, int(h.max()) + 1)
         look = np.zeros(n, dtype=bool)
         look[idx] = True
         _, p = host_pvalues(
@@ -351,12 +355,8 @@ class _Stream:
             m_run[idx],
             k_top[idx],
             z_run[idx] - k_top[idx],
-            poisson_binomial_prefixes(
-                np.where(known, lam_o, 0.0), starts, record=look, cap=ANOMALY_CAP
-            ),
-            poisson_binomial_prefixes(
-                np.where(known, 0.0, lam_o), starts, record=look, cap=ANOMALY_CAP
-            ),
+            poisson_binomial_prefixes(np.where(known, lam_o, 0.0), starts, record=look, cap=cap),
+            poisson_binomial_prefixes(np.where(known, 0.0, lam_o), starts, record=look, cap=cap),
             cpus[hs[idx]],
         )
         np.minimum.at(self.min_p, hs[idx], p)

@@ -140,6 +140,9 @@ def host_pvalues(
         sel = np.flatnonzero(live & (nn == size))
         pz = _fold(lz[sel], min(int(size), _support(lz[sel])))
         pu = _fold(lu[sel], _support(lu[sel]))
+        if size > GRID_MAX_N:
+            p[sel] = _coarse_pvalues(int(size), mm[sel], kk[sel] + oo[sel], pz, pu, cc[sel])
+            continue
         z_max = pz.shape[1] - 1
         o_max = z_max + pu.shape[1] - 1
         step = max(1, _CHUNK // ((int(size) + 1) * (z_max + 1) ** 2 * (o_max + 2)))
@@ -159,6 +162,42 @@ def host_pvalues(
 
 # Elements per intermediate array in _group_pvalues (memory ~ 8 bytes each).
 _CHUNK = 2_000_000
+# Above this many crashes with a known CPU the (m, z, k, o) grid costs too much per evaluation
+# (a host with 1,000 crashes has ~30 plausible anomalies); such hosts use the two-factor test.
+GRID_MAX_N = 60
+
+
+def _coarse_pvalues(n: int, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64) -> F64:
+    """The two-factor test for hosts with many crashes: ``T' = s(m) H(z)``, ``H`` the exact
+    upper tail of the host's total anomaly count ``z`` (known and unknown CPU), its exact null
+    law ``sum_m P(M = m) P(H(Z) <= T'_obs / s(m))`` (``M`` and ``Z`` independent). The choice
+    of statistic depends on ``n`` only, which the test conditions on, so it stays valid."""
+    g_size = pz.shape[0]
+    total = np.zeros((g_size, pz.shape[1] + pu.shape[1] - 1), dtype=np.float64)
+    for i in range(pz.shape[1]):
+        total[:, i : i + pu.shape[1]] += pz[:, i : i + 1] * pu
+    tail = np.flip(np.cumsum(np.flip(total, axis=1), axis=1), axis=1)  # P(Z >= j)
+    # a count beyond the folded law's last column is scored as that column (conservative)
+    zz = np.minimum(np.asarray(z_obs, dtype=np.int64), tail.shape[1] - 1)
+    h_obs = tail[np.arange(g_size), zz]
+    law = np.empty((g_size, n + 1), dtype=np.float64)
+    exact = n <= EXACT_MAX_N
+    for c in np.unique(cpus).tolist():
+        law[cpus == c] = _m_law(n, int(c), exact)[0]
+    # only the values of m the law can take matter (a few dozen of the n + 1)
+    cols = np.flatnonzero((law > 0).any(axis=0))
+    lo, hi = int(cols[0]), int(cols[-1]) + 1
+    m_grid = np.arange(lo, hi, dtype=np.float64)
+    s = max_cell_pvalue(float(n), m_grid, cpus[:, None])  # (g, m)
+    t_obs = max_cell_pvalue(float(n), m, cpus) * h_obs * (1.0 + _TIE)
+    # P(H(Z) <= t / s(m)): H is a decreasing step function of z, so the event is z >= z*
+    ok = s[:, :, None] * tail[:, None, :] <= t_obs[:, None, None]  # (g, m, j)
+    first = np.argmax(ok, axis=2)
+    given_m = np.where(ok.any(axis=2), tail[np.arange(g_size)[:, None], first], 0.0)
+    if not exact:
+        given_m = np.maximum.accumulate(given_m, axis=1)
+    out: F64 = np.einsum("gm,gm->g", given_m, law[:, lo:hi])
+    return out
 
 
 def _support(law: F64) -> int:
