@@ -293,7 +293,7 @@ def render(results: list[ScenarioResult], cfg: FleetConfig, budget: float, cost:
             f"confounder {'yes' if s.confounder else 'no'}. Calibrated thresholds: end-of-window "
             f"p <= {r.thresholds['end']:.3g}, streaming p <= {r.thresholds['stream']:.3g}, raw "
             f"count >= {r.thresholds['raw']:.0f} (allowing {int(r.thresholds['allowed'])} alarms "
-            f"over {r.seeds} null fleets). Default `host_alpha` 1e-4 gave "
+            f"over {r.seeds} null fleets). Default `host_alpha` {AnalysisParams().host_alpha:g} gave "
             f"{r.null_fa['default']:.2f} end-of-window and {r.null_fa['default-stream']:.2f} "
             "streaming false alarms per null fleet.\n"
         )

@@ -134,7 +134,7 @@ def test_streaming_alarm_is_the_first_prefix_that_alarms() -> None:
         k
         for k in range(1, t.size + 1)
         if (s := analyze(table(k), params=AnalysisParams(streaming=False)).scan) is not None
-        and s.p_value[7] <= 1e-4
+        and s.p_value[7] <= AnalysisParams().host_alpha
     )
     assert full.scan.first_alarm_us[7] == t[first_prefix - 1]
     assert full.scan.alarm_crashes[7] == int((host[:first_prefix] == 7).sum())

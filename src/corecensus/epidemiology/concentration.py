@@ -31,11 +31,19 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import special
 
 from corecensus.epidemiology.segments import Groups, pair_key
 from corecensus.epidemiology.tails import binomial_upper
 
-__all__ = ["ModalCells", "infer_cpu_counts", "max_cell_pvalue", "modal_cells"]
+__all__ = [
+    "EXACT_MAX_N",
+    "ModalCells",
+    "infer_cpu_counts",
+    "max_cell_law",
+    "max_cell_pvalue",
+    "modal_cells",
+]
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -144,3 +152,68 @@ def infer_cpu_counts(
         given = np.asarray(host_cpus, dtype=np.int64)
         counts = np.where(given > 0, np.maximum(given, per_host), counts)
     return counts
+
+
+# Largest ``n`` for which :func:`max_cell_law` computes the exact law (Levin's representation
+# costs about n^3 log C operations); above it callers use the union bound.
+EXACT_MAX_N = 160
+
+
+def max_cell_law(n: int, cells: int) -> F64:
+    """Exact ``P(max cell = m)`` for ``m = 0..n``: ``n`` items uniform over ``cells`` cells.
+
+    Above ``n / 2`` only one cell can reach ``m``, so ``P(max = m) = C * Binomial(n, 1/C)
+    pmf(m)`` exactly. At or below it, Levin's representation (Levin 1981, Annals of Statistics
+    9:1123-1126): with ``X_i ~ Poisson(n / C)`` independent,
+
+        P(max <= m) = P(X <= m)^C * P(W = n) / P(Poisson(n) = n),
+
+    ``W`` the sum of ``C`` copies of ``X`` truncated to ``<= m``, whose law is the ``C``-fold
+    convolution (binary powering, truncated at ``n``). Absolute error ~1e-15. ``n`` must be at
+    most :data:`EXACT_MAX_N`.
+    """
+    if n > EXACT_MAX_N:
+        raise ValueError(f"max_cell_law: n={n} above EXACT_MAX_N={EXACT_MAX_N}")
+    out = np.zeros(n + 1, dtype=np.float64)
+    if n == 0 or cells <= 1:
+        out[n] = 1.0
+        return out
+    ks = np.arange(n + 1, dtype=np.float64)
+    log_b = (
+        special.gammaln(n + 1.0)
+        - special.gammaln(ks + 1.0)
+        - special.gammaln(n - ks + 1.0)
+        + ks * np.log(1.0 / cells)
+        + (n - ks) * np.log1p(-1.0 / cells)
+    )
+    half = n // 2
+    out[half + 1 :] = cells * np.exp(log_b[half + 1 :])
+    lam = n / cells
+    log_pois = special.xlogy(ks, lam) - lam - special.gammaln(ks + 1.0)
+    log_norm = n * np.log(n) - n - special.gammaln(n + 1.0)  # log P(Poisson(n) = n)
+    cdf = np.zeros(half + 1, dtype=np.float64)  # P(max <= m), m = 0..half
+    lo = -(-n // cells)  # the largest cell holds at least ceil(n / C)
+    for m in range(max(lo, 1), half + 1):
+        q = np.exp(log_pois[: m + 1])
+        mass = float(q.sum())
+        w = _power_at(q / mass, cells, n)
+        if w > 0.0:
+            cdf[m] = float(np.exp(cells * np.log(mass) + np.log(w) - log_norm))
+    # P(max = m) for m <= n / 2 from differences of the cdf
+    out[: half + 1] = np.diff(np.concatenate(([0.0], cdf[: half + 1])))
+    res: F64 = np.clip(out, 0.0, 1.0)
+    return res
+
+
+def _power_at(pmf: F64, times: int, at: int) -> float:
+    """``P(sum of times iid copies = at)`` by binary powering, truncated at ``at``."""
+    result = np.ones(1, dtype=np.float64)
+    base = pmf
+    k = times
+    while k:
+        if k & 1:
+            result = np.convolve(result, base)[: at + 1]
+        k >>= 1
+        if k:
+            base = np.convolve(base, base)[: at + 1]
+    return float(result[at]) if result.size > at else 0.0

@@ -58,14 +58,15 @@ def host_findings(
             f"{int(scan.cpus[h])} CPUs, p={float(scan.p_cpu[h]):.2g}).",
             f"{int(scan.top_anomalous[h])} of the crashes on CPU {top} carry hardware-flavoured "
             f"anomalies where {float(scan.top_expected[h]):.2g} were expected (Poisson "
-            f"p={float(scan.p_top_anomaly[h]):.2g}); on the whole host {int(scan.anomalous[h])} "
-            f"where {float(scan.expected_anomalous[h]):.2g} were expected "
-            f"(p={float(scan.p_anomaly[h]):.2g}); expectations from each population's anomaly "
-            f"rate on other hosts, {int(scan.explained[h])} crashes of anomaly-heavy "
-            "populations spread over many hosts explained away.",
-            "Combined (Fisher's method: CPU concentration with the anomalies on that CPU, or on "
-            f"the host; weighted Bonferroni) p={float(scan.p_value[h]):.2g} <= "
-            f"{params.host_alpha:g}, the per-host false-alarm budget.",
+            f"p={float(scan.p_top_anomaly[h]):.2g}); elsewhere on the host "
+            f"{int(scan.anomalous[h]) - int(scan.top_anomalous[h])} of "
+            f"{int(scan.anomalous[h])} where {float(scan.expected_anomalous[h]):.2g} were "
+            f"expected in all (p={float(scan.p_anomaly[h]):.2g}); expectations from each "
+            f"population's anomaly rate on other hosts, {int(scan.explained[h])} crashes of "
+            "anomaly-heavy populations spread over many hosts explained away.",
+            "Combined (the product of the three, its exact null law given the host's crashes: "
+            f"largest-cell law, Poisson-binomial anomaly counts) p={float(scan.p_value[h]):.2g} "
+            f"<= {params.host_alpha:g}, the per-host false-alarm budget.",
         ]
         first_alarm = int(scan.first_alarm_us[h])
         if first_alarm >= 0:

@@ -8,7 +8,7 @@ and both are *conditional on the host's own crash count*, so a busy host (many p
 frail workload) is not suspicious merely for crashing often — the failure of raw or
 exposure-adjusted counts, which flag busy hosts.
 
-The two tests, independent under the null given the host's crashes:
+The two signals, independent under the null given the host's crashes:
 
 1. **CPU concentration** — the largest per-CPU count against uniform over the host's CPUs
    (:mod:`corecensus.epidemiology.concentration`).
@@ -17,16 +17,17 @@ The two tests, independent under the null given the host's crashes:
    population's anomaly rate is estimated from the *other* hosts (leave-one-host-out, shrunk to
    the fleet rate with ``anomaly_prior_strength`` pseudo-crashes); crashes of a population whose
    rate elsewhere is at least ``explain_min_rate`` on at least ``explain_min_hosts`` other hosts
-   are set aside as explained. For the rest, the host's anomalous count is compared with the sum
-   of their populations' rates by a Poisson upper tail (conservative against the exact
-   Poisson-binomial, whose variance is smaller).
+   are set aside as explained. The rest are anomalous independently with their population's
+   rate, so the host's anomaly count has a Poisson-binomial law.
 
-They are combined by Fisher's method; a host is flagged when the combined p-value is at most
-``host_alpha`` — a per-host false-alarm budget (``1e-4`` is at most one false alarm per 10,000
-hosts per window, p-values being valid or conservative). The *stream* is the same test run after
-every crash of the host in time order; the first crossing is the alarm time. Since the statistic
-can only cross when the top CPU count or the anomalous count goes up, it is evaluated at those
-crashes only. The population anomaly rates are those of the whole window (a mild look-ahead).
+They are combined into one statistic (anomalies on the busiest CPU and elsewhere, times the CPU
+concentration) whose exact null law given the host's crashes gives the p-value
+(:mod:`corecensus.epidemiology.hosttest`); a host is flagged when it is at most ``host_alpha``,
+its false-alarm probability (``5e-5``: at most 0.5 expected false alarms per 10,000 hosts per
+window). The *stream* is the same test run after every crash of the host in time order; the
+first crossing is the alarm time. Since the statistic can only cross when the top CPU count or
+the anomalous count goes up, it is evaluated at those crashes only. The population anomaly
+rates are those of the whole window (a mild look-ahead).
 """
 
 from __future__ import annotations
@@ -37,9 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from corecensus.epidemiology.concentration import max_cell_pvalue
-from corecensus.epidemiology.multiplicity import fisher_combine
-from corecensus.epidemiology.poisson import poisson_upper
+from corecensus.epidemiology.hosttest import host_pvalues, poisson_binomial_prefixes, statistic
 from corecensus.epidemiology.segments import (
     Groups,
     pair_key,
@@ -61,7 +60,7 @@ B = NDArray[np.bool_]
 class ScanSettings:
     """Knobs of the host scan (copied from :class:`AnalysisParams`)."""
 
-    host_alpha: float = 1e-4
+    host_alpha: float = 5e-5
     stream_alpha: float | None = None
     anomaly_prior_strength: float = 50.0
     explain_min_rate: float = 0.2
@@ -73,8 +72,10 @@ class ScanSettings:
 class HostScan:
     """Per host (index = host code) unless named ``pair_*`` (index = pair of population, host).
 
-    ``p_cpu``/``p_anomaly``/``p_value``: CPU concentration, residual anomaly and combined
-    p-values. ``anomalous`` residual hardware-flavoured crashes, ``expected_anomalous`` their
+    ``p_cpu``/``p_top_anomaly``/``p_anomaly``: the parts of the statistic (CPU concentration,
+    anomalies on the busiest CPU, anomalies elsewhere; ``top_expected`` and
+    ``expected_anomalous`` are the expectations on that CPU and on the whole host), ``p_value``
+    the exact combined p-value. ``anomalous`` residual hardware-flavoured crashes, ``expected_anomalous`` their
     null expectation, ``explained`` crashes set aside as belonging to anomaly-heavy populations
     spread over many hosts. ``first_alarm_us`` is -1 for hosts that never alarmed;
     ``alarm_crashes`` how many of the host's crashes had happened at the first alarm;
@@ -148,14 +149,23 @@ def scan_hosts(
 
     h = np.asarray(host, dtype=np.int64)
     c = np.asarray(cpu, dtype=np.int64)
+    known = c >= 0
     crashes = np.bincount(h, minlength=n_hosts).astype(np.int64)
     anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
     expected = weighted_count(h, ez, n_hosts)
     explained = np.bincount(h[crash_expl], minlength=n_hosts).astype(np.int64)
-    cells = _modal_cells(h, c, resid, ez, n_hosts)
-    p_cpu = max_cell_pvalue(cells.n, cells.top, cpus)
-    p_anom = poisson_upper(anomalous, expected)
-    p = _combine(p_cpu, cells.p_anomaly, p_anom)
+    lam_known = weighted_count(h[known], ez[known], n_hosts)
+    lam_unknown = weighted_count(h[~known], ez[~known], n_hosts)
+    cells = _modal_cells(h, c, resid, n_hosts, anomalous, lam_known, lam_unknown, cpus)
+    stat, p = host_pvalues(
+        cells.n,
+        cells.top,
+        cells.anomalous,
+        anomalous - cells.anomalous,
+        _anomaly_laws(h, np.where(known, ez, 0.0), n_hosts, anomaly_cap(h, ez, n_hosts)),
+        _anomaly_laws(h, np.where(known, 0.0, ez), n_hosts, anomaly_cap(h, ez, n_hosts)),
+        cpus,
+    )
     flagged = p <= settings.host_alpha
 
     first_alarm = np.full(n_hosts, -1, dtype=np.int64)
@@ -167,7 +177,7 @@ def scan_hosts(
         if time_order is None:
             time_order = np.argsort(t, kind="stable").astype(np.int64)
         stream.run(
-            h=h, c=c, t=t, time_order=time_order, resid=resid, ez=ez, cpus=cpus, settings=settings
+            h=h, c=c, t=t, time_order=time_order, resid=resid, lam=ez, cpus=cpus, settings=settings
         )
     return HostScan(
         crashes=crashes,
@@ -175,14 +185,14 @@ def scan_hosts(
         cpus=cpus,
         top_cpu=cells.cell,
         top_count=cells.top,
-        p_cpu=p_cpu,
+        p_cpu=stat.p_cpu,
         top_anomalous=cells.anomalous,
-        top_expected=cells.expected,
-        p_top_anomaly=cells.p_anomaly,
+        top_expected=stat.cell_expected,
+        p_top_anomaly=stat.p_cell,
         anomalous=anomalous,
         expected_anomalous=expected,
         explained=explained,
-        p_anomaly=p_anom,
+        p_anomaly=stat.p_off,
         p_value=p,
         flagged=flagged,
         first_alarm_us=first_alarm,
@@ -194,20 +204,29 @@ def scan_hosts(
     )
 
 
-# Share of the false-alarm budget spent on anomalies anywhere on the host (a fault without a
-# favourite CPU, e.g. memory); the rest goes to anomalies on the busiest CPU.
-HOST_WIDE_SHARE = 0.1
+def anomaly_cap(h: I64, a: F64, n_hosts: int) -> int:
+    """Anomaly counts above this are folded into it in the null laws (conservative): 40, or
+    more for hosts expecting many (their mean plus 8 standard deviations plus 10)."""
+    lam = float(weighted_count(h, a, n_hosts).max()) if h.size else 0.0
+    return max(40, int(np.ceil(lam + 8.0 * np.sqrt(lam) + 10.0)))
 
 
-def _combine(p_cpu: F64, p_cell: F64, p_host: F64) -> F64:
-    """Weighted Bonferroni over two Fisher combinations: CPU concentration with the anomalies
-    on the busiest CPU (weight 0.9) or with the anomalies on the whole host (weight 0.1). Given
-    the CPU of every crash, the anomaly p-values are conditionally valid, so each Fisher
-    combination is valid (see the module docstring)."""
-    on_cpu = fisher_combine(p_cpu, p_cell) / (1.0 - HOST_WIDE_SHARE)
-    anywhere = fisher_combine(p_cpu, p_host) / HOST_WIDE_SHARE
-    out: F64 = np.minimum(1.0, np.minimum(on_cpu, anywhere))
-    return out
+def _anomaly_laws(h: I64, a: F64, n_hosts: int, cap: int) -> F64:
+    """Per host, the exact null law of its residual anomaly count (Poisson-binomial over its
+    crashes' probabilities ``a``), as rows of length ``cap + 1``."""
+    laws = np.zeros((n_hosts, cap + 1), dtype=np.float64)
+    laws[:, 0] = 1.0
+    some = a > 0
+    if not some.any():
+        return laws
+    hs = h[some]
+    order = radix_argsort(hs)
+    hs = hs[order]
+    new = np.ones(hs.size, dtype=bool)
+    new[1:] = hs[1:] != hs[:-1]
+    starts = np.flatnonzero(new).astype(np.int64)
+    laws[hs[starts]] = poisson_binomial_prefixes(a[some][order], starts, cap=cap)
+    return laws
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -216,45 +235,48 @@ class _TopCells:
     top: I64  # crashes on the busiest CPU
     cell: I64  # that CPU (-1 none)
     anomalous: I64  # residual anomalous crashes on it
-    expected: F64  # their null expectation
-    p_anomaly: F64  # Poisson upper tail, times the number of tied busiest CPUs
 
 
-def _modal_cells(h: I64, c: I64, resid: B, ez: F64, n_hosts: int) -> _TopCells:
+def _modal_cells(
+    h: I64,
+    c: I64,
+    resid: B,
+    n_hosts: int,
+    anomalous: I64,
+    lam: F64,
+    lam_u: F64,
+    cpus: I64,
+) -> _TopCells:
     """Per host, the busiest CPU and the residual anomalies on it.
 
-    When several CPUs tie for busiest, the one with the smallest anomaly p-value is taken and
-    that p-value multiplied by the number tied (Bonferroni), so the choice cannot inflate it.
+    When several CPUs tie for busiest, the one with the smallest statistic (the most extreme)
+    is taken, then the lowest CPU index; the test accounts for the choice (hosttest's tie
+    factor).
     """
     known = c >= 0
     n = np.bincount(h[known], minlength=n_hosts).astype(np.int64)
     top = np.zeros(n_hosts, dtype=np.int64)
     cell = np.full(n_hosts, -1, dtype=np.int64)
     z = np.zeros(n_hosts, dtype=np.int64)
-    e = np.zeros(n_hosts, dtype=np.float64)
-    p = np.ones(n_hosts, dtype=np.float64)
     if not known.any():
-        return _TopCells(n=n, top=top, cell=cell, anomalous=z, expected=e, p_anomaly=p)
+        return _TopCells(n=n, top=top, cell=cell, anomalous=z)
     width = int(c[known].max()) + 1
     g = Groups.of(pair_key(h[known], c[known], width))
     g_host = g.keys // width
     g_z = g.count_where(resid[known])
-    g_e = g.sum(ez[known])
     np.maximum.at(top, g_host, g.counts)
     tied = g.counts == top[g_host]
-    n_tied = np.bincount(g_host[tied], minlength=n_hosts)
-    g_p = np.where(tied, poisson_upper(g_z, g_e), 2.0)
-    # per host, the tied cell with the smallest p (then the lowest CPU index)
-    order = np.lexsort((g.keys % width, g_p, g_host))
+    gh = g_host
+    score = statistic(n[gh], g.counts, g_z, anomalous[gh] - g_z, lam[gh], lam_u[gh], cpus[gh]).score
+    score = np.where(tied, score, np.inf)
+    order = np.lexsort((g.keys % width, score, g_host))
     first = np.ones(order.size, dtype=bool)
     first[1:] = g_host[order][1:] != g_host[order][:-1]
     lead = order[first]
     hosts = g_host[lead]
     cell[hosts] = g.keys[lead] % width
     z[hosts] = g_z[lead]
-    e[hosts] = g_e[lead]
-    p[hosts] = np.minimum(1.0, g_p[lead] * n_tied[hosts])
-    return _TopCells(n=n, top=top, cell=cell, anomalous=z, expected=e, p_anomaly=p)
+    return _TopCells(n=n, top=top, cell=cell, anomalous=z)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -273,7 +295,7 @@ class _Stream:
         t: I64,
         time_order: I64,
         resid: B,
-        ez: F64,
+        lam: F64,
         cpus: I64,
         settings: ScanSettings,
     ) -> None:
@@ -300,25 +322,43 @@ class _Stream:
         cell_count[by_cell] = segment_rank(n, np.flatnonzero(cnew).astype(np.int64)) + 1
         cell_count[~known] = 0
         m_run = segment_cummax(cell_count, starts)
+        # residual anomalies so far and the Poisson-equivalent null means, with a known CPU
+        # and without
+        r_known = resid[order] & known
+        lam_o = lam[order]
         z_run = segment_cumsum(resid[order].astype(np.int64), starts)
-        e_run = segment_cumsum(ez[order], starts)
-        # running residual anomalies and expectation of each crash's own CPU cell
+        # running residual anomalies of each crash's own CPU cell
         cell_starts = np.flatnonzero(cnew).astype(np.int64)
         cz = np.empty(n, dtype=np.int64)
-        cz[by_cell] = segment_cumsum(resid[order][by_cell].astype(np.int64), cell_starts)
-        ce = np.empty(n, dtype=np.float64)
-        ce[by_cell] = segment_cumsum(ez[order][by_cell], cell_starts)
+        cz[by_cell] = segment_cumsum(r_known[by_cell].astype(np.int64), cell_starts)
 
-        # The statistic can only fall below a threshold where a CPU cell reaches the running
-        # maximum or a residual anomaly arrives, so it is evaluated at those crashes only; the
-        # crash's own cell stands for the busiest when it is one of them.
+        # The statistic can only fall where a CPU cell reaches the running maximum or a
+        # residual anomaly arrives, so it is evaluated at those crashes only. The busiest CPU
+        # is the cell that last reached the running maximum (the crash's own at a modal crash;
+        # its count and anomalies cannot have changed since, or that crash would be modal).
+        # When CPUs tie it is one of them, so its statistic is at least the full test's (the
+        # most extreme tied CPU): the p-value can only be larger, still valid.
         modal = known & (cell_count == m_run) & (m_run >= 2)
         idx = np.flatnonzero(modal | resid[order])
         if not idx.size:
             return
-        p_cpu = max_cell_pvalue(n_run[idx], m_run[idx], cpus[hs[idx]])
-        p_cell = np.where(modal[idx], poisson_upper(cz[idx], ce[idx]), 1.0)
-        p = _combine(p_cpu, p_cell, poisson_upper(z_run[idx], e_run[idx]))
+        pos = np.arange(n, dtype=np.int64)
+        at_max = known & (cell_count == m_run)
+        last = np.maximum.accumulate(np.where(at_max, pos, -1))
+        has = last >= starts[np.searchsorted(starts, pos, side="right") - 1]
+        k_top = np.where(has, cz[np.maximum(last, 0)], 0)
+        cap = anomaly_cap(h, lam, int(h.max()) + 1)
+        look = np.zeros(n, dtype=bool)
+        look[idx] = True
+        _, p = host_pvalues(
+            n_run[idx],
+            m_run[idx],
+            k_top[idx],
+            z_run[idx] - k_top[idx],
+            poisson_binomial_prefixes(np.where(known, lam_o, 0.0), starts, record=look, cap=cap),
+            poisson_binomial_prefixes(np.where(known, 0.0, lam_o), starts, record=look, cap=cap),
+            cpus[hs[idx]],
+        )
         np.minimum.at(self.min_p, hs[idx], p)
         alpha = settings.host_alpha if settings.stream_alpha is None else settings.stream_alpha
         hit = idx[p <= alpha]

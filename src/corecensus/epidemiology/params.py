@@ -1,8 +1,8 @@
 """The knobs of :func:`corecensus.epidemiology.analyze`, declared once with their meaning.
 
 Defaults are the values docs/statistics.md explains and bench/fleet_sim measures; the
-simulator's null-fleet calibration checks that ``host_alpha`` keeps false alarms below one per
-10,000 hosts per 30 days.
+simulator's null fleets check that ``host_alpha`` keeps false alarms below one per 10,000 hosts
+per 30 days.
 """
 
 from __future__ import annotations
@@ -56,7 +56,11 @@ class AnalysisParams:
     Mixtures: ``split_alpha``.
     """
 
-    host_alpha: float = 1e-4
+    # The host test's p-values are exact given the anomaly rates (hosttest.py), so host_alpha is
+    # the per-host false-alarm probability: 5e-5 is at most 0.5 expected false alarms per
+    # 10,000 hosts per window, half the budget of one, the other half a margin for the
+    # estimated (plug-in) anomaly rates and the stream's repeated looks.
+    host_alpha: float = 5e-5
     stream_alpha: float | None = None
     cpu_alpha: float = 1e-3
     default_cpus: int = 0
