@@ -11,7 +11,12 @@ import pytest
 
 from corecensus.epidemiology import AnalysisParams, CrashTable, analyze
 from corecensus.epidemiology.concentration import max_cell_law
-from corecensus.epidemiology.hosttest import host_pvalues, poisson_binomial_prefixes, statistic
+from corecensus.epidemiology.hosttest import (
+    host_pvalues,
+    lower_bounds,
+    poisson_binomial_prefixes,
+    statistic,
+)
 from corecensus.model import ANOMALY_NAMES
 
 FLIP = 1 << ANOMALY_NAMES.index("bit_flip_candidate")
@@ -139,7 +144,8 @@ def test_null_pvalues_are_calibrated(alpha: float) -> None:
     binomial standard errors), and not far below it (the test is close to exact)."""
     shares = []
     for seed in (1, 2):
-        a = analyze(null_fleet(seed), params=AnalysisParams(streaming=False))
+        params = AnalysisParams(streaming=False, host_p_exact_below=1.0)
+        a = analyze(null_fleet(seed), params=params)
         assert a.scan is not None
         shares.append(float(np.mean(a.scan.p_value <= alpha)))
     share = float(np.mean(shares))
@@ -163,3 +169,62 @@ def test_hosts_with_many_crashes_use_a_valid_two_factor_test() -> None:
     for alpha in (0.01, 0.05):
         assert np.mean(p <= alpha) <= alpha + 3 * math.sqrt(alpha / draws)
     assert np.mean(p <= 0.05) >= 0.02
+
+
+@pytest.mark.parametrize(("n", "cells"), [(12, 8), (45, 32), (90, 8), (400, 64)])
+def test_lower_bound_never_exceeds_the_pvalue_and_skips_only_large_ones(n: int, cells: int) -> None:
+    """lower_bounds is below the computed p-value for every outcome, in the grid (n <= 60),
+    the two-factor (n > 60) and the union-bound law (n > 160) paths; with exact_below the
+    p-values at or below the level are unchanged and the others are exact or 1."""
+    rng = np.random.default_rng(n)
+    a = rng.uniform(0.005, 0.05, n)
+    row = law(list(a))
+    lam = float(a.sum())
+    m = rng.integers(1, n // 3 + 3, 300)
+    z = rng.poisson(lam * rng.uniform(0.5, 4.0, 300))
+    k = np.minimum(z, rng.integers(0, 6, 300))
+    k = np.minimum(k, m)
+    o = z - k
+    unknown = np.array([[1.0]])
+    stat, exact = host_pvalues(n, m, k, o, row, unknown, cells)
+    bound = lower_bounds(n, stat.score, cells)
+    live = stat.score < 1.0
+    assert np.all(bound[live] <= exact[live] + 1e-12)
+    assert (bound[live] > 0.05).any() and (exact < 0.05).any()
+    _, fast = host_pvalues(n, m, k, o, row, unknown, cells, exact_below=0.05)
+    small = exact <= 0.05
+    np.testing.assert_array_equal(fast[small], exact[small])
+    # the rest are exact or the conservative stand-in 1, and some were skipped
+    assert np.all((fast[~small] == exact[~small]) | (fast[~small] == 1.0))
+    assert np.any(fast[~small] > exact[~small])
+
+
+def test_poisson_binomial_prefixes_match_direct_convolution() -> None:
+    """Every segment's law (empty ones included) and every recorded prefix equal the product of
+    the Bernoulli generating polynomials, with the mass beyond the cap folded into it."""
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(0, 12, 25)
+    lengths[[0, 5]] = 0
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    a = rng.uniform(0.0, 0.6, int(lengths.sum()))
+    record = rng.random(a.size) < 0.4
+    cap = 5
+
+    def direct(probs: np.ndarray) -> np.ndarray:
+        poly = np.array([1.0])
+        for q in probs:
+            poly = np.convolve(poly, [1.0 - q, q])
+        out = np.zeros(cap + 1)
+        out[: min(cap + 1, poly.size)] = poly[: cap + 1]
+        out[cap] += poly[cap + 1 :].sum()
+        return out
+
+    ends = starts + lengths
+    whole = poisson_binomial_prefixes(a, starts, cap=cap)
+    for row, (lo, hi) in enumerate(zip(starts, ends, strict=True)):
+        np.testing.assert_allclose(whole[row], direct(a[lo:hi]), atol=1e-12)
+    prefixes = poisson_binomial_prefixes(a, starts, record=record, cap=cap)
+    seg_of = np.repeat(np.arange(starts.size), lengths)
+    for row, pos in enumerate(np.flatnonzero(record)):
+        lo = starts[seg_of[pos]]
+        np.testing.assert_allclose(prefixes[row], direct(a[lo : pos + 1]), atol=1e-12)

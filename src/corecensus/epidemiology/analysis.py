@@ -193,6 +193,7 @@ class _Context:
                 explain_min_rate=params.explain_min_rate,
                 explain_min_hosts=params.explain_min_hosts,
                 streaming=params.streaming,
+                exact_below=params.host_p_exact_below,
             ),
         )
         rates = hrates = None

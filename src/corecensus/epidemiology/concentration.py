@@ -199,6 +199,11 @@ def max_cell_law(n: int, cells: int) -> F64:
         w = _power_at(q / mass, cells, n)
         if w > 0.0:
             cdf[m] = float(np.exp(cells * np.log(mass) + np.log(w) - log_norm))
+        if cdf[m] > 1.0 - 1e-15:
+            # the rest of the law is below the method's own error: stop (most of the cost of
+            # analyze at a million crashes was here, for m no host reaches)
+            cdf[m + 1 :] = cdf[m]
+            break
     # P(max = m) for m <= n / 2 from differences of the cdf
     out[: half + 1] = np.diff(np.concatenate(([0.0], cdf[: half + 1])))
     res: F64 = np.clip(out, 0.0, 1.0)

@@ -38,7 +38,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from corecensus.epidemiology.hosttest import host_pvalues, poisson_binomial_prefixes, statistic
+from corecensus.epidemiology.hosttest import (
+    host_pvalues,
+    lower_bounds,
+    poisson_binomial_prefixes,
+    statistic,
+)
 from corecensus.epidemiology.segments import (
     Groups,
     pair_key,
@@ -66,6 +71,14 @@ class ScanSettings:
     explain_min_rate: float = 0.2
     explain_min_hosts: int = 3
     streaming: bool = True
+    # p-values above this are not computed exactly and reported as 1, a conservative stand-in
+    # (see hosttest.lower_bounds); the level is never below the alarm thresholds.
+    exact_below: float = 0.01
+
+    @property
+    def exact_level(self) -> float:
+        alarms = (self.host_alpha, self.stream_alpha or 0.0)
+        return min(1.0, max(self.exact_below, *alarms))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -79,7 +92,9 @@ class HostScan:
     null expectation, ``explained`` crashes set aside as belonging to anomaly-heavy populations
     spread over many hosts. ``first_alarm_us`` is -1 for hosts that never alarmed;
     ``alarm_crashes`` how many of the host's crashes had happened at the first alarm;
-    ``min_stream_p`` the smallest p-value the host reached at any time in the window.
+    ``min_stream_p`` the smallest p-value the host reached at any time in the window. Both are
+    exact at or below ``ScanSettings.exact_level``; values its lower bound puts above the level
+    are reported as 1 (``hosttest.lower_bounds``): valid p-values, and all a threshold needs.
     """
 
     crashes: I64
@@ -165,6 +180,7 @@ def scan_hosts(
         _anomaly_laws(h, np.where(known, ez, 0.0), n_hosts, anomaly_cap(h, ez, n_hosts)),
         _anomaly_laws(h, np.where(known, 0.0, ez), n_hosts, anomaly_cap(h, ez, n_hosts)),
         cpus,
+        exact_below=settings.exact_level,
     )
     flagged = p <= settings.host_alpha
 
@@ -347,6 +363,24 @@ class _Stream:
         last = np.maximum.accumulate(np.where(at_max, pos, -1))
         has = last >= starts[np.searchsorted(starts, pos, side="right") - 1]
         k_top = np.where(has, cz[np.maximum(last, 0)], 0)
+        # Looks whose p-value is surely above the exact level cannot alarm: they keep their
+        # lower bound, and only the rest get anomaly laws (one row of cap + 1 per look, which
+        # for every look of a 10-million-crash fleet would not fit in memory).
+        lam_k = segment_cumsum(np.where(known, lam_o, 0.0), starts)
+        lam_u = segment_cumsum(np.where(known, 0.0, lam_o), starts)
+        score = statistic(
+            n_run[idx],
+            m_run[idx],
+            k_top[idx],
+            z_run[idx] - k_top[idx],
+            lam_k[idx],
+            lam_u[idx],
+            cpus[hs[idx]],
+        ).score
+        bound = np.where(score < 1.0, lower_bounds(n_run[idx], score, cpus[hs[idx]]), 1.0)
+        idx = idx[bound <= settings.exact_level]  # the others stay at most 1 (min_p starts at p)
+        if not idx.size:
+            return
         cap = anomaly_cap(h, lam, int(h.max()) + 1)
         look = np.zeros(n, dtype=bool)
         look[idx] = True

@@ -59,12 +59,18 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import special, stats
+from scipy import special
 
 from corecensus.epidemiology.concentration import EXACT_MAX_N, max_cell_law, max_cell_pvalue
 from corecensus.epidemiology.poisson import poisson_upper
 
-__all__ = ["HostStatistic", "host_pvalues", "poisson_binomial_prefixes", "statistic"]
+__all__ = [
+    "HostStatistic",
+    "host_pvalues",
+    "lower_bounds",
+    "poisson_binomial_prefixes",
+    "statistic",
+]
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -72,6 +78,8 @@ B = NDArray[np.bool_]
 
 # Anomaly counts beyond the Poisson quantile of this tail are folded into a conservative 1.
 _Z_TAIL = 1e-15
+# Values of the busiest CPU's count with less probability than this are not enumerated.
+_M_MASS = 1e-18
 # Relative slack so that the observed outcome always counts as "as extreme" (rounding).
 _TIE = 1e-9
 
@@ -112,6 +120,8 @@ def host_pvalues(
     law_z: F64,
     law_u: F64,
     cpus: Any,
+    *,
+    exact_below: float = 1.0,
 ) -> tuple[HostStatistic, F64]:
     """Exact conditional p-values ``P(T <= T_obs)``, one per entry (see the module docstring).
 
@@ -121,6 +131,10 @@ def host_pvalues(
     the crashes with an unknown CPU (:func:`poisson_binomial_prefixes`; mass beyond the last
     column folded into it); ``cpus`` the host's CPU count. Entries are grouped by ``n``; a
     group costs O(size x n x z_max^2 x o_max) array operations, in chunks.
+
+    Entries whose :func:`lower_bounds` already exceeds ``exact_below`` get 1 instead of the
+    exact value (a valid, conservative p-value): nothing downstream tells p-values above a few
+    percent apart, and the exact law is by far the costliest step of ``analyze``.
     """
     arrays = [np.atleast_1d(np.asarray(v)) for v in (n, m, k, o, cpus)]
     nn, mm, kk, oo, cc = np.broadcast_arrays(*arrays)
@@ -136,21 +150,34 @@ def host_pvalues(
     p = np.ones(nn.shape, dtype=np.float64)
     # T = 1 is the largest value T takes: P(T <= 1) = 1
     live = stat.score < 1.0
-    for size in np.unique(nn[live]).tolist():
-        sel = np.flatnonzero(live & (nn == size))
-        pz = _fold(lz[sel], min(int(size), _support(lz[sel])))
-        pu = _fold(lu[sel], _support(lu[sel]))
+    if exact_below < 1.0 and live.any():
+        where = np.flatnonzero(live)
+        bound = lower_bounds(nn[where], stat.score[where], cc[where])
+        live[where[bound > exact_below]] = False  # p stays 1
+    # Group by n, then by how far each row's anomaly laws reach: the grid's cost grows with
+    # the cube of that reach, and one busy host must not make every host of its n pay for it.
+    z_reach = _round_up(np.minimum(nn, _row_support(lz)))
+    u_reach = _round_up(_row_support(lu))
+    # (the two-factor test's cost grows only linearly with the reach: one group per n there)
+    grid = nn <= GRID_MAX_N
+    zk, uk = np.where(grid, z_reach, 0), np.where(grid, u_reach, 0)
+    key = (nn * (int(zk.max(initial=0)) + 1) + zk) * (int(uk.max(initial=0)) + 1) + uk
+    for group in np.unique(key[live]).tolist():
+        sel = np.flatnonzero(live & (key == group))
+        size, zr, ur = int(nn[sel[0]]), int(z_reach[sel].max()), int(u_reach[sel].max())
+        pz = _fold(lz[sel], min(size, zr, lz.shape[1] - 1))
+        pu = _fold(lu[sel], min(ur, lu.shape[1] - 1))
         if size > GRID_MAX_N:
-            p[sel] = _coarse_pvalues(int(size), mm[sel], kk[sel] + oo[sel], pz, pu, cc[sel])
+            p[sel] = _coarse_pvalues(size, mm[sel], kk[sel] + oo[sel], pz, pu, cc[sel])
             continue
         z_max = pz.shape[1] - 1
         o_max = z_max + pu.shape[1] - 1
-        step = max(1, _CHUNK // ((int(size) + 1) * (z_max + 1) ** 2 * (o_max + 2)))
+        step = max(1, _CHUNK // ((size + 1) * (z_max + 1) ** 2 * (o_max + 2)))
         for lo in range(0, sel.size, step):
             part = sel[lo : lo + step]
             sl = slice(lo, lo + step)
             p[part] = _group_pvalues(
-                int(size),
+                size,
                 stat.score[part] * (1.0 + _TIE),
                 pz[sl],
                 pu[sl],
@@ -158,6 +185,80 @@ def host_pvalues(
                 o_max,
             )
     return stat, np.clip(p, 0.0, 1.0)
+
+
+def lower_bounds(n: Any, score: Any, cpus: Any) -> F64:
+    """A lower bound of what :func:`host_pvalues` returns for statistic values ``score``.
+
+    The anomaly factors are at most 1, so ``T <= s(M)`` and ``P(T <= t) >= P(s(M) <= t)``,
+    summed over the same law of ``M`` the exact computation uses (exact up to
+    ``EXACT_MAX_N`` crashes, the union bound's above): for every ``m`` with ``s(m) <= t`` both
+    the grid and the two-factor computation count the whole conditional mass (probability 1,
+    the tie factor and the running maximum can only raise it). Costs one table per distinct
+    ``(n, cpus)`` pair, so the stream can set aside the many looks that cannot matter before it
+    builds their anomaly laws.
+    """
+    nn, cc, t = np.broadcast_arrays(
+        np.atleast_1d(np.asarray(n, dtype=np.int64)),
+        np.maximum(np.atleast_1d(np.asarray(cpus, dtype=np.int64)), 1),
+        np.atleast_1d(np.asarray(score, dtype=np.float64)) * (1.0 + _TIE),
+    )
+    out = np.zeros(nn.shape, dtype=np.float64)
+    small = np.flatnonzero(nn <= EXACT_MAX_N)
+    if small.size:
+        width = int(cc.max()) + 1
+        key = nn[small] * width + cc[small]
+        order = small[np.argsort(key, kind="stable")]
+        cuts = np.flatnonzero(np.diff(nn[order] * width + cc[order])) + 1
+        for rows in np.split(order, cuts):
+            s_rev, tail_rev = _s_table(int(nn[rows[0]]), int(cc[rows[0]]))
+            # s(m) is non-increasing in m, so the m with s(m) <= t are the last `count` ones
+            out[rows] = tail_rev[np.searchsorted(s_rev, t[rows], side="right")]
+    big = np.flatnonzero(nn > EXACT_MAX_N)
+    if big.size:
+        out[big] = _union_lower_bounds(nn[big], t[big], cc[big])
+    return out
+
+
+def _union_lower_bounds(n: I64, t: F64, cpus: I64) -> F64:
+    """:func:`lower_bounds` above ``EXACT_MAX_N``, where the law of ``M`` is the union bound's:
+    its survival function is ``s`` itself, so the bound is ``s(m*)`` for the smallest ``m*``
+    with ``s(m*) <= t`` (0 if there is none), found by bisection for all entries at once
+    instead of a table per host size."""
+    lo = np.full(n.shape, 2, dtype=np.int64)  # s(0) = s(1) = 1: no evidence
+    hi = n + 1  # n + 1: no m qualifies
+    while bool((lo < hi).any()):
+        mid = (lo + hi) // 2
+        ok = max_cell_pvalue(n, mid, cpus) <= t
+        active = lo < hi
+        hi = np.where(active & ok, mid, hi)
+        lo = np.where(active & ~ok, mid + 1, lo)
+    found = lo <= n
+    value = max_cell_pvalue(n, np.minimum(lo, n), cpus) * (1.0 - _TIE)
+    out: F64 = np.where(found, value, 0.0)
+    return out
+
+
+@lru_cache(maxsize=8192)
+def _s_table(n: int, cpus: int) -> tuple[F64, F64]:
+    """``s(m)`` for ``m = n .. 0`` (non-decreasing) and ``P(M >= n + 1 - j)`` for ``j = 0..n+1``
+    under the law :func:`_m_law` uses: ``tail_rev[j]`` is the mass of the ``j`` largest m."""
+    s = _s_grid(n, cpus)
+    law = _m_law(n, cpus, True)[0] if n <= EXACT_MAX_N else _union_law(s)
+    s_rev = np.maximum.accumulate(s[::-1])  # guards the monotonicity against rounding
+    tail_rev = np.concatenate([[0.0], np.cumsum(law[::-1])])
+    s_rev.flags.writeable = False
+    tail_rev.flags.writeable = False
+    return s_rev, tail_rev
+
+
+def _union_law(s: F64) -> F64:
+    """The law whose survival function is the union bound ``s`` (stochastically larger than the
+    largest cell's): what the computation uses above ``EXACT_MAX_N`` crashes."""
+    surv = np.minimum(1.0, s)
+    surv[:2] = 1.0
+    law: F64 = surv - np.append(surv[1:], 0.0)
+    return law
 
 
 # Elements per intermediate array in _group_pvalues (memory ~ 8 bytes each).
@@ -187,8 +288,7 @@ def _coarse_pvalues(n: int, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64) -> 
     # only the values of m the law can take matter (a few dozen of the n + 1)
     cols = np.flatnonzero((law > 0).any(axis=0))
     lo, hi = int(cols[0]), int(cols[-1]) + 1
-    m_grid = np.arange(lo, hi, dtype=np.float64)
-    s = max_cell_pvalue(float(n), m_grid, cpus[:, None])  # (g, m)
+    s = _s_rows(n, cpus, lo, hi)  # (g, m)
     t_obs = max_cell_pvalue(float(n), m, cpus) * h_obs * (1.0 + _TIE)
     # P(H(Z) <= t / s(m)): H is a decreasing step function of z, so the event is z >= z*
     ok = s[:, :, None] * tail[:, None, :] <= t_obs[:, None, None]  # (g, m, j)
@@ -200,11 +300,21 @@ def _coarse_pvalues(n: int, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64) -> 
     return out
 
 
-def _support(law: F64) -> int:
-    """The last count whose upper tail still exceeds ``_Z_TAIL`` in any row."""
+def _row_support(law: F64) -> I64:
+    """Per row, the last count whose upper tail still exceeds ``_Z_TAIL``."""
+    if not law.size:
+        return np.zeros(law.shape[0], dtype=np.int64)
     tail = np.flip(np.cumsum(np.flip(law, axis=1), axis=1), axis=1)
-    keep = np.flatnonzero((tail > _Z_TAIL).any(axis=0))
-    return int(keep[-1]) if keep.size else 0
+    above = tail > _Z_TAIL
+    last = law.shape[1] - 1 - np.argmax(above[:, ::-1], axis=1)
+    out: I64 = np.where(above.any(axis=1), last, 0).astype(np.int64)
+    return out
+
+
+def _round_up(reach: I64) -> I64:
+    """Reaches rounded up to a multiple of 4, so rows with similar laws share a group."""
+    out: I64 = ((reach + 3) // 4) * 4
+    return out
 
 
 def _fold(law: F64, cap: int) -> F64:
@@ -231,29 +341,58 @@ def poisson_binomial_prefixes(
     size = a.size
     ends = np.append(starts[1:], size).astype(np.int64)
     lengths = ends - starts
-    state = np.zeros((starts.size, cap + 1), dtype=np.float64)
-    state[:, 0] = 1.0
     slot = np.full(size, -1, dtype=np.int64)
     if record is None:
-        out = state.copy()  # empty segments keep the law of 0 successes
+        out = np.zeros((starts.size, cap + 1), dtype=np.float64)
         nonempty = lengths > 0
         slot[ends[nonempty] - 1] = np.flatnonzero(nonempty)
     else:
         rec_pos = np.flatnonzero(record)
         out = np.zeros((rec_pos.size, cap + 1), dtype=np.float64)
         slot[rec_pos] = np.arange(rec_pos.size)
-    for j in range(int(lengths.max()) if lengths.size else 0):
-        rows = np.flatnonzero(lengths > j)
-        pos = starts[rows] + j
-        q = a[pos][:, None]
-        cur = state[rows]
-        nxt = cur * (1.0 - q)
-        nxt[:, 1:] += cur[:, :-1] * q[:, :1]
-        nxt[:, -1] += cur[:, -1] * q[:, 0]  # folded mass stays folded
-        state[rows] = nxt
-        done = slot[pos] >= 0
-        out[slot[pos[done]]] = nxt[done]
+    out[:, 0] = 1.0  # empty segments (and rows never reached) keep the law of 0 successes
+    if not a.any():  # nothing can succeed (e.g. no crash with an unknown CPU)
+        return out
+    # Each segment is convolved only as wide as its own mean needs (mean + 8 sd + 10, like
+    # hostscan.anomaly_cap: the mass beyond is below 1e-15), in buckets of similar width;
+    # the rest of its row stays 0.
+    total = np.concatenate([[0.0], np.cumsum(a)])
+    mean = total[ends] - total[starts]
+    own = np.ceil(mean + 8.0 * np.sqrt(mean) + 10.0).astype(np.int64)
+    width = np.minimum(cap, ((own + 7) // 8) * 8)
+    for w in np.unique(width).tolist():
+        sel = np.flatnonzero(width == w)
+        _convolve_segments(a, starts[sel], lengths[sel], slot, out, int(w))
     return out
+
+
+def _convolve_segments(a: F64, starts: I64, lengths: I64, slot: I64, out: F64, cap: int) -> None:
+    """The recursion of :func:`poisson_binomial_prefixes` for some segments, ``cap + 1`` wide."""
+    # Segments longest first, so the ones still running at step j are a prefix of the state
+    # (a view, updated in place) rather than a gathered copy.
+    by_len = np.argsort(-lengths, kind="stable")
+    first = starts[by_len]
+    # running[j]: how many segments are longer than j
+    steps = np.arange(int(lengths.max(initial=0)))
+    running = lengths.size - np.searchsorted(np.sort(lengths), steps, side="right")
+    state = np.zeros((starts.size, cap + 1), dtype=np.float64)
+    state[:, 0] = 1.0
+    carry = np.empty_like(state)
+    for j, count in enumerate(running.tolist()):
+        # after j elements a law lives on 0..j: the first steps need only j + 2 columns
+        w = min(cap, j + 1) + 1
+        pos = first[:count] + j
+        q = a[pos][:, None]
+        cur = state[:count, :w]
+        gain = carry[:count, :w]
+        np.multiply(cur, q, out=gain)
+        cur -= gain
+        cur[:, 1:] += gain[:, :-1]
+        if w == cap + 1:
+            cur[:, -1] += gain[:, -1]  # folded mass stays folded
+        done = slot[pos] >= 0
+        if done.any():
+            out[slot[pos[done]], :w] = cur[done]
 
 
 def _group_pvalues(n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int) -> F64:
@@ -273,7 +412,18 @@ def _group_pvalues(n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int) 
         law_c, ties_c = _m_law(n, int(c), exact)
         law[rows] = law_c
         ties[rows] = ties_c
-    s = max_cell_pvalue(float(n), m_grid, cpus[:, None])  # (g, m)
+    # Only the few m the largest-cell law can take matter (a host with 50 crashes on 32 CPUs
+    # has its busiest CPU at 2-7): the others' mass (< _M_MASS each) counts as an alarm, an
+    # upper bound. Not above EXACT_MAX_N, where the running maximum needs every m.
+    dropped = np.zeros(g_size, dtype=np.float64)
+    if exact:
+        cols = np.flatnonzero((law >= _M_MASS).any(axis=0))
+        lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, n + 1)
+        dropped = law[:, :lo].sum(axis=1) + law[:, hi:].sum(axis=1)
+        m_grid, law, ties = m_grid[lo:hi], law[:, lo:hi], ties[:, lo:hi]
+    else:
+        lo, hi = 0, n + 1
+    s = _s_rows(n, cpus, lo, hi)  # (g, m)
     share = m_grid / max(n, 1)
     ec = share[None, :] * lam[:, None]  # (g, m)
     eo = (1.0 - share)[None, :] * lam[:, None] + lam_u[:, None]
@@ -297,14 +447,30 @@ def _group_pvalues(n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int) 
     need = np.clip(need, -z_max, o_max + 1) + z_max  # index into su; (g, m, z, k)
     g_idx = np.arange(g_size)[:, None, None, None]
     hit = su[g_idx, need]  # P(T <= T_obs | M = m, Z = z, K = k)
-    pmf = _hypergeom_pmf(n, z_max)  # [z, m, k]
+    pmf = _hypergeom_pmf(n, z_max)[:, lo:hi, :]  # [z, m, k]
     given_mz = np.einsum("gmzk,zmk->gmz", hit, pmf)
     # the busiest CPU is the most extreme of R tied ones: union bound with E[R | M = m]
     given_mz = np.minimum(1.0, ties[:, :, None] * given_mz)
     given_m = np.einsum("gmz,gz->gm", given_mz, pz)
     if not exact:
         given_m = np.maximum.accumulate(given_m, axis=1)
-    out: F64 = np.einsum("gm,gm->g", given_m, law)
+    out: F64 = np.einsum("gm,gm->g", given_m, law) + dropped
+    return out
+
+
+@lru_cache(maxsize=8192)
+def _s_grid(n: int, cpus: int) -> F64:
+    """``s(m)`` for ``m = 0..n`` (one table per host size, shared by every step)."""
+    out = max_cell_pvalue(float(n), np.arange(n + 1, dtype=np.float64), cpus)
+    out.flags.writeable = False
+    return out
+
+
+def _s_rows(n: int, cpus: I64, lo: int, hi: int) -> F64:
+    """``s(m)`` for ``m = lo..hi-1``, one row per entry's CPU count."""
+    out = np.empty((cpus.size, hi - lo), dtype=np.float64)
+    for c in np.unique(cpus).tolist():
+        out[cpus == c] = _s_grid(n, int(c))[lo:hi]
     return out
 
 
@@ -313,7 +479,10 @@ def _m_law(n: int, cpus: int, exact: bool) -> tuple[F64, F64]:
     """Law of the largest cell (exact, or the union bound's) and the tie factor per ``m``."""
     m = np.arange(n + 1, dtype=np.float64)
     if n >= 1 and cpus >= 2:
-        b = stats.binom.pmf(m, n, 1.0 / cpus) * cpus
+        log_pmf = (
+            _log_choose(float(n), m) + m * np.log(1.0 / cpus) + (n - m) * np.log1p(-1.0 / cpus)
+        )
+        b = np.exp(log_pmf) * cpus
     else:
         b = np.zeros(n + 1)
         b[n] = 1.0
@@ -323,9 +492,7 @@ def _m_law(n: int, cpus: int, exact: bool) -> tuple[F64, F64]:
             ratio = np.where(law > 0, b / law, np.inf)
         ties = np.minimum(np.floor(n / np.maximum(m, 1.0)), np.maximum(ratio, 1.0))
     else:
-        surv = np.minimum(1.0, max_cell_pvalue(float(n), m, cpus))
-        surv[:2] = 1.0
-        law = surv - np.append(surv[1:], 0.0)
+        law = _union_law(_s_grid(n, cpus))
         ties = np.floor(n / np.maximum(m, 1.0))
     ties = np.clip(ties, 1.0, float(max(cpus, 1)))
     ties[m > n / 2] = 1.0

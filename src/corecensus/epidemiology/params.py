@@ -37,7 +37,8 @@ class AnalysisParams:
     (pseudo-crashes); ``default_cpus`` is the CPU count of hosts without host facts (0: infer it
     from the CPU indices seen; see concentration); ``streaming`` computes first-alarm times, at
     ``stream_alpha`` (default
-    ``host_alpha``: the streaming test looks after every crash, so it alarms more often).
+    ``host_alpha``: the streaming test looks after every crash, so it alarms more often);
+    host p-values above ``host_p_exact_below`` are reported as 1 (not computed exactly).
 
     Rates: ``fdr_q`` BH level across hosts; ``mid_p`` for the Poisson tests; a host is in
     excess for a population when its BH q-value is at most ``fdr_q`` and its Gamma-Poisson
@@ -62,6 +63,9 @@ class AnalysisParams:
     # estimated (plug-in) anomaly rates and the stream's repeated looks.
     host_alpha: float = 5e-5
     stream_alpha: float | None = None
+    # The exact host p-value is the costliest step of analyze; above this level (never below
+    # the alarm thresholds) it is not computed and reported as 1 (hosttest.lower_bounds).
+    host_p_exact_below: float = 0.01
     cpu_alpha: float = 1e-3
     default_cpus: int = 0
     hardware_anomalies: tuple[str, ...] = HARDWARE_ANOMALIES
