@@ -46,7 +46,7 @@ def stripped_crash(tmp_path: Path) -> tuple[Path, Path, Path]:
     shutil.copy(exe, stripped)
     subprocess.run(["strip", "--strip-all", str(stripped)], check=True)
     proc = subprocess.run(
-        ["/bin/sh", "-c", 'ulimit -c unlimited && exec "$0"', str(stripped)],
+        ["/bin/sh", "-c", 'ulimit -S -c "$(ulimit -H -c)" && exec "$0"', str(stripped)],
         cwd=work,
         capture_output=True,
         env={"PATH": "/usr/bin:/bin"},
