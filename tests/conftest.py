@@ -14,12 +14,26 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from crashers import CRASHERS, CrashResult, kernel_core_support, run_crasher
 
 pytest_plugins = ("pytester",)  # test_crashers.py runs the skip/fail logic in a sub-session
 
 REQUIRE_ENV = "CORECENSUS_REQUIRE_KERNEL_CORES"
+
+# Hypothesis draws fresh examples on every run by default, and CI runs the suite once on a clean
+# clone (no example database): a property that fails for one rare input would fail there by
+# chance, not because of the change under test.  So every run draws the same examples
+# (derandomize: seeded from each test's own code), with no per-example deadline and no
+# slow-data-generation health check (a loaded machine is slow, not wrong).
+# `pytest --hypothesis-profile=explore` draws fresh examples, to look for such inputs on purpose.
+_HYPOTHESIS_TIMING = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "deterministic", parent=_HYPOTHESIS_TIMING, derandomize=True, database=None
+)
+settings.register_profile("explore", parent=_HYPOTHESIS_TIMING)
+settings.load_profile("deterministic")
 
 
 class KernelCores(Mapping[str, CrashResult]):

@@ -8,7 +8,7 @@ import lzma
 import resource
 import signal
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from crashers import (
     is_core_file,
     kernel_core_support,
     readelf_notes,
+    run_crasher,
 )
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "data" / "samples" / "x86_64"
@@ -42,6 +43,7 @@ SI_TKILL = -6
 # uc_stack 24, then gregs[] with REG_RIP == 16.
 UCONTEXT_RIP_OFFSET = 40 + 16 * 8
 MASK64 = (1 << 64) - 1
+SYSCALL_INSN = 0x050F  # `syscall` (0f 05) read as a little-endian 16-bit word
 
 
 def elf_header(path: Path) -> tuple[int, int, int, int]:
@@ -303,13 +305,16 @@ def test_noncanonical(kernel_cores: Mapping[str, CrashResult]) -> None:
     assert facts["threads"][0]["frames"][0] == "crash_noncanonical"
 
 
-def _check_signal_frame(result: CrashResult, interrupted_fn: str) -> dict[str, Any]:
+def _check_signal_frame(
+    result: CrashResult, interrupted_fn: str, extra_addrs: Iterable[int] = ()
+) -> dict[str, Any]:
     """The rt_sigframe the handler ran on is in the core: its return-address word holds
-    __restore_rt and its ucontext holds the interrupted pc, inside `interrupted_fn`."""
+    __restore_rt and its ucontext holds the interrupted pc, inside `interrupted_fn`.
+    `extra_addrs` are more addresses whose words gdb reads (facts["words"])."""
     slot = result.info_int("restorer_slot")
     uc_rip_addr = result.info_int("ucontext") + UCONTEXT_RIP_OFFSET
     assert result.core is not None
-    facts = gdb_facts(result.exe, result.core, [slot, uc_rip_addr])
+    facts = gdb_facts(result.exe, result.core, [slot, uc_rip_addr, *extra_addrs])
     restorer = facts["words"][str(slot)]
     assert restorer == result.info_int("restorer")
     assert facts["symbols"][str(restorer)] == "__restore_rt"
@@ -337,6 +342,27 @@ def test_dead_signal_frame_lies_below_rsp(kernel_cores: Mapping[str, CrashResult
     facts = _check_signal_frame(result, "wait_for_signal")
     assert facts["threads"][0]["frames"] == ["crash_after_signal", "main"]
     assert result.info_int("restorer_slot") < facts["rsp"]  # dead: below the stack pointer
+
+
+@pytest.mark.kernel_cores
+@pytest.mark.parametrize(
+    ("name", "waiting_fn"),
+    [("signal_race", "spin_until_signal"), ("dead_signal_frame", "wait_for_signal")],
+)
+def test_timer_signal_pending_before_the_loop_still_interrupts_the_loop(
+    tmp_path: Path, name: str, waiting_fn: str
+) -> None:
+    """A loaded machine may deschedule the crasher for longer than its 2 ms timer right after
+    arming it.  The timer's signal then fires before the waiting loop starts, and used to
+    interrupt timer_settime() or main() instead (a by-chance failure of the tests above).  The
+    crashers keep the signal blocked until the loop unblocks it; CRASHER_SIGNAL_EARLY=1 makes
+    the early expiry certain, and the signal must land on the return from the loop's own
+    unblocking `syscall` instruction."""
+    result = run_crasher(name, tmp_path / "run", env={"CRASHER_SIGNAL_EARLY": "1"})
+    assert result.info["early"] == "1"
+    pc = result.info_int("interrupted_pc")
+    facts = _check_signal_frame(result, waiting_fn, [pc - 2])
+    assert facts["words"][str(pc - 2)] & 0xFFFF == SYSCALL_INSN
 
 
 def test_mce_sigbus(kernel_cores: Mapping[str, CrashResult]) -> None:

@@ -69,18 +69,22 @@ def test_kill_9_of_a_worker_loses_no_core(
         stderr=subprocess.PIPE,
         text=True,
     )
+    # Kill a worker as soon as one exists: any worker that dies breaks the pool, and the
+    # earlier the kill, the more of the batch is surely unfinished.  (Waiting a while first
+    # made the outcome depend on how fast the machine parsed in the meantime: a batch that
+    # finished before the kill had nothing left to retry.)  The deadline only bounds a hang.
     killed = None
     deadline = time.monotonic() + 60
     while killed is None and time.monotonic() < deadline and proc.poll() is None:
-        workers = _children(proc.pid)
-        if workers:
-            time.sleep(0.3)  # let it start on its share of the batch
+        for worker in _children(proc.pid):
             try:
-                os.kill(workers[0], signal.SIGKILL)
-                killed = workers[0]
+                os.kill(worker, signal.SIGKILL)
             except ProcessLookupError:
                 continue
-        time.sleep(0.02)
+            killed = worker
+            break
+        else:
+            time.sleep(0.005)
     out, err = proc.communicate(timeout=300)
     assert killed is not None, "no worker process seen to kill"
     assert proc.returncode == 0, err

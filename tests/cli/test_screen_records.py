@@ -21,10 +21,11 @@ def test_screen_record_beside_the_hardware_population(
     (proc / "sys/kernel/core_pattern").write_text("|/bin/false\n")
     run = run_demo(tmp_path / "demo", proc_root=proc)
     # A real screen of this machine's CPU 0; its record is then filed under the demo's suspect
-    # host name, as the agent on that host would have sent it.
+    # host name, as the agent on that host would have sent it.  The budget only bounds a hang:
+    # one round ends in a second or two.
     record = tmp_path / "screen.json"
     rc = main(
-        ["screen", "--cpus", "0", "--rounds", "1", "--budget", "20", "--out", str(record), "--json"]
+        ["screen", "--cpus", "0", "--rounds", "1", "--budget", "60", "--out", str(record), "--json"]
     )
     assert rc == 0, capsys.readouterr().err
     capsys.readouterr()

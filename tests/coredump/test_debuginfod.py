@@ -46,7 +46,7 @@ def stripped_crash(tmp_path: Path) -> tuple[Path, Path, Path]:
     shutil.copy(exe, stripped)
     subprocess.run(["strip", "--strip-all", str(stripped)], check=True)
     proc = subprocess.run(
-        ["/bin/sh", "-c", 'ulimit -c unlimited && exec "$0"', str(stripped)],
+        ["/bin/sh", "-c", 'ulimit -S -c "$(ulimit -H -c)" && exec "$0"', str(stripped)],
         cwd=work,
         capture_output=True,
         env={"PATH": "/usr/bin:/bin"},
@@ -56,41 +56,72 @@ def stripped_crash(tmp_path: Path) -> tuple[Path, Path, Path]:
     return core, stripped, debug_dir
 
 
+PORT_ATTEMPTS = 5
+
+
+def _start_debuginfod(debug_dir: Path, workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    log = (workdir / f"debuginfod-{port}.log").open("wb")
+    with log:
+        return subprocess.Popen(
+            [
+                "debuginfod",
+                "-F",
+                str(debug_dir),
+                "-p",
+                str(port),
+                "-d",
+                str(workdir / f"index-{port}.sqlite"),
+                "-t",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+def _serves(url: str, build_id: str, server: subprocess.Popen[bytes]) -> bool:
+    """Wait until `server` serves the debug file (True) or exits (False); fail after 60 s."""
+    deadline = time.monotonic() + 60
+    while True:  # wait until the server has indexed the debug file
+        try:
+            with urllib.request.urlopen(f"{url}/buildid/{build_id}/debuginfo", timeout=5) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        if server.poll() is not None:
+            return False
+        if time.monotonic() > deadline:
+            pytest.fail("debuginfod did not serve the debug file within 60 s")
+        time.sleep(0.3)
+
+
 @pytest.fixture()
 def debuginfod_url(stripped_crash: tuple[Path, Path, Path], tmp_path: Path) -> Iterator[str]:
     if shutil.which("debuginfod") is None:
         pytest.skip("needs the debuginfod server (apt: debuginfod; ./dev installs it)")
     _core, _exe, debug_dir = stripped_crash
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            "debuginfod",
-            "-F",
-            str(debug_dir),
-            "-p",
-            str(port),
-            "-d",
-            str(tmp_path / "index.sqlite"),
-            "-t",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
     build_id = _build_id(debug_dir / "null_deref.debug")
+    # The free port is only free when _free_port() closes its socket: another process (a
+    # parallel test run on the same machine) may take it before debuginfod binds it.  debuginfod
+    # then exits with "cannot start http server"; try another port.
+    for _ in range(PORT_ATTEMPTS):
+        port = _free_port()
+        server = _start_debuginfod(debug_dir, tmp_path, port)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            if _serves(url, build_id, server):
+                break
+        except BaseException:
+            server.kill()
+            server.wait(timeout=30)
+            raise
+        log = (tmp_path / f"debuginfod-{port}.log").read_text(errors="replace")
+        if "cannot start http server" not in log:
+            pytest.fail(f"debuginfod exited with {server.returncode}:\n{log[-2000:]}")
+    else:
+        pytest.fail(f"debuginfod found no free port in {PORT_ATTEMPTS} attempts")
     try:
-        deadline = time.monotonic() + 60
-        while True:  # wait until the server has indexed the debug file
-            try:
-                with urllib.request.urlopen(f"{url}/buildid/{build_id}/debuginfo", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                pytest.fail("debuginfod did not serve the debug file within 60 s")
-            time.sleep(0.3)
         yield url
     finally:
         server.terminate()

@@ -7,6 +7,7 @@ exception, and must read a bounded amount of data.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import struct
 import subprocess
@@ -44,7 +45,7 @@ def test_zero_length(tmp_path: Path) -> None:
 
 
 def test_not_elf(tmp_path: Path) -> None:
-    rec = inspect_core(_write(tmp_path, "junk", os.urandom(4096)))
+    rec = inspect_core(_write(tmp_path, "junk", random.Random(4096).randbytes(4096)))
     assert rec.status is ParseStatus.UNPARSED
     assert "not an ELF file" in rec.errors[0]
 
@@ -156,7 +157,7 @@ def test_zstd_core_claiming_far_offsets_stops_at_the_limit(
 def test_corrupt_zstd_stream(tmp_path: Path, core_bytes: bytearray) -> None:
     comp = bytearray(zstandard.ZstdCompressor(level=1).compress(bytes(core_bytes)))
     mid = len(comp) // 2
-    comp[mid : mid + 64] = os.urandom(64)
+    comp[mid : mid + 64] = random.Random(64).randbytes(64)
     rec = inspect_core(_write(tmp_path, "corrupt.zst", comp))
     assert rec.status in (ParseStatus.PARTIAL, ParseStatus.OK, ParseStatus.UNPARSED)
     assert rec.errors or rec.status is ParseStatus.OK
@@ -224,7 +225,7 @@ def test_fault_address_mismatch(tmp_path: Path, kernel_cores: dict[str, CrashRes
 def test_cli_never_prints_a_traceback(tmp_path: Path, core_bytes: bytearray) -> None:
     cases = {
         "empty": b"",
-        "junk": os.urandom(512),
+        "junk": random.Random(512).randbytes(512),
         "cut": bytes(core_bytes[:700]),
     }
     exe = shutil.which("corecensus") or ""

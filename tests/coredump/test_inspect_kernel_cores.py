@@ -17,7 +17,7 @@ import zstandard
 
 from corecensus.coredump import inspect_core
 from corecensus.model import CrashRecord, ParseStatus
-from crashers import CrashResult
+from crashers import CrashResult, run_crasher
 
 pytestmark = pytest.mark.kernel_cores
 
@@ -214,6 +214,24 @@ def test_dead_signal_frame(
     s = next(s for s in rec.signal_frames if s.interrupted_pc == r.info_int("interrupted_pc"))
     assert s.offset < 0  # below rsp: dead stack from a handler that already returned
     assert s.function == "wait_for_signal"
+
+
+@pytest.mark.parametrize(
+    ("name", "waiting_fn", "live"),
+    [("signal_race", "spin_until_signal", True), ("dead_signal_frame", "wait_for_signal", False)],
+)
+def test_signal_frame_when_the_timer_fired_before_the_loop(
+    tmp_path: Path, name: str, waiting_fn: str, live: bool
+) -> None:
+    """The shape of a crasher descheduled right after arming its timer (CRASHER_SIGNAL_EARLY=1,
+    see tests/data/crashers/crasher.h): the signal frame still names the waiting loop."""
+    r = run_crasher(name, tmp_path / "run", env={"CRASHER_SIGNAL_EARLY": "1"})
+    assert r.core is not None and r.info["early"] == "1"
+    rec = inspect_core(r.core)
+    s = next(s for s in rec.signal_frames if s.interrupted_pc == r.info_int("interrupted_pc"))
+    assert s.function == waiting_fn
+    assert s.interrupted_sp == r.info_int("interrupted_rsp")
+    assert (s.offset > 0) is live
 
 
 def test_fast_pass_matches_full_pass(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 from importlib import resources
 
@@ -27,11 +28,11 @@ ALLOWED = frozenset(os.sched_getaffinity(0))
 
 
 @pytest.fixture(scope="module")
-def pinned_cpu() -> int:
+def pinned_cpu() -> Iterator[int]:
     """Run in-process checks on one CPU (the cross-core one migrates and must come back)."""
     cpu = min(ALLOWED)
     os.sched_setaffinity(0, {cpu})
-    yield cpu  # type: ignore[misc]
+    yield cpu
     os.sched_setaffinity(0, ALLOWED)
 
 

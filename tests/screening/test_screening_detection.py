@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from screening_helpers import BAD_CPU, screen, shim_env
+from screening_helpers import BAD_CPU, HANG_BUDGET_S, screen, shim_env
 
 from corecensus.screening import QUICK_CHECKS, Outcome, ScreenResult, Verdict
 
@@ -102,7 +102,7 @@ def test_clean_runs_flag_nothing_across_many_repetitions() -> None:
 
 
 def test_full_battery_is_clean_on_this_host() -> None:
-    result = screen(None, rounds=1, budget=20.0)
+    result = screen(None, rounds=1, budget=HANG_BUDGET_S)
     assert result.decision.verdict is Verdict.CLEAN, result.decision.reasons
     assert {r.check for r in result.results} >= {
         "libm_pow",

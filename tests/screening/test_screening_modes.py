@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from screening_helpers import HANG_BUDGET_S
 
 from corecensus.errors import ConfigError
 from corecensus.screening import (
@@ -50,7 +51,7 @@ def test_background_duty_cycle_is_measured_and_at_most_one_percent() -> None:
 def test_periodic_mode_waits_a_jitter_then_runs_one_round() -> None:
     slept: list[float] = []
     config = ScreenConfig.for_mode(
-        "periodic", budget_s=6.0, jitter_s=30.0, checks=("libm_pow", "crc32")
+        "periodic", budget_s=HANG_BUDGET_S, jitter_s=30.0, checks=("libm_pow", "crc32")
     )
     run = run_screen(config, sleep=slept.append, rng=random.Random(4))
     assert len(slept) == 1 and 0.0 <= slept[0] <= 30.0

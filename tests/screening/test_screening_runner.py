@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from screening_helpers import FAKE_SMT, hostile_env
+from screening_helpers import FAKE_SMT, HANG_BUDGET_S, hostile_env
 
 from corecensus.screening import (
     CheckRegistry,
@@ -57,7 +57,7 @@ def test_a_hung_check_times_out_and_the_screen_returns_on_time() -> None:
 
 
 def test_a_crashing_check_is_recorded_and_the_worker_restarted_for_the_rest() -> None:
-    config = ScreenConfig.for_mode("oneshot", budget_s=8.0, rounds=1)
+    config = ScreenConfig.for_mode("oneshot", budget_s=HANG_BUDGET_S, rounds=1)
     reg = registry(("aborts", "AbortsOnCpu"), ("prints", "PrintsToStdout"))
     result = run_screen(config, registry=reg, worker_env=hostile_env(HOSTILE_ABORT_CPU="1")).result
     crashed = result.result(1, "aborts")
@@ -75,7 +75,7 @@ def test_a_crashing_check_is_recorded_and_the_worker_restarted_for_the_rest() ->
 
 
 def test_a_worker_killed_by_sigkill_is_crashed_not_hung() -> None:
-    config = ScreenConfig.for_mode("oneshot", budget_s=6.0, rounds=1, cpus=(0,))
+    config = ScreenConfig.for_mode("oneshot", budget_s=HANG_BUDGET_S, rounds=1, cpus=(0,))
     result = run_screen(
         config, registry=registry(("kills_itself", "KillsItself")), worker_env=hostile_env()
     ).result
@@ -85,7 +85,7 @@ def test_a_worker_killed_by_sigkill_is_crashed_not_hung() -> None:
 
 
 def test_a_worker_dying_before_it_is_ready_is_restarted_once_then_reported() -> None:
-    config = ScreenConfig.for_mode("oneshot", budget_s=6.0, rounds=1, cpus=(0,))
+    config = ScreenConfig.for_mode("oneshot", budget_s=HANG_BUDGET_S, rounds=1, cpus=(0,))
     reg = registry(("aborts_when_loaded", "AbortsWhenLoaded"))
     result = run_screen(config, registry=reg, worker_env=hostile_env()).result
     cpu = result.cpu(0)
@@ -104,7 +104,7 @@ def test_cpus_that_cannot_be_pinned_are_reported_not_screened() -> None:
     """The fake two-socket box has CPUs 0-6 online; this machine has only 0 and 1."""
     topo = read_topology(FAKE_SMT / "sys", FAKE_SMT / "proc")
     config = ScreenConfig.for_mode(
-        "oneshot", budget_s=6.0, rounds=1, cpus=(0, 5), checks=("libm_pow",)
+        "oneshot", budget_s=HANG_BUDGET_S, rounds=1, cpus=(0, 5), checks=("libm_pow",)
     )
     result = run_screen(config, topology=topo).result
     assert result.cpu(0).status is WorkerStatus.COMPLETED

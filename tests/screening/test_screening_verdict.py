@@ -58,10 +58,8 @@ def run(
     )
 
 
-def outcomes(
-    cpus: Iterable[int], runs: Sequence[RunRecord], **extra: WorkerOutcome
-) -> dict[int, WorkerOutcome]:
-    out = {
+def outcomes(cpus: Iterable[int], runs: Sequence[RunRecord]) -> dict[int, WorkerOutcome]:
+    return {
         c: WorkerOutcome(
             cpu=c,
             status=WorkerStatus.COMPLETED,
@@ -70,8 +68,6 @@ def outcomes(
         )
         for c in cpus
     }
-    out.update({k: v for k, v in extra.items()})
-    return out
 
 
 def decide(n: int, runs: Sequence[RunRecord], checks: Sequence[str] = ("k",), **kw: object):  # type: ignore[no-untyped-def]

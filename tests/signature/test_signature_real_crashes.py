@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -42,14 +41,20 @@ def crasher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _allow_core() -> None:
-    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+# Raise the soft core-size limit to the hard one in a shell that then execs the crasher (same
+# pid, same argv).  Not a preexec_fn: Python run between fork and exec can deadlock when another
+# thread of the test process (DuckDB's pool, say) held a lock at fork time; and setting the hard
+# limit to unlimited, as that did, fails without privilege where the hard limit is lower.
+_ALLOW_CORE = 'ulimit -S -c "$(ulimit -H -c)" && exec "$@"'
 
 
 def _crash(crasher: Path, mode: str, workdir: Path) -> Path:
     workdir.mkdir()
     done = subprocess.run(
-        [str(crasher), mode], cwd=workdir, preexec_fn=_allow_core, capture_output=True, check=False
+        ["/bin/sh", "-c", _ALLOW_CORE, "allow-core", str(crasher), mode],
+        cwd=workdir,
+        capture_output=True,
+        check=False,
     )
     assert done.returncode < 0, f"{mode} did not crash: {done.returncode}"
     cores = [p for p in workdir.iterdir() if p.name.startswith("core")]

@@ -41,7 +41,9 @@ def make_record(
     )
     if null_pc:
         frames: tuple[Frame, ...] = (Frame(0),)
-        window = (StackWord(0, EXE_BASE + 0x1234, function, "/usr/bin/svc", 0x2234, True),)
+        window: tuple[StackWord, ...] = (
+            StackWord(0, EXE_BASE + 0x1234, function, "/usr/bin/svc", 0x2234, True),
+        )
     else:
         frames = (
             Frame(EXE_BASE + 0x1200, function, "/usr/bin/svc"),

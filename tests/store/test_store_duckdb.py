@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -86,7 +87,7 @@ def test_second_process_gets_a_clear_error_and_nothing_is_lost(tmp_path: Path) -
 
 def test_garbage_file_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "garbage.duckdb"
-    path.write_bytes(os.urandom(64 * 1024))
+    path.write_bytes(random.Random(64).randbytes(64 * 1024))
     with pytest.raises(StoreError, match="not a corecensus store, or the file is corrupt"):
         DuckDBStore(path)
 
@@ -170,7 +171,7 @@ def test_default_path_is_corecensus_duckdb_in_the_working_directory(
 
 
 _DISK_FULL_SCRIPT = """
-import json, os, subprocess, sys
+import json, os, random, subprocess, sys
 sys.path.insert(0, {src!r})
 from corecensus.errors import StoreError
 from corecensus.model import CrashRecord, ParseStatus
@@ -182,10 +183,11 @@ with open(filler, "wb") as f:
     f.write(b"\\0" * 512 * 1024)
 path = os.path.join(d, "s.duckdb")
 committed, error = 0, None
+rng = random.Random(3000)  # incompressible, and the same every run
 store = DuckDBStore(path)
 for batch in range(1000):
     records = [
-        CrashRecord(f"c{{batch}}-{{i}}", ParseStatus.OK, metadata={{"X": os.urandom(3000).hex()}})
+        CrashRecord(f"c{{batch}}-{{i}}", ParseStatus.OK, metadata={{"X": rng.randbytes(3000).hex()}})
         for i in range(20)
     ]
     try:

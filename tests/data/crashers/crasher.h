@@ -14,10 +14,12 @@
 /* Include this header first: _GNU_SOURCE must precede every system header (REG_RIP, gettid). */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Exit status meaning "this kernel cannot produce the crash"; tests skip on it (autotools' 77). */
@@ -74,6 +76,47 @@ __attribute__((unused)) static void crasher_note_dec(const char *key, uint64_t v
         buf[i] = digits[n - 1 - i];
     buf[n] = '\0';
     crasher_note_str(key, buf);
+}
+
+/* Unblocks signal `sig` with an rt_sigprocmask system call issued by a `syscall` instruction
+ * written right here, not through a libc wrapper.  A signal already pending is delivered on the
+ * return from this very instruction, so the interrupted pc lies in the function that expands the
+ * macro whenever the signal comes.  (A macro, not a function: gdb would show an inline function
+ * as a frame of its own.)  The signal crashers block their timer's signal before arming it and
+ * unblock it here, inside the loop that waits: a timer that expires early (this process was
+ * descheduled for more than the timer's 2 ms right after arming it) then still interrupts that
+ * loop, never libc's timer_settime() or main(). */
+#define CRASHER_UNBLOCK_HERE(sig)                                                                  \
+    do {                                                                                           \
+        unsigned long crasher_mask_ = 1UL << ((sig) - 1);                                          \
+        register long crasher_r10_ __asm__("r10") = (long)sizeof crasher_mask_;                    \
+        long crasher_ret_ = SYS_rt_sigprocmask;                                                    \
+        __asm__ volatile("syscall"                                                                 \
+                         : "+a"(crasher_ret_)                                                      \
+                         : "D"((long)SIG_UNBLOCK), "S"(&crasher_mask_), "d"(0L), "r"(crasher_r10_) \
+                         : "rcx", "r11", "memory");                                                \
+        if (crasher_ret_ != 0)                                                                     \
+            _exit(2);                                                                              \
+    } while (0)
+
+/* With CRASHER_SIGNAL_EARLY=1 in the environment, the signal crashers wait until their timer's
+ * signal is pending (blocked, so not yet delivered) before entering the loop that unblocks it:
+ * the shape of a run descheduled right after arming the timer, made certain.  Returns 0 when the
+ * signal never became pending within about 2 s. */
+__attribute__((unused)) static int crasher_wait_pending_if_early(int sig)
+{
+    const char *early = getenv("CRASHER_SIGNAL_EARLY");
+    if (early == NULL || strcmp(early, "1") != 0)
+        return 1;
+    crasher_note_str("early", "1");
+    struct timespec ms = {0, 1000000};
+    for (int i = 0; i < 2000; i++) {
+        sigset_t pending;
+        if (sigpending(&pending) == 0 && sigismember(&pending, sig) == 1)
+            return 1;
+        nanosleep(&ms, NULL);
+    }
+    return 0;
 }
 
 /* Every program records who it is, so tests can match the core's NT_PRSTATUS pid/tid. */

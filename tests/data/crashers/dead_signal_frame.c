@@ -3,6 +3,9 @@
  * its frame is deep); the handler records where its frame was and returns normally
  * (rt_sigreturn).  wait_for_signal() returns and main crashes in the shallow
  * crash_after_signal(), whose frame is well above the dead signal frame.
+ * SIGUSR1 stays blocked from before the timer is armed until wait_for_signal() unblocks it
+ * (CRASHER_UNBLOCK_HERE in crasher.h), so the interrupted pc is in wait_for_signal() even when
+ * the timer expires before the loop starts; CRASHER_SIGNAL_EARLY=1 makes that case certain.
  * Notes: restorer_slot, restorer, ucontext, interrupted_pc, interrupted_rsp (as signal_race). */
 #include "crasher.h"
 
@@ -38,6 +41,7 @@ __attribute__((noinline)) int wait_for_signal(void)
     volatile char deep[1024];
     unsigned long spins = 0;
     deep[0] = 1;
+    CRASHER_UNBLOCK_HERE(SIGUSR1);
     while (!handled && spins < 20000000000UL)
         spins++;
     return handled ? deep[0] : 0;
@@ -57,11 +61,17 @@ int main(void)
     sev.sigev_notify = SIGEV_SIGNAL;
     sev.sigev_signo = SIGUSR1;
     struct itimerspec when = {.it_value = {0, 2000000}}; /* one shot, 2 ms */
-    if (sigaction(SIGUSR1, &sa, NULL) != 0 || timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0 ||
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    if (sigaction(SIGUSR1, &sa, NULL) != 0 || sigprocmask(SIG_BLOCK, &usr1, NULL) != 0 ||
+        timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0 ||
         timer_settime(timer, 0, &when, NULL) != 0) {
         perror("dead_signal_frame: setup");
         return 2;
     }
+    if (!crasher_wait_pending_if_early(SIGUSR1))
+        return 3;
     if (!wait_for_signal())
         return 3;
     crasher_note_hex("fault_addr", 0);

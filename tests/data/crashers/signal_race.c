@@ -2,6 +2,9 @@
  * spin_until_signal(); the SA_SIGINFO handler null-derefs in crash_in_handler().  So the live
  * stack above the crashing frames holds the kernel's rt_sigframe: the handler's return address
  * is glibc's __restore_rt, followed by the ucontext whose saved rip is the interrupted pc.
+ * SIGUSR1 stays blocked from before the timer is armed until spin_until_signal() unblocks it
+ * (CRASHER_UNBLOCK_HERE in crasher.h), so the interrupted pc is in spin_until_signal() even when
+ * the timer expires before the loop starts; CRASHER_SIGNAL_EARLY=1 makes that case certain.
  * Notes: restorer_slot (address of the handler's return-address word), restorer (its value),
  * ucontext, interrupted_pc, interrupted_rsp. */
 #include "crasher.h"
@@ -38,6 +41,7 @@ static void on_sigusr1(int sig, siginfo_t *info, void *context)
 
 __attribute__((noinline)) void spin_until_signal(void)
 {
+    CRASHER_UNBLOCK_HERE(SIGUSR1);
     /* Bounded, so a lost signal fails the run (exit 3) instead of hanging the test suite. */
     while (spins < 20000000000UL)
         spins++;
@@ -57,11 +61,17 @@ int main(void)
     sev.sigev_notify = SIGEV_SIGNAL;
     sev.sigev_signo = SIGUSR1;
     struct itimerspec when = {.it_value = {0, 2000000}}; /* one shot, 2 ms */
-    if (sigaction(SIGUSR1, &sa, NULL) != 0 || timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0 ||
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    if (sigaction(SIGUSR1, &sa, NULL) != 0 || sigprocmask(SIG_BLOCK, &usr1, NULL) != 0 ||
+        timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0 ||
         timer_settime(timer, 0, &when, NULL) != 0) {
         perror("signal_race: setup");
         return 2;
     }
+    if (!crasher_wait_pending_if_early(SIGUSR1))
+        return 3;
     spin_until_signal();
     return 3;
 }
