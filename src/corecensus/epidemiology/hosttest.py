@@ -461,7 +461,19 @@ def _group_pvalues(n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int) 
 @lru_cache(maxsize=8192)
 def _s_grid(n: int, cpus: int) -> F64:
     """``s(m)`` for ``m = 0..n`` (one table per host size, shared by every step)."""
-    out = max_cell_pvalue(float(n), np.arange(n + 1, dtype=np.float64), cpus)
+    if n <= EXACT_MAX_N or cpus <= 1:
+        out = max_cell_pvalue(float(n), np.arange(n + 1, dtype=np.float64), cpus)
+    else:
+        # Only a window around the mean count matters: below it s(m) is clipped at 1 (C times
+        # a tail of at least about 1/2), above it s(m) < 1e-30 (a binomial tail 12 standard
+        # deviations plus 40 above the mean), kept as 0 so that the union law ends there.
+        # A host with thousands of crashes otherwise costs thousands of tail evaluations.
+        mean = n / cpus
+        lo = max(2, int(mean))
+        hi = min(n, int(np.ceil(mean + 12.0 * np.sqrt(mean) + 40.0)))
+        out = np.zeros(n + 1, dtype=np.float64)
+        out[:lo] = 1.0
+        out[lo : hi + 1] = max_cell_pvalue(float(n), np.arange(lo, hi + 1, dtype=np.float64), cpus)
     out.flags.writeable = False
     return out
 
