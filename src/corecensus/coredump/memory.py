@@ -47,6 +47,7 @@ class AddressSpace:
         self._file_reader = file_reader
         self._cache: dict[int, bytes] = {}
         self._file_pages: dict[int, bytes] = {}
+        self._exec_ranges: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]] | None = None
         self.truncated = False
         self.problems: list[str] = []
 
@@ -76,6 +77,16 @@ class AddressSpace:
             if f.start <= addr < f.end:
                 return f
         return None
+
+    def executable_ranges(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """(starts, ends) of the executable mappings, in address order, as arrays."""
+        if self._exec_ranges is None:
+            ex = [s for s in self.segments if s.executable]
+            self._exec_ranges = (
+                np.array([s.vaddr for s in ex], dtype=np.uint64),
+                np.array([s.end for s in ex], dtype=np.uint64),
+            )
+        return self._exec_ranges
 
     def is_mapped(self, addr: int) -> bool:
         return self.segment_at(addr) is not None
@@ -176,10 +187,22 @@ class AddressSpace:
         (the stack window's fast path: one buffer per page, no Python int per word)."""
         w = self.hdr.word_size
         dtype = np.dtype(("<" if self.hdr.little_endian else ">") + ("u8" if w == 8 else "u4"))
+        end = addr + count * w
+        seg = self.segment_at(addr)
+        if seg is not None and end <= seg.vaddr + seg.filesz:
+            # The usual case, a window inside one dumped stack mapping: one pread. Anything
+            # else (a window across mappings, a short or failing read) goes page by page below,
+            # which records truncation and read problems.
+            try:
+                data = self._src.pread(seg.offset + (addr - seg.vaddr), count * w)
+            except CoreError:
+                data = b""
+            if len(data) == count * w:
+                values = np.frombuffer(data, dtype=dtype).astype(np.uint64)
+                return values, np.ones(count, dtype=bool)
         values = np.zeros(count, dtype=np.uint64)
         present = np.zeros(count, dtype=bool)
         pos = addr
-        end = addr + count * w
         while pos < end:
             page_end = min(end, (pos & ~(_PAGE - 1)) + _PAGE)
             chunk = self.read_dumped(pos, page_end - pos)

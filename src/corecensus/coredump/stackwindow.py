@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -32,8 +33,13 @@ _MC_RIP = _UC_MCONTEXT + 16 * 8
 _SIGINFO = 8 + 304  # after pretcode and struct ucontext (flags, link, stack, mcontext, sigmask)
 
 
-@dataclass(frozen=True, slots=True)
-class RawStackWord:
+class RawStackWord(NamedTuple):
+    """A code address in the window: ``offset`` bytes from sp, and whether it follows a call.
+
+    A named tuple, not a dataclass: a window holds dozens of these per core, built on the
+    register pass's hot path.
+    """
+
     offset: int
     address: int
     after_call: bool
@@ -58,43 +64,43 @@ def scan_stack(p: ParsedCore) -> tuple[list[RawStackWord], list[RawSignalFrame],
     values, present = p.space.read_word_array(start, count)
     if not present.any():
         return [], [], f"stack memory around sp={sp:#x} is not in the core"
-    arch = p.arch_name
+    idx = _code_pointer_indices(p, values, present)
+    if not len(idx):
+        return [], [], None
+    # Python ints once, for the few dozen code pointers (not one numpy scalar per word).
+    addresses: list[int] = values[idx].tolist()
+    offsets: list[int] = (idx * w + (start - sp)).tolist()
+    space = p.space
+    x86 = p.arch_name == "x86_64"
+    after_call: dict[int, bool] = {}  # value -> follows a call (stack words repeat: recursion)
+    restore_rt: dict[int, bool] = {}  # value -> is __restore_rt
     out: list[RawStackWord] = []
     frames: list[RawSignalFrame] = []
-    checked: dict[int, tuple[bool, bool]] = {}  # value -> (after a call, is __restore_rt)
-    for i in _code_pointer_indices(p, values, present):
-        value = int(values[i])
-        addr = start + i * w
-        offset = addr - sp
-        known = checked.get(value)
-        if known is None:
-            known = (
-                is_after_call(p.space, value, arch),
-                arch == "x86_64" and is_restore_rt(p.space, value),
-            )
-            checked[value] = known
-        if known[1]:
-            frame = _signal_frame(p, addr, offset)
+    for offset, value in zip(offsets, addresses, strict=True):
+        after = after_call.get(value)
+        if after is None:
+            after = after_call[value] = is_after_call(space, value, p.arch_name)
+            restore_rt[value] = x86 and is_restore_rt(space, value)
+        if restore_rt[value]:
+            frame = _signal_frame(p, sp + offset, offset)
             if frame is not None:
                 frames.append(frame)
-        out.append(RawStackWord(offset, value, known[0]))
+        out.append(RawStackWord(offset, value, after))
     return out, frames, None
 
 
 def _code_pointer_indices(
     p: ParsedCore, values: npt.NDArray[np.uint64], present: npt.NDArray[np.bool_]
-) -> list[int]:
+) -> npt.NDArray[np.int64]:
     """Indices of the words that point into an executable mapping (vectorized: a stack window
     is thousands of words and only a few dozen are code addresses)."""
-    ranges = [(s.vaddr, s.end) for s in p.segments if s.executable]
-    if not ranges:
-        return []
-    starts = np.array([r[0] for r in ranges], dtype=np.uint64)
-    ends = np.array([r[1] for r in ranges], dtype=np.uint64)
+    starts, ends = p.space.executable_ranges()
+    if not len(starts):
+        return np.zeros(0, dtype=np.int64)
     idx = np.searchsorted(starts, values, side="right").astype(np.int64) - 1
     ok = present & (values >= 4096) & (idx >= 0)
     ok[ok] &= values[ok] < ends[idx[ok]]
-    return [int(i) for i in np.flatnonzero(ok)]
+    return np.flatnonzero(ok)
 
 
 def _signal_frame(p: ParsedCore, addr: int, offset: int) -> RawSignalFrame | None:
