@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from corecensus.coredump.elf import read_image_headers
+from corecensus.coredump.elf import iter_image_headers, read_image_table
 from corecensus.coredump.notes import FileMapping
 
 __all__ = ["BinaryResolver", "build_id_from_image", "build_id_of_file"]
@@ -30,18 +30,19 @@ Reader = Callable[[int, int], bytes | None]
 
 def build_id_from_image(read: Reader, base: int) -> str | None:
     """Build-id of an ELF image whose bytes at file offset ``o`` are ``read(base + o, n)``."""
-    image = read_image_headers(read, base)
-    if image is None:
+    found = read_image_table(read, base)
+    if found is None:
         return None
-    for h in image.headers:
-        if h.type != PT_NOTE or h.filesz > MAX_BUILD_ID_NOTE:
+    endian, is_64, table = found
+    for ptype, _flags, offset, _vaddr, filesz, _memsz in iter_image_headers(table, endian, is_64):
+        if ptype != PT_NOTE or filesz > MAX_BUILD_ID_NOTE:
             continue
-        data = read(base + h.offset, h.filesz)
+        data = read(base + offset, filesz)
         if data is None:
             continue
-        found = _scan_build_id(data, image.endian)
-        if found:
-            return found
+        bid = _scan_build_id(data, endian)
+        if bid:
+            return bid
     return None
 
 

@@ -23,7 +23,9 @@ __all__ = [
     "Note",
     "Segment",
     "read_header",
+    "iter_image_headers",
     "read_image_headers",
+    "read_image_table",
     "read_notes",
     "read_segments",
     "unpack_image_headers",
@@ -283,6 +285,18 @@ def read_image_headers(read: Callable[[int, int], bytes | None], base: int = 0) 
     """Program headers of the ELF image whose file offset ``o`` reads as ``read(base + o, n)``
     (a file on disk with base 0, or an image in the crashed process's memory); None if the
     bytes are not an ELF header with a sane program header table."""
+    found = read_image_table(read, base)
+    if found is None:
+        return None
+    endian, is_64, table = found
+    return ElfImage(endian, is_64, unpack_image_headers(table, endian, is_64))
+
+
+def read_image_table(
+    read: Callable[[int, int], bytes | None], base: int = 0
+) -> tuple[str, bool, bytes] | None:
+    """(endian, is_64, raw program header table) of an ELF image, as :func:`read_image_headers`
+    finds it, for callers that scan the table without building :class:`ImageHeader` records."""
     ident = read(base, 64)
     if ident is None or len(ident) < 52 or not ident.startswith(b"\x7fELF"):
         return None
@@ -299,21 +313,27 @@ def read_image_headers(read: Callable[[int, int], bytes | None], base: int = 0) 
     table = read(base + phoff, phentsize * phnum)
     if table is None:
         return None
-    return ElfImage(e, is_64, unpack_image_headers(table, e, is_64))
+    return e, is_64, table
+
+
+def iter_image_headers(
+    table: bytes, endian: str, is_64: bool
+) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """(type, flags, offset, vaddr, filesz, memsz) of each entry of a program header table."""
+    size = 56 if is_64 else 32
+    whole = table[: len(table) - len(table) % size]
+    if is_64:
+        for ptype, flags, off, vaddr, _pa, filesz, memsz, _al in struct.iter_unpack(
+            endian + "IIQQQQQQ", whole
+        ):
+            yield ptype, flags, off, vaddr, filesz, memsz
+    else:
+        for ptype, off, vaddr, _pa, filesz, memsz, flags, _al in struct.iter_unpack(
+            endian + "IIIIIIII", whole
+        ):
+            yield ptype, flags, off, vaddr, filesz, memsz
 
 
 def unpack_image_headers(table: bytes, endian: str, is_64: bool) -> tuple[ImageHeader, ...]:
     """Decode a program header table (Elf64_Phdr or Elf32_Phdr entries)."""
-    size = 56 if is_64 else 32
-    out: list[ImageHeader] = []
-    for i in range(len(table) // size):
-        if is_64:
-            ptype, flags, off, vaddr, _pa, filesz, memsz, _al = struct.unpack_from(
-                endian + "IIQQQQQQ", table, i * size
-            )
-        else:
-            ptype, off, vaddr, _pa, filesz, memsz, flags, _al = struct.unpack_from(
-                endian + "IIIIIIII", table, i * size
-            )
-        out.append(ImageHeader(ptype, flags, off, vaddr, filesz, memsz))
-    return tuple(out)
+    return tuple(ImageHeader(*h) for h in iter_image_headers(table, endian, is_64))

@@ -46,6 +46,12 @@ class AddressSpace:
         self.set_files(files)
         self._file_reader = file_reader
         self._cache: dict[int, bytes] = {}
+        # Pages wholly inside one dumped segment, for reads within a page that skip the segment
+        # lookup. Only when no two segments overlap (a hostile core's may), so that the page's
+        # segment is the one any address in it resolves to.
+        self._whole: dict[int, bytes] | None = (
+            {} if all(a.end <= b.vaddr for a, b in zip(segments, segments[1:])) else None
+        )
         self._file_pages: dict[int, bytes] = {}
         self._exec_ranges: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]] | None = None
         self.truncated = False
@@ -126,10 +132,23 @@ class AddressSpace:
         if len(data) < end - start:
             self.truncated = True
         self._cache[page] = data
+        if (
+            self._whole is not None
+            and start == page
+            and len(data) == _PAGE
+            and page + _PAGE <= seg.end
+        ):
+            self._whole[page] = data
         return data
 
     def read_dumped(self, addr: int, size: int) -> bytes | None:
         """Bytes at addr that are in the core, or None if any of them is not."""
+        page = addr & ~(_PAGE - 1)
+        if self._whole is not None and 0 < size and addr + size <= page + _PAGE:
+            whole = self._whole.get(page)
+            if whole is not None:
+                lo = addr - page
+                return whole[lo : lo + size]
         out = bytearray()
         while size > 0:
             seg = self.segment_at(addr)
@@ -159,6 +178,11 @@ class AddressSpace:
             if text is not None:
                 lo = addr - page
                 return text[lo : lo + size] if lo + size <= len(text) else None
+            if self._whole is not None:
+                text = self._whole.get(page)
+                if text is not None:
+                    lo = addr - page
+                    return text[lo : lo + size]
         data = self.read_dumped(addr, size)
         if data is not None:
             return data

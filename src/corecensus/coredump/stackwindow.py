@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -33,16 +32,10 @@ _MC_RIP = _UC_MCONTEXT + 16 * 8
 _SIGINFO = 8 + 304  # after pretcode and struct ucontext (flags, link, stack, mcontext, sigmask)
 
 
-class RawStackWord(NamedTuple):
-    """A code address in the window: ``offset`` bytes from sp, and whether it follows a call.
-
-    A named tuple, not a dataclass: a window holds dozens of these per core, built on the
-    register pass's hot path.
-    """
-
-    offset: int
-    address: int
-    after_call: bool
+# A code address in the window: (offset in bytes from sp, the address, whether it follows a
+# call). A plain tuple, not a record class: a window holds dozens per core, and building them
+# is the register pass's hot path (zip makes them in C; a NamedTuple costs ten times as much).
+RawStackWord = tuple[int, int, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,37 +63,40 @@ def scan_stack(p: ParsedCore) -> tuple[list[RawStackWord], list[RawSignalFrame],
     # Python ints once, for the few dozen code pointers (not one numpy scalar per word).
     addresses: list[int] = values[idx].tolist()
     offsets: list[int] = (idx * w + (start - sp)).tolist()
-    space = p.space
-    x86 = p.arch_name == "x86_64"
-    after_call: dict[int, bool] = {}  # value -> follows a call (stack words repeat: recursion)
-    restore_rt: dict[int, bool] = {}  # value -> is __restore_rt
-    out: list[RawStackWord] = []
+    # Each distinct address is decoded once (a recursion repeats its return address per frame).
+    space, arch = p.space, p.arch_name
+    after_call = {v: is_after_call(space, v, arch) for v in dict.fromkeys(addresses)}
     frames: list[RawSignalFrame] = []
-    for offset, value in zip(offsets, addresses, strict=True):
-        after = after_call.get(value)
-        if after is None:
-            after = after_call[value] = is_after_call(space, value, p.arch_name)
-            restore_rt[value] = x86 and is_restore_rt(space, value)
-        if restore_rt[value]:
-            frame = _signal_frame(p, sp + offset, offset)
-            if frame is not None:
-                frames.append(frame)
-        out.append(RawStackWord(offset, value, after))
-    return out, frames, None
+    if arch == "x86_64":
+        restore_rt = {v for v in after_call if is_restore_rt(space, v)}
+        if restore_rt:
+            for offset, value in zip(offsets, addresses, strict=True):
+                if value in restore_rt:
+                    frame = _signal_frame(p, sp + offset, offset)
+                    if frame is not None:
+                        frames.append(frame)
+    words = list(zip(offsets, addresses, map(after_call.__getitem__, addresses), strict=True))
+    return words, frames, None
 
 
 def _code_pointer_indices(
     p: ParsedCore, values: npt.NDArray[np.uint64], present: npt.NDArray[np.bool_]
-) -> npt.NDArray[np.int64]:
+) -> npt.NDArray[np.intp]:
     """Indices of the words that point into an executable mapping (vectorized: a stack window
     is thousands of words and only a few dozen are code addresses)."""
     starts, ends = p.space.executable_ranges()
     if not len(starts):
-        return np.zeros(0, dtype=np.int64)
-    idx = np.searchsorted(starts, values, side="right").astype(np.int64) - 1
-    ok = present & (values >= 4096) & (idx >= 0)
-    ok[ok] &= values[ok] < ends[idx[ok]]
-    return np.flatnonzero(ok)
+        return np.zeros(0, dtype=np.intp)
+    # Bound first (a word below the lowest executable start or above the highest end points
+    # into none), then locate only the survivors: most stack words are small integers or
+    # stack addresses.
+    lowest = max(4096, int(starts[0]))
+    cand = np.flatnonzero(present & (values >= lowest) & (values < ends.max()))
+    if not len(cand):
+        return cand
+    v = values[cand]
+    i = np.searchsorted(starts, v, side="right") - 1  # >= 0: every v >= starts[0]
+    return cand[v < ends[i]]
 
 
 def _signal_frame(p: ParsedCore, addr: int, offset: int) -> RawSignalFrame | None:
