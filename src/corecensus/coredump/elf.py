@@ -22,8 +22,8 @@ __all__ = [
     "ImageHeader",
     "Note",
     "Segment",
-    "read_header",
     "iter_image_headers",
+    "read_header",
     "read_image_headers",
     "read_image_table",
     "read_notes",
@@ -184,16 +184,9 @@ def read_segments(src: CoreSource, hdr: ElfHeader) -> tuple[list[Segment], list[
     complete = len(raw) == hdr.phnum * hdr.phentsize
     loads: list[Segment] = []
     notes: list[Segment] = []
-    fmt = hdr.endian + ("IIQQQQQQ" if hdr.is_64 else "IIIIIIII")
-    for i in range(len(raw) // hdr.phentsize):
-        if hdr.is_64:
-            ptype, flags, offset, vaddr, _pa, filesz, memsz, _al = struct.unpack_from(
-                fmt, raw, i * hdr.phentsize
-            )
-        else:
-            ptype, offset, vaddr, _pa, filesz, memsz, flags, _al = struct.unpack_from(
-                fmt, raw, i * hdr.phentsize
-            )
+    for ptype, flags, offset, vaddr, filesz, memsz in iter_image_headers(
+        raw, hdr.endian, hdr.is_64
+    ):
         if ptype == PT_LOAD:
             loads.append(Segment(vaddr, memsz, offset, filesz, flags))
         elif ptype == PT_NOTE:

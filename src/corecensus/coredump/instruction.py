@@ -146,16 +146,18 @@ def call_before(space: AddressSpace, addr: int, arch: str) -> Any | None:
     return None
 
 
-_PREFIXES = frozenset([*range(0x40, 0x50), 0x2E, 0x3E, 0x26, 0x36, 0x64, 0x65, 0x66, 0x67])
+# Lengths an ``FF /2`` call can have: opcode and ModRM, plus SIB and/or a 1- or 4-byte
+# displacement (see _modrm_length).
+_FF_CALL_LENGTHS = (2, 3, 4, 6, 7)
 
 
 def is_after_call(space: AddressSpace, addr: int, arch: str) -> bool:
     """Whether ``addr`` directly follows a call instruction: the stack scan's hot path.
 
     On x86-64 this decodes only the two call forms by hand (``E8 rel32``; ``FF /2`` with its
-    ModRM/SIB/displacement length, after up to two prefixes such as REX or CET's ``notrack``
-    3E), which is what capstone would conclude from the same bytes, at a fraction of the cost;
-    :func:`call_before` (capstone, with operands) is for the few addresses that need details.
+    ModRM/SIB/displacement length), which is what capstone would conclude from the same bytes,
+    at a fraction of the cost; :func:`call_before` (capstone, with operands) is for the few
+    addresses that need details.
     """
     if arch != "x86_64":
         return call_before(space, addr, arch) is not None
@@ -165,22 +167,24 @@ def is_after_call(space: AddressSpace, addr: int, arch: str) -> bool:
 
 def _x86_call_length(code: bytes) -> int | None:
     """Length of the call instruction ``code`` ends with, or None: ``E8 rel32``, or ``FF /2``
-    with its ModRM/SIB/displacement after at most two prefixes."""
+    with its ModRM/SIB/displacement, the shortest that ends exactly at the end of ``code``.
+
+    Prefixes (REX, CET's ``notrack`` 3E, segment overrides) before the opcode are not counted:
+    they do not change where the call ends, and the call decodes the same without them.
+    """
     n = len(code)
     if n >= 5 and code[n - 5] == 0xE8:
         return 5
-    for length in range(2, n + 1):
-        pos = n - length
-        for _ in range(3):  # opcode at pos, or after one or two prefixes
-            if pos + 1 >= n:
-                break
-            if code[pos] == 0xFF and (code[pos + 1] >> 3) & 7 == 2:
-                if pos + 1 + _modrm_length(code, pos + 1) == n:
-                    return length
-                break
-            if code[pos] not in _PREFIXES:
-                break
-            pos += 1
+    for length in _FF_CALL_LENGTHS:
+        if length > n:
+            break
+        q = n - length
+        if (
+            code[q] == 0xFF
+            and (code[q + 1] >> 3) & 7 == 2
+            and 1 + _modrm_length(code, q + 1) == length
+        ):
+            return length
     return None
 
 

@@ -9,6 +9,7 @@ a matching copy (same build-id) is on this machine or in ``--binaries``.
 from __future__ import annotations
 
 import bisect
+import itertools
 import struct
 from collections.abc import Callable
 
@@ -50,7 +51,7 @@ class AddressSpace:
         # lookup. Only when no two segments overlap (a hostile core's may), so that the page's
         # segment is the one any address in it resolves to.
         self._whole: dict[int, bytes] | None = (
-            {} if all(a.end <= b.vaddr for a, b in zip(segments, segments[1:])) else None
+            {} if all(a.end <= b.vaddr for a, b in itertools.pairwise(segments)) else None
         )
         self._file_pages: dict[int, bytes] = {}
         self._exec_ranges: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]] | None = None
@@ -144,7 +145,7 @@ class AddressSpace:
     def read_dumped(self, addr: int, size: int) -> bytes | None:
         """Bytes at addr that are in the core, or None if any of them is not."""
         page = addr & ~(_PAGE - 1)
-        if self._whole is not None and 0 < size and addr + size <= page + _PAGE:
+        if self._whole is not None and size > 0 and addr + size <= page + _PAGE:
             whole = self._whole.get(page)
             if whole is not None:
                 lo = addr - page

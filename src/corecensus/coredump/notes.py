@@ -169,14 +169,15 @@ def decode_file_note(note: Note, hdr: ElfHeader) -> tuple[list[FileMapping], str
     table = 2 * w
     if count > MAX_FILE_MAPPINGS or table + count * 3 * w > len(d):
         return [], f"NT_FILE claims {count} mappings, more than its {len(d)} bytes hold"
-    names = d[table + count * 3 * w :].split(b"\0")
-    out: list[FileMapping] = []
-    for i in range(count):
-        start, end, pgoff = struct.unpack_from(
-            hdr.endian + ("QQQ" if w == 8 else "III"), d, table + i * 3 * w
-        )
-        path = names[i].decode("utf-8", "replace") if i < len(names) else "?"
-        out.append(FileMapping(start, end, pgoff * page_size, path))
+    names = d[table + count * 3 * w :].split(b"\0", count)
+    names.extend([b"?"] * (count - len(names)))
+    entries = struct.iter_unpack(
+        hdr.endian + ("QQQ" if w == 8 else "III"), d[table : table + count * 3 * w]
+    )
+    out = [
+        FileMapping(start, end, pgoff * page_size, name.decode("utf-8", "replace"))
+        for (start, end, pgoff), name in zip(entries, names, strict=False)  # names may be longer
+    ]
     return out, None
 
 
@@ -185,8 +186,7 @@ def decode_auxv(note: Note, hdr: ElfHeader) -> dict[int, int]:
     w = hdr.word_size
     fmt = hdr.endian + ("QQ" if w == 8 else "II")
     out: dict[int, int] = {}
-    for i in range(len(d) // (2 * w)):
-        key, val = struct.unpack_from(fmt, d, i * 2 * w)
+    for key, val in struct.iter_unpack(fmt, d[: len(d) - len(d) % (2 * w)]):
         if key == 0:
             break
         out.setdefault(key, val)
