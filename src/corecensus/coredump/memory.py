@@ -86,12 +86,14 @@ class AddressSpace:
         return None
 
     def executable_ranges(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
-        """(starts, ends) of the executable mappings, in address order, as arrays."""
+        """(starts, lasts) of the executable mappings in address order, as arrays: ``lasts`` is
+        the last address inside each (end - 1; a hostile core's end may lie past 2**64, which
+        no uint64 holds, and an empty mapping at 0 gets 0, which no code pointer is)."""
         if self._exec_ranges is None:
             ex = [s for s in self.segments if s.executable]
             self._exec_ranges = (
                 np.array([s.vaddr for s in ex], dtype=np.uint64),
-                np.array([s.end for s in ex], dtype=np.uint64),
+                np.array([max(min(s.end, 1 << 64) - 1, 0) for s in ex], dtype=np.uint64),
             )
         return self._exec_ranges
 

@@ -84,19 +84,19 @@ def _code_pointer_indices(
 ) -> npt.NDArray[np.intp]:
     """Indices of the words that point into an executable mapping (vectorized: a stack window
     is thousands of words and only a few dozen are code addresses)."""
-    starts, ends = p.space.executable_ranges()
+    starts, lasts = p.space.executable_ranges()
     if not len(starts):
         return np.zeros(0, dtype=np.intp)
     # Bound first (a word below the lowest executable start or above the highest end points
     # into none), then locate only the survivors: most stack words are small integers or
     # stack addresses.
     lowest = max(4096, int(starts[0]))
-    cand = np.flatnonzero(present & (values >= lowest) & (values < ends.max()))
+    cand = np.flatnonzero(present & (values >= lowest) & (values <= lasts.max()))
     if not len(cand):
         return cand
     v = values[cand]
     i = np.searchsorted(starts, v, side="right") - 1  # >= 0: every v >= starts[0]
-    return cand[v < ends[i]]
+    return cand[v <= lasts[i]]
 
 
 def _signal_frame(p: ParsedCore, addr: int, offset: int) -> RawSignalFrame | None:
