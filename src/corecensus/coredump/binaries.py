@@ -89,6 +89,13 @@ def _build_id_cached(path: str, _size: int, _mtime_ns: int) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _path(path: str) -> Path:
+    """``Path(path)``, built once per name: every core maps the same libc and ld.so, and a Path
+    costs more to make than the rest of resolving it."""
+    return Path(path)
+
+
 class BinaryResolver:
     """Maps (path, build-id) of a mapped file to a readable local copy, kept open per core."""
 
@@ -160,7 +167,7 @@ class BinaryResolver:
             return None
         if build_id is not None and _build_id_cached(path, st.st_size, st.st_mtime_ns) != build_id:
             return None
-        return Path(path)
+        return _path(path)
 
     def _open(self, p: Path) -> int | None:
         # A descriptor and pread(), not mmap: a core needs a few pages of each of a few files,

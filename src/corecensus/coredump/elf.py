@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from corecensus.coredump.source import CoreSource
 from corecensus.errors import CoreLimitError, KernelDumpError, NotACoreError
@@ -84,9 +85,13 @@ class ElfHeader:
         return 8 if self.is_64 else 4
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A PT_LOAD segment: one mapping of the crashed process."""
+class Segment(NamedTuple):
+    """A PT_LOAD segment: one mapping of the crashed process.
+
+    An immutable named tuple rather than a frozen dataclass: every core has dozens, and a
+    frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs three times
+    as much to build, on the register pass's path.
+    """
 
     vaddr: int
     memsz: int
@@ -111,8 +116,9 @@ class Segment:
         return bool(self.flags & PF_R)
 
 
-@dataclass(frozen=True, slots=True)
-class Note:
+class Note(NamedTuple):
+    """One ELF note (a named tuple for the same reason as :class:`Segment`)."""
+
     name: bytes
     type: int
     desc: bytes
@@ -184,13 +190,23 @@ def read_segments(src: CoreSource, hdr: ElfHeader) -> tuple[list[Segment], list[
     complete = len(raw) == hdr.phnum * hdr.phentsize
     loads: list[Segment] = []
     notes: list[Segment] = []
-    for ptype, flags, offset, vaddr, filesz, memsz in iter_image_headers(
-        raw, hdr.endian, hdr.is_64
-    ):
-        if ptype == PT_LOAD:
-            loads.append(Segment(vaddr, memsz, offset, filesz, flags))
-        elif ptype == PT_NOTE:
-            notes.append(Segment(vaddr, memsz, offset, filesz, flags))
+    whole = raw[: len(raw) - len(raw) % hdr.phentsize]
+    if hdr.is_64:
+        for ptype, flags, offset, vaddr, _pa, filesz, memsz, _al in struct.iter_unpack(
+            hdr.endian + "IIQQQQQQ", whole
+        ):
+            if ptype == PT_LOAD:
+                loads.append(Segment(vaddr, memsz, offset, filesz, flags))
+            elif ptype == PT_NOTE:
+                notes.append(Segment(vaddr, memsz, offset, filesz, flags))
+    else:
+        for ptype, offset, vaddr, _pa, filesz, memsz, flags, _al in struct.iter_unpack(
+            hdr.endian + "IIIIIIII", whole
+        ):
+            if ptype == PT_LOAD:
+                loads.append(Segment(vaddr, memsz, offset, filesz, flags))
+            elif ptype == PT_NOTE:
+                notes.append(Segment(vaddr, memsz, offset, filesz, flags))
     loads.sort(key=lambda s: s.vaddr)
     return loads, notes, complete
 

@@ -23,6 +23,7 @@ __all__ = [
     "is_after_call",
     "is_restore_rt",
     "register_value",
+    "x86_code_pointer",
 ]
 
 # glibc's x86-64 __restore_rt (sysdeps/unix/sysv/linux/x86_64/libc_sigaction.c):
@@ -30,6 +31,7 @@ __all__ = [
 RESTORE_RT_X86_64 = bytes.fromhex("48c7c00f0000000f05")
 # x86 call encodings are 2 (call *%rax) to 7 bytes (call *disp32(%rip)), plus prefixes.
 _MAX_CALL_LEN = 9
+_PAGE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,23 @@ def _modrm_length(code: bytes, m: int) -> int:
     elif mod == 2:
         length += 4
     return length
+
+
+def x86_code_pointer(space: AddressSpace, addr: int) -> tuple[bool, bool]:
+    """(follows a call, is ``__restore_rt``) for an x86-64 code address: the stack scan asks
+    both of every distinct address. Same answers as :func:`is_after_call` and
+    :func:`is_restore_rt`, from one page lookup when the page is already in (a stack's return
+    addresses cluster in a few pages of code)."""
+    page = addr & ~(_PAGE - 1)
+    lo = addr - page
+    if _MAX_CALL_LEN <= lo <= _PAGE - len(RESTORE_RT_X86_64):
+        text = space.cached_page(page)
+        if text is not None:
+            return (
+                _x86_call_length(text[lo - _MAX_CALL_LEN : lo]) is not None,
+                text[lo : lo + len(RESTORE_RT_X86_64)] == RESTORE_RT_X86_64,
+            )
+    return is_after_call(space, addr, "x86_64"), is_restore_rt(space, addr)
 
 
 def is_restore_rt(space: AddressSpace, addr: int) -> bool:

@@ -9,7 +9,7 @@ a matching copy (same build-id) is on this machine or in ``--binaries``.
 from __future__ import annotations
 
 import bisect
-import itertools
+import operator
 import struct
 from collections.abc import Callable
 
@@ -50,8 +50,9 @@ class AddressSpace:
         # Pages wholly inside one dumped segment, for reads within a page that skip the segment
         # lookup. Only when no two segments overlap (a hostile core's may), so that the page's
         # segment is the one any address in it resolves to.
+        ends = [s.end for s in segments]
         self._whole: dict[int, bytes] | None = (
-            {} if all(a.end <= b.vaddr for a, b in itertools.pairwise(segments)) else None
+            {} if all(map(operator.le, ends, self._starts[1:])) else None
         )
         self._file_pages: dict[int, bytes] = {}
         self._exec_ranges: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]] | None = None
@@ -168,6 +169,14 @@ class AddressSpace:
             addr += take
             size -= take
         return bytes(out)
+
+    def cached_page(self, page: int) -> bytes | None:
+        """The 4 KiB at ``page`` (page-aligned) if a read has already brought them in whole, as
+        :meth:`read` serves reads within that page; None otherwise."""
+        text = self._file_pages.get(page)
+        if text is None and self._whole is not None:
+            text = self._whole.get(page)
+        return text
 
     def read(self, addr: int, size: int) -> bytes | None:
         """``size`` bytes at ``addr`` from the core, else from the mapped file; None if neither."""

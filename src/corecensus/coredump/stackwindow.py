@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from corecensus.coredump.instruction import is_after_call, is_restore_rt
+from corecensus.coredump.instruction import is_after_call, x86_code_pointer
 from corecensus.coredump.parse import STACK_ABOVE, STACK_BELOW, ParsedCore
 
 __all__ = ["RawSignalFrame", "RawStackWord", "scan_stack"]
@@ -65,16 +65,20 @@ def scan_stack(p: ParsedCore) -> tuple[list[RawStackWord], list[RawSignalFrame],
     offsets: list[int] = (idx * w + (start - sp)).tolist()
     # Each distinct address is decoded once (a recursion repeats its return address per frame).
     space, arch = p.space, p.arch_name
-    after_call = {v: is_after_call(space, v, arch) for v in dict.fromkeys(addresses)}
+    distinct = dict.fromkeys(addresses)
     frames: list[RawSignalFrame] = []
     if arch == "x86_64":
-        restore_rt = {v for v in after_call if is_restore_rt(space, v)}
+        kinds = {v: x86_code_pointer(space, v) for v in distinct}
+        after_call = {v: k[0] for v, k in kinds.items()}
+        restore_rt = {v for v, k in kinds.items() if k[1]}
         if restore_rt:
             for offset, value in zip(offsets, addresses, strict=True):
                 if value in restore_rt:
                     frame = _signal_frame(p, sp + offset, offset)
                     if frame is not None:
                         frames.append(frame)
+    else:
+        after_call = {v: is_after_call(space, v, arch) for v in distinct}
     words = list(zip(offsets, addresses, map(after_call.__getitem__, addresses), strict=True))
     return words, frames, None
 
