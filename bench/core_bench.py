@@ -14,9 +14,13 @@ then measures on those same cores, in one run:
 
 plus peak RSS in a fresh process per measurement, cold start-up, zstd-compressed cores, and a
 cProfile breakdown of both passes. Prints Markdown and writes it to docs/bench_core.md.
-Each method's repetitions are interleaved round-robin with the others', so noise from other work
-on the machine falls on all of them alike; the first call per core and method is a warm-up and is
-not counted (cold start is reported separately).
+Each round measures every (core, method) once, so noise from other work on the machine falls on
+all of them alike; within a round the calls are grouped by method (each method over all cores,
+starting at a different core each round), so an in-process pass is timed in the state a fleet's
+ingest runs it in, one core after another, rather than right after a 200 ms drgn call has evicted
+its code and data from the CPU caches (that costs the register pass ~40%: a refill that only the
+benchmark's interleaving creates). The first call per core and method is a warm-up and is not
+counted (cold start is reported separately).
 """
 
 from __future__ import annotations
@@ -134,12 +138,21 @@ def _check_record(core: Core, rec: Any, named: bool) -> str:
 
 
 def _round_robin(jobs: list[tuple[Series, Callable[[], tuple[float, float]]]], reps: int) -> None:
-    """``reps`` rounds over every (core, method): load on the machine falls on all alike."""
-    for _ in range(reps):
-        for series, fn in jobs:
-            wall, cpu = fn()
-            series.times.append(wall)
-            series.cpu.append(cpu)
+    """``reps`` rounds over every (core, method): load on the machine falls on all alike.
+
+    Within a round, method by method (see the module docstring); each round starts the method's
+    cores at a different one, so whichever call follows another method's is spread evenly.
+    """
+    by_method: dict[str, list[tuple[Series, Callable[[], tuple[float, float]]]]] = {}
+    for job in jobs:
+        by_method.setdefault(job[0].method, []).append(job)
+    for r in range(reps):
+        for group in by_method.values():
+            k = r % len(group)
+            for series, fn in group[k:] + group[:k]:
+                wall, cpu = fn()
+                series.times.append(wall)
+                series.cpu.append(cpu)
 
 
 def _log_series(kind: str, series: Sequence[Series]) -> None:
@@ -439,9 +452,11 @@ def render(r: Results, header: list[str]) -> str:
         "run time from the C crashers in bench/_core/crashers.py, and every tool reads the same "
         "cores in the same run. In-process rows time one call with the core in the page cache "
         "and everything imported (the first call per core is a warm-up, not counted; see cold "
-        "start below); process rows time fork to exit, start-up included. Repetitions are "
-        "interleaved round-robin across cores and methods, so background load falls on all of "
-        "them alike.",
+        "start below); process rows time fork to exit, start-up included. Each round of "
+        "repetitions measures every core with every method, so background load falls on all of "
+        "them alike; within a round the calls run method by method (each over all cores), so "
+        "an in-process pass is timed as a fleet's ingest runs it, core after core, not right "
+        "after another method has evicted it from the CPU caches.",
         "",
         "## Summary",
         "",

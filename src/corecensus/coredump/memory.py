@@ -224,11 +224,11 @@ class AddressSpace:
         w = self.hdr.word_size
         dtype = np.dtype(("<" if self.hdr.little_endian else ">") + ("u8" if w == 8 else "u4"))
         end = addr + count * w
-        seg = self.segment_at(addr)
-        if seg is not None and end <= seg.vaddr + seg.filesz:
+        seg = self.segment_at(addr) if self._whole is not None else None
+        if seg is not None and end <= min(seg.vaddr + seg.filesz, seg.end):
             # The usual case, a window inside one dumped stack mapping: one pread. Anything
-            # else (a window across mappings, a short or failing read) goes page by page below,
-            # which records truncation and read problems.
+            # else (a window across mappings, overlapping mappings, a short or failing read)
+            # goes page by page below, which records truncation and read problems.
             try:
                 data = self._src.pread(seg.offset + (addr - seg.vaddr), count * w)
             except CoreError:
