@@ -195,9 +195,11 @@ class AddressSpace:
                 if text is not None:
                     lo = addr - page
                     return text[lo : lo + size]
-        data = self.read_dumped(addr, size)
-        if data is not None:
-            return data
+        seg = self.segment_at(addr)
+        if seg is not None and addr < seg.vaddr + seg.filesz:  # else not dumped (program text)
+            data = self.read_dumped(addr, size)
+            if data is not None:
+                return data
         f = self.file_at(addr)
         if f is None or self._file_reader is None or addr + size > f.end:
             return None
