@@ -219,6 +219,10 @@ def x86_code_pointer(space: AddressSpace, addr: int) -> tuple[bool, bool]:
     lo = addr - page
     if _MAX_CALL_LEN <= lo <= _PAGE - len(RESTORE_RT_X86_64):
         text = space.cached_page(page)
+        if text is None:
+            # The read is_after_call starts with; it brings a page of program text in whole.
+            space.read(addr - _MAX_CALL_LEN, _MAX_CALL_LEN)
+            text = space.cached_page(page)
         if text is not None:
             return (
                 _x86_call_length(text[lo - _MAX_CALL_LEN : lo]) is not None,
