@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from corecensus.coredump.elf import iter_image_headers, read_image_table
+from corecensus.coredump.elf import read_image_table
 from corecensus.coredump.notes import FileMapping
 
 __all__ = ["BinaryResolver", "build_id_from_image", "build_id_of_file"]
@@ -34,8 +34,15 @@ def build_id_from_image(read: Reader, base: int) -> str | None:
     if found is None:
         return None
     endian, is_64, table = found
-    for ptype, _flags, offset, _vaddr, filesz, _memsz in iter_image_headers(table, endian, is_64):
-        if ptype != PT_NOTE or filesz > MAX_BUILD_ID_NOTE:
+    # Only the PT_NOTE entries matter; skip the rest without decoding them.
+    size, at = (56, 8) if is_64 else (32, 4)
+    for pos in range(0, len(table) - size + 1, size):
+        if struct.unpack_from(endian + "I", table, pos)[0] != PT_NOTE:
+            continue
+        offset, filesz = struct.unpack_from(
+            endian + ("Q16xQ" if is_64 else "I8xI"), table, pos + at
+        )
+        if filesz > MAX_BUILD_ID_NOTE:
             continue
         data = read(base + offset, filesz)
         if data is None:

@@ -201,15 +201,15 @@ def _stack_window(
 ) -> tuple[StackWord, ...]:
     """The window's words with their modules; each distinct address is located once (a deep
     recursion repeats the same return address on every frame)."""
-    where: dict[int, tuple[str | None, int | None]] = {}
-    out: list[StackWord] = []
-    for offset, address, after_call in words:
-        loc = where.get(address)
-        if loc is None:
-            m = _find_module(address, modules)
-            loc = where[address] = (m.path, address - m.base) if m else (None, None)
-        out.append(StackWord(offset, address, names.get(address), loc[0], loc[1], after_call))
-    return tuple(out)
+    where: dict[int, tuple[str | None, str | None, int | None]] = {}
+    for address in dict.fromkeys(address for _offset, address, _after in words):
+        m = _find_module(address, modules)
+        name = names.get(address)
+        where[address] = (name, m.path, address - m.base) if m else (name, None, None)
+    return tuple(
+        StackWord(offset, address, *where[address], after_call)
+        for offset, address, after_call in words
+    )
 
 
 def _frame(
