@@ -14,9 +14,14 @@ then measures on those same cores, in one run:
 
 plus peak RSS in a fresh process per measurement, cold start-up, zstd-compressed cores, and a
 cProfile breakdown of both passes. Prints Markdown and writes it to docs/bench_core.md.
-Each method's repetitions are interleaved round-robin with the others', so noise from other work
-on the machine falls on all of them alike; the first call per core and method is a warm-up and is
-not counted (cold start is reported separately).
+Each round measures every (core, method) once, so noise from other work on the machine falls on
+all of them alike; within a round the calls are grouped by method (each method over all cores,
+starting at a different core each round), and each in-process method's turn opens with a few
+untimed calls, so an in-process pass is timed in the state a fleet's ingest runs it in, one core
+after another, not right after a 200 ms drgn call (the register pass then takes twice as long
+for a call or two while the interpreter's specializations and the CPU caches settle: a state only
+the benchmark's interleaving creates). The first call per core and method is a warm-up and is not
+counted (cold start is reported separately).
 """
 
 from __future__ import annotations
@@ -133,13 +138,34 @@ def _check_record(core: Core, rec: Any, named: bool) -> str:
     return ""
 
 
-def _round_robin(jobs: list[tuple[Series, Callable[[], tuple[float, float]]]], reps: int) -> None:
-    """``reps`` rounds over every (core, method): load on the machine falls on all alike."""
-    for _ in range(reps):
-        for series, fn in jobs:
-            wall, cpu = fn()
-            series.times.append(wall)
-            series.cpu.append(cpu)
+# Untimed calls that open each method's turn in a round (in-process methods only). Python's
+# specializing interpreter and the CPU caches take a few calls to settle after another method
+# ran: the register pass measured 1.83, 1.28, 1.09, 1.00, 0.95, 0.93 ms on the calls right after
+# a full pass, 0.88 ms from then on.
+SWITCH_WARMUP_CALLS = 4
+
+
+def _round_robin(
+    jobs: list[tuple[Series, Callable[[], tuple[float, float]]]], reps: int, warmup: int = 0
+) -> None:
+    """``reps`` rounds over every (core, method): load on the machine falls on all alike.
+
+    Within a round, method by method (see the module docstring), each method's turn opened by
+    ``warmup`` untimed calls; each round starts the method's cores at a different one.
+    """
+    by_method: dict[str, list[tuple[Series, Callable[[], tuple[float, float]]]]] = {}
+    for job in jobs:
+        by_method.setdefault(job[0].method, []).append(job)
+    for r in range(reps):
+        for group in by_method.values():
+            k = r % len(group)
+            order = group[k:] + group[:k]
+            for i in range(warmup):
+                order[i % len(order)][1]()
+            for series, fn in order:
+                wall, cpu = fn()
+                series.times.append(wall)
+                series.cpu.append(cpu)
 
 
 def _log_series(kind: str, series: Sequence[Series]) -> None:
@@ -149,7 +175,10 @@ def _log_series(kind: str, series: Sequence[Series]) -> None:
 
 
 def measure_inprocess(
-    cores: Sequence[Core], reps: int, drgn_phases: dict[str, list[float]]
+    cores: Sequence[Core],
+    reps: int,
+    drgn_phases: dict[str, list[float]],
+    warmup: int = SWITCH_WARMUP_CALLS,
 ) -> list[Series]:
     """Wall (perf_counter) and CPU (process_time: all threads, drgn's too) per call."""
     from corecensus.coredump import inspect_core
@@ -183,7 +212,7 @@ def measure_inprocess(
                 return time.perf_counter() - t0, time.process_time() - c0
 
             jobs.append((s, timed))
-    _round_robin(jobs, reps)
+    _round_robin(jobs, reps, warmup=warmup)
     out = [s for s, _fn in jobs]
     _log_series("in-process", out)
     return out
@@ -439,9 +468,12 @@ def render(r: Results, header: list[str]) -> str:
         "run time from the C crashers in bench/_core/crashers.py, and every tool reads the same "
         "cores in the same run. In-process rows time one call with the core in the page cache "
         "and everything imported (the first call per core is a warm-up, not counted; see cold "
-        "start below); process rows time fork to exit, start-up included. Repetitions are "
-        "interleaved round-robin across cores and methods, so background load falls on all of "
-        "them alike.",
+        "start below); process rows time fork to exit, start-up included. Each round of "
+        "repetitions measures every core with every method, so background load falls on all of "
+        "them alike; within a round the calls run method by method (each over all cores), and "
+        f"each in-process method's turn opens with {SWITCH_WARMUP_CALLS} untimed calls, so an "
+        "in-process pass is timed as a fleet's ingest runs it, core after core, not in the "
+        "first calls after another method ran (see bench/core_bench.py).",
         "",
         "## Summary",
         "",
@@ -867,7 +899,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         slow = [c for c in zcores if c.name == "sparse_4g.zst"]
         drgn_phases: dict[str, list[float]] = {}
         series = measure_inprocess(quick, args.reps, drgn_phases)
-        series += measure_inprocess(slow, args.zbig_reps, drgn_phases)
+        # Seconds of decompression per call: nothing for a warm-up to settle.
+        series += measure_inprocess(slow, args.zbig_reps, drgn_phases, warmup=0)
         series += measure_processes(quick, args.proc_reps, launcher, work)
         series += measure_processes(slow, args.zbig_reps, launcher, work)
         mem = [c for c in cores + zcores if c.name not in ("abort_thread", "deep_recursion")]

@@ -18,6 +18,7 @@ it is 4 (x32 uses the 32-bit compat layout with 64-bit registers).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 __all__ = [
@@ -198,8 +199,10 @@ EM_386, EM_MIPS, EM_PPC, EM_PPC64, EM_S390, EM_ARM, EM_X86_64 = 3, 8, 20, 21, 22
 EM_AARCH64, EM_RISCV = 183, 243
 
 
+@functools.lru_cache(maxsize=64)
 def arch_for(machine: int, is_64: bool, little_endian: bool) -> ArchInfo | None:
-    """The layout for an ELF ``e_machine``/class/endianness, or None when unknown."""
+    """The layout for an ELF ``e_machine``/class/endianness, or None when unknown (one shared,
+    immutable ArchInfo per layout: every core asks)."""
     if machine == EM_X86_64:
         if is_64:
             return ArchInfo("x86_64", 8, 112, _regs(_X86_64_REGS, 8), "rip", "rsp")

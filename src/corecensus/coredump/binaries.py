@@ -8,13 +8,13 @@ build-id matches (a host's ``/usr/lib/libc.so.6`` is rarely the one that crashed
 from __future__ import annotations
 
 import functools
-import mmap
 import os
+import stat
 import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from corecensus.coredump.elf import read_image_headers
+from corecensus.coredump.elf import read_image_table
 from corecensus.coredump.notes import FileMapping
 
 __all__ = ["BinaryResolver", "build_id_from_image", "build_id_of_file"]
@@ -30,18 +30,26 @@ Reader = Callable[[int, int], bytes | None]
 
 def build_id_from_image(read: Reader, base: int) -> str | None:
     """Build-id of an ELF image whose bytes at file offset ``o`` are ``read(base + o, n)``."""
-    image = read_image_headers(read, base)
-    if image is None:
+    found = read_image_table(read, base)
+    if found is None:
         return None
-    for h in image.headers:
-        if h.type != PT_NOTE or h.filesz > MAX_BUILD_ID_NOTE:
+    endian, is_64, table = found
+    # Only the PT_NOTE entries matter; skip the rest without decoding them.
+    size, at = (56, 8) if is_64 else (32, 4)
+    for pos in range(0, len(table) - size + 1, size):
+        if struct.unpack_from(endian + "I", table, pos)[0] != PT_NOTE:
             continue
-        data = read(base + h.offset, h.filesz)
+        offset, filesz = struct.unpack_from(
+            endian + ("Q16xQ" if is_64 else "I8xI"), table, pos + at
+        )
+        if filesz > MAX_BUILD_ID_NOTE:
+            continue
+        data = read(base + offset, filesz)
         if data is None:
             continue
-        found = _scan_build_id(data, image.endian)
-        if found:
-            return found
+        bid = _scan_build_id(data, endian)
+        if bid:
+            return bid
     return None
 
 
@@ -88,13 +96,21 @@ def _build_id_cached(path: str, _size: int, _mtime_ns: int) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _path(path: str) -> Path:
+    """``Path(path)``, built once per name: every core maps the same libc and ld.so, and a Path
+    costs more to make than the rest of resolving it."""
+    return Path(path)
+
+
 class BinaryResolver:
-    """Maps (path, build-id) of a mapped file to a readable local copy, with an mmap cache."""
+    """Maps (path, build-id) of a mapped file to a readable local copy, kept open per core."""
 
     def __init__(self, binaries: Iterable[Path] = ()) -> None:
         self._dirs = [Path(d) for d in binaries]
         self._index: dict[str, Path] | None = None
-        self._maps: dict[Path, mmap.mmap | None] = {}
+        self._fds: dict[Path, int | None] = {}
+        self._by_key: dict[tuple[str, str | None], int | None] = {}
         self._resolved: dict[tuple[str, str | None], Path | None] = {}
         self.build_ids: dict[str, str | None] = {}  # mapping path -> build-id from the core
 
@@ -139,39 +155,55 @@ class BinaryResolver:
             found = self.by_build_id(build_id)
             if found is not None:
                 return found
-        p = Path(path)
         if build_id is None and self._dirs:
             # Prefer a same-named file from --binaries when the core gave no build-id.
+            name = Path(path).name
             for d in self._dirs:
-                cand = d / p.name
+                cand = d / name
                 if cand.is_file():
                     return cand
-        if not p.is_absolute() or not p.is_file():
+        # One stat answers "is it a regular file" and keys the build-id cache (this runs for
+        # every mapped file of every core, so no Path objects until a file is accepted).
+        if not os.path.isabs(path):
             return None
-        if build_id is not None and build_id_of_file(p) != build_id:
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
             return None
-        return p
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if build_id is not None and _build_id_cached(path, st.st_size, st.st_mtime_ns) != build_id:
+            return None
+        return _path(path)
 
-    def _mmap(self, p: Path) -> mmap.mmap | None:
-        if p not in self._maps:
+    def _open(self, p: Path) -> int | None:
+        # A descriptor and pread(), not mmap: a core needs a few pages of each of a few files,
+        # and mapping a 2 MiB libc (then unmapping it) costs several times the reads.
+        if p not in self._fds:
             try:
-                with open(p, "rb") as fh:
-                    self._maps[p] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                self._fds[p] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
             except (OSError, ValueError):
-                self._maps[p] = None
-        return self._maps[p]
+                self._fds[p] = None
+        return self._fds[p]
 
     def read_mapping(self, mapping: FileMapping, file_offset: int, size: int) -> bytes | None:
-        p = self.local_file(mapping.path, self.build_ids.get(mapping.path))
-        if p is None:
+        key = (mapping.path, self.build_ids.get(mapping.path))
+        try:
+            fd = self._by_key[key]
+        except KeyError:
+            p = self.local_file(*key)
+            fd = self._by_key[key] = None if p is None else self._open(p)
+        if fd is None or file_offset < 0 or size <= 0:
             return None
-        m = self._mmap(p)
-        if m is None or file_offset + size > len(m):
+        try:
+            data = os.pread(fd, size, file_offset)
+        except (OSError, OverflowError):
             return None
-        return m[file_offset : file_offset + size]
+        return data if len(data) == size else None
 
     def close(self) -> None:
-        for m in self._maps.values():
-            if m is not None:
-                m.close()
-        self._maps.clear()
+        for fd in self._fds.values():
+            if fd is not None:
+                os.close(fd)
+        self._fds.clear()
+        self._by_key.clear()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from corecensus.coredump.source import CoreSource
 from corecensus.errors import CoreLimitError, KernelDumpError, NotACoreError
@@ -22,8 +23,10 @@ __all__ = [
     "ImageHeader",
     "Note",
     "Segment",
+    "iter_image_headers",
     "read_header",
     "read_image_headers",
+    "read_image_table",
     "read_notes",
     "read_segments",
     "unpack_image_headers",
@@ -82,9 +85,13 @@ class ElfHeader:
         return 8 if self.is_64 else 4
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A PT_LOAD segment: one mapping of the crashed process."""
+class Segment(NamedTuple):
+    """A PT_LOAD segment: one mapping of the crashed process.
+
+    An immutable named tuple rather than a frozen dataclass: every core has dozens, and a
+    frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs three times
+    as much to build, on the register pass's path.
+    """
 
     vaddr: int
     memsz: int
@@ -109,8 +116,9 @@ class Segment:
         return bool(self.flags & PF_R)
 
 
-@dataclass(frozen=True, slots=True)
-class Note:
+class Note(NamedTuple):
+    """One ELF note (a named tuple for the same reason as :class:`Segment`)."""
+
     name: bytes
     type: int
     desc: bytes
@@ -182,20 +190,23 @@ def read_segments(src: CoreSource, hdr: ElfHeader) -> tuple[list[Segment], list[
     complete = len(raw) == hdr.phnum * hdr.phentsize
     loads: list[Segment] = []
     notes: list[Segment] = []
-    fmt = hdr.endian + ("IIQQQQQQ" if hdr.is_64 else "IIIIIIII")
-    for i in range(len(raw) // hdr.phentsize):
-        if hdr.is_64:
-            ptype, flags, offset, vaddr, _pa, filesz, memsz, _al = struct.unpack_from(
-                fmt, raw, i * hdr.phentsize
-            )
-        else:
-            ptype, offset, vaddr, _pa, filesz, memsz, flags, _al = struct.unpack_from(
-                fmt, raw, i * hdr.phentsize
-            )
-        if ptype == PT_LOAD:
-            loads.append(Segment(vaddr, memsz, offset, filesz, flags))
-        elif ptype == PT_NOTE:
-            notes.append(Segment(vaddr, memsz, offset, filesz, flags))
+    whole = raw[: len(raw) - len(raw) % hdr.phentsize]
+    if hdr.is_64:
+        for ptype, flags, offset, vaddr, _pa, filesz, memsz, _al in struct.iter_unpack(
+            hdr.endian + "IIQQQQQQ", whole
+        ):
+            if ptype == PT_LOAD:
+                loads.append(Segment(vaddr, memsz, offset, filesz, flags))
+            elif ptype == PT_NOTE:
+                notes.append(Segment(vaddr, memsz, offset, filesz, flags))
+    else:
+        for ptype, offset, vaddr, _pa, filesz, memsz, flags, _al in struct.iter_unpack(
+            hdr.endian + "IIIIIIII", whole
+        ):
+            if ptype == PT_LOAD:
+                loads.append(Segment(vaddr, memsz, offset, filesz, flags))
+            elif ptype == PT_NOTE:
+                notes.append(Segment(vaddr, memsz, offset, filesz, flags))
     loads.sort(key=lambda s: s.vaddr)
     return loads, notes, complete
 
@@ -283,6 +294,18 @@ def read_image_headers(read: Callable[[int, int], bytes | None], base: int = 0) 
     """Program headers of the ELF image whose file offset ``o`` reads as ``read(base + o, n)``
     (a file on disk with base 0, or an image in the crashed process's memory); None if the
     bytes are not an ELF header with a sane program header table."""
+    found = read_image_table(read, base)
+    if found is None:
+        return None
+    endian, is_64, table = found
+    return ElfImage(endian, is_64, unpack_image_headers(table, endian, is_64))
+
+
+def read_image_table(
+    read: Callable[[int, int], bytes | None], base: int = 0
+) -> tuple[str, bool, bytes] | None:
+    """(endian, is_64, raw program header table) of an ELF image, as :func:`read_image_headers`
+    finds it, for callers that scan the table without building :class:`ImageHeader` records."""
     ident = read(base, 64)
     if ident is None or len(ident) < 52 or not ident.startswith(b"\x7fELF"):
         return None
@@ -299,21 +322,27 @@ def read_image_headers(read: Callable[[int, int], bytes | None], base: int = 0) 
     table = read(base + phoff, phentsize * phnum)
     if table is None:
         return None
-    return ElfImage(e, is_64, unpack_image_headers(table, e, is_64))
+    return e, is_64, table
+
+
+def iter_image_headers(
+    table: bytes, endian: str, is_64: bool
+) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """(type, flags, offset, vaddr, filesz, memsz) of each entry of a program header table."""
+    size = 56 if is_64 else 32
+    whole = table[: len(table) - len(table) % size]
+    if is_64:
+        for ptype, flags, off, vaddr, _pa, filesz, memsz, _al in struct.iter_unpack(
+            endian + "IIQQQQQQ", whole
+        ):
+            yield ptype, flags, off, vaddr, filesz, memsz
+    else:
+        for ptype, off, vaddr, _pa, filesz, memsz, flags, _al in struct.iter_unpack(
+            endian + "IIIIIIII", whole
+        ):
+            yield ptype, flags, off, vaddr, filesz, memsz
 
 
 def unpack_image_headers(table: bytes, endian: str, is_64: bool) -> tuple[ImageHeader, ...]:
     """Decode a program header table (Elf64_Phdr or Elf32_Phdr entries)."""
-    size = 56 if is_64 else 32
-    out: list[ImageHeader] = []
-    for i in range(len(table) // size):
-        if is_64:
-            ptype, flags, off, vaddr, _pa, filesz, memsz, _al = struct.unpack_from(
-                endian + "IIQQQQQQ", table, i * size
-            )
-        else:
-            ptype, off, vaddr, _pa, filesz, memsz, flags, _al = struct.unpack_from(
-                endian + "IIIIIIII", table, i * size
-            )
-        out.append(ImageHeader(ptype, flags, off, vaddr, filesz, memsz))
-    return tuple(out)
+    return tuple(ImageHeader(*h) for h in iter_image_headers(table, endian, is_64))

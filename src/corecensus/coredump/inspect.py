@@ -98,8 +98,8 @@ def _record(
                 # Without the stack there is nothing to unwind; name the pc alone.
                 pc0 = p.pc
                 frames = [] if pc0 is None else [_frame(pc0, sym.symbol_name(pc0), modules)]
-            for w in words:
-                names.setdefault(w.address, sym.symbol_name(w.address))
+            for _offset, address, _after in words:
+                names.setdefault(address, sym.symbol_name(address))
             for s in sigframes:
                 names.setdefault(s.interrupted_pc, sym.symbol_name(s.interrupted_pc))
             frames = _recover(p, frames, words, modules, names)
@@ -108,7 +108,7 @@ def _record(
         frames = [_frame(pc, None, modules)] if pc is not None else []
         frames = _recover(p, frames, words, modules, names, force=True)
 
-    stack_window = tuple(_stack_word(w, names, modules) for w in words)
+    stack_window = _stack_window(words, names, modules)
     signal_frames = tuple(
         SignalFrame(
             s.offset, s.interrupted_pc, names.get(s.interrupted_pc), s.interrupted_sp, s.signal
@@ -196,17 +196,19 @@ def _find_module(addr: int, modules: Sequence[MappedFile]) -> MappedFile | None:
     return None
 
 
-def _stack_word(
-    w: RawStackWord, names: dict[int, str | None], modules: Sequence[MappedFile]
-) -> StackWord:
-    m = _find_module(w.address, modules)
-    return StackWord(
-        offset=w.offset,
-        address=w.address,
-        function=names.get(w.address),
-        module=m.path if m else None,
-        module_offset=w.address - m.base if m else None,
-        after_call=w.after_call,
+def _stack_window(
+    words: list[RawStackWord], names: dict[int, str | None], modules: Sequence[MappedFile]
+) -> tuple[StackWord, ...]:
+    """The window's words with their modules; each distinct address is located once (a deep
+    recursion repeats the same return address on every frame)."""
+    where: dict[int, tuple[str | None, str | None, int | None]] = {}
+    for address in dict.fromkeys(address for _offset, address, _after in words):
+        m = _find_module(address, modules)
+        name = names.get(address)
+        where[address] = (name, m.path, address - m.base) if m else (name, None, None)
+    return tuple(
+        StackWord(offset, address, *where[address], after_call)
+        for offset, address, after_call in words
     )
 
 
@@ -245,11 +247,11 @@ def _recover(
         frames = frames[:1]
     known = {f.pc for f in frames}
     out = list(frames)
-    for w in words:
-        if w.offset < 0 or not w.after_call or w.address in known:
+    for offset, address, after_call in words:
+        if offset < 0 or not after_call or address in known:
             continue
-        out.append(_frame(w.address, names.get(w.address), modules, recovered=True))
-        known.add(w.address)
+        out.append(_frame(address, names.get(address), modules, recovered=True))
+        known.add(address)
         if len(out) >= MAX_RECOVERED_FRAMES + len(frames):
             break
     return out

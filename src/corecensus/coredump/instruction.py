@@ -23,6 +23,7 @@ __all__ = [
     "is_after_call",
     "is_restore_rt",
     "register_value",
+    "x86_code_pointer",
 ]
 
 # glibc's x86-64 __restore_rt (sysdeps/unix/sysv/linux/x86_64/libc_sigaction.c):
@@ -30,6 +31,7 @@ __all__ = [
 RESTORE_RT_X86_64 = bytes.fromhex("48c7c00f0000000f05")
 # x86 call encodings are 2 (call *%rax) to 7 bytes (call *disp32(%rip)), plus prefixes.
 _MAX_CALL_LEN = 9
+_PAGE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,16 +148,18 @@ def call_before(space: AddressSpace, addr: int, arch: str) -> Any | None:
     return None
 
 
-_PREFIXES = frozenset([*range(0x40, 0x50), 0x2E, 0x3E, 0x26, 0x36, 0x64, 0x65, 0x66, 0x67])
+# Lengths an ``FF /2`` call can have: opcode and ModRM, plus SIB and/or a 1- or 4-byte
+# displacement (see _modrm_length).
+_FF_CALL_LENGTHS = (2, 3, 4, 6, 7)
 
 
 def is_after_call(space: AddressSpace, addr: int, arch: str) -> bool:
     """Whether ``addr`` directly follows a call instruction: the stack scan's hot path.
 
     On x86-64 this decodes only the two call forms by hand (``E8 rel32``; ``FF /2`` with its
-    ModRM/SIB/displacement length, after up to two prefixes such as REX or CET's ``notrack``
-    3E), which is what capstone would conclude from the same bytes, at a fraction of the cost;
-    :func:`call_before` (capstone, with operands) is for the few addresses that need details.
+    ModRM/SIB/displacement length), which is what capstone would conclude from the same bytes,
+    at a fraction of the cost; :func:`call_before` (capstone, with operands) is for the few
+    addresses that need details.
     """
     if arch != "x86_64":
         return call_before(space, addr, arch) is not None
@@ -165,22 +169,24 @@ def is_after_call(space: AddressSpace, addr: int, arch: str) -> bool:
 
 def _x86_call_length(code: bytes) -> int | None:
     """Length of the call instruction ``code`` ends with, or None: ``E8 rel32``, or ``FF /2``
-    with its ModRM/SIB/displacement after at most two prefixes."""
+    with its ModRM/SIB/displacement, the shortest that ends exactly at the end of ``code``.
+
+    Prefixes (REX, CET's ``notrack`` 3E, segment overrides) before the opcode are not counted:
+    they do not change where the call ends, and the call decodes the same without them.
+    """
     n = len(code)
     if n >= 5 and code[n - 5] == 0xE8:
         return 5
-    for length in range(2, n + 1):
-        pos = n - length
-        for _ in range(3):  # opcode at pos, or after one or two prefixes
-            if pos + 1 >= n:
-                break
-            if code[pos] == 0xFF and (code[pos + 1] >> 3) & 7 == 2:
-                if pos + 1 + _modrm_length(code, pos + 1) == n:
-                    return length
-                break
-            if code[pos] not in _PREFIXES:
-                break
-            pos += 1
+    for length in _FF_CALL_LENGTHS:
+        if length > n:
+            break
+        q = n - length
+        if (
+            code[q] == 0xFF
+            and (code[q + 1] >> 3) & 7 == 2
+            and 1 + _modrm_length(code, q + 1) == length
+        ):
+            return length
     return None
 
 
@@ -202,6 +208,27 @@ def _modrm_length(code: bytes, m: int) -> int:
     elif mod == 2:
         length += 4
     return length
+
+
+def x86_code_pointer(space: AddressSpace, addr: int) -> tuple[bool, bool]:
+    """(follows a call, is ``__restore_rt``) for an x86-64 code address: the stack scan asks
+    both of every distinct address. Same answers as :func:`is_after_call` and
+    :func:`is_restore_rt`, from one page lookup when the page is already in (a stack's return
+    addresses cluster in a few pages of code)."""
+    page = addr & ~(_PAGE - 1)
+    lo = addr - page
+    if _MAX_CALL_LEN <= lo <= _PAGE - len(RESTORE_RT_X86_64):
+        text = space.cached_page(page)
+        if text is None:
+            # The read is_after_call starts with; it brings a page of program text in whole.
+            space.read(addr - _MAX_CALL_LEN, _MAX_CALL_LEN)
+            text = space.cached_page(page)
+        if text is not None:
+            return (
+                _x86_call_length(text[lo - _MAX_CALL_LEN : lo]) is not None,
+                text[lo : lo + len(RESTORE_RT_X86_64)] == RESTORE_RT_X86_64,
+            )
+    return is_after_call(space, addr, "x86_64"), is_restore_rt(space, addr)
 
 
 def is_restore_rt(space: AddressSpace, addr: int) -> bool:

@@ -9,6 +9,7 @@ a matching copy (same build-id) is on this machine or in ``--binaries``.
 from __future__ import annotations
 
 import bisect
+import operator
 import struct
 from collections.abc import Callable
 
@@ -46,7 +47,15 @@ class AddressSpace:
         self.set_files(files)
         self._file_reader = file_reader
         self._cache: dict[int, bytes] = {}
+        # Pages wholly inside one dumped segment, for reads within a page that skip the segment
+        # lookup. Only when no two segments overlap (a hostile core's may), so that the page's
+        # segment is the one any address in it resolves to.
+        ends = [s.end for s in segments]
+        self._whole: dict[int, bytes] | None = (
+            {} if all(map(operator.le, ends, self._starts[1:])) else None
+        )
         self._file_pages: dict[int, bytes] = {}
+        self._exec_ranges: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]] | None = None
         self.truncated = False
         self.problems: list[str] = []
 
@@ -76,6 +85,18 @@ class AddressSpace:
             if f.start <= addr < f.end:
                 return f
         return None
+
+    def executable_ranges(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """(starts, lasts) of the executable mappings in address order, as arrays: ``lasts`` is
+        the last address inside each (end - 1; a hostile core's end may lie past 2**64, which
+        no uint64 holds, and an empty mapping at 0 gets 0, which no code pointer is)."""
+        if self._exec_ranges is None:
+            ex = [s for s in self.segments if s.executable]
+            self._exec_ranges = (
+                np.array([s.vaddr for s in ex], dtype=np.uint64),
+                np.array([max(min(s.end, 1 << 64) - 1, 0) for s in ex], dtype=np.uint64),
+            )
+        return self._exec_ranges
 
     def is_mapped(self, addr: int) -> bool:
         return self.segment_at(addr) is not None
@@ -115,10 +136,23 @@ class AddressSpace:
         if len(data) < end - start:
             self.truncated = True
         self._cache[page] = data
+        if (
+            self._whole is not None
+            and start == page
+            and len(data) == _PAGE
+            and page + _PAGE <= seg.end
+        ):
+            self._whole[page] = data
         return data
 
     def read_dumped(self, addr: int, size: int) -> bytes | None:
         """Bytes at addr that are in the core, or None if any of them is not."""
+        page = addr & ~(_PAGE - 1)
+        if self._whole is not None and size > 0 and addr + size <= page + _PAGE:
+            whole = self._whole.get(page)
+            if whole is not None:
+                lo = addr - page
+                return whole[lo : lo + size]
         out = bytearray()
         while size > 0:
             seg = self.segment_at(addr)
@@ -136,6 +170,14 @@ class AddressSpace:
             size -= take
         return bytes(out)
 
+    def cached_page(self, page: int) -> bytes | None:
+        """The 4 KiB at ``page`` (page-aligned) if a read has already brought them in whole, as
+        :meth:`read` serves reads within that page; None otherwise."""
+        text = self._file_pages.get(page)
+        if text is None and self._whole is not None:
+            text = self._whole.get(page)
+        return text
+
     def read(self, addr: int, size: int) -> bytes | None:
         """``size`` bytes at ``addr`` from the core, else from the mapped file; None if neither."""
         if addr < 0 or size <= 0:
@@ -148,9 +190,16 @@ class AddressSpace:
             if text is not None:
                 lo = addr - page
                 return text[lo : lo + size] if lo + size <= len(text) else None
-        data = self.read_dumped(addr, size)
-        if data is not None:
-            return data
+            if self._whole is not None:
+                text = self._whole.get(page)
+                if text is not None:
+                    lo = addr - page
+                    return text[lo : lo + size]
+        seg = self.segment_at(addr)
+        if seg is not None and addr < seg.vaddr + seg.filesz:  # else not dumped (program text)
+            data = self.read_dumped(addr, size)
+            if data is not None:
+                return data
         f = self.file_at(addr)
         if f is None or self._file_reader is None or addr + size > f.end:
             return None
@@ -176,10 +225,22 @@ class AddressSpace:
         (the stack window's fast path: one buffer per page, no Python int per word)."""
         w = self.hdr.word_size
         dtype = np.dtype(("<" if self.hdr.little_endian else ">") + ("u8" if w == 8 else "u4"))
+        end = addr + count * w
+        seg = self.segment_at(addr) if self._whole is not None else None
+        if seg is not None and end <= min(seg.vaddr + seg.filesz, seg.end):
+            # The usual case, a window inside one dumped stack mapping: one pread. Anything
+            # else (a window across mappings, overlapping mappings, a short or failing read)
+            # goes page by page below, which records truncation and read problems.
+            try:
+                data = self._src.pread(seg.offset + (addr - seg.vaddr), count * w)
+            except CoreError:
+                data = b""
+            if len(data) == count * w:
+                values = np.frombuffer(data, dtype=dtype).astype(np.uint64)
+                return values, np.ones(count, dtype=bool)
         values = np.zeros(count, dtype=np.uint64)
         present = np.zeros(count, dtype=bool)
         pos = addr
-        end = addr + count * w
         while pos < end:
             page_end = min(end, (pos & ~(_PAGE - 1)) + _PAGE)
             chunk = self.read_dumped(pos, page_end - pos)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from corecensus.coredump.arch import ArchInfo
 from corecensus.coredump.elf import ElfHeader, Note
@@ -67,8 +68,9 @@ class SigInfo:
     addr_lsb: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class FileMapping:
+class FileMapping(NamedTuple):
+    """One NT_FILE entry (a named tuple: see :class:`~corecensus.coredump.elf.Segment`)."""
+
     start: int
     end: int
     file_offset: int
@@ -96,8 +98,7 @@ def decode_prstatus(note: Note, hdr: ElfHeader, arch: ArchInfo | None) -> PrStat
         names, fmt = _register_format(arch, e)
         size = struct.calcsize(fmt)
         if arch.reg_offset + size <= len(d):
-            values = struct.unpack_from(fmt, d, arch.reg_offset)
-            regs = {n: v for n, v in zip(names, values, strict=True) if not n.startswith("pad")}
+            regs = dict(zip(names, struct.unpack_from(fmt, d, arch.reg_offset), strict=True))
         else:
             off = arch.reg_offset
             for name, rsize in arch.registers:
@@ -112,8 +113,11 @@ def decode_prstatus(note: Note, hdr: ElfHeader, arch: ArchInfo | None) -> PrStat
 
 @functools.lru_cache(maxsize=32)
 def _register_format(arch: ArchInfo, endian: str) -> tuple[tuple[str, ...], str]:
-    names = tuple(n for n, _s in arch.registers)
-    codes = "".join("Q" if s == 8 else "I" for _n, s in arch.registers)
+    """(names, struct format) of the register set; padding slots are skipped bytes (``x``)."""
+    names = tuple(n for n, _s in arch.registers if not n.startswith("pad"))
+    codes = "".join(
+        f"{s}x" if n.startswith("pad") else "Q" if s == 8 else "I" for n, s in arch.registers
+    )
     return names, endian + codes
 
 
@@ -169,14 +173,15 @@ def decode_file_note(note: Note, hdr: ElfHeader) -> tuple[list[FileMapping], str
     table = 2 * w
     if count > MAX_FILE_MAPPINGS or table + count * 3 * w > len(d):
         return [], f"NT_FILE claims {count} mappings, more than its {len(d)} bytes hold"
-    names = d[table + count * 3 * w :].split(b"\0")
-    out: list[FileMapping] = []
-    for i in range(count):
-        start, end, pgoff = struct.unpack_from(
-            hdr.endian + ("QQQ" if w == 8 else "III"), d, table + i * 3 * w
-        )
-        path = names[i].decode("utf-8", "replace") if i < len(names) else "?"
-        out.append(FileMapping(start, end, pgoff * page_size, path))
+    names = d[table + count * 3 * w :].split(b"\0", count)
+    names.extend([b"?"] * (count - len(names)))
+    entries = struct.iter_unpack(
+        hdr.endian + ("QQQ" if w == 8 else "III"), d[table : table + count * 3 * w]
+    )
+    out = [
+        FileMapping(start, end, pgoff * page_size, name.decode("utf-8", "replace"))
+        for (start, end, pgoff), name in zip(entries, names, strict=False)  # names may be longer
+    ]
     return out, None
 
 
@@ -185,8 +190,7 @@ def decode_auxv(note: Note, hdr: ElfHeader) -> dict[int, int]:
     w = hdr.word_size
     fmt = hdr.endian + ("QQ" if w == 8 else "II")
     out: dict[int, int] = {}
-    for i in range(len(d) // (2 * w)):
-        key, val = struct.unpack_from(fmt, d, i * 2 * w)
+    for key, val in struct.iter_unpack(fmt, d[: len(d) - len(d) % (2 * w)]):
         if key == 0:
             break
         out.setdefault(key, val)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from corecensus.coredump import linkmap
 from corecensus.coredump.arch import FAULT_SIGNALS, ArchInfo, arch_for, si_code_name, signal_name
@@ -56,6 +57,10 @@ UNWIND_STACK_ABOVE = 256 << 10
 
 @dataclass
 class ParsedCore:
+    """What the register pass knows about a core. The derived facts (crashed thread, signal,
+    pc, sp, ...) are computed once: the anomaly rules and the stack scan ask for them dozens of
+    times per core, and the notes they come from do not change after parsing."""
+
     src: CoreSource
     hdr: ElfHeader
     arch: ArchInfo | None
@@ -74,13 +79,13 @@ class ParsedCore:
     modules: list[MappedFile] = field(default_factory=list)
     notes_end: int = 0  # file offset just past the last note: the head a copy must keep
 
-    @property
+    @cached_property
     def crashed(self) -> PrStatus | None:
         # The kernel writes the thread that took the fatal signal first (fill_note_info puts the
         # dumping thread's NT_PRSTATUS at the head of the list).
         return self.threads[0] if self.threads else None
 
-    @property
+    @cached_property
     def signal(self) -> int | None:
         if self.siginfo is not None and self.siginfo.signo:
             return self.siginfo.signo
@@ -89,24 +94,24 @@ class ParsedCore:
             return None
         return t.cursig or t.signo or None
 
-    @property
+    @cached_property
     def signal_name(self) -> str | None:
         return signal_name(self.signal, self.arch)
 
-    @property
+    @cached_property
     def si_code(self) -> int | None:
         if self.siginfo is not None:
             return self.siginfo.code
         t = self.crashed
         return t.code if t is not None and t.signo else None
 
-    @property
+    @cached_property
     def fault_address(self) -> int | None:
         if self.siginfo is None or self.signal_name not in FAULT_SIGNALS:
             return None
         return self.siginfo.addr
 
-    @property
+    @cached_property
     def si_code_name(self) -> str | None:
         return si_code_name(self.signal_name, self.si_code)
 
@@ -114,11 +119,11 @@ class ParsedCore:
         t = self.crashed
         return None if t is None else t.registers.get(name)
 
-    @property
+    @cached_property
     def pc(self) -> int | None:
         return self.register(self.arch.pc) if self.arch else None
 
-    @property
+    @cached_property
     def sp(self) -> int | None:
         return self.register(self.arch.sp) if self.arch else None
 

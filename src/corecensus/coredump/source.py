@@ -87,12 +87,15 @@ class FileSource:
 
     compression: str | None = None
 
-    def __init__(self, path: Path, head_bytes: int | None = None) -> None:
+    def __init__(self, path: Path, head_bytes: int | None = None, *, fd: int | None = None) -> None:
+        """Open ``path``, or adopt ``fd`` (already open on it; closed by :meth:`close`)."""
         self.name = str(path)
-        try:
-            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError as exc:
-            raise CoreError(f"cannot open: {exc.strerror}", str(path)) from exc
+        if fd is None:
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError as exc:
+                raise CoreError(f"cannot open: {exc.strerror}", str(path)) from exc
+        self._fd = fd
         size = os.fstat(self._fd).st_size
         self._size = size if head_bytes is None else min(size, head_bytes)
 
@@ -279,14 +282,20 @@ def open_core(
         # they are read; only the part the parse touches is ever pulled from the pipe.
         return _stdin_source(raw_in, head_bytes, max_stream_bytes)
     p = Path(path)
+    # One descriptor sniffs the magic and, for a plain core, becomes the FileSource's.
     try:
-        with open(p, "rb") as fh:
-            magic = fh.read(8)
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
+        raise CoreError(f"cannot open: {exc.strerror}", str(p)) from exc
+    try:
+        magic = os.pread(fd, 8, 0)
+    except OSError as exc:
+        os.close(fd)
         raise CoreError(f"cannot open: {exc.strerror}", str(p)) from exc
     compression = _sniff(magic)
     if compression is None:
-        return FileSource(p, head_bytes)
+        return FileSource(p, head_bytes, fd=fd)
+    os.close(fd)
 
     def opener() -> BinaryIO:
         return _decompressing_reader(p, compression)

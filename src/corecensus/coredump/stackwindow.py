@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from corecensus.coredump.instruction import is_after_call, is_restore_rt
+from corecensus.coredump.instruction import is_after_call, x86_code_pointer
 from corecensus.coredump.parse import STACK_ABOVE, STACK_BELOW, ParsedCore
 
 __all__ = ["RawSignalFrame", "RawStackWord", "scan_stack"]
@@ -32,11 +32,10 @@ _MC_RIP = _UC_MCONTEXT + 16 * 8
 _SIGINFO = 8 + 304  # after pretcode and struct ucontext (flags, link, stack, mcontext, sigmask)
 
 
-@dataclass(frozen=True, slots=True)
-class RawStackWord:
-    offset: int
-    address: int
-    after_call: bool
+# A code address in the window: (offset in bytes from sp, the address, whether it follows a
+# call). A plain tuple, not a record class: a window holds dozens per core, and building them
+# is the register pass's hot path (zip makes them in C; a NamedTuple costs ten times as much).
+RawStackWord = tuple[int, int, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,43 +57,50 @@ def scan_stack(p: ParsedCore) -> tuple[list[RawStackWord], list[RawSignalFrame],
     values, present = p.space.read_word_array(start, count)
     if not present.any():
         return [], [], f"stack memory around sp={sp:#x} is not in the core"
-    arch = p.arch_name
-    out: list[RawStackWord] = []
+    idx = _code_pointer_indices(p, values, present)
+    if not len(idx):
+        return [], [], None
+    # Python ints once, for the few dozen code pointers (not one numpy scalar per word).
+    addresses: list[int] = values[idx].tolist()
+    offsets: list[int] = (idx * w + (start - sp)).tolist()
+    # Each distinct address is decoded once (a recursion repeats its return address per frame).
+    space, arch = p.space, p.arch_name
+    distinct = dict.fromkeys(addresses)
     frames: list[RawSignalFrame] = []
-    checked: dict[int, tuple[bool, bool]] = {}  # value -> (after a call, is __restore_rt)
-    for i in _code_pointer_indices(p, values, present):
-        value = int(values[i])
-        addr = start + i * w
-        offset = addr - sp
-        known = checked.get(value)
-        if known is None:
-            known = (
-                is_after_call(p.space, value, arch),
-                arch == "x86_64" and is_restore_rt(p.space, value),
-            )
-            checked[value] = known
-        if known[1]:
-            frame = _signal_frame(p, addr, offset)
-            if frame is not None:
-                frames.append(frame)
-        out.append(RawStackWord(offset, value, known[0]))
-    return out, frames, None
+    if arch == "x86_64":
+        kinds = {v: x86_code_pointer(space, v) for v in distinct}
+        after_call = {v: k[0] for v, k in kinds.items()}
+        restore_rt = {v for v, k in kinds.items() if k[1]}
+        if restore_rt:
+            for offset, value in zip(offsets, addresses, strict=True):
+                if value in restore_rt:
+                    frame = _signal_frame(p, sp + offset, offset)
+                    if frame is not None:
+                        frames.append(frame)
+    else:
+        after_call = {v: is_after_call(space, v, arch) for v in distinct}
+    words = list(zip(offsets, addresses, map(after_call.__getitem__, addresses), strict=True))
+    return words, frames, None
 
 
 def _code_pointer_indices(
     p: ParsedCore, values: npt.NDArray[np.uint64], present: npt.NDArray[np.bool_]
-) -> list[int]:
+) -> npt.NDArray[np.intp]:
     """Indices of the words that point into an executable mapping (vectorized: a stack window
     is thousands of words and only a few dozen are code addresses)."""
-    ranges = [(s.vaddr, s.end) for s in p.segments if s.executable]
-    if not ranges:
-        return []
-    starts = np.array([r[0] for r in ranges], dtype=np.uint64)
-    ends = np.array([r[1] for r in ranges], dtype=np.uint64)
-    idx = np.searchsorted(starts, values, side="right").astype(np.int64) - 1
-    ok = present & (values >= 4096) & (idx >= 0)
-    ok[ok] &= values[ok] < ends[idx[ok]]
-    return [int(i) for i in np.flatnonzero(ok)]
+    starts, lasts = p.space.executable_ranges()
+    if not len(starts):
+        return np.zeros(0, dtype=np.intp)
+    # Bound first (a word below the lowest executable start or above the highest end points
+    # into none), then locate only the survivors: most stack words are small integers or
+    # stack addresses.
+    lowest = max(4096, int(starts[0]))
+    cand = np.flatnonzero(present & (values >= lowest) & (values <= lasts.max()))
+    if not len(cand):
+        return cand
+    v = values[cand]
+    i = np.searchsorted(starts, v, side="right") - 1  # >= 0: every v >= starts[0]
+    return cand[v <= lasts[i]]
 
 
 def _signal_frame(p: ParsedCore, addr: int, offset: int) -> RawSignalFrame | None:
