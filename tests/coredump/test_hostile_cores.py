@@ -240,3 +240,21 @@ def test_cli_never_prints_a_traceback(tmp_path: Path, core_bytes: bytearray) -> 
             assert out.returncode in (0, 1), (name, out.returncode, out.stderr)
             if name != "cut":
                 assert out.returncode == 1
+
+
+def test_executable_segment_ending_past_the_address_space(
+    tmp_path: Path, core_bytes: bytearray
+) -> None:
+    """An executable PT_LOAD whose end lies past 2**64 (the stack scan once raised
+    OverflowError building its numpy ranges; found by the fuzz test): the record keeps its
+    registers and stack, and no rule or scan fails."""
+    table = phdrs(bytes(core_bytes))
+    exe = next(
+        p for p in table if p[1] == 1 and struct.unpack_from("<I", core_bytes, p[0] + 4)[0] & 1
+    )
+    struct.pack_into("<QQQQ", core_bytes, exe[0] + 16, 2**64 - 4096, 0, 0, 1 << 20)
+    rec = inspect_core(_write(tmp_path, "wrap", core_bytes), symbolize=False)
+    assert rec.signal_name == "SIGSEGV"
+    assert rec.status is not ParseStatus.UNPARSED
+    assert rec.registers and rec.stack_window
+    assert not any("Error" in e for e in rec.errors), rec.errors
