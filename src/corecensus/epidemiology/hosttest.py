@@ -160,16 +160,22 @@ def host_pvalues(
     u_reach = _round_up(_row_support(lu))
     # (the two-factor test's cost grows only linearly with the reach: one group per n there)
     grid = nn <= GRID_MAX_N
+    coarse = np.flatnonzero(live & ~grid)
+    if coarse.size:
+        # all hosts above GRID_MAX_N at once, whatever their n (one group per n cost more
+        # than the test itself at ten million crashes)
+        pz = _fold(lz[coarse], min(int(z_reach[coarse].max()), lz.shape[1] - 1))
+        pu = _fold(lu[coarse], min(int(u_reach[coarse].max()), lu.shape[1] - 1))
+        p[coarse] = _coarse_batch(
+            nn[coarse], mm[coarse], kk[coarse] + oo[coarse], pz, pu, cc[coarse]
+        )
     zk, uk = np.where(grid, z_reach, 0), np.where(grid, u_reach, 0)
     key = (nn * (int(zk.max(initial=0)) + 1) + zk) * (int(uk.max(initial=0)) + 1) + uk
-    for group in np.unique(key[live]).tolist():
-        sel = np.flatnonzero(live & (key == group))
+    for group in np.unique(key[live & grid]).tolist():
+        sel = np.flatnonzero(live & grid & (key == group))
         size, zr, ur = int(nn[sel[0]]), int(z_reach[sel].max()), int(u_reach[sel].max())
         pz = _fold(lz[sel], min(size, zr, lz.shape[1] - 1))
         pu = _fold(lu[sel], min(ur, lu.shape[1] - 1))
-        if size > GRID_MAX_N:
-            p[sel] = _coarse_pvalues(size, mm[sel], kk[sel] + oo[sel], pz, pu, cc[sel])
-            continue
         z_max = pz.shape[1] - 1
         o_max = z_max + pu.shape[1] - 1
         step = max(1, _CHUNK // ((size + 1) * (z_max + 1) ** 2 * (o_max + 2)))
@@ -268,36 +274,67 @@ _CHUNK = 2_000_000
 GRID_MAX_N = 60
 
 
-def _coarse_pvalues(n: int, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64) -> F64:
+def _coarse_batch(n: I64, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64) -> F64:
     """The two-factor test for hosts with many crashes: ``T' = s(m) H(z)``, ``H`` the exact
     upper tail of the host's total anomaly count ``z`` (known and unknown CPU), its exact null
     law ``sum_m P(M = m) P(H(Z) <= T'_obs / s(m))`` (``M`` and ``Z`` independent). The choice
-    of statistic depends on ``n`` only, which the test conditions on, so it stays valid."""
-    g_size = pz.shape[0]
-    total = np.zeros((g_size, pz.shape[1] + pu.shape[1] - 1), dtype=np.float64)
+    of statistic depends on ``n`` only, which the test conditions on, so it stays valid.
+
+    All entries at once, whatever their ``n``: each entry's law of ``M`` and ``s(m)`` over the
+    window where that law lives (:func:`_m_window`), padded to a common width, in chunks."""
+    size = n.size
+    total = np.zeros((size, pz.shape[1] + pu.shape[1] - 1), dtype=np.float64)
     for i in range(pz.shape[1]):
         total[:, i : i + pu.shape[1]] += pz[:, i : i + 1] * pu
     tail = np.flip(np.cumsum(np.flip(total, axis=1), axis=1), axis=1)  # P(Z >= j)
-    # a count beyond the folded law's last column is scored as that column (conservative)
     zz = np.minimum(np.asarray(z_obs, dtype=np.int64), tail.shape[1] - 1)
-    h_obs = tail[np.arange(g_size), zz]
-    law = np.empty((g_size, n + 1), dtype=np.float64)
-    exact = n <= EXACT_MAX_N
-    for c in np.unique(cpus).tolist():
-        law[cpus == c] = _m_law(n, int(c), exact)[0]
-    # only the values of m the law can take matter (a few dozen of the n + 1)
-    cols = np.flatnonzero((law > 0).any(axis=0))
-    lo, hi = int(cols[0]), int(cols[-1]) + 1
-    s = _s_rows(n, cpus, lo, hi)  # (g, m)
-    t_obs = max_cell_pvalue(float(n), m, cpus) * h_obs * (1.0 + _TIE)
-    # P(H(Z) <= t / s(m)): H is a decreasing step function of z, so the event is z >= z*
-    ok = s[:, :, None] * tail[:, None, :] <= t_obs[:, None, None]  # (g, m, j)
-    first = np.argmax(ok, axis=2)
-    given_m = np.where(ok.any(axis=2), tail[np.arange(g_size)[:, None], first], 0.0)
-    if not exact:
-        given_m = np.maximum.accumulate(given_m, axis=1)
-    out: F64 = np.einsum("gm,gm->g", given_m, law[:, lo:hi])
+    h_obs = tail[np.arange(size), zz]
+    t_obs = max_cell_pvalue(n.astype(np.float64), m, cpus) * h_obs * (1.0 + _TIE)
+    base = int(cpus.max()) + 1
+    pairs, inverse = np.unique(n * base + cpus, return_inverse=True)
+    windows = [_m_window(k // base, k % base) for k in pairs.tolist()]
+    width = max(w[1].size for w in windows)
+    law = np.zeros((size, width), dtype=np.float64)
+    s = np.ones((size, width), dtype=np.float64)
+    dropped = np.zeros(size, dtype=np.float64)
+    for i, (_, law_w, s_w, lost) in enumerate(windows):
+        rows = inverse == i
+        law[rows, : law_w.size] = law_w
+        s[rows, : s_w.size] = s_w
+        dropped[rows] = lost
+    union = n > EXACT_MAX_N
+    out = np.empty(size, dtype=np.float64)
+    step = max(1, _CHUNK // (width * tail.shape[1]))
+    for lo in range(0, size, step):
+        c = slice(lo, lo + step)
+        # P(H(Z) <= t / s(m)): H is a decreasing step function of z, so the event is z >= z*
+        ok = s[c, :, None] * tail[c, None, :] <= t_obs[c, None, None]  # (g, m, j)
+        first = np.argmax(ok, axis=2)
+        g_idx = np.arange(ok.shape[0])[:, None]
+        given = np.where(ok.any(axis=2), tail[c][g_idx, first], 0.0)
+        given = np.where(union[c, None], np.maximum.accumulate(given, axis=1), given)
+        out[c] = np.einsum("gm,gm->g", given, law[c]) + dropped[c]
     return out
+
+
+@lru_cache(maxsize=16384)
+def _m_window(n: int, cpus: int) -> tuple[int, F64, F64, float]:
+    """Where the law of ``M`` lives for ``n`` crashes on ``cpus`` CPUs: its first ``m``, the law
+    and ``s(m)`` from there, and the mass left out (counted as an alarm, an upper bound). Above
+    the window's top the law is below ``_M_MASS`` per value; below it nothing is cut for the
+    union law (its running maximum starts at the first possible value, as in the two-factor
+    test), only values under ``_M_MASS`` for the exact one."""
+    exact = n <= EXACT_MAX_N
+    law = _m_law(n, cpus, exact)[0]
+    keep = np.flatnonzero(law >= _M_MASS)
+    if not keep.size:
+        keep = np.flatnonzero(law > 0)
+    lo = int(keep[0]) if exact else int(np.flatnonzero(law > 0)[0])
+    hi = int(keep[-1]) + 1
+    law_w = law[lo:hi]
+    s_w = _s_grid(n, cpus)[lo:hi]
+    lost = max(0.0, 1.0 - float(law_w.sum()))
+    return lo, law_w, s_w, lost
 
 
 def _row_support(law: F64) -> I64:
