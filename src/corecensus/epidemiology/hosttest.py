@@ -304,17 +304,42 @@ def _coarse_batch(n: I64, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64) -> F6
         dropped[rows] = lost
     union = n > EXACT_MAX_N
     out = np.empty(size, dtype=np.float64)
-    step = max(1, _CHUNK // (width * tail.shape[1]))
-    for lo in range(0, size, step):
-        c = slice(lo, lo + step)
-        # P(H(Z) <= t / s(m)): H is a decreasing step function of z, so the event is z >= z*
-        ok = s[c, :, None] * tail[c, None, :] <= t_obs[c, None, None]  # (g, m, j)
-        first = np.argmax(ok, axis=2)
-        g_idx = np.arange(ok.shape[0])[:, None]
-        given = np.where(ok.any(axis=2), tail[c][g_idx, first], 0.0)
+    cols = tail.shape[1]
+    for lo in range(0, size, _BATCH_ROWS):
+        c = slice(lo, lo + _BATCH_ROWS)
+        tl, sc, tc = tail[c], s[c], t_obs[c]
+        rows = tl.shape[0]
+        # P(H(Z) <= t / s(m)): H is a decreasing step function of z, so the event is z >= z*,
+        # z* the first j with s(m) P(Z >= j) <= t. One sorted search for all rows: each row's
+        # 1 - tail (non-decreasing) shifted into its own interval [2 r, 2 r + 1].
+        shift = 2.0 * np.arange(rows, dtype=np.float64)
+        flat = (shift[:, None] + (1.0 - tl)).ravel()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bound = np.where(sc > 0, tc[:, None] / sc, np.inf)
+        query = shift[:, None] + np.clip(1.0 - bound, 0.0, 1.0)
+        first = np.searchsorted(flat, query.ravel(), side="left").reshape(rows, -1)
+        first = np.clip(first - (np.arange(rows) * cols)[:, None], 0, cols)
+        # the shifted values carry ~1e-12 of rounding: settle near-ties with the exact test
+        first = np.where((first < cols) & ~_passes(first, tl, sc, tc), first + 1, first)
+        first = np.where(_passes(first - 1, tl, sc, tc), first - 1, first)
+        r_idx = np.arange(rows)[:, None]
+        given = np.where(first < cols, tl[r_idx, np.minimum(first, cols - 1)], 0.0)
         given = np.where(union[c, None], np.maximum.accumulate(given, axis=1), given)
         out[c] = np.einsum("gm,gm->g", given, law[c]) + dropped[c]
     return out
+
+
+def _passes(j: I64, tail: F64, s: F64, t: F64) -> B:
+    """Whether ``s(m) P(Z >= j) <= t`` for each row and ``m`` (``False`` outside ``tail``)."""
+    cols = tail.shape[1]
+    inside = (j >= 0) & (j < cols)
+    value = tail[np.arange(tail.shape[0])[:, None], np.clip(j, 0, cols - 1)]
+    res: B = inside & (s * value <= t[:, None])
+    return res
+
+
+# Rows per sorted search in _coarse_batch (keeps the shifted keys' rounding near 1e-12).
+_BATCH_ROWS = 1024
 
 
 @lru_cache(maxsize=16384)
