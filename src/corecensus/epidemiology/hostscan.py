@@ -172,16 +172,27 @@ def scan_hosts(
     lam_known = weighted_count(h[known], ez[known], n_hosts)
     lam_unknown = weighted_count(h[~known], ez[~known], n_hosts)
     cells = _modal_cells(h, c, resid, n_hosts, anomalous, lam_known, lam_unknown, cpus)
-    stat, p = host_pvalues(
-        cells.n,
-        cells.top,
-        cells.anomalous,
-        anomalous - cells.anomalous,
-        _anomaly_laws(h, np.where(known, ez, 0.0), n_hosts, anomaly_cap(h, ez, n_hosts)),
-        _anomaly_laws(h, np.where(known, 0.0, ez), n_hosts, anomaly_cap(h, ez, n_hosts)),
-        cpus,
-        exact_below=settings.exact_level,
-    )
+    elsewhere = anomalous - cells.anomalous
+    stat = statistic(cells.n, cells.top, cells.anomalous, elsewhere, lam_known, lam_unknown, cpus)
+    # Only hosts whose p-value can be at most the exact level get their anomaly laws (the
+    # recursion over all their crashes) and the exact computation; the others keep 1.
+    p = np.ones(n_hosts, dtype=np.float64)
+    live = stat.score < 1.0
+    live[live] = lower_bounds(cells.n[live], stat.score[live], cpus[live]) <= settings.exact_level
+    need = np.flatnonzero(live)
+    if need.size:
+        mine = live[h]
+        cap = anomaly_cap(h, ez, n_hosts)
+        _, p[need] = host_pvalues(
+            cells.n[need],
+            cells.top[need],
+            cells.anomalous[need],
+            elsewhere[need],
+            _anomaly_laws(h[mine], np.where(known, ez, 0.0)[mine], n_hosts, cap)[need],
+            _anomaly_laws(h[mine], np.where(known, 0.0, ez)[mine], n_hosts, cap)[need],
+            cpus[need],
+            exact_below=settings.exact_level,
+        )
     flagged = p <= settings.host_alpha
 
     first_alarm = np.full(n_hosts, -1, dtype=np.int64)
