@@ -393,15 +393,27 @@ class _Stream:
         if not idx.size:
             return
         cap = anomaly_cap(h, lam, int(h.max()) + 1)
+        # The laws are needed up to each host's last remaining look only: the recursion runs
+        # over those prefixes, not over every crash of every host.
+        seg = np.searchsorted(starts, idx, side="right") - 1
+        last = np.full(starts.size, -1, dtype=np.int64)
+        np.maximum.at(last, seg, idx)
+        segs = np.flatnonzero(last >= 0)
+        lengths = last[segs] - starts[segs] + 1
+        sub_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        positions = np.repeat(starts[segs] - sub_starts, lengths) + np.arange(int(lengths.sum()))
         look = np.zeros(n, dtype=bool)
         look[idx] = True
+        record = look[positions]
+        a_known = np.where(known, lam_o, 0.0)[positions]
+        a_unknown = np.where(known, 0.0, lam_o)[positions]
         _, p = host_pvalues(
             n_run[idx],
             m_run[idx],
             k_top[idx],
             z_run[idx] - k_top[idx],
-            poisson_binomial_prefixes(np.where(known, lam_o, 0.0), starts, record=look, cap=cap),
-            poisson_binomial_prefixes(np.where(known, 0.0, lam_o), starts, record=look, cap=cap),
+            poisson_binomial_prefixes(a_known, sub_starts, record=record, cap=cap),
+            poisson_binomial_prefixes(a_unknown, sub_starts, record=record, cap=cap),
             cpus[hs[idx]],
         )
         np.minimum.at(self.min_p, hs[idx], p)
