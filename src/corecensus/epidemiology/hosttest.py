@@ -283,6 +283,20 @@ def _coarse_batch(n: I64, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64) -> F6
     All entries at once, whatever their ``n``: each entry's law of ``M`` and ``s(m)`` over the
     window where that law lives (:func:`_m_window`), padded to a common width, in chunks."""
     size = n.size
+    if size > _COARSE_ROWS:  # bound the (entries x window) tables' memory
+        parts = [
+            _coarse_batch(
+                n[i : i + _COARSE_ROWS],
+                np.asarray(m)[i : i + _COARSE_ROWS],
+                np.asarray(z_obs)[i : i + _COARSE_ROWS],
+                pz[i : i + _COARSE_ROWS],
+                pu[i : i + _COARSE_ROWS],
+                cpus[i : i + _COARSE_ROWS],
+            )
+            for i in range(0, size, _COARSE_ROWS)
+        ]
+        joined: F64 = np.concatenate(parts)
+        return joined
     total = np.zeros((size, pz.shape[1] + pu.shape[1] - 1), dtype=np.float64)
     for i in range(pz.shape[1]):
         total[:, i : i + pu.shape[1]] += pz[:, i : i + 1] * pu
@@ -338,6 +352,8 @@ def _passes(j: I64, tail: F64, s: F64, t: F64) -> B:
     return res
 
 
+# Entries per call of _coarse_batch's tables (~8 x window bytes each, window <= a few hundred).
+_COARSE_ROWS = 65_536
 # Rows per sorted search in _coarse_batch (keeps the shifted keys' rounding near 1e-12).
 _BATCH_ROWS = 1024
 
