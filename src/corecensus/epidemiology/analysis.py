@@ -194,6 +194,7 @@ class _Context:
                 explain_min_hosts=params.explain_min_hosts,
                 streaming=params.streaming,
                 exact_below=params.host_p_exact_below,
+                stream_exact_below=params.stream_p_exact_below,
             ),
         )
         rates = hrates = None

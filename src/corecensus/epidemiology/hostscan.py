@@ -74,11 +74,19 @@ class ScanSettings:
     # p-values above this are not computed exactly and reported as 1, a conservative stand-in
     # (see hosttest.lower_bounds); the level is never below the alarm thresholds.
     exact_below: float = 0.01
+    # The same for the stream's looks (a host has hundreds at fleet scale): its minimum is
+    # exact at or below this level, and only alarms and that minimum are reported.
+    stream_exact_below: float = 1e-3
 
     @property
     def exact_level(self) -> float:
         alarms = (self.host_alpha, self.stream_alpha or 0.0)
         return min(1.0, max(self.exact_below, *alarms))
+
+    @property
+    def stream_exact_level(self) -> float:
+        alarms = (self.host_alpha, self.stream_alpha or 0.0)
+        return min(1.0, max(self.stream_exact_below, *alarms))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -93,8 +101,9 @@ class HostScan:
     spread over many hosts. ``first_alarm_us`` is -1 for hosts that never alarmed;
     ``alarm_crashes`` how many of the host's crashes had happened at the first alarm;
     ``min_stream_p`` the smallest p-value the host reached at any time in the window. Both are
-    exact at or below ``ScanSettings.exact_level``; values its lower bound puts above the level
-    are reported as 1 (``hosttest.lower_bounds``): valid p-values, and all a threshold needs.
+    exact at or below ``ScanSettings.exact_level`` (``min_stream_p`` at or below
+    ``stream_exact_level``); values their lower bound puts above the level are reported as 1
+    or left out of the minimum (``hosttest.lower_bounds``): all a threshold needs.
     """
 
     crashes: I64
@@ -389,7 +398,7 @@ class _Stream:
             cpus[hs[idx]],
         ).score
         bound = np.where(score < 1.0, lower_bounds(n_run[idx], score, cpus[hs[idx]]), 1.0)
-        idx = idx[bound <= settings.exact_level]  # the others stay at most 1 (min_p starts at p)
+        idx = idx[bound <= settings.stream_exact_level]  # the others cannot lower min_p below it
         if not idx.size:
             return
         cap = anomaly_cap(h, lam, int(h.max()) + 1)

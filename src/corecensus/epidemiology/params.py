@@ -38,7 +38,8 @@ class AnalysisParams:
     from the CPU indices seen; see concentration); ``streaming`` computes first-alarm times, at
     ``stream_alpha`` (default
     ``host_alpha``: the streaming test looks after every crash, so it alarms more often);
-    host p-values above ``host_p_exact_below`` are reported as 1 (not computed exactly).
+    host p-values above ``host_p_exact_below`` are reported as 1 (not computed exactly), and the
+    stream's looks above ``stream_p_exact_below`` are not computed (its minimum is exact below).
 
     Rates: ``fdr_q`` BH level across hosts; ``mid_p`` for the Poisson tests; a host is in
     excess for a population when its BH q-value is at most ``fdr_q`` and its Gamma-Poisson
@@ -66,6 +67,7 @@ class AnalysisParams:
     # The exact host p-value is the costliest step of analyze; above this level (never below
     # the alarm thresholds) it is not computed and reported as 1 (hosttest.lower_bounds).
     host_p_exact_below: float = 0.01
+    stream_p_exact_below: float = 1e-3
     cpu_alpha: float = 1e-3
     default_cpus: int = 0
     hardware_anomalies: tuple[str, ...] = HARDWARE_ANOMALIES
