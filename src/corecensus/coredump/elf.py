@@ -191,22 +191,18 @@ def read_segments(src: CoreSource, hdr: ElfHeader) -> tuple[list[Segment], list[
     loads: list[Segment] = []
     notes: list[Segment] = []
     whole = raw[: len(raw) - len(raw) % hdr.phentsize]
-    if hdr.is_64:
-        for ptype, flags, offset, vaddr, _pa, filesz, memsz, _al in struct.iter_unpack(
-            hdr.endian + "IIQQQQQQ", whole
-        ):
-            if ptype == PT_LOAD:
-                loads.append(Segment(vaddr, memsz, offset, filesz, flags))
-            elif ptype == PT_NOTE:
-                notes.append(Segment(vaddr, memsz, offset, filesz, flags))
-    else:
-        for ptype, offset, vaddr, _pa, filesz, memsz, flags, _al in struct.iter_unpack(
-            hdr.endian + "IIIIIIII", whole
-        ):
-            if ptype == PT_LOAD:
-                loads.append(Segment(vaddr, memsz, offset, filesz, flags))
-            elif ptype == PT_NOTE:
-                notes.append(Segment(vaddr, memsz, offset, filesz, flags))
+    # Elf64_Phdr keeps p_flags second, Elf32_Phdr seventh (System V gABI, "Program Header")
+    rows = struct.iter_unpack(hdr.endian + ("IIQQQQQQ" if hdr.is_64 else "IIIIIIII"), whole)
+    entries = (
+        ((t, o, v, fs, ms, fl) for t, fl, o, v, _pa, fs, ms, _al in rows)
+        if hdr.is_64
+        else ((t, o, v, fs, ms, fl) for t, o, v, _pa, fs, ms, fl, _al in rows)
+    )
+    for ptype, offset, vaddr, filesz, memsz, flags in entries:
+        if ptype == PT_LOAD:
+            loads.append(Segment(vaddr, memsz, offset, filesz, flags))
+        elif ptype == PT_NOTE:
+            notes.append(Segment(vaddr, memsz, offset, filesz, flags))
     loads.sort(key=lambda s: s.vaddr)
     return loads, notes, complete
 
