@@ -248,9 +248,10 @@ def _union_lower_bounds(n: I64, t: F64, cpus: I64) -> F64:
 @lru_cache(maxsize=8192)
 def _s_table(n: int, cpus: int) -> tuple[F64, F64]:
     """``s(m)`` for ``m = n .. 0`` (non-decreasing) and ``P(M >= n + 1 - j)`` for ``j = 0..n+1``
-    under the law :func:`_m_law` uses: ``tail_rev[j]`` is the mass of the ``j`` largest m."""
+    under the exact law (``n <= EXACT_MAX_N``): ``tail_rev[j]`` is the mass of the ``j``
+    largest m."""
     s = _s_grid(n, cpus)
-    law = _m_law(n, cpus, True)[0] if n <= EXACT_MAX_N else _union_law(s)
+    law = _m_law(n, cpus)[0]
     s_rev = np.maximum.accumulate(s[::-1])  # guards the monotonicity against rounding
     tail_rev = np.concatenate([[0.0], np.cumsum(law[::-1])])
     s_rev.flags.writeable = False
@@ -271,6 +272,7 @@ def _union_law(s: F64) -> F64:
 _CHUNK = 2_000_000
 # Above this many crashes with a known CPU the (m, z, k, o) grid costs too much per evaluation
 # (a host with 1,000 crashes has ~30 plausible anomalies); such hosts use the two-factor test.
+# It is below EXACT_MAX_N, so the grid always has the exact largest-cell law.
 GRID_MAX_N = 60
 
 
@@ -368,7 +370,7 @@ def _m_window(n: int, cpus: int) -> tuple[int, F64, F64, float]:
     test), only values under ``_M_MASS`` for the exact one."""
     exact = n <= EXACT_MAX_N
     # (the union law straight from the windowed s: _m_law's tie factors are the grid's only)
-    law = _m_law(n, cpus, True)[0] if exact else _union_law(_s_grid(n, cpus))
+    law = _m_law(n, cpus)[0] if exact else _union_law(_s_grid(n, cpus))
     keep = np.flatnonzero(law >= _M_MASS)
     if not keep.size:
         keep = np.flatnonzero(law > 0)
@@ -487,23 +489,18 @@ def _group_pvalues(n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int) 
     m_grid = np.arange(n + 1, dtype=np.float64)
     law = np.empty((g_size, n + 1), dtype=np.float64)
     ties = np.empty((g_size, n + 1), dtype=np.float64)
-    exact = n <= EXACT_MAX_N
     for c in np.unique(cpus).tolist():
         rows = cpus == c
-        law_c, ties_c = _m_law(n, int(c), exact)
+        law_c, ties_c = _m_law(n, int(c))
         law[rows] = law_c
         ties[rows] = ties_c
     # Only the few m the largest-cell law can take matter (a host with 50 crashes on 32 CPUs
     # has its busiest CPU at 2-7): the others' mass (< _M_MASS each) counts as an alarm, an
-    # upper bound. Not above EXACT_MAX_N, where the running maximum needs every m.
-    dropped = np.zeros(g_size, dtype=np.float64)
-    if exact:
-        cols = np.flatnonzero((law >= _M_MASS).any(axis=0))
-        lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, n + 1)
-        dropped = law[:, :lo].sum(axis=1) + law[:, hi:].sum(axis=1)
-        m_grid, law, ties = m_grid[lo:hi], law[:, lo:hi], ties[:, lo:hi]
-    else:
-        lo, hi = 0, n + 1
+    # upper bound.
+    cols = np.flatnonzero((law >= _M_MASS).any(axis=0))
+    lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, n + 1)
+    dropped = law[:, :lo].sum(axis=1) + law[:, hi:].sum(axis=1)
+    m_grid, law, ties = m_grid[lo:hi], law[:, lo:hi], ties[:, lo:hi]
     s = _s_rows(n, cpus, lo, hi)  # (g, m)
     share = m_grid / max(n, 1)
     ec = share[None, :] * lam[:, None]  # (g, m)
@@ -533,8 +530,6 @@ def _group_pvalues(n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int) 
     # the busiest CPU is the most extreme of R tied ones: union bound with E[R | M = m]
     given_mz = np.minimum(1.0, ties[:, :, None] * given_mz)
     given_m = np.einsum("gmz,gz->gm", given_mz, pz)
-    if not exact:
-        given_m = np.maximum.accumulate(given_m, axis=1)
     out: F64 = np.einsum("gm,gm->g", given_m, law) + dropped
     return out
 
@@ -568,8 +563,9 @@ def _s_rows(n: int, cpus: I64, lo: int, hi: int) -> F64:
 
 
 @lru_cache(maxsize=4096)
-def _m_law(n: int, cpus: int, exact: bool) -> tuple[F64, F64]:
-    """Law of the largest cell (exact, or the union bound's) and the tie factor per ``m``."""
+def _m_law(n: int, cpus: int) -> tuple[F64, F64]:
+    """Exact law of the largest cell (``n <= EXACT_MAX_N``) and the tie factor per ``m``. Above
+    ``EXACT_MAX_N`` only the two-factor test runs, on the union law (:func:`_m_window`)."""
     m = np.arange(n + 1, dtype=np.float64)
     if n >= 1 and cpus >= 2:
         log_pmf = (
@@ -579,14 +575,10 @@ def _m_law(n: int, cpus: int, exact: bool) -> tuple[F64, F64]:
     else:
         b = np.zeros(n + 1)
         b[n] = 1.0
-    if exact:
-        law = max_cell_law(n, cpus)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.where(law > 0, b / law, np.inf)
-        ties = np.minimum(np.floor(n / np.maximum(m, 1.0)), np.maximum(ratio, 1.0))
-    else:
-        law = _union_law(_s_grid(n, cpus))
-        ties = np.floor(n / np.maximum(m, 1.0))
+    law = max_cell_law(n, cpus)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(law > 0, b / law, np.inf)
+    ties = np.minimum(np.floor(n / np.maximum(m, 1.0)), np.maximum(ratio, 1.0))
     ties = np.clip(ties, 1.0, float(max(cpus, 1)))
     ties[m > n / 2] = 1.0
     law.flags.writeable = False
