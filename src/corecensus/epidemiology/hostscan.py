@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from corecensus.epidemiology.hosttest import (
+    count_reach,
     host_pvalues,
     lower_bounds,
     poisson_binomial_prefixes,
@@ -244,7 +245,7 @@ def anomaly_cap(h: I64, a: F64, n_hosts: int) -> int:
     """Anomaly counts above this are folded into it in the null laws (conservative): 40, or
     more for hosts expecting many (their mean plus 8 standard deviations plus 10)."""
     lam = float(weighted_count(h, a, n_hosts).max()) if h.size else 0.0
-    return max(40, int(np.ceil(lam + 8.0 * np.sqrt(lam) + 10.0)))
+    return max(40, int(count_reach(lam)))
 
 
 def _anomaly_laws(h: I64, a: F64, n_hosts: int, cap: int) -> F64:

@@ -66,6 +66,7 @@ from corecensus.epidemiology.poisson import poisson_upper
 
 __all__ = [
     "HostStatistic",
+    "count_reach",
     "host_pvalues",
     "lower_bounds",
     "poisson_binomial_prefixes",
@@ -436,16 +437,22 @@ def poisson_binomial_prefixes(
     out[:, 0] = 1.0  # empty segments (and rows never reached) keep the law of 0 successes
     if not a.any():  # nothing can succeed (e.g. no crash with an unknown CPU)
         return out
-    # Each segment is convolved only as wide as its own mean needs (mean + 8 sd + 10, like
-    # hostscan.anomaly_cap: the mass beyond is below 1e-15), in buckets of similar width;
-    # the rest of its row stays 0.
+    # Each segment is convolved only as wide as its own mean needs (count_reach), in buckets
+    # of similar width; the rest of its row stays 0.
     total = np.concatenate([[0.0], np.cumsum(a)])
     mean = total[ends] - total[starts]
-    own = np.ceil(mean + 8.0 * np.sqrt(mean) + 10.0).astype(np.int64)
-    width = np.minimum(cap, ((own + 7) // 8) * 8)
+    width = np.minimum(cap, ((count_reach(mean) + 7) // 8) * 8)
     for w in np.unique(width).tolist():
         sel = np.flatnonzero(width == w)
         _convolve_segments(a, starts[sel], lengths[sel], slot, out, int(w))
+    return out
+
+
+def count_reach(mean: Any) -> I64:
+    """How far an anomaly count's law must reach for a host expecting ``mean`` anomalies: the
+    mean plus 8 standard deviations plus 10 (the mass beyond is below 1e-15)."""
+    m = np.asarray(mean, dtype=np.float64)
+    out: I64 = np.ceil(m + 8.0 * np.sqrt(m) + 10.0).astype(np.int64)
     return out
 
 
