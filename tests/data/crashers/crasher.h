@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -115,6 +116,35 @@ __attribute__((unused)) static int crasher_wait_pending_if_early(int sig)
         if (sigpending(&pending) == 0 && sigismember(&pending, sig) == 1)
             return 1;
         nanosleep(&ms, NULL);
+    }
+    return 0;
+}
+
+/* The signal crashers' set-up: install `handler` for SIGUSR1 (SA_SIGINFO), block SIGUSR1 until
+ * the loop it must interrupt unblocks it (CRASHER_UNBLOCK_HERE), and arm a one-shot 2 ms timer
+ * that raises it.  Returns 0, or -1 after perror(who) when any step fails. */
+__attribute__((unused)) static int crasher_arm_sigusr1(void (*handler)(int, siginfo_t *, void *),
+                                                       const char *who)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = handler;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    timer_t timer;
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = SIGUSR1;
+    struct itimerspec when = {.it_value = {0, 2000000}}; /* one shot, 2 ms */
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    if (sigaction(SIGUSR1, &sa, NULL) != 0 || sigprocmask(SIG_BLOCK, &usr1, NULL) != 0 ||
+        timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0 ||
+        timer_settime(timer, 0, &when, NULL) != 0) {
+        perror(who);
+        return -1;
     }
     return 0;
 }

@@ -50,26 +50,8 @@ __attribute__((noinline)) void spin_until_signal(void)
 int main(void)
 {
     crasher_note_self();
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_sigusr1;
-    sa.sa_flags = SA_SIGINFO;
-    sigemptyset(&sa.sa_mask);
-    timer_t timer;
-    struct sigevent sev;
-    memset(&sev, 0, sizeof sev);
-    sev.sigev_notify = SIGEV_SIGNAL;
-    sev.sigev_signo = SIGUSR1;
-    struct itimerspec when = {.it_value = {0, 2000000}}; /* one shot, 2 ms */
-    sigset_t usr1;
-    sigemptyset(&usr1);
-    sigaddset(&usr1, SIGUSR1);
-    if (sigaction(SIGUSR1, &sa, NULL) != 0 || sigprocmask(SIG_BLOCK, &usr1, NULL) != 0 ||
-        timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0 ||
-        timer_settime(timer, 0, &when, NULL) != 0) {
-        perror("signal_race: setup");
+    if (crasher_arm_sigusr1(on_sigusr1, "signal_race: setup") != 0)
         return 2;
-    }
     if (!crasher_wait_pending_if_early(SIGUSR1))
         return 3;
     spin_until_signal();
