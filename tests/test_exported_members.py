@@ -32,6 +32,6 @@ def test_all_lists_exactly_the_public_names(name: str) -> None:
     }
     # Names a module merely imports for its own use (typing helpers, dataclass decorators) are
     # not its surface.
-    imported_helpers = {"Any", "Mapping", "dataclass", "field", "enum"}
+    imported_helpers = {"Any", "Iterable", "Mapping", "dataclass", "field", "enum"}
     assert sorted(package.__all__) == sorted(public - imported_helpers)
     assert len(package.__all__) == len(set(package.__all__))

@@ -12,7 +12,7 @@ the Unix epoch, as systemd-coredump's ``COREDUMP_TIMESTAMP``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +23,12 @@ __all__ = [
     "Frame",
     "MappedFile",
     "ParseStatus",
+    "Problem",
+    "ProblemKind",
+    "Severity",
     "SignalFrame",
     "StackWord",
+    "status_of",
 ]
 
 # The anomaly names are a public contract (``--json``, the store, signatures); keep them exact.
@@ -46,6 +50,84 @@ class ParseStatus(enum.StrEnum):
     OK = "ok"
     PARTIAL = "partial"
     UNPARSED = "unparsed"
+
+
+class Severity(enum.IntEnum):
+    """What a problem costs the record it is on (ordered: the worst decides the status)."""
+
+    NOTE = 0  # worth saying; the facts are complete
+    DEGRADED = 1  # some facts are missing: the record is ``partial``
+    FATAL = 2  # nothing usable was read: the record is ``unparsed``
+
+
+class ProblemKind(enum.StrEnum):
+    """What went wrong while reading a crash (a stable contract: ``problems[].kind`` in JSON)."""
+
+    NOT_A_CORE = "not_a_core"
+    KERNEL_DUMP = "kernel_dump"
+    UNREADABLE = "unreadable"  # the file could not be opened or read at all
+    CORRUPT = "corrupt"  # the head is damaged, compressed badly, or beyond the hard limits
+    WORKER_DIED = "worker_died"  # the parser process died on this core
+    TRUNCATED = "truncated"  # headers, notes or memory end past the end of the file
+    DAMAGED = "damaged"  # a stream that turned corrupt part-way, unreadable memory
+    CAPPED = "capped"  # more than a limit allows was present; the rest was not kept
+    NO_REGISTERS = "no_registers"  # no thread, or an architecture whose registers we cannot read
+    NO_STACK = "no_stack"  # the stack window around sp could not be read
+    UNWIND_STOPPED = "unwind_stopped"  # the unwinder gave no frames
+    NOTE_MALFORMED = "note_malformed"  # a note that could not be decoded (others were)
+    SYMBOLS = "symbols"  # debug info or symbol problems; frames may lack names
+    RULE_FAILED = "rule_failed"  # an anomaly rule could not run; the others did
+    METADATA = "metadata"  # a sidecar, xattr or journal field was malformed
+    OTHER = "other"  # a kind this version does not know (a record from a newer corecensus)
+
+    @property
+    def severity(self) -> Severity:
+        return _SEVERITY.get(self, Severity.NOTE)
+
+
+_SEVERITY: dict[ProblemKind, Severity] = {
+    ProblemKind.NOT_A_CORE: Severity.FATAL,
+    ProblemKind.KERNEL_DUMP: Severity.FATAL,
+    ProblemKind.UNREADABLE: Severity.FATAL,
+    ProblemKind.CORRUPT: Severity.FATAL,
+    ProblemKind.WORKER_DIED: Severity.FATAL,
+    ProblemKind.TRUNCATED: Severity.DEGRADED,
+    ProblemKind.DAMAGED: Severity.DEGRADED,
+    ProblemKind.CAPPED: Severity.DEGRADED,
+    ProblemKind.NO_REGISTERS: Severity.DEGRADED,
+    ProblemKind.NO_STACK: Severity.DEGRADED,
+    ProblemKind.UNWIND_STOPPED: Severity.DEGRADED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing that went wrong, as data: code decides by ``kind``; people read ``detail``."""
+
+    kind: ProblemKind
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": str(self.kind), "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Problem:
+        try:
+            kind = ProblemKind(obj.get("kind", ""))
+        except ValueError:
+            kind = ProblemKind.OTHER  # written by a newer corecensus
+        return cls(kind, str(obj.get("detail", "")))
+
+
+def status_of(problems: Iterable[Problem]) -> ParseStatus:
+    """The status a record's problems imply: the worst severity decides."""
+    worst = max((p.kind.severity for p in problems), default=Severity.NOTE)
+    if worst is Severity.FATAL:
+        return ParseStatus.UNPARSED
+    return ParseStatus.PARTIAL if worst is Severity.DEGRADED else ParseStatus.OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +255,7 @@ class CrashRecord:
 
     core_id: str
     status: ParseStatus
-    errors: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
     source: str | None = None
     arch: str | None = None
     pid: int | None = None
@@ -200,6 +282,11 @@ class CrashRecord:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def errors(self) -> tuple[str, ...]:
+        """The problems as sentences (the ``errors`` list of the JSON contract)."""
+        return tuple(p.detail for p in self.problems)
+
+    @property
     def anomaly_names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.anomalies)
 
@@ -209,6 +296,7 @@ class CrashRecord:
             "core_id": self.core_id,
             "status": str(self.status),
             "errors": list(self.errors),
+            "problems": [p.to_json() for p in self.problems],
             "source": self.source,
             "writer": self.writer,
             "arch": self.arch,
@@ -242,7 +330,7 @@ class CrashRecord:
         return cls(
             core_id=obj["core_id"],
             status=ParseStatus(obj["status"]),
-            errors=tuple(obj.get("errors", ())),
+            problems=_problems_from_json(obj),
             source=obj.get("source"),
             writer=obj.get("writer"),
             arch=obj.get("arch"),
@@ -286,3 +374,16 @@ class CrashRecord:
             signal_frames=tuple(SignalFrame(**s) for s in obj.get("signal_frames", ())),
             metadata=dict(obj.get("metadata", {})),
         )
+
+
+def _problems_from_json(obj: Mapping[str, Any]) -> tuple[Problem, ...]:
+    """``problems`` when present; records stored before kinds existed carry only ``errors``
+    sentences, kept with the kind their status implies (so the status stays what it was)."""
+    if "problems" in obj:
+        return tuple(Problem.from_json(p) for p in obj["problems"])
+    status = obj.get("status")
+    kind = {
+        "unparsed": ProblemKind.CORRUPT,
+        "partial": ProblemKind.DAMAGED,
+    }.get(status if isinstance(status, str) else "", ProblemKind.OTHER)
+    return tuple(Problem(kind, str(e)) for e in obj.get("errors", ()))

@@ -23,7 +23,7 @@ from corecensus.coredump import inspect_core
 from corecensus.errors import MetadataError
 from corecensus.ingest.journal import JournalIndex
 from corecensus.ingest.metadata import collect_metadata
-from corecensus.model import CrashRecord, ParseStatus
+from corecensus.model import CrashRecord, ParseStatus, Problem, ProblemKind
 from corecensus.store import ScreenResultRow
 
 __all__ = ["find_cores", "find_screen_records", "ingest_records", "process_core", "screen_row"]
@@ -77,9 +77,9 @@ def process_core(
     """Metadata (sidecar, xattrs, journal, file name) plus the parsed core; never raises."""
     meta = collect_metadata(path, journal)
     record = inspect_core(path, binaries=binaries, symbolize=symbolize, metadata=meta.fields)
-    extra = [f"metadata: {e}" for e in meta.errors]
+    extra = [Problem(ProblemKind.METADATA, f"metadata: {e}") for e in meta.errors]
     if extra:
-        record = dataclasses.replace(record, errors=(*record.errors, *extra))
+        record = dataclasses.replace(record, problems=(*record.problems, *extra))
     return record
 
 
@@ -107,7 +107,12 @@ def _crashed_record(path: Path) -> CrashRecord:
     return CrashRecord(
         core_id=hashlib.sha256(str(path).encode()).hexdigest()[:32],
         status=ParseStatus.UNPARSED,
-        errors=("the parser process died on this core (a crash in a native library); skipped",),
+        problems=(
+            Problem(
+                ProblemKind.WORKER_DIED,
+                "the parser process died on this core (a crash in a native library); skipped",
+            ),
+        ),
         source=str(path),
     )
 

@@ -19,6 +19,8 @@ from corecensus.model import (
     Frame,
     MappedFile,
     ParseStatus,
+    Problem,
+    ProblemKind,
     StackWord,
 )
 from corecensus.signature import (
@@ -246,7 +248,7 @@ def test_unparsed_core_gets_an_explained_empty_signature() -> None:
         CrashRecord(
             "x",
             ParseStatus.UNPARSED,
-            errors=("truncated",),
+            problems=(Problem(ProblemKind.CORRUPT, "truncated"),),
             metadata={"COREDUMP_EXE": "/opt/app/bin/api", "COREDUMP_SIGNAL": "7"},
         )
     )

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from corecensus.coredump.source import CoreSource
 from corecensus.errors import CoreLimitError, KernelDumpError, NotACoreError
+from corecensus.model import Problem, ProblemKind
 
 __all__ = [
     "ElfHeader",
@@ -209,22 +210,30 @@ def read_segments(src: CoreSource, hdr: ElfHeader) -> tuple[list[Segment], list[
 
 def read_notes(
     src: CoreSource, hdr: ElfHeader, note_segments: list[Segment]
-) -> tuple[list[Note], list[str]]:
-    """All notes of all PT_NOTE segments, with a list of problems met on the way."""
-    problems: list[str] = []
+) -> tuple[list[Note], list[Problem]]:
+    """All notes of all PT_NOTE segments, with the problems met on the way."""
+    problems: list[Problem] = []
     notes: list[Note] = []
     seen: set[tuple[int, int]] = set()
     total = 0
     for seg in note_segments:
         key = (seg.offset, seg.filesz)
         if key in seen:  # the same segment listed twice is read once (a "loop" in the headers)
-            problems.append(f"duplicate PT_NOTE at offset {seg.offset:#x} ignored")
+            problems.append(
+                Problem(
+                    ProblemKind.NOTE_MALFORMED,
+                    f"duplicate PT_NOTE at offset {seg.offset:#x} ignored",
+                )
+            )
             continue
         seen.add(key)
         if seg.filesz > MAX_NOTES_BYTES or total + seg.filesz > MAX_NOTES_BYTES:
             problems.append(
-                f"PT_NOTE of {seg.filesz} bytes exceeds the {MAX_NOTES_BYTES >> 20} MiB note limit; "
-                "read up to the limit"
+                Problem(
+                    ProblemKind.CAPPED,
+                    f"PT_NOTE of {seg.filesz} bytes exceeds the {MAX_NOTES_BYTES >> 20} MiB note "
+                    "limit; read up to the limit",
+                )
             )
         size = min(seg.filesz, MAX_NOTES_BYTES - total)
         if size <= 0:
@@ -233,17 +242,22 @@ def read_notes(
         total += len(data)
         if len(data) < seg.filesz:
             problems.append(
-                f"notes truncated: {len(data)} of {seg.filesz} bytes present (core cut short?)"
+                Problem(
+                    ProblemKind.TRUNCATED,
+                    f"notes truncated: {len(data)} of {seg.filesz} bytes present (core cut short?)",
+                )
             )
         for note in _iter_notes(data, hdr.endian, problems):
             notes.append(note)
             if len(notes) >= MAX_NOTE_COUNT:
-                problems.append(f"more than {MAX_NOTE_COUNT} notes; rest ignored")
+                problems.append(
+                    Problem(ProblemKind.CAPPED, f"more than {MAX_NOTE_COUNT} notes; rest ignored")
+                )
                 return notes, problems
     return notes, problems
 
 
-def _iter_notes(data: bytes, e: str, problems: list[str]) -> Iterator[Note]:
+def _iter_notes(data: bytes, e: str, problems: list[Problem]) -> Iterator[Note]:
     pos = 0
     n = len(data)
     while pos + 12 <= n:
@@ -254,8 +268,11 @@ def _iter_notes(data: bytes, e: str, problems: list[str]) -> Iterator[Note]:
         if desc_end > n:
             if desc_start < n or namesz > n:
                 problems.append(
-                    f"note at +{pos:#x} claims {descsz} bytes of data, only {n - min(n, desc_start)}"
-                    " present; stopped reading notes"
+                    Problem(
+                        ProblemKind.TRUNCATED,
+                        f"note at +{pos:#x} claims {descsz} bytes of data, only "
+                        f"{n - min(n, desc_start)} present; stopped reading notes",
+                    )
                 )
             break
         name = data[name_start : name_start + namesz].rstrip(b"\0")

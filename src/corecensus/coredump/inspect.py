@@ -1,7 +1,8 @@
 """One core in, one :class:`~corecensus.model.CrashRecord` out: the forensics pipeline.
 
-``inspect_core`` never raises for a bad core: what could not be read becomes ``errors`` and a
-``partial`` or ``unparsed`` status, so a batch never loses its other records.
+``inspect_core`` never raises for a bad core: what could not be read becomes a
+:class:`~corecensus.model.Problem` of a kind, and the kinds decide the ``partial`` or
+``unparsed`` status, so a batch never loses its other records.
 """
 
 from __future__ import annotations
@@ -17,8 +18,24 @@ from corecensus.coredump.notes import AT_ENTRY, AT_EXECFN
 from corecensus.coredump.parse import ParsedCore, parse_core
 from corecensus.coredump.source import DEFAULT_MAX_STREAM_BYTES, open_core
 from corecensus.coredump.stackwindow import RawStackWord, scan_stack
-from corecensus.errors import CoreError
-from corecensus.model import CrashRecord, Frame, MappedFile, ParseStatus, SignalFrame, StackWord
+from corecensus.errors import (
+    CompressionError,
+    CoreError,
+    CoreLimitError,
+    KernelDumpError,
+    NotACoreError,
+)
+from corecensus.model import (
+    CrashRecord,
+    Frame,
+    MappedFile,
+    ParseStatus,
+    Problem,
+    ProblemKind,
+    SignalFrame,
+    StackWord,
+    status_of,
+)
 
 __all__ = ["inspect_core"]
 
@@ -45,39 +62,55 @@ def inspect_core(
     try:
         src = open_core(path, head_bytes=head_bytes, max_stream_bytes=max_stream_bytes, stdin=stdin)
     except CoreError as exc:
-        return _unparsed(name, str(exc), meta)
+        return _unparsed(name, exc, meta)
     resolver = BinaryResolver([Path(b) for b in binaries])
     try:
         try:
             parsed = parse_core(src, resolver)
         except CoreError as exc:
             head = src.pread(0, 4096)
-            return _unparsed(name, str(exc), meta, head)
+            return _unparsed(name, exc, meta, head)
         return _record(parsed, name, [Path(b) for b in binaries], symbolize, meta)
     except CoreError as exc:
         # Reads past the first pass (e.g. a stream that turns corrupt) still leave a record.
-        return _unparsed(name, str(exc), meta)
+        return _unparsed(name, exc, meta)
     finally:
         resolver.close()
         src.close()
 
 
-def _unparsed(name: str, reason: str, meta: dict[str, str], head: bytes = b"") -> CrashRecord:
+def problem_kind(exc: CoreError) -> ProblemKind:
+    """The kind of problem a core that could not be read at all has."""
+    if isinstance(exc, NotACoreError):
+        return ProblemKind.NOT_A_CORE
+    if isinstance(exc, KernelDumpError):
+        return ProblemKind.KERNEL_DUMP
+    if isinstance(exc, CompressionError | CoreLimitError):
+        return ProblemKind.CORRUPT
+    return ProblemKind.UNREADABLE
+
+
+def _unparsed(name: str, exc: CoreError, meta: dict[str, str], head: bytes = b"") -> CrashRecord:
     digest = hashlib.sha256(head or name.encode()).hexdigest()[:32]
+    problem = Problem(problem_kind(exc), str(exc))
     return CrashRecord(
-        core_id=digest, status=ParseStatus.UNPARSED, errors=(reason,), source=name, metadata=meta
+        core_id=digest,
+        status=ParseStatus.UNPARSED,
+        problems=(problem,),
+        source=name,
+        metadata=meta,
     )
 
 
 def _record(
     p: ParsedCore, name: str, binaries: list[Path], symbolize: bool, meta: dict[str, str]
 ) -> CrashRecord:
-    errors = list(p.errors)
+    errors: list[Problem] = list(p.errors)
     ctx = detect_anomalies(p)
-    errors.extend(ctx.notes)
+    errors.extend(Problem(ProblemKind.RULE_FAILED, n) for n in ctx.notes)
     words, sigframes, problem = scan_stack(p)
     if problem:
-        errors.append(problem)
+        errors.append(Problem(ProblemKind.NO_STACK, problem))
 
     modules = p.modules
     frames: list[Frame]
@@ -87,13 +120,16 @@ def _record(
         from corecensus.coredump.symbolize import Symbolizer
 
         with Symbolizer(p, binaries) as sym:
-            errors.extend(sym.errors)
+            errors.extend(Problem(ProblemKind.SYMBOLS, e) for e in sym.errors)
             if problem is None:
                 stack = sym.unwind()
                 frames = [_frame(pc, fn, modules) for pc, fn in stack.frames]
                 unwound = stack.unwound
-                if stack.stopped_reason:
-                    errors.append(stack.stopped_reason)
+                if not unwound:
+                    reason = stack.stopped_reason or "the unwinder gave no frames"
+                    errors.append(Problem(ProblemKind.UNWIND_STOPPED, reason))
+                elif stack.stopped_reason:
+                    errors.append(Problem(ProblemKind.SYMBOLS, stack.stopped_reason))
             else:
                 # Without the stack there is nothing to unwind; name the pc alone.
                 pc0 = p.pc
@@ -115,29 +151,24 @@ def _record(
         )
         for s in sigframes
     )
-    status = ParseStatus.OK
-    if p.crashed is None or p.arch is None:
-        if p.crashed is None and not p.errors:
-            errors.append("no thread in this core")
-        status = ParseStatus.PARTIAL
-    elif symbolize and not unwound:
-        status = ParseStatus.PARTIAL
+    if (p.crashed is None or p.arch is None) and not any(
+        e.kind is ProblemKind.NO_REGISTERS for e in errors
+    ):
+        errors.append(Problem(ProblemKind.NO_REGISTERS, "no thread in this core"))
     if p.space.truncated:
-        errors.append("core truncated: some memory segments end past the end of the file")
-        status = ParseStatus.PARTIAL
-    if any("truncated" in e for e in p.errors):
-        status = ParseStatus.PARTIAL
-    if problem:
-        status = ParseStatus.PARTIAL
-    if p.space.problems:
-        errors.extend(p.space.problems)
-        status = ParseStatus.PARTIAL
+        errors.append(
+            Problem(
+                ProblemKind.TRUNCATED,
+                "core truncated: some memory segments end past the end of the file",
+            )
+        )
+    errors.extend(Problem(ProblemKind.DAMAGED, e) for e in p.space.problems)
     t = p.crashed
     exe = meta.get("COREDUMP_EXE") or executable_path(p)
     return CrashRecord(
         core_id=p.head_digest,
-        status=status,
-        errors=tuple(dict.fromkeys(errors)),
+        status=status_of(errors),
+        problems=tuple(dict.fromkeys(errors)),
         source=name,
         writer=p.writer,
         arch=p.arch_name,

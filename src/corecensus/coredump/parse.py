@@ -43,7 +43,7 @@ from corecensus.coredump.notes import (
 )
 from corecensus.coredump.source import CoreSource, FileSource
 from corecensus.errors import KernelDumpError
-from corecensus.model import MappedFile
+from corecensus.model import MappedFile, Problem, ProblemKind
 
 __all__ = ["ParsedCore", "parse_core"]
 
@@ -75,7 +75,7 @@ class ParsedCore:
     resolver: BinaryResolver
     head_digest: str
     writer: str
-    errors: list[str] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)
     modules: list[MappedFile] = field(default_factory=list)
     notes_end: int = 0  # file offset just past the last note: the head a copy must keep
 
@@ -132,10 +132,10 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
     """Parse headers and notes; raise :class:`~corecensus.errors.CoreError` if nothing is usable."""
     resolver = resolver or BinaryResolver()
     hdr = read_header(src)
-    errors: list[str] = []
+    errors: list[Problem] = []
     segments, note_segs, complete = read_segments(src, hdr)
     if not complete:
-        errors.append("program headers truncated (core cut short?)")
+        errors.append(Problem(ProblemKind.TRUNCATED, "program headers truncated (core cut short?)"))
     notes, problems = read_notes(src, hdr, note_segs)
     errors.extend(problems)
     if any(n.name == b"VMCOREINFO" for n in notes):
@@ -147,7 +147,12 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
     arch = arch_for(hdr.machine, hdr.is_64, hdr.little_endian)
     arch_name = arch.name if arch else EM_NAMES.get(hdr.machine, f"em{hdr.machine}")
     if arch is None:
-        errors.append(f"registers not decoded: unsupported architecture e_machine={hdr.machine}")
+        errors.append(
+            Problem(
+                ProblemKind.NO_REGISTERS,
+                f"registers not decoded: unsupported architecture e_machine={hdr.machine}",
+            )
+        )
 
     threads: list[PrStatus] = []
     prpsinfo = None
@@ -172,9 +177,13 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
             has_file_note = True
             files, problem = decode_file_note(note, hdr)
             if problem:
-                errors.append(problem)
+                errors.append(Problem(ProblemKind.NOTE_MALFORMED, problem))
     if not threads:
-        errors.append("no NT_PRSTATUS note: no thread registers in this core")
+        errors.append(
+            Problem(
+                ProblemKind.NO_REGISTERS, "no NT_PRSTATUS note: no thread registers in this core"
+            )
+        )
     writer = _guess_writer(notes, has_file_note, siginfo)
 
     space = AddressSpace(src, hdr, segments, files, resolver.read_mapping)
@@ -266,7 +275,10 @@ def _modules(p: ParsedCore) -> list[MappedFile]:
                 build_id = build_id_of_file(local)
                 if build_id is not None:
                     p.errors.append(
-                        f"build-id of {path} not in the core; taken from {local} (same name)"
+                        Problem(
+                            ProblemKind.SYMBOLS,
+                            f"build-id of {path} not in the core; taken from {local} (same name)",
+                        )
                     )
         p.resolver.build_ids[path] = build_id
         executable = any(p.space.is_executable(m.start) for m in maps)
