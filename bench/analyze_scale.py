@@ -44,7 +44,7 @@ DAY_US = 86_400 * 1_000_000
 
 
 def make_tables(n: int, seed: int = 0) -> tuple[object, object, object]:
-    from corecensus.epidemiology import CrashTable, Deploys, ExposureTable
+    from corecensus.epidemiology import Categorical, CrashTable, Deploys, ExposureTable
     from corecensus.epidemiology.params import HARDWARE_ANOMALIES
     from corecensus.model import ANOMALY_NAMES
 
@@ -83,40 +83,30 @@ def make_tables(n: int, seed: int = 0) -> tuple[object, object, object]:
     services = ("api", "db", "cache", "search")
     crashes = CrashTable.from_arrays(
         time_us=t,
-        host=host.astype(np.int32),
-        population=pop.astype(np.int32),
-        hosts=hosts,
-        populations=tuple(f"pop-{i:04d}" for i in range(POPULATIONS)),
+        host=Categorical(host.astype(np.int32), hosts),
+        population=Categorical(
+            pop.astype(np.int32), tuple(f"pop-{i:04d}" for i in range(POPULATIONS))
+        ),
         cpu=(rng.random(n) * ncpu[host]).astype(np.int32),
-        cpu_model=cpu_model[host].astype(np.int32),
-        cpu_models=("a", "b", "c", "d"),
-        kernel=kernel[host].astype(np.int32),
-        kernels=("6.1", "6.6", "6.8"),
-        service=service[host].astype(np.int32),
-        services=services,
-        version=ver.astype(np.int32),
-        versions=versions,
+        cpu_model=Categorical(cpu_model[host].astype(np.int32), ("a", "b", "c", "d")),
+        kernel=Categorical(kernel[host].astype(np.int32), ("6.1", "6.6", "6.8")),
+        service=Categorical(service[host].astype(np.int32), services),
+        version=Categorical(ver.astype(np.int32), versions),
         anomaly_mask=mask.astype(np.uint16),
     )
     exposure = ExposureTable.from_arrays(
-        host=e_host.astype(np.int32),
-        hosts=hosts,
+        host=Categorical(e_host.astype(np.int32), hosts),
         start_us=e_start,
         end_us=e_start + DAY_US,
         hours=e_hours,
-        service=service[e_host].astype(np.int32),
-        services=services,
-        version=e_ver.astype(np.int32),
-        versions=versions,
-        cpu_model=cpu_model[e_host].astype(np.int32),
-        cpu_models=("a", "b", "c", "d"),
+        service=Categorical(service[e_host].astype(np.int32), services),
+        version=Categorical(e_ver.astype(np.int32), versions),
+        cpu_model=Categorical(cpu_model[e_host].astype(np.int32), ("a", "b", "c", "d")),
     )
     deploys = Deploys(
         time_us=np.array([T0_US + 10 * DAY_US, T0_US + 20 * DAY_US], dtype=np.int64),
-        service=np.array([-1, -1], dtype=np.int32),
-        version=np.array([1, 2], dtype=np.int32),
-        services=(),
-        versions=versions,
+        service=Categorical(np.array([-1, -1], dtype=np.int32), ()),
+        version=Categorical(np.array([1, 2], dtype=np.int32), versions),
     )
     return crashes, exposure, deploys
 
@@ -135,8 +125,8 @@ def one(n: int) -> dict[str, float]:
     result = analyze(crashes, exposure, deploys)  # type: ignore[arg-type]
     secs = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    pop = crashes.population  # type: ignore[attr-defined]
-    host = crashes.host  # type: ignore[attr-defined]
+    pop = crashes.population.codes  # type: ignore[attr-defined]
+    host = crashes.host.codes  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     counts: dict[tuple[int, int], int] = {}
     for key in zip(pop.tolist(), host.tolist(), strict=True):

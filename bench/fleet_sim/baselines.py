@@ -18,15 +18,15 @@ from corecensus.epidemiology import CrashTable, ExposureTable
 
 def raw_counts(crashes: CrashTable) -> NDArray[np.int64]:
     """Crashes per host (index = host code)."""
-    return np.bincount(crashes.host, minlength=len(crashes.hosts)).astype(np.int64)
+    return np.bincount(crashes.host.codes, minlength=len(crashes.host.vocab)).astype(np.int64)
 
 
 def poisson_bh_flags(crashes: CrashTable, exposure: ExposureTable, q: float = 0.05) -> set[int]:
     """Hosts whose crash count exceeds their exposure share (Poisson, BH at ``q``)."""
-    n_hosts = len(crashes.hosts)
-    observed = np.bincount(crashes.host, minlength=n_hosts).astype(np.float64)
-    names = {h: i for i, h in enumerate(crashes.hosts)}
-    code = np.array([names.get(h, -1) for h in exposure.hosts])[exposure.host]
+    n_hosts = len(crashes.host.vocab)
+    observed = np.bincount(crashes.host.codes, minlength=n_hosts).astype(np.float64)
+    names = {h: i for i, h in enumerate(crashes.host.vocab)}
+    code = np.array([names.get(h, -1) for h in exposure.host.vocab])[exposure.host.codes]
     ok = code >= 0
     hours = np.bincount(code[ok], weights=exposure.hours[ok], minlength=n_hosts)
     expected = observed.sum() * hours / hours.sum()

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from corecensus.epidemiology import HARDWARE_ANOMALIES, CrashTable, Deploys, ExposureTable
+from corecensus.epidemiology import (
+    HARDWARE_ANOMALIES,
+    Categorical,
+    CrashTable,
+    Deploys,
+    ExposureTable,
+)
 from corecensus.model import ANOMALY_NAMES
 
 DAY_US = 86_400 * 1_000_000
@@ -253,43 +259,34 @@ def simulate(
     version_vocab = ("1", "2", "c1")
     crashes = CrashTable.from_arrays(
         time_us=cols["time"],
-        host=h.astype(np.int32),
-        population=cols["pop"].astype(np.int32),
-        hosts=hosts,
-        populations=populations,
+        host=Categorical(h.astype(np.int32), hosts),
+        population=Categorical(cols["pop"].astype(np.int32), populations),
         cpu=cols["cpu"].astype(np.int32),
-        cpu_model=cpu_model[h].astype(np.int32),
-        cpu_models=("model-a", "model-b", "model-c", "model-d"),
-        microcode=microcode[h].astype(np.int32),
-        microcodes=tuple(f"0x{i:02x}" for i in range(8)),
-        kernel=kernel[h].astype(np.int32),
-        kernels=("6.1.0", "6.6.0", "6.8.0"),
-        service=cols["svc"].astype(np.int32),
-        services=("api", "cache"),
-        version=cols["ver"].astype(np.int32),
-        versions=version_vocab,
+        cpu_model=Categorical(
+            cpu_model[h].astype(np.int32), ("model-a", "model-b", "model-c", "model-d")
+        ),
+        microcode=Categorical(microcode[h].astype(np.int32), tuple(f"0x{i:02x}" for i in range(8))),
+        kernel=Categorical(kernel[h].astype(np.int32), ("6.1.0", "6.6.0", "6.8.0")),
+        service=Categorical(cols["svc"].astype(np.int32), ("api", "cache")),
+        version=Categorical(cols["ver"].astype(np.int32), version_vocab),
         anomaly_mask=mask,
         host_cpus=ncpu.astype(np.int32),
     )
     exposure = ExposureTable.from_arrays(
-        host=e_host.astype(np.int32),
-        hosts=hosts,
+        host=Categorical(e_host.astype(np.int32), hosts),
         start_us=e_start,
         end_us=e_end,
         hours=e_hours,
-        service=e_svc.astype(np.int32),
-        services=("api", "cache"),
-        version=e_ver.astype(np.int32),
-        versions=version_vocab,
-        cpu_model=cpu_model[e_host].astype(np.int32),
-        cpu_models=("model-a", "model-b", "model-c", "model-d"),
+        service=Categorical(e_svc.astype(np.int32), ("api", "cache")),
+        version=Categorical(e_ver.astype(np.int32), version_vocab),
+        cpu_model=Categorical(
+            cpu_model[e_host].astype(np.int32), ("model-a", "model-b", "model-c", "model-d")
+        ),
     )
     deploys = Deploys(
         time_us=np.array([T0_US - 10 * DAY_US, rollout_us, T0_US - 30 * DAY_US], dtype=np.int64),
-        service=np.array([0, 0, 1], dtype=np.int32),
-        version=np.array([0, 1, 2], dtype=np.int32),
-        services=("api", "cache"),
-        versions=version_vocab,
+        service=Categorical(np.array([0, 0, 1], dtype=np.int32), ("api", "cache")),
+        version=Categorical(np.array([0, 1, 2], dtype=np.int32), version_vocab),
     )
     return Fleet(
         crashes=crashes,

@@ -16,14 +16,14 @@ import numpy as np
 
 from corecensus.epidemiology import analyze
 from corecensus.epidemiology.findings import Analysis, PopulationInfo
-from corecensus.epidemiology.table import CrashTable, Deploys, ExposureTable, encode
+from corecensus.epidemiology.table import Categorical, CrashTable, Deploys, ExposureTable
+from corecensus.ingest.tables import read_deploys, read_exposure
 from corecensus.signature import PopulationLevel
 from corecensus.store import DeployRow, ExposureRow, Heartbeat, ScreenResultRow, Store
 
 __all__ = ["HEARTBEAT_PERIOD_S", "CensusInputs", "crash_table", "run_census"]
 
 UNKNOWN_HOST = "(unknown host)"
-_CATEGORICAL = ("cpu_model", "microcode", "kernel", "service", "version")
 # The agent's heartbeat interval; a heartbeat is evidence of this much exposure (seconds).
 HEARTBEAT_PERIOD_S = 300
 _MAX_SAMPLE_FRAMES = 8
@@ -73,24 +73,20 @@ def crash_table(
     """The store's crashes as columns, and a description of each population key."""
     cols = store.crash_columns(level)
     # A crash without a host or population key still counts, under an explicit "unknown" name.
-    pop_codes, pops = encode([p if p is not None else "(no signature)" for p in cols.population])
-    host_codes, hosts = encode([h if h is not None else UNKNOWN_HOST for h in cols.host])
-    coded = {name: encode(list(getattr(cols, name))) for name in _CATEGORICAL}
     table = CrashTable.from_arrays(
         time_us=cols.time_us,
-        host=host_codes,
-        population=pop_codes,
-        hosts=hosts,
-        populations=pops,
+        host=Categorical.encode([h if h is not None else UNKNOWN_HOST for h in cols.host]),
+        population=Categorical.encode(
+            [p if p is not None else "(no signature)" for p in cols.population]
+        ),
         cpu=cols.cpu.astype(np.int32),
         anomaly_mask=cols.anomaly_mask,
         crash_id=cols.core_id,
-        **{name: codes for name, (codes, _v) in coded.items()},
-        cpu_models=coded["cpu_model"][1],
-        microcodes=coded["microcode"][1],
-        kernels=coded["kernel"][1],
-        services=coded["service"][1],
-        versions=coded["version"][1],
+        cpu_model=Categorical.encode(list(cols.cpu_model)),
+        microcode=Categorical.encode(list(cols.microcode)),
+        kernel=Categorical.encode(list(cols.kernel)),
+        service=Categorical.encode(list(cols.service)),
+        version=Categorical.encode(list(cols.version)),
     )
     info: dict[str, PopulationInfo] = {}
     first_of: dict[str, str] = {}
@@ -110,21 +106,13 @@ def _exposure_from_rows(rows: Iterable[ExposureRow]) -> ExposureTable | None:
     rows = list(rows)
     if not rows:
         return None
-    host_codes, hosts = encode([r.host for r in rows])
-    svc_codes, services = encode([r.service for r in rows])
-    ver_codes, versions = encode([r.version for r in rows])
-    cm_codes, models = encode([r.cpu_model for r in rows])
     return ExposureTable.from_arrays(
-        host=host_codes,
+        host=Categorical.encode([r.host for r in rows]),
         start_us=[r.start_us for r in rows],
         end_us=[r.end_us for r in rows],
-        hosts=hosts,
-        service=svc_codes,
-        version=ver_codes,
-        cpu_model=cm_codes,
-        services=services,
-        versions=versions,
-        cpu_models=models,
+        service=Categorical.encode([r.service for r in rows]),
+        version=Categorical.encode([r.version for r in rows]),
+        cpu_model=Categorical.encode([r.cpu_model for r in rows]),
     )
 
 
@@ -158,7 +146,7 @@ def run_census(
     """Analyze every crash in ``store``; see the module docstring for where exposure comes from."""
     table, info = crash_table(store, level)
     if exposure_csv is not None:
-        exposure: ExposureTable | None = ExposureTable.read_csv(exposure_csv)
+        exposure: ExposureTable | None = read_exposure(exposure_csv)
         exp_src = str(Path(exposure_csv))
     else:
         exposure = _exposure_from_rows(store.iter_exposure()) or exposure_from_heartbeats(
@@ -166,7 +154,7 @@ def run_census(
         )
         exp_src = "store" if exposure is not None else "none (rates unavailable)"
     if deploys_csv is not None:
-        deploys: Deploys | None = Deploys.read_csv(deploys_csv)
+        deploys: Deploys | None = read_deploys(deploys_csv)
         dep_src = str(Path(deploys_csv))
     else:
         deploys = _deploys_from_rows(store.iter_deploys())

@@ -12,14 +12,13 @@ from corecensus.epidemiology import (
     Analysis,
     AnalysisParams,
     CrashTable,
-    Deploys,
-    ExposureTable,
     HostKind,
     PopulationInfo,
     Verdict,
     analyze,
 )
 from corecensus.errors import ConfigError
+from corecensus.ingest.tables import read_deploys, read_exposure
 
 CONTRACT = {
     "id",
@@ -42,8 +41,8 @@ def crashes() -> CrashTable:
 
 @pytest.fixture(scope="module")
 def result(crashes: CrashTable) -> Analysis:
-    exposure = ExposureTable.read_csv(io.StringIO(exposure_csv()))
-    deploys = Deploys.read_csv(io.StringIO(deploys_csv()))
+    exposure = read_exposure(io.StringIO(exposure_csv()))
+    deploys = read_deploys(io.StringIO(deploys_csv()))
     info = {"ret-sp8": PopulationInfo("SIGSEGV at ret in Session::run", ("Session::run", "main"))}
     return analyze(crashes, exposure, deploys, info)
 

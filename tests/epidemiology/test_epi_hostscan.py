@@ -6,6 +6,7 @@ import numpy as np
 
 from corecensus.epidemiology import (
     AnalysisParams,
+    Categorical,
     CrashTable,
     ExposureTable,
     HostKind,
@@ -52,19 +53,16 @@ def fleet(seed: int = 0) -> tuple[CrashTable, ExposureTable]:
     hosts = tuple(f"h{i:03d}" for i in range(300))
     crashes = CrashTable.from_arrays(
         time_us=np.array(t),
-        host=np.array(host),
+        host=Categorical(np.array(host), hosts),
         cpu=np.array(cpu),
-        population=np.array(pop),
+        population=Categorical(np.array(pop), (*(f"bg{i}" for i in range(10)), "corrupt")),
         anomaly_mask=np.array(mask),
-        hosts=hosts,
-        populations=(*(f"bg{i}" for i in range(10)), "corrupt"),
         host_cpus=np.full(300, 32),
     )
     exposure = ExposureTable.from_arrays(
-        host=np.arange(300),
+        host=Categorical(np.arange(300), hosts),
         start_us=np.zeros(300, np.int64),
         end_us=np.full(300, 30 * DAY),
-        hosts=hosts,
     )
     return crashes, exposure
 
@@ -87,9 +85,9 @@ def test_the_confounder_is_a_real_trap_for_a_fleet_wide_anomaly_rate() -> None:
     hosts would look like bad CPUs; analyze flags none of them."""
     crashes, exposure = fleet()
     hw = (crashes.anomaly_mask & (SP8 | FLIP)) != 0
-    rate = hw[crashes.population < 10].mean()
-    n = np.bincount(crashes.host, minlength=300)
-    z = np.bincount(crashes.host[hw], minlength=300)
+    rate = hw[crashes.population.codes < 10].mean()
+    n = np.bincount(crashes.host.codes, minlength=300)
+    z = np.bincount(crashes.host.codes[hw], minlength=300)
     naive = poisson_upper(z, n * rate)
     confounder = np.arange(30)
     assert int((naive[confounder] < 1e-4).sum()) >= 10
@@ -120,11 +118,9 @@ def test_streaming_alarm_is_the_first_prefix_that_alarms() -> None:
     def table(k: int) -> CrashTable:
         return CrashTable.from_arrays(
             time_us=t[:k],
-            host=host[:k],
+            host=Categorical(host[:k], hosts),
             cpu=cpu[:k],
-            population=np.zeros(k, int),
-            hosts=hosts,
-            populations=("p",),
+            population=Categorical(np.zeros(k, int), ("p",)),
             host_cpus=np.full(50, 32),
         )
 

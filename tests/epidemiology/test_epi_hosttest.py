@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from corecensus.epidemiology import AnalysisParams, CrashTable, analyze
+from corecensus.epidemiology import AnalysisParams, Categorical, CrashTable, analyze
 from corecensus.epidemiology.concentration import max_cell_law
 from corecensus.epidemiology.hosttest import (
     host_pvalues,
@@ -128,12 +128,10 @@ def null_fleet(seed: int, hosts: int = 3000) -> CrashTable:
     rate = np.array([0.03, 0.05, 0.08, 0.1, 0.15])[pop]
     return CrashTable.from_arrays(
         time_us=rng.integers(0, 30 * 86_400_000_000, size),
-        host=host,
+        host=Categorical(host, tuple(f"h{i}" for i in range(hosts))),
         cpu=rng.integers(0, 8, size),
-        population=pop,
+        population=Categorical(pop, tuple(f"p{i}" for i in range(5))),
         anomaly_mask=np.where(rng.random(size) < rate, FLIP, 0),
-        hosts=tuple(f"h{i}" for i in range(hosts)),
-        populations=tuple(f"p{i}" for i in range(5)),
         host_cpus=np.full(hosts, 8),
     )
 

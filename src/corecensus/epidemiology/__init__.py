@@ -1,6 +1,6 @@
 """Epidemiology of crash populations: rates against exposure, CPU concentration,
-disproportionality, onsets and verdicts (pure NumPy/SciPy; no I/O beyond reading the exposure
-and deploy CSV files it is given).
+disproportionality, onsets and verdicts (pure NumPy/SciPy, no I/O: files are read by adapters
+such as :mod:`corecensus.ingest.tables`).
 
 The entry point is :func:`analyze`; docs/statistics.md explains every method.
 """
@@ -8,6 +8,7 @@ The entry point is :func:`analyze`; docs/statistics.md explains every method.
 from __future__ import annotations
 
 from corecensus.epidemiology.analysis import analyze
+from corecensus.epidemiology.categorical import Categorical
 from corecensus.epidemiology.findings import (
     Analysis,
     AttributeSignal,
@@ -28,6 +29,7 @@ __all__ = [
     "Analysis",
     "AnalysisParams",
     "AttributeSignal",
+    "Categorical",
     "CrashTable",
     "Deploys",
     "ExposureTable",

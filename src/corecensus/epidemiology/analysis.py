@@ -154,12 +154,12 @@ class _Context:
                 "rates, Poisson excess tests or dispersion tests were computed; host shares of "
                 "crashes stand in for them."
             )
-        host_names = index.hosts if index is not None else crashes.hosts
+        host_names = index.hosts if index is not None else crashes.host.vocab
         n_hosts = len(host_names)
-        n_pops = len(crashes.populations)
-        pop = crashes.population
+        n_pops = len(crashes.population.vocab)
+        pop = crashes.population.codes
         hardware = (crashes.anomaly_mask & np.uint16(params.hardware_mask)) != 0
-        pairs = Groups.of(pair_key(pop, crashes.host, max(n_hosts, 1)))
+        pairs = Groups.of(pair_key(pop, crashes.host.codes, max(n_hosts, 1)))
         pair_pop = pairs.keys // max(n_hosts, 1)
         pair_host = pairs.keys % max(n_hosts, 1)
 
@@ -168,9 +168,9 @@ class _Context:
             given = np.zeros(n_hosts, dtype=np.int64)
             given[: len(crashes.host_cpus)] = crashes.host_cpus
         cpus = infer_cpu_counts(
-            crashes.host,
+            crashes.host.codes,
             crashes.cpu,
-            crashes.cpu_model,
+            crashes.cpu_model.codes,
             n_hosts,
             host_cpus=given,
             default=params.default_cpus,
@@ -179,7 +179,7 @@ class _Context:
         time_order = np.argsort(t_rel, kind="stable").astype(np.int64)
         scan = scan_hosts(
             time_order=time_order,
-            host=crashes.host,
+            host=crashes.host.codes,
             cpu=crashes.cpu,
             time_us=crashes.time_us,
             hardware=hardware,
@@ -209,12 +209,12 @@ class _Context:
                 n_pops=n_pops,
                 mid_p=params.mid_p,
             )
-            hrates = host_rates(index, crashes.host, mid_p=params.mid_p)
+            hrates = host_rates(index, crashes.host.codes, mid_p=params.mid_p)
             curve = CumulativeExposure(
                 exposure.start_us, exposure.end_us, exposure.hours, index.exposure_service
             )
-            crashed = np.bincount(crashes.host, minlength=len(crashes.hosts)) > 0
-            unexposed = index.host_hours[: len(crashes.hosts)] <= 0
+            crashed = np.bincount(crashes.host.codes, minlength=len(crashes.host.vocab)) > 0
+            unexposed = index.host_hours[: len(crashes.host.vocab)] <= 0
             missing = int(np.count_nonzero(crashed & unexposed))
             if missing:
                 notes.append(
@@ -224,7 +224,7 @@ class _Context:
         timeline = population_timeline(
             time_us=crashes.time_us,
             population=pop,
-            service=crashes.service,
+            service=crashes.service.codes,
             n_pops=n_pops,
             time_order=time_order,
             curve=curve,
@@ -288,7 +288,11 @@ class _Context:
         )
         cand_cpu_p = max_cell_pvalue(modal.n, modal.top, cpus[pair_host[cand_pairs]])
         cand_hw = np.bincount(crash_cand[sel & hardware], minlength=cand_pairs.size)
-        on_flag = sel & scan.flagged[crashes.host] & (crashes.cpu == scan.top_cpu[crashes.host])
+        on_flag = (
+            sel
+            & scan.flagged[crashes.host.codes]
+            & (crashes.cpu == scan.top_cpu[crashes.host.codes])
+        )
         cand_on_flag = np.bincount(crash_cand[on_flag], minlength=cand_pairs.size)
         cand_counts = np.bincount(pair_pop[cand_pairs], minlength=n_pops)
         cand_start = np.concatenate([[0], np.cumsum(cand_counts)]).astype(np.int64)
@@ -313,7 +317,7 @@ class _Context:
             deploys=deploys,
             index=index,
             host_names=host_names,
-            pop_names=crashes.populations,
+            pop_names=crashes.population.vocab,
             n_hosts=n_hosts,
             n_pops=n_pops,
             hardware=hardware,
@@ -540,7 +544,7 @@ class _Context:
         if self.index is not None and svc >= 0:
             vers = self.history.crashes_by_version(p)
             all_versions = self.history.of_service(svc)
-            names = [self.crashes.versions[v] for v in all_versions]
+            names = [self.crashes.version.vocab[v] for v in all_versions]
             counts = [vers.get(v, 0) for v in all_versions]
             hours = [self.history.hours(svc, v) for v in all_versions]
             s = version_split(

@@ -19,7 +19,7 @@ from corecensus.epidemiology.findings import AttributeSignal
 from corecensus.epidemiology.multiplicity import benjamini_hochberg
 from corecensus.epidemiology.params import AnalysisParams
 from corecensus.epidemiology.segments import Groups
-from corecensus.epidemiology.table import CrashTable
+from corecensus.epidemiology.table import Categorical, CrashTable
 
 __all__ = ["ATTRIBUTES", "attribute_signals", "signal_sentence"]
 
@@ -36,15 +36,15 @@ def attribute_signals(
     cells: list[AttributeCells] = []
     vocabs = []
     for name in ATTRIBUTES:
-        values = getattr(crashes, name)
-        vocab: tuple[str, ...] = getattr(crashes, name + "s")
+        column: Categorical = getattr(crashes, name)
+        values, vocab = column.codes, column.vocab
         if not vocab:
             continue
         cells.append(
             attribute_cells(
                 name,
                 value=values,
-                population=crashes.population,
+                population=crashes.population.codes,
                 n_pops=n_pops,
                 n_values=len(vocab),
                 pair_pop=pair_pop,

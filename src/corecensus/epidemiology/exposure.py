@@ -52,14 +52,6 @@ def _count_keys(key: I64, size: int) -> tuple[I64, I64]:
     return g.keys, g.counts
 
 
-def _remap(src_vocab: tuple[str, ...], dst_vocab: tuple[str, ...]) -> I64:
-    """Code translation table (``-1`` where a value is missing from ``dst_vocab``); index -1
-    of the result maps unknown to unknown."""
-    index = {v: i for i, v in enumerate(dst_vocab)}
-    table = np.array([index.get(v, -1) for v in src_vocab] + [-1], dtype=np.int64)
-    return table
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class ExposureIndex:
     """Exposure per (host, stratum) in unified host codes, and each crash's stratum.
@@ -193,16 +185,18 @@ class ExposureIndex:
 
 def build_exposure_index(crashes: CrashTable, exposure: ExposureTable) -> ExposureIndex:
     """Align ``exposure`` with ``crashes`` (vocabularies matched by name)."""
-    crash_hosts = crashes.hosts
+    crash_hosts = crashes.host.vocab
     known = set(crash_hosts)
-    extra = tuple(sorted({h for h in exposure.hosts if h not in known}))
+    extra = tuple(sorted({h for h in exposure.host.vocab if h not in known}))
     hosts = crash_hosts + extra
     host_index = {h: i for i, h in enumerate(hosts)}
-    e_host = np.array([host_index[h] for h in exposure.hosts], dtype=np.int64)[exposure.host]
-    svc = _remap(exposure.services, crashes.services)[exposure.service]
-    ver = _remap(exposure.versions, crashes.versions)[exposure.version]
-    n_s = len(crashes.services)
-    n_v = max(len(crashes.versions), 1)
+    e_host = np.array([host_index[h] for h in exposure.host.vocab], dtype=np.int64)[
+        exposure.host.codes
+    ]
+    svc = exposure.service.remap(crashes.service.vocab)
+    ver = exposure.version.remap(crashes.version.vocab)
+    n_s = len(crashes.service.vocab)
+    n_v = max(len(crashes.version.vocab), 1)
     n_strata = 1 + n_s + n_s * n_v
     hrs = exposure.hours
 
@@ -225,8 +219,8 @@ def build_exposure_index(crashes: CrashTable, exposure: ExposureTable) -> Exposu
     stratum_hosts = np.bincount(cell_stratum, minlength=n_strata).astype(np.int64)
 
     # each crash's stratum: (service, version) if exposed, else service if exposed, else fleet
-    cs = crashes.service.astype(np.int64)
-    cv = crashes.version.astype(np.int64)
+    cs = crashes.service.codes.astype(np.int64)
+    cv = crashes.version.codes.astype(np.int64)
     sv = np.where((cs >= 0) & (cv >= 0), 1 + n_s + cs * n_v + cv, 0)
     s_only = np.where(cs >= 0, 1 + cs, 0)
     stratum = np.where(stratum_hours[sv] > 0, sv, np.where(stratum_hours[s_only] > 0, s_only, 0))

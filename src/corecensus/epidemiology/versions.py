@@ -53,23 +53,23 @@ class VersionHistory:
         index: ExposureIndex | None,
         deploys: Deploys | None,
     ) -> VersionHistory:
-        width = len(crashes.versions) + 1
+        width = len(crashes.version.vocab) + 1
         keys, counts, first = _version_table(crashes, width)
         d_time = np.zeros(0, dtype=np.int64)
         d_svc = np.zeros(0, dtype=np.int64)
         d_ver = np.zeros(0, dtype=np.int64)
         if deploys is not None and len(deploys):
-            s_idx = {n: i for i, n in enumerate(crashes.services)}
-            v_idx = {n: i for i, n in enumerate(crashes.versions)}
+            s_idx = {n: i for i, n in enumerate(crashes.service.vocab)}
+            v_idx = {n: i for i, n in enumerate(crashes.version.vocab)}
             # -2: a deploy of a service/version no crash has; -1 (last entry): unknown
-            s_tab = np.array([s_idx.get(x, -2) for x in deploys.services] + [-1], np.int64)
-            v_tab = np.array([v_idx.get(x, -2) for x in deploys.versions] + [-1], np.int64)
+            s_tab = np.array([s_idx.get(x, -2) for x in deploys.service.vocab] + [-1], np.int64)
+            v_tab = np.array([v_idx.get(x, -2) for x in deploys.version.vocab] + [-1], np.int64)
             d_time = deploys.time_us
-            d_svc = s_tab[deploys.service]
-            d_ver = v_tab[deploys.version]
+            d_svc = s_tab[deploys.service.codes]
+            d_ver = v_tab[deploys.version.codes]
         return cls(
-            versions=crashes.versions,
-            n_services=len(crashes.services),
+            versions=crashes.version.vocab,
+            n_services=len(crashes.service.vocab),
             intro_us=_version_intro(crashes, exposure, index, deploys),
             stratum_hours=None if index is None else index.stratum_hours,
             keys=keys,
@@ -242,8 +242,8 @@ def population_onset(
 def _version_table(crashes: CrashTable, width: int) -> tuple[I64, I64, I64]:
     """Distinct ``population * width + version + 1`` keys (sorted), their crash counts and
     first crash times (µs)."""
-    key = pair_key(crashes.population, crashes.version.astype(np.int64) + 1, width)
-    size = len(crashes.populations) * width
+    key = pair_key(crashes.population.codes, crashes.version.codes.astype(np.int64) + 1, width)
+    size = len(crashes.population.vocab) * width
     if size <= 20_000_000:
         counts = np.bincount(key, minlength=size)
         first = np.full(size, np.iinfo(np.int64).max, dtype=np.int64)
@@ -264,7 +264,7 @@ def _version_intro(
     """When each (service, version) of the crash vocabulary first ran, in µs: its earliest
     exposure start, else its earliest deploy, else its earliest crash."""
     intro: dict[tuple[int, int], int] = {}
-    width = max(len(crashes.versions), 1)
+    width = max(len(crashes.version.vocab), 1)
     if exposure is not None and index is not None:
         s, v = index.exposure_service, index.exposure_version
         ok = (s >= 0) & (v >= 0)
@@ -274,27 +274,27 @@ def _version_intro(
             for k, t in zip(g.keys.tolist(), first.tolist(), strict=True):
                 intro[(k // width, k % width)] = int(t)
     if deploys is not None and len(deploys):
-        s_index = {n: i for i, n in enumerate(crashes.services)}
-        v_index = {n: i for i, n in enumerate(crashes.versions)}
+        s_index = {n: i for i, n in enumerate(crashes.service.vocab)}
+        v_index = {n: i for i, n in enumerate(crashes.version.vocab)}
         from_deploys: dict[tuple[int, int], int] = {}
         rows = zip(
             deploys.time_us.tolist(),
-            deploys.service.tolist(),
-            deploys.version.tolist(),
+            deploys.service.codes.tolist(),
+            deploys.version.codes.tolist(),
             strict=True,
         )
         for t, s_code, v_code in rows:
             sv = (
-                s_index.get(deploys.services[s_code], -1) if s_code >= 0 else -1,
-                v_index.get(deploys.versions[v_code], -1),
+                s_index.get(deploys.service.vocab[s_code], -1) if s_code >= 0 else -1,
+                v_index.get(deploys.version.vocab[v_code], -1),
             )
             if sv[0] >= 0 and sv[1] >= 0:
                 from_deploys[sv] = min(int(t), from_deploys.get(sv, int(t)))
         for sv, t in from_deploys.items():
             intro.setdefault(sv, t)
-    ok = (crashes.service >= 0) & (crashes.version >= 0)
+    ok = (crashes.service.codes >= 0) & (crashes.version.codes >= 0)
     if ok.any():
-        g = Groups.of(pair_key(crashes.service[ok], crashes.version[ok], width))
+        g = Groups.of(pair_key(crashes.service.codes[ok], crashes.version.codes[ok], width))
         first = np.minimum.reduceat(crashes.time_us[ok][g.order], g.starts)
         for k, t in zip(g.keys.tolist(), first.tolist(), strict=True):
             intro.setdefault((k // width, k % width), int(t))
