@@ -1,0 +1,457 @@
+"""The upload wire format: round trips of real records, strict per-record rejection, envelopes,
+compressed bodies and their bombs."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.screening.screening_helpers import screen
+from tests.store.store_records import make_record
+
+from corecensus.coredump import inspect_core
+from corecensus.ingest.wire import (
+    PATHS,
+    SCHEMA_VERSION,
+    BatchAck,
+    ContentEncoding,
+    HeartbeatRecord,
+    RecordKind,
+    RecordProblem,
+    RejectReason,
+    WireError,
+    WireErrorReason,
+    WireLimits,
+    compress,
+    decode_batch,
+    decode_body,
+    decompress,
+    encode_batch,
+)
+from corecensus.model import CrashRecord
+from corecensus.screening.result import ScreenResult
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "x86_64"
+
+
+@pytest.fixture(scope="module")
+def real_crash() -> CrashRecord:
+    """A record parsed from a real kernel core (the shipped null_deref sample)."""
+    rec = inspect_core(SAMPLES / "null_deref" / "core.zst", binaries=[SAMPLES / "null_deref"])
+    meta = {**rec.metadata, "COREDUMP_HOSTNAME": "web-1", "COREDUMP_TIMESTAMP": "1700000000000000"}
+    return dataclasses.replace(rec, metadata=meta)
+
+
+@pytest.fixture(scope="module")
+def real_screen() -> ScreenResult:
+    """A real one-round screen of CPU 0 with one check (worker processes and all)."""
+    result = screen(("crc32",), cpus=(0,))
+    return dataclasses.replace(result, host="web-1")
+
+
+def roundtrip(kind: RecordKind, records: list[Any], encoding: ContentEncoding) -> Any:
+    wire = compress(encode_batch(kind, records), encoding)
+    body = decompress(wire, str(encoding), 1 << 24)
+    return decode_batch(kind, decode_body(body))
+
+
+@pytest.mark.parametrize("encoding", list(ContentEncoding))
+def test_real_crash_record_round_trips(real_crash: CrashRecord, encoding: ContentEncoding) -> None:
+    assert real_crash.frames and real_crash.modules  # the sample is a full record
+    batch = roundtrip(RecordKind.CRASHES, [real_crash], encoding)
+    assert batch.problems == ()
+    (got,) = batch.records
+    assert got.value == real_crash
+    assert (got.index, got.host, got.record_id) == (0, "web-1", real_crash.core_id)
+
+
+def test_store_shaped_records_round_trip_with_anomalies_and_stack_windows() -> None:
+    records = [
+        make_record(1, anomalies=("sp_off_by_8", "bit_flip_candidate")),
+        make_record(2, null_pc=True, anomalies=("pc_zero",)),
+    ]
+    batch = roundtrip(RecordKind.CRASHES, records, ContentEncoding.ZSTD)
+    assert [r.value for r in batch.records] == records
+    assert [r.host for r in batch.records] == ["host-1", "host-2"]
+
+
+def test_heartbeats_round_trip_and_their_id_is_their_content() -> None:
+    beats = [
+        HeartbeatRecord("web-1", 1_700_000_000_000_000, "api", "2.1"),
+        HeartbeatRecord("web-1", 1_700_000_300_000_000, "api", "2.1"),
+    ]
+    batch = roundtrip(RecordKind.HEARTBEATS, beats, ContentEncoding.GZIP)
+    assert [r.value for r in batch.records] == beats
+    ids = [r.record_id for r in batch.records]
+    assert ids[0] != ids[1]
+    assert ids[0] == HeartbeatRecord("web-1", 1_700_000_000_000_000, "api", "2.1").record_id
+
+
+def test_real_screen_round_trips(real_screen: ScreenResult) -> None:
+    batch = roundtrip(RecordKind.SCREENINGS, [real_screen], ContentEncoding.IDENTITY)
+    assert batch.problems == ()
+    (got,) = batch.records
+    assert got.value.to_json() == real_screen.to_json()
+    assert (got.host, got.record_id) == ("web-1", real_screen.screen_id)
+
+
+def test_paths_name_each_kind() -> None:
+    assert PATHS == {
+        RecordKind.CRASHES: "/v1/crashes",
+        RecordKind.HEARTBEATS: "/v1/heartbeats",
+        RecordKind.SCREENINGS: "/v1/screenings",
+    }
+
+
+# --- one bad record costs only itself ----------------------------------------------------------
+
+
+def _crash_json(i: int = 1) -> dict[str, Any]:
+    return make_record(i, anomalies=("sp_off_by_8",)).to_json()
+
+
+def _set(path: str, value: Any) -> Any:
+    def mutate(obj: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target: Any = obj
+        for p in parents:
+            target = target[int(p)] if isinstance(target, list) else target[p]
+        if isinstance(target, list):
+            target[int(last)] = value
+        else:
+            target[last] = value
+
+    return mutate
+
+
+def _delete(path: str) -> Any:
+    def mutate(obj: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target: Any = obj
+        for p in parents:
+            target = target[p]
+        del target[last]
+
+    return mutate
+
+
+BAD_CRASHES = {
+    "missing core_id": (_delete("core_id"), RejectReason.SCHEMA, "missing core_id"),
+    "core_id with a slash": (_set("core_id", "../x"), RejectReason.SCHEMA, "core_id"),
+    "unknown status": (_set("status", "fine"), RejectReason.SCHEMA, "status"),
+    "unknown field": (_set("password", "x"), RejectReason.SCHEMA, "unknown field 'password'"),
+    "pid as a string": (_set("pid", "12"), RejectReason.SCHEMA, "pid: expected an integer"),
+    "signal as a boolean": (
+        _set("signal", True),
+        RejectReason.SCHEMA,
+        "signal: expected an integer",
+    ),
+    "negative address": (_set("fault_address", -1), RejectReason.SCHEMA, "fault_address"),
+    "address past 2**64": (_set("frames.0.pc", 2**64), RejectReason.SCHEMA, "frames[0].pc"),
+    "frame as a list": (_set("frames.1", [1, 2]), RejectReason.SCHEMA, "frames[1]"),
+    "unknown anomaly": (
+        _set("anomaly_details.0.name", "cosmic_ray"),
+        RejectReason.SCHEMA,
+        "unknown anomaly",
+    ),
+    "anomaly names disagree": (
+        _set("anomalies", ["pc_zero"]),
+        RejectReason.SCHEMA,
+        "anomalies",
+    ),
+    "confidence above 1": (
+        _set("anomaly_details.0.confidence", 1.5),
+        RejectReason.SCHEMA,
+        "confidence",
+    ),
+    "no host": (_delete("metadata.COREDUMP_HOSTNAME"), RejectReason.HOST, "COREDUMP_HOSTNAME"),
+    "host with a space": (
+        _set("metadata.COREDUMP_HOSTNAME", "web 1"),
+        RejectReason.HOST,
+        "COREDUMP_HOSTNAME",
+    ),
+    "malformed known metadata": (
+        _set("metadata.COREDUMP_PID", "twelve"),
+        RejectReason.SCHEMA,
+        "COREDUMP_PID",
+    ),
+    "process environment": (
+        _set("metadata.COREDUMP_ENVIRON", "SECRET=1"),
+        RejectReason.SCHEMA,
+        "privacy",
+    ),
+    "metadata value not a string": (
+        _set("metadata.CORECENSUS_CPU", 3),
+        RejectReason.SCHEMA,
+        "expected a string",
+    ),
+    "string over the limit": (
+        _set("cmdline", "x" * (64 * 1024 + 1)),
+        RejectReason.TOO_LARGE,
+        "cmdline",
+    ),
+    "too many frames": (
+        _set("frames", [{"pc": 1}] * 8193),
+        RejectReason.TOO_LARGE,
+        "frames",
+    ),
+    "not an object": (lambda obj: obj.clear(), RejectReason.SCHEMA, "missing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CRASHES))
+def test_a_bad_crash_record_is_refused_with_its_index_and_the_others_kept(case: str) -> None:
+    mutate, reason, detail = BAD_CRASHES[case]
+    records = [_crash_json(i) for i in range(3)]
+    mutate(records[1])
+    body = {"schema_version": SCHEMA_VERSION, "kind": "crashes", "records": records}
+    batch = decode_batch(RecordKind.CRASHES, body)
+    (problem,) = batch.problems
+    assert problem.index == 1
+    assert problem.reason is reason
+    assert detail in problem.detail
+    assert [r.index for r in batch.records] == [0, 2]
+    assert batch.size == 3
+
+
+def test_record_size_limit_refuses_a_large_record_and_accepts_one_just_under() -> None:
+    rec = _crash_json()
+    rec["errors"] = ["e" * 60_000] * 4  # about 240 kB of strings
+    body = {"schema_version": 1, "kind": "crashes", "records": [rec]}
+    small = decode_batch(RecordKind.CRASHES, body, WireLimits(max_record_bytes=250_000))
+    assert small.problems == () and len(small.records) == 1
+    big = decode_batch(RecordKind.CRASHES, body, WireLimits(max_record_bytes=200_000))
+    (problem,) = big.problems
+    assert problem.reason is RejectReason.TOO_LARGE and "larger than 200000" in problem.detail
+
+
+def test_limits_are_inclusive_a_value_at_each_limit_is_accepted() -> None:
+    rec = _crash_json()
+    rec["cmdline"] = "x" * (64 * 1024)
+    rec["frames"] = [{"pc": 2**64 - 1}] * 8192
+    rec["si_code"] = -6  # SI_TKILL: negative codes are legitimate
+    body = {"schema_version": 1, "kind": "crashes", "records": [rec]}
+    batch = decode_batch(RecordKind.CRASHES, body)
+    assert batch.problems == ()
+    assert batch.records[0].value.cmdline == "x" * (64 * 1024)
+
+
+def test_unknown_metadata_fields_are_kept_as_the_data_contract_says() -> None:
+    rec = _crash_json()
+    rec["metadata"]["COREDUMP_SOMETHING_NEW"] = "kept"
+    body = {"schema_version": 1, "kind": "crashes", "records": [rec]}
+    (got,) = decode_batch(RecordKind.CRASHES, body).records
+    assert got.value.metadata["COREDUMP_SOMETHING_NEW"] == "kept"
+
+
+BAD_HEARTBEATS = {
+    "missing version": ({"host": "a", "time_us": 1, "service": "s"}, RejectReason.SCHEMA),
+    "extra field": (
+        {"host": "a", "time_us": 1, "service": "s", "version": "1", "x": 1},
+        RejectReason.SCHEMA,
+    ),
+    "time as float": (
+        {"host": "a", "time_us": 1.5, "service": "s", "version": "1"},
+        RejectReason.SCHEMA,
+    ),
+    "negative time": (
+        {"host": "a", "time_us": -1, "service": "s", "version": "1"},
+        RejectReason.SCHEMA,
+    ),
+    "empty service": (
+        {"host": "a", "time_us": 1, "service": "", "version": "1"},
+        RejectReason.SCHEMA,
+    ),
+    "bad host": ({"host": "-a", "time_us": 1, "service": "s", "version": "1"}, RejectReason.HOST),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_HEARTBEATS))
+def test_a_bad_heartbeat_is_refused(case: str) -> None:
+    bad, reason = BAD_HEARTBEATS[case]
+    good = HeartbeatRecord("a", 1, "s", "1").to_json()
+    body = {"schema_version": 1, "kind": "heartbeats", "records": [good, bad]}
+    batch = decode_batch(RecordKind.HEARTBEATS, body)
+    assert [p.index for p in batch.problems] == [1]
+    assert batch.problems[0].reason is reason
+    assert [r.index for r in batch.records] == [0]
+
+
+def test_a_bad_screen_is_refused_and_a_good_one_kept(real_screen: ScreenResult) -> None:
+    good = real_screen.to_json()
+    bad_mode = copy.deepcopy(good)
+    bad_mode["mode"] = "sometimes"
+    bad_host = copy.deepcopy(good)
+    bad_host["host"] = ""
+    not_screen = copy.deepcopy(good)
+    not_screen["kind"] = "crash"
+    body = {
+        "schema_version": 1,
+        "kind": "screenings",
+        "records": [good, bad_mode, bad_host, not_screen],
+    }
+    batch = decode_batch(RecordKind.SCREENINGS, body)
+    assert [r.index for r in batch.records] == [0]
+    assert [(p.index, p.reason) for p in batch.problems] == [
+        (1, RejectReason.SCHEMA),
+        (2, RejectReason.HOST),
+        (3, RejectReason.SCHEMA),
+    ]
+
+
+# --- whole bodies that are not batches ---------------------------------------------------------
+
+BAD_ENVELOPES = {
+    "a list": ([], WireErrorReason.BAD_ENVELOPE),
+    "no records": ({"schema_version": 1, "kind": "crashes"}, WireErrorReason.BAD_ENVELOPE),
+    "records not a list": (
+        {"schema_version": 1, "kind": "crashes", "records": {}},
+        WireErrorReason.BAD_ENVELOPE,
+    ),
+    "extra field": (
+        {"schema_version": 1, "kind": "crashes", "records": [], "x": 1},
+        WireErrorReason.BAD_ENVELOPE,
+    ),
+    "future schema": (
+        {"schema_version": 2, "kind": "crashes", "records": []},
+        WireErrorReason.SCHEMA_VERSION,
+    ),
+    "schema as true": (
+        {"schema_version": True, "kind": "crashes", "records": []},
+        WireErrorReason.SCHEMA_VERSION,
+    ),
+    "no schema": ({"kind": "crashes", "records": []}, WireErrorReason.SCHEMA_VERSION),
+    "wrong kind": (
+        {"schema_version": 1, "kind": "heartbeats", "records": []},
+        WireErrorReason.WRONG_KIND,
+    ),
+    "too many records": (
+        {"schema_version": 1, "kind": "crashes", "records": [{}] * 2001},
+        WireErrorReason.TOO_MANY_RECORDS,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ENVELOPES))
+def test_a_body_that_is_not_a_batch_is_a_wire_error(case: str) -> None:
+    body, reason = BAD_ENVELOPES[case]
+    with pytest.raises(WireError) as err:
+        decode_batch(RecordKind.CRASHES, body)
+    assert err.value.reason is reason
+
+
+def test_an_empty_batch_is_a_batch() -> None:
+    batch = decode_batch(
+        RecordKind.CRASHES, {"schema_version": 1, "kind": "crashes", "records": []}
+    )
+    assert batch.records == () and batch.problems == () and batch.size == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"\xff\xfe{}", "UTF-8"),
+        (b'{"schema_version": 1,', "not JSON"),
+        (b'{"x": NaN}', "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+    ],
+)
+def test_bodies_that_are_not_json(raw: bytes, words: str) -> None:
+    with pytest.raises(WireError) as err:
+        decode_body(raw)
+    assert err.value.reason is WireErrorReason.NOT_JSON
+    assert words in str(err.value)
+
+
+def test_unsupported_and_corrupt_encodings() -> None:
+    body = encode_batch(RecordKind.HEARTBEATS, [HeartbeatRecord("a", 1, "s", "1")])
+    with pytest.raises(WireError) as err:
+        decompress(body, "br", 1 << 20)
+    assert err.value.reason is WireErrorReason.UNSUPPORTED_ENCODING
+    for encoding in (ContentEncoding.GZIP, ContentEncoding.ZSTD):
+        packed = compress(body, encoding)
+        for broken in (packed[: len(packed) // 2], b"garbage" + packed, body):
+            with pytest.raises(WireError) as err:
+                decompress(broken, str(encoding), 1 << 20)
+            assert err.value.reason is WireErrorReason.CORRUPT_BODY, (encoding, broken[:10])
+    # A gzip body with bytes after its end is refused rather than half read.
+    with pytest.raises(WireError):
+        decompress(compress(body, ContentEncoding.GZIP) + b"tail", "gzip", 1 << 20)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+def test_a_compression_bomb_stops_at_the_limit(encoding: str) -> None:
+    zeros = b"\0" * (64 << 20)
+    bomb = gzip.compress(zeros) if encoding == "gzip" else zstandard.compress(zeros)
+    assert len(bomb) < 1 << 20
+    with pytest.raises(WireError) as err:
+        decompress(bomb, encoding, 1 << 20)
+    assert err.value.reason is WireErrorReason.BODY_TOO_LARGE
+    # Under a limit it fits, the same body decompresses whole.
+    assert len(decompress(bomb, encoding, 65 << 20)) == 64 << 20
+
+
+def test_identity_over_the_limit_and_case_insensitive_encoding_names() -> None:
+    with pytest.raises(WireError) as err:
+        decompress(b"x" * 11, None, 10)
+    assert err.value.reason is WireErrorReason.BODY_TOO_LARGE
+    assert decompress(b"x" * 10, "", 10) == b"x" * 10
+    assert decompress(compress(b"abc", ContentEncoding.GZIP), " GZip ", 10) == b"abc"
+
+
+def test_ack_round_trips_and_a_malformed_ack_is_a_wire_error() -> None:
+    ack = BatchAck(3, 1, (RecordProblem(2, RejectReason.HOST, "no host"),))
+    assert BatchAck.from_json(json.loads(json.dumps(ack.to_json()))) == ack
+    with pytest.raises(WireError):
+        BatchAck.from_json({"stored": "many"})
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=30,
+    )
+)
+def test_any_json_record_is_decoded_or_refused_never_raises(raw: Any) -> None:
+    for kind in RecordKind:
+        body = {"schema_version": 1, "kind": str(kind), "records": [raw]}
+        batch = decode_batch(kind, body)
+        assert len(batch.records) + len(batch.problems) == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(sorted(make_record(1).to_json())),
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.lists(st.integers()),
+)
+def test_any_field_of_a_crash_record_replaced_is_decoded_or_refused(name: str, value: Any) -> None:
+    rec = _crash_json()
+    rec[name] = value
+    body = {"schema_version": 1, "kind": "crashes", "records": [rec]}
+    batch = decode_batch(RecordKind.CRASHES, body)
+    assert len(batch.records) + len(batch.problems) == 1
+    for good in batch.records:
+        # Whatever was accepted becomes a record that serializes back to the same JSON.
+        assert good.value.to_json()[name] == CrashRecord.from_json(rec).to_json()[name]
+
+
+def test_the_wire_module_needs_neither_duckdb_nor_drgn() -> None:
+    code = (
+        "import sys, corecensus.ingest.wire\n"
+        "heavy = {'duckdb', 'drgn', '_drgn', 'capstone', 'numpy', 'scipy'} & set(sys.modules)\n"
+        "print(sorted(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
