@@ -38,7 +38,7 @@ from corecensus.ingest.wire import (
     decompress,
     encode_batch,
 )
-from corecensus.model import CrashRecord
+from corecensus.model import CrashRecord, Problem, ProblemKind
 from corecensus.screening.result import ScreenResult
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "x86_64"
@@ -206,6 +206,16 @@ BAD_CRASHES = {
         "frames",
     ),
     "not an object": (lambda obj: obj.clear(), RejectReason.SCHEMA, "missing"),
+    "unknown problem kind": (
+        _set("problems", [{"kind": "gremlins", "detail": "x"}]),
+        RejectReason.SCHEMA,
+        "unknown problem kind",
+    ),
+    "errors disagree with problems": (
+        _set("problems", [{"kind": "truncated", "detail": "x"}]),
+        RejectReason.SCHEMA,
+        "errors: not the details",
+    ),
 }
 
 
@@ -226,7 +236,7 @@ def test_a_bad_crash_record_is_refused_with_its_index_and_the_others_kept(case: 
 
 def test_record_size_limit_refuses_a_large_record_and_accepts_one_just_under() -> None:
     rec = _crash_json()
-    rec["errors"] = ["e" * 60_000] * 4  # about 240 kB of strings
+    rec["metadata"].update({f"X_FIELD_{i}": "e" * 60_000 for i in range(4)})  # about 240 kB
     body = {"schema_version": 1, "kind": "crashes", "records": [rec]}
     small = decode_batch(RecordKind.CRASHES, body, WireLimits(max_record_bytes=250_000))
     assert small.problems == () and len(small.records) == 1
@@ -244,6 +254,20 @@ def test_limits_are_inclusive_a_value_at_each_limit_is_accepted() -> None:
     batch = decode_batch(RecordKind.CRASHES, body)
     assert batch.problems == ()
     assert batch.records[0].value.cmdline == "x" * (64 * 1024)
+
+
+def test_problems_round_trip_and_an_older_agents_errors_are_read() -> None:
+    rec = make_record(1)
+    rec = dataclasses.replace(rec, problems=(Problem(ProblemKind.TRUNCATED, "notes cut short"),))
+    body = {"schema_version": 1, "kind": "crashes", "records": [rec.to_json()]}
+    (got,) = decode_batch(RecordKind.CRASHES, body).records
+    assert got.value == rec
+    older = rec.to_json()
+    del older["problems"]
+    older["status"] = "partial"
+    body = {"schema_version": 1, "kind": "crashes", "records": [older]}
+    (got,) = decode_batch(RecordKind.CRASHES, body).records
+    assert got.value.errors == ("notes cut short",)
 
 
 def test_unknown_metadata_fields_are_kept_as_the_data_contract_says() -> None:

@@ -43,7 +43,7 @@ import zstandard
 
 from corecensus.errors import CorecensusError, ScreeningError
 from corecensus.ingest.fields import DROPPED_FIELDS, HOSTNAME, MAX_VALUE_CHARS, check_fields
-from corecensus.model import ANOMALY_NAMES, CrashRecord, ParseStatus
+from corecensus.model import ANOMALY_NAMES, CrashRecord, ParseStatus, ProblemKind
 from corecensus.screening.result import ScreenResult
 
 __all__ = [
@@ -501,7 +501,7 @@ def _type(v: Any) -> str:
 # The fields of CrashRecord.to_json(); anything else in a crash record is refused.
 _CRASH_FIELDS = frozenset(
     {
-        "core_id", "status", "errors", "source", "writer", "arch", "pid", "comm", "exe",
+        "core_id", "status", "errors", "problems", "source", "writer", "arch", "pid", "comm", "exe",
         "cmdline", "signal", "signal_name", "si_code", "si_code_name", "fault_address",
         "effective_address", "instruction", "crashed_tid", "threads", "cpu", "registers",
         "modules", "frames", "anomalies", "anomaly_details", "stack_window", "signal_frames",
@@ -528,6 +528,8 @@ _FRAME_FIELDS = frozenset({"pc", "function", "module", "offset", "build_id", "re
 _WORD_FIELDS = frozenset({"offset", "address", "function", "module", "module_offset", "after_call"})
 _SIGFRAME_FIELDS = frozenset({"offset", "interrupted_pc", "function", "interrupted_sp", "signal"})
 _ANOMALY_FIELDS = frozenset({"name", "detail", "confidence", "data"})
+_PROBLEM_FIELDS = frozenset({"kind", "detail"})
+_PROBLEM_KINDS = frozenset(ProblemKind)
 _ANOMALIES = frozenset(ANOMALY_NAMES)
 
 
@@ -539,8 +541,22 @@ def _check_crash(c: _Checker, raw: Any) -> tuple[str, str, CrashRecord]:
     status = c.string(obj["status"], "status")
     if status not in set(ParseStatus):
         raise _Bad(RejectReason.SCHEMA, f"status: {status[:40]!r} is not ok, partial or unparsed")
-    for i, e in enumerate(c.array(obj.get("errors", []), "errors")):
-        c.string(e, f"errors[{i}]")
+    details: list[str] = []
+    for i, raw_p in enumerate(c.array(obj.get("problems", []), "problems")):
+        w = f"problems[{i}]"
+        prob = c.obj(raw_p, w, _PROBLEM_FIELDS, _PROBLEM_FIELDS)
+        kind = c.string(prob["kind"], f"{w}.kind")
+        if kind not in _PROBLEM_KINDS:
+            raise _Bad(RejectReason.SCHEMA, f"{w}.kind: unknown problem kind {kind[:40]!r}")
+        details.append(c.string(prob["detail"], f"{w}.detail"))
+    if "errors" in obj:
+        errors = [
+            c.string(e, f"errors[{i}]") for i, e in enumerate(c.array(obj["errors"], "errors"))
+        ]
+        # ``errors`` is the sentences of ``problems``; a record with only ``errors`` comes from
+        # an agent older than problem kinds, and the record type reads it that way.
+        if "problems" in obj and errors != details:
+            raise _Bad(RejectReason.SCHEMA, "errors: not the details of problems in order")
     for name in _CRASH_STRINGS:
         c.opt_string(obj.get(name), name)
     for name, (lo, hi) in _CRASH_INTS.items():
@@ -568,9 +584,8 @@ def _check_crash(c: _Checker, raw: Any) -> tuple[str, str, CrashRecord]:
             c.opt_string(f.get(name), f"{w}.{name}")
         c.opt_integer(f.get("offset"), f"{w}.offset", 0, _U64)
         c.boolean(f.get("recovered", False), f"{w}.recovered")
-    details = c.array(obj.get("anomaly_details", []), "anomaly_details")
     names: list[str] = []
-    for i, raw_a in enumerate(details):
+    for i, raw_a in enumerate(c.array(obj.get("anomaly_details", []), "anomaly_details")):
         w = f"anomaly_details[{i}]"
         a = c.obj(raw_a, w, frozenset({"name"}), _ANOMALY_FIELDS)
         name = c.string(a["name"], f"{w}.name")
