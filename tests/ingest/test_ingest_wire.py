@@ -434,10 +434,10 @@ def test_identity_over_the_limit_and_case_insensitive_encoding_names() -> None:
 
 
 def test_ack_round_trips_and_a_malformed_ack_is_a_wire_error() -> None:
-    ack = BatchAck(3, 1, (RecordProblem(2, RejectReason.HOST, "no host"),))
+    ack = BatchAck(3, (RecordProblem(2, RejectReason.HOST, "no host"),))
     assert BatchAck.from_json(json.loads(json.dumps(ack.to_json()))) == ack
     with pytest.raises(WireError):
-        BatchAck.from_json({"stored": "many"})
+        BatchAck.from_json({"accepted": "many"})
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)

@@ -214,21 +214,21 @@ class DecodedBatch(Generic[T]):
 class BatchAck:
     """The collector's answer to a batch (HTTP 200, or 422 when ``rejected`` is not empty).
 
-    Either way the batch is finished: the records not listed in ``rejected`` are durably stored
-    (``stored`` new ones, ``duplicate`` already there), and the rejected ones will never be
-    accepted as they are, so the agent drops them (counting each by reason) instead of retrying.
+    Either way the batch is finished: its ``accepted`` records (all but the rejected ones) are
+    durably stored -- committed now, or already there from an earlier copy of the same record --
+    and the rejected ones will never be accepted as they are, so the agent drops them (counting
+    each by reason) instead of retrying. How many were new is not said per batch: many batches
+    share one commit; the collector's metrics count stored and duplicate records.
     """
 
-    stored: int
-    duplicate: int
+    accepted: int
     rejected: tuple[RecordProblem, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
-            "stored": self.stored,
-            "duplicate": self.duplicate,
+            "accepted": self.accepted,
             "rejected": [p.to_json() for p in self.rejected],
         }
 
@@ -236,8 +236,7 @@ class BatchAck:
     def from_json(cls, obj: Mapping[str, Any]) -> BatchAck:
         try:
             return cls(
-                stored=int(obj["stored"]),
-                duplicate=int(obj["duplicate"]),
+                accepted=int(obj["accepted"]),
                 rejected=tuple(RecordProblem.from_json(p) for p in obj.get("rejected", ())),
                 schema_version=int(obj.get("schema_version", SCHEMA_VERSION)),
             )
