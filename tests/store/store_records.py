@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from corecensus.model import (
     Anomaly,
     CrashRecord,
@@ -10,6 +12,8 @@ from corecensus.model import (
     ParseStatus,
     StackWord,
 )
+from corecensus.pipeline import sign_records
+from corecensus.store import CrashRow
 
 EXE_BUILD_ID = "5f1c2a9e0d4b7c3a8e6f1b2d3c4a5e6f7a8b9c0d"
 LIBC_BUILD_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f9011223344"
@@ -84,3 +88,8 @@ def make_record(
         writer="kernel",
         metadata=meta,
     )
+
+
+def rows(records: Iterable[CrashRecord]) -> list[CrashRow]:
+    """Records signed by the pipeline, as the application layer hands them to a store."""
+    return list(sign_records(records))

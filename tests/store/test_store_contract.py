@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
-from store_records import T0, make_record
+from store_records import T0, make_record, rows
 
 from corecensus.errors import StoreError
 from corecensus.model import ANOMALY_NAMES
+from corecensus.pipeline import signature_columns
 from corecensus.signature import (
     SIGNATURE_VERSION,
     PopulationLevel,
@@ -19,7 +18,10 @@ from corecensus.signature import (
     population_key,
 )
 from corecensus.store import (
-    TABLES,
+    DEPLOYS,
+    EXPOSURE,
+    HEARTBEATS,
+    SCREEN_RESULTS,
     AddResult,
     DeployRow,
     DuckDBStore,
@@ -40,18 +42,18 @@ def test_both_implementations_satisfy_the_protocol(store: Store) -> None:
 
 def test_add_is_idempotent_and_counts_new_and_duplicates(store: Store) -> None:
     records = [make_record(i) for i in range(10)]
-    assert store.add_crashes(records) == AddResult(new=10, duplicate=0)
+    assert store.add_crashes(rows(records)) == AddResult(new=10, duplicate=0)
     # Ingesting the same cores again, plus a repeat inside the batch and two new ones.
     again = [*records[:5], records[0], make_record(10), make_record(11)]
-    assert store.add_crashes(again) == AddResult(new=2, duplicate=6)
+    assert store.add_crashes(rows(again)) == AddResult(new=2, duplicate=6)
     assert store.count_crashes() == 12
 
 
 def test_duplicate_keeps_the_first_copy(store: Store) -> None:
     first = make_record(1, host="first")
     second = dataclasses.replace(first, metadata={**first.metadata, "COREDUMP_HOSTNAME": "late"})
-    store.add_crashes([first])
-    store.add_crashes([second])
+    store.add_crashes(rows([first]))
+    store.add_crashes(rows([second]))
     got = store.get_crash(first.core_id)
     assert got is not None
     assert got.metadata["COREDUMP_HOSTNAME"] == "first"
@@ -59,7 +61,7 @@ def test_duplicate_keeps_the_first_copy(store: Store) -> None:
 
 def test_record_round_trips_and_iteration_is_in_core_id_order(store: Store) -> None:
     records = [make_record(i) for i in (5, 3, 9, 1)]
-    store.add_crashes(records)
+    store.add_crashes(rows(records))
     got = list(store.iter_crashes())
     assert got == sorted(records, key=lambda r: r.core_id)
     assert store.get_crash("nope") is None
@@ -67,48 +69,66 @@ def test_record_round_trips_and_iteration_is_in_core_id_order(store: Store) -> N
 
 def test_iteration_spans_many_batches(store: Store) -> None:
     n = BATCH_ROWS * 2 + 17
-    result = store.add_crashes(make_record(i) for i in range(n))
+    result = store.add_crashes(rows(make_record(i) for i in range(n)))
     assert result == AddResult(new=n, duplicate=0)
     ids = [r.core_id for r in store.iter_crashes()]
     assert len(ids) == n
     assert ids == sorted(ids)
 
 
-def test_signatures_are_computed_and_stored(store: Store) -> None:
+def test_signed_rows_are_stored_as_given(store: Store) -> None:
     record = make_record(2, anomalies=("sp_off_by_8",))
-    store.add_crashes([record])
-    sig = store.get_signatures(record.core_id)
-    assert sig == compute_signatures(record)
-    assert sig is not None
+    [row] = rows([record])
+    store.add_crashes([row])
+    sig = compute_signatures(record)
     assert sig.version == SIGNATURE_VERSION
     assert sig.anomaly_class == "sp_off_by_8"
-    assert sig.symbolic == "Server::handle"
-    assert store.get_signatures("nope") is None
+    assert store.population_signatures("symbolic") == {
+        population_key(sig, PopulationLevel.SYMBOLIC): "Server::handle"
+    }
+    cols = store.crash_columns("address")
+    assert list(cols.population) == [population_key(sig, PopulationLevel.ADDRESS)]
+    assert store.get_crash(record.core_id) == record
+
+
+def test_population_signatures_take_the_first_crash_in_time_order(store: Store) -> None:
+    early = make_record(1, time_us=T0, function="first_fn")
+    late = make_record(2, time_us=T0 + 10, function="second_fn")
+    # Both in one anomaly-level population ("none"); the earlier crash names it.
+    store.add_crashes(rows([late, early]))
+    assert store.population_signatures("anomaly") == {"none": "first_fn"}
 
 
 def test_update_signatures_and_the_stale_filter(store: Store) -> None:
     records = [make_record(i) for i in range(6)]
-    store.add_crashes(records)
+    store.add_crashes(rows(records))
     old = [
-        (r.core_id, dataclasses.replace(compute_signatures(r), version=SIGNATURE_VERSION - 1))
+        (
+            r.core_id,
+            signature_columns(
+                dataclasses.replace(compute_signatures(r), version=SIGNATURE_VERSION - 1)
+            ),
+        )
         for r in records[:4]
     ]
     assert store.update_signatures([*old, ("unknown-core", old[0][1])]) == 4
     stale = [r.core_id for r in store.iter_crashes(signature_version_below=SIGNATURE_VERSION)]
     assert stale == sorted(r.core_id for r in records[:4])
     # reprocess: recompute while iterating the stale ones.
+    new_sig = dataclasses.replace(compute_signatures(records[0]), symbolic="new | sig")
     changed = store.update_signatures(
-        (r.core_id, dataclasses.replace(compute_signatures(r), symbolic="new | sig"))
+        (
+            r.core_id,
+            signature_columns(dataclasses.replace(compute_signatures(r), symbolic="new | sig")),
+        )
         for r in store.iter_crashes(signature_version_below=SIGNATURE_VERSION)
     )
     assert changed == 4
     assert list(store.iter_crashes(signature_version_below=SIGNATURE_VERSION)) == []
-    sig = store.get_signatures(records[0].core_id)
-    assert sig is not None
-    assert sig.symbolic == "new | sig"
-    columns = store.crash_columns(PopulationLevel.SYMBOLIC)
+    columns = store.crash_columns("symbolic")
     updated = columns.population[list(columns.core_id).index(records[0].core_id)]
-    assert updated == population_key(sig, PopulationLevel.SYMBOLIC)
+    assert updated == population_key(new_sig, PopulationLevel.SYMBOLIC)
+    assert store.population_signatures("symbolic")[updated] == "new | sig"
 
 
 def test_crash_columns(store: Store) -> None:
@@ -120,7 +140,7 @@ def test_crash_columns(store: Store) -> None:
         signal=None,
         metadata={"COREDUMP_HOSTNAME": "x", "CORECENSUS_CPU": "bad"},
     )
-    store.add_crashes([untimed, late, early])
+    store.add_crashes(rows([untimed, late, early]))
     cols = store.crash_columns()
     assert len(cols) == 3
     assert list(cols.core_id) == [early.core_id, late.core_id, untimed.core_id]
@@ -137,7 +157,7 @@ def test_crash_columns(store: Store) -> None:
     expected = (1 << ANOMALY_NAMES.index("sp_off_by_8")) | (1 << ANOMALY_NAMES.index("pc_zero"))
     assert int(cols.anomaly_mask[1]) == expected
     assert int(cols.anomaly_mask[0]) == 0
-    anomaly_level = store.crash_columns(PopulationLevel.ANOMALY)
+    anomaly_level = store.crash_columns("anomaly")
     assert list(anomaly_level.population) == ["none", "pc_zero+sp_off_by_8", "none"]
     assert cols.population[0] == "svc SIGSEGV [none] Server::handle"
 
@@ -154,69 +174,34 @@ def test_other_tables_are_idempotent_and_ordered(store: Store) -> None:
         ExposureRow("b", T0, T0 + 3_600_000_000, "svc", "1.0", "Xeon"),
         ExposureRow("a", T0, T0 + 7_200_000_000, "svc", "1.0", None),
     ]
-    assert store.add_exposure(exposure) == AddResult(2, 0)
-    assert store.add_exposure(exposure[:1]) == AddResult(0, 1)
-    assert list(store.iter_exposure()) == [exposure[1], exposure[0]]
+    assert store.add(EXPOSURE, exposure) == AddResult(2, 0)
+    assert store.add(EXPOSURE, exposure[:1]) == AddResult(0, 1)
+    assert list(store.rows(EXPOSURE)) == [exposure[1], exposure[0]]
 
     deploys = [DeployRow(T0 + 10, "svc", "1.1"), DeployRow(T0, "svc", "1.0")]
-    assert store.add_deploys([*deploys, deploys[0]]) == AddResult(2, 1)
-    assert list(store.iter_deploys()) == [deploys[1], deploys[0]]
+    assert store.add(DEPLOYS, [*deploys, deploys[0]]) == AddResult(2, 1)
+    assert list(store.rows(DEPLOYS)) == [deploys[1], deploys[0]]
 
     beats = [Heartbeat("a", T0, "svc", "1.0"), Heartbeat("a", T0 + 60_000_000, "svc", "1.0")]
-    assert store.add_heartbeats(beats) == AddResult(2, 0)
-    assert store.add_heartbeats(beats) == AddResult(0, 2)
-    assert list(store.iter_heartbeats()) == beats
+    assert store.add(HEARTBEATS, beats) == AddResult(2, 0)
+    assert store.add(HEARTBEATS, beats) == AddResult(0, 2)
+    assert list(store.rows(HEARTBEATS)) == beats
 
     screens = [
-        ScreenResultRow("a", T0, "periodic", "pass", {"cpus": {"0": "pass"}, "budget_s": 30}),
-        ScreenResultRow("a", T0, "periodic", "fail", {"cpus": {"3": "fail"}, "check": "fma"}),
+        ScreenResultRow.of("a", T0, "periodic", "pass", {"cpus": {"0": "pass"}, "budget_s": 30}),
+        ScreenResultRow.of("a", T0, "periodic", "fail", {"cpus": {"3": "fail"}, "check": "fma"}),
     ]
-    assert store.add_screen_results(screens) == AddResult(2, 0)
-    assert store.add_screen_results(screens[:1]) == AddResult(0, 1)
-    assert sorted(store.iter_screen_results(), key=lambda r: r.decision) == sorted(
-        screens, key=lambda r: r.decision
-    )
+    assert store.add(SCREEN_RESULTS, screens) == AddResult(2, 0)
+    assert store.add(SCREEN_RESULTS, screens[:1]) == AddResult(0, 1)
+    stored = sorted(store.rows(SCREEN_RESULTS), key=lambda r: r.decision)
+    assert stored == sorted(screens, key=lambda r: r.decision)
+    assert stored[0].result == {"cpus": {"3": "fail"}, "check": "fma"}
 
 
 def test_exposure_that_ends_before_it_starts_is_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="ends before it starts"):
-        store.add_exposure([ExposureRow("a", T0 + 1, T0, "svc", "1.0")])
-    assert list(store.iter_exposure()) == []
-
-
-def test_export_parquet_reads_back_with_duckdb(store: Store, tmp_path: Path) -> None:
-    store.add_crashes(
-        [make_record(i, anomalies=("sp_off_by_8",) if i % 2 else ()) for i in range(5)]
-    )
-    store.add_exposure([ExposureRow("host-1", T0, T0 + 3_600_000_000, "svc", "1.0", "Xeon")])
-    store.add_deploys([DeployRow(T0, "svc", "1.0")])
-    store.add_heartbeats([Heartbeat("host-1", T0, "svc", "1.0")])
-    store.add_screen_results([ScreenResultRow("host-1", T0, "boot", "pass", {"ok": True})])
-    out = tmp_path / "export"
-    written = store.export_parquet(out)
-    assert sorted(written) == sorted(TABLES)
-    assert all(p.parent == out and p.suffix == ".parquet" for p in written.values())
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{t}.parquet" for t in TABLES)
-    con = duckdb.connect()
-    rows = con.execute(
-        "SELECT core_id, host, time, anomalies, sig_anomaly_class, record_json "
-        "FROM read_parquet(?) ORDER BY core_id",
-        [str(written["crashes"])],
-    ).fetchall()
-    assert [r[0] for r in rows] == sorted(make_record(i).core_id for i in range(5))
-    assert rows[1][2].year == 2023
-    assert rows[1][3] == ["sp_off_by_8"]
-    assert rows[1][4] == "sp_off_by_8"
-    assert '"core_id"' in rows[1][5]
-    exposure = con.execute(
-        "SELECT host, end_us - start_us, start_time FROM read_parquet(?)",
-        [str(written["exposure"])],
-    ).fetchall()
-    assert exposure[0][:2] == ("host-1", 3_600_000_000)
-    screens = con.execute(
-        "SELECT decision, result_json FROM read_parquet(?)", [str(written["screen_results"])]
-    ).fetchall()
-    assert screens == [("pass", '{"ok":true}')]
+        store.add(EXPOSURE, [ExposureRow("a", T0 + 1, T0, "svc", "1.0")])
+    assert list(store.rows(EXPOSURE)) == []
 
 
 def test_closed_store_raises_store_error(store: Store) -> None:
@@ -224,7 +209,7 @@ def test_closed_store_raises_store_error(store: Store) -> None:
     with pytest.raises(StoreError, match="closed"):
         store.count_crashes()
     with pytest.raises(StoreError, match="closed"):
-        store.add_crashes([make_record(1)])
+        store.add_crashes(rows([make_record(1)]))
 
 
 def test_record_that_json_cannot_hold_is_a_store_error(store: Store) -> None:
@@ -233,6 +218,7 @@ def test_record_that_json_cannot_hold_is_a_store_error(store: Store) -> None:
     bad = dataclasses.replace(
         make_record(1), anomalies=(Anomaly("pc_zero", "x", data={"raw": b"\x00"}),)
     )
+    # Signing (the pipeline) turns the record into a row; a record JSON cannot hold stops there.
     with pytest.raises(StoreError, match=f"crash {bad.core_id} cannot be stored as JSON"):
-        store.add_crashes([bad])
+        store.add_crashes(rows([bad]))
     assert store.count_crashes() == 0

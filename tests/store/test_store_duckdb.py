@@ -13,10 +13,23 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from store_records import make_record
+from store_records import T0, make_record, rows
 
 from corecensus.errors import StoreError
-from corecensus.store import SCHEMA_VERSION, DuckDBStore, open_store
+from corecensus.store import (
+    DEPLOYS,
+    EXPOSURE,
+    HEARTBEATS,
+    SCHEMA_VERSION,
+    SCREEN_RESULTS,
+    TABLES,
+    DeployRow,
+    DuckDBStore,
+    ExposureRow,
+    Heartbeat,
+    ScreenResultRow,
+    open_store,
+)
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -24,14 +37,14 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     with open_store(path) as s:
-        s.add_crashes(make_record(i) for i in range(20))
+        s.add_crashes(rows(make_record(i) for i in range(20)))
     with open_store(path) as s:
         assert s.count_crashes() == 20
-        assert s.add_crashes([make_record(3)]).duplicate == 1
+        assert s.add_crashes(rows([make_record(3)])).duplicate == 1
     with open_store(path, read_only=True) as s:
         assert s.count_crashes() == 20
         with pytest.raises(StoreError, match="read-only"):
-            s.add_crashes([make_record(99)])
+            s.add_crashes(rows([make_record(99)]))
 
 
 def _holder_script(path: Path) -> str:
@@ -40,13 +53,13 @@ def _holder_script(path: Path) -> str:
         import sys
         sys.path.insert(0, {SRC!r})
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from store_records import make_record
+        from store_records import make_record, rows
         from corecensus.store import DuckDBStore
         with DuckDBStore({str(path)!r}) as s:
-            s.add_crashes(make_record(i) for i in range(10))
+            s.add_crashes(rows(make_record(i) for i in range(10)))
             print("ready", flush=True)
             sys.stdin.readline()
-            s.add_crashes(make_record(i) for i in range(10, 15))
+            s.add_crashes(rows(make_record(i) for i in range(10, 15)))
         print("done", flush=True)
         """
     )
@@ -95,7 +108,7 @@ def test_garbage_file_is_a_store_error(tmp_path: Path) -> None:
 def test_truncated_store_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     with DuckDBStore(path) as s:
-        s.add_crashes(make_record(i) for i in range(50))
+        s.add_crashes(rows(make_record(i) for i in range(50)))
     data = path.read_bytes()
     path.write_bytes(data[:5000])
     with pytest.raises(StoreError, match="corrupt"), DuckDBStore(path) as s:
@@ -105,7 +118,7 @@ def test_truncated_store_is_a_store_error(tmp_path: Path) -> None:
 def test_store_with_damaged_blocks_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     with DuckDBStore(path) as s:
-        s.add_crashes(make_record(i) for i in range(300))
+        s.add_crashes(rows(make_record(i) for i in range(300)))
     data = bytearray(path.read_bytes())
     # Overwrite everything after the file headers (DuckDB checksums each block).
     for i in range(3 * 4096, len(data)):
@@ -165,7 +178,7 @@ def test_default_path_is_corecensus_duckdb_in_the_working_directory(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with open_store() as s:
-        s.add_crashes([make_record(1)])
+        s.add_crashes(rows([make_record(1)]))
         assert s.location == "corecensus.duckdb"
     assert (tmp_path / "corecensus.duckdb").is_file()
 
@@ -175,6 +188,7 @@ import json, os, random, subprocess, sys
 sys.path.insert(0, {src!r})
 from corecensus.errors import StoreError
 from corecensus.model import CrashRecord, ParseStatus
+from corecensus.pipeline import sign_records
 from corecensus.store import DuckDBStore
 d = {mount!r}
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", d], check=True)
@@ -191,7 +205,7 @@ for batch in range(1000):
         for i in range(20)
     ]
     try:
-        committed += store.add_crashes(records).new
+        committed += store.add_crashes(sign_records(records)).new
     except StoreError as exc:
         error = str(exc)
         break
@@ -230,3 +244,39 @@ def test_disk_full_is_a_clear_store_error_and_committed_work_is_kept(tmp_path: P
     assert "disk full while adding crashes" in result["error"]
     assert result["committed"] > 0
     assert result["after"] == result["committed"]
+
+
+def test_export_parquet_reads_back_with_duckdb(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "corecensus.duckdb")
+    store.add_crashes(
+        rows([make_record(i, anomalies=("sp_off_by_8",) if i % 2 else ()) for i in range(5)])
+    )
+    store.add(EXPOSURE, [ExposureRow("host-1", T0, T0 + 3_600_000_000, "svc", "1.0", "Xeon")])
+    store.add(DEPLOYS, [DeployRow(T0, "svc", "1.0")])
+    store.add(HEARTBEATS, [Heartbeat("host-1", T0, "svc", "1.0")])
+    store.add(SCREEN_RESULTS, [ScreenResultRow.of("host-1", T0, "boot", "pass", {"ok": True})])
+    out = tmp_path / "export"
+    written = store.export_parquet(out)
+    assert sorted(written) == sorted(t.name for t in TABLES)
+    assert all(p.parent == out and p.suffix == ".parquet" for p in written.values())
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{t.name}.parquet" for t in TABLES)
+    con = duckdb.connect()
+    crashes = con.execute(
+        "SELECT core_id, host, time, anomalies, sig_anomaly_class, record_json "
+        "FROM read_parquet(?) ORDER BY core_id",
+        [str(written["crashes"])],
+    ).fetchall()
+    assert [r[0] for r in crashes] == sorted(make_record(i).core_id for i in range(5))
+    assert crashes[1][2].year == 2023
+    assert crashes[1][3] == ["sp_off_by_8"]
+    assert crashes[1][4] == "sp_off_by_8"
+    assert '"core_id"' in crashes[1][5]
+    exposure = con.execute(
+        "SELECT host, end_us - start_us, start_time FROM read_parquet(?)",
+        [str(written["exposure"])],
+    ).fetchall()
+    assert exposure[0][:2] == ("host-1", 3_600_000_000)
+    screens = con.execute(
+        "SELECT decision, result_json FROM read_parquet(?)", [str(written["screen_results"])]
+    ).fetchall()
+    assert screens == [("pass", '{"ok":true}')]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from corecensus.cli.findings_view import render_analysis
-from corecensus.cli.output import console, error, print_json
+from corecensus.cli.output import error, print_json, show
+from corecensus.cli.render import analysis_view
 from corecensus.cli.store_option import db_option, store_missing
 from corecensus.errors import CorecensusError
 
@@ -39,7 +39,7 @@ def analyze(
     db: Path, exposure: Path | None, deploys: Path | None, level: str, as_json: bool, brief: bool
 ) -> int:
     """Find crash populations and say what causes each: a bad host/CPU, a bug, or a deploy."""
-    from corecensus.census import run_census
+    from corecensus.app.analyze import analyze_store
     from corecensus.signature import PopulationLevel
     from corecensus.store import open_store
 
@@ -48,7 +48,7 @@ def analyze(
     try:
         store = open_store(db, read_only=True)
         try:
-            analysis, inputs = run_census(
+            report = analyze_store(
                 store, exposure_csv=exposure, deploys_csv=deploys, level=PopulationLevel(level)
             )
         finally:
@@ -57,18 +57,9 @@ def analyze(
         error(str(exc))
         return 2
     if as_json:
-        doc = analysis.to_json()
-        doc["inputs"] = {
-            "db": str(db),
-            "exposure": inputs.exposure_source,
-            "deploys": inputs.deploys_source,
-            "level": level,
-        }
-        # SDC screens beside the populations: the latest screen of each suspect host.
-        for pop in doc["populations"]:
-            pop["screens"] = inputs.screens_json(s["host"] for s in pop["suspects"])
-        doc["screens"] = inputs.screens_json()
-        print_json(doc)
+        print_json(report.to_json())
     else:
-        render_analysis(console(), analysis, evidence=not brief, screens=inputs.screens_json())
+        show(
+            analysis_view(report.analysis, evidence=not brief, screens=report.inputs.screens_json())
+        )
     return 0

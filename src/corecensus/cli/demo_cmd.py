@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
-from rich.table import Table
-from rich.text import Text
 
-from corecensus.cli.findings_view import render_analysis
-from corecensus.cli.output import console, error, print_json, quiet_libraries
+from corecensus.cli.output import console, error, print_json, quiet_libraries, show
+from corecensus.cli.render import analysis_view, demo_view, plain
 from corecensus.errors import CorecensusError
 
 
@@ -49,54 +46,30 @@ def demo(workdir: Path, jobs: int, seed: int, as_json: bool) -> int:
     except CorecensusError as exc:
         error(str(exc))
         return 2
-    from corecensus.census import run_census
-    from corecensus.store import open_store
+    from corecensus.demo import analyze_demo
 
     try:
-        store = open_store(run.db, read_only=True)
-        try:
-            analysis, _inputs = run_census(
-                store, exposure_csv=run.exposure, deploys_csv=run.deploys
-            )
-        finally:
-            store.close()
+        report = analyze_demo(run)
     except CorecensusError as exc:
         error(str(exc))
         return 2
     if run.used_samples:
         out.print(
-            Text(
+            plain(
                 f"note: {run.used_samples}; using the sample cores shipped with corecensus",
-                style="yellow",
+                "yellow",
             )
         )
-    classes = Counter(",".join(r.anomaly_names) or "none" for r in run.records)
-    summary = {
-        "workdir": str(run.workdir),
-        "db": str(run.db),
-        "crashes": len(run.fleet.crashes),
-        "hosts": len(run.fleet.hosts),
-        "ingested": run.ingested,
-        "duplicates": run.duplicates,
-        "status": dict(Counter(str(r.status) for r in run.records)),
-        "anomaly_classes": dict(classes),
-    }
     if as_json:
-        print_json({"demo": summary, **analysis.to_json()})
+        print_json({"demo": run.summary_json(), **report.analysis.to_json()})
         return 0
-    con = console()
-    t = Table(
-        title=f"demo fleet: {summary['crashes']} real kernel cores from {summary['hosts']} simulated hosts",
-        title_justify="left",
-    )
-    t.add_column("anomaly class")
-    t.add_column("crashes", justify="right")
-    for cls, n in classes.most_common():
-        t.add_row(cls, str(n))
-    con.print(t)
-    render_analysis(con, analysis)
-    con.print(f"store: {run.db}   exposure: {run.exposure}   deploys: {run.deploys}")
-    con.print(
-        f"again: corecensus analyze --db {run.db} --exposure {run.exposure} --deploys {run.deploys}"
+    show(demo_view(run.summary_json()))
+    show(analysis_view(report.analysis))
+    show(plain(f"store: {run.db}   exposure: {run.exposure}   deploys: {run.deploys}"))
+    show(
+        plain(
+            f"again: corecensus analyze --db {run.db} --exposure {run.exposure} "
+            f"--deploys {run.deploys}"
+        )
     )
     return 0

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from collections import Counter
 from pathlib import Path
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from corecensus.cli.output import console, error, print_json, quiet_libraries
+from corecensus.cli.output import console, error, print_json, quiet_libraries, show
+from corecensus.cli.render import ingest_view
 from corecensus.cli.store_option import db_option
 from corecensus.errors import CorecensusError
-from corecensus.model import CrashRecord, ParseStatus
-
-BATCH = 200
 
 
 @click.command()
@@ -52,101 +47,37 @@ def ingest(
     as_json: bool,
 ) -> int:
     """Parse core dumps (files or directories) with their metadata into the store."""
-    from corecensus.ingest.journal import JournalIndex, load_journal
-    from corecensus.pipeline import find_cores, find_screen_records, ingest_records
+    from corecensus.app.ingest import IngestOptions, ingest_paths
     from corecensus.store import open_store
 
     quiet_libraries()
-    cores = find_cores(p for p in paths if p.suffix != ".json")
-    screens, screen_problems = find_screen_records(paths)
-    index: JournalIndex | None = None
+    options = IngestOptions(
+        jobs=jobs, journals=journal, binaries=binaries, symbolize=not no_symbols
+    )
     try:
-        for j in journal:
-            index = load_journal(j, index)
         store = open_store(db)
     except CorecensusError as exc:
         error(str(exc))
         return 2
-    workers = jobs or max(1, min(len(cores), os.cpu_count() or 1))
-    stats: Counter[str] = Counter()
-    events: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    batch: list[CrashRecord] = []
-
-    def flush() -> None:
-        result = store.add_crashes(batch)
-        stats["ingested"] += result.new
-        stats["duplicates"] += result.duplicate
-        batch.clear()
-
-    show = console(stderr=True)
+    show_bar = console(stderr=True)
     try:
         with Progress(
             TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=show, transient=True, disable=as_json or not show.is_terminal,
+            console=show_bar, transient=True, disable=as_json or not show_bar.is_terminal,
         ) as bar:  # fmt: skip
-            task = bar.add_task("cores", total=len(cores))
-            for rec in ingest_records(
-                cores, jobs=workers, journal=index, binaries=list(binaries), symbolize=not no_symbols,
-                on_done=lambda _p: bar.advance(task), events=events,
-            ):  # fmt: skip
-                stats[str(rec.status)] += 1
-                if rec.status is not ParseStatus.OK and rec.errors:
-                    reasons[_reason(rec.errors[0])] += 1
-                batch.append(rec)
-                if len(batch) >= BATCH:
-                    flush()
-            if batch:
-                flush()
-            if screens:
-                stats["screens"] += store.add_screen_results(screens).new
+            task = bar.add_task("cores", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            summary = ingest_paths(store, paths, options, progress=progress)
     except CorecensusError as exc:
         error(f"{exc} (records before this batch are stored)")
         return 2
     finally:
         store.close()
-    summary = {
-        "db": str(db),
-        "cores": len(cores),
-        "ingested": stats["ingested"],
-        "duplicates": stats["duplicates"],
-        "ok": stats["ok"],
-        "partial": stats["partial"],
-        "unparsed": stats["unparsed"],
-        "reasons": dict(reasons.most_common()),
-        "screens": stats["screens"],
-        "worker_died": events["worker_died"],
-        "retried_alone": events["retried_alone"],
-        "screen_errors": screen_problems[:20],
-        "journal_errors": [str(e) for e in (index.errors if index else [])][:20],
-    }
     if as_json:
-        print_json(summary)
+        print_json(summary.to_json())
     else:
-        _render(summary)
+        show(ingest_view(summary.to_json()))
     return 0
-
-
-def _reason(message: str) -> str:
-    """The reason without the file name, so identical problems are counted together."""
-    head, sep, tail = message.partition(": ")
-    return tail if sep and ("/" in head or head.startswith("<")) else message
-
-
-def _render(s: dict[str, object]) -> None:
-    out = console()
-    t = Table(title=f"ingest into {s['db']}", title_justify="left", show_header=False, box=None)
-    t.add_column(style="bold")
-    t.add_column(justify="right")
-    for key in ("cores", "ingested", "duplicates", "ok", "partial", "unparsed", "screens"):
-        t.add_row(key, str(s[key]))
-    out.print(t)
-    reasons = s["reasons"]
-    assert isinstance(reasons, dict)
-    if reasons:
-        r = Table(title="not fully parsed, by reason", title_justify="left")
-        r.add_column("cores", justify="right")
-        r.add_column("reason")
-        for reason, n in list(reasons.items())[:15]:
-            r.add_row(str(n), reason)
-        out.print(r)

@@ -1,4 +1,8 @@
-"""Shared output helpers for subcommands: JSON to stdout, Rich to a console, errors as one line."""
+"""How commands write: one JSON writer to stdout, renderables to a console, errors as one line.
+
+Every command prints through these three, so escaping (see :mod:`corecensus.cli.render`) and
+the ``error: ...`` format hold everywhere.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,21 @@ import logging
 import sys
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.text import Text
 
-__all__ = ["console", "error", "print_json", "quiet_libraries"]
+from corecensus.cli.render import escape_control
+
+__all__ = ["console", "error", "print_json", "quiet_libraries", "show"]
 
 
 def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def show(renderable: RenderableType) -> None:
+    """Print a renderable from :mod:`corecensus.cli.render` to stdout."""
+    console().print(renderable)
 
 
 def print_json(obj: Any) -> None:
@@ -23,8 +34,9 @@ def print_json(obj: Any) -> None:
 
 
 def error(message: str) -> None:
-    # soft_wrap: an error line stays one line (greppable), whatever the terminal width.
-    console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    """``error: message`` on stderr, one line (greppable, whatever the terminal width)."""
+    line = escape_control(message)
+    console(stderr=True).print(Text.assemble(("error: ", "bold red"), line), soft_wrap=True)
 
 
 def quiet_libraries() -> None:

@@ -1,8 +1,4 @@
-"""``corecensus reprocess``: recompute signatures from the stored facts after a rule change.
-
-Crash records keep the raw facts (frames, stack window, anomalies), so a new signature rule or
-frame list is applied to the whole store without touching a core again.
-"""
+"""``corecensus reprocess``: recompute signatures from the stored facts after a rule change."""
 
 from __future__ import annotations
 
@@ -10,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from corecensus.cli.output import console, error, print_json
+from corecensus.cli.output import error, print_json, show
+from corecensus.cli.render import plain
 from corecensus.cli.store_option import db_option, store_missing
 from corecensus.errors import CorecensusError
 
@@ -32,54 +29,27 @@ from corecensus.errors import CorecensusError
 @click.option("--json", "as_json", is_flag=True)
 def reprocess(db: Path, everything: bool, siglists: Path | None, as_json: bool) -> int:
     """Recompute every crash's signatures with the current rules."""
-    from corecensus.signature import (
-        SIGNATURE_VERSION,
-        SignatureGenerator,
-        Signatures,
-        compute_signatures,
-        default_pipeline,
-    )
+    from corecensus.app.reprocess import reprocess as run_reprocess
     from corecensus.store import open_store
 
     if store_missing(db):
         return 2
     try:
-        sign = (
-            SignatureGenerator(default_pipeline(siglists)).generate
-            if siglists
-            else compute_signatures
-        )
         store = open_store(db)
         try:
-            below = None if everything else SIGNATURE_VERSION
-            examined = changed = 0
-            batch: list[tuple[str, Signatures]] = []
-            # Batches keep memory flat on a large store (iteration is keyset-paginated and safe
-            # to interleave with updates).
-            for r in store.iter_crashes(signature_version_below=below):
-                batch.append((r.core_id, sign(r)))
-                examined += 1
-                if len(batch) >= 1000:
-                    changed += store.update_signatures(batch)
-                    batch.clear()
-            changed += store.update_signatures(batch)
-            total = store.count_crashes()
+            summary = run_reprocess(store, everything=everything, siglists=siglists)
         finally:
             store.close()
     except CorecensusError as exc:
         error(str(exc))
         return 2
-    summary = {
-        "db": str(db),
-        "signature_version": SIGNATURE_VERSION,
-        "examined": examined,
-        "updated": changed,
-        "crashes": total,
-    }
     if as_json:
-        print_json(summary)
+        print_json(summary.to_json())
     else:
-        console().print(
-            f"re-signed {examined} of {total} crashes with signature rules v{SIGNATURE_VERSION} ({changed} rows updated) in {db}"
+        show(
+            plain(
+                f"re-signed {summary.examined} of {summary.crashes} crashes with signature rules "
+                f"v{summary.signature_version} ({summary.updated} rows updated) in {db}"
+            )
         )
     return 0

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
@@ -21,7 +20,6 @@ from rich.text import Text
 from corecensus.errors import CorecensusError
 from corecensus.screening import (
     BUILTIN_CHECKS,
-    GoldenValues,
     Mode,
     Outcome,
     ScreenConfig,
@@ -30,7 +28,6 @@ from corecensus.screening import (
     default_registry,
     parse_cpu_list,
     read_topology,
-    run_screen,
 )
 
 __all__ = ["screen"]
@@ -234,23 +231,23 @@ def screen(
     except CorecensusError as exc:
         return _fail(err, exc, 2)
     try:
-        golden = GoldenValues.load(golden_path) if golden_path else None
         status = (
             err.status(f"screening ({config.mode}, {config.budget_s:g} s per CPU)...")
             if err.is_terminal and not as_json
             else contextlib.nullcontext()
         )
+        from corecensus.app.screen import screen_and_record
+
         with status:
-            run = run_screen(
-                config, topology=topology, proc_root=proc_root, env=os.environ, golden=golden
+            result = screen_and_record(
+                config,
+                topology=topology,
+                proc_root=proc_root,
+                env=os.environ,
+                golden_path=golden_path,
+                out_path=out_path,
+                db=db,
             )
-        result = run.result
-        if golden_path is not None and run.golden_added:
-            run.golden.save(golden_path)
-        if out_path is not None:
-            _write_atomic(out_path, json.dumps(result.to_json(), indent=1) + "\n")
-        if db is not None:
-            _store(db, result.to_json())
     except CorecensusError as exc:
         return _fail(err, exc, 1)
     if as_json:
@@ -260,27 +257,6 @@ def screen(
     return _exit_code(result)
 
 
-def _store(db: Path, record: dict[str, Any]) -> None:
-    from corecensus.pipeline import screen_row
-    from corecensus.store import open_store
-
-    store = open_store(db)
-    try:
-        store.add_screen_results([screen_row(record)])
-    finally:
-        store.close()
-
-
 def _fail(err: Console, exc: CorecensusError, code: int) -> int:
     err.print(f"corecensus screen: {exc}", markup=False, highlight=False, soft_wrap=True)
     return code
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CorecensusError(f"{path}: cannot write the screen record: {exc.strerror}") from exc

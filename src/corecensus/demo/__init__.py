@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from corecensus.demo.run import DemoRun, run_demo
+from corecensus.demo.run import DemoRun, analyze_demo, run_demo
 
-__all__ = ["DemoRun", "run_demo"]
+__all__ = ["DemoRun", "analyze_demo", "run_demo"]

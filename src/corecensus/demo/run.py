@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from corecensus.app.analyze import AnalysisReport, analyze_store
+from corecensus.app.ingest import store_records
 from corecensus.demo.crashes import (
     build_ledger,
     core_pattern_problem,
@@ -22,10 +26,10 @@ from corecensus.demo.crashes import (
 )
 from corecensus.demo.fleet import DemoFleet, plan_fleet
 from corecensus.model import CrashRecord
-from corecensus.pipeline import ingest_records
+from corecensus.pipeline import parse_cores
 from corecensus.store import open_store
 
-__all__ = ["DemoRun", "run_demo"]
+__all__ = ["DemoRun", "analyze_demo", "run_demo"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -42,6 +46,23 @@ class DemoRun:
     records: list[CrashRecord] = field(default_factory=list)
     ingested: int = 0
     duplicates: int = 0
+
+    @property
+    def anomaly_classes(self) -> Counter[str]:
+        return Counter(",".join(r.anomaly_names) or "none" for r in self.records)
+
+    def summary_json(self) -> dict[str, Any]:
+        """What the demo built: where, how many crashes and hosts, how they parsed."""
+        return {
+            "workdir": str(self.workdir),
+            "db": str(self.db),
+            "crashes": len(self.fleet.crashes),
+            "hosts": len(self.fleet.hosts),
+            "ingested": self.ingested,
+            "duplicates": self.duplicates,
+            "status": dict(Counter(str(r.status) for r in self.records)),
+            "anomaly_classes": dict(self.anomaly_classes),
+        }
 
 
 def run_demo(
@@ -96,12 +117,21 @@ def run_demo(
     fleet.write_deploys(run.deploys)
     store = open_store(run.db)
     try:
-        for done, rec in enumerate(ingest_records(cores, jobs=jobs, binaries=[run.binaries]), 1):
+        for done, rec in enumerate(parse_cores(cores, jobs=jobs, binaries=[run.binaries]), 1):
             run.records.append(rec)
             if progress:
                 progress("ingest", done, total)
-        result = store.add_crashes(run.records)
-        run.ingested, run.duplicates = result.new, result.duplicate
+        summary = store_records(store, run.records)
+        run.ingested, run.duplicates = summary.ingested, summary.duplicates
     finally:
         store.close()
     return run
+
+
+def analyze_demo(run: DemoRun) -> AnalysisReport:
+    """The demo fleet's analysis, with its exposure and deploys."""
+    store = open_store(run.db, read_only=True)
+    try:
+        return analyze_store(store, exposure_csv=run.exposure, deploys_csv=run.deploys)
+    finally:
+        store.close()

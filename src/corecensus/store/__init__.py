@@ -1,6 +1,8 @@
 """Storage: the :class:`Store` protocol, its DuckDB adapter and an in-memory fake.
 
-``open_store()`` opens (or creates) the default ``./corecensus.duckdb``.
+``open_store()`` opens (or creates) the default ``./corecensus.duckdb``. Each table is declared
+once in :mod:`corecensus.store.tables` (``CRASHES``, ``EXPOSURE``, ``DEPLOYS``, ``HEARTBEATS``,
+``SCREEN_RESULTS``).
 """
 
 from __future__ import annotations
@@ -9,30 +11,49 @@ import os
 
 from corecensus.store.duckdb_store import DEFAULT_STORE_PATH, DuckDBStore
 from corecensus.store.memory import MemoryStore
-from corecensus.store.protocol import TABLES, Store
+from corecensus.store.protocol import Store
 from corecensus.store.records import (
     AddResult,
     CrashColumns,
+    CrashRow,
     DeployRow,
     ExposureRow,
     Heartbeat,
     ScreenResultRow,
+    SignatureColumns,
 )
 from corecensus.store.schema import SCHEMA_VERSION
+from corecensus.store.tables import (
+    CRASHES,
+    DEPLOYS,
+    EXPOSURE,
+    HEARTBEATS,
+    SCREEN_RESULTS,
+    TABLES,
+    Table,
+)
 
 __all__ = [
+    "CRASHES",
     "DEFAULT_STORE_PATH",
+    "DEPLOYS",
+    "EXPOSURE",
+    "HEARTBEATS",
     "SCHEMA_VERSION",
+    "SCREEN_RESULTS",
     "TABLES",
     "AddResult",
     "CrashColumns",
+    "CrashRow",
     "DeployRow",
     "DuckDBStore",
     "ExposureRow",
     "Heartbeat",
     "MemoryStore",
     "ScreenResultRow",
+    "SignatureColumns",
     "Store",
+    "Table",
     "open_store",
 ]
 

@@ -8,6 +8,7 @@ every other ``duckdb.Error`` into a :class:`StoreError` that says what happened 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import itertools
 import json
@@ -25,80 +26,43 @@ import numpy as np
 
 from corecensus.errors import StoreError
 from corecensus.model import CrashRecord
-from corecensus.signature import PopulationLevel, Signatures, compute_signatures
-from corecensus.store.protocol import TABLES
-from corecensus.store.records import (
-    AddResult,
-    CrashColumns,
-    DeployRow,
-    ExposureRow,
-    Heartbeat,
-    ScreenResultRow,
-)
-from corecensus.store.rows import (
-    CRASH_COLUMNS,
-    POPULATION_COLUMN,
-    SIGNATURE_COLUMNS,
-    Row,
-    crash_row,
-    record_from_row,
-    signature_values,
-    signatures_from_row,
-)
+from corecensus.store.records import AddResult, CrashColumns, CrashRow, SignatureColumns
 from corecensus.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLE_DDL
+from corecensus.store.tables import CRASHES, SIGNATURE_FIELDS, TABLES, Table
 
-__all__ = ["BATCH_ROWS", "DEFAULT_STORE_PATH", "DuckDBStore", "batched", "translate_error"]
+__all__ = [
+    "BATCH_ROWS",
+    "DEFAULT_STORE_PATH",
+    "DuckDBStore",
+    "batched",
+    "population_column",
+    "translate_error",
+]
 
 DEFAULT_STORE_PATH = Path("corecensus.duckdb")
 # Rows per transaction: bounds the memory of one insert and what a failure can lose.
 BATCH_ROWS = 1000
 
-Signer = Callable[[CrashRecord], Signatures]
 T = TypeVar("T")
+R = TypeVar("R")
 
-_COLUMN_TYPES = {name: kind.split()[0] for name, kind in CRASH_COLUMNS}
-
-_EXPORT_QUERIES = {
-    "crashes": "SELECT *, make_timestamp(time_us) AS time FROM crashes ORDER BY core_id",
-    "exposure": (
-        "SELECT *, make_timestamp(start_us) AS start_time, make_timestamp(end_us) AS end_time "
-        "FROM exposure ORDER BY host, start_us"
-    ),
-    "deploys": "SELECT *, make_timestamp(time_us) AS time FROM deploys ORDER BY time_us",
-    "heartbeats": (
-        "SELECT *, make_timestamp(time_us) AS time FROM heartbeats ORDER BY host, time_us"
-    ),
-    "screen_results": (
-        "SELECT *, make_timestamp(time_us) AS time FROM screen_results ORDER BY host, time_us"
-    ),
+# Extra columns a Parquet export adds: readable timestamps beside the microsecond columns.
+_EXPORT_TIMES: dict[str, tuple[str, ...]] = {
+    "crashes": ("time_us AS time",),
+    "exposure": ("start_us AS start_time", "end_us AS end_time"),
+    "deploys": ("time_us AS time",),
+    "heartbeats": ("time_us AS time",),
+    "screen_results": ("time_us AS time",),
 }
+_POPULATION_LEVELS = ("anomaly", "symbolic", "address")
 
-_TABLE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "exposure": (
-        ("host", "VARCHAR"),
-        ("start_us", "BIGINT"),
-        ("end_us", "BIGINT"),
-        ("service", "VARCHAR"),
-        ("version", "VARCHAR"),
-        ("cpu_model", "VARCHAR"),
-    ),
-    "deploys": (("time_us", "BIGINT"), ("service", "VARCHAR"), ("version", "VARCHAR")),
-    "heartbeats": (
-        ("host", "VARCHAR"),
-        ("time_us", "BIGINT"),
-        ("service", "VARCHAR"),
-        ("version", "VARCHAR"),
-    ),
-    "screen_results": (
-        ("result_id", "VARCHAR"),
-        ("host", "VARCHAR"),
-        ("time_us", "BIGINT"),
-        ("mode", "VARCHAR"),
-        ("decision", "VARCHAR"),
-        ("result_json", "VARCHAR"),
-    ),
-    "crashes": tuple((name, kind) for name, kind in _COLUMN_TYPES.items()),
-}
+
+def population_column(level: str) -> str:
+    """The column that holds the population key of ``level``."""
+    if level not in _POPULATION_LEVELS:
+        raise StoreError(f"unknown population level {level!r} (one of {_POPULATION_LEVELS})")
+    return f"pop_{level}"
+
 
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 
@@ -158,9 +122,7 @@ class DuckDBStore:
     """:class:`corecensus.store.Store` on a DuckDB file (default ``./corecensus.duckdb``), or
     in memory with ``path=":memory:"``.
 
-    ``signer`` computes the signatures stored with each new crash (default
-    :func:`corecensus.signature.compute_signatures`); ``clock`` gives the ingest time in
-    seconds since the epoch. Calls are serialized with a lock, so one store may be shared by
+    ``clock`` gives the ingest time in seconds since the epoch. Calls are serialized with a lock, so one store may be shared by
     threads; it is the one writer of its file.
     """
 
@@ -169,13 +131,11 @@ class DuckDBStore:
         path: str | os.PathLike[str] = DEFAULT_STORE_PATH,
         *,
         read_only: bool = False,
-        signer: Signer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         raw = os.fspath(path)
         self._location = raw if raw == ":memory:" else str(Path(raw))
         self._read_only = read_only
-        self._signer: Signer = signer or compute_signatures
         self._clock = clock
         self._lock = threading.RLock()
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -288,32 +248,36 @@ class DuckDBStore:
         )
         con.execute("COMMIT")
 
-    def _insert(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        table: str,
-        rows: Sequence[Row],
-    ) -> int:
+    def _insert(self, con: duckdb.DuckDBPyConnection, table: Table[R], rows: Sequence[R]) -> int:
         """INSERT OR IGNORE ``rows`` in one statement (columns passed as lists and unnested
         side by side); returns how many were new."""
         if not rows:
             return 0
-        columns = _TABLE_COLUMNS[table]
-        names = ", ".join(name for name, _ in columns)
-        selects = ", ".join(f"unnest(${i}::{kind}[])" for i, (_, kind) in enumerate(columns, 1))
-        params = [[row[name] for row in rows] for name, _ in columns]
+        names = ", ".join(table.names)
+        selects = ", ".join(
+            f"unnest(${i}::{c.base_type}[])" for i, c in enumerate(table.columns, 1)
+        )
+        values = [table.values(r) for r in rows]
+        params = [list(column) for column in zip(*values, strict=True)]
         result = con.execute(
-            f"INSERT OR IGNORE INTO {table} ({names}) SELECT {selects}", params
+            f"INSERT OR IGNORE INTO {table.name} ({names}) SELECT {selects}", params
         ).fetchone()
         return int(result[0]) if result else 0
 
-    def _add_rows(self, table: str, rows: Iterable[Row], action: str) -> AddResult:
+    def add(self, table: Table[R], rows: Iterable[R]) -> AddResult:
         total = AddResult()
         for batch in batched(rows, BATCH_ROWS):
-            with self._transaction(action) as con:
+            with self._transaction(f"adding {table.name}") as con:
                 new = self._insert(con, table, batch)
             total += AddResult(new, len(batch) - new)
         return total
+
+    def rows(self, table: Table[R]) -> Iterator[R]:
+        for values in self._select(
+            f"SELECT {', '.join(table.names)} FROM {table.name} ORDER BY {', '.join(table.order)}",
+            action=f"reading {table.name}",
+        ):
+            yield table.row(values)
 
     def _select(self, sql: str, params: Sequence[Any] = (), action: str = "reading") -> list[Any]:
         with self._connection(action) as con:
@@ -321,28 +285,28 @@ class DuckDBStore:
 
     # -- crashes --------------------------------------------------------------------------
 
-    def add_crashes(self, records: Iterable[CrashRecord]) -> AddResult:
+    def add_crashes(self, rows: Iterable[CrashRow]) -> AddResult:
         total = AddResult()
-        for batch in batched(records, BATCH_ROWS):
-            unique: dict[str, CrashRecord] = {}
-            for record in batch:
-                unique.setdefault(record.core_id, record)
+        for batch in batched(rows, BATCH_ROWS):
+            unique: dict[str, CrashRow] = {}
+            for row in batch:
+                unique.setdefault(row.core_id, row)
             existing = {
-                row[0]
-                for row in self._select(
+                found[0]
+                for found in self._select(
                     "SELECT core_id FROM crashes WHERE core_id IN (SELECT unnest(?::VARCHAR[]))",
                     [list(unique)],
                     "adding crashes",
                 )
             }
             now_us = int(self._clock() * 1_000_000)
-            rows = [
-                crash_row(r, self._signer(r), now_us)
+            fresh = [
+                dataclasses.replace(r, ingested_us=now_us)
                 for cid, r in unique.items()
                 if cid not in existing
             ]
             with self._transaction("adding crashes") as con:
-                new = self._insert(con, "crashes", rows)
+                new = self._insert(con, CRASHES, fresh)
             total += AddResult(new, len(batch) - new)
         return total
 
@@ -367,7 +331,7 @@ class DuckDBStore:
 
     def _decode(self, core_id: str, record_json: str) -> CrashRecord:
         try:
-            return record_from_row(record_json)
+            return CrashRecord.from_json(json.loads(record_json))
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreError(
                 f"{self._location}: stored record {core_id} cannot be decoded: {exc}"
@@ -379,30 +343,23 @@ class DuckDBStore:
         )
         return self._decode(core_id, rows[0][0]) if rows else None
 
-    def get_signatures(self, core_id: str) -> Signatures | None:
-        names = ", ".join(SIGNATURE_COLUMNS)
-        rows = self._select(
-            f"SELECT {names} FROM crashes WHERE core_id = ?", [core_id], "reading signatures"
-        )
-        if not rows:
-            return None
-        return signatures_from_row(dict(zip(SIGNATURE_COLUMNS, rows[0], strict=True)))
-
     def count_crashes(self) -> int:
         return int(self._select("SELECT count(*) FROM crashes")[0][0])
 
-    def update_signatures(self, updates: Iterable[tuple[str, Signatures]]) -> int:
+    def update_signatures(self, updates: Iterable[tuple[str, SignatureColumns]]) -> int:
+        types = {c.name: c.base_type for c in CRASHES.columns}
         changed = 0
         for batch in batched(updates, BATCH_ROWS):
             latest = {core_id: sig for core_id, sig in batch}
-            values = [signature_values(sig) for sig in latest.values()]
-            sets = ", ".join(f"{name} = u.{name}" for name in SIGNATURE_COLUMNS)
+            sets = ", ".join(f"{name} = u.{name}" for name in SIGNATURE_FIELDS)
             unnests = ", ".join(
-                f"unnest(${i}::{_COLUMN_TYPES[name]}[]) AS {name}"
-                for i, name in enumerate(SIGNATURE_COLUMNS, 2)
+                f"unnest(${i}::{types[name]}[]) AS {name}"
+                for i, name in enumerate(SIGNATURE_FIELDS, 2)
             )
             params: list[Any] = [list(latest)]
-            params += [[v[name] for v in values] for name in SIGNATURE_COLUMNS]
+            params += [
+                [_sql_value(getattr(v, name)) for v in latest.values()] for name in SIGNATURE_FIELDS
+            ]
             with self._transaction("updating signatures") as con:
                 result = con.execute(
                     f"UPDATE crashes SET {sets} FROM (SELECT unnest($1::VARCHAR[]) AS core_id, "
@@ -412,8 +369,17 @@ class DuckDBStore:
             changed += int(result[0]) if result else 0
         return changed
 
-    def crash_columns(self, level: PopulationLevel = PopulationLevel.SYMBOLIC) -> CrashColumns:
-        pop = POPULATION_COLUMN[level]
+    def population_signatures(self, level: str = "symbolic") -> dict[str, str]:
+        pop = population_column(level)
+        rows = self._select(
+            f"SELECT {pop}, arg_min(sig_symbolic, (time_us IS NULL, coalesce(time_us, 0), "
+            f"core_id)) FROM crashes GROUP BY {pop}",
+            action="reading population signatures",
+        )
+        return {key: sig for key, sig in rows}
+
+    def crash_columns(self, level: str = "symbolic") -> CrashColumns:
+        pop = population_column(level)
         with self._connection("reading crash columns") as con:
             cols = con.execute(
                 "SELECT core_id, host, coalesce(time_us, 0) AS time_us, "
@@ -432,7 +398,7 @@ class DuckDBStore:
             return out
 
         return CrashColumns(
-            level=level,
+            level=str(level),
             core_id=objects("core_id"),
             host=objects("host"),
             time_us=np.asarray(cols["time_us"], dtype=np.int64),
@@ -449,107 +415,28 @@ class DuckDBStore:
             anomaly_mask=np.asarray(cols["anomaly_mask"], dtype=np.uint16),
         )
 
-    # -- other tables ---------------------------------------------------------------------
-
-    def add_exposure(self, rows: Iterable[ExposureRow]) -> AddResult:
-        def check(r: ExposureRow) -> Row:
-            if r.end_us < r.start_us:
-                raise StoreError(f"exposure row for {r.host} ends before it starts: {r}")
-            return {
-                "host": r.host,
-                "start_us": r.start_us,
-                "end_us": r.end_us,
-                "service": r.service,
-                "version": r.version,
-                "cpu_model": r.cpu_model,
-            }
-
-        return self._add_rows("exposure", (check(r) for r in rows), "adding exposure")
-
-    def iter_exposure(self) -> Iterator[ExposureRow]:
-        for row in self._select(
-            "SELECT host, start_us, end_us, service, version, cpu_model FROM exposure "
-            "ORDER BY host, start_us, end_us, service, version"
-        ):
-            yield ExposureRow(*row)
-
-    def add_deploys(self, rows: Iterable[DeployRow]) -> AddResult:
-        return self._add_rows(
-            "deploys",
-            ({"time_us": r.time_us, "service": r.service, "version": r.version} for r in rows),
-            "adding deploys",
-        )
-
-    def iter_deploys(self) -> Iterator[DeployRow]:
-        for row in self._select(
-            "SELECT time_us, service, version FROM deploys ORDER BY time_us, service, version"
-        ):
-            yield DeployRow(*row)
-
-    def add_heartbeats(self, rows: Iterable[Heartbeat]) -> AddResult:
-        return self._add_rows(
-            "heartbeats",
-            (
-                {"host": r.host, "time_us": r.time_us, "service": r.service, "version": r.version}
-                for r in rows
-            ),
-            "adding heartbeats",
-        )
-
-    def iter_heartbeats(self) -> Iterator[Heartbeat]:
-        for row in self._select(
-            "SELECT host, time_us, service, version FROM heartbeats "
-            "ORDER BY host, time_us, service, version"
-        ):
-            yield Heartbeat(*row)
-
-    def add_screen_results(self, rows: Iterable[ScreenResultRow]) -> AddResult:
-        return self._add_rows(
-            "screen_results",
-            (
-                {
-                    "result_id": r.result_id,
-                    "host": r.host,
-                    "time_us": r.time_us,
-                    "mode": r.mode,
-                    "decision": r.decision,
-                    "result_json": r.result_json(),
-                }
-                for r in rows
-            ),
-            "adding screen results",
-        )
-
-    def iter_screen_results(self) -> Iterator[ScreenResultRow]:
-        for host, time_us, mode, decision, blob in self._select(
-            "SELECT host, time_us, mode, decision, result_json FROM screen_results "
-            "ORDER BY host, time_us, result_id"
-        ):
-            yield ScreenResultRow(host, time_us, mode, decision, json.loads(blob))
-
     # -- export, lifecycle ----------------------------------------------------------------
 
     def export_parquet(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write every table to ``directory/<table>.parquet`` (each file written to a temporary
+        name and renamed into place); returns table -> path."""
         out = Path(directory)
         with self._guard("creating the export directory"):
             out.mkdir(parents=True, exist_ok=True)
         written: dict[str, Path] = {}
         for table in TABLES:
-            final = out / f"{table}.parquet"
-            tmp = out / f".{table}.parquet.tmp"
-            with self._connection(f"exporting {table} to Parquet") as con:
-                con.execute(
-                    f"COPY ({_EXPORT_QUERIES[table]}) TO {_quote_literal(str(tmp))} "
-                    "(FORMAT parquet)"
-                )
+            final = out / f"{table.name}.parquet"
+            tmp = out / f".{table.name}.parquet.tmp"
+            times = ", ".join(
+                f"make_timestamp({expr.split()[0]}) AS {expr.split()[-1]}"
+                for expr in _EXPORT_TIMES[table.name]
+            )
+            query = f"SELECT *, {times} FROM {table.name} ORDER BY {', '.join(table.order)}"
+            with self._connection(f"exporting {table.name} to Parquet") as con:
+                con.execute(f"COPY ({query}) TO {_quote_literal(str(tmp))} (FORMAT parquet)")
                 os.replace(tmp, final)
-            written[table] = final
+            written[table.name] = final
         return written
-
-    def load_rows(self, table: str, rows: Sequence[Row]) -> int:
-        """Insert already-flattened rows (used by the in-memory store's Parquet export)."""
-        with self._transaction(f"loading {table}") as con:
-            return self._insert(con, table, rows)
 
     def close(self) -> None:
         with self._lock:
@@ -568,3 +455,7 @@ class DuckDBStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _sql_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

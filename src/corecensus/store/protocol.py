@@ -1,50 +1,41 @@
-"""The :class:`Store` protocol: what the pipeline, collector and analysis need from storage.
+"""The :class:`Store` protocol: what the application layer needs from storage, and no more.
 
 One writer per embedded database (as datasette's ``Database`` funnels writes through one
 connection): a store object owns its connection, serializes calls on it with a lock, and the
 DuckDB adapter holds the file's lock so a second process gets a clear :class:`StoreError`
 instead of a corrupt file. Every error a store raises is a
-:class:`corecensus.errors.StoreError`.
+:class:`corecensus.errors.StoreError`. The store persists the rows it is given; signing crashes
+is the pipeline's work.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Protocol, Self, TypeVar, runtime_checkable
 
 from corecensus.model import CrashRecord
-from corecensus.signature import PopulationLevel, Signatures
-from corecensus.store.records import (
-    AddResult,
-    CrashColumns,
-    DeployRow,
-    ExposureRow,
-    Heartbeat,
-    ScreenResultRow,
-)
+from corecensus.store.records import AddResult, CrashColumns, CrashRow, SignatureColumns
+from corecensus.store.tables import Table
 
-__all__ = ["TABLES", "Store"]
+__all__ = ["Store"]
 
-# The tables export_parquet writes, one file each (<table>.parquet).
-TABLES: tuple[str, ...] = ("crashes", "exposure", "deploys", "heartbeats", "screen_results")
+R = TypeVar("R")
 
 
 @runtime_checkable
 class Store(Protocol):
-    """Storage for crash records and the tables analysis joins them with."""
+    """Storage for crash rows and the tables analysis joins them with."""
 
     @property
     def location(self) -> str:
         """Where the data lives (a file path, or ``:memory:``)."""
         ...
 
-    def add_crashes(self, records: Iterable[CrashRecord]) -> AddResult:
-        """Store records with their signatures, idempotently by ``core_id``: a core ingested
-        twice is stored once (the first copy is kept). Work is committed in batches, so a
-        failure loses at most the batch in flight."""
+    def add_crashes(self, rows: Iterable[CrashRow]) -> AddResult:
+        """Store signed crash rows, idempotently by ``core_id``: a core ingested twice is stored
+        once (the first copy is kept). Work is committed in batches, so a failure loses at most
+        the batch in flight."""
         ...
 
     def iter_crashes(self, *, signature_version_below: int | None = None) -> Iterator[CrashRecord]:
@@ -55,38 +46,30 @@ class Store(Protocol):
 
     def get_crash(self, core_id: str) -> CrashRecord | None: ...
 
-    def get_signatures(self, core_id: str) -> Signatures | None: ...
-
     def count_crashes(self) -> int: ...
 
-    def update_signatures(self, updates: Iterable[tuple[str, Signatures]]) -> int:
+    def update_signatures(self, updates: Iterable[tuple[str, SignatureColumns]]) -> int:
         """Replace stored signatures; returns how many crashes were updated (unknown ids are
         skipped)."""
         ...
 
-    def crash_columns(self, level: PopulationLevel = PopulationLevel.SYMBOLIC) -> CrashColumns:
-        """All crashes as NumPy columns for the analysis layer."""
+    def crash_columns(self, level: str = "symbolic") -> CrashColumns:
+        """All crashes as NumPy columns for the analysis layer; ``population`` is the key of
+        ``level`` (``anomaly``, ``symbolic`` or ``address``)."""
         ...
 
-    def add_exposure(self, rows: Iterable[ExposureRow]) -> AddResult: ...
+    def population_signatures(self, level: str = "symbolic") -> dict[str, str]:
+        """For each population key of ``level``, the symbolic signature of its first crash (in
+        :meth:`crash_columns` order)."""
+        ...
 
-    def iter_exposure(self) -> Iterator[ExposureRow]: ...
+    def add(self, table: Table[R], rows: Iterable[R]) -> AddResult:
+        """Rows of one of the other tables (exposure, deploys, heartbeats, screen results),
+        idempotently by the table's key."""
+        ...
 
-    def add_deploys(self, rows: Iterable[DeployRow]) -> AddResult: ...
-
-    def iter_deploys(self) -> Iterator[DeployRow]: ...
-
-    def add_heartbeats(self, rows: Iterable[Heartbeat]) -> AddResult: ...
-
-    def iter_heartbeats(self) -> Iterator[Heartbeat]: ...
-
-    def add_screen_results(self, rows: Iterable[ScreenResultRow]) -> AddResult: ...
-
-    def iter_screen_results(self) -> Iterator[ScreenResultRow]: ...
-
-    def export_parquet(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write every table in :data:`TABLES` to ``directory/<table>.parquet`` (each file
-        written to a temporary name and renamed into place); returns table -> path."""
+    def rows(self, table: Table[R]) -> Iterator[R]:
+        """Every row of ``table`` in the table's order."""
         ...
 
     def close(self) -> None: ...

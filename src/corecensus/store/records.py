@@ -1,6 +1,9 @@
-"""Row types the store keeps besides crashes, and the shapes it returns.
+"""The rows the store keeps, one frozen dataclass per table, and the shapes it returns.
 
-Times are microseconds since the Unix epoch (as ``COREDUMP_TIMESTAMP``).
+Each row type is declared once here; its table (DDL, inserts, selects, the in-memory fake) is
+derived from it in :mod:`corecensus.store.tables`. Times are microseconds since the Unix epoch
+(as ``COREDUMP_TIMESTAMP``). The store persists what it is given: crash rows arrive signed and
+flattened by :mod:`corecensus.pipeline`.
 """
 
 from __future__ import annotations
@@ -8,27 +11,27 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from corecensus.signature import PopulationLevel
-
 __all__ = [
     "AddResult",
     "CrashColumns",
+    "CrashRow",
     "DeployRow",
     "ExposureRow",
     "Heartbeat",
     "ScreenResultRow",
+    "SignatureColumns",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class AddResult:
-    """What an ``add_*`` call did: rows stored now, and rows already there (or repeated in the
+    """What an ``add`` call did: rows stored now, and rows already there (or repeated in the
     batch) that were skipped. Adding is idempotent."""
 
     new: int = 0
@@ -72,25 +75,81 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class ScreenResultRow:
-    """One SDC screen record: the full result as JSON plus the columns queries filter on."""
+    """One SDC screen record: the full result as JSON plus the columns queries filter on.
+    ``result_id`` is a content hash, so the same record stored twice is stored once."""
 
+    result_id: str
     host: str
     time_us: int
     mode: str
     decision: str
-    result: Mapping[str, Any] = field(default_factory=dict)
+    result_json: str
 
-    def result_json(self) -> str:
-        return json.dumps(self.result, sort_keys=True, separators=(",", ":"))
+    @classmethod
+    def of(
+        cls, host: str, time_us: int, mode: str, decision: str, result: Mapping[str, Any]
+    ) -> ScreenResultRow:
+        blob = json.dumps(result, sort_keys=True, separators=(",", ":"))
+        key = json.dumps([host, time_us, mode, decision, blob], separators=(",", ":"))
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        return cls(digest, host, time_us, mode, decision, blob)
 
     @property
-    def result_id(self) -> str:
-        """Content hash: the same record stored twice is stored once."""
-        key = json.dumps(
-            [self.host, self.time_us, self.mode, self.decision, self.result_json()],
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    def result(self) -> dict[str, Any]:
+        value = json.loads(self.result_json)
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureColumns:
+    """A crash's signatures and population keys as stored (computed by the pipeline)."""
+
+    sig_address: str
+    sig_symbolic: str
+    sig_anomaly_class: str
+    sig_program: str
+    sig_signal: str
+    sig_unwind_failed: bool
+    sig_notes: tuple[str, ...]
+    sig_version: int
+    pop_anomaly: str
+    pop_symbolic: str
+    pop_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class CrashRow:
+    """One ``crashes`` row: the flat facts analysis groups by, the signatures, and the whole
+    record as JSON (everything but ``record_json`` is derived and could be recomputed from it).
+    ``ingested_us`` is set by the store when the row is first stored."""
+
+    core_id: str
+    time_us: int | None
+    host: str | None
+    cpu: int | None
+    cpu_model: str | None
+    microcode: str | None
+    kernel: str | None
+    service: str | None
+    version: str | None
+    exe: str | None
+    signal: int | None
+    status: str
+    anomalies: tuple[str, ...]
+    anomaly_mask: int
+    sig_address: str
+    sig_symbolic: str
+    sig_anomaly_class: str
+    sig_program: str
+    sig_signal: str
+    sig_unwind_failed: bool
+    sig_notes: tuple[str, ...]
+    sig_version: int
+    pop_anomaly: str
+    pop_symbolic: str
+    pop_address: str
+    ingested_us: int
+    record_json: str
 
 
 ObjectArray = npt.NDArray[np.object_]
@@ -103,11 +162,11 @@ class CrashColumns:
 
     String columns are object arrays holding ``str`` or ``None`` (unknown). ``time_us`` is 0 where
     ``time_known`` is false; ``cpu`` and ``signal`` are -1 where unknown. ``anomaly_mask`` has bit
-    ``i`` set for ``corecensus.model.ANOMALY_NAMES[i]``. ``population`` is the population key at
-    ``level``.
+    ``i`` set for ``corecensus.model.ANOMALY_NAMES[i]``. ``population`` is the population key of
+    the chosen level (``anomaly``, ``symbolic`` or ``address``).
     """
 
-    level: PopulationLevel
+    level: str
     core_id: ObjectArray
     host: ObjectArray
     time_us: npt.NDArray[np.int64]

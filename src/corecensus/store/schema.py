@@ -1,4 +1,4 @@
-"""The store's tables and schema version.
+"""The store's schema and its version.
 
 The schema version lives in ``corecensus_meta``. Opening a store checks it: an older store is
 migrated in one transaction (each step in :data:`MIGRATIONS` moves one version up), a newer one
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from corecensus.store.rows import CRASH_COLUMNS
+from corecensus.store.tables import TABLES
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLE_DDL"]
 
@@ -18,24 +18,7 @@ SCHEMA_VERSION = 1
 
 TABLE_DDL: Mapping[str, str] = {
     "corecensus_meta": "key VARCHAR NOT NULL PRIMARY KEY, value VARCHAR NOT NULL",
-    "crashes": ", ".join(f"{name} {kind}" for name, kind in CRASH_COLUMNS),
-    "exposure": (
-        "host VARCHAR NOT NULL, start_us BIGINT NOT NULL, end_us BIGINT NOT NULL, "
-        "service VARCHAR NOT NULL, version VARCHAR NOT NULL, cpu_model VARCHAR, "
-        "PRIMARY KEY (host, start_us, end_us, service, version)"
-    ),
-    "deploys": (
-        "time_us BIGINT NOT NULL, service VARCHAR NOT NULL, version VARCHAR NOT NULL, "
-        "PRIMARY KEY (time_us, service, version)"
-    ),
-    "heartbeats": (
-        "host VARCHAR NOT NULL, time_us BIGINT NOT NULL, service VARCHAR NOT NULL, "
-        "version VARCHAR NOT NULL, PRIMARY KEY (host, time_us, service, version)"
-    ),
-    "screen_results": (
-        "result_id VARCHAR NOT NULL PRIMARY KEY, host VARCHAR NOT NULL, time_us BIGINT NOT NULL, "
-        "mode VARCHAR NOT NULL, decision VARCHAR NOT NULL, result_json VARCHAR NOT NULL"
-    ),
+    **{t.name: t.ddl() for t in TABLES},
 }
 
 # from_version -> step that brings a connection's schema to from_version + 1. Version 1 is the

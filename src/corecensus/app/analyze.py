@@ -1,8 +1,10 @@
-"""The census: crash records in the store → populations → epidemiology → findings.
+"""Use case: the store (+ exposure + deploys) → populations → epidemiology → the analysis.
 
-Used by ``corecensus analyze``, the demo and (later) the collector's report. Exposure comes from
-``exposure.csv`` when given; else from agent heartbeats in the store (each heartbeat stands for
-:data:`HEARTBEAT_PERIOD_S` of one process running); else analysis runs without rates and says so.
+Used by ``corecensus analyze``, the demo, the collector's ``/api/v1/analysis`` and the report.
+Exposure comes from ``exposure.csv`` when given; else from exposure rows or agent heartbeats in
+the store (each heartbeat stands for :data:`HEARTBEAT_PERIOD_S` of one process running); else
+analysis runs without rates and says so. :meth:`AnalysisReport.to_json` is the whole
+``analyze --json`` contract.
 """
 
 from __future__ import annotations
@@ -19,9 +21,26 @@ from corecensus.epidemiology.findings import Analysis, PopulationInfo
 from corecensus.epidemiology.table import Categorical, CrashTable, Deploys, ExposureTable
 from corecensus.ingest.tables import read_deploys, read_exposure
 from corecensus.signature import PopulationLevel
-from corecensus.store import DeployRow, ExposureRow, Heartbeat, ScreenResultRow, Store
+from corecensus.store import (
+    DEPLOYS,
+    EXPOSURE,
+    HEARTBEATS,
+    SCREEN_RESULTS,
+    DeployRow,
+    ExposureRow,
+    Heartbeat,
+    ScreenResultRow,
+    Store,
+)
 
-__all__ = ["HEARTBEAT_PERIOD_S", "CensusInputs", "crash_table", "run_census"]
+__all__ = [
+    "HEARTBEAT_PERIOD_S",
+    "AnalysisInputs",
+    "AnalysisReport",
+    "analyze_store",
+    "crash_table",
+    "exposure_from_heartbeats",
+]
 
 UNKNOWN_HOST = "(unknown host)"
 # The agent's heartbeat interval; a heartbeat is evidence of this much exposure (seconds).
@@ -30,12 +49,23 @@ _MAX_SAMPLE_FRAMES = 8
 
 
 @dataclass(frozen=True, slots=True)
-class CensusInputs:
-    """Where the exposure and deploys came from, and the latest SDC screen of each host."""
+class AnalysisInputs:
+    """Where the crashes, exposure and deploys came from, the population level, and the latest
+    SDC screen of each host."""
 
+    db: str
     exposure_source: str
     deploys_source: str
+    level: str
     screens: tuple[ScreenResultRow, ...] = ()
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "db": self.db,
+            "exposure": self.exposure_source,
+            "deploys": self.deploys_source,
+            "level": self.level,
+        }
 
     def screens_json(self, hosts: Iterable[str] | None = None) -> list[dict[str, object]]:
         """The screens (of ``hosts`` if given) as shown beside crash populations."""
@@ -71,7 +101,7 @@ def crash_table(
     store: Store, level: PopulationLevel = PopulationLevel.SYMBOLIC
 ) -> tuple[CrashTable, dict[str, PopulationInfo]]:
     """The store's crashes as columns, and a description of each population key."""
-    cols = store.crash_columns(level)
+    cols = store.crash_columns(str(level))
     # A crash without a host or population key still counts, under an explicit "unknown" name.
     table = CrashTable.from_arrays(
         time_us=cols.time_us,
@@ -89,16 +119,9 @@ def crash_table(
         version=Categorical.encode(list(cols.version)),
     )
     info: dict[str, PopulationInfo] = {}
-    first_of: dict[str, str] = {}
-    for core_id, key in zip(cols.core_id, cols.population, strict=True):
-        if key is not None and key not in first_of:
-            first_of[key] = str(core_id)
-    for key, core_id in first_of.items():
-        sig = store.get_signatures(core_id)
-        if sig is None:
-            continue
-        frames = tuple(f.strip() for f in sig.symbolic.split("|") if f.strip())[:_MAX_SAMPLE_FRAMES]
-        info[key] = PopulationInfo(signature=sig.symbolic, top_frames=frames)
+    for key, symbolic in store.population_signatures(str(level)).items():
+        frames = tuple(f.strip() for f in symbolic.split("|") if f.strip())[:_MAX_SAMPLE_FRAMES]
+        info[key] = PopulationInfo(signature=symbolic, top_frames=frames)
     return table, info
 
 
@@ -136,28 +159,49 @@ def _deploys_from_rows(rows: Iterable[DeployRow]) -> Deploys | None:
     )
 
 
-def run_census(
+@dataclass(frozen=True, slots=True)
+class AnalysisReport:
+    """An analysis with what it was computed from."""
+
+    analysis: Analysis
+    inputs: AnalysisInputs
+
+    def to_json(self) -> dict[str, object]:
+        """The ``analyze --json`` contract: populations (each with the latest screens of its
+        suspect hosts), hosts, inputs, and every host's latest screen."""
+        doc = self.analysis.to_json()
+        doc["inputs"] = self.inputs.to_json()
+        populations = doc["populations"]
+        assert isinstance(populations, list)
+        for pop in populations:
+            pop["screens"] = self.inputs.screens_json(s["host"] for s in pop["suspects"])
+        doc["screens"] = self.inputs.screens_json()
+        return doc
+
+
+def analyze_store(
     store: Store,
     *,
     exposure_csv: str | os.PathLike[str] | None = None,
     deploys_csv: str | os.PathLike[str] | None = None,
     level: PopulationLevel = PopulationLevel.SYMBOLIC,
-) -> tuple[Analysis, CensusInputs]:
+) -> AnalysisReport:
     """Analyze every crash in ``store``; see the module docstring for where exposure comes from."""
     table, info = crash_table(store, level)
     if exposure_csv is not None:
         exposure: ExposureTable | None = read_exposure(exposure_csv)
         exp_src = str(Path(exposure_csv))
     else:
-        exposure = _exposure_from_rows(store.iter_exposure()) or exposure_from_heartbeats(
-            store.iter_heartbeats()
+        exposure = _exposure_from_rows(store.rows(EXPOSURE)) or exposure_from_heartbeats(
+            store.rows(HEARTBEATS)
         )
         exp_src = "store" if exposure is not None else "none (rates unavailable)"
     if deploys_csv is not None:
         deploys: Deploys | None = read_deploys(deploys_csv)
         dep_src = str(Path(deploys_csv))
     else:
-        deploys = _deploys_from_rows(store.iter_deploys())
+        deploys = _deploys_from_rows(store.rows(DEPLOYS))
         dep_src = "store" if deploys is not None else "none"
-    screens = latest_screens(store.iter_screen_results())
-    return analyze(table, exposure, deploys, info), CensusInputs(exp_src, dep_src, screens)
+    screens = latest_screens(store.rows(SCREEN_RESULTS))
+    inputs = AnalysisInputs(store.location, exp_src, dep_src, str(level), screens)
+    return AnalysisReport(analyze(table, exposure, deploys, info), inputs)

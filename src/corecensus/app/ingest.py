@@ -1,0 +1,187 @@
+"""Use case: crashes (core files, or records already parsed) and screen records into the store.
+
+The one records -> store loop: ``ingest``, the demo, the collector and backfill all come here.
+Records are signed by the pipeline and written in batches, so memory stays flat and a failure
+loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corecensus.ingest.journal import JournalIndex, load_journal
+from corecensus.model import CrashRecord, ParseStatus
+from corecensus.pipeline import (
+    find_cores,
+    find_screen_records,
+    parse_cores,
+    sign_records,
+)
+from corecensus.store import SCREEN_RESULTS, ScreenResultRow, Store
+
+__all__ = [
+    "BATCH",
+    "IngestOptions",
+    "IngestSummary",
+    "ingest_paths",
+    "store_records",
+    "store_screens",
+]
+
+# Records per store call: bounds memory and what one failure can cost.
+BATCH = 200
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOptions:
+    """How cores are parsed: worker processes (``None``: one per CPU, at most one per core),
+    ``journalctl -o json`` exports, ``--binaries`` directories, and whether to symbolize."""
+
+    jobs: int | None = None
+    journals: Sequence[Path] = ()
+    binaries: Sequence[Path] = ()
+    symbolize: bool = True
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest did. ``reasons`` counts why cores were not fully parsed (by the detail of
+    each record's worst problem, file names stripped); ``kinds`` counts them by problem kind."""
+
+    location: str
+    cores: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    status: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    screens: int = 0
+    worker_died: int = 0
+    retried_alone: int = 0
+    screen_errors: list[str] = field(default_factory=list)
+    journal_errors: list[str] = field(default_factory=list)
+
+    def count(self, record: CrashRecord) -> None:
+        self.status[str(record.status)] += 1
+        if record.status is ParseStatus.OK or not record.problems:
+            return
+        worst = max(record.problems, key=lambda p: p.kind.severity)
+        self.kinds[str(worst.kind)] += 1
+        self.reasons[_reason(worst.detail)] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``ingest --json`` summary (a stable contract)."""
+        return {
+            "db": self.location,
+            "cores": self.cores,
+            "ingested": self.ingested,
+            "duplicates": self.duplicates,
+            "ok": self.status["ok"],
+            "partial": self.status["partial"],
+            "unparsed": self.status["unparsed"],
+            "reasons": dict(self.reasons.most_common()),
+            "kinds": dict(self.kinds.most_common()),
+            "screens": self.screens,
+            "worker_died": self.worker_died,
+            "retried_alone": self.retried_alone,
+            "screen_errors": self.screen_errors[:20],
+            "journal_errors": self.journal_errors[:20],
+        }
+
+
+def _reason(message: str) -> str:
+    """The reason without the file name, so identical problems are counted together."""
+    head, sep, tail = message.partition(": ")
+    return tail if sep and ("/" in head or head.startswith("<")) else message
+
+
+def store_records(
+    store: Store,
+    records: Iterable[CrashRecord],
+    summary: IngestSummary | None = None,
+    *,
+    batch: int = BATCH,
+) -> IngestSummary:
+    """Sign ``records`` and store them in batches; the summary counts what happened (a summary
+    passed in is added to). Used for records parsed elsewhere (the agent, backfill workers)."""
+    out = summary if summary is not None else IngestSummary(store.location)
+    pending: list[CrashRecord] = []
+
+    def flush() -> None:
+        result = store.add_crashes(sign_records(pending))
+        out.ingested += result.new
+        out.duplicates += result.duplicate
+        pending.clear()
+
+    for record in records:
+        out.count(record)
+        pending.append(record)
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    return out
+
+
+def store_screens(store: Store, rows: Sequence[ScreenResultRow]) -> int:
+    """Screen records into the store; returns how many were new."""
+    return store.add(SCREEN_RESULTS, rows).new if rows else 0
+
+
+def ingest_paths(
+    store: Store,
+    paths: Iterable[str | os.PathLike[str]],
+    options: IngestOptions = IngestOptions(),
+    *,
+    progress: Progress | None = None,
+) -> IngestSummary:
+    """Core files and directories (with their metadata) and screen records into ``store``.
+
+    ``progress(done, total)`` is called as each core finishes. Raises
+    :class:`~corecensus.errors.CorecensusError` (a journal that cannot be read, a store that
+    fails); records stored before a store failure stay stored."""
+    given = [Path(p) for p in paths]
+    journal: JournalIndex | None = None
+    for j in options.journals:
+        journal = load_journal(j, journal)
+    cores = find_cores(p for p in given if p.suffix != ".json")
+    screens, screen_problems = find_screen_records(given)
+    summary = IngestSummary(
+        store.location,
+        cores=len(cores),
+        screen_errors=list(screen_problems),
+        journal_errors=[str(e) for e in (journal.errors if journal else [])],
+    )
+    jobs = options.jobs or max(1, min(len(cores), os.cpu_count() or 1))
+    events: Counter[str] = Counter()
+    done = 0
+
+    def advanced(_path: Path) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, len(cores))
+
+    records = parse_cores(
+        cores,
+        jobs=jobs,
+        journal=journal,
+        binaries=list(options.binaries),
+        symbolize=options.symbolize,
+        on_done=advanced,
+        events=events,
+    )
+    try:
+        store_records(store, records, summary)
+    finally:
+        summary.worker_died = events["worker_died"]
+        summary.retried_alone = events["retried_alone"]
+    summary.screens = store_screens(store, screens)
+    return summary

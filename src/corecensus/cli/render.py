@@ -1,0 +1,308 @@
+"""The render layer: results -> Rich renderables. Pure functions; the commands print.
+
+Every string that comes from outside (host names, paths, signatures, evidence, detail text) goes
+through :func:`plain`: a :class:`~rich.text.Text` is never read as markup (Rich would eat
+``[rsp-8]`` or ``host [rack-7]``), and control characters are shown escaped so a host name
+cannot move the cursor, retitle the terminal or forge a line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from corecensus.epidemiology import Analysis, PopulationFinding
+from corecensus.model import CrashRecord, ParseStatus
+
+__all__ = [
+    "analysis_view",
+    "demo_view",
+    "escape_control",
+    "ingest_view",
+    "kv_grid",
+    "plain",
+    "record_view",
+]
+
+# C0 and C1 controls and DEL, except tab; newlines are shown too (one datum, one line).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\x1b``, ``\n``)."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def plain(value: object, style: str = "") -> Text:
+    """Outside data as text: never markup, controls escaped."""
+    return Text(escape_control(str(value)), style=style)
+
+
+def kv_grid(rows: Iterable[tuple[str, object]]) -> Table:
+    """A two-column key/value grid whose values are plain text."""
+    t = Table(show_header=False, box=None, padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    for key, value in rows:
+        t.add_row(plain(key), plain(value))
+    return t
+
+
+_VERDICT_STYLE = {"hardware-suspect": "bold red", "software": "bold cyan", "inconclusive": "yellow"}
+
+
+def _time(us: int | None) -> str:
+    if us is None:
+        return "-"
+    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def analysis_view(
+    analysis: Analysis,
+    *,
+    evidence: bool = True,
+    screens: Sequence[Mapping[str, Any]] = (),
+) -> RenderableType:
+    """Populations ranked by impact, verdicts, suspects, onsets; evidence panels; flagged hosts;
+    the latest SDC screens."""
+    parts: list[RenderableType] = []
+    t = Table(
+        title=f"{len(analysis.populations)} crash populations, {analysis.crashes} crashes",
+        title_justify="left",
+    )
+    t.add_column("#", justify="right")
+    t.add_column("verdict")
+    t.add_column("crashes", justify="right")
+    t.add_column("hosts", justify="right")
+    t.add_column("signature")
+    t.add_column("suspects / onset")
+    for i, p in enumerate(analysis.populations, 1):
+        t.add_row(
+            str(i),
+            Text(str(p.verdict), style=_VERDICT_STYLE.get(str(p.verdict), "")),
+            str(p.crashes),
+            str(p.hosts),
+            plain(p.signature[:70]),
+            plain(_who(p)),
+        )
+    parts.append(t)
+    if not analysis.rates_available:
+        parts.append(
+            Text(
+                "rates unavailable: no exposure (give --exposure exposure.csv, or run agents that send heartbeats)",
+                style="yellow",
+            )
+        )
+    if evidence:
+        for i, p in enumerate(analysis.populations, 1):
+            body = Text()
+            if p.anomalies:
+                body.append(
+                    "anomalies: " + escape_control(", ".join(p.anomalies)) + "\n", "magenta"
+                )
+            if p.top_frames:
+                body.append("frames: " + escape_control(" | ".join(p.top_frames[:6])) + "\n")
+            for e in p.evidence:
+                body.append("• " + escape_control(e) + "\n")
+            for r in p.recommendations:
+                body.append("→ " + escape_control(r) + "\n", style="bold")
+            parts.append(
+                Panel(
+                    body,
+                    title=plain(f"#{i} {p.verdict}: {p.signature[:80]}"),
+                    title_align="left",
+                    border_style=_VERDICT_STYLE.get(str(p.verdict), ""),
+                )
+            )
+    if analysis.hosts:
+        h = Table(title="flagged hosts", title_justify="left")
+        h.add_column("host")
+        h.add_column("kind")
+        h.add_column("cpu", justify="right")
+        h.add_column("crashes", justify="right")
+        h.add_column("p-value", justify="right")
+        h.add_column("first alarm")
+        for f in analysis.hosts:
+            h.add_row(
+                plain(f.host),
+                plain(f.kind),
+                "-" if f.cpu is None else str(f.cpu),
+                str(f.crashes),
+                f"{f.p_value:.2g}",
+                _time(f.first_alarm_us),
+            )
+        parts.append(h)
+    if screens:
+        sc = Table(title="latest SDC screens", title_justify="left")
+        sc.add_column("host")
+        sc.add_column("time")
+        sc.add_column("mode")
+        sc.add_column("decision")
+        sc.add_column("quarantined CPUs")
+        for scr in screens:
+            cpus = ",".join(str(c) for c in scr.get("quarantine_cpus", ())) or "-"
+            sc.add_row(
+                plain(scr["host"]),
+                _time(int(scr["time_us"])),
+                plain(scr["mode"]),
+                plain(scr["decision"]),
+                plain(cpus),
+            )
+        parts.append(sc)
+    return Group(*parts)
+
+
+def _who(p: PopulationFinding) -> str:
+    if p.suspects:
+        return ", ".join(
+            f"{s.host}" + (f" cpu {s.cpu}" if s.cpu is not None else "") + f" ({s.crashes})"
+            for s in p.suspects[:3]
+        )
+    if p.onset is not None:
+        return f"onset {_time(p.onset.time_us)} with {p.onset.version}"
+    return ""
+
+
+def ingest_view(summary: Mapping[str, Any]) -> RenderableType:
+    """The ``ingest`` summary: counts, then the reasons cores were not fully parsed."""
+    t = Table(
+        title=plain(f"ingest into {summary['db']}"),
+        title_justify="left",
+        show_header=False,
+        box=None,
+    )
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    for key in ("cores", "ingested", "duplicates", "ok", "partial", "unparsed", "screens"):
+        t.add_row(key, str(summary[key]))
+    parts: list[RenderableType] = [t]
+    reasons: Mapping[str, int] = summary["reasons"]
+    if reasons:
+        r = Table(title="not fully parsed, by reason", title_justify="left")
+        r.add_column("cores", justify="right")
+        r.add_column("reason")
+        for reason, n in list(reasons.items())[:15]:
+            r.add_row(str(n), plain(reason))
+        parts.append(r)
+    return Group(*parts)
+
+
+def _hex(v: int | None) -> str:
+    return "-" if v is None else f"{v:#x}"
+
+
+_STATUS_STYLE = {"ok": "green", "partial": "yellow", "unparsed": "red"}
+
+
+def record_view(r: CrashRecord) -> RenderableType:
+    """One crash record as ``inspect`` shows it: process, signal, registers, anomalies,
+    backtrace, signal frames, the stack window, and every problem."""
+    parts: list[RenderableType] = [
+        Text.assemble(
+            ("core ", "bold"),
+            plain(r.source or "?"),
+            "  ",
+            (str(r.status), _STATUS_STYLE[str(r.status)]),
+        )
+    ]
+    if r.status is ParseStatus.UNPARSED:
+        parts.extend(plain("  " + e, "red") for e in r.errors)
+        return Group(*parts)
+    head: list[tuple[str, object]] = [
+        (
+            "process",
+            f"{r.comm or '?'} (pid {r.pid}, {r.threads} threads, crashed tid {r.crashed_tid})",
+        ),
+        ("exe", r.exe or "?"),
+        ("arch", f"{r.arch}  (written by {r.writer})"),
+        (
+            "signal",
+            f"{r.signal_name} ({r.signal}) {r.si_code_name or ''}  "
+            f"fault address {_hex(r.fault_address)}",
+        ),
+    ]
+    if r.instruction:
+        head.append(("instruction", f"{r.instruction}  (computes {_hex(r.effective_address)})"))
+    pcname = "rip" if "rip" in r.registers else next(iter(r.registers), "")
+    if r.registers:
+        sp = next((k for k in ("rsp", "esp", "sp", "r1", "r15") if k in r.registers), None)
+        head.append(
+            (
+                "registers",
+                f"{pcname}={_hex(r.registers.get(pcname))} {sp}={_hex(r.registers.get(sp or ''))}",
+            )
+        )
+    if r.cpu is not None:
+        head.append(("cpu", r.cpu))
+    parts.append(kv_grid(head))
+    if r.anomalies:
+        t = Table(title="anomalies", title_justify="left", show_edge=False)
+        t.add_column("name", style="bold magenta")
+        t.add_column("confidence", justify="right")
+        t.add_column("detail")
+        for a in r.anomalies:
+            t.add_row(plain(a.name), f"{a.confidence:.2f}", plain(a.detail))
+        parts.append(t)
+    else:
+        parts.append(Text("anomalies: none", style="dim"))
+    t = Table(title="backtrace", title_justify="left", show_edge=False)
+    t.add_column("#", justify="right")
+    t.add_column("pc")
+    t.add_column("function")
+    t.add_column("module+offset")
+    for i, f in enumerate(r.frames):
+        where = f"{Path(f.module).name}+{f.offset:#x}" if f.module and f.offset is not None else "?"
+        t.add_row(
+            str(i),
+            _hex(f.pc),
+            plain((f.function or "??") + (" (recovered)" if f.recovered else "")),
+            plain(where),
+        )
+    parts.append(t)
+    if r.signal_frames:
+        t = Table(title="signal frames in the stack", title_justify="left", show_edge=False)
+        t.add_column("offset from sp", justify="right")
+        t.add_column("signal")
+        t.add_column("interrupted pc")
+        t.add_column("function")
+        for s in r.signal_frames:
+            t.add_row(
+                str(s.offset),
+                str(s.signal or "?"),
+                _hex(s.interrupted_pc),
+                plain(s.function or "??"),
+            )
+        parts.append(t)
+    named = [w for w in r.stack_window if w.after_call]
+    parts.append(
+        Text(
+            f"stack window: {len(r.stack_window)} code addresses "
+            f"({len(named)} return addresses) within ±8 KiB of sp",
+            style="dim",
+        )
+    )
+    parts.extend(plain("note: " + e, "yellow") for e in r.errors)
+    return Group(*parts)
+
+
+def demo_view(summary: Mapping[str, Any]) -> RenderableType:
+    """The demo fleet's crashes by anomaly class."""
+    t = Table(
+        title=f"demo fleet: {summary['crashes']} real kernel cores from {summary['hosts']} "
+        "simulated hosts",
+        title_justify="left",
+    )
+    t.add_column("anomaly class")
+    t.add_column("crashes", justify="right")
+    classes: Mapping[str, int] = summary["anomaly_classes"]
+    for cls, n in sorted(classes.items(), key=lambda kv: -kv[1]):
+        t.add_row(plain(cls), str(n))
+    return t

@@ -1,0 +1,159 @@
+"""Each stored table declared once: name, row type, key and order; its columns and their SQL
+types derived from the row type's fields. The DuckDB adapter builds its DDL, inserts and
+selects from these declarations and the in-memory fake keys its dicts by them, so a column is
+spelled out in exactly one place (the row dataclass in :mod:`corecensus.store.records`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from corecensus.errors import StoreError
+from corecensus.store.records import (
+    CrashRow,
+    DeployRow,
+    ExposureRow,
+    Heartbeat,
+    ScreenResultRow,
+    SignatureColumns,
+)
+
+__all__ = [
+    "CRASHES",
+    "DEPLOYS",
+    "EXPOSURE",
+    "HEARTBEATS",
+    "SCREEN_RESULTS",
+    "SIGNATURE_FIELDS",
+    "TABLES",
+    "Column",
+    "Table",
+]
+
+R = TypeVar("R")
+
+# SQL type of each annotation used in row types; a field may override it (narrower integers).
+_SQL_TYPES: Mapping[str, str] = {
+    "str": "VARCHAR NOT NULL",
+    "str | None": "VARCHAR",
+    "int": "BIGINT NOT NULL",
+    "int | None": "BIGINT",
+    "bool": "BOOLEAN NOT NULL",
+    "tuple[str, ...]": "VARCHAR[] NOT NULL",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    sql_type: str  # DuckDB type with its NOT NULL
+
+    @property
+    def base_type(self) -> str:
+        return self.sql_type.split()[0]
+
+    @property
+    def is_list(self) -> bool:
+        return self.base_type.endswith("[]")
+
+
+@dataclass(frozen=True, slots=True)
+class Table(Generic[R]):
+    """A stored table: rows of ``row_type``, unique by ``key``, listed in ``order``."""
+
+    name: str
+    row_type: type[R]
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    order: tuple[str, ...]
+    check: Callable[[R], None] | None = None
+
+    def ddl(self) -> str:
+        cols = ", ".join(f"{c.name} {c.sql_type}" for c in self.columns)
+        return f"{cols}, PRIMARY KEY ({', '.join(self.key)})"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def values(self, row: R) -> tuple[Any, ...]:
+        """The row's column values, in column order (lists for list columns)."""
+        if self.check is not None:
+            self.check(row)
+        return tuple(
+            list(v) if c.is_list else v
+            for c, v in zip(self.columns, (getattr(row, n) for n in self.names), strict=True)
+        )
+
+    def key_of(self, row: R) -> tuple[Any, ...]:
+        return tuple(getattr(row, n) for n in self.key)
+
+    def sort_key(self, row: R) -> tuple[Any, ...]:
+        return tuple(getattr(row, n) for n in self.order)
+
+    def row(self, values: Sequence[Any]) -> R:
+        """A row from column values as a select returns them."""
+        fixed = [
+            tuple(v) if c.is_list and v is not None else v
+            for c, v in zip(self.columns, values, strict=True)
+        ]
+        return self.row_type(*fixed)
+
+
+def declare(
+    name: str,
+    row_type: type[R],
+    key: tuple[str, ...],
+    order: tuple[str, ...] | None = None,
+    overrides: Mapping[str, str] | None = None,
+    check: Callable[[R], None] | None = None,
+) -> Table[R]:
+    overrides = overrides or {}
+    columns = []
+    for f in dataclasses.fields(row_type):  # type: ignore[arg-type]
+        sql = overrides.get(f.name) or _SQL_TYPES[str(f.type)]
+        columns.append(Column(f.name, sql))
+    return Table(name, row_type, tuple(columns), key, order or key, check)
+
+
+def _check_exposure(r: ExposureRow) -> None:
+    if r.end_us < r.start_us:
+        raise StoreError(f"exposure row for {r.host} ends before it starts: {r}")
+
+
+SIGNATURE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SignatureColumns))
+
+CRASHES: Table[CrashRow] = declare(
+    "crashes",
+    CrashRow,
+    key=("core_id",),
+    # The types the first schema used (kept so existing stores read the same).
+    overrides={
+        "cpu": "INTEGER",
+        "signal": "INTEGER",
+        "anomaly_mask": "USMALLINT NOT NULL",
+        "sig_version": "INTEGER NOT NULL",
+    },
+)
+EXPOSURE: Table[ExposureRow] = declare(
+    "exposure",
+    ExposureRow,
+    key=("host", "start_us", "end_us", "service", "version"),
+    check=_check_exposure,
+)
+DEPLOYS: Table[DeployRow] = declare("deploys", DeployRow, key=("time_us", "service", "version"))
+HEARTBEATS: Table[Heartbeat] = declare(
+    "heartbeats", Heartbeat, key=("host", "time_us", "service", "version")
+)
+SCREEN_RESULTS: Table[ScreenResultRow] = declare(
+    "screen_results",
+    ScreenResultRow,
+    key=("result_id",),
+    order=("host", "time_us", "result_id"),
+)
+
+# Every table, in the order export_parquet writes them.
+TABLES: tuple[Table[Any], ...] = (CRASHES, EXPOSURE, DEPLOYS, HEARTBEATS, SCREEN_RESULTS)
