@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from corecensus.cli.output import error
 from corecensus.errors import CorecensusError
 from corecensus.screening import (
     BUILTIN_CHECKS,
@@ -258,5 +259,5 @@ def screen(
 
 
 def _fail(err: Console, exc: CorecensusError, code: int) -> int:
-    err.print(f"corecensus screen: {exc}", markup=False, highlight=False, soft_wrap=True)
+    error(f"screen: {exc}")
     return code
