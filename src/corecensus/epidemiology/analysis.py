@@ -27,8 +27,22 @@ import numpy as np
 from numpy.typing import NDArray
 
 from corecensus.epidemiology.attributes import attribute_signals, signal_sentence
-from corecensus.epidemiology.concentration import infer_cpu_counts, max_cell_pvalue, modal_cells
-from corecensus.epidemiology.exposure import ExposureIndex, build_exposure_index
+from corecensus.epidemiology.exposure import ExposureIndex
+from corecensus.epidemiology.facts import (
+    Candidates,
+    PairTable,
+    anomaly_counts,
+    candidate_cells,
+    candidate_pairs,
+    cpu_counts,
+    excess_pairs,
+    exposure_index,
+    exposure_rates,
+    group_pairs,
+    scan_settings,
+    time_order,
+    top_pairs,
+)
 from corecensus.epidemiology.findings import (
     Analysis,
     AttributeSignal,
@@ -39,16 +53,11 @@ from corecensus.epidemiology.findings import (
     Verdict,
 )
 from corecensus.epidemiology.hostreport import host_findings, recommendations
-from corecensus.epidemiology.hostscan import HostScan, ScanSettings, scan_hosts
+from corecensus.epidemiology.hostscan import HostScan, scan_hosts
 from corecensus.epidemiology.mixture import anomaly_split, host_split, version_split
-from corecensus.epidemiology.onset import (
-    CumulativeExposure,
-    PopulationTimeline,
-    population_timeline,
-)
+from corecensus.epidemiology.onset import PopulationTimeline, population_timeline
 from corecensus.epidemiology.params import AnalysisParams
-from corecensus.epidemiology.rates import HostRates, PairRates, host_rates, pair_rates
-from corecensus.epidemiology.segments import Groups, pair_key
+from corecensus.epidemiology.rates import HostRates, PairRates
 from corecensus.epidemiology.table import CrashTable, Deploys, ExposureTable
 from corecensus.epidemiology.verdict import (
     HostFacts,
@@ -85,7 +94,7 @@ def analyze(
             scan=ctx.scan,
             rates=ctx.host_rates,
             host_names=ctx.host_names,
-            pair_host=ctx.pair_host,
+            pair_host=ctx.pairs.host,
             params=params,
         ),
         rates_available=ctx.rates is not None,
@@ -98,20 +107,15 @@ def analyze(
 
 @dataclass(eq=False)
 class _Context:
-    """Everything computed once for the whole table, read by the per-population loop."""
+    """Everything computed once for the whole table (the steps in
+    :mod:`~corecensus.epidemiology.facts`), read by the per-population loop."""
 
     crashes: CrashTable
     params: AnalysisParams
-    deploys: Deploys | None
     index: ExposureIndex | None
     host_names: tuple[str, ...]
     pop_names: tuple[str, ...]
-    n_hosts: int
-    n_pops: int
-    hardware: NDArray[np.bool_]
-    pairs: Groups
-    pair_pop: I64
-    pair_host: I64
+    pairs: PairTable
     cpus: I64
     scan: HostScan
     rates: PairRates | None
@@ -121,19 +125,12 @@ class _Context:
     notes: list[str]
     pop_crashes: I64
     pop_hosts: I64
-    pop_hardware: I64
-    pop_bits: I64
+    pop_bits: I64  # (population, 1 + anomaly): column 0 hardware-flavoured crashes
+    top_bits: I64  # the same on each population's top host
     top_pair: I64
     excess: NDArray[np.bool_]
     excess_count: I64
-    cand_start: I64
-    cand_pairs: I64
-    cand_cpu: I64
-    cand_cpu_count: I64
-    cand_cpu_p: F64
-    cand_hw: I64
-    cand_on_flag: I64
-    top_bits: I64
+    cand: Candidates
     history: VersionHistory
     nonempty: list[int]
 
@@ -145,207 +142,78 @@ class _Context:
         deploys: Deploys | None,
         params: AnalysisParams,
     ) -> _Context:
-        notes: list[str] = []
-        has_rates = exposure is not None and len(exposure) > 0 and float(exposure.hours.sum()) > 0
-        index = build_exposure_index(crashes, exposure) if has_rates and exposure else None
-        if index is None:
-            notes.append(
-                "Rates unavailable: no exposure was given, so no crashes-per-exposure-hour "
-                "rates, Poisson excess tests or dispersion tests were computed; host shares of "
-                "crashes stand in for them."
-            )
+        index, no_rates = exposure_index(crashes, exposure)
+        notes = [no_rates] if no_rates else []
         host_names = index.hosts if index is not None else crashes.host.vocab
         n_hosts = len(host_names)
         n_pops = len(crashes.population.vocab)
         pop = crashes.population.codes
         hardware = (crashes.anomaly_mask & np.uint16(params.hardware_mask)) != 0
-        pairs = Groups.of(pair_key(pop, crashes.host.codes, max(n_hosts, 1)))
-        pair_pop = pairs.keys // max(n_hosts, 1)
-        pair_host = pairs.keys % max(n_hosts, 1)
-
-        given = None
-        if crashes.host_cpus is not None:
-            given = np.zeros(n_hosts, dtype=np.int64)
-            given[: len(crashes.host_cpus)] = crashes.host_cpus
-        cpus = infer_cpu_counts(
-            crashes.host.codes,
-            crashes.cpu,
-            crashes.cpu_model.codes,
-            n_hosts,
-            host_cpus=given,
-            default=params.default_cpus,
-        )
-        t_rel = crashes.time_us - (int(crashes.time_us.min()) if len(crashes) else 0)
-        time_order = np.argsort(t_rel, kind="stable").astype(np.int64)
+        pairs = group_pairs(pop, crashes.host.codes, n_hosts)
+        cpus = cpu_counts(crashes, n_hosts, params)
+        order = time_order(crashes.time_us)
         scan = scan_hosts(
-            time_order=time_order,
+            time_order=order,
             host=crashes.host.codes,
             cpu=crashes.cpu,
             time_us=crashes.time_us,
             hardware=hardware,
-            pairs=pairs,
+            pairs=pairs.groups,
             n_hosts=n_hosts,
             cpus=cpus,
-            settings=ScanSettings(
-                host_alpha=params.host_alpha,
-                stream_alpha=params.stream_alpha,
-                anomaly_prior_strength=params.anomaly_prior_strength,
-                explain_min_rate=params.explain_min_rate,
-                explain_min_hosts=params.explain_min_hosts,
-                streaming=params.streaming,
-                exact_below=params.host_p_exact_below,
-                stream_exact_below=params.stream_p_exact_below,
-            ),
+            settings=scan_settings(params),
         )
-        rates = hrates = None
-        curve = None
+        rates = None
         if index is not None and exposure is not None:
-            rates = pair_rates(
-                index,
-                pair_pop=pair_pop,
-                pair_host=pair_host,
-                pair_count=pairs.counts,
-                crash_pop=pop,
-                n_pops=n_pops,
-                mid_p=params.mid_p,
-            )
-            hrates = host_rates(index, crashes.host.codes, mid_p=params.mid_p)
-            curve = CumulativeExposure(
-                exposure.start_us, exposure.end_us, exposure.hours, index.exposure_service
-            )
-            crashed = np.bincount(crashes.host.codes, minlength=len(crashes.host.vocab)) > 0
-            unexposed = index.host_hours[: len(crashes.host.vocab)] <= 0
-            missing = int(np.count_nonzero(crashed & unexposed))
-            if missing:
-                notes.append(
-                    f"{missing} host(s) have crashes but no exposure rows; their rates are "
-                    "unavailable and they are left out of the Poisson tests."
-                )
+            rates = exposure_rates(index, exposure, crashes, pairs, n_pops, params)
+            if rates.note:
+                notes.append(rates.note)
         timeline = population_timeline(
             time_us=crashes.time_us,
             population=pop,
             service=crashes.service.codes,
             n_pops=n_pops,
-            time_order=time_order,
-            curve=curve,
+            time_order=order,
+            curve=rates.curve if rates is not None else None,
             min_after=params.min_crashes,
         )
-
         pop_crashes = np.bincount(pop, minlength=n_pops).astype(np.int64)
-        pop_hosts = np.bincount(pair_pop, minlength=n_pops).astype(np.int64)
-        pop_hardware = np.bincount(pop[hardware], minlength=n_pops).astype(np.int64)
-        n_bits = len(ANOMALY_NAMES)
-        mask = crashes.anomaly_mask
-        bits = np.zeros((n_pops, n_bits + 1), dtype=np.int64)
-        bits[:, 0] = pop_hardware
-        for b in range(n_bits):
-            has = (mask & np.uint16(1 << b)) != 0
-            if has.any():
-                bits[:, b + 1] = np.bincount(pop[has], minlength=n_pops)
-
-        # top pair of each population
-        by_size = np.lexsort((-pairs.counts, pair_pop))
-        first = np.ones(by_size.size, dtype=bool)
-        first[1:] = pair_pop[by_size][1:] != pair_pop[by_size][:-1]
-        top_pair = np.full(n_pops, -1, dtype=np.int64)
-        top_pair[pair_pop[by_size[first]]] = by_size[first]
-
-        # hosts in excess of exposure (or, without exposure, a dominant top host)
-        if rates is not None:
-            excess = (
-                (np.nan_to_num(rates.q_value, nan=1.0) <= params.fdr_q)
-                & (np.nan_to_num(rates.rate_ratio, nan=0.0) >= params.excess_rate_ratio)
-                & (pairs.counts >= 2)
-            )
-        else:
-            excess = np.zeros(len(pairs), dtype=bool)
-            tp = top_pair[top_pair >= 0]
-            dominant = (pairs.counts[tp] >= params.min_crashes) & (
-                pairs.counts[tp] >= params.concentration_share * pop_crashes[pair_pop[tp]]
-            )
-            excess[tp[dominant]] = True
-        excess_count = np.bincount(pair_pop[excess], minlength=n_pops).astype(np.int64)
-
-        # candidate pairs: top pair, the largest few excess pairs, pairs on flagged hosts
-        is_cand = np.zeros(len(pairs), dtype=bool)
-        is_cand[top_pair[top_pair >= 0]] = True
-        is_cand |= scan.flagged[pair_host]
-        ex_sorted = by_size[excess[by_size]]
-        if ex_sorted.size:
-            ex_first = np.ones(ex_sorted.size, dtype=bool)
-            ex_first[1:] = pair_pop[ex_sorted][1:] != pair_pop[ex_sorted][:-1]
-            starts = np.flatnonzero(ex_first)
-            seg = np.cumsum(ex_first) - 1
-            rank = np.arange(ex_sorted.size) - starts[seg]
-            is_cand[ex_sorted[rank <= params.max_suspect_hosts]] = True
-        cand_pairs = np.flatnonzero(is_cand).astype(np.int64)  # sorted by pair = by population
-        cand_id = np.full(len(pairs), -1, dtype=np.int64)
-        cand_id[cand_pairs] = np.arange(cand_pairs.size)
-        crash_cand = cand_id[pairs.inverse]
-        sel = crash_cand >= 0
-        modal = modal_cells(
-            crash_cand[sel], crashes.cpu[sel], cand_pairs.size, tiebreak=hardware[sel]
-        )
-        cand_cpu_p = max_cell_pvalue(modal.n, modal.top, cpus[pair_host[cand_pairs]])
-        cand_hw = np.bincount(crash_cand[sel & hardware], minlength=cand_pairs.size)
-        on_flag = (
-            sel
-            & scan.flagged[crashes.host.codes]
-            & (crashes.cpu == scan.top_cpu[crashes.host.codes])
-        )
-        cand_on_flag = np.bincount(crash_cand[on_flag], minlength=cand_pairs.size)
-        cand_counts = np.bincount(pair_pop[cand_pairs], minlength=n_pops)
-        cand_start = np.concatenate([[0], np.cumsum(cand_counts)]).astype(np.int64)
-
-        # anomaly classes on each population's top host
+        top_pair = top_pairs(pairs, n_pops)
         on_top = np.zeros(len(pairs), dtype=bool)
         on_top[top_pair[top_pair >= 0]] = True
-        crash_on_top = on_top[pairs.inverse]
-        top_bits = np.zeros((n_pops, n_bits + 1), dtype=np.int64)
-        top_bits[:, 0] = np.bincount(pop[crash_on_top & hardware], minlength=n_pops)
-        for b in range(n_bits):
-            has = crash_on_top & ((mask & np.uint16(1 << b)) != 0)
-            if has.any():
-                top_bits[:, b + 1] = np.bincount(pop[has], minlength=n_pops)
-
-        attributes = attribute_signals(
-            crashes, pairs=pairs, pair_pop=pair_pop, n_pops=n_pops, params=params
+        pair_stats = rates.pairs if rates is not None else None
+        excess = excess_pairs(pairs, pair_stats, top_pair, pop_crashes, params)
+        cand_pairs = candidate_pairs(
+            pairs, top_pair, excess, scan.flagged, max_excess=params.max_suspect_hosts
         )
         return cls(
             crashes=crashes,
             params=params,
-            deploys=deploys,
             index=index,
             host_names=host_names,
             pop_names=crashes.population.vocab,
-            n_hosts=n_hosts,
-            n_pops=n_pops,
-            hardware=hardware,
             pairs=pairs,
-            pair_pop=pair_pop,
-            pair_host=pair_host,
             cpus=cpus,
             scan=scan,
-            rates=rates,
-            host_rates=hrates,
+            rates=pair_stats,
+            host_rates=rates.hosts if rates is not None else None,
             timeline=timeline,
-            attributes=attributes,
+            attributes=attribute_signals(
+                crashes, pairs=pairs.groups, pair_pop=pairs.pop, n_pops=n_pops, params=params
+            ),
             notes=notes,
             pop_crashes=pop_crashes,
-            pop_hosts=pop_hosts,
-            pop_hardware=pop_hardware,
-            pop_bits=bits,
+            pop_hosts=np.bincount(pairs.pop, minlength=n_pops).astype(np.int64),
+            pop_bits=anomaly_counts(pop, crashes.anomaly_mask, hardware, n_pops),
+            top_bits=anomaly_counts(
+                pop, crashes.anomaly_mask, hardware, n_pops, where=on_top[pairs.groups.inverse]
+            ),
             top_pair=top_pair,
             excess=excess,
-            excess_count=excess_count,
-            cand_start=cand_start,
-            cand_pairs=cand_pairs,
-            cand_cpu=modal.cell,
-            cand_cpu_count=modal.top,
-            cand_cpu_p=cand_cpu_p,
-            cand_hw=cand_hw.astype(np.int64),
-            cand_on_flag=cand_on_flag.astype(np.int64),
-            top_bits=top_bits,
+            excess_count=np.bincount(pairs.pop[excess], minlength=n_pops).astype(np.int64),
+            cand=candidate_cells(
+                cand_pairs, pairs, crashes, hardware, cpus, scan.flagged, scan.top_cpu, n_pops
+            ),
             history=VersionHistory.build(crashes, exposure, index, deploys),
             nonempty=np.flatnonzero(pop_crashes > 0).tolist(),
         )
@@ -382,7 +250,7 @@ class _Context:
             key=key,
             crashes=n,
             hosts=int(self.pop_hosts[p]),
-            hardware=int(self.pop_hardware[p]),
+            hardware=int(self.pop_bits[p, 0]),
             rates_available=self.rates is not None,
             candidates=candidates,
             top_share=top_share,
@@ -445,10 +313,10 @@ class _Context:
     def _candidates(self, p: int) -> tuple[HostFacts, ...]:
         out = []
         r = self.rates
-        for c in range(int(self.cand_start[p]), int(self.cand_start[p + 1])):
-            pair = int(self.cand_pairs[c])
-            h = int(self.pair_host[pair])
-            cpu = int(self.cand_cpu[c])
+        for c in range(int(self.cand.start[p]), int(self.cand.start[p + 1])):
+            pair = int(self.cand.pairs[c])
+            h = int(self.pairs.host[pair])
+            cpu = int(self.cand.cpu[c])
             expected = p_value = q_value = rr = None
             if r is not None and r.expected[pair] > 0:
                 expected = float(r.expected[pair])
@@ -466,13 +334,13 @@ class _Context:
                     q_value=q_value,
                     rate_ratio=rr,
                     cpu=cpu if cpu >= 0 else None,
-                    cpu_crashes=int(self.cand_cpu_count[c]),
+                    cpu_crashes=int(self.cand.cpu_count[c]),
                     cpus=int(self.cpus[h]),
-                    cpu_p_value=float(self.cand_cpu_p[c]),
-                    hardware=int(self.cand_hw[c]),
+                    cpu_p_value=float(self.cand.cpu_p[c]),
+                    hardware=int(self.cand.hardware[c]),
                     flagged=bool(self.scan.flagged[h]),
                     excess=bool(self.excess[pair]),
-                    on_flagged_cpu=int(self.cand_on_flag[c]),
+                    on_flagged_cpu=int(self.cand.on_flagged_cpu[c]),
                 )
             )
         return tuple(out)
@@ -507,9 +375,9 @@ class _Context:
         ids = self.crashes.crash_id
         if ids is None or self.params.max_crash_ids <= 0 or pair < 0:
             return ()
-        lo = int(self.pairs.starts[pair])
+        lo = int(self.pairs.groups.starts[pair])
         k = min(int(self.pairs.counts[pair]), self.params.max_crash_ids)
-        return tuple(str(x) for x in ids[np.sort(self.pairs.order[lo : lo + k])])
+        return tuple(str(x) for x in ids[np.sort(self.pairs.groups.order[lo : lo + k])])
 
     def _splits(self, p: int, facts: PopulationFacts, verdict: Verdict) -> list[Split]:
         params = self.params
@@ -524,7 +392,7 @@ class _Context:
                 in_population=self.pop_bits[p].tolist(),
                 on_top_host=self.top_bits[p].tolist(),
                 crashes=facts.crashes,
-                top_host=self.host_names[int(self.pair_host[top])],
+                top_host=self.host_names[int(self.pairs.host[top])],
                 top_host_crashes=int(self.pairs.counts[top]),
                 alpha=params.split_alpha,
             )
