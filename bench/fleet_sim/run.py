@@ -37,7 +37,13 @@ from bench.fleet_sim.fleet import (
     simulate,
 )
 
-from corecensus.epidemiology import Analysis, AnalysisParams, HostKind, Verdict, analyze
+from corecensus.epidemiology import (
+    AnalysisParams,
+    FleetAnalysis,
+    HostKind,
+    PopulationVerdict,
+    analyze,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # The prototype's per-host Poisson CUSUM ran at about 2 false hosts per 10,000 per month.
@@ -106,7 +112,7 @@ def score(flagged: set[int], fleet: Fleet, stats: MethodStats, hosts: int) -> No
                 stats.bins_hit[b] += h in flagged
 
 
-def score_stream(analysis: Analysis, fleet: Fleet, stats: MethodStats) -> None:
+def score_stream(analysis: FleetAnalysis, fleet: Fleet, stats: MethodStats) -> None:
     scan = analysis.scan
     assert scan is not None
     alarmed = set(np.flatnonzero(scan.first_alarm_us >= 0).tolist())
@@ -127,7 +133,7 @@ def score_stream(analysis: Analysis, fleet: Fleet, stats: MethodStats) -> None:
     stats.stream_recall.append(hits / max(len(faulty), 1))
 
 
-def score_software(analysis: Analysis, fleet: Fleet, stats: SoftwareStats) -> None:
+def score_software(analysis: FleetAnalysis, fleet: Fleet, stats: SoftwareStats) -> None:
     reg = analysis.population(fleet.regression_population)
     if reg.onset is not None:
         stats.onset_error_h.append(abs(reg.onset.time_us - fleet.rollout_us) / HOUR_US)
@@ -137,7 +143,11 @@ def score_software(analysis: Analysis, fleet: Fleet, stats: SoftwareStats) -> No
             )
     stats.version_ok.append(reg.onset is not None and reg.onset.version == "2")
     blame = 0
-    verdicts = {Verdict.SOFTWARE: 0, Verdict.INCONCLUSIVE: 0, Verdict.HARDWARE: 0}
+    verdicts = {
+        PopulationVerdict.SOFTWARE: 0,
+        PopulationVerdict.INCONCLUSIVE: 0,
+        PopulationVerdict.HARDWARE: 0,
+    }
     on_host = 0
     for p in analysis.populations:
         blame += sum(a.attribute in ("cpu_model", "kernel", "microcode") for a in p.attributes)
@@ -145,19 +155,19 @@ def score_software(analysis: Analysis, fleet: Fleet, stats: SoftwareStats) -> No
             verdicts[p.verdict] += 1
             on_host += bool(p.suspects)
     stats.attribute_blame.append(blame)
-    stats.software.append(verdicts[Verdict.SOFTWARE])
-    stats.inconclusive.append(verdicts[Verdict.INCONCLUSIVE])
-    stats.hardware.append(verdicts[Verdict.HARDWARE])
+    stats.software.append(verdicts[PopulationVerdict.SOFTWARE])
+    stats.inconclusive.append(verdicts[PopulationVerdict.INCONCLUSIVE])
+    stats.hardware.append(verdicts[PopulationVerdict.HARDWARE])
     stats.populations.append(len(fleet.software_populations))
     stats.blamed_on_host.append(on_host)
     if fleet.confounder_hosts.size:
         conf = analysis.population(fleet.confounder_population)
-        stats.confounder_software.append(conf.verdict is Verdict.SOFTWARE)
+        stats.confounder_software.append(conf.verdict is PopulationVerdict.SOFTWARE)
         flagged = {analysis.host_names.index(h) for h in analysis.flagged_hosts(HostKind.HARDWARE)}
         stats.confounder_hosts_flagged.append(len(flagged & set(fleet.confounder_hosts.tolist())))
 
 
-def hardware_flags(analysis: Analysis) -> set[int]:
+def hardware_flags(analysis: FleetAnalysis) -> set[int]:
     index = {h: i for i, h in enumerate(analysis.host_names)}
     return {index[h] for h in analysis.flagged_hosts(HostKind.HARDWARE)}
 

@@ -9,12 +9,12 @@ import pytest
 from epi_scenario import DAY_US, DEPLOY_DAY, HOSTS, T0, crash_rows, deploys_csv, exposure_csv
 
 from corecensus.epidemiology import (
-    Analysis,
     AnalysisParams,
     CrashTable,
+    FleetAnalysis,
     HostKind,
     PopulationInfo,
-    Verdict,
+    PopulationVerdict,
     analyze,
 )
 from corecensus.errors import ConfigError
@@ -40,16 +40,16 @@ def crashes() -> CrashTable:
 
 
 @pytest.fixture(scope="module")
-def result(crashes: CrashTable) -> Analysis:
+def result(crashes: CrashTable) -> FleetAnalysis:
     exposure = read_exposure(io.StringIO(exposure_csv()))
     deploys = read_deploys(io.StringIO(deploys_csv()))
     info = {"ret-sp8": PopulationInfo("SIGSEGV at ret in Session::run", ("Session::run", "main"))}
     return analyze(crashes, exposure, deploys, info)
 
 
-def test_faulty_cpu_population_is_hardware_with_host_and_cpu(result: Analysis) -> None:
+def test_faulty_cpu_population_is_hardware_with_host_and_cpu(result: FleetAnalysis) -> None:
     p = result.population("ret-sp8")
-    assert p.verdict is Verdict.HARDWARE
+    assert p.verdict is PopulationVerdict.HARDWARE
     assert [(s.host, s.cpu, s.crashes, s.cpu_crashes) for s in p.suspects] == [("h07", 11, 8, 7)]
     s = p.suspects[0]
     assert s.expected is not None and s.expected < 1 and s.p_value is not None and s.p_value < 1e-6
@@ -62,15 +62,15 @@ def test_faulty_cpu_population_is_hardware_with_host_and_cpu(result: Analysis) -
     assert any("multinomial" in e and "p=" in e for e in p.evidence)
 
 
-def test_spread_bug_is_software_and_blames_no_host(result: Analysis) -> None:
+def test_spread_bug_is_software_and_blames_no_host(result: FleetAnalysis) -> None:
     p = result.population("null-deref")
-    assert p.verdict is Verdict.SOFTWARE and not p.suspects and p.onset is None
+    assert p.verdict is PopulationVerdict.SOFTWARE and not p.suspects and p.onset is None
     assert any("dispersion" in e.lower() for e in p.evidence)
 
 
-def test_regression_is_software_with_deploy_aligned_onset(result: Analysis) -> None:
+def test_regression_is_software_with_deploy_aligned_onset(result: FleetAnalysis) -> None:
     p = result.population("new-parser")
-    assert p.verdict is Verdict.SOFTWARE and not p.suspects
+    assert p.verdict is PopulationVerdict.SOFTWARE and not p.suspects
     assert p.onset is not None
     assert p.onset.version == "2" and p.onset.previous_version == "1"
     assert p.onset.time_us == T0 + DEPLOY_DAY * DAY_US  # the deploy of version 2
@@ -78,8 +78,8 @@ def test_regression_is_software_with_deploy_aligned_onset(result: Analysis) -> N
     assert any("Version regression" in e for e in p.evidence)
 
 
-def test_background_is_software_and_only_the_faulty_host_is_flagged(result: Analysis) -> None:
-    assert all(result.population(f"bg-{k}").verdict is Verdict.SOFTWARE for k in range(5))
+def test_background_is_software_and_only_the_faulty_host_is_flagged(result: FleetAnalysis) -> None:
+    assert all(result.population(f"bg-{k}").verdict is PopulationVerdict.SOFTWARE for k in range(5))
     assert result.flagged_hosts(HostKind.HARDWARE) == ("h07",)
     host = result.hosts[0]
     assert host.cpu == 11 and host.first_alarm_us is not None
@@ -88,7 +88,7 @@ def test_background_is_software_and_only_the_faulty_host_is_flagged(result: Anal
     )
 
 
-def test_json_contract(result: Analysis) -> None:
+def test_json_contract(result: FleetAnalysis) -> None:
     doc = json.loads(json.dumps(result.to_json()))
     assert set(doc) >= {"populations", "hosts", "rates_available"}
     assert doc["rates_available"] is True
@@ -113,9 +113,9 @@ def test_without_exposure_analysis_runs_and_says_rates_are_unavailable(crashes: 
     for p in doc["populations"]:
         assert p["rates_available"] is False
         assert any("Rates unavailable" in e for e in p["evidence"])
-    assert a.population("ret-sp8").verdict is Verdict.HARDWARE
+    assert a.population("ret-sp8").verdict is PopulationVerdict.HARDWARE
     assert a.population("ret-sp8").suspects[0].expected is None
-    assert a.population("null-deref").verdict is Verdict.SOFTWARE
+    assert a.population("null-deref").verdict is PopulationVerdict.SOFTWARE
     assert a.flagged_hosts(HostKind.HARDWARE) == ("h07",)
 
 
@@ -123,7 +123,7 @@ def test_empty_and_tiny_tables() -> None:
     assert analyze(CrashTable.from_rows([])).to_json()["populations"] == []
     one = CrashTable.from_rows([{"host": "a", "population": "p", "time_us": 1}])
     (p,) = analyze(one).populations
-    assert p.verdict is Verdict.INCONCLUSIVE and "Only 1 crash" in p.evidence[0]
+    assert p.verdict is PopulationVerdict.INCONCLUSIVE and "Only 1 crash" in p.evidence[0]
 
 
 def test_bad_parameters_are_config_errors() -> None:

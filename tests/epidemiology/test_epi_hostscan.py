@@ -10,7 +10,7 @@ from corecensus.epidemiology import (
     CrashTable,
     ExposureTable,
     HostKind,
-    Verdict,
+    PopulationVerdict,
     analyze,
 )
 from corecensus.epidemiology.poisson import poisson_upper
@@ -75,7 +75,7 @@ def test_faulty_host_flagged_and_confounder_explained_away() -> None:
     finding = a.hosts[0]
     assert finding.cpu == 5 and finding.cpu_crashes == 6
     assert any("explained away" in r for r in finding.reasons)
-    assert a.population("corrupt").verdict is Verdict.SOFTWARE
+    assert a.population("corrupt").verdict is PopulationVerdict.SOFTWARE
     assert not a.population("corrupt").suspects
     assert a.scan is not None and int(a.scan.explained[3]) >= 6
 

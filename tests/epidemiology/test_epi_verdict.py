@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from corecensus.epidemiology import AnalysisParams, CrashTable, Verdict, analyze
+from corecensus.epidemiology import AnalysisParams, CrashTable, PopulationVerdict, analyze
 from corecensus.epidemiology.findings import Onset
 from corecensus.epidemiology.mixture import anomaly_split, version_split
-from corecensus.epidemiology.verdict import HostFacts, PopulationFacts, decide
+from corecensus.epidemiology.verdict import HostFacts, PopulationFacts, decide_verdict
 
 P = AnalysisParams()
 
@@ -61,23 +61,23 @@ def facts(n: int, hosts: int, candidates: tuple[HostFacts, ...], **kw: object) -
 
 
 def test_rule_order() -> None:
-    d, rule = decide(facts(2, 2, ()), P)
-    assert d.verdict is Verdict.INCONCLUSIVE and rule == "too-few-crashes"
-    d, rule = decide(facts(10, 1, (host("a", 10, cpu_p=1e-6, cpu_n=9),)), P)
-    assert d.verdict is Verdict.HARDWARE and rule == "concentrated-with-hardware-evidence"
+    d, rule = decide_verdict(facts(2, 2, ()), P)
+    assert d.verdict is PopulationVerdict.INCONCLUSIVE and rule == "too-few-crashes"
+    d, rule = decide_verdict(facts(10, 1, (host("a", 10, cpu_p=1e-6, cpu_n=9),)), P)
+    assert d.verdict is PopulationVerdict.HARDWARE and rule == "concentrated-with-hardware-evidence"
     assert [h.name for h in d.suspects] == ["a"]
-    d, rule = decide(facts(10, 1, (host("a", 10),)), P)
-    assert d.verdict is Verdict.INCONCLUSIVE and rule == "concentrated-without-evidence"
+    d, rule = decide_verdict(facts(10, 1, (host("a", 10),)), P)
+    assert d.verdict is PopulationVerdict.INCONCLUSIVE and rule == "concentrated-without-evidence"
     onset = Onset(time_us=0, version="2")
-    d, rule = decide(facts(10, 1, (host("a", 10),), onset=onset, version_evidence="v2."), P)
-    assert d.verdict is Verdict.SOFTWARE and rule == "version-onset"
-    d, rule = decide(facts(40, 30, (host("a", 3, excess=False),), hardware=36), P)
-    assert d.verdict is Verdict.SOFTWARE and rule == "spread"
+    d, rule = decide_verdict(facts(10, 1, (host("a", 10),), onset=onset, version_evidence="v2."), P)
+    assert d.verdict is PopulationVerdict.SOFTWARE and rule == "version-onset"
+    d, rule = decide_verdict(facts(40, 30, (host("a", 3, excess=False),), hardware=36), P)
+    assert d.verdict is PopulationVerdict.SOFTWARE and rule == "spread"
     assert any("memory-corrupting" in e for e in d.evidence)
-    d, rule = decide(facts(12, 2, (host("a", 8, flagged=True, excess=False),)), P)
-    assert d.verdict is Verdict.HARDWARE and rule == "made-of-flagged-hosts"
-    d, rule = decide(facts(6, 2, (host("a", 2, excess=False),)), P)
-    assert d.verdict is Verdict.INCONCLUSIVE and rule == "fallback"
+    d, rule = decide_verdict(facts(12, 2, (host("a", 8, flagged=True, excess=False),)), P)
+    assert d.verdict is PopulationVerdict.HARDWARE and rule == "made-of-flagged-hosts"
+    d, rule = decide_verdict(facts(6, 2, (host("a", 2, excess=False),)), P)
+    assert d.verdict is PopulationVerdict.INCONCLUSIVE and rule == "fallback"
 
 
 def test_anomaly_split_finds_two_causes_under_one_signature() -> None:
@@ -91,7 +91,7 @@ def test_anomaly_split_finds_two_causes_under_one_signature() -> None:
         top_host_crashes=8,
         alpha=1e-3,
     )
-    assert s is not None and s.by == "anomaly" and s.verdict is Verdict.HARDWARE
+    assert s is not None and s.by == "anomaly" and s.verdict is PopulationVerdict.HARDWARE
     assert s.crashes == 7 and s.rest == 33 and s.p_value is not None and s.p_value < 1e-6
     none = anomaly_split(
         classes=classes,
@@ -109,7 +109,11 @@ def test_version_split() -> None:
     s = version_split(
         versions=["1", "2"], counts=[3, 40], hours=[1000.0, 1000.0], alpha=1e-3, min_ratio=3.0
     )
-    assert s is not None and s.part == "40 crashes in version 2" and s.verdict is Verdict.SOFTWARE
+    assert (
+        s is not None
+        and s.part == "40 crashes in version 2"
+        and s.verdict is PopulationVerdict.SOFTWARE
+    )
     assert (
         version_split(
             versions=["1", "2"], counts=[20, 22], hours=[1000.0, 1000.0], alpha=1e-3, min_ratio=3.0
@@ -154,10 +158,12 @@ def test_mixed_population_is_split_end_to_end() -> None:
         )
     a = analyze(CrashTable.from_rows(rows, host_cpus={f"h{i:02d}": 16 for i in range(40)}))
     p = a.population("ret")
-    assert p.verdict is Verdict.SOFTWARE  # the majority, return-to-NULL, is a software race
+    assert (
+        p.verdict is PopulationVerdict.SOFTWARE
+    )  # the majority, return-to-NULL, is a software race
     by = {s.by: s for s in p.splits}
     assert "anomaly" in by
     part = by["anomaly"].part
     assert "sp_off_by_8" in part or "hardware-flavoured" in part
-    assert by["anomaly"].verdict is Verdict.HARDWARE and by["anomaly"].crashes == 9
+    assert by["anomaly"].verdict is PopulationVerdict.HARDWARE and by["anomaly"].crashes == 9
     assert "host" in by and "h07 CPU 11" in by["host"].part

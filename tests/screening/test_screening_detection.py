@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from screening_helpers import BAD_CPU, HANG_BUDGET_S, screen, shim_env
 
-from corecensus.screening import QUICK_CHECKS, Outcome, ScreenResult, Verdict
+from corecensus.screening import QUICK_CHECKS, Outcome, ScreenResult, ScreenVerdict
 
 pytestmark = pytest.mark.usefixtures("two_cpus")
 
@@ -23,7 +23,7 @@ def own_rows(result: ScreenResult, cpu: int) -> list[tuple[str, Outcome]]:
 
 def assert_only_bad_cpu_flagged(result: ScreenResult) -> None:
     d = result.decision
-    assert d.verdict is Verdict.QUARANTINE_CPUS, d.reasons
+    assert d.verdict is ScreenVerdict.QUARANTINE_CPUS, d.reasons
     assert d.quarantine_cpus == (BAD_CPU,)
     assert d.flagged_cpus == (BAD_CPU,)
     assert not d.quarantine_host
@@ -82,7 +82,7 @@ def test_crc32_fault_alone_is_caught_by_crc_and_cross_core(shim: Path) -> None:
 def test_every_cpu_failing_the_same_way_is_software_not_hardware(shim: Path) -> None:
     result = screen(("libm_pow", "crc32", "aes"), worker_env=shim_env(shim, cpu="all"))
     d = result.decision
-    assert d.verdict is Verdict.SOFTWARE_SUSPECT, d.reasons
+    assert d.verdict is ScreenVerdict.SOFTWARE_SUSPECT, d.reasons
     assert d.quarantine_cpus == () and not d.quarantine_host
     assert d.software_suspect_checks == ("crc32", "libm_pow")
     for cpu in (GOOD_CPU, BAD_CPU):
@@ -94,7 +94,7 @@ def test_clean_runs_flag_nothing_across_many_repetitions() -> None:
     checks = (*QUICK_CHECKS, "libm_sweep", "vector", "sorting")
     for seed in range(8):
         result = screen(checks, rounds=2, seed=1000 + seed)
-        assert result.decision.verdict is Verdict.CLEAN, result.decision.reasons
+        assert result.decision.verdict is ScreenVerdict.CLEAN, result.decision.reasons
         assert result.decision.flagged_cpus == ()
         for r in result.results:
             assert r.outcome is Outcome.PASSED, r
@@ -103,7 +103,7 @@ def test_clean_runs_flag_nothing_across_many_repetitions() -> None:
 
 def test_full_battery_is_clean_on_this_host() -> None:
     result = screen(None, rounds=1, budget=HANG_BUDGET_S)
-    assert result.decision.verdict is Verdict.CLEAN, result.decision.reasons
+    assert result.decision.verdict is ScreenVerdict.CLEAN, result.decision.reasons
     assert {r.check for r in result.results} >= {
         "libm_pow",
         "libm_sweep",

@@ -13,7 +13,7 @@ from corecensus.screening import (
     Mode,
     Outcome,
     ScreenConfig,
-    Verdict,
+    ScreenVerdict,
     WorkerStatus,
     next_periodic_delay,
     run_screen,
@@ -41,8 +41,8 @@ def test_background_duty_cycle_is_measured_and_at_most_one_percent() -> None:
         assert duty.max_slice_cpu_s <= MAX_SLICE_S
     ran = [r for r in result.results if r.runs]
     assert ran and all(r.outcome is Outcome.PASSED for r in ran)
-    assert result.decision.verdict in (Verdict.CLEAN, Verdict.RESCREEN)
-    if result.decision.verdict is Verdict.RESCREEN:
+    assert result.decision.verdict in (ScreenVerdict.CLEAN, ScreenVerdict.RESCREEN)
+    if result.decision.verdict is ScreenVerdict.RESCREEN:
         # Only allowed when a CPU got no time at all at idle priority on a busy machine.
         assert all("no check finished" in r for r in result.decision.reasons)
 
@@ -57,7 +57,7 @@ def test_periodic_mode_waits_a_jitter_then_runs_one_round() -> None:
     assert len(slept) == 1 and 0.0 <= slept[0] <= 30.0
     assert all(c.rounds == 1 for c in run.result.cpus)
     assert all(r.runs == 1 for r in run.result.results)
-    assert run.result.decision.verdict is Verdict.CLEAN
+    assert run.result.decision.verdict is ScreenVerdict.CLEAN
 
 
 def test_mode_defaults() -> None:

@@ -14,13 +14,13 @@ from corecensus.errors import ScreeningError
 from corecensus.screening import (
     CheckResult,
     CpuReport,
-    Decision,
     DutyReport,
     GoldenValues,
     Mode,
     Outcome,
+    ScreenDecision,
     ScreenResult,
-    Verdict,
+    ScreenVerdict,
     WorkerStatus,
     recommend_screens,
 )
@@ -72,7 +72,9 @@ def sample() -> ScreenResult:
                 suspect_cpu=3,
             ),
         ),
-        decision=Decision(Verdict.QUARANTINE_CPUS, quarantine_cpus=(3,), reasons=("CPU 3: ...",)),
+        decision=ScreenDecision(
+            ScreenVerdict.QUARANTINE_CPUS, quarantine_cpus=(3,), reasons=("CPU 3: ...",)
+        ),
     )
 
 

@@ -14,7 +14,7 @@ from corecensus.screening import (
     CheckRegistry,
     Outcome,
     ScreenConfig,
-    Verdict,
+    ScreenVerdict,
     WorkerStatus,
     default_registry,
     read_topology,
@@ -52,7 +52,7 @@ def test_a_hung_check_times_out_and_the_screen_returns_on_time() -> None:
         assert "sleeps_forever (round 0) never finished" in hung.observed
         # Checks after the hung one never got a turn.
         assert result.result(cpu, "crc32").outcome is Outcome.SKIPPED
-    assert result.decision.verdict is Verdict.RESCREEN
+    assert result.decision.verdict is ScreenVerdict.RESCREEN
     assert result.decision.rescreen_cpus == (0, 1)
 
 
@@ -70,7 +70,7 @@ def test_a_crashing_check_is_recorded_and_the_worker_restarted_for_the_rest() ->
     assert result.result(1, "crc32").outcome is Outcome.PASSED
     assert result.cpu(1).status is WorkerStatus.COMPLETED
     assert all(r.outcome is Outcome.PASSED for r in result.results if r.cpu == 0)
-    assert result.decision.verdict is Verdict.RESCREEN
+    assert result.decision.verdict is ScreenVerdict.RESCREEN
     assert result.decision.rescreen_cpus == (1,)
 
 
@@ -95,7 +95,7 @@ def test_a_worker_dying_before_it_is_ready_is_restarted_once_then_reported() -> 
     for row in result.results:
         assert row.outcome is Outcome.SKIPPED
         assert row.detail == cpu.detail
-    assert result.decision.verdict is Verdict.RESCREEN
+    assert result.decision.verdict is ScreenVerdict.RESCREEN
     assert result.decision.rescreen_cpus == (0,)
     assert any("no check finished" in r for r in result.decision.reasons)
 
@@ -113,7 +113,7 @@ def test_cpus_that_cannot_be_pinned_are_reported_not_screened() -> None:
     assert "cannot pin to CPU 5" in result.cpu(5).detail
     assert result.result(5, "libm_pow").outcome is Outcome.SKIPPED
     assert result.result(0, "libm_pow").outcome is Outcome.PASSED
-    assert result.decision.verdict is Verdict.RESCREEN
+    assert result.decision.verdict is ScreenVerdict.RESCREEN
     assert result.decision.rescreen_cpus == (5,)
 
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from corecensus.screening import CpuInfo, GoldenValues, Outcome, Topology, Verdict, WorkerStatus
+from corecensus.screening import (
+    CpuInfo,
+    GoldenValues,
+    Outcome,
+    ScreenVerdict,
+    Topology,
+    WorkerStatus,
+)
 from corecensus.screening.runner import Interrupted, WorkerOutcome
 from corecensus.screening.verdict import analyze
 from corecensus.screening.wire import RunRecord, RunStatus
@@ -70,7 +77,7 @@ def outcomes(cpus: Iterable[int], runs: Sequence[RunRecord]) -> dict[int, Worker
     }
 
 
-def decide(n: int, runs: Sequence[RunRecord], checks: Sequence[str] = ("k",), **kw: object):  # type: ignore[no-untyped-def]
+def decide_screen(n: int, runs: Sequence[RunRecord], checks: Sequence[str] = ("k",), **kw: object):  # type: ignore[no-untyped-def]
     t = kw.pop("topology", None) or topo(n)
     partners = kw.pop("partners", None) or {c: (c + 1) % n for c in range(n)}
     outs = kw.pop("outcomes", None) or outcomes(range(n), runs)
@@ -86,8 +93,8 @@ def decide(n: int, runs: Sequence[RunRecord], checks: Sequence[str] = ("k",), **
 
 
 def test_all_agree_is_clean() -> None:
-    a = decide(3, [run(c, "k", round_=r) for c in range(3) for r in range(2)])
-    assert a.decision.verdict is Verdict.CLEAN
+    a = decide_screen(3, [run(c, "k", round_=r) for c in range(3) for r in range(2)])
+    assert a.decision.verdict is ScreenVerdict.CLEAN
     assert all(r.outcome is Outcome.PASSED and r.runs == 2 for r in a.results)
     assert a.golden_candidates == {("A:6:1:1", "k", 1.0): "good"}
 
@@ -96,12 +103,12 @@ def test_majority_flags_the_odd_cpu_even_when_its_known_answers_held() -> None:
     runs = [
         run(c, "k", round_=r, fp="bad" if c == 2 else "good") for c in range(4) for r in range(2)
     ]
-    a = decide(4, runs)
+    a = decide_screen(4, runs)
     row = next(r for r in a.results if r.cpu == 2)
     assert row.outcome is Outcome.FAILED_REPRODUCIBLE
     assert "majority (3 of 4 CPUs" in row.detail
     assert a.decision.quarantine_cpus == (2,)
-    assert a.decision.verdict is Verdict.QUARANTINE_CPUS
+    assert a.decision.verdict is ScreenVerdict.QUARANTINE_CPUS
 
 
 def test_one_disagreement_in_two_rounds_is_transient_and_asks_for_a_rescreen() -> None:
@@ -110,9 +117,9 @@ def test_one_disagreement_in_two_rounds_is_transient_and_asks_for_a_rescreen() -
         for c in range(3)
         for r in range(2)
     ]
-    a = decide(3, runs)
+    a = decide_screen(3, runs)
     assert next(r for r in a.results if r.cpu == 1).outcome is Outcome.FAILED_TRANSIENT
-    assert a.decision.verdict is Verdict.RESCREEN
+    assert a.decision.verdict is ScreenVerdict.RESCREEN
     assert a.decision.rescreen_cpus == (1,)
     assert a.decision.quarantine_cpus == ()
 
@@ -123,7 +130,7 @@ def test_known_answer_failure_then_passing_retry_is_transient() -> None:
         run(1, "k", ok=False, fp="x", observed="2"),
         run(1, "k", attempt=1, fp="y"),
     ]
-    a = decide(2, runs)
+    a = decide_screen(2, runs)
     row = next(r for r in a.results if r.cpu == 1)
     assert row.outcome is Outcome.FAILED_TRANSIENT
     assert (row.expected, row.observed) == ("x = 1", "x = 2")
@@ -131,16 +138,16 @@ def test_known_answer_failure_then_passing_retry_is_transient() -> None:
 
 
 def test_two_cpus_split_without_a_tie_breaker_is_inconclusive_for_both() -> None:
-    a = decide(2, [run(0, "k", fp="p"), run(1, "k", fp="q")])
+    a = decide_screen(2, [run(0, "k", fp="p"), run(1, "k", fp="q")])
     assert [r.outcome for r in a.results] == [Outcome.INCONCLUSIVE, Outcome.INCONCLUSIVE]
-    assert a.decision.verdict is Verdict.RESCREEN
+    assert a.decision.verdict is ScreenVerdict.RESCREEN
     assert a.decision.rescreen_cpus == (0, 1)
     assert a.golden_candidates == {}
 
 
 def test_golden_value_breaks_a_two_cpu_tie() -> None:
     golden = GoldenValues({"A:6:1:1": {"k": {"scale=1": "p"}}})
-    a = decide(2, [run(0, "k", fp="p"), run(1, "k", fp="q")], golden=golden)
+    a = decide_screen(2, [run(0, "k", fp="p"), run(1, "k", fp="q")], golden=golden)
     assert [r.outcome for r in a.results] == [Outcome.PASSED, Outcome.FAILED_TRANSIENT]
     assert "golden value of model A:6:1:1" in a.results[1].detail
 
@@ -151,16 +158,16 @@ def test_known_answers_break_a_two_cpu_tie() -> None:
         run(1, "k", ok=False, fp="q"),
         run(1, "k", ok=False, attempt=1, fp="r"),
     ]
-    a = decide(2, runs)
+    a = decide_screen(2, runs)
     assert [r.outcome for r in a.results] == [Outcome.PASSED, Outcome.FAILED_REPRODUCIBLE]
     assert a.decision.quarantine_cpus == (1,)
 
 
 def test_host_agreeing_with_itself_but_not_with_golden_is_software() -> None:
     golden = GoldenValues({"A:6:1:1": {"k": {"scale=1": "old"}}})
-    a = decide(3, [run(c, "k", fp="new") for c in range(3)], golden=golden)
+    a = decide_screen(3, [run(c, "k", fp="new") for c in range(3)], golden=golden)
     assert all(r.outcome is Outcome.SOFTWARE_SUSPECT for r in a.results)
-    assert a.decision.verdict is Verdict.SOFTWARE_SUSPECT
+    assert a.decision.verdict is ScreenVerdict.SOFTWARE_SUSPECT
     assert a.decision.software_suspect_checks == ("k",)
 
 
@@ -168,8 +175,8 @@ def test_all_failing_the_same_way_is_software_but_differently_is_hardware() -> N
     same = [
         run(c, "k", ok=False, fp="z", observed="0", attempt=a) for c in range(3) for a in (0, 1)
     ]
-    a = decide(3, same)
-    assert a.decision.verdict is Verdict.SOFTWARE_SUSPECT
+    a = decide_screen(3, same)
+    assert a.decision.verdict is ScreenVerdict.SOFTWARE_SUSPECT
     assert a.decision.quarantine_cpus == ()
     assert "failed the same way on all 3 CPUs" in a.results[0].detail
     different = [
@@ -177,8 +184,8 @@ def test_all_failing_the_same_way_is_software_but_differently_is_hardware() -> N
         for c in range(3)
         for a in (0, 1)
     ]
-    b = decide(3, different)
-    assert b.decision.verdict is Verdict.QUARANTINE_HOST
+    b = decide_screen(3, different)
+    assert b.decision.verdict is ScreenVerdict.QUARANTINE_HOST
     assert b.decision.quarantine_host
 
 
@@ -190,12 +197,12 @@ def test_more_than_two_failing_cpus_quarantine_the_host_two_do_not() -> None:
             for a in ((0, 1) if c in bad else (0,))
         ]
 
-    three = decide(8, failing({1, 4, 6}))
-    assert three.decision.verdict is Verdict.QUARANTINE_HOST
+    three = decide_screen(8, failing({1, 4, 6}))
+    assert three.decision.verdict is ScreenVerdict.QUARANTINE_HOST
     assert three.decision.quarantine_cpus == (1, 4, 6)
     assert three.decision.reasons[0].startswith("3 CPUs fail (1,4,6): more than 2")
-    two = decide(8, failing({1, 4}))
-    assert two.decision.verdict is Verdict.QUARANTINE_CPUS
+    two = decide_screen(8, failing({1, 4}))
+    assert two.decision.verdict is ScreenVerdict.QUARANTINE_CPUS
     assert not two.decision.quarantine_host
 
 
@@ -206,7 +213,7 @@ def test_smt_siblings_failing_together_point_at_the_core() -> None:
         for c in range(4)
         for a in (0, 1)
     ]
-    a = decide(4, runs, topology=t)
+    a = decide_screen(4, runs, topology=t)
     assert a.decision.quarantine_cpus == (0, 2)
     assert any("SMT sibling" in r for r in a.decision.reasons)
 
@@ -225,7 +232,7 @@ def test_crosscore_failures_are_blamed_on_the_cpu_that_fails_alone_too() -> None
             run(c, "crosscore", ok=not bad_x, fp=f"x{c}" if bad_x else "x", attempt=a)
             for a in ((0, 1) if bad_x else (0,))
         ]
-    a = decide(4, runs, checks=("k", "crosscore"))
+    a = decide_screen(4, runs, checks=("k", "crosscore"))
     row1 = next(r for r in a.results if r.cpu == 1 and r.check == "crosscore")
     assert row1.partner == 2 and row1.suspect_cpu == 2
     assert "CPU 2 also fails k" in row1.detail
@@ -239,11 +246,11 @@ def test_unattributable_crosscore_failure_rescreens_both() -> None:
         for c in range(2)
         for a in (0, 1)
     ]
-    a = decide(2, runs, checks=("crosscore",))
+    a = decide_screen(2, runs, checks=("crosscore",))
     assert all(r.suspect_cpu is None for r in a.results)
     assert a.decision.quarantine_cpus == ()
     assert a.decision.rescreen_cpus == (0, 1)
-    assert a.decision.verdict is Verdict.RESCREEN
+    assert a.decision.verdict is ScreenVerdict.RESCREEN
 
 
 def test_runs_off_their_cpu_prove_nothing() -> None:
@@ -262,7 +269,7 @@ def test_runs_off_their_cpu_prove_nothing() -> None:
         cpu_seconds=0.1,
         ran_on=(1, 0),
     )
-    a = decide(2, [run(0, "k"), stray])
+    a = decide_screen(2, [run(0, "k"), stray])
     row = next(r for r in a.results if r.cpu == 1)
     assert row.outcome is Outcome.SKIPPED
     assert "ran off CPU 1" in row.detail
@@ -276,10 +283,10 @@ def test_crash_and_timeout_rows_and_untouched_checks() -> None:
         runs=(run(1, "k"),),
         interrupted=(Interrupted("j", 0, 0, WorkerStatus.TIMED_OUT, "killed after 3.0 s"),),
     )
-    a = decide(2, [], checks=("k", "j", "m"), outcomes=outs)
+    a = decide_screen(2, [], checks=("k", "j", "m"), outcomes=outs)
     by = {(r.cpu, r.check): r for r in a.results}
     assert by[(1, "j")].outcome is Outcome.TIMED_OUT
     assert by[(1, "m")].outcome is Outcome.SKIPPED
     assert "budget was spent" in by[(1, "m")].detail
     assert by[(0, "j")].outcome is Outcome.SKIPPED
-    assert a.decision.verdict is Verdict.RESCREEN
+    assert a.decision.verdict is ScreenVerdict.RESCREEN

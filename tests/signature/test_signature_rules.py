@@ -29,9 +29,9 @@ from corecensus.signature import (
     SIGNATURE_VERSION,
     SYSTEM_MODULES,
     PopulationLevel,
-    Rule,
     SignatureGenerator,
     SignatureResult,
+    SignatureRule,
     Signatures,
     anomaly_class,
     anomaly_mask,
@@ -258,7 +258,7 @@ def test_unparsed_core_gets_an_explained_empty_signature() -> None:
     assert not sig.unwind_failed
 
 
-class ExplodingRule(Rule):
+class ExplodingRule(SignatureRule):
     def action(self, crash: CrashRecord, result: SignatureResult) -> None:
         raise RuntimeError("boom")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from corecensus.epidemiology import analyze
-from corecensus.epidemiology.findings import Analysis, PopulationInfo
+from corecensus.epidemiology.findings import FleetAnalysis, PopulationInfo
 from corecensus.epidemiology.table import Categorical, CrashTable, Deploys, ExposureTable
 from corecensus.ingest.tables import read_deploys, read_exposure
 from corecensus.signature import PopulationLevel
@@ -163,7 +163,7 @@ def _deploys_from_rows(rows: Iterable[DeployRow]) -> Deploys | None:
 class AnalysisReport:
     """An analysis with what it was computed from."""
 
-    analysis: Analysis
+    analysis: FleetAnalysis
     inputs: AnalysisInputs
 
     def to_json(self) -> dict[str, object]:

@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from corecensus.epidemiology import Analysis, PopulationFinding
+from corecensus.epidemiology import FleetAnalysis, PopulationFinding
 from corecensus.model import CrashRecord, ParseStatus
 
 __all__ = [
@@ -66,7 +66,7 @@ def _time(us: int | None) -> str:
 
 
 def analysis_view(
-    analysis: Analysis,
+    analysis: FleetAnalysis,
     *,
     evidence: bool = True,
     screens: Sequence[Mapping[str, Any]] = (),

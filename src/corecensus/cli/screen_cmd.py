@@ -25,7 +25,7 @@ from corecensus.screening import (
     Outcome,
     ScreenConfig,
     ScreenResult,
-    Verdict,
+    ScreenVerdict,
     default_registry,
     parse_cpu_list,
     read_topology,
@@ -47,19 +47,19 @@ _CELL = {
     Outcome.INCONCLUSIVE: ("?", "yellow"),
 }
 _VERDICT_STYLE = {
-    Verdict.CLEAN: "bold green",
-    Verdict.QUARANTINE_CPUS: "bold red",
-    Verdict.QUARANTINE_HOST: "bold red",
-    Verdict.SOFTWARE_SUSPECT: "bold cyan",
-    Verdict.RESCREEN: "bold yellow",
+    ScreenVerdict.CLEAN: "bold green",
+    ScreenVerdict.QUARANTINE_CPUS: "bold red",
+    ScreenVerdict.QUARANTINE_HOST: "bold red",
+    ScreenVerdict.SOFTWARE_SUSPECT: "bold cyan",
+    ScreenVerdict.RESCREEN: "bold yellow",
 }
 
 
 def _exit_code(result: ScreenResult) -> int:
     verdict = result.decision.verdict
-    if verdict in (Verdict.QUARANTINE_CPUS, Verdict.QUARANTINE_HOST):
+    if verdict in (ScreenVerdict.QUARANTINE_CPUS, ScreenVerdict.QUARANTINE_HOST):
         return EXIT_QUARANTINE
-    if verdict is Verdict.CLEAN:
+    if verdict is ScreenVerdict.CLEAN:
         return 0
     return EXIT_ATTENTION
 
@@ -103,7 +103,7 @@ def render(result: ScreenResult, console: Console) -> None:
     console.print(Text(f"decision: {d.verdict}", style=_VERDICT_STYLE[d.verdict]))
     for reason in d.reasons:
         console.print(f"  - {reason}", markup=False, highlight=False)
-    if d.verdict is not Verdict.CLEAN:
+    if d.verdict is not ScreenVerdict.CLEAN:
         console.print("\nfailures:", style="bold")
         for r in result.results:
             if r.outcome not in (Outcome.PASSED, Outcome.SKIPPED):

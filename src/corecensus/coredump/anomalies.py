@@ -53,7 +53,7 @@ class AnomalyContext:
         return any(a.name == name for a in self.found)
 
 
-class Rule(Protocol):
+class AnomalyRule(Protocol):
     name: str
 
     def applies(self, ctx: AnomalyContext) -> bool: ...
@@ -346,7 +346,7 @@ class SigbusMemoryError:
             )
 
 
-RULES: tuple[Rule, ...] = (
+ANOMALY_RULES: tuple[AnomalyRule, ...] = (
     StackOverflow(),
     PcZero(),
     PcNotExecutable(),
@@ -374,7 +374,7 @@ def detect_anomalies(core: ParsedCore) -> AnomalyContext:
                 ctx.facts["instruction"] = _insn_text(ctx.insn)
         else:
             ctx.notes.append(f"code at pc {pc:#x} not available (neither in the core nor a binary)")
-    for rule in RULES:
+    for rule in ANOMALY_RULES:
         try:
             if rule.applies(ctx):
                 rule.run(ctx)

@@ -10,36 +10,36 @@ from __future__ import annotations
 from corecensus.epidemiology.analysis import analyze
 from corecensus.epidemiology.categorical import Categorical
 from corecensus.epidemiology.findings import (
-    Analysis,
     AttributeSignal,
+    FleetAnalysis,
     HostFinding,
     HostKind,
     Onset,
     PopulationFinding,
     PopulationInfo,
+    PopulationVerdict,
     Split,
     Suspect,
-    Verdict,
 )
 from corecensus.epidemiology.params import HARDWARE_ANOMALIES, AnalysisParams
 from corecensus.epidemiology.table import CrashTable, Deploys, ExposureTable
 
 __all__ = [
     "HARDWARE_ANOMALIES",
-    "Analysis",
     "AnalysisParams",
     "AttributeSignal",
     "Categorical",
     "CrashTable",
     "Deploys",
     "ExposureTable",
+    "FleetAnalysis",
     "HostFinding",
     "HostKind",
     "Onset",
     "PopulationFinding",
     "PopulationInfo",
+    "PopulationVerdict",
     "Split",
     "Suspect",
-    "Verdict",
     "analyze",
 ]

@@ -44,13 +44,13 @@ from corecensus.epidemiology.facts import (
     top_pairs,
 )
 from corecensus.epidemiology.findings import (
-    Analysis,
     AttributeSignal,
+    FleetAnalysis,
     PopulationFinding,
     PopulationInfo,
+    PopulationVerdict,
     Split,
     Suspect,
-    Verdict,
 )
 from corecensus.epidemiology.hostreport import host_findings, recommendations
 from corecensus.epidemiology.hostscan import HostScan, scan_hosts
@@ -62,7 +62,7 @@ from corecensus.epidemiology.table import CrashTable, Deploys, ExposureTable
 from corecensus.epidemiology.verdict import (
     HostFacts,
     PopulationFacts,
-    decide,
+    decide_verdict,
     onset_sentence,
 )
 from corecensus.epidemiology.versions import OnsetFinding, VersionHistory, population_onset
@@ -81,14 +81,18 @@ def analyze(
     population_info: Mapping[str, PopulationInfo] | None = None,
     *,
     params: AnalysisParams = AnalysisParams(),  # noqa: B008 - frozen, so sharing is safe
-) -> Analysis:
+) -> FleetAnalysis:
     """Analyze crash populations; see the module docstring and docs/statistics.md."""
     ctx = _Context.build(crashes, exposure, deploys, params)
     info = population_info or {}
     findings = [ctx.population_finding(p, info.get(ctx.pop_names[p])) for p in ctx.nonempty]
-    order = {Verdict.HARDWARE: 0, Verdict.SOFTWARE: 1, Verdict.INCONCLUSIVE: 2}
+    order = {
+        PopulationVerdict.HARDWARE: 0,
+        PopulationVerdict.SOFTWARE: 1,
+        PopulationVerdict.INCONCLUSIVE: 2,
+    }
     findings.sort(key=lambda f: (order[f.verdict], -f.crashes, f.id))
-    return Analysis(
+    return FleetAnalysis(
         populations=tuple(findings),
         hosts=host_findings(
             scan=ctx.scan,
@@ -260,7 +264,7 @@ class _Context:
             onset=onset,
             version_evidence=version_evidence,
         )
-        decision, _rule = decide(facts, params)
+        decision, _rule = decide_verdict(facts, params)
         evidence = list(decision.evidence)
         if onset is not None and version_evidence is None:
             evidence.append(onset_sentence(onset))
@@ -285,7 +289,7 @@ class _Context:
             )
         suspects = tuple(self._suspect(h) for h in decision.suspects)
         recs: list[str] = []
-        if decision.verdict is Verdict.HARDWARE:
+        if decision.verdict is PopulationVerdict.HARDWARE:
             recs = recommendations([(s.host, s.cpu) for s in suspects])
         return PopulationFinding(
             id=key,
@@ -379,11 +383,11 @@ class _Context:
         k = min(int(self.pairs.counts[pair]), self.params.max_crash_ids)
         return tuple(str(x) for x in ids[np.sort(self.pairs.groups.order[lo : lo + k])])
 
-    def _splits(self, p: int, facts: PopulationFacts, verdict: Verdict) -> list[Split]:
+    def _splits(self, p: int, facts: PopulationFacts, verdict: PopulationVerdict) -> list[Split]:
         params = self.params
         splits: list[Split] = []
         top = int(self.top_pair[p])
-        if top >= 0 and verdict is not Verdict.HARDWARE:
+        if top >= 0 and verdict is not PopulationVerdict.HARDWARE:
             classes = [("hardware-flavoured anomalies", True)] + [
                 (name, name in params.hardware_anomalies) for name in ANOMALY_NAMES
             ]

@@ -1,7 +1,7 @@
 """What the analysis says: verdicts, suspects, onsets, splits and flagged hosts.
 
 Every finding carries ``evidence``: sentences that name the method and its numbers, so a verdict
-can be checked by hand. ``Analysis.to_json()`` is the ``corecensus analyze --json`` contract:
+can be checked by hand. ``FleetAnalysis.to_json()`` is the ``corecensus analyze --json`` contract:
 ``{"populations": [...], "hosts": [...]}`` plus a ``rates_available`` flag and notes.
 """
 
@@ -18,16 +18,16 @@ if TYPE_CHECKING:
     from corecensus.epidemiology.hostscan import HostScan
 
 __all__ = [
-    "Analysis",
     "AttributeSignal",
+    "FleetAnalysis",
     "HostFinding",
     "HostKind",
     "Onset",
     "PopulationFinding",
     "PopulationInfo",
+    "PopulationVerdict",
     "Split",
     "Suspect",
-    "Verdict",
     "iso_time",
 ]
 
@@ -45,7 +45,7 @@ def _num(x: float | None) -> float | None:
     return float(x)
 
 
-class Verdict(enum.StrEnum):
+class PopulationVerdict(enum.StrEnum):
     """Per-population verdict."""
 
     HARDWARE = "hardware-suspect"
@@ -139,7 +139,7 @@ class Split:
     part: str
     crashes: int
     rest: int
-    verdict: Verdict
+    verdict: PopulationVerdict
     p_value: float | None
     evidence: str
 
@@ -199,7 +199,7 @@ class PopulationFinding:
     top_frames: tuple[str, ...]
     crashes: int
     hosts: int
-    verdict: Verdict
+    verdict: PopulationVerdict
     suspects: tuple[Suspect, ...]
     onset: Onset | None
     evidence: tuple[str, ...]
@@ -272,7 +272,7 @@ class HostFinding:
 
 
 @dataclass(frozen=True, slots=True)
-class Analysis:
+class FleetAnalysis:
     """The result of :func:`corecensus.epidemiology.analyze`.
 
     ``scan`` keeps the host scan's per-host arrays (index = position in ``host_names``) for

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from corecensus.epidemiology.findings import Split, Verdict
+from corecensus.epidemiology.findings import PopulationVerdict, Split
 from corecensus.epidemiology.poisson import poisson_rate_ratio_test
 from corecensus.epidemiology.tails import hypergeom_upper
 
@@ -62,7 +62,7 @@ def anomaly_split(
         part=f"{a} crashes with {name} on {top_host}",
         crashes=a,
         rest=crashes - a,
-        verdict=Verdict.HARDWARE if hardware else Verdict.INCONCLUSIVE,
+        verdict=PopulationVerdict.HARDWARE if hardware else PopulationVerdict.INCONCLUSIVE,
         p_value=p,
         evidence=(
             f"{a} of the {k} crashes with {name} are on {top_host}, which has "
@@ -76,7 +76,7 @@ def host_split(
     *,
     flagged: Sequence[tuple[str, int | None, int]],
     crashes: int,
-    verdict: Verdict,
+    verdict: PopulationVerdict,
     min_part: int = 2,
 ) -> Split | None:
     """Crashes on the CPUs the scan flagged (host name, CPU, crashes there) beside the rest."""
@@ -85,13 +85,13 @@ def host_split(
     if k < min_part or rest < min_part:
         return None
     names = ", ".join(f"{h} CPU {c}" if c is not None else h for h, c, _ in flagged)
-    if verdict is Verdict.HARDWARE:
+    if verdict is PopulationVerdict.HARDWARE:
         return Split(
             by="host",
             part=f"{rest} crashes off the flagged CPUs",
             crashes=rest,
             rest=k,
-            verdict=Verdict.INCONCLUSIVE,
+            verdict=PopulationVerdict.INCONCLUSIVE,
             p_value=None,
             evidence=(
                 f"Besides the crashes on the flagged CPUs ({names}), {rest} come from elsewhere."
@@ -102,7 +102,7 @@ def host_split(
         part=f"{k} crashes on {names}",
         crashes=k,
         rest=rest,
-        verdict=Verdict.HARDWARE,
+        verdict=PopulationVerdict.HARDWARE,
         p_value=None,
         evidence=(
             f"{k} of {crashes} crashes are on CPUs flagged by the host scan ({names}); "
@@ -139,7 +139,7 @@ def version_split(
         part=f"{n} crashes in version {v}",
         crashes=n,
         rest=rest_n,
-        verdict=Verdict.SOFTWARE,
+        verdict=PopulationVerdict.SOFTWARE,
         p_value=p,
         evidence=(
             f"Version {v} crashes {ratio:.1f}x as often per exposure-hour as the other versions "

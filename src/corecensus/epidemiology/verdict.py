@@ -28,16 +28,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from corecensus.epidemiology.findings import Onset, Verdict, iso_time, join_names
+from corecensus.epidemiology.findings import Onset, PopulationVerdict, iso_time, join_names
 from corecensus.epidemiology.params import AnalysisParams
 
 __all__ = [
-    "RULES",
-    "Decision",
+    "VERDICT_RULES",
     "HostFacts",
     "PopulationFacts",
-    "Rule",
-    "decide",
+    "VerdictDecision",
+    "VerdictRule",
+    "decide_verdict",
 ]
 
 
@@ -96,16 +96,16 @@ class PopulationFacts:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    verdict: Verdict
+class VerdictDecision:
+    verdict: PopulationVerdict
     evidence: tuple[str, ...]
     suspects: tuple[HostFacts, ...] = ()
 
 
-class Rule(Protocol):
+class VerdictRule(Protocol):
     name: str
 
-    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> Decision | None: ...
+    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> VerdictDecision | None: ...
 
 
 def _pct(x: float) -> str:
@@ -132,11 +132,11 @@ def _cpu_words(h: HostFacts) -> str:
 class TooFewCrashes:
     name = "too-few-crashes"
 
-    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> Decision | None:
+    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> VerdictDecision | None:
         if f.crashes >= p.min_crashes:
             return None
-        return Decision(
-            Verdict.INCONCLUSIVE,
+        return VerdictDecision(
+            PopulationVerdict.INCONCLUSIVE,
             (f"Only {f.crashes} crash(es): fewer than the {p.min_crashes} a verdict needs.",),
         )
 
@@ -144,7 +144,7 @@ class TooFewCrashes:
 class MadeOfFlaggedHosts:
     name = "made-of-flagged-hosts"
 
-    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> Decision | None:
+    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> VerdictDecision | None:
         flagged = f.flagged
         k = sum(h.crashes for h in flagged)
         if not flagged or k < p.concentration_share * f.crashes:
@@ -156,7 +156,7 @@ class MadeOfFlaggedHosts:
             "method): a defective core crashes whatever code runs on it."
         ]
         parts += [_cpu_words(h) + "." for h in flagged if h.cpu is not None and h.cpu_crashes > 1]
-        return Decision(Verdict.HARDWARE, tuple(parts), flagged)
+        return VerdictDecision(PopulationVerdict.HARDWARE, tuple(parts), flagged)
 
 
 def _concentrated(f: PopulationFacts, p: AnalysisParams) -> tuple[HostFacts, ...]:
@@ -171,7 +171,7 @@ def _concentrated(f: PopulationFacts, p: AnalysisParams) -> tuple[HostFacts, ...
 class ConcentratedWithHardwareEvidence:
     name = "concentrated-with-hardware-evidence"
 
-    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> Decision | None:
+    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> VerdictDecision | None:
         hosts = _concentrated(f, p)
         if not hosts:
             return None
@@ -189,28 +189,28 @@ class ConcentratedWithHardwareEvidence:
         parts += [_cpu_words(h) + "." for h in on_cpu]
         if hw:
             parts.append(f"{hw} of those {k} crashes carry hardware-flavoured anomalies.")
-        return Decision(Verdict.HARDWARE, tuple(parts), hosts)
+        return VerdictDecision(PopulationVerdict.HARDWARE, tuple(parts), hosts)
 
 
 class VersionOnset:
     name = "version-onset"
 
-    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> Decision | None:
+    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> VerdictDecision | None:
         if f.onset is None or f.version_evidence is None:
             return None
-        return Decision(Verdict.SOFTWARE, (f.version_evidence,))
+        return VerdictDecision(PopulationVerdict.SOFTWARE, (f.version_evidence,))
 
 
 class ConcentratedWithoutEvidence:
     name = "concentrated-without-evidence"
 
-    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> Decision | None:
+    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> VerdictDecision | None:
         hosts = _concentrated(f, p)
         if not hosts:
             return None
         k = sum(h.crashes for h in hosts)
-        return Decision(
-            Verdict.INCONCLUSIVE,
+        return VerdictDecision(
+            PopulationVerdict.INCONCLUSIVE,
             (
                 f"{k} of {f.crashes} crashes are on {join_names([h.name for h in hosts])} "
                 f"({'; '.join(_excess_words(h, f.rates_available) for h in hosts)}), but without "
@@ -223,7 +223,7 @@ class ConcentratedWithoutEvidence:
 class Spread:
     name = "spread"
 
-    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> Decision | None:
+    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> VerdictDecision | None:
         if f.hosts < p.spread_min_hosts or f.top_share >= p.concentration_share:
             return None
         words = (
@@ -243,15 +243,15 @@ class Spread:
                 "hardware-flavoured anomalies, but spread over many hosts and CPUs: a "
                 "memory-corrupting software bug, not a CPU (explained away in the host scan)."
             )
-        return Decision(Verdict.SOFTWARE, tuple(parts))
+        return VerdictDecision(PopulationVerdict.SOFTWARE, tuple(parts))
 
 
 class Fallback:
     name = "fallback"
 
-    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> Decision | None:
-        return Decision(
-            Verdict.INCONCLUSIVE,
+    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> VerdictDecision | None:
+        return VerdictDecision(
+            PopulationVerdict.INCONCLUSIVE,
             (
                 f"{f.crashes} crashes on {f.hosts} host(s): neither spread over "
                 f"{p.spread_min_hosts}+ hosts nor tied to a CPU, a host or a version.",
@@ -259,7 +259,7 @@ class Fallback:
         )
 
 
-RULES: tuple[Rule, ...] = (
+VERDICT_RULES: tuple[VerdictRule, ...] = (
     TooFewCrashes(),
     MadeOfFlaggedHosts(),
     ConcentratedWithHardwareEvidence(),
@@ -270,9 +270,9 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def decide(
-    facts: PopulationFacts, params: AnalysisParams, rules: Sequence[Rule] = RULES
-) -> tuple[Decision, str]:
+def decide_verdict(
+    facts: PopulationFacts, params: AnalysisParams, rules: Sequence[VerdictRule] = VERDICT_RULES
+) -> tuple[VerdictDecision, str]:
     """The first rule that applies, and its name."""
     for rule in rules:
         decision = rule(facts, params)

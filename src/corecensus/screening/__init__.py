@@ -19,9 +19,9 @@ from corecensus.screening.checks import (
 )
 from corecensus.screening.golden import GoldenValues
 from corecensus.screening.modes import ScreenConfig, next_periodic_delay
-from corecensus.screening.outcome import Mode, Outcome, Verdict, WorkerStatus
+from corecensus.screening.outcome import Mode, Outcome, ScreenVerdict, WorkerStatus
 from corecensus.screening.recommend import ScreenRecommendation, recommend_screens
-from corecensus.screening.result import CheckResult, CpuReport, Decision, ScreenResult
+from corecensus.screening.result import CheckResult, CpuReport, ScreenDecision, ScreenResult
 from corecensus.screening.screen import ScreenRun, run_screen
 from corecensus.screening.topology import CpuInfo, Topology, parse_cpu_list, read_topology
 from corecensus.screening.wire import BackgroundPlan, DutyReport
@@ -37,18 +37,18 @@ __all__ = [
     "CheckResult",
     "CpuInfo",
     "CpuReport",
-    "Decision",
     "DutyReport",
     "GoldenValues",
     "Mode",
     "Observation",
     "Outcome",
     "ScreenConfig",
+    "ScreenDecision",
     "ScreenRecommendation",
     "ScreenResult",
     "ScreenRun",
+    "ScreenVerdict",
     "Topology",
-    "Verdict",
     "WorkerStatus",
     "default_registry",
     "next_periodic_delay",

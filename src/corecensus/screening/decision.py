@@ -13,24 +13,24 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from corecensus.screening.outcome import Outcome, Verdict, WorkerStatus
-from corecensus.screening.result import CheckResult, Decision
+from corecensus.screening.outcome import Outcome, ScreenVerdict, WorkerStatus
+from corecensus.screening.result import CheckResult, ScreenDecision
 from corecensus.screening.runner import WorkerOutcome
 from corecensus.screening.topology import Topology, format_cpu_list
 
-__all__ = ["HOST_QUARANTINE_ABOVE", "decide"]
+__all__ = ["HOST_QUARANTINE_ABOVE", "decide_screen"]
 
 # More failing CPUs than this quarantine the whole host.
 HOST_QUARANTINE_ABOVE = 2
 
 
-def decide(
+def decide_screen(
     cpus: Sequence[int],
     results: Sequence[CheckResult],
     outcomes: Mapping[int, WorkerOutcome],
     topology: Topology,
     software: Mapping[str, str],
-) -> Decision:
+) -> ScreenDecision:
     reasons: list[str] = []
     reproducible: dict[int, list[CheckResult]] = defaultdict(list)
     failing: dict[int, list[CheckResult]] = defaultdict(list)
@@ -97,21 +97,21 @@ def decide(
                 "physical core is the likely culprit"
             )
     if host:
-        verdict = Verdict.QUARANTINE_HOST
+        verdict = ScreenVerdict.QUARANTINE_HOST
     elif quarantine:
-        verdict = Verdict.QUARANTINE_CPUS
+        verdict = ScreenVerdict.QUARANTINE_CPUS
     elif software:
-        verdict = Verdict.SOFTWARE_SUSPECT
+        verdict = ScreenVerdict.SOFTWARE_SUSPECT
     elif rescreen:
-        verdict = Verdict.RESCREEN
+        verdict = ScreenVerdict.RESCREEN
     else:
-        verdict = Verdict.CLEAN
+        verdict = ScreenVerdict.CLEAN
         ran = {(r.cpu, r.check) for r in results if r.runs}
         reasons.append(
             f"all {len(cpus)} CPUs passed every check that ran ({len(ran)} of {len(results)} "
             f"CPU-check pairs covered, {sum(r.runs for r in results)} runs)"
         )
-    return Decision(
+    return ScreenDecision(
         verdict=verdict,
         quarantine_cpus=quarantine,
         quarantine_host=host,

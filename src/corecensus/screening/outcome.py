@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Mode", "Outcome", "Verdict", "WorkerStatus"]
+__all__ = ["Mode", "Outcome", "ScreenVerdict", "WorkerStatus"]
 
 
 class Mode(enum.StrEnum):
@@ -57,7 +57,7 @@ class WorkerStatus(enum.StrEnum):
     NOT_STARTED = "not_started"
 
 
-class Verdict(enum.StrEnum):
+class ScreenVerdict(enum.StrEnum):
     """The host-level decision of one screen."""
 
     CLEAN = "clean"

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from corecensus.errors import ScreeningError
-from corecensus.screening.outcome import Mode, Outcome, Verdict, WorkerStatus
+from corecensus.screening.outcome import Mode, Outcome, ScreenVerdict, WorkerStatus
 from corecensus.screening.wire import DutyReport
 
-__all__ = ["RECORD_KIND", "CheckResult", "CpuReport", "Decision", "ScreenResult"]
+__all__ = ["RECORD_KIND", "CheckResult", "CpuReport", "ScreenDecision", "ScreenResult"]
 
 RECORD_KIND = "sdc_screen"
 RECORD_FORMAT = 1
@@ -146,11 +146,11 @@ class CpuReport:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class ScreenDecision:
     """What to do with the host: quarantine CPUs (a reproducible failure), the whole host (more
     than two failing CPUs), suspect software (every CPU fails the same way), or rescreen."""
 
-    verdict: Verdict
+    verdict: ScreenVerdict
     quarantine_cpus: tuple[int, ...] = ()
     quarantine_host: bool = False
     rescreen_cpus: tuple[int, ...] = ()
@@ -173,9 +173,9 @@ class Decision:
         }
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> Decision:
+    def from_json(cls, obj: Mapping[str, Any]) -> ScreenDecision:
         return cls(
-            verdict=Verdict(obj["verdict"]),
+            verdict=ScreenVerdict(obj["verdict"]),
             quarantine_cpus=tuple(int(c) for c in obj.get("quarantine_cpus", ())),
             quarantine_host=bool(obj.get("quarantine_host", False)),
             rescreen_cpus=tuple(int(c) for c in obj.get("rescreen_cpus", ())),
@@ -200,7 +200,7 @@ class ScreenResult:
     version: str
     cpus: tuple[CpuReport, ...]
     results: tuple[CheckResult, ...]
-    decision: Decision
+    decision: ScreenDecision
 
     def result(self, cpu: int, check: str) -> CheckResult:
         for r in self.results:
@@ -253,7 +253,7 @@ class ScreenResult:
                 version=str(obj.get("version", "")),
                 cpus=tuple(CpuReport.from_json(c) for c in obj["cpus"]),
                 results=tuple(CheckResult.from_json(r) for r in obj["results"]),
-                decision=Decision.from_json(obj["decision"]),
+                decision=ScreenDecision.from_json(obj["decision"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ScreeningError(f"malformed screen record: {exc!r}") from exc

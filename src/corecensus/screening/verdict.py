@@ -23,23 +23,23 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from corecensus.screening.decision import decide
+from corecensus.screening.decision import decide_screen
 from corecensus.screening.golden import GoldenValues
 from corecensus.screening.outcome import Outcome, WorkerStatus
-from corecensus.screening.result import CheckResult, Decision
+from corecensus.screening.result import CheckResult, ScreenDecision
 from corecensus.screening.runner import WorkerOutcome
 from corecensus.screening.topology import Topology, format_cpu_list
 from corecensus.screening.wire import RunRecord, RunStatus
 
-__all__ = ["Analysis", "analyze"]
+__all__ = ["ScreenAnalysis", "analyze"]
 
 CROSSCORE = "crosscore"
 
 
 @dataclass(frozen=True, slots=True)
-class Analysis:
+class ScreenAnalysis:
     results: tuple[CheckResult, ...]
-    decision: Decision
+    decision: ScreenDecision
     # (model_key, check, scale) -> fingerprint: round-0 values this screen can vouch for.
     golden_candidates: Mapping[tuple[str, str, float], str] = field(default_factory=dict)
 
@@ -89,7 +89,7 @@ def analyze(
     partners: Mapping[int, int | None],
     scale: float,
     golden: GoldenValues | None = None,
-) -> Analysis:
+) -> ScreenAnalysis:
     golden = golden or GoldenValues()
     families: dict[str, str] = {}
     for outcome in outcomes.values():
@@ -125,9 +125,9 @@ def analyze(
                 )
     _attribute_crosscore(cpus, rows)
     ordered = tuple(rows[(cpu, check)] for cpu in cpus for check in checks)
-    decision = decide(cpus, ordered, outcomes, topology, software)
+    decision = decide_screen(cpus, ordered, outcomes, topology, software)
     candidates = _golden_candidates(facts, rows, scale, golden)
-    return Analysis(results=ordered, decision=decision, golden_candidates=candidates)
+    return ScreenAnalysis(results=ordered, decision=decision, golden_candidates=candidates)
 
 
 def _consensus(facts: _Facts, golden: GoldenValues, scale: float) -> _Verdicts:

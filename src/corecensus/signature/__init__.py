@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from corecensus.signature.generator import SignatureGenerator, compute_signatures, default_pipeline
 from corecensus.signature.normalize import address_frame, normalize_function
-from corecensus.signature.rules import Rule, SignatureResult
+from corecensus.signature.rules import SignatureResult, SignatureRule
 from corecensus.signature.siglists import (
     IRRELEVANT_FRAMES,
     PREFIX_FRAMES,
@@ -33,9 +33,9 @@ __all__ = [
     "SYSTEM_MODULES",
     "FrameList",
     "PopulationLevel",
-    "Rule",
     "SignatureGenerator",
     "SignatureResult",
+    "SignatureRule",
     "Signatures",
     "address_frame",
     "anomaly_class",

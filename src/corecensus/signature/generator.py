@@ -13,8 +13,8 @@ from corecensus.signature.rules import (
     EmptySignatureRule,
     FrameSelectionRule,
     ProgramSignalRule,
-    Rule,
     SignatureResult,
+    SignatureRule,
     SymbolicSignatureRule,
     TruncateRule,
 )
@@ -29,7 +29,7 @@ from corecensus.signature.signatures import SIGNATURE_VERSION, Signatures
 __all__ = ["SignatureGenerator", "compute_signatures", "default_pipeline"]
 
 
-def default_pipeline(lists_directory: Path | None = None) -> list[Rule]:
+def default_pipeline(lists_directory: Path | None = None) -> list[SignatureRule]:
     """The rules in order. ``lists_directory`` replaces the packaged frame lists."""
     return [
         ProgramSignalRule(),
@@ -49,7 +49,7 @@ def default_pipeline(lists_directory: Path | None = None) -> list[Rule]:
 class SignatureGenerator:
     """Computes :class:`Signatures`; each rule that raises adds a note and the rest still run."""
 
-    def __init__(self, pipeline: Sequence[Rule] | None = None) -> None:
+    def __init__(self, pipeline: Sequence[SignatureRule] | None = None) -> None:
         self.pipeline = list(pipeline) if pipeline is not None else default_pipeline()
 
     def explain(self, crash: CrashRecord) -> SignatureResult:

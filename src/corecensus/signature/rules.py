@@ -27,8 +27,8 @@ __all__ = [
     "EmptySignatureRule",
     "FrameSelectionRule",
     "ProgramSignalRule",
-    "Rule",
     "SignatureResult",
+    "SignatureRule",
     "SymbolicSignatureRule",
     "TruncateRule",
     "frame_text",
@@ -68,7 +68,7 @@ class SignatureResult:
         self.debug_log.append(f"{rule}: {message}")
 
 
-class Rule:
+class SignatureRule:
     """A signature rule. ``action`` runs only when ``predicate`` is true."""
 
     @property
@@ -93,7 +93,7 @@ def _signal_name(number: int) -> str:
         return f"SIG{number}"
 
 
-class ProgramSignalRule(Rule):
+class ProgramSignalRule(SignatureRule):
     """Program basename (exe, else comm) and signal name, from the record or its metadata."""
 
     def action(self, crash: CrashRecord, result: SignatureResult) -> None:
@@ -117,12 +117,12 @@ class ProgramSignalRule(Rule):
             result.signal = _signal_name(int(raw))
 
 
-class AnomalyClassRule(Rule):
+class AnomalyClassRule(SignatureRule):
     def action(self, crash: CrashRecord, result: SignatureResult) -> None:
         result.anomaly_class = anomaly_class(crash.anomaly_names)
 
 
-class FrameSelectionRule(Rule):
+class FrameSelectionRule(SignatureRule):
     """Unwound frames, or when unwinding failed the crashing pc plus recovered frames / stack
     window code addresses (see :mod:`corecensus.signature.frames`)."""
 
@@ -148,7 +148,7 @@ def _address_token(frame: FrameView) -> str:
     return "@unmapped"
 
 
-class AddressSignatureRule(Rule):
+class AddressSignatureRule(SignatureRule):
     """``program SIGNAL tok | tok | ...`` over the top :data:`ADDRESS_FRAMES` frames outside
     system libraries, at most :data:`ADDRESS_WINDOW_FRAMES` of them from the stack window.
 
@@ -205,7 +205,7 @@ def frame_text(frame: FrameView) -> str:
     return address_frame(frame.module, frame.module_offset, frame.pc)
 
 
-class SymbolicSignatureRule(Rule):
+class SymbolicSignatureRule(SignatureRule):
     """Normalized frames through the irrelevant/prefix lists (socorro ``CSignatureTool``)."""
 
     def __init__(self, irrelevant: FrameList, prefix: FrameList) -> None:
@@ -231,7 +231,7 @@ class SymbolicSignatureRule(Rule):
             result.note(self.name, "every frame is irrelevant; using the top frame")
 
 
-class EmptySignatureRule(Rule):
+class EmptySignatureRule(SignatureRule):
     """Say why there is no signature, instead of leaving it blank."""
 
     def predicate(self, crash: CrashRecord, result: SignatureResult) -> bool:
@@ -251,7 +251,7 @@ class EmptySignatureRule(Rule):
             result.address = f"{result.program} {result.signal} <no frames>"
 
 
-class TruncateRule(Rule):
+class TruncateRule(SignatureRule):
     """Cap signatures at :data:`SIGNATURE_MAX_LENGTH` characters (socorro ``SigTruncate``)."""
 
     def predicate(self, crash: CrashRecord, result: SignatureResult) -> bool:
