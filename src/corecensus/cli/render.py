@@ -12,15 +12,18 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from corecensus.epidemiology import FleetAnalysis, PopulationFinding
 from corecensus.model import CrashRecord, ParseStatus
+
+if TYPE_CHECKING:  # imported by the commands that need them (inspect stays light)
+    from corecensus.epidemiology import FleetAnalysis, PopulationFinding
+    from corecensus.screening import ScreenResult
 
 __all__ = [
     "analysis_view",
@@ -30,6 +33,7 @@ __all__ = [
     "kv_grid",
     "plain",
     "record_view",
+    "screen_view",
 ]
 
 # C0 and C1 controls and DEL, except tab; newlines are shown too (one datum, one line).
@@ -306,3 +310,80 @@ def demo_view(summary: Mapping[str, Any]) -> RenderableType:
     for cls, n in sorted(classes.items(), key=lambda kv: -kv[1]):
         t.add_row(plain(cls), str(n))
     return t
+
+
+def screen_view(result: ScreenResult) -> RenderableType:
+    """The CPU x check table, per-CPU facts, and the decision with its reasons."""
+    from corecensus.screening import Outcome, ScreenVerdict
+
+    _CELL = {
+        Outcome.PASSED: ("pass", "green"),
+        Outcome.FAILED_REPRODUCIBLE: ("FAIL", "bold red"),
+        Outcome.FAILED_TRANSIENT: ("flaky", "yellow"),
+        Outcome.TIMED_OUT: ("timeout", "magenta"),
+        Outcome.CRASHED: ("crash", "bold magenta"),
+        Outcome.SKIPPED: ("skip", "dim"),
+        Outcome.SOFTWARE_SUSPECT: ("sw?", "cyan"),
+        Outcome.INCONCLUSIVE: ("?", "yellow"),
+    }
+    _SCREEN_VERDICT_STYLE = {
+        ScreenVerdict.CLEAN: "bold green",
+        ScreenVerdict.QUARANTINE_CPUS: "bold red",
+        ScreenVerdict.QUARANTINE_HOST: "bold red",
+        ScreenVerdict.SOFTWARE_SUSPECT: "bold cyan",
+        ScreenVerdict.RESCREEN: "bold yellow",
+    }
+    parts: list[RenderableType] = []
+    cpus = [c.cpu for c in result.cpus]
+    table = Table(
+        title=plain(f"SDC screen of {result.host} ({result.mode}, {result.seconds:.1f} s)"),
+        show_lines=False,
+    )
+    table.add_column("check")
+    table.add_column("family", style="dim")
+    for cpu in cpus:
+        table.add_column(f"CPU {cpu}", justify="center")
+    checks = list(dict.fromkeys(r.check for r in result.results))
+    for check in checks:
+        family = next((r.family for r in result.results if r.check == check and r.family), "")
+        cells: list[Text] = []
+        for cpu in cpus:
+            r = result.result(cpu, check)
+            label, style = _CELL[r.outcome]
+            if r.outcome.is_failure and r.suspect_cpu not in (None, cpu):
+                label = f"{label}->{r.suspect_cpu}"
+            if r.runs > 1 and r.outcome is Outcome.PASSED:
+                label = f"{label} x{r.runs}"
+            cells.append(Text(label, style=style))
+        table.add_row(plain(check), plain(family), *cells)
+    table.add_section()
+    table.add_row("worker", "", *[Text(str(c.status)) for c in result.cpus])
+    table.add_row("rounds", "", *[Text(str(c.rounds)) for c in result.cpus])
+    table.add_row("cpu s", "", *[Text(f"{c.cpu_seconds:.2f}") for c in result.cpus])
+    if any(c.duty for c in result.cpus):
+        table.add_row(
+            "duty cycle",
+            "",
+            *[Text(f"{c.duty.duty_cycle:.2%}" if c.duty else "-") for c in result.cpus],
+        )
+    parts.append(table)
+    d = result.decision
+    parts.append(Text(f"decision: {d.verdict}", style=_SCREEN_VERDICT_STYLE[d.verdict]))
+    for reason in d.reasons:
+        parts.append(plain(f"  - {reason}"))
+    if d.verdict is not ScreenVerdict.CLEAN:
+        parts.append(Text("\nfailures:", style="bold"))
+        for r in result.results:
+            if r.outcome not in (Outcome.PASSED, Outcome.SKIPPED):
+                blamed = (
+                    f" [blamed on CPU {r.suspect_cpu}]"
+                    if r.suspect_cpu is not None and r.suspect_cpu != r.cpu
+                    else ""
+                )
+                parts.append(
+                    plain(
+                        f"  CPU {r.cpu} {r.check}: {r.outcome}{blamed}; expected {r.expected}; "
+                        f"observed {r.observed}"
+                    )
+                )
+    return Group(*parts)

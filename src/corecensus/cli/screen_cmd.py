@@ -9,20 +9,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from corecensus.cli.output import error
+from corecensus.cli.output import error, show
+from corecensus.cli.render import screen_view
 from corecensus.errors import CorecensusError
 from corecensus.screening import (
     BUILTIN_CHECKS,
     Mode,
-    Outcome,
     ScreenConfig,
     ScreenResult,
     ScreenVerdict,
@@ -36,24 +33,6 @@ __all__ = ["screen"]
 EXIT_QUARANTINE = 3
 EXIT_ATTENTION = 4
 
-_CELL = {
-    Outcome.PASSED: ("pass", "green"),
-    Outcome.FAILED_REPRODUCIBLE: ("FAIL", "bold red"),
-    Outcome.FAILED_TRANSIENT: ("flaky", "yellow"),
-    Outcome.TIMED_OUT: ("timeout", "magenta"),
-    Outcome.CRASHED: ("crash", "bold magenta"),
-    Outcome.SKIPPED: ("skip", "dim"),
-    Outcome.SOFTWARE_SUSPECT: ("sw?", "cyan"),
-    Outcome.INCONCLUSIVE: ("?", "yellow"),
-}
-_VERDICT_STYLE = {
-    ScreenVerdict.CLEAN: "bold green",
-    ScreenVerdict.QUARANTINE_CPUS: "bold red",
-    ScreenVerdict.QUARANTINE_HOST: "bold red",
-    ScreenVerdict.SOFTWARE_SUSPECT: "bold cyan",
-    ScreenVerdict.RESCREEN: "bold yellow",
-}
-
 
 def _exit_code(result: ScreenResult) -> int:
     verdict = result.decision.verdict
@@ -62,62 +41,6 @@ def _exit_code(result: ScreenResult) -> int:
     if verdict is ScreenVerdict.CLEAN:
         return 0
     return EXIT_ATTENTION
-
-
-def render(result: ScreenResult, console: Console) -> None:
-    """The CPU x check table, per-CPU facts, and the decision with its reasons."""
-    cpus = [c.cpu for c in result.cpus]
-    table = Table(
-        title=f"SDC screen of {result.host} ({result.mode}, {result.seconds:.1f} s)",
-        show_lines=False,
-    )
-    table.add_column("check")
-    table.add_column("family", style="dim")
-    for cpu in cpus:
-        table.add_column(f"CPU {cpu}", justify="center")
-    checks = list(dict.fromkeys(r.check for r in result.results))
-    for check in checks:
-        family = next((r.family for r in result.results if r.check == check and r.family), "")
-        cells: list[Text] = []
-        for cpu in cpus:
-            r = result.result(cpu, check)
-            label, style = _CELL[r.outcome]
-            if r.outcome.is_failure and r.suspect_cpu not in (None, cpu):
-                label = f"{label}->{r.suspect_cpu}"
-            if r.runs > 1 and r.outcome is Outcome.PASSED:
-                label = f"{label} x{r.runs}"
-            cells.append(Text(label, style=style))
-        table.add_row(check, family, *cells)
-    table.add_section()
-    table.add_row("worker", "", *[Text(str(c.status)) for c in result.cpus])
-    table.add_row("rounds", "", *[Text(str(c.rounds)) for c in result.cpus])
-    table.add_row("cpu s", "", *[Text(f"{c.cpu_seconds:.2f}") for c in result.cpus])
-    if any(c.duty for c in result.cpus):
-        table.add_row(
-            "duty cycle",
-            "",
-            *[Text(f"{c.duty.duty_cycle:.2%}" if c.duty else "-") for c in result.cpus],
-        )
-    console.print(table)
-    d = result.decision
-    console.print(Text(f"decision: {d.verdict}", style=_VERDICT_STYLE[d.verdict]))
-    for reason in d.reasons:
-        console.print(f"  - {reason}", markup=False, highlight=False)
-    if d.verdict is not ScreenVerdict.CLEAN:
-        console.print("\nfailures:", style="bold")
-        for r in result.results:
-            if r.outcome not in (Outcome.PASSED, Outcome.SKIPPED):
-                blamed = (
-                    f" [blamed on CPU {r.suspect_cpu}]"
-                    if r.suspect_cpu is not None and r.suspect_cpu != r.cpu
-                    else ""
-                )
-                console.print(
-                    f"  CPU {r.cpu} {r.check}: {r.outcome}{blamed}; expected {r.expected}; "
-                    f"observed {r.observed}",
-                    markup=False,
-                    highlight=False,
-                )
 
 
 @click.command("screen")
@@ -254,7 +177,7 @@ def screen(
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
     else:
-        render(result, Console(file=sys.stdout))
+        show(screen_view(result))
     return _exit_code(result)
 
 
