@@ -13,6 +13,7 @@ from corecensus import __version__
 
 # name -> "module:attribute"; one line per subcommand, each in a module of its own.
 SUBCOMMANDS: dict[str, str] = {
+    "agent": "corecensus.cli.agent_cmd:agent",
     "analyze": "corecensus.cli.analyze_cmd:analyze",
     "demo": "corecensus.cli.demo_cmd:demo",
     "ingest": "corecensus.cli.ingest_cmd:ingest",

@@ -1,0 +1,277 @@
+"""Facts that exist only while a crashing process does: the CPU its thread last ran on, the CPUs
+it was allowed to run on, that CPU's model, microcode and physical core, the host's online CPUs
+and the kernel (DESIGN.md, "Data contracts": the ``CORECENSUS_*`` sidecar fields).
+
+Read from ``/proc`` and ``/sys`` roots given as parameters (production defaults), so tests point
+them at fake trees where a real machine cannot be arranged (a two-socket SMT box) and at the real
+``/proc`` for a real crashing process. Only the standard library is imported here: the handler
+reads these facts while the kernel holds the dying process, before anything heavier is loaded.
+
+Every fact is best effort: a missing or unreadable file leaves its field out (unknown), never an
+error, and the reason is noted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "BOOT_ID",
+    "CPU",
+    "CPUS_ALLOWED",
+    "CPU_CORE",
+    "CPU_MODEL",
+    "HOST_CPUS",
+    "KERNEL",
+    "MICROCODE",
+    "CrashFacts",
+    "ProcessIdentity",
+    "cpu_count",
+    "cpu_facts",
+    "crash_facts",
+    "first_cpu",
+    "host_facts",
+    "process_facts",
+    "read_identity",
+    "stat_processor",
+]
+
+# The sidecar field names of DESIGN.md; the per-host hardware test (issue 9) reads them as-is.
+CPU = "CORECENSUS_CPU"
+CPUS_ALLOWED = "CORECENSUS_CPUS_ALLOWED"
+CPU_MODEL = "CORECENSUS_CPU_MODEL"
+MICROCODE = "CORECENSUS_MICROCODE"
+CPU_CORE = "CORECENSUS_CPU_CORE"
+HOST_CPUS = "CORECENSUS_HOST_CPUS"
+KERNEL = "CORECENSUS_KERNEL"
+BOOT_ID = "COREDUMP_BOOT_ID"
+
+# /proc/<pid>/stat: field 39 is "processor", the CPU the task last ran on (proc(5)). Fields are
+# counted from 1; the first two are pid and "(comm)", and comm may hold spaces and parentheses,
+# so counting starts after the last ')', where field 3 begins.
+_STAT_PROCESSOR_FIELD = 39
+_FIRST_FIELD_AFTER_COMM = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CrashFacts:
+    """Metadata fields (strings, sidecar names) and why any expected one is missing."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def update(self, other: CrashFacts) -> None:
+        self.fields.update(other.fields)
+        self.notes.extend(other.notes)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessIdentity:
+    """Who the crashed process was (from ``/proc/<pid>/status``): filesystem uid and gid (whose
+    files a core would belong to) and its soft core-size limit in bytes (None: unlimited)."""
+
+    fsuid: int | None = None
+    fsgid: int | None = None
+    core_limit: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    pid_ns: int | None = None
+
+
+def _read(path: Path, limit: int = 1 << 20) -> str | None:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def cpu_count(text: str) -> int:
+    """Number of CPUs in a kernel cpu-list (``"0-3,8"`` -> 5); ValueError if malformed."""
+    n = 0
+    for part in text.strip().split(","):
+        lo, _, hi = part.partition("-")
+        n += (int(hi) if hi else int(lo)) - int(lo) + 1
+    return n
+
+
+def first_cpu(text: str) -> int:
+    """Lowest CPU of a kernel cpu-list; ValueError if malformed or empty."""
+    return min(int(part.partition("-")[0]) for part in text.strip().split(","))
+
+
+def stat_processor(stat: str) -> int | None:
+    """Field 39 of a ``/proc/<pid>/stat`` line, or None if the line is malformed."""
+    _, paren, rest = stat.rpartition(")")
+    if not paren:
+        return None
+    fields = rest.split()
+    index = _STAT_PROCESSOR_FIELD - _FIRST_FIELD_AFTER_COMM
+    if len(fields) <= index:
+        return None
+    try:
+        return int(fields[index])
+    except ValueError:
+        return None
+
+
+def _status_fields(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def process_facts(
+    pid: int, tid: int | None = None, *, proc_root: Path = Path("/proc")
+) -> CrashFacts:
+    """The CPU the crashing thread last ran on and the CPUs the process was allowed.
+
+    ``tid`` (the crashing thread, in the initial pid namespace) is read from
+    ``/proc/<pid>/task/<tid>/stat`` because a multi-threaded process's ``/proc/<pid>/stat``
+    describes its main thread, not the one that faulted.
+    """
+    out = CrashFacts()
+    base = proc_root / str(pid)
+    stat = None
+    if tid is not None and tid != pid:
+        stat = _read(base / "task" / str(tid) / "stat")
+    if stat is None:
+        stat = _read(base / "stat")
+    cpu = stat_processor(stat) if stat is not None else None
+    if cpu is None:
+        out.notes.append(f"{base}/stat: no processor field (process gone or unreadable)")
+    else:
+        out.fields[CPU] = str(cpu)
+    status = _read(base / "status")
+    allowed = _status_fields(status).get("Cpus_allowed_list") if status else None
+    if allowed:
+        out.fields[CPUS_ALLOWED] = allowed
+    else:
+        out.notes.append(f"{base}/status: no Cpus_allowed_list")
+    return out
+
+
+def read_identity(pid: int, *, proc_root: Path = Path("/proc")) -> ProcessIdentity:
+    """Filesystem uid/gid and the soft core limit of a process (all None if unreadable)."""
+    base = proc_root / str(pid)
+    status = _status_fields(_read(base / "status") or "")
+
+    def ids(key: str, index: int) -> int | None:
+        # "Uid:	real	effective	saved	filesystem" (proc(5)); files are created as fsuid,
+        # core_pattern's %u is the real uid. NSpid's last entry is the pid in its own namespace.
+        parts = status.get(key, "").split()
+        if not parts or not -len(parts) <= index < len(parts):
+            return None
+        return int(parts[index]) if parts[index].isdigit() else None
+
+    core_limit: int | None = None
+    for line in (_read(base / "limits") or "").splitlines():
+        if line.startswith("Max core file size"):
+            soft = line[len("Max core file size") :].split()[0]
+            core_limit = None if soft == "unlimited" else int(soft) if soft.isdigit() else None
+    return ProcessIdentity(
+        fsuid=ids("Uid", 3),
+        fsgid=ids("Gid", 3),
+        core_limit=core_limit,
+        uid=ids("Uid", 0),
+        gid=ids("Gid", 0),
+        pid_ns=ids("NSpid", -1),
+    )
+
+
+def cpu_facts(
+    cpu: int, *, proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys")
+) -> CrashFacts:
+    """Model and microcode of one CPU (``/proc/cpuinfo``) and its physical core.
+
+    The physical core is the lowest logical CPU among its SMT siblings
+    (``topology/thread_siblings_list``): an integer unique on the host that siblings share
+    (``core_id`` alone repeats across sockets).
+    """
+    out = CrashFacts()
+    info = _read(proc_root / "cpuinfo", limit=16 << 20)
+    block = _cpuinfo_block(info, cpu) if info else None
+    if block is None:
+        out.notes.append(f"{proc_root}/cpuinfo: no block for processor {cpu}")
+    else:
+        # x86 says "model name"; arm64 has no model name, only the implementer/part ids.
+        model = block.get("model name") or block.get("cpu model") or block.get("CPU part")
+        if model:
+            out.fields[CPU_MODEL] = model
+        if block.get("microcode"):
+            out.fields[MICROCODE] = block["microcode"]
+    siblings = _read(
+        sys_root / "devices" / "system" / "cpu" / f"cpu{cpu}" / "topology" / "thread_siblings_list"
+    )
+    try:
+        out.fields[CPU_CORE] = str(first_cpu(siblings or ""))
+    except ValueError:
+        out.notes.append(f"cpu{cpu}: no thread_siblings_list")
+    return out
+
+
+def _cpuinfo_block(text: str, cpu: int) -> Mapping[str, str] | None:
+    current: dict[str, str] = {}
+    for line in [*text.splitlines(), ""]:
+        if not line.strip():
+            if current.get("processor") == str(cpu):
+                return current
+            current = {}
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            current[key.strip()] = value.strip()
+    return None
+
+
+def host_facts(*, proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys")) -> CrashFacts:
+    """Online CPU count, kernel release and boot id of this host."""
+    out = CrashFacts()
+    online = _read(sys_root / "devices" / "system" / "cpu" / "online")
+    try:
+        out.fields[HOST_CPUS] = str(cpu_count(online or ""))
+    except ValueError:
+        out.notes.append(f"{sys_root}/devices/system/cpu/online unreadable")
+    release = _read(proc_root / "sys" / "kernel" / "osrelease")
+    if release and release.strip():
+        out.fields[KERNEL] = release.strip()
+    boot = _read(proc_root / "sys" / "kernel" / "random" / "boot_id")
+    if boot and boot.strip():
+        out.fields[BOOT_ID] = boot.strip().replace("-", "")
+    return out
+
+
+def crash_facts(
+    pid: int,
+    tid: int | None = None,
+    *,
+    proc_root: Path = Path("/proc"),
+    sys_root: Path = Path("/sys"),
+) -> CrashFacts:
+    """Everything above for one crashing process, in the order that matters: the per-process
+    facts first, while the process surely exists."""
+    out = process_facts(pid, tid, proc_root=proc_root)
+    cpu = out.fields.get(CPU)
+    if cpu is not None:
+        out.update(cpu_facts(int(cpu), proc_root=proc_root, sys_root=sys_root))
+    out.update(host_facts(proc_root=proc_root, sys_root=sys_root))
+    exe = _readlink(proc_root / str(pid) / "exe")
+    if exe:
+        out.fields["COREDUMP_EXE"] = exe
+    cmdline = _read(proc_root / str(pid) / "cmdline", limit=64 << 10)
+    if cmdline:
+        out.fields["COREDUMP_CMDLINE"] = " ".join(a for a in cmdline.split("\0") if a)
+    return out
+
+
+def _readlink(path: Path) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None

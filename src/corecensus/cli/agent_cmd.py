@@ -1,0 +1,192 @@
+"""``corecensus agent ...``: the per-host agent (thin: the work is in :mod:`corecensus.agent`).
+
+The settings come from ``--config FILE`` (default ``/etc/corecensus/agent.toml`` when it exists)
+then ``CORECENSUS_AGENT_<NAME>`` variables, then ``--state-dir``; this module is the only reader
+of the environment and config files (STYLE.md).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+import click
+
+from corecensus.agent.config import DEFAULT_CONFIG_FILE, ENV_PREFIX, AgentConfig
+from corecensus.errors import ConfigError, CorecensusError
+
+__all__ = ["agent", "load_config"]
+
+
+def load_config(
+    config_file: Path | None, env: Mapping[str, str], state_dir: Path | None = None
+) -> AgentConfig:
+    """File, then environment, then the command line; ConfigError names the bad key."""
+    values: dict[str, object] = {}
+    path = config_file if config_file is not None else DEFAULT_CONFIG_FILE
+    if config_file is not None or path.exists():
+        try:
+            with path.open("rb") as fh:
+                table = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not TOML ({exc})") from exc
+        values.update(table.get("agent", table))
+    origin = str(path)
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX):
+            values[key[len(ENV_PREFIX) :].lower()] = value
+            origin = f"{path} + environment"
+    if state_dir is not None:
+        values["state_dir"] = str(state_dir)
+    return AgentConfig.from_mapping(values, origin)
+
+
+def _config(ctx: click.Context) -> AgentConfig:
+    params = ctx.parent.params if ctx.parent is not None else {}
+    try:
+        return load_config(params.get("config_file"), os.environ, params.get("state_dir"))
+    except CorecensusError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Agent settings (TOML; default {DEFAULT_CONFIG_FILE} when it exists).",
+)
+@click.option(
+    "-s",
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Spool, stored cores and handler memory (default /var/lib/corecensus).",
+)
+def agent(config_file: Path | None, state_dir: Path | None) -> None:
+    """The per-host agent: core handler, watcher, heartbeats, screens, spool and upload."""
+
+
+def _ensure_std_fds() -> None:
+    """A usermode helper starts with only stdin open: a file opened now would become fd 1 or 2
+    and receive whatever is printed. Park /dev/null there first."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+@agent.command("handle-core")
+@click.argument("pid", type=int)
+@click.argument("tid_ns", type=int)
+@click.argument("tid", type=int)
+@click.argument("signal", type=int)
+@click.argument("time_s", type=int)
+@click.argument("hostname")
+@click.argument("comm")
+@click.option("--proc-root", type=click.Path(path_type=Path), default=Path("/proc"), hidden=True)
+@click.option("--sys-root", type=click.Path(path_type=Path), default=Path("/sys"), hidden=True)
+@click.option("--json", "as_json", is_flag=True, help="Print what was captured (for tests).")
+@click.pass_context
+def handle_core_cmd(
+    ctx: click.Context,
+    pid: int,
+    tid_ns: int,
+    tid: int,
+    signal: int,
+    time_s: int,
+    hostname: str,
+    comm: str,
+    proc_root: Path,
+    sys_root: Path,
+    as_json: bool,
+) -> int:
+    """Kernel core_pattern handler: ``%P %i %I %s %t %h %e``, the core on stdin. Always exits 0."""
+    _ensure_std_fds()
+    from corecensus.agent.chain import CrashArgs
+    from corecensus.agent.handler import handle_core
+
+    try:
+        config = _config(ctx)
+    except click.ClickException:
+        config = AgentConfig()  # a broken config file must not cost the crash
+        if ctx.parent is not None and ctx.parent.params.get("state_dir"):
+            config = config.replace(state_dir=ctx.parent.params["state_dir"])
+    args = CrashArgs(pid, tid_ns, tid, signal, time_s, hostname, comm)
+    result = handle_core(
+        args, sys.stdin.fileno(), config, env=os.environ, proc_root=proc_root, sys_root=sys_root
+    )
+    if as_json:
+        import json
+
+        click.echo(
+            json.dumps(
+                {
+                    "spooled": result.spooled,
+                    "core": str(result.core_path) if result.core_path else None,
+                    "held_s": result.held_s,
+                    "core_bytes": result.core_bytes,
+                    "timed_out": result.timed_out,
+                    "disabled": result.disabled,
+                    "problems": result.problems,
+                    "record": result.record,
+                }
+            )
+        )
+    return 0
+
+
+def _handler_command(state_dir: Path | None) -> list[str]:
+    script = Path(sys.executable).parent / "corecensus"
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "corecensus"]
+    base.append("agent")
+    if state_dir is not None:
+        base += ["-s", str(state_dir.resolve())]
+    return [*base, "handle-core"]
+
+
+@agent.command("install-handler")
+@click.option("--proc-root", type=click.Path(path_type=Path), default=Path("/proc"), hidden=True)
+@click.pass_context
+def install_handler(ctx: click.Context, proc_root: Path) -> int:
+    """Make the kernel pipe cores to this agent; remembers the pattern it replaces."""
+    from corecensus.agent.corepattern import KernelFiles, install
+
+    config = _config(ctx)
+    state_dir = ctx.parent.params.get("state_dir") if ctx.parent is not None else None
+    try:
+        state = install(
+            _handler_command(state_dir), config.state_dir, kernel=KernelFiles(proc_root)
+        )
+    except (CorecensusError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"core_pattern: {state.pattern}")
+    click.echo(f"chains to: {state.previous_pattern or '(nothing)'}")
+    return 0
+
+
+@agent.command("uninstall-handler")
+@click.option("--proc-root", type=click.Path(path_type=Path), default=Path("/proc"), hidden=True)
+@click.pass_context
+def uninstall_handler(ctx: click.Context, proc_root: Path) -> int:
+    """Give the kernel back the core_pattern (and core_pipe_limit) the install replaced."""
+    from corecensus.agent.corepattern import KernelFiles, uninstall
+
+    config = _config(ctx)
+    try:
+        state = uninstall(config.state_dir, kernel=KernelFiles(proc_root))
+    except (CorecensusError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if state is None:
+        click.echo("the handler was not installed from this state directory; nothing to do")
+    else:
+        click.echo(f"core_pattern restored: {state.previous_pattern}")
+    return 0
