@@ -71,6 +71,7 @@ class ProblemKind(enum.StrEnum):
     TRUNCATED = "truncated"  # headers, notes or memory end past the end of the file
     DAMAGED = "damaged"  # a stream that turned corrupt part-way, unreadable memory
     CAPPED = "capped"  # more than a limit allows was present; the rest was not kept
+    TIMED_OUT = "timed_out"  # a step ran out of its time budget (DESIGN.md, outage lesson 2)
     NO_REGISTERS = "no_registers"  # no thread, or an architecture whose registers we cannot read
     NO_STACK = "no_stack"  # the stack window around sp could not be read
     UNWIND_STOPPED = "unwind_stopped"  # the unwinder gave no frames
@@ -94,6 +95,7 @@ _SEVERITY: dict[ProblemKind, Severity] = {
     ProblemKind.TRUNCATED: Severity.DEGRADED,
     ProblemKind.DAMAGED: Severity.DEGRADED,
     ProblemKind.CAPPED: Severity.DEGRADED,
+    ProblemKind.TIMED_OUT: Severity.DEGRADED,
     ProblemKind.NO_REGISTERS: Severity.DEGRADED,
     ProblemKind.NO_STACK: Severity.DEGRADED,
     ProblemKind.UNWIND_STOPPED: Severity.DEGRADED,

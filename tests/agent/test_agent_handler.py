@@ -147,7 +147,7 @@ def test_handler_captures_facts_core_and_record(
     assert again.fields["CORECENSUS_CPU"] == str(stand.cpu)
     assert again.fields["COREDUMP_PID"] == str(stand.pid)
     assert [r["core_id"] for r in spooled(state)] == [record["core_id"]]
-    assert result["timed_out"] is False and result["problems"] == []
+    assert result["timed_out"] is False and result["problems"] == [] and result["notes"] == []
 
 
 def test_garbage_on_stdin_still_spools_an_unparsed_record(tmp_path: Path, stand: Stand) -> None:
@@ -231,6 +231,10 @@ def test_budget_releases_the_process_and_records_timed_out(
     assert result["timed_out"] is True
     assert result["core_bytes"] == len(data) // 2
     assert any(e.startswith("timed_out:") for e in result["record"]["errors"])
+    assert {"kind": "timed_out", "detail": result["record"]["errors"][-1]} in result["record"][
+        "problems"
+    ]
+    assert result["record"]["status"] in ("partial", "unparsed")
     assert len(spooled(tmp_path / "state")) == 1
 
 
@@ -280,7 +284,7 @@ def test_chained_core_file_obeys_rlimit_core(tmp_path: Path, core: CrashResult) 
     finally:
         stand.stop()
     assert list(cwd.iterdir()) == []
-    assert any("RLIMIT_CORE 0" in p for p in result["problems"])
+    assert any("RLIMIT_CORE 0" in n for n in result["notes"])
     assert result["record"]["status"] == "ok"  # the agent's own capture is not limited
 
 

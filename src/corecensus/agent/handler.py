@@ -16,6 +16,7 @@ at any step still spools a minimal record with the reason; nothing here ever rai
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,7 +34,8 @@ from corecensus.agent.corepattern import KernelFiles, load_state
 from corecensus.agent.corestore import CoreWriter, prune_cores
 from corecensus.agent.facts import BOOT_ID, crash_facts, read_identity
 from corecensus.agent.killswitch import DEFAULT_DISABLE_FILE, disabled_reason
-from corecensus.agent.spool import Spool
+from corecensus.agent.spool import LossReason, Spool
+from corecensus.model import CrashRecord, ParseStatus, Problem, ProblemKind, Severity, status_of
 
 __all__ = ["CRASH_KIND", "HandleResult", "handle_core", "minimal_record"]
 
@@ -43,16 +45,20 @@ _CHUNK = 1 << 20
 
 @dataclass(slots=True)
 class HandleResult:
-    """What one handler run did; ``held_s`` is how long the dying process waited on it."""
+    """What one handler run did; ``held_s`` is how long the dying process waited on it.
 
-    record: dict[str, Any] | None = None
+    ``problems`` go into the crash record; ``notes`` are about the host's own core handling
+    (the chained pattern), not about the crash."""
+
+    record: CrashRecord | None = None
     spooled: str | None = None
     core_path: Path | None = None
     held_s: float = 0.0
     core_bytes: int = 0
     timed_out: bool = False
     disabled: str | None = None
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _core_name(args: CrashArgs, uid: int | None, boot_id: str | None) -> str:
@@ -63,22 +69,33 @@ def _core_name(args: CrashArgs, uid: int | None, boot_id: str | None) -> str:
     return f"core.{comm or 'unknown'}.{uid if uid is not None else 0}.{boot}.{args.pid}.{args.time_s * 1_000_000}"
 
 
-def minimal_record(metadata: Mapping[str, str], reasons: list[str]) -> dict[str, Any]:
+def minimal_record(metadata: Mapping[str, str], problems: list[Problem]) -> CrashRecord:
     """The record of a crash whose core could not be read: its metadata and why (DESIGN.md:
-    bad input gets a stored ``unparsed`` record with the reason)."""
+    bad input gets a stored ``unparsed`` record with the reason). Its id is a hash of host,
+    boot, pid and time, so a retried upload of it is stored once."""
     key = "|".join(
         metadata.get(k, "")
         for k in ("COREDUMP_HOSTNAME", "COREDUMP_BOOT_ID", "COREDUMP_PID", "COREDUMP_TIMESTAMP")
     )
     cpu = metadata.get("CORECENSUS_CPU")
-    return {
-        "core_id": hashlib.sha256(key.encode()).hexdigest()[:32],
-        "status": "unparsed",
-        "errors": list(dict.fromkeys(reasons)),
-        "source": None,
-        "cpu": int(cpu) if cpu and cpu.isdigit() else None,
-        "metadata": dict(metadata),
-    }
+    return CrashRecord(
+        core_id=hashlib.sha256(key.encode()).hexdigest()[:32],
+        status=ParseStatus.UNPARSED,
+        problems=tuple(dict.fromkeys(problems)),
+        cpu=int(cpu) if cpu and cpu.isdigit() else None,
+        metadata=dict(metadata),
+    )
+
+
+def _with_problems(record: CrashRecord, extra: list[Problem]) -> CrashRecord:
+    """``record`` with the handler's problems added; the status only ever gets worse."""
+    if not extra:
+        return record
+    order = [ParseStatus.OK, ParseStatus.PARTIAL, ParseStatus.UNPARSED]
+    worst = max(record.status, status_of(extra), key=order.index)
+    return dataclasses.replace(
+        record, problems=tuple(dict.fromkeys([*record.problems, *extra])), status=worst
+    )
 
 
 def _stream(
@@ -120,7 +137,7 @@ def _release(fd: int) -> None:
 
 def _parse(
     path: Path, metadata: Mapping[str, str], budget_s: float
-) -> tuple[dict[str, Any] | None, str | None]:
+) -> tuple[CrashRecord | None, Problem | None]:
     """The head of the stored core as a crash record (no drgn), within ``budget_s``.
 
     The parse runs in a daemon thread: past the budget the handler spools a minimal record and
@@ -134,15 +151,19 @@ def _parse(
             # (capstone, numpy) cost more than the rest of the handler.
             from corecensus.coredump import inspect_core
 
-            box["record"] = inspect_core(path, symbolize=False, metadata=metadata).to_json()
+            box["record"] = inspect_core(path, symbolize=False, metadata=metadata)
         except Exception as exc:  # a parser bug must still leave a record
-            box["error"] = f"parser failed: {type(exc).__name__}: {exc}"
+            box["error"] = Problem(
+                ProblemKind.CORRUPT, f"parser failed: {type(exc).__name__}: {exc}"
+            )
 
     thread = threading.Thread(target=work, name="parse-core", daemon=True)
     thread.start()
     thread.join(budget_s)
     if thread.is_alive():
-        return None, f"timed_out: parsing the core took longer than {budget_s:g} s"
+        return None, Problem(
+            ProblemKind.TIMED_OUT, f"timed_out: parsing the core took longer than {budget_s:g} s"
+        )
     return box.get("record"), box.get("error")
 
 
@@ -182,7 +203,7 @@ def handle_core(
         state = load_state(config.state_dir)
     except Exception as exc:
         state = None
-        out.problems.append(str(exc))
+        out.notes.append(str(exc))
     if state is not None:
         uses_pid = _read_flag(kernel.core_uses_pid)
         sink, problem = open_chain(
@@ -195,7 +216,7 @@ def handle_core(
         if sink is not None:
             sinks.append(sink)
         if problem:
-            out.problems.append(problem)
+            out.notes.append(problem)
 
     out.disabled = disabled_reason(env, disable_file)
     if out.disabled is not None:
@@ -224,7 +245,9 @@ def handle_core(
     try:
         facts = crash_facts(args.pid, args.tid, proc_root=proc_root, sys_root=sys_root)
         metadata.update(facts.fields)
-        out.problems.extend(f"fact unknown: {n}" for n in facts.notes)
+        out.problems.extend(
+            Problem(ProblemKind.METADATA, f"fact unknown: {n}") for n in facts.notes
+        )
         for svc in config.services:
             if svc.matches(metadata.get("COREDUMP_EXE"), args.comm):
                 metadata["CORECENSUS_SERVICE"] = svc.name
@@ -239,46 +262,73 @@ def handle_core(
                 config.zstd_level,
             )
         except OSError as exc:
-            out.problems.append(f"cannot store the core under {config.cores}: {exc.strerror}")
+            out.problems.append(
+                Problem(
+                    ProblemKind.UNREADABLE,
+                    f"cannot store the core under {config.cores}: {exc.strerror}",
+                )
+            )
         try:
             out.core_bytes, out.timed_out = _stream(stdin_fd, list(sinks), writer, deadline, clock)
         except OSError as exc:
-            out.problems.append(f"reading the core from the kernel failed: {exc.strerror}")
+            out.problems.append(
+                Problem(
+                    ProblemKind.TRUNCATED,
+                    f"reading the core from the kernel failed: {exc.strerror}",
+                )
+            )
     finally:
         for s in sinks:
             problem = s.close()
             if problem:
-                out.problems.append(problem)
+                out.notes.append(problem)
         _release(stdin_fd)
         out.held_s = clock() - start
 
     if out.timed_out:
         out.problems.append(
-            f"timed_out: stopped reading the core after {config.handler_budget_s:g} s "
-            f"({out.core_bytes} bytes read); the process was released"
+            Problem(
+                ProblemKind.TIMED_OUT,
+                f"timed_out: stopped reading the core after {config.handler_budget_s:g} s "
+                f"({out.core_bytes} bytes read); the process was released",
+            )
         )
     if writer is not None and writer.kept < writer.seen:
-        out.problems.append(f"core cut at {writer.kept} of {writer.seen}+ bytes (core_max_bytes)")
-    record: dict[str, Any] | None = None
+        out.problems.append(
+            Problem(
+                ProblemKind.CAPPED,
+                f"core cut at {writer.kept} of {writer.seen}+ bytes (core_max_bytes)",
+            )
+        )
+    record: CrashRecord | None = None
     try:
         if writer is not None:
             out.core_path = writer.finish()
             _write_sidecar(out.core_path, metadata)
-            record, problem = _parse(out.core_path, metadata, config.parse_budget_s)
-            if problem:
-                out.problems.append(problem)
+            record, parse_problem = _parse(out.core_path, metadata, config.parse_budget_s)
+            if parse_problem is not None:
+                out.problems.append(parse_problem)
     except OSError as exc:
-        out.problems.append(f"cannot store the core: {exc.strerror}")
+        out.problems.append(
+            Problem(ProblemKind.UNREADABLE, f"cannot store the core: {exc.strerror}")
+        )
         if writer is not None:
             writer.abort()
             out.core_path = None
     if record is None:
-        record = minimal_record(metadata, out.problems or ["core not stored"])
+        if not any(p.kind.severity is Severity.FATAL for p in out.problems):
+            out.problems.append(
+                Problem(ProblemKind.UNREADABLE, "no crash record could be read from the core")
+            )
+        record = minimal_record(metadata, out.problems)
     else:
-        record["errors"] = list(dict.fromkeys([*record.get("errors", []), *out.problems]))
+        record = _with_problems(record, out.problems)
     out.record = record
-    spool = Spool(config.spool_dir, config.spool_max_bytes)
-    out.spooled = spool.put(CRASH_KIND, record)
+    try:
+        spool = Spool(config.spool_dir, config.spool_max_bytes)
+        out.spooled = spool.put(CRASH_KIND, record.to_json())
+    except OSError as exc:
+        out.notes.append(f"cannot spool the record: {exc.strerror} ({LossReason.WRITE_FAILED})")
     try:
         prune_cores(
             config.cores,
@@ -288,7 +338,7 @@ def handle_core(
             keep=out.core_path,
         )
     except OSError as exc:
-        out.problems.append(f"pruning stored cores failed: {exc.strerror}")
+        out.notes.append(f"pruning stored cores failed: {exc.strerror}")
     return out
 
 

@@ -136,8 +136,9 @@ def handle_core_cmd(
                     "core_bytes": result.core_bytes,
                     "timed_out": result.timed_out,
                     "disabled": result.disabled,
-                    "problems": result.problems,
-                    "record": result.record,
+                    "problems": [p.to_json() for p in result.problems],
+                    "notes": result.notes,
+                    "record": result.record.to_json() if result.record else None,
                 }
             )
         )
