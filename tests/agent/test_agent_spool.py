@@ -101,8 +101,10 @@ def test_survives_kill_9_with_whole_records_only(tmp_path: Path) -> None:
     spool = Spool(tmp_path, 1 << 30)
     ids = [r.body["core_id"] for r in spool.peek(100_000, 1 << 40)]
     assert spool.lost() == {}  # every file on disk parsed: no torn record
-    assert ids[: acknowledged + 1] == [f"w-{i}" for i in range(acknowledged + 1)]
-    assert len(ids) <= acknowledged + 2  # at most the one being written when killed
+    # Every put that returned is there, in order, with no gap (the writer may have run ahead of
+    # the lines this test read before the kill; those records are whole too).
+    assert len(ids) >= acknowledged + 1
+    assert ids == [f"w-{i}" for i in range(len(ids))]
     # A temporary file the killed writer may have left is cleaned once it is old.
     for tmp in tmp_path.glob(".*.tmp"):
         os.utime(tmp, (time.time() - 3600, time.time() - 3600))
