@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from corecensus.agent.config import DEFAULT_CONFIG_FILE, ENV_PREFIX, AgentConfig
+from corecensus.cli.output import error, print_json
 from corecensus.errors import ConfigError, CorecensusError
 
 __all__ = ["agent", "load_config"]
@@ -47,11 +48,9 @@ def load_config(
 
 
 def _config(ctx: click.Context) -> AgentConfig:
+    """The settings of this invocation; raises ConfigError (callers print it as one line)."""
     params = ctx.parent.params if ctx.parent is not None else {}
-    try:
-        return load_config(params.get("config_file"), os.environ, params.get("state_dir"))
-    except CorecensusError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load_config(params.get("config_file"), os.environ, params.get("state_dir"))
 
 
 @click.group()
@@ -116,7 +115,7 @@ def handle_core_cmd(
 
     try:
         config = _config(ctx)
-    except click.ClickException:
+    except CorecensusError:
         config = AgentConfig()  # a broken config file must not cost the crash
         if ctx.parent is not None and ctx.parent.params.get("state_dir"):
             config = config.replace(state_dir=ctx.parent.params["state_dir"])
@@ -125,22 +124,18 @@ def handle_core_cmd(
         args, sys.stdin.fileno(), config, env=os.environ, proc_root=proc_root, sys_root=sys_root
     )
     if as_json:
-        import json
-
-        click.echo(
-            json.dumps(
-                {
-                    "spooled": result.spooled,
-                    "core": str(result.core_path) if result.core_path else None,
-                    "held_s": result.held_s,
-                    "core_bytes": result.core_bytes,
-                    "timed_out": result.timed_out,
-                    "disabled": result.disabled,
-                    "problems": [p.to_json() for p in result.problems],
-                    "notes": result.notes,
-                    "record": result.record.to_json() if result.record else None,
-                }
-            )
+        print_json(
+            {
+                "spooled": result.spooled,
+                "core": str(result.core_path) if result.core_path else None,
+                "held_s": result.held_s,
+                "core_bytes": result.core_bytes,
+                "timed_out": result.timed_out,
+                "disabled": result.disabled,
+                "problems": [p.to_json() for p in result.problems],
+                "notes": result.notes,
+                "record": result.record.to_json() if result.record else None,
+            }
         )
     return 0
 
@@ -161,14 +156,18 @@ def install_handler(ctx: click.Context, proc_root: Path) -> int:
     """Make the kernel pipe cores to this agent; remembers the pattern it replaces."""
     from corecensus.agent.corepattern import KernelFiles, install
 
-    config = _config(ctx)
     state_dir = ctx.parent.params.get("state_dir") if ctx.parent is not None else None
     try:
+        config = _config(ctx)
         state = install(
             _handler_command(state_dir), config.state_dir, kernel=KernelFiles(proc_root)
         )
-    except (CorecensusError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except CorecensusError as exc:
+        error(str(exc))
+        return 1
+    except OSError as exc:
+        error(f"cannot install the handler: {exc.strerror} ({exc.filename})")
+        return 1
     click.echo(f"core_pattern: {state.pattern}")
     click.echo(f"chains to: {state.previous_pattern or '(nothing)'}")
     return 0
@@ -181,11 +180,15 @@ def uninstall_handler(ctx: click.Context, proc_root: Path) -> int:
     """Give the kernel back the core_pattern (and core_pipe_limit) the install replaced."""
     from corecensus.agent.corepattern import KernelFiles, uninstall
 
-    config = _config(ctx)
     try:
+        config = _config(ctx)
         state = uninstall(config.state_dir, kernel=KernelFiles(proc_root))
-    except (CorecensusError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except CorecensusError as exc:
+        error(str(exc))
+        return 1
+    except OSError as exc:
+        error(f"cannot uninstall the handler: {exc.strerror} ({exc.filename})")
+        return 1
     if state is None:
         click.echo("the handler was not installed from this state directory; nothing to do")
     else:
