@@ -25,11 +25,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path[:0] = [str(root), str(root / "src")]
 
 import numpy as np
+from bench.fleet_sim import production
 from bench.fleet_sim.baselines import poisson_bh_flags, raw_counts
 from bench.fleet_sim.fleet import (
     DAY_US,
     HOUR_US,
     INTERPRETATION,
+    PRODUCTION,
     SCENARIOS,
     Fleet,
     FleetConfig,
@@ -112,10 +114,20 @@ def score(flagged: set[int], fleet: Fleet, stats: MethodStats, hosts: int) -> No
                 stats.bins_hit[b] += h in flagged
 
 
+def host_id(name: str) -> int:
+    """The simulator's host number of a host name (``host-00042`` -> 42): the crash facts
+    name hosts, and a table's codes cover only the hosts it has rows for."""
+    return int(name.rsplit("-", 1)[1])
+
+
 def score_stream(analysis: FleetAnalysis, fleet: Fleet, stats: MethodStats) -> None:
     scan = analysis.scan
     assert scan is not None
-    alarmed = set(np.flatnonzero(scan.first_alarm_us >= 0).tolist())
+    alarm_at = {
+        host_id(analysis.host_names[i]): int(scan.first_alarm_us[i])
+        for i in np.flatnonzero(scan.first_alarm_us >= 0).tolist()
+    }
+    alarmed = set(alarm_at)
     faulty = fleet.faulty.host.tolist()
     stats.stream_fp.append(len(alarmed - set(faulty)))
     hits = 0
@@ -123,11 +135,11 @@ def score_stream(analysis: FleetAnalysis, fleet: Fleet, stats: MethodStats) -> N
         times = fleet.faulty.crash_times[i]
         if times.size >= 5:
             fifth = int(times[4])
-            stats.by_fifth.append(h in alarmed and int(scan.first_alarm_us[h]) <= fifth)
+            stats.by_fifth.append(h in alarmed and alarm_at[h] <= fifth)
         if h not in alarmed:
             continue
         hits += 1
-        t = int(scan.first_alarm_us[h])
+        t = alarm_at[h]
         stats.days_to_alarm.append((t - int(fleet.faulty.onset_us[i])) / DAY_US)
         stats.crashes_to_alarm.append(int(np.searchsorted(fleet.faulty.crash_times[i], t, "right")))
     stats.stream_recall.append(hits / max(len(faulty), 1))
@@ -163,13 +175,12 @@ def score_software(analysis: FleetAnalysis, fleet: Fleet, stats: SoftwareStats) 
     if fleet.confounder_hosts.size:
         conf = analysis.population(fleet.confounder_population)
         stats.confounder_software.append(conf.verdict is PopulationVerdict.SOFTWARE)
-        flagged = {analysis.host_names.index(h) for h in analysis.flagged_hosts(HostKind.HARDWARE)}
+        flagged = {host_id(h) for h in analysis.flagged_hosts(HostKind.HARDWARE)}
         stats.confounder_hosts_flagged.append(len(flagged & set(fleet.confounder_hosts.tolist())))
 
 
 def hardware_flags(analysis: FleetAnalysis) -> set[int]:
-    index = {h: i for i, h in enumerate(analysis.host_names)}
-    return {index[h] for h in analysis.flagged_hosts(HostKind.HARDWARE)}
+    return {host_id(h) for h in analysis.flagged_hosts(HostKind.HARDWARE)}
 
 
 def calibrate(values: np.ndarray, allowed: int, *, lower_is_alarm: bool) -> float:
@@ -244,9 +255,11 @@ def run_scenario(scenario: Scenario, seeds: int, budget: float, cfg: FleetConfig
         k = analyze(fleet.crashes, fleet.exposure, fleet.deploys, params=at_cusum)
         score_stream(k, fleet, stream_only[STREAM_AT_CUSUM])
         counts = raw_counts(fleet.crashes)
-        score(set(np.flatnonzero(counts >= t_raw).tolist()), fleet, methods["raw count"], cfg.hosts)
+        vocab = fleet.crashes.host.vocab
+        raw_flags = {host_id(vocab[i]) for i in np.flatnonzero(counts >= t_raw).tolist()}
+        score(raw_flags, fleet, methods["raw count"], cfg.hosts)
         score(
-            poisson_bh_flags(fleet.crashes, fleet.exposure),
+            {host_id(vocab[i]) for i in poisson_bh_flags(fleet.crashes, fleet.exposure)},
             fleet,
             methods["Poisson+BH (all crashes)"],
             cfg.hosts,
@@ -486,9 +499,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hosts", type=int, default=10_000)
     ap.add_argument("--out", default=str(DOCS / "fleet_sim.md"), help="'' to skip writing")
     ap.add_argument("--no-cost", action="store_true", help="skip the cost sweep")
+    ap.add_argument(
+        "--production",
+        action="store_true",
+        help="the production situations of issue 9 (--scenarios: a comma list of them, "
+        "default all); writes docs/fleet_sim_production.md",
+    )
     args = ap.parse_args(argv)
     cfg = FleetConfig(hosts=args.hosts)
     started = time.perf_counter()
+    if args.production:
+        names = [n for n in args.scenarios.split(",") if n in PRODUCTION] or list(PRODUCTION)
+        text = production.render(production.run(names, args.seeds, cfg), args.seeds, cfg)
+        text = "# Fleet simulator: production situations\n\n" + text
+        text += f"\nTotal benchmark wall time: {time.perf_counter() - started:.0f} s.\n"
+        print(text)
+        if args.out:
+            out = Path(args.out)
+            if out == DOCS / "fleet_sim.md":
+                out = DOCS / "fleet_sim_production.md"
+            out.write_text(text, encoding="utf-8")
+        return 0
     results = [
         run_scenario(SCENARIOS[name], args.seeds, args.budget, cfg)
         for name in args.scenarios.split(",")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corecensus.epidemiology.concentration import infer_cpu_counts, max_cell_pvalue, modal_cells
+from corecensus.epidemiology.concentration import max_cell_pvalue, modal_cells
 
 
 def exact_max_tail(n: int, m: int, cells: int) -> float:
@@ -65,19 +65,3 @@ def test_modal_cells_picks_largest_and_breaks_ties() -> None:
     assert m.top.tolist() == [2, 2, 0, 0]
     assert m.cell.tolist() == [3, 7, -1, -1]  # group 1: tie 2-2 broken by the tiebreak sum
     assert m.second.tolist() == [1, 2, 0, 0]
-
-
-def test_cpu_counts_from_facts_model_and_host() -> None:
-    host = np.array([0, 0, 1, 2, 3])
-    cpu = np.array([3, 40, 7, 63, -1])
-    model = np.array([0, 0, 0, 1, -1])
-    counts = infer_cpu_counts(host, cpu, model, 5, host_cpus=np.array([0, 0, 96, 0, 0]))
-    # host 0: model 0's largest index 40 -> 41; host 1: model 0 -> 41;
-    # host 2: facts say 96; host 3: no known CPU -> 0; host 4: no crash
-    assert counts.tolist() == [41, 41, 96, 0, 0]
-    # facts smaller than what was seen are corrected upwards
-    counts = infer_cpu_counts(host, cpu, model, 5, host_cpus=np.array([8, 0, 0, 0, 0]))
-    assert counts[0] == 41
-    # a default for hosts without facts, never below what was seen
-    counts = infer_cpu_counts(host, cpu, model, 5, host_cpus=np.array([0, 0, 96, 0, 0]), default=32)
-    assert counts.tolist() == [41, 32, 96, 32, 32]

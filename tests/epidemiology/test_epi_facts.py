@@ -14,10 +14,10 @@ from corecensus.epidemiology.facts import (
     anomaly_counts,
     candidate_cells,
     candidate_pairs,
-    cpu_counts,
     excess_pairs,
     exposure_index,
     exposure_rates,
+    given_host_cpus,
     group_pairs,
     scan_settings,
     time_order,
@@ -71,15 +71,14 @@ def test_group_pairs_sorts_by_population_then_host_and_orders_each_by_size() -> 
     assert len(pairs) == 4
 
 
-def test_cpu_counts_take_given_counts_and_cover_exposure_only_hosts() -> None:
+def test_given_host_cpus_cover_exposure_only_hosts_and_are_never_inferred() -> None:
     crashes = table([("p", "a", 3), ("p", "b", 5)])
     given = CrashTable.from_rows(
         [{"population": "p", "host": "a", "cpu": 3, "time_us": 0}], host_cpus={"a": 64}
     )
-    assert cpu_counts(given, 2, AnalysisParams()).tolist() == [64, 0]
-    inferred = cpu_counts(crashes, 3, AnalysisParams())
-    assert inferred.tolist() == [4, 6, 0]  # the largest CPU seen plus one; none for "c"
-    assert cpu_counts(crashes, 3, AnalysisParams(default_cpus=32)).tolist() == [32, 32, 32]
+    got = given_host_cpus(given, 2)
+    assert got is not None and got.tolist() == [64, 0]
+    assert given_host_cpus(crashes, 3) is None  # no facts: the placement falls back per host
 
 
 def test_scan_settings_carry_the_scan_parameters() -> None:
@@ -240,3 +239,20 @@ def test_candidate_cells_modal_cpu_hardware_and_flagged_cpu_counts() -> None:
     assert cells.on_flagged_cpu.tolist() == [2, 0, 0]
     assert cells.cpu_p.tolist()[1:] == [1.0, 1.0]  # one crash, or none: no evidence
     assert 0.0 < cells.cpu_p[0] < 1.0
+    # with the host test's cells (a's second crash lost its CPU, say pinned) and a crash loop
+    # (a's first two crashes one event): one anomalous event, no pile-up on CPU 3
+    cells = candidate_cells(
+        cand_pairs,
+        pairs,
+        crashes,
+        hardware,
+        cpus=np.array([8, 8], np.int64),
+        flagged_host=np.array([True, False]),
+        flagged_cpu=np.array([3, 3], np.int64),
+        n_pops=2,
+        cell=np.array([3, -1, 1, 3, -1], np.int64),
+        event=np.array([True, False, True, True, True]),
+    )
+    assert cells.cpu_count.tolist() == [1, 1, 0]
+    assert cells.hardware.tolist() == [1, 0, 0]
+    assert cells.on_flagged_cpu.tolist() == [1, 0, 0]

@@ -132,7 +132,8 @@ def test_mixed_population_is_split_end_to_end() -> None:
             {
                 "host": "h07",
                 "population": "ret",
-                "time_us": 10 + i,
+                # a day apart: crashes seconds apart would be one crash loop (loops.py)
+                "time_us": 10 + i * 86_400_000_000,
                 "cpu": 11,
                 "anomalies": ["sp_off_by_8"],
             }

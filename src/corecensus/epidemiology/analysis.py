@@ -34,10 +34,10 @@ from corecensus.epidemiology.facts import (
     anomaly_counts,
     candidate_cells,
     candidate_pairs,
-    cpu_counts,
     excess_pairs,
     exposure_index,
     exposure_rates,
+    given_host_cpus,
     group_pairs,
     scan_settings,
     time_order,
@@ -52,8 +52,9 @@ from corecensus.epidemiology.findings import (
     Split,
     Suspect,
 )
+from corecensus.epidemiology.fleetscan import FleetScan, scan_fleet
 from corecensus.epidemiology.hostreport import host_findings, recommendations
-from corecensus.epidemiology.hostscan import HostScan, scan_hosts
+from corecensus.epidemiology.hostscan import HostScan
 from corecensus.epidemiology.mixture import anomaly_split, host_split, version_split
 from corecensus.epidemiology.onset import PopulationTimeline, population_timeline
 from corecensus.epidemiology.params import AnalysisParams
@@ -100,6 +101,8 @@ def analyze(
             host_names=ctx.host_names,
             pair_host=ctx.pairs.host,
             params=params,
+            fleet=ctx.fleet,
+            crashes=crashes,
         ),
         rates_available=ctx.rates is not None,
         notes=tuple(ctx.notes),
@@ -122,6 +125,7 @@ class _Context:
     pairs: PairTable
     cpus: I64
     scan: HostScan
+    fleet: FleetScan
     rates: PairRates | None
     host_rates: HostRates | None
     timeline: PopulationTimeline
@@ -154,19 +158,16 @@ class _Context:
         pop = crashes.population.codes
         hardware = (crashes.anomaly_mask & np.uint16(params.hardware_mask)) != 0
         pairs = group_pairs(pop, crashes.host.codes, n_hosts)
-        cpus = cpu_counts(crashes, n_hosts, params)
         order = time_order(crashes.time_us)
-        scan = scan_hosts(
-            time_order=order,
-            host=crashes.host.codes,
-            cpu=crashes.cpu,
-            time_us=crashes.time_us,
+        fleet = scan_fleet(
+            crashes,
             hardware=hardware,
-            pairs=pairs.groups,
             n_hosts=n_hosts,
-            cpus=cpus,
+            host_cpus=given_host_cpus(crashes, n_hosts),
+            params=params,
             settings=scan_settings(params),
         )
+        scan, cpus = fleet.scan, fleet.placement.cells
         rates = None
         if index is not None and exposure is not None:
             rates = exposure_rates(index, exposure, crashes, pairs, n_pops, params)
@@ -199,6 +200,7 @@ class _Context:
             pairs=pairs,
             cpus=cpus,
             scan=scan,
+            fleet=fleet,
             rates=pair_stats,
             host_rates=rates.hosts if rates is not None else None,
             timeline=timeline,
@@ -216,7 +218,16 @@ class _Context:
             excess=excess,
             excess_count=np.bincount(pairs.pop[excess], minlength=n_pops).astype(np.int64),
             cand=candidate_cells(
-                cand_pairs, pairs, crashes, hardware, cpus, scan.flagged, scan.top_cpu, n_pops
+                cand_pairs,
+                pairs,
+                crashes,
+                hardware,
+                cpus,
+                scan.flagged,
+                scan.top_cpu,
+                n_pops,
+                cell=fleet.cell,
+                event=fleet.bursts.event,
             ),
             history=VersionHistory.build(crashes, exposure, index, deploys),
             nonempty=np.flatnonzero(pop_crashes > 0).tolist(),
@@ -253,6 +264,7 @@ class _Context:
         facts = PopulationFacts(
             key=key,
             crashes=n,
+            events=int(self.fleet.pop_events[p]),
             hosts=int(self.pop_hosts[p]),
             hardware=int(self.pop_bits[p, 0]),
             rates_available=self.rates is not None,
@@ -290,7 +302,8 @@ class _Context:
         suspects = tuple(self._suspect(h) for h in decision.suspects)
         recs: list[str] = []
         if decision.verdict is PopulationVerdict.HARDWARE:
-            recs = recommendations([(s.host, s.cpu) for s in suspects])
+            details = {self.host_names[h]: d for h, d in self.fleet.details.items()}
+            recs = recommendations([(s.host, s.cpu) for s in suspects], details)
         return PopulationFinding(
             id=key,
             signature=info.signature if info is not None else key,

@@ -13,15 +13,12 @@ events are disjoint) and conservative otherwise (cf. Levin 1981, "A representati
 multinomial cumulative distribution functions", Annals of Statistics 9:1123-1126, for the exact
 distribution). Crashes with an unknown CPU are left out.
 
-The number of CPUs comes from host facts when known, else from a parameter
-(``AnalysisParams.default_cpus``) when set. Otherwise it is inferred: the largest CPU index seen
-on any host of the same CPU model, plus one (a big fleet sees every index), else the largest
-index seen on the host itself plus one. An underestimate makes the test conservative
-(fewer cells, more chance of a pile-up).
-
-Assumption and limitation: a process pinned to one CPU (``taskset``, ``isolcpus``) breaks
-uniformity; its software crashes pile up too. Such populations show the same CPU on many hosts,
-which the population-level rules see as software (spread over hosts).
+The number of cells (CPUs, or physical cores) and which crashes count are decided by
+:mod:`corecensus.epidemiology.placement` from each host's own facts: the crashing process's
+allowed CPUs, the host's online CPUs, else the largest CPU index seen on the host plus one (an
+underestimate only makes the test conservative: fewer cells, more chance of a pile-up). A
+count is never taken from other hosts (issue 9: a 2-CPU host tested as a 384-CPU one of the
+same model). Crashes pinned to one CPU carry no evidence about it.
 """
 
 from __future__ import annotations
@@ -39,7 +36,6 @@ from corecensus.epidemiology.tails import binomial_upper
 __all__ = [
     "EXACT_MAX_N",
     "ModalCells",
-    "infer_cpu_counts",
     "max_cell_law",
     "max_cell_pvalue",
     "modal_cells",
@@ -112,46 +108,6 @@ def modal_cells(
     same = cg[order][nxt_ok] == cg[lead[ok]]
     second[cg[lead[ok]][same]] = cells.counts[order[nxt_ok[same]]]
     return ModalCells(n=n, top=top, cell=best, second=second)
-
-
-def infer_cpu_counts(
-    host: NDArray[Any],
-    cpu: NDArray[Any],
-    cpu_model: NDArray[Any],
-    n_hosts: int,
-    *,
-    host_cpus: NDArray[Any] | None = None,
-    default: int = 0,
-) -> I64:
-    """Logical CPUs per host (index = host code); see the module docstring for the rules.
-
-    ``default`` (when positive) replaces the inference for hosts without facts, raised to the
-    largest CPU index seen on the host plus one.
-    """
-    known = cpu >= 0
-    h = np.asarray(host, dtype=np.int64)[known]
-    c = np.asarray(cpu, dtype=np.int64)[known]
-    per_host = np.zeros(n_hosts, dtype=np.int64)
-    if h.size:
-        np.maximum.at(per_host, h, c + 1)
-    counts = per_host.copy()
-    models = np.asarray(cpu_model, dtype=np.int64)[known]
-    if h.size and models.size and int(models.max()) >= 0:
-        mk = models >= 0
-        per_model = np.zeros(int(models.max()) + 1, dtype=np.int64)
-        np.maximum.at(per_model, models[mk], c[mk] + 1)
-        # the model of each host: any known model seen on it (the last write wins; hosts do
-        # not change CPU model without changing name in practice)
-        host_model = np.full(n_hosts, -1, dtype=np.int64)
-        host_model[h[mk]] = models[mk]
-        has = host_model >= 0
-        counts[has] = np.maximum(counts[has], per_model[host_model[has]])
-    if default > 0:
-        counts = np.maximum(per_host, default)
-    if host_cpus is not None:
-        given = np.asarray(host_cpus, dtype=np.int64)
-        counts = np.where(given > 0, np.maximum(given, per_host), counts)
-    return counts
 
 
 # Largest ``n`` for which :func:`max_cell_law` computes the exact law (Levin's representation

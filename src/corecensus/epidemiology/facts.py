@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from corecensus.epidemiology.concentration import infer_cpu_counts, max_cell_pvalue, modal_cells
+from corecensus.epidemiology.concentration import max_cell_pvalue, modal_cells
 from corecensus.epidemiology.exposure import ExposureIndex, build_exposure_index
 from corecensus.epidemiology.hostscan import ScanSettings
 from corecensus.epidemiology.onset import CumulativeExposure
@@ -41,10 +41,10 @@ __all__ = [
     "anomaly_counts",
     "candidate_cells",
     "candidate_pairs",
-    "cpu_counts",
     "excess_pairs",
     "exposure_index",
     "exposure_rates",
+    "given_host_cpus",
     "group_pairs",
     "scan_settings",
     "time_order",
@@ -104,22 +104,15 @@ def group_pairs(population: NDArray[np.int32], host: NDArray[np.int32], n_hosts:
     )
 
 
-def cpu_counts(crashes: CrashTable, n_hosts: int, params: AnalysisParams) -> I64:
-    """Logical CPUs per host: the table's ``host_cpus`` where given, else inferred
-    (:func:`~corecensus.epidemiology.concentration.infer_cpu_counts`). ``n_hosts`` may exceed
-    the crash table's hosts (hosts with exposure only)."""
-    given = None
-    if crashes.host_cpus is not None:
-        given = np.zeros(n_hosts, dtype=np.int64)
-        given[: len(crashes.host_cpus)] = crashes.host_cpus
-    return infer_cpu_counts(
-        crashes.host.codes,
-        crashes.cpu,
-        crashes.cpu_model.codes,
-        n_hosts,
-        host_cpus=given,
-        default=params.default_cpus,
-    )
+def given_host_cpus(crashes: CrashTable, n_hosts: int) -> I64 | None:
+    """The table's ``host_cpus`` facts over ``n_hosts`` hosts (hosts with exposure only get 0,
+    unknown), or ``None`` when the table has none. Never inferred from other hosts: the host
+    scan's placement falls back on each host's own crashes (issue 9)."""
+    if crashes.host_cpus is None:
+        return None
+    given = np.zeros(n_hosts, dtype=np.int64)
+    given[: len(crashes.host_cpus)] = crashes.host_cpus
+    return given
 
 
 def scan_settings(params: AnalysisParams) -> ScanSettings:
@@ -292,16 +285,24 @@ def candidate_cells(
     flagged_host: B,
     flagged_cpu: I64,
     n_pops: int,
+    *,
+    cell: I64 | None = None,
+    event: B | None = None,
 ) -> Candidates:
     """CPU concentration and anomaly counts of each candidate pair; ``flagged_host`` and
-    ``flagged_cpu`` are the host scan's verdict and top CPU per host."""
+    ``flagged_cpu`` are the host scan's verdict and top CPU (or core) per host. ``cell`` is
+    each crash's cell in the host test (:mod:`~corecensus.epidemiology.placement`; default its
+    CPU) and ``event`` marks the first crash of each crash loop (default: every crash), so a
+    loop's cores count once."""
+    where = crashes.cpu.astype(np.int64) if cell is None else cell
+    first = np.ones(len(crashes), dtype=bool) if event is None else event
     cand_id = np.full(len(pairs), -1, dtype=np.int64)
     cand_id[cand_pairs] = np.arange(cand_pairs.size)
     crash_cand = cand_id[pairs.groups.inverse]
     sel = crash_cand >= 0
-    modal = modal_cells(crash_cand[sel], crashes.cpu[sel], cand_pairs.size, tiebreak=hardware[sel])
+    modal = modal_cells(crash_cand[sel], where[sel], cand_pairs.size, tiebreak=hardware[sel])
     host = crashes.host.codes
-    on_flag = sel & flagged_host[host] & (crashes.cpu == flagged_cpu[host])
+    on_flag = sel & flagged_host[host] & (where == flagged_cpu[host])
     counts = np.bincount(pairs.pop[cand_pairs], minlength=n_pops)
     return Candidates(
         pairs=cand_pairs,
@@ -309,7 +310,7 @@ def candidate_cells(
         cpu=modal.cell,
         cpu_count=modal.top,
         cpu_p=max_cell_pvalue(modal.n, modal.top, cpus[pairs.host[cand_pairs]]),
-        hardware=np.bincount(crash_cand[sel & hardware], minlength=cand_pairs.size).astype(
+        hardware=np.bincount(crash_cand[sel & hardware & first], minlength=cand_pairs.size).astype(
             np.int64
         ),
         on_flagged_cpu=np.bincount(crash_cand[on_flag], minlength=cand_pairs.size).astype(np.int64),

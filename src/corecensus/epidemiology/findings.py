@@ -58,6 +58,7 @@ class HostKind(enum.StrEnum):
 
     HARDWARE = "hardware-suspect"
     HIGH_RATE = "high-crash-rate"
+    CRASH_LOOP = "crash-loop"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,24 +8,34 @@ unhealthy hosts, listed for information and never blamed for a population.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from corecensus.epidemiology.findings import HostFinding, HostKind, iso_time
+from corecensus.epidemiology.fleetscan import FleetScan, HostDetail, SuspectCell
 from corecensus.epidemiology.hostscan import HostScan
 from corecensus.epidemiology.params import AnalysisParams
 from corecensus.epidemiology.rates import HostRates
+from corecensus.epidemiology.table import CrashTable
 
 __all__ = ["host_findings", "recommendations"]
 
 
-def recommendations(suspects: Sequence[tuple[str, int | None]]) -> list[str]:
-    """A screen and a denylist for each suspect (host, CPU or ``None``)."""
+def recommendations(
+    suspects: Sequence[tuple[str, int | None]],
+    details: Mapping[str, HostDetail] | None = None,
+) -> list[str]:
+    """A screen and a denylist for each suspect (host, CPU or ``None``); with the host scan's
+    detail of a flagged host, every significant CPU, the whole physical core when cores are
+    known, and a rescreen instead of a denylist when its suspect crashes have stopped."""
     recs = []
     for host, cpu in suspects:
-        if cpu is not None:
+        detail = (details or {}).get(host)
+        if detail is not None and detail.cells:
+            recs += _detail_recommendations(host, detail)
+        elif cpu is not None:
             recs.append(f"Screen {host} with `corecensus screen`, CPU {cpu} first.")
             recs.append(
                 f"Denylist CPU {cpu} on {host} until it passes "
@@ -37,6 +47,64 @@ def recommendations(suspects: Sequence[tuple[str, int | None]]) -> list[str]:
     return recs
 
 
+def _cell_words(cell: SuspectCell, core: bool) -> str:
+    if not core:
+        return f"CPU {cell.cell}"
+    seen = ", ".join(str(c) for c in cell.cpus) or "none seen"
+    return f"physical core {cell.cell} (logical CPUs seen: {seen}; and every SMT sibling)"
+
+
+def _detail_recommendations(host: str, detail: HostDetail) -> list[str]:
+    cpus = sorted({c for cell in detail.cells for c in cell.cpus})
+    listed = ", ".join(str(c) for c in cpus)
+    names = "; ".join(_cell_words(c, detail.core_level) for c in detail.cells)
+    if detail.stopped:
+        changed = f" ({'; '.join(detail.changes)})" if detail.changes else ""
+        return [
+            f"Rescreen {host} with `corecensus screen`, {names} first: its suspect crashes "
+            f"stopped after {iso_time(detail.last_us or 0)}{changed}. Do not denylist unless "
+            "the screen fails."
+        ]
+    recs = [f"Screen {host} with `corecensus screen`, {names} first."]
+    what = "the whole physical core" if detail.core_level else "the CPU"
+    recs.append(
+        f"Take {what} out on {host} until it passes: CPUs {listed} "
+        f"(echo 0 > /sys/devices/system/cpu/cpuN/online for each, or exclude them from the "
+        "service's CPU set)."
+    )
+    return recs
+
+
+def _detail_reasons(detail: HostDetail) -> list[str]:
+    out = list(detail.facts)
+    if len(detail.cells) > 1:
+        out.append(
+            "Significant "
+            + ("cores" if detail.core_level else "CPUs")
+            + " (largest-cell bound at or below cpu_alpha): "
+            + "; ".join(
+                f"{_cell_words(c, detail.core_level)} with {c.crashes} crashes (p={c.p_value:.2g})"
+                for c in detail.cells
+            )
+            + "."
+        )
+    elif detail.cells and detail.core_level:
+        out.append(f"Suspect {_cell_words(detail.cells[0], True)}.")
+    if detail.first_us is not None and detail.last_us is not None:
+        state = (
+            f"stopped (no suspect crash since; probability {detail.stop_p:.2g} under a "
+            "constant rate)"
+            if detail.stopped
+            else "still going at the end of the data"
+        )
+        out.append(
+            f"{detail.suspect_crashes} suspect crashes from {iso_time(detail.first_us)} to "
+            f"{iso_time(detail.last_us)}: {state}."
+        )
+    out += [c[0].upper() + c[1:] + "." for c in detail.changes]
+    return out
+
+
 def host_findings(
     *,
     scan: HostScan,
@@ -44,9 +112,13 @@ def host_findings(
     host_names: Sequence[str],
     pair_host: NDArray[np.int64],
     params: AnalysisParams,
+    fleet: FleetScan | None = None,
+    crashes: CrashTable | None = None,
 ) -> tuple[HostFinding, ...]:
-    """Hardware-suspect hosts (by p-value), then high-crash-rate hosts (by rate ratio)."""
+    """Hardware-suspect hosts (by p-value), crash loops, then high-crash-rate hosts (by rate
+    ratio)."""
     out: list[HostFinding] = []
+    details = {} if fleet is None else fleet.details
     pops_per_host = np.bincount(pair_host, minlength=len(host_names))
     for h in np.flatnonzero(scan.flagged).tolist():
         name = host_names[h]
@@ -68,6 +140,9 @@ def host_findings(
             f"largest-cell law, Poisson-binomial anomaly counts) p={float(scan.p_value[h]):.2g} "
             f"<= {params.host_alpha:g}, the per-host false-alarm budget.",
         ]
+        detail = details.get(h)
+        if detail is not None:
+            reasons += _detail_reasons(detail)
         first_alarm = int(scan.first_alarm_us[h])
         if first_alarm >= 0:
             reasons.append(
@@ -91,16 +166,22 @@ def host_findings(
                 expected_anomalous=float(scan.expected_anomalous[h]),
                 rate_ratio=rr,
                 populations=int(pops_per_host[h]),
-                recommendations=tuple(recommendations([(name, cpu)])),
+                recommendations=tuple(
+                    recommendations([(name, cpu)], {name: detail} if detail else None)
+                ),
             )
         )
     out.sort(key=lambda f: f.p_value)
+    if fleet is not None and crashes is not None:
+        out += _loop_findings(fleet, crashes, host_names)
     if rates is None:
         return tuple(out)
     hot = (np.nan_to_num(rates.q_value, nan=1.0) <= params.fdr_q) & (
         np.nan_to_num(rates.rate_ratio, nan=0.0) >= params.high_rate_ratio
     )
     hot &= ~scan.flagged
+    if fleet is not None:
+        hot &= np.bincount(fleet.bursts.host, minlength=hot.size)[: hot.size] == 0
     rows = []
     for h in np.flatnonzero(hot).tolist():
         rows.append(
@@ -125,3 +206,43 @@ def host_findings(
         )
     rows.sort(key=lambda f: -(f.rate_ratio or 0.0))
     return (*out, *rows)
+
+
+def _loop_findings(
+    fleet: FleetScan, crashes: CrashTable, host_names: Sequence[str]
+) -> list[HostFinding]:
+    """One finding per crash loop, largest first (a loop is one software event)."""
+    b = fleet.bursts
+    out = []
+    for i in np.argsort(-b.crashes, kind="stable").tolist():
+        h = int(b.host[i])
+        pop = crashes.population.vocab[int(b.population[i])]
+        svc = int(b.service[i])
+        services = crashes.service.vocab
+        service = services[svc] if 0 <= svc < len(services) else "unknown"
+        cpu = int(b.cpu[i])
+        minutes = (int(b.end_us[i]) - int(b.start_us[i])) / 60e6
+        where = f"; {int(b.cpu_crashes[i])} of them on CPU {cpu}" if cpu >= 0 else ""
+        out.append(
+            HostFinding(
+                host=host_names[h],
+                kind=HostKind.CRASH_LOOP,
+                cpu=None,
+                crashes=int(b.crashes[i]),
+                p_value=1.0,
+                reasons=(
+                    f"Crash loop: {int(b.crashes[i])} crashes of population {pop} (service "
+                    f"{service}) from {iso_time(int(b.start_us[i]))} over {minutes:.0f} "
+                    f"minutes{where}, each within the loop gap of the previous one.",
+                    "Counted as one event by the host tests (a restarting process lands on "
+                    "the same CPU; that is not a CPU signal).",
+                ),
+                cpu_crashes=int(b.cpu_crashes[i]),
+                populations=1,
+                recommendations=(
+                    f"Fix or stop the restart loop of {service} on {host_names[h]} "
+                    f"(population {pop}).",
+                ),
+            )
+        )
+    return out

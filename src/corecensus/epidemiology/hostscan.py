@@ -148,9 +148,13 @@ def scan_hosts(
     n_ph = pairs.counts.astype(np.float64)
     z_ph = pairs.count_where(hardware).astype(np.float64)
     n_pops = int(pair_pop.max()) + 1 if pair_pop.size else 0
-    n_p = weighted_count(pair_pop, n_ph, n_pops)
-    z_p = weighted_count(pair_pop, z_ph, n_pops)
-    h_p = np.bincount(pair_pop, minlength=n_pops)
+    # CPU-aware explaining away (issue 9): a (population, host) pair whose anomalies sit all on
+    # one CPU is what a defect shared by several hosts looks like (one bad stepping failing the
+    # same code), not a wild-pointer bug, so it does not vote for explaining the population away.
+    own = ~on_one_cell(pairs, hardware, np.asarray(cpu, dtype=np.int64))
+    n_p = weighted_count(pair_pop[own], n_ph[own], n_pops)
+    z_p = weighted_count(pair_pop[own], z_ph[own], n_pops)
+    h_p = np.bincount(pair_pop[own], minlength=n_pops)
 
     # Fleet prior: the anomaly rate of "ordinary" populations (not anomaly-heavy and spread),
     # with half a pseudo-anomaly so that a fleet without any anomaly keeps a non-zero rate.
@@ -160,10 +164,10 @@ def scan_hosts(
     r0 = (float(z_p[~heavy].sum()) + 0.5) / (float(n_p[~heavy].sum()) + 1.0)
 
     kappa = settings.anomaly_prior_strength
-    other_n = n_p[pair_pop] - n_ph
-    other_z = z_p[pair_pop] - z_ph
+    other_n = n_p[pair_pop] - np.where(own, n_ph, 0.0)
+    other_z = z_p[pair_pop] - np.where(own, z_ph, 0.0)
     a_ph = (other_z + kappa * r0) / (other_n + kappa)
-    explained_ph = (h_p[pair_pop] - 1 >= settings.explain_min_hosts) & (
+    explained_ph = (h_p[pair_pop] - own >= settings.explain_min_hosts) & (
         a_ph >= settings.explain_min_rate
     )
 
@@ -239,6 +243,22 @@ def scan_hosts(
         pair_explained=explained_ph,
         fleet_anomaly_rate=r0,
     )
+
+
+def on_one_cell(pairs: Groups, hardware: B, cell: I64) -> B:
+    """Per pair: at least two anomalous crashes with a cell, all on the same cell (crashes
+    without a cell, e.g. pinned ones, neither count nor spoil it)."""
+    out = np.zeros(len(pairs), dtype=bool)
+    sel = hardware & (cell >= 0)
+    if not sel.any():
+        return out
+    width = int(cell[sel].max()) + 1
+    g = Groups.of(pair_key(pairs.inverse[sel], cell[sel], width))
+    g_pair = g.keys // width
+    distinct = np.bincount(g_pair, minlength=len(pairs))
+    total = np.bincount(g_pair, weights=g.counts, minlength=len(pairs))
+    out[:] = (distinct == 1) & (total >= 2)
+    return out
 
 
 def anomaly_cap(h: I64, a: F64, n_hosts: int) -> int:

@@ -40,6 +40,8 @@ class AnalysisParams:
     ``host_alpha``: the streaming test looks after every crash, so it alarms more often);
     host p-values above ``host_p_exact_below`` are reported as 1 (not computed exactly), and the
     stream's looks above ``stream_p_exact_below`` are not computed (its minimum is exact below).
+    ``loop_gap_s`` folds crash loops into one event (0 disables), ``loop_min_crashes`` reports
+    one.
 
     Rates: ``fdr_q`` BH level across hosts; ``mid_p`` for the Poisson tests; a host is in
     excess for a population when its BH q-value is at most ``fdr_q`` and its Gamma-Poisson
@@ -75,6 +77,10 @@ class AnalysisParams:
     explain_min_hosts: int = 3
     anomaly_prior_strength: float = 50.0
     streaming: bool = True
+    # Crash loops (loops.py): crashes of one (host, service, population) at most this many
+    # seconds apart are one event for the host tests; this many or more are reported as a loop.
+    loop_gap_s: float = 1800.0
+    loop_min_crashes: int = 5
     fdr_q: float = 0.05
     mid_p: bool = False
     excess_rate_ratio: float = 3.0

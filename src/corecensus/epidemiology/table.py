@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from corecensus.epidemiology.categorical import Categorical, CategoryEncoder
+from corecensus.epidemiology.cpulist import canonical_cpu_list, parse_cpu_list
 from corecensus.errors import MetadataError
 from corecensus.model import ANOMALY_NAMES
 
@@ -102,8 +103,13 @@ class CrashTable:
     unknown. ``anomaly_mask`` bit *i* is set when anomaly ``ANOMALY_NAMES[i]`` was found.
     ``host_cpus`` optionally gives each host's number of logical CPUs (indexed by host code,
     ``0`` unknown); without it the CPU count is inferred (see
-    :mod:`corecensus.epidemiology.concentration`). ``crash_id`` optionally names each crash so
+    :mod:`corecensus.epidemiology.placement`). ``crash_id`` optionally names each crash so
     findings can cite the crashes they rest on.
+
+    Optional per-crash CPU facts (issue 9): ``cpus_allowed`` the CPUs the crashing process was
+    allowed to run on (canonical CPU lists, :mod:`~corecensus.epidemiology.cpulist`; unknown
+    ``-1``); ``cpu_core`` the physical core of ``cpu`` (SMT siblings share it; ``-1``
+    unknown). ``None``: the column was not given at all.
     """
 
     time_us: I64
@@ -118,6 +124,8 @@ class CrashTable:
     anomaly_mask: NDArray[np.uint16]
     crash_id: NDArray[np.generic] | None = None
     host_cpus: I32 | None = None
+    cpus_allowed: Categorical | None = None
+    cpu_core: I32 | None = None
 
     def __len__(self) -> int:
         return len(self.time_us)
@@ -138,6 +146,8 @@ class CrashTable:
         anomaly_mask: ArrayLike | None = None,
         crash_id: ArrayLike | None = None,
         host_cpus: ArrayLike | None = None,
+        cpus_allowed: Categorical | None = None,
+        cpu_core: ArrayLike | None = None,
     ) -> CrashTable:
         """Build from columns; a missing categorical column means "all unknown" (``-1``)."""
         t = _int_column("time_us", time_us)
@@ -166,6 +176,19 @@ class CrashTable:
         if crash_id is not None:
             ids = np.asarray(crash_id)
             columns["crash_id"] = ids
+        core: I32 | None = None
+        if cpus_allowed is not None:
+            try:
+                for text in cpus_allowed.vocab:
+                    parse_cpu_list(text)
+            except MetadataError as exc:
+                raise MetadataError(f"column 'cpus_allowed': {exc}") from None
+            columns["cpus_allowed"] = cpus_allowed
+        if cpu_core is not None:
+            core = _int_column("cpu_core", cpu_core).astype(np.int32, copy=False)
+            if core.size and int(core.min()) < -1:
+                raise MetadataError("column 'cpu_core' has values below -1")
+            columns["cpu_core"] = core
         _same_length(columns)
         hc: I32 | None = None
         if host_cpus is not None:
@@ -190,6 +213,8 @@ class CrashTable:
             anomaly_mask=mask.astype(np.uint16, copy=False),
             crash_id=ids,
             host_cpus=hc,
+            cpus_allowed=cpus_allowed,
+            cpu_core=core,
         )
 
     @classmethod
@@ -200,8 +225,10 @@ class CrashTable:
 
         Keys: ``host`` and ``population`` (required); ``time_us`` (int) or ``time`` (ISO-8601
         text or :class:`datetime`); optional ``cpu`` (int), ``cpu_model``, ``microcode``,
-        ``kernel``, ``service``, ``version`` (text), ``anomalies`` (names) and ``crash_id``.
-        ``host_cpus`` maps host name to its number of logical CPUs.
+        ``kernel``, ``service``, ``version`` (text), ``anomalies`` (names), ``crash_id``,
+        ``cpus_allowed`` (a CPU list such as ``0-3``), ``cpu_core`` (int) and ``host_cpus``
+        (int, the host's online CPUs at that crash). The ``host_cpus`` mapping (host name to
+        its logical CPUs) wins over the rows' values.
         """
         times: list[int] = []
         for i, row in enumerate(rows):
@@ -225,8 +252,33 @@ class CrashTable:
             ids = np.array([str(r.get("crash_id", "")) for r in rows], dtype=object)
         host = column("host")
         hc = None
-        if host_cpus is not None:
-            hc = np.array([int(host_cpus.get(h, 0)) for h in host.vocab], dtype=np.int32)
+        row_cpus: dict[str, int] = {}
+        for r in rows:
+            if r.get("host_cpus") is not None:
+                name = str(r["host"])
+                row_cpus[name] = max(row_cpus.get(name, 0), int(r["host_cpus"]))
+        if host_cpus is not None or row_cpus:
+            given = {**row_cpus, **(host_cpus or {})}
+            hc = np.array([int(given.get(h, 0)) for h in host.vocab], dtype=np.int32)
+        allowed = None
+        if any(r.get("cpus_allowed") for r in rows):
+            try:
+                allowed = Categorical.encode(
+                    [
+                        canonical_cpu_list(str(r["cpus_allowed"]))
+                        if r.get("cpus_allowed")
+                        else None
+                        for r in rows
+                    ]
+                )
+            except MetadataError as exc:
+                raise MetadataError(f"crash rows: {exc}") from None
+        core = None
+        if any(r.get("cpu_core") is not None for r in rows):
+            core = np.array(
+                [-1 if r.get("cpu_core") is None else int(r["cpu_core"]) for r in rows],
+                dtype=np.int32,
+            )
         return cls.from_arrays(
             time_us=np.array(times, dtype=np.int64),
             host=host,
@@ -240,6 +292,8 @@ class CrashTable:
             anomaly_mask=np.array(masks, dtype=np.uint16),
             crash_id=ids,
             host_cpus=hc,
+            cpus_allowed=allowed,
+            cpu_core=core,
         )
 
 

@@ -4,6 +4,8 @@ The rules are small objects in an ordered list (the shape of Mozilla's socorro s
 the first that applies decides, and its evidence sentences say why. In order:
 
 1. :class:`TooFewCrashes` — fewer than ``min_crashes``: inconclusive.
+   :class:`CrashLoop` — at least ``min_crashes`` crashes but fewer events once crash loops
+   are folded: software (a restart loop), reported as a loop.
 2. :class:`MadeOfFlaggedHosts` — at least ``concentration_share`` of the population comes from
    hosts the CPU scan flagged: hardware-suspect, suspects = those hosts and their CPUs.
 3. :class:`ConcentratedWithHardwareEvidence` — at most ``max_suspect_hosts`` hosts in excess of
@@ -85,6 +87,7 @@ class PopulationFacts:
     dispersion_p: float | None
     onset: Onset | None
     version_evidence: str | None
+    events: int = -1  # crashes after folding crash loops (-1: no loop folding, = crashes)
 
     @property
     def excess(self) -> tuple[HostFacts, ...]:
@@ -138,6 +141,27 @@ class TooFewCrashes:
         return VerdictDecision(
             PopulationVerdict.INCONCLUSIVE,
             (f"Only {f.crashes} crash(es): fewer than the {p.min_crashes} a verdict needs.",),
+        )
+
+
+class CrashLoop:
+    """Most of the population is one or two crash loops: a restarting process repeats one
+    failure, so hundreds of cores are a handful of events, and the loop (not a CPU) is the
+    finding (loops.py; issue 9)."""
+
+    name = "crash-loop"
+
+    def __call__(self, f: PopulationFacts, p: AnalysisParams) -> VerdictDecision | None:
+        if f.events < 0 or f.events >= p.min_crashes or f.events >= f.crashes:
+            return None
+        return VerdictDecision(
+            PopulationVerdict.SOFTWARE,
+            (
+                f"{f.crashes} crashes but only {f.events} event(s) once crash loops are folded "
+                f"(crashes of one host, service and population at most {p.loop_gap_s:g} s "
+                "apart): a restart loop repeating one failure, reported as a crash loop; not "
+                "a CPU signal.",
+            ),
         )
 
 
@@ -261,6 +285,7 @@ class Fallback:
 
 VERDICT_RULES: tuple[VerdictRule, ...] = (
     TooFewCrashes(),
+    CrashLoop(),
     MadeOfFlaggedHosts(),
     ConcentratedWithHardwareEvidence(),
     VersionOnset(),

@@ -1,0 +1,267 @@
+"""The host scan as fleets need it: placement, crash loops, then the per-host test, then what
+an operator must know about each flagged host (every significant CPU or core, when its faulty
+crashes started and stopped, what changed around those times).
+
+Steps (issue 9):
+
+1. :func:`~corecensus.epidemiology.placement.place_crashes` — each crash's cell (CPU, or
+   physical core) and each host's number of cells, from the host's own facts;
+2. :func:`~corecensus.epidemiology.loops.find_bursts` — crash loops fold into one event;
+3. :func:`~corecensus.epidemiology.hostscan.scan_hosts` on the events;
+4. per flagged host: every significant cell, step-down from the busiest (its pile-up among the
+   cells left and its anomalies, at ``cpu_alpha``: a host with two bad CPUs names both; at
+   core level, every logical CPU seen on the core), and the
+   suspect crashes' first and last times. The faulty crashes have *stopped* when, given how
+   many there were since the first, so long a quiet stretch to the end of the data is
+   unlikely under a constant rate: the conditional probability that the ``k - 1`` later ones
+   all fall before the last, ``((last - first) / (end - first)) ** (k - 1)``, is at most
+   ``STOP_ALPHA``; a stopped fault gets a rescreen, not a denylist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from corecensus.epidemiology.concentration import max_cell_pvalue
+from corecensus.epidemiology.hostscan import HostScan, ScanSettings, scan_hosts
+from corecensus.epidemiology.loops import Bursts, find_bursts
+from corecensus.epidemiology.params import AnalysisParams
+from corecensus.epidemiology.placement import Placement, place_crashes
+from corecensus.epidemiology.poisson import poisson_upper
+from corecensus.epidemiology.segments import Groups, pair_key
+from corecensus.epidemiology.table import CrashTable
+
+__all__ = ["STOP_ALPHA", "FleetScan", "HostDetail", "SuspectCell", "scan_fleet"]
+
+I64 = NDArray[np.int64]
+B = NDArray[np.bool_]
+
+STOP_ALPHA = 0.01
+_STOP_MIN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SuspectCell:
+    """A significant CPU (or physical core, then ``cpus`` are the logical CPUs seen on it)."""
+
+    cell: int
+    crashes: int
+    p_value: float
+    cpus: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HostDetail:
+    """What the report says about one flagged host beyond its p-value."""
+
+    cells: tuple[SuspectCell, ...]
+    core_level: bool
+    first_us: int | None
+    last_us: int | None
+    suspect_crashes: int
+    stopped: bool
+    stop_p: float | None
+    changes: tuple[str, ...]
+    facts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FleetScan:
+    scan: HostScan
+    placement: Placement
+    bursts: Bursts
+    cell: I64  # per crash: its cell when it is an event, else -1 (what CPU tests may count)
+    details: dict[int, HostDetail]
+    end_us: int
+    pop_events: I64  # per population: crashes after folding loops (events)
+
+
+def scan_fleet(
+    crashes: CrashTable,
+    *,
+    hardware: B,
+    n_hosts: int,
+    host_cpus: I64 | None,
+    params: AnalysisParams,
+    settings: ScanSettings,
+) -> FleetScan:
+    """Run steps 1-4 of the module docstring."""
+    placement = place_crashes(
+        host=crashes.host.codes,
+        cpu=crashes.cpu,
+        service=crashes.service.codes,
+        n_hosts=n_hosts,
+        host_cpus=host_cpus,
+        cpus_allowed=None if crashes.cpus_allowed is None else crashes.cpus_allowed.codes,
+        cpus_allowed_sets=() if crashes.cpus_allowed is None else crashes.cpus_allowed.vocab,
+        cpu_core=crashes.cpu_core,
+        default_cpus=params.default_cpus,
+    )
+    bursts = find_bursts(
+        host=crashes.host.codes,
+        service=crashes.service.codes,
+        population=crashes.population.codes,
+        time_us=crashes.time_us,
+        cpu=crashes.cpu,
+        gap_us=int(params.loop_gap_s * 1_000_000),
+        min_crashes=params.loop_min_crashes,
+    )
+    ev = bursts.event
+    h = crashes.host.codes[ev].astype(np.int64)
+    pop = crashes.population.codes[ev].astype(np.int64)
+    pairs = Groups.of(pair_key(pop, h, max(n_hosts, 1)))
+    scan = scan_hosts(
+        host=h,
+        cpu=placement.cell[ev],
+        time_us=crashes.time_us[ev],
+        hardware=hardware[ev],
+        pairs=pairs,
+        n_hosts=n_hosts,
+        cpus=placement.cells,
+        settings=settings,
+    )
+    cell = np.where(ev, placement.cell, -1)
+    end_us = int(crashes.time_us.max()) if len(crashes) else 0
+    details = {
+        hh: _detail(hh, crashes, cell, placement, scan, params, end_us)
+        for hh in np.flatnonzero(scan.flagged).tolist()
+    }
+    return FleetScan(
+        scan=scan,
+        placement=placement,
+        bursts=bursts,
+        cell=cell,
+        details=details,
+        end_us=end_us,
+        pop_events=np.bincount(pop, minlength=len(crashes.population.vocab)).astype(np.int64),
+    )
+
+
+def _detail(
+    h: int,
+    crashes: CrashTable,
+    cell: I64,
+    placement: Placement,
+    scan: HostScan,
+    params: AnalysisParams,
+    end_us: int,
+) -> HostDetail:
+    """One flagged host's significant cells, timeline and facts (a loop per flagged host: few)."""
+    mine = np.flatnonzero(crashes.host.codes == h)
+    cells_h = cell[mine]
+    n = int(np.count_nonzero(cells_h >= 0))
+    core = bool(placement.core_level[h])
+    hw = (crashes.anomaly_mask[mine] & np.uint16(params.hardware_mask)) != 0
+    values, counts = np.unique(cells_h[cells_h >= 0], return_counts=True)
+    anomalous = np.array([int(np.count_nonzero(hw & (cells_h == v))) for v in values.tolist()])
+    rate = float(scan.expected_anomalous[h]) / max(int(scan.crashes[h]), 1)
+    # Step-down over cells, busiest first (then the most anomalous): each against the cells
+    # left once the ones before it are named (Holm's order; Holm 1979, "A simple sequentially
+    # rejective multiple test procedure", Scand. J. Statist. 6:65-70), its pile-up and its
+    # anomalies combined as x (1 - ln x) (Fisher's two-term form), named at cpu_alpha.
+    order = np.lexsort((values, -anomalous, -counts))
+    suspects: list[SuspectCell] = []
+    n_left, c_left = n, int(placement.cells[h])
+    for j in order.tolist():
+        v, k, z = int(values[j]), int(counts[j]), int(anomalous[j])
+        s_p = float(max_cell_pvalue(float(n_left), float(k), c_left))
+        g_p = float(poisson_upper(z, k * rate))
+        x = s_p * g_p
+        combined = x * (1.0 - np.log(x)) if x > 0 else 0.0
+        top = not suspects and v == int(scan.top_cpu[h]) and scan.p_cpu[h] <= params.cpu_alpha
+        if not (top or combined <= params.cpu_alpha) or k < 2:
+            break
+        on = mine[cells_h == v]
+        cpus = tuple(sorted({int(x) for x in crashes.cpu[on] if x >= 0})) if core else (v,)
+        p_named = min(combined, float(scan.p_cpu[h])) if top else combined
+        suspects.append(SuspectCell(cell=v, crashes=k, p_value=p_named, cpus=cpus))
+        n_left -= k
+        c_left = max(c_left - 1, 1)
+    # the suspect crashes: events on a named cell, else (anomaly-only evidence) anomalous ones
+    named = np.isin(cells_h, [s.cell for s in suspects])
+    if not named.any():
+        named = (crashes.anomaly_mask[mine] & np.uint16(params.hardware_mask)) != 0
+    times = np.sort(crashes.time_us[mine][named])
+    first = last = None
+    stopped = False
+    stop_p = None
+    changes: list[str] = []
+    if times.size:
+        first, last = int(times[0]), int(times[-1])
+        k = int(times.size)
+        if k >= _STOP_MIN and end_us > first:
+            stop_p = float(((last - first) / (end_us - first)) ** (k - 1))
+            stopped = stop_p <= STOP_ALPHA
+        changes = _changes(crashes, mine, first, last, stopped)
+    facts = _facts(h, placement)
+    return HostDetail(
+        cells=tuple(suspects),
+        core_level=core,
+        first_us=first,
+        last_us=last,
+        suspect_crashes=int(times.size),
+        stopped=stopped,
+        stop_p=stop_p,
+        changes=tuple(changes),
+        facts=facts,
+    )
+
+
+def _changes(crashes: CrashTable, mine: I64, first: int, last: int, stopped: bool) -> list[str]:
+    """Microcode and kernel of the host's crashes just before the first suspect crash and just
+    after the last one, when they differ from those of the suspect crashes."""
+    out: list[str] = []
+    t = crashes.time_us[mine]
+    for name, codes, vocab in (
+        ("microcode", crashes.microcode.codes[mine], crashes.microcode.vocab),
+        ("kernel", crashes.kernel.codes[mine], crashes.kernel.vocab),
+    ):
+        during = codes[(t >= first) & (t <= last) & (codes >= 0)]
+        if not during.size:
+            continue
+        at_first, at_last = vocab[int(during[0])], vocab[int(during[-1])]
+        before = codes[(t < first) & (codes >= 0)]
+        if before.size and vocab[int(before[-1])] != at_first:
+            out.append(
+                f"{name} changed from {vocab[int(before[-1])]} to {at_first} before they started"
+            )
+        after = codes[(t > last) & (codes >= 0)]
+        if stopped and after.size and vocab[int(after[0])] != at_last:
+            out.append(
+                f"{name} changed from {at_last} to {vocab[int(after[0])]} after they stopped"
+            )
+    return out
+
+
+def _facts(h: int, placement: Placement) -> tuple[str, ...]:
+    """How the host's cells were counted, and which crashes lost their CPU (evidence)."""
+    level = "physical cores" if placement.core_level[h] else "CPUs"
+    source = int(placement.cells_source[h])
+    cells = int(placement.cells[h])
+    why = {
+        0: "the crashing processes' allowed CPU set (Cpus_allowed_list)",
+        1: "the host's online CPU count (no allowed-CPU set was recorded)",
+        2: "the largest CPU index seen on this host plus one, a lower bound (no host facts; "
+        "conservative)",
+        3: "the default_cpus parameter (no host facts)",
+    }.get(source, "no crash with a CPU")
+    out = [f"Null law uniform over {cells} {level}, from {why}."]
+    if placement.core_level[h]:
+        out.append(
+            "Physical cores known: tested at core level, each allowed set of a CPUs as "
+            "ceil(a / 2) cores (two SMT threads per core at most), conservative."
+        )
+    for count, words in (
+        (int(placement.pinned[h]), "were pinned to one CPU (no evidence about that CPU)"),
+        (
+            int(placement.inferred[h]),
+            "belong to a service that sits on one CPU per host on many hosts (pinned, inferred)",
+        ),
+        (int(placement.other_sets[h]), "ran under another allowed CPU set than most"),
+    ):
+        if count:
+            out.append(f"{count} crash(es) {words}: their CPU is left out, their anomalies kept.")
+    return tuple(out)

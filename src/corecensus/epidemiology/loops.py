@@ -1,0 +1,105 @@
+"""Crash loops: a service that crashes, restarts and crashes again, tens to hundreds of times.
+
+A loop is one fault, however many cores it leaves: counted crash by crash it looks like a CPU
+pile-up (the restarted process often lands on the same CPU) and a host in excess. Crash
+reporting systems fold such bursts (Sentry groups repeated events of one issue; systemd stops
+restarting a unit after ``StartLimitBurst`` failures within ``StartLimitIntervalSec``). Here a
+*burst* is a run of crashes of one (host, service, population) with gaps of at most
+``gap_us``; the host tests see the first crash of each burst only (an *event*), and bursts of at
+least ``min_crashes`` are reported as loops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Bursts", "find_bursts"]
+
+I64 = NDArray[np.int64]
+B = NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Bursts:
+    """``event`` per crash (the first crash of its burst); ``burst`` per crash (burst id);
+    per loop (bursts of at least ``min_crashes``): ``host``, ``population``, ``service``,
+    ``crashes``, ``start_us``, ``end_us``, ``cpu`` (the most common CPU, -1 none),
+    ``cpu_crashes`` (crashes on it)."""
+
+    event: B
+    burst: I64
+    host: I64
+    population: I64
+    service: I64
+    crashes: I64
+    start_us: I64
+    end_us: I64
+    cpu: I64
+    cpu_crashes: I64
+
+    def __len__(self) -> int:
+        return int(self.host.size)
+
+
+def find_bursts(
+    *,
+    host: NDArray[Any],
+    service: NDArray[Any],
+    population: NDArray[Any],
+    time_us: NDArray[Any],
+    cpu: NDArray[Any],
+    gap_us: int,
+    min_crashes: int,
+) -> Bursts:
+    """Group crashes into bursts (see the module docstring); ``gap_us <= 0`` disables it."""
+    h = np.asarray(host, dtype=np.int64)
+    n = h.size
+    if gap_us <= 0 or n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Bursts(np.ones(n, dtype=bool), np.arange(n, dtype=np.int64), *(empty,) * 8)
+    svc = np.asarray(service, dtype=np.int64)
+    pop = np.asarray(population, dtype=np.int64)
+    t = np.asarray(time_us, dtype=np.int64)
+    c = np.asarray(cpu, dtype=np.int64)
+    order = np.lexsort((t, pop, svc, h))
+    hs, ss, ps, ts = h[order], svc[order], pop[order], t[order]
+    new = np.ones(n, dtype=bool)
+    same = (hs[1:] == hs[:-1]) & (ss[1:] == ss[:-1]) & (ps[1:] == ps[:-1])
+    new[1:] = ~same | (ts[1:] - ts[:-1] > gap_us)
+    burst_sorted = np.cumsum(new) - 1
+    burst = np.empty(n, dtype=np.int64)
+    burst[order] = burst_sorted
+    event = np.zeros(n, dtype=bool)
+    event[order[new]] = True
+    starts = np.flatnonzero(new)
+    sizes = np.diff(np.append(starts, n))
+    loop = np.flatnonzero(sizes >= max(min_crashes, 2))
+    first = starts[loop]
+    last = first + sizes[loop] - 1
+    # the most common CPU of each loop
+    cpu_of = np.full(loop.size, -1, dtype=np.int64)
+    cpu_n = np.zeros(loop.size, dtype=np.int64)
+    cs = c[order]
+    for i, (lo, hi) in enumerate(zip(first.tolist(), (last + 1).tolist(), strict=True)):
+        vals = cs[lo:hi]
+        vals = vals[vals >= 0]
+        if vals.size:
+            u, k = np.unique(vals, return_counts=True)
+            cpu_of[i] = int(u[np.argmax(k)])
+            cpu_n[i] = int(k.max())
+    return Bursts(
+        event=event,
+        burst=burst,
+        host=hs[first],
+        population=ps[first],
+        service=ss[first],
+        crashes=sizes[loop].astype(np.int64),
+        start_us=ts[first],
+        end_us=ts[last],
+        cpu=cpu_of,
+        cpu_crashes=cpu_n,
+    )

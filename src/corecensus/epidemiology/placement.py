@@ -1,0 +1,243 @@
+"""Where a crash *could* have run: the cells of the per-host CPU test and how many there are.
+
+The host test (:mod:`~corecensus.epidemiology.hosttest`) asks whether a host's crashes pile up
+on one CPU more than chance allows. "Chance" is uniform over the CPUs the crashing process could
+use, not over the host's CPUs, and never over a count guessed from other hosts (issue 9: a
+2-CPU host tested as a 384-CPU one, services pinned to one CPU, 2-4-CPU cpusets). The rules,
+each conservative where a fact is missing (a smaller set of cells can only raise p-values:
+the largest cell of a multinomial is stochastically larger when the cell probabilities are
+less even, Schur-convexity of ``P(max >= m)``; Rinott 1973, "Multivariate majorization and
+rearrangement inequalities with some applications to probability and statistics", Israel J.
+Math. 15:60-77):
+
+1. **Allowed set.** A crash's allowed CPUs are its ``Cpus_allowed_list``; a crash pinned to one
+   CPU carries no evidence about that CPU (cell ``-1``, its anomalies still count). Unknown:
+   the host's online CPU count, else (no host facts) the largest CPU index seen on that host
+   plus one, a lower bound of the host's CPUs. Never another host's count.
+2. **One set per host.** Crashes with different allowed sets are not exchangeable, so each
+   host is tested on the set most of its crashes with a CPU ran under (its *stratum*); the
+   others keep their anomalies but not their CPU.
+3. **Pinning and cpusets without the fact.** A service whose crashes sit all within
+   ``CONFINED_SPAN`` adjacent CPUs of a host on more hosts than chance allows (Poisson upper
+   tail at most ``PINNED_ALPHA`` against the sum over its hosts of the exact chance that ``k``
+   uniform CPUs span fewer than ``CONFINED_SPAN``, at least ``PINNED_MIN_HOSTS`` such hosts) is
+   pinned or confined somewhere; where such a service's crashes without a known allowed set
+   sit that close together on a host, they lose their CPU (a faulty core there can still show
+   through its anomalies).
+4. **SMT.** When the physical core of the crashes is known, cells are cores, and a set of ``a``
+   logical CPUs is tested as ``ceil(a / 2)`` cores (x86 has at most two threads per core, and
+   fewer cores only makes the test conservative): a faulty core fails on both siblings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from corecensus.epidemiology.cpulist import cpu_list_size
+from corecensus.epidemiology.poisson import poisson_upper
+from corecensus.epidemiology.segments import Groups, pair_key
+
+__all__ = ["CONFINED_SPAN", "PINNED_ALPHA", "PINNED_MIN_HOSTS", "Placement", "place_crashes"]
+
+I64 = NDArray[np.int64]
+B = NDArray[np.bool_]
+
+PINNED_ALPHA = 1e-3
+PINNED_MIN_HOSTS = 3
+# Cpusets and pinning confine a service to a few adjacent CPUs (taskset -c 4-7, a cpuset
+# cgroup's cpuset.cpus); pairs whose crashes all fit in this many adjacent CPUs are "confined".
+CONFINED_SPAN = 4
+# Threads per physical core assumed when cores are known (x86 SMT: 2).
+SMT_WAYS = 2
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Placement:
+    """Per crash ``cell`` (the CPU, or physical core, it counts on in its host's test; ``-1``
+    none); per host ``cells`` (how many cells the null law is uniform over), ``core_level``
+    (cells are physical cores), ``cells_source`` (0 allowed set, 1 host's online CPUs, 2 the
+    host's own largest CPU index + 1, 3 ``default_cpus``, -1 no crash with a CPU), and the
+    counts of crashes that lost their CPU: ``pinned`` (allowed set of one CPU), ``inferred``
+    (rule 3), ``other_sets`` (outside the host's stratum). ``pinned_services`` names the
+    services rule 3 found pinned."""
+
+    cell: I64
+    cells: I64
+    core_level: B
+    cells_source: I64
+    pinned: I64
+    inferred: I64
+    other_sets: I64
+    pinned_services: tuple[int, ...]
+    allowed_size: I64  # per crash, 0 unknown
+
+
+def place_crashes(
+    *,
+    host: NDArray[Any],
+    cpu: NDArray[Any],
+    service: NDArray[Any],
+    n_hosts: int,
+    host_cpus: NDArray[Any] | None = None,
+    cpus_allowed: NDArray[Any] | None = None,
+    cpus_allowed_sets: tuple[str, ...] = (),
+    cpu_core: NDArray[Any] | None = None,
+    default_cpus: int = 0,
+) -> Placement:
+    """Apply the rules of the module docstring (arrays per crash, ``host_cpus`` per host)."""
+    h = np.asarray(host, dtype=np.int64)
+    c = np.asarray(cpu, dtype=np.int64)
+    n = h.size
+    given = np.zeros(n_hosts, dtype=np.int64)
+    if host_cpus is not None:
+        hc = np.asarray(host_cpus, dtype=np.int64)
+        given[: min(hc.size, n_hosts)] = hc[:n_hosts]
+    seen = np.zeros(n_hosts, dtype=np.int64)  # largest CPU index on the host + 1
+    known = c >= 0
+    if known.any():
+        np.maximum.at(seen, h[known], c[known] + 1)
+
+    # rule 1: the allowed set's size per crash (0 unknown)
+    sizes = np.array([cpu_list_size(s) for s in cpus_allowed_sets] + [0], dtype=np.int64)
+    code = np.full(n, -1, dtype=np.int64)
+    if cpus_allowed is not None:
+        code = np.asarray(cpus_allowed, dtype=np.int64)
+    size = sizes[code]  # code -1 picks the trailing 0
+    pinned_crash = known & (size == 1)
+    usable = known & ~pinned_crash
+
+    # rule 3: services pinned somewhere, seen without the fact
+    svc = np.asarray(service, dtype=np.int64)
+    unknown_set = usable & (code < 0)
+    inferred_crash, pinned_services = _inferred_pinning(
+        h, c, svc, unknown_set, n_hosts, np.maximum(np.where(given > 0, given, seen), 1)
+    )
+    usable &= ~inferred_crash
+
+    # rule 2: each host's stratum, the allowed set (or "unknown") most of its usable crashes
+    # share; ties go to a known set, then to the lower code
+    stratum = np.full(n_hosts, -2, dtype=np.int64)
+    if usable.any():
+        width = len(cpus_allowed_sets) + 1
+        g = Groups.of(pair_key(h[usable], code[usable] + 1, width))
+        g_host = g.keys // width
+        g_code = g.keys % width - 1
+        order = np.lexsort((g_code, g_code < 0, -g.counts, g_host))
+        lead = order[np.r_[True, g_host[order][1:] != g_host[order][:-1]]]
+        stratum[g_host[lead]] = g_code[lead]
+    in_stratum = usable & (code == stratum[h])
+    other = usable & ~in_stratum
+
+    # cells per host, and where the count came from
+    strat = stratum.copy()
+    set_size = np.where(strat >= 0, sizes[np.maximum(strat, 0)], 0)
+    source = np.full(n_hosts, -1, dtype=np.int64)
+    cells = np.zeros(n_hosts, dtype=np.int64)
+    has = strat > -2
+    from_set = has & (set_size > 0)
+    from_host = has & ~from_set & (given > 0)
+    from_default = has & ~from_set & ~from_host & (default_cpus > 0)
+    from_seen = has & ~from_set & ~from_host & ~from_default
+    cells[from_set] = set_size[from_set]
+    # an allowed set cannot be larger than the host (a stale fact): take the smaller
+    cap = from_set & (given > 0)
+    cells[cap] = np.minimum(cells[cap], given[cap])
+    cells[from_host] = given[from_host]
+    cells[from_default] = np.maximum(default_cpus, seen[from_default])
+    cells[from_seen] = seen[from_seen]
+    source[from_set] = 0
+    source[from_host] = 1
+    source[from_seen] = 2
+    source[from_default] = 3
+
+    # rule 4: physical cores where known
+    cell = np.where(in_stratum, c, -1)
+    core_level = np.zeros(n_hosts, dtype=bool)
+    if cpu_core is not None:
+        core = np.asarray(cpu_core, dtype=np.int64)
+        with_core = in_stratum & (core >= 0)
+        core_level[np.unique(h[with_core])] = True
+        # crashes of such hosts without the core: the core another crash of the host on the
+        # same CPU reported, else no cell
+        mapped = _core_of_cpu(h, c, core, with_core, in_stratum & core_level[h] & (core < 0))
+        on_core = in_stratum & core_level[h]
+        cell = np.where(on_core, np.where(core >= 0, core, mapped), cell)
+        cells = np.where(core_level, -(-cells // SMT_WAYS), cells)
+    return Placement(
+        cell=cell.astype(np.int64),
+        cells=np.maximum(cells, 1),
+        core_level=core_level,
+        cells_source=source,
+        pinned=np.bincount(h[pinned_crash], minlength=n_hosts).astype(np.int64),
+        inferred=np.bincount(h[inferred_crash], minlength=n_hosts).astype(np.int64),
+        other_sets=np.bincount(h[other], minlength=n_hosts).astype(np.int64),
+        pinned_services=pinned_services,
+        allowed_size=size,
+    )
+
+
+def _core_of_cpu(h: I64, c: I64, core: I64, with_core: B, need: B) -> I64:
+    """For crashes in ``need``: the core another crash of the same host and CPU reported."""
+    out = np.full(h.size, -1, dtype=np.int64)
+    if not need.any() or not with_core.any():
+        return out
+    width = int(c.max()) + 1
+    known_key = pair_key(h[with_core], c[with_core], width)
+    order = np.argsort(known_key, kind="stable")
+    keys = known_key[order]
+    want = pair_key(h[need], c[need], width)
+    pos = np.clip(np.searchsorted(keys, want), 0, keys.size - 1)
+    hit = keys[pos] == want
+    vals = core[with_core][order][pos]
+    out[np.flatnonzero(need)[hit]] = vals[hit]
+    return out
+
+
+def _inferred_pinning(
+    h: I64, c: I64, svc: I64, sel: B, n_hosts: int, cells: I64
+) -> tuple[B, tuple[int, ...]]:
+    """Rule 3: crashes of confined-looking (host, service) pairs of services confined
+    somewhere (all of a pair's crashes within ``CONFINED_SPAN`` adjacent CPUs: pinned, or in a
+    small cpuset)."""
+    drop = np.zeros(h.size, dtype=bool)
+    pick = sel & (svc >= 0)
+    if not pick.any():
+        return drop, ()
+    n_svc = int(svc[pick].max()) + 1
+    g = Groups.of(pair_key(svc[pick], h[pick], n_hosts))
+    cp = c[pick]
+    lo = np.full(len(g), np.iinfo(np.int64).max, dtype=np.int64)
+    hi = np.full(len(g), -1, dtype=np.int64)
+    np.minimum.at(lo, g.inverse, cp)
+    np.maximum.at(hi, g.inverse, cp)
+    narrow = hi - lo + 1 <= CONFINED_SPAN
+    g_svc = g.keys // n_hosts
+    g_host = g.keys % n_hosts
+    multi = g.counts >= 2
+    observed = np.bincount(g_svc[multi & narrow], minlength=n_svc)
+    chance = np.where(multi, _range_within(g.counts, cells[g_host], CONFINED_SPAN), 0.0)
+    expected = np.bincount(g_svc, weights=chance, minlength=n_svc)
+    p = poisson_upper(observed, expected)
+    confined = (observed >= PINNED_MIN_HOSTS) & (p <= PINNED_ALPHA)
+    if not confined.any():
+        return drop, ()
+    bad_pair = confined[g_svc] & narrow
+    drop[np.flatnonzero(pick)[bad_pair[g.inverse]]] = True
+    return drop, tuple(int(s) for s in np.flatnonzero(confined))
+
+
+def _range_within(k: I64, cells: I64, w: int) -> NDArray[np.float64]:
+    """``P(max - min < w)`` for ``k`` CPUs drawn uniformly from ``cells``: the sequences whose
+    smallest value is ``m`` and that fit in ``[m, m + w)``, summed over ``m``,
+    ``((C - w + 1) w^k - (C - w) (w - 1)^k) / C^k`` (1 when ``C <= w``)."""
+    kk = k.astype(np.float64)
+    cc = np.maximum(cells.astype(np.float64), 1.0)
+    ww = np.minimum(float(w), cc)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (cc - ww + 1.0) * (ww / cc) ** kk - (cc - ww) * ((ww - 1.0) / cc) ** kk
+    res: NDArray[np.float64] = np.clip(np.nan_to_num(out, nan=1.0), 0.0, 1.0)
+    return res

@@ -1,0 +1,282 @@
+"""Host verdicts that hold on real fleets (issue 9): CPU sets, pinning, crash loops, SMT,
+several bad CPUs, shared defects and faults that stop. Each rule on a small deterministic
+fleet, with the case where it must fire and the case where it must not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from corecensus.epidemiology import AnalysisParams, CrashTable, HostKind, PopulationVerdict, analyze
+from corecensus.epidemiology.cpulist import canonical_cpu_list, parse_cpu_list
+from corecensus.epidemiology.placement import place_crashes
+
+DAY = 86_400_000_000
+T0 = 1_717_200_000 * 1_000_000
+SP8 = ("sp_off_by_8",)
+N_HOSTS = 200
+
+
+def background(seed: int = 3, *, facts: bool = True) -> list[dict[str, Any]]:
+    """200 hosts of 32 CPUs, 1,000 ordinary crashes over 30 days in 10 signatures, 2 %
+    anomalous, service ``api``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(1000):
+        h = int(rng.integers(N_HOSTS))
+        row: dict[str, Any] = {
+            "host": f"h{h:03d}",
+            "population": f"bg{int(rng.integers(10))}",
+            "time_us": T0 + int(rng.uniform(0, 30) * DAY),
+            "cpu": int(rng.integers(32)),
+            "service": "api",
+            "anomalies": SP8 if rng.random() < 0.02 else (),
+            "microcode": "0x10",
+        }
+        if facts:
+            row["host_cpus"] = 32
+        rows.append(row)
+    return rows
+
+
+def crash(
+    host: str,
+    day: float,
+    cpu: int,
+    *,
+    pop: str = "bg1",
+    anomalous: bool = False,
+    service: str = "api",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "host": host,
+        "population": pop,
+        "time_us": T0 + int(day * DAY),
+        "cpu": cpu,
+        "service": service,
+        "anomalies": SP8 if anomalous else (),
+        **extra,
+    }
+
+
+def faulty(host: str, cpu: int, days: Any, **extra: Any) -> list[dict[str, Any]]:
+    """Crashes of a bad CPU in rotating signatures, every other one anomalous."""
+    return [
+        crash(host, d, cpu, pop=f"bg{i % 10}", anomalous=i % 2 == 0, **extra)
+        for i, d in enumerate(days)
+    ]
+
+
+def flagged(rows: list[dict[str, Any]], **kw: Any) -> tuple[str, ...]:
+    return analyze(CrashTable.from_rows(rows), params=AnalysisParams(**kw)).flagged_hosts()
+
+
+def test_cpu_lists_parse_and_canonicalize() -> None:
+    assert parse_cpu_list("0-3,8, 10-11") == (0, 1, 2, 3, 8, 10, 11)
+    assert canonical_cpu_list("3,0-2,8,9") == "0-3,8-9"
+
+
+def test_bad_cpu_is_found_when_the_host_says_how_many_cpus_it_has() -> None:
+    rows = background() + faulty("h150", 11, np.linspace(5, 28, 7), host_cpus=32)
+    assert flagged(rows) == ("h150",)
+
+
+def test_small_host_is_not_tested_as_big_as_its_model() -> None:
+    """A 2-CPU host without facts, its model shared with 64-CPU hosts that crash on CPU 63:
+    its crashes are over at most 2 CPUs (the largest index it showed), never 64."""
+    rows = background(facts=False)
+    for r in rows:
+        r["cpu_model"] = "big"
+    rows.append(crash("h001", 3, 63, cpu_model="big"))
+    rows += [crash("small", d, 1, pop=f"bg{d % 10}", cpu_model="big") for d in range(1, 8)]
+    rows += [crash("small", 9, 0, cpu_model="big")]
+    assert flagged(rows) == ()
+    a = analyze(CrashTable.from_rows(rows))
+    assert int(a.scan.cpus[a.host_names.index("small")]) == 2  # type: ignore[union-attr]
+    # the same crashes on a host known to have 64 CPUs are a pile-up, with anomalies a flag
+    rows_known = [dict(r, host_cpus=64) if r["host"] == "small" else r for r in rows]
+    for r in rows_known[-8:-1:2]:
+        r["anomalies"] = SP8
+    assert flagged(rows_known) == ("small",)
+
+
+def test_pinned_crashes_say_nothing_about_their_cpu() -> None:
+    base = background()
+    pinned = [crash("h042", d, 5, pop="pin-bug", cpus_allowed="5") for d in range(1, 30, 3)]
+    assert flagged(base + pinned) == ()
+    a = analyze(CrashTable.from_rows(base + pinned))
+    assert a.population("pin-bug").verdict is not PopulationVerdict.HARDWARE
+    # the same crashes from a process allowed all 32 CPUs are a pile-up worth flagging
+    loose = [
+        dict(r, cpus_allowed="0-31", anomalies=SP8 if i % 3 == 0 else ())
+        for i, r in enumerate(pinned)
+    ]
+    assert flagged(base + loose) == ("h042",)
+
+
+def test_small_cpuset_is_the_null_law() -> None:
+    base = background()
+    cpuset = [crash("h042", d, 2 + d % 2, cpus_allowed="2-3") for d in range(1, 30, 3)]
+    assert flagged(base + cpuset) == ()
+    # a bad CPU inside the cpuset still shows, with its anomalies, against 2 cells (not 32)
+    bad = [
+        crash("h042", d, 2, cpus_allowed="0-3", anomalous=i % 2 == 0)
+        for i, d in enumerate(range(1, 30, 2))
+    ]
+    assert flagged(base + bad) == ("h042",)
+
+
+def test_service_pinned_on_many_hosts_without_the_fact() -> None:
+    """No Cpus_allowed_list recorded: a service whose crashes sit on one CPU of each of its
+    hosts is pinned somewhere; its crashes there lose their CPU (an anomaly-heavy bug)."""
+    base = background()
+    pinned = []
+    for j, h in enumerate(range(10, 22)):
+        pinned += [
+            crash(
+                f"h{h:03d}",
+                d + j / 10,
+                j % 32,
+                pop="pin-bug",
+                service="pinned",
+                anomalous=d % 2 == 0,
+            )
+            for d in range(2, 29, 5)
+        ]
+    a = analyze(CrashTable.from_rows(base + pinned))
+    assert a.flagged_hosts() == ()
+    assert a.population("pin-bug").verdict is PopulationVerdict.SOFTWARE
+    # a bad CPU under a service that is not pinned anywhere is still found without the fact
+    assert flagged(base + faulty("h150", 11, np.linspace(5, 28, 7))) == ("h150",)
+
+
+def test_crash_loop_is_one_event_and_reported_as_a_loop() -> None:
+    base = background()
+    loop = [
+        crash("h077", 12 + i * 20 / 86_400, 7, pop="loop-bug", anomalous=i % 5 == 0)
+        for i in range(120)
+    ]
+    a = analyze(CrashTable.from_rows(base + loop))
+    assert a.flagged_hosts() == ()
+    assert a.flagged_hosts(HostKind.CRASH_LOOP) == ("h077",)
+    assert a.population("loop-bug").verdict is not PopulationVerdict.HARDWARE
+    [finding] = [h for h in a.hosts if h.kind is HostKind.CRASH_LOOP]
+    assert finding.crashes == 120 and "CPU 7" in finding.reasons[0]
+    # the same number of crashes a day apart is no loop (and, on one CPU, a bad CPU)
+    spread = [dict(r, time_us=T0 + i * DAY // 4) for i, r in enumerate(loop[:8])]
+    a = analyze(CrashTable.from_rows(base + spread))
+    assert a.flagged_hosts(HostKind.CRASH_LOOP) == ()
+    assert a.flagged_hosts() == ("h077",)
+
+
+def test_faulty_core_seen_on_both_smt_siblings() -> None:
+    base = background()
+    for r in base:
+        r["cpu_core"] = r["cpu"] % 16  # 16 cores, siblings i and i + 16
+    bad = [
+        crash(
+            "h150",
+            d,
+            3 if i % 2 else 19,
+            pop=f"bg{i}",
+            anomalous=i % 3 == 0,
+            cpu_core=3,
+            host_cpus=32,
+        )
+        for i, d in enumerate(np.linspace(4, 28, 6))
+    ]
+    a = analyze(CrashTable.from_rows(base + bad))
+    assert a.flagged_hosts() == ("h150",)
+    [h] = a.hosts
+    assert any("logical CPUs seen: 3, 19" in r for r in h.recommendations)
+    assert any("whole physical core" in r for r in h.recommendations)
+    # the same crashes without core facts split 3 / 3 over two CPUs: not enough for a flag
+    plain = [{k: v for k, v in r.items() if k != "cpu_core"} for r in base + bad]
+    assert flagged(plain) == ()
+
+
+def test_two_bad_cpus_are_both_named() -> None:
+    rows = background()
+    rows += faulty("h150", 4, np.linspace(2, 28, 8), host_cpus=32)
+    rows += faulty("h150", 21, np.linspace(3, 27, 6), host_cpus=32)
+    a = analyze(CrashTable.from_rows(rows))
+    [h] = a.hosts
+    assert h.host == "h150"
+    assert any("CPU 4 with 8" in r and "CPU 21 with" in r for r in h.reasons)
+    assert any("CPUs 4, 21" in r for r in h.recommendations)
+    # one bad CPU: only it is named
+    one = background() + faulty("h150", 4, np.linspace(2, 28, 8), host_cpus=32)
+    [h] = analyze(CrashTable.from_rows(one)).hosts
+    assert any("CPUs 4 " in r for r in h.recommendations)
+
+
+def test_shared_defect_is_not_explained_away() -> None:
+    """Five hosts with one bad CPU each, crashing in the same signature with anomalies (a bad
+    stepping failing the same code): anomalies on one CPU per host do not explain each other
+    away; a wild-pointer bug on random CPUs of many hosts still does."""
+    rows = background()
+    shared = []
+    for j, h in enumerate((20, 40, 60, 80, 100)):
+        shared += [
+            crash(f"h{h:03d}", d, j + 3, pop="stepping", anomalous=i != 1)
+            for i, d in enumerate(np.linspace(3 + j, 27, 4))
+        ]
+    a = analyze(CrashTable.from_rows(rows + shared))
+    assert set(a.flagged_hosts()) == {"h020", "h040", "h060", "h080", "h100"}
+    rng = np.random.default_rng(5)
+    wild = [
+        crash(
+            f"h{h:03d}",
+            float(rng.uniform(0, 30)),
+            int(rng.integers(32)),
+            pop="wild",
+            anomalous=True,
+        )
+        for h in range(20, 40)
+        for _ in range(4)
+    ]
+    a = analyze(CrashTable.from_rows(rows + wild))
+    assert a.flagged_hosts() == ()
+    assert a.population("wild").verdict is PopulationVerdict.SOFTWARE
+
+
+def test_fault_that_stopped_gets_a_rescreen_not_a_denylist() -> None:
+    rows = background()
+    for r in rows:  # the microcode update reached h150 on day 10
+        if r["host"] == "h150" and r["time_us"] > T0 + 10 * DAY:
+            r["microcode"] = "0x11"
+    stopped = faulty("h150", 9, np.linspace(2, 8, 8), microcode="0x10")
+    later = [crash("h150", d, int(d) % 32, microcode="0x11") for d in (12, 18, 25)]
+    a = analyze(CrashTable.from_rows(rows + stopped + later))
+    [h] = a.hosts
+    assert any("stopped" in r for r in h.reasons)
+    assert "Microcode changed from 0x10 to 0x11 after they stopped." in h.reasons
+    assert h.recommendations[0].startswith("Rescreen h150")
+    assert not any("Take" in r for r in h.recommendations)
+    # still going: denylist
+    going = faulty("h150", 9, np.linspace(2, 29, 8))
+    [h] = analyze(CrashTable.from_rows(rows + going)).hosts
+    assert any("still going" in r for r in h.reasons)
+    assert any(r.startswith("Take the CPU out on h150") for r in h.recommendations)
+
+
+def test_placement_rules_directly() -> None:
+    host = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    cpu = np.array([5, 5, 6, 1, 2, 3, 40, 1])
+    allowed = np.array([0, 0, 1, -1, -1, -1, -1, -1])
+    p = place_crashes(
+        host=host,
+        cpu=cpu,
+        service=np.zeros(8, dtype=np.int64),
+        n_hosts=3,
+        host_cpus=np.array([0, 16, 0]),
+        cpus_allowed=allowed,
+        cpus_allowed_sets=("5", "0-7"),
+    )
+    # host 0: two pinned crashes lose their CPU; the third counts over its 8 allowed CPUs
+    assert p.cell.tolist() == [-1, -1, 6, 1, 2, 3, 40, 1]
+    assert p.cells.tolist() == [8, 16, 41]
+    assert p.cells_source.tolist() == [0, 1, 2]
+    assert p.pinned.tolist() == [2, 0, 0]

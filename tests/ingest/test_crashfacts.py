@@ -1,0 +1,121 @@
+"""Crash facts from CSV and Parquet files (DESIGN.md "Crash facts"): the columns users bring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from corecensus.epidemiology import HostKind, analyze
+from corecensus.errors import MetadataError
+from corecensus.ingest.crashfacts import crash_facts_from_columns, read_crash_facts_csv
+from corecensus.model import ANOMALY_NAMES
+from corecensus.store.parquet import read_parquet_rows
+
+HEADER = (
+    "host,time,cpu,cpus_allowed,host_cpus,cpu_core,service,version,signature,frames,anomalies,"
+    "cpu_model,microcode,kernel,extra\n"
+)
+
+
+def test_csv_columns_become_the_crash_table(tmp_path: Path) -> None:
+    path = tmp_path / "crashes.csv"
+    path.write_text(
+        HEADER + "h1,2024-06-01T00:00:00Z,3,0-3,8,1,api,2,sig-a,,sp_off_by_8;bit_flip_candidate,"
+        "m,0x1,6.1,x\n"
+        + "h2,1717200000000000,,,,,api,,,main | foo::bar(int) | baz,,,,,\n"
+        + 'h1,2024-06-02T00:00:00,5,"3,0-2",16,,api,2,sig-a,,,m,0x1,6.1,\n',
+        encoding="utf-8",
+    )
+    t = read_crash_facts_csv(path)
+    assert len(t) == 3
+    assert t.host.vocab == ("h1", "h2")
+    assert t.time_us[1] == 1_717_200_000_000_000
+    assert t.time_us[0] == t.time_us[1]  # the same instant, ISO and µs
+    assert t.cpu.tolist() == [3, -1, 5]
+    assert t.cpu_core is not None and t.cpu_core.tolist() == [1, -1, -1]
+    assert t.cpus_allowed is not None
+    assert t.cpus_allowed.vocab == ("0-3",)  # "3,0-2" is the same set, spelled canonically
+    assert t.cpus_allowed.codes.tolist() == [0, -1, 0]
+    assert t.host_cpus is not None and t.host_cpus.tolist() == [16, 0]  # largest reported
+    bits = (1 << ANOMALY_NAMES.index("sp_off_by_8")) | (
+        1 << ANOMALY_NAMES.index("bit_flip_candidate")
+    )
+    assert t.anomaly_mask.tolist() == [bits, 0, 0]
+    assert t.population.vocab[t.population.codes[1]] == "main | foo::bar | baz"
+    assert t.service.vocab == ("api",) and t.version.vocab == ("2",)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (",2024-06-01,1,,,,,,s,,,,,,", "crashes.csv:2: empty 'host'"),
+        ("h,yesterday,1,,,,,,s,,,,,,", "crashes.csv:2: 'time' is neither ISO-8601"),
+        ("h,2024-06-01,-3,,,,,,s,,,,,,", "crashes.csv:2: 'cpu' is not a non-negative"),
+        ("h,2024-06-01,1,3-1,,,,,s,,,,,,", "crashes.csv:2: bad CPU range '3-1'"),
+        ("h,2024-06-01,1,,,,,,s,,no_such_anomaly,,,,", "crashes.csv:2: unknown anomaly"),
+        ("h,2024-06-01,1,,,,,,,,,,,,", "crashes.csv:2: empty 'signature' and 'frames'"),
+        ("h,2024-06-01,1", "crashes.csv:2: 3 fields, header has 15"),
+    ],
+)
+def test_bad_rows_are_one_line_errors_naming_file_and_line(
+    tmp_path: Path, row: str, message: str
+) -> None:
+    path = tmp_path / "crashes.csv"
+    path.write_text(HEADER + row + "\n", encoding="utf-8")
+    with pytest.raises(MetadataError) as err:
+        read_crash_facts_csv(path)
+    assert str(err.value).endswith(str(err.value).splitlines()[0])  # one line
+    assert message in str(err.value)
+
+
+def test_missing_required_columns(tmp_path: Path) -> None:
+    path = tmp_path / "crashes.csv"
+    path.write_text("host,cpu\nh,1\n", encoding="utf-8")
+    with pytest.raises(MetadataError, match="lack column"):
+        read_crash_facts_csv(path)
+    with pytest.raises(MetadataError, match="cannot read"):
+        read_crash_facts_csv(tmp_path / "absent.csv")
+
+
+def test_parquet_through_duckdb_in_store(tmp_path: Path) -> None:
+    """A real Parquet file (written by DuckDB, as a user's export would be) analyzed as facts:
+    a 2-CPU host's pile-up is no flag, a 64-CPU host's is."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(400):
+        rows.append(
+            (
+                f"bg{i % 50}",
+                1_717_200_000_000_000 + i * 3_600_000_000,
+                int(rng.integers(16)),
+                "0-15",
+                16,
+                f"s{i % 7}",
+                "",
+            )
+        )
+    for i in range(8):
+        t = 1_717_200_000_000_000 + i * 86_400_000_000
+        rows.append(("small", t, i % 2, "0-1", 2, f"s{i}", ""))
+        rows.append(("big", t, 9, "0-63", 64, f"s{i}", "sp_off_by_8" if i % 2 else ""))
+    path = tmp_path / "facts.parquet"
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE f (host VARCHAR, time BIGINT, cpu INTEGER, cpus_allowed VARCHAR, "
+        "host_cpus INTEGER, signature VARCHAR, anomalies VARCHAR)"
+    )
+    con.executemany("INSERT INTO f VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    con.execute(f"COPY f TO '{path}' (FORMAT parquet)")
+    con.close()
+    header, it = read_parquet_rows(path)
+    table = crash_facts_from_columns(str(path), header, it)
+    assert len(table) == len(rows)
+    a = analyze(table)
+    assert a.flagged_hosts(HostKind.HARDWARE) == ("big",)
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(MetadataError, match="not a readable Parquet file"):
+        read_parquet_rows(bad)
