@@ -15,6 +15,7 @@ from corecensus import __version__
 SUBCOMMANDS: dict[str, str] = {
     "agent": "corecensus.cli.agent_cmd:agent",
     "analyze": "corecensus.cli.analyze_cmd:analyze",
+    "collector": "corecensus.cli.collector_cmd:collector",
     "demo": "corecensus.cli.demo_cmd:demo",
     "ingest": "corecensus.cli.ingest_cmd:ingest",
     "inspect": "corecensus.cli.inspect_cmd:inspect",

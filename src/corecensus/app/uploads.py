@@ -1,0 +1,141 @@
+"""Use case: records an agent already parsed (crash records, heartbeats, screen results) into the
+store, and what the store knows about one host.
+
+The collector's only way to the store. Nothing here reads a core, so nothing here (or below it)
+imports drgn: the records arrive parsed, checked by :mod:`corecensus.ingest.wire`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from corecensus.ingest.wire import HeartbeatRecord
+from corecensus.model import ANOMALY_NAMES, CrashRecord
+from corecensus.screening.result import ScreenResult
+from corecensus.store import AddResult, Heartbeat, ScreenResultRow, Store
+
+__all__ = ["HostView", "UploadCounts", "UploadGroup", "host_view", "store_uploads"]
+
+
+@dataclass(frozen=True, slots=True)
+class UploadGroup:
+    """The records of many upload requests, stored together (one group commit)."""
+
+    crashes: Sequence[CrashRecord] = ()
+    heartbeats: Sequence[HeartbeatRecord] = ()
+    screens: Sequence[ScreenResult] = ()
+
+    def __len__(self) -> int:
+        return len(self.crashes) + len(self.heartbeats) + len(self.screens)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadCounts:
+    """What storing a group did, per kind: new rows, and rows that were already there."""
+
+    crashes: AddResult = field(default_factory=AddResult)
+    heartbeats: AddResult = field(default_factory=AddResult)
+    screens: AddResult = field(default_factory=AddResult)
+
+
+def _screen_row(result: ScreenResult) -> ScreenResultRow:
+    doc = result.to_json()
+    return ScreenResultRow(
+        host=result.host,
+        time_us=result.started_at,
+        mode=str(result.mode),
+        decision=str(result.decision.verdict),
+        result=doc,
+    )
+
+
+def store_uploads(store: Store, group: UploadGroup) -> UploadCounts:
+    """Store every record of ``group``, idempotently (a record stored before is counted as a
+    duplicate, not stored again). Each kind is committed before this returns, so what it counts
+    is durable; a failure raises :class:`~corecensus.errors.StoreError`."""
+    crashes = store.add_crashes(group.crashes) if group.crashes else AddResult()
+    heartbeats = (
+        store.add_heartbeats(
+            Heartbeat(b.host, b.time_us, b.service, b.version) for b in group.heartbeats
+        )
+        if group.heartbeats
+        else AddResult()
+    )
+    screens = (
+        store.add_screen_results(_screen_row(s) for s in group.screens)
+        if group.screens
+        else AddResult()
+    )
+    return UploadCounts(crashes, heartbeats, screens)
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """One host: its most recent crashes (newest first, at most ``limit``), how many it has in
+    all, and its SDC screens (newest first)."""
+
+    host: str
+    crash_count: int
+    crashes: tuple[Mapping[str, Any], ...] = ()
+    screens: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def known(self) -> bool:
+        return self.crash_count > 0 or bool(self.screens)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "crash_count": self.crash_count,
+            "crashes": [dict(c) for c in self.crashes],
+            "screens": [dict(s) for s in self.screens],
+        }
+
+
+def host_view(store: Store, host: str, *, limit: int = 200) -> HostView:
+    """What the store holds about ``host``."""
+    cols = store.crash_columns()
+    picked = [i for i in range(len(cols)) if cols.host[i] == host]
+    crashes = []
+    for i in sorted(picked, key=lambda i: int(cols.time_us[i]), reverse=True)[:limit]:
+        crashes.append(
+            {
+                "core_id": str(cols.core_id[i]),
+                "time_us": int(cols.time_us[i]) if bool(cols.time_known[i]) else None,
+                "cpu": int(cols.cpu[i]) if int(cols.cpu[i]) >= 0 else None,
+                "signal": int(cols.signal[i]) if int(cols.signal[i]) >= 0 else None,
+                "service": cols.service[i],
+                "version": cols.version[i],
+                "exe": cols.exe[i],
+                "population": cols.population[i],
+                "anomalies": [
+                    name
+                    for bit, name in enumerate(ANOMALY_NAMES)
+                    if int(cols.anomaly_mask[i]) >> bit & 1
+                ],
+            }
+        )
+    screens = sorted(
+        (row for row in store.iter_screen_results() if row.host == host),
+        key=lambda r: r.time_us,
+        reverse=True,
+    )
+    return HostView(
+        host=host,
+        crash_count=len(picked),
+        crashes=tuple(crashes),
+        screens=tuple(
+            {
+                "time_us": r.time_us,
+                "mode": r.mode,
+                "decision": r.decision,
+                "screen_id": r.result.get("screen_id"),
+                "quarantine_cpus": list(
+                    (r.result.get("decision") or {}).get("quarantine_cpus", [])
+                ),
+            }
+            for r in screens
+        ),
+    )

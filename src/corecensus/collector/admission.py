@@ -1,0 +1,115 @@
+"""Admission at the door: who is over their rate, and whether queued work can still finish in
+time. Decided from headers and counters only, before a request's body is read.
+
+DESIGN.md, outage lesson 3: queues that grow until every request times out. A request is worth
+accepting only if the work queued ahead of it can be committed before its client gives up; when
+it cannot, answering 503 at once (with ``Retry-After``) costs the collector nothing and tells the
+agent when to come back, instead of holding a connection for an answer nobody will read.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Backlog", "RateLimiter", "retry_after_s"]
+
+
+def retry_after_s(seconds: float) -> int:
+    """A ``Retry-After`` value: whole seconds (RFC 9110 §10.2.3), at least 1."""
+    return max(1, math.ceil(seconds))
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+class RateLimiter:
+    """A token bucket per agent: ``rate`` requests per second, up to ``burst`` at once."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, agent: str) -> float:
+        """0 if ``agent`` may send a request now (and counts it), else the seconds until it may.
+        Buckets exist only for agents in the tokens file, so the map is bounded by it."""
+        now = self._clock()
+        b = self._buckets.get(agent)
+        if b is None:
+            b = self._buckets[agent] = _Bucket(self.burst, now)
+        b.tokens = min(self.burst, b.tokens + (now - b.stamp) * self.rate)
+        b.stamp = now
+        if b.tokens >= 1.0:
+            b.tokens -= 1.0
+            return 0.0
+        return (1.0 - b.tokens) / self.rate
+
+
+class Backlog:
+    """Work accepted and not yet answered, and what it is expected to cost.
+
+    Records move through two stages: decoding (bytes -> checked records, on decode threads) and
+    committing (the writer). Each stage's cost per record is a moving average of what it measured
+    (seconds per record), so the estimate follows the machine's real speed; until a stage has
+    measured anything it assumes ``initial_s_per_record``.
+    """
+
+    # Weight of the newest measurement in the moving averages.
+    ALPHA = 0.2
+
+    def __init__(self, initial_s_per_record: float = 1e-4) -> None:
+        self._lock = threading.Lock()
+        self.decode_s_per_record = initial_s_per_record
+        self.commit_s_per_record = initial_s_per_record
+        self.commit_s = 0.01
+        self.records_per_request = 100.0
+        self.decoding_requests = 0
+        self.queued_records = 0
+
+    def expected_wait_s(self) -> float:
+        """Seconds until the work already accepted is committed (this request's own share
+        included, at the average request size)."""
+        with self._lock:
+            decoding = (self.decoding_requests + 1) * self.records_per_request
+            commits = self.queued_records + decoding
+            return (
+                decoding * self.decode_s_per_record
+                + commits * self.commit_s_per_record
+                + self.commit_s
+            )
+
+    def decode_started(self) -> None:
+        with self._lock:
+            self.decoding_requests += 1
+
+    def decode_finished(self, records: int, seconds: float) -> None:
+        with self._lock:
+            self.decoding_requests -= 1
+            if records > 0:
+                self.decode_s_per_record += self.ALPHA * (
+                    seconds / records - self.decode_s_per_record
+                )
+                self.records_per_request += self.ALPHA * (records - self.records_per_request)
+
+    def queued(self, records: int) -> None:
+        with self._lock:
+            self.queued_records += records
+
+    def committed(self, records: int, seconds: float) -> None:
+        with self._lock:
+            self.queued_records -= records
+            if records > 0:
+                self.commit_s_per_record += self.ALPHA * (
+                    seconds / records - self.commit_s_per_record
+                )
+                self.commit_s += self.ALPHA * (seconds - self.commit_s)

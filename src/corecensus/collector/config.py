@@ -1,0 +1,95 @@
+"""The collector's settings: one frozen dataclass, every field documented with its unit.
+
+``--config FILE`` (TOML, read by the CLI) may set any field by name; an unknown name or a value
+of the wrong type is a :class:`ConfigError`, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corecensus.errors import ConfigError
+from corecensus.ingest.wire import WireLimits
+
+__all__ = ["CollectorConfig", "config_from_mapping"]
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    db: Path
+    host: str = "127.0.0.1"
+    port: int = 8470
+    tokens: Path | None = None
+    limits: WireLimits = field(default_factory=WireLimits)
+    # The client's deadline when it sends none (milliseconds), and the largest it may ask for.
+    default_deadline_ms: int = 30_000
+    max_deadline_ms: int = 600_000
+    # Bounds on work accepted but not yet committed: records waiting for the writer, and
+    # upload requests past admission (reading, decoding or waiting for their commit).
+    max_queue_records: int = 20_000
+    max_inflight_requests: int = 128
+    # Records per group commit (one transaction per record kind).
+    max_commit_records: int = 1000
+    # Each agent's upload requests: a token bucket of this rate (per second) and burst.
+    agent_rate_per_s: float = 2.0
+    agent_burst: int = 20
+    # A client that has not sent its headers, or its whole body, within this is cut off.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    # /api/v1/analysis is recomputed at most this often (seconds); reads between get the cache.
+    analysis_interval_s: float = 60.0
+    # On SIGTERM, how long in-flight requests may take to finish (seconds).
+    shutdown_timeout_s: float = 30.0
+    # Threads that decompress and check upload bodies (off the event loop).
+    decode_threads: int = 2
+
+
+_PATHS = {"db", "tokens"}
+
+
+def config_from_mapping(
+    base: CollectorConfig, values: Mapping[str, Any], origin: str
+) -> CollectorConfig:
+    """``base`` with the fields ``values`` names (a parsed TOML table; ``limits`` a sub-table)."""
+    known = {f.name: f for f in dataclasses.fields(CollectorConfig)}
+    changes: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"{origin}: unknown setting {name!r}")
+        if name == "limits":
+            changes[name] = _limits(base.limits, value, origin)
+            continue
+        current = getattr(base, name)
+        if name in _PATHS:
+            if not isinstance(value, str):
+                raise ConfigError(f"{origin}: {name} must be a path string")
+            changes[name] = Path(value)
+        elif isinstance(current, bool) or isinstance(value, bool):
+            raise ConfigError(f"{origin}: {name} must be a number")
+        elif isinstance(current, int) and isinstance(value, int):
+            changes[name] = value
+        elif isinstance(current, float) and isinstance(value, (int, float)):
+            changes[name] = float(value)
+        elif isinstance(current, str) and isinstance(value, str):
+            changes[name] = value
+        else:
+            raise ConfigError(f"{origin}: {name} must be {type(current).__name__}, got {value!r}")
+        if isinstance(changes[name], (int, float)) and changes[name] <= 0 and name != "port":
+            raise ConfigError(f"{origin}: {name} must be positive")
+    return dataclasses.replace(base, **changes)
+
+
+def _limits(base: WireLimits, values: Any, origin: str) -> WireLimits:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{origin}: limits must be a table")
+    known = {f.name for f in dataclasses.fields(WireLimits)}
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"{origin}: unknown setting limits.{name}")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{origin}: limits.{name} must be a positive integer")
+    return dataclasses.replace(base, **dict(values))

@@ -1,0 +1,36 @@
+"""Structured logs: one JSON line per request outcome, and a few lines about the server itself.
+
+Only fields named here are written: never a header (tokens), never a body (records), and the
+path only when it is one of the collector's own routes (an unknown path could carry anything).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+__all__ = ["JsonLog"]
+
+
+class JsonLog:
+    def __init__(
+        self, stream: TextIO | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def event(self, event: str, **fields: Any) -> None:
+        doc: dict[str, Any] = {"ts": round(self._clock(), 6), "event": event}
+        doc.update({k: v for k, v in fields.items() if v is not None})
+        line = json.dumps(doc, separators=(",", ":"), default=str)
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed or full log stream must not take a request down with it

@@ -1,0 +1,113 @@
+"""Run the collector: open the store, serve under uvicorn, stop gracefully.
+
+``SIGTERM``/``SIGINT``: uvicorn stops accepting connections and lets requests in progress
+finish (up to ``shutdown_timeout_s``); uploads that arrive meanwhile are answered 503
+``stopping``; then the writer commits everything queued and the store is closed. ``SIGHUP``
+re-reads the tokens file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from corecensus.collector.config import CollectorConfig
+from corecensus.collector.logs import JsonLog
+from corecensus.collector.protocol import header_deadline_protocol
+from corecensus.collector.server import Collector, TokenSource
+from corecensus.errors import ConfigError
+from corecensus.store import open_store
+
+__all__ = ["is_loopback", "serve"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn's own version re-raises the signal after a graceful stop, so the process
+        # would die of SIGTERM (status 143) after doing everything right; a collector that
+        # stopped cleanly exits 0.
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def serve(
+    config: CollectorConfig,
+    *,
+    read_text: Callable[[Path], str] = lambda p: p.read_text(encoding="utf-8"),
+    log: JsonLog | None = None,
+    ready: Callable[[int], None] | None = None,
+) -> int:
+    """Serve until stopped; returns the exit status. ``ready(port)`` is called once listening
+    (the port the kernel chose when ``config.port`` is 0)."""
+    if config.tokens is None and not is_loopback(config.host):
+        raise ConfigError(
+            f"--listen {config.host}: without --tokens the collector serves only on loopback"
+        )
+    log = log or JsonLog()
+    tokens = TokenSource(config.tokens, read_text)
+    store = open_store(config.db)
+    try:
+        collector = Collector(config, store, tokens, log=log)
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.host, config.port))
+        port = sock.getsockname()[1]
+        uv_config = uvicorn.Config(
+            collector.app,
+            http=header_deadline_protocol(config.header_timeout_s),
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=int(max(1, config.shutdown_timeout_s)),
+            limit_concurrency=config.max_inflight_requests * 8,
+        )
+        server = _Server(uv_config, collector.begin_stop)
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, collector.reload_tokens)
+            task = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started and not task.done():
+                await asyncio.sleep(0.01)
+            if server.started:
+                log.event("listening", host=config.host, port=port)
+                if ready is not None:
+                    ready(port)
+            await task
+
+        asyncio.run(main())
+    finally:
+        store.close()
+    return 0

@@ -1,0 +1,483 @@
+"""The collector's HTTP endpoints (Starlette); ``docs/collector.md`` is their contract.
+
+An upload passes, in order: stopping? -> token -> rate -> headers (type, encoding, length,
+deadline) -> backlog vs the client's deadline -> body (with a time limit) -> decode and check
+(off the event loop) -> host binding -> the writer's group commit -> ack. Everything before the
+body costs a few dictionary look-ups, so an overloaded collector still answers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from corecensus.app.analyze import analyze_store
+from corecensus.app.uploads import host_view, store_uploads
+from corecensus.collector.admission import Backlog, RateLimiter, retry_after_s
+from corecensus.collector.analysis import AnalysisCache
+from corecensus.collector.config import CollectorConfig
+from corecensus.collector.logs import JsonLog
+from corecensus.collector.metrics import CollectorMetrics
+from corecensus.collector.tokens import Agent, Scope, TokenTable
+from corecensus.collector.writer import GroupCommitWriter, QueueFull, WriterStopped
+from corecensus.errors import ConfigError, CorecensusError
+from corecensus.ingest.wire import (
+    CONTENT_TYPE,
+    DEADLINE_HEADER,
+    BatchAck,
+    ContentEncoding,
+    DecodedBatch,
+    RecordKind,
+    WireError,
+    WireErrorReason,
+    decode_batch,
+    decode_body,
+    decompress,
+    valid_host,
+)
+from corecensus.store import Store
+
+__all__ = ["Collector", "TokenSource"]
+
+_WIRE_STATUS: Mapping[WireErrorReason, int] = {
+    WireErrorReason.UNSUPPORTED_ENCODING: 415,
+    WireErrorReason.CORRUPT_BODY: 400,
+    WireErrorReason.BODY_TOO_LARGE: 413,
+    WireErrorReason.NOT_JSON: 400,
+    WireErrorReason.BAD_ENVELOPE: 422,
+    WireErrorReason.SCHEMA_VERSION: 422,
+    WireErrorReason.WRONG_KIND: 422,
+    WireErrorReason.TOO_MANY_RECORDS: 413,
+}
+# Routes whose path may appear in logs and metrics labels (anything else is "other").
+_KNOWN_PATHS = {
+    "/v1/crashes",
+    "/v1/heartbeats",
+    "/v1/screenings",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/analysis",
+}
+# Of the client's deadline, the share the backlog may use: the rest is for the transfer and
+# the answer's way back.
+_DEADLINE_SHARE = 0.8
+
+
+class TokenSource:
+    """The tokens in force: a file (re-read by :meth:`reload`, on SIGHUP), or none at all (a
+    loopback-only collector that accepts any host)."""
+
+    def __init__(self, path: Path | None, read: Callable[[Path], str]) -> None:
+        self.path = path
+        self._read = read
+        self.table: TokenTable | None = None
+        if path is not None:
+            self.table = TokenTable.parse(read(path), str(path))
+
+    def reload(self) -> int:
+        """Re-read the file; a file that does not parse raises and leaves the old tokens."""
+        if self.path is None:
+            return 0
+        table = TokenTable.parse(self._read(self.path), str(self.path))
+        self.table = table
+        return len(table)
+
+    def authenticate(self, header: str | None) -> Agent | None:
+        if self.table is None:
+            return _OPEN_AGENT
+        return self.table.authenticate(header)
+
+
+_OPEN_AGENT = Agent("anonymous", frozenset({"*"}), frozenset(Scope))
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one request's log line says."""
+
+    status: int = 200
+    agent: str | None = None
+    reason: str | None = None
+    records: int | None = None
+    accepted: int | None = None
+    rejected: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Refusal(Exception):
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        detail: str,
+        retry_after: float | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.retry_after = retry_after
+        self.extra = extra
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"error": self.reason, "detail": self.detail, **self.extra}
+        headers: dict[str, str] = {}
+        if self.retry_after is not None:
+            seconds = retry_after_s(self.retry_after)
+            body["retry_after_s"] = seconds
+            headers["Retry-After"] = str(seconds)
+        if self.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="corecensus"'
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+class Collector:
+    """The collector's state and its Starlette application (:attr:`app`)."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        store: Store,
+        tokens: TokenSource,
+        *,
+        metrics: CollectorMetrics | None = None,
+        log: JsonLog | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.tokens = tokens
+        self.metrics = metrics or CollectorMetrics.create()
+        self.log = log or JsonLog()
+        self.backlog = Backlog()
+        self.limiter = RateLimiter(config.agent_rate_per_s, config.agent_burst)
+        self.writer = GroupCommitWriter(
+            partial(store_uploads, store),
+            self.backlog,
+            self.metrics,
+            max_queue_records=config.max_queue_records,
+            max_commit_records=config.max_commit_records,
+        )
+        self.analysis = AnalysisCache(
+            lambda: analyze_store(store).to_json(), config.analysis_interval_s
+        )
+        self._decoders = ThreadPoolExecutor(
+            max_workers=config.decode_threads, thread_name_prefix="corecensus-decode"
+        )
+        self.stopping = False
+        self.inflight = 0
+        routes = [
+            Route(f"/v1/{kind}", partial(self._upload, kind), methods=["POST"])
+            for kind in RecordKind
+        ]
+        routes += [
+            Route("/healthz", self._healthz, methods=["GET"]),
+            Route("/readyz", self._readyz, methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
+            Route("/api/v1/analysis", self._analysis, methods=["GET"]),
+            Route("/api/v1/hosts/{host}", self._host, methods=["GET"]),
+        ]
+        self.app = Starlette(routes=routes, lifespan=self._lifespan)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _lifespan(self, _app: Starlette) -> Any:
+        import contextlib
+
+        @contextlib.asynccontextmanager
+        async def span() -> Any:
+            self.writer.start()
+            self.log.event("started", db=str(self.config.db), tokens=len(self.tokens.table or ()))
+            try:
+                yield
+            finally:
+                # uvicorn has stopped accepting and finished its requests; commit what is left.
+                self.stopping = True
+                await asyncio.to_thread(self.writer.stop, self.config.shutdown_timeout_s)
+                self._decoders.shutdown(wait=True)
+                self.log.event("stopped")
+
+        return span()
+
+    def begin_stop(self) -> None:
+        """SIGTERM: refuse new uploads from now on (503 stopping); uvicorn drains the rest."""
+        self.stopping = True
+
+    def reload_tokens(self) -> None:
+        try:
+            count = self.tokens.reload()
+        except (ConfigError, OSError) as exc:
+            self.log.event("tokens_reload_failed", detail=str(exc))
+        else:
+            self.log.event("tokens_reloaded", agents=count)
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    async def _upload(self, kind: RecordKind, request: Request) -> Response:
+        start = time.perf_counter()
+        outcome = _Outcome()
+        path = f"/v1/{kind}"
+        try:
+            response = await self._admit_and_store(kind, request, outcome)
+        except _Refusal as refusal:
+            outcome.status, outcome.reason = refusal.status, refusal.reason
+            if refusal.status in (429, 503):
+                self.metrics.shed.labels(reason=refusal.reason).inc()
+            response = refusal.response()
+        self.metrics.requests.labels(path=path, status=str(outcome.status)).inc()
+        self.log.event(
+            "upload",
+            path=path,
+            status=outcome.status,
+            agent=outcome.agent,
+            reason=outcome.reason,
+            records=outcome.records,
+            accepted=outcome.accepted,
+            rejected=outcome.rejected,
+            ms=round((time.perf_counter() - start) * 1000, 3),
+            **outcome.extra,
+        )
+        return response
+
+    def _deadline_s(self, request: Request) -> float:
+        raw = request.headers.get(DEADLINE_HEADER)
+        if raw is None:
+            return self.config.default_deadline_ms / 1000
+        try:
+            ms = int(raw.strip())
+        except ValueError:
+            raise _Refusal(400, "bad_deadline", f"{DEADLINE_HEADER} is not an integer") from None
+        if not 1 <= ms <= self.config.max_deadline_ms:
+            raise _Refusal(
+                400, "bad_deadline", f"{DEADLINE_HEADER} not in 1..{self.config.max_deadline_ms}"
+            )
+        return ms / 1000
+
+    def _check_headers(self, request: Request) -> int:
+        ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype != CONTENT_TYPE:
+            raise _Refusal(415, "unsupported_media_type", f"Content-Type must be {CONTENT_TYPE}")
+        encoding = request.headers.get("content-encoding", "identity").strip().lower() or "identity"
+        if encoding not in set(ContentEncoding):
+            raise _Refusal(
+                415, "unsupported_encoding", "Content-Encoding must be identity, gzip or zstd"
+            )
+        length = request.headers.get("content-length")
+        if length is None:
+            raise _Refusal(411, "length_required", "Content-Length is required")
+        try:
+            size = int(length)
+        except ValueError:
+            raise _Refusal(400, "bad_length", "Content-Length is not an integer") from None
+        if size > self.config.limits.max_body_bytes:
+            raise _Refusal(
+                413,
+                "body_too_large",
+                f"{size} bytes (limit {self.config.limits.max_body_bytes})",
+            )
+        return size
+
+    def _admit(self, deadline_s: float) -> None:
+        if self.inflight >= self.config.max_inflight_requests:
+            raise _Refusal(
+                503, "queue_full", "too many uploads in progress", self.backlog.expected_wait_s()
+            )
+        wait = self.backlog.expected_wait_s()
+        if wait > deadline_s * _DEADLINE_SHARE:
+            raise _Refusal(
+                503,
+                "overloaded",
+                f"queued work needs about {wait:.1f} s, more than the deadline allows",
+                wait,
+            )
+
+    async def _admit_and_store(
+        self, kind: RecordKind, request: Request, outcome: _Outcome
+    ) -> Response:
+        if self.stopping:
+            raise _Refusal(503, "stopping", "the collector is stopping", 5.0)
+        agent = self.tokens.authenticate(request.headers.get("authorization"))
+        if agent is None:
+            raise _Refusal(401, "unauthenticated", "a valid bearer token is required")
+        outcome.agent = agent.name
+        if not agent.may(Scope.UPLOAD):
+            raise _Refusal(403, "forbidden_scope", "this token may not upload")
+        size = self._check_headers(request)
+        deadline_s = self._deadline_s(request)
+        wait = self.limiter.take(agent.name)
+        if wait > 0:
+            raise _Refusal(429, "rate_limited", "this agent is over its request rate", wait)
+        self._admit(deadline_s)
+        self.inflight += 1
+        try:
+            body = await self._read_body(request, size)
+            batch = await self._decode(kind, body, request.headers.get("content-encoding"))
+            return await self._store(kind, agent, batch, outcome)
+        finally:
+            self.inflight -= 1
+
+    async def _read_body(self, request: Request, size: int) -> bytes:
+        chunks: list[bytes] = []
+        got = 0
+        try:
+            async with asyncio.timeout(self.config.body_timeout_s):
+                async for chunk in request.stream():
+                    got += len(chunk)
+                    if got > size:
+                        raise _Refusal(400, "bad_length", "body longer than its Content-Length")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise _Refusal(
+                408, "body_timeout", f"body not received within {self.config.body_timeout_s} s"
+            ) from None
+        except ClientDisconnect:
+            raise _Refusal(400, "client_disconnected", "the client went away") from None
+        if got != size:
+            raise _Refusal(400, "bad_length", "body shorter than its Content-Length")
+        return b"".join(chunks)
+
+    async def _decode(
+        self, kind: RecordKind, body: bytes, encoding: str | None
+    ) -> DecodedBatch[Any]:
+        limits = self.config.limits
+
+        def work() -> DecodedBatch[Any]:
+            return decode_batch(
+                kind,
+                decode_body(decompress(body, encoding, limits.max_decoded_bytes), limits),
+                limits,
+            )
+
+        self.backlog.decode_started()
+        t0 = time.perf_counter()
+        records = 0
+        try:
+            batch = await asyncio.get_running_loop().run_in_executor(self._decoders, work)
+            records = batch.size
+            return batch
+        except WireError as exc:
+            raise _Refusal(_WIRE_STATUS[exc.reason], str(exc.reason), exc.detail) from None
+        finally:
+            self.backlog.decode_finished(records, time.perf_counter() - t0)
+
+    async def _store(
+        self, kind: RecordKind, agent: Agent, batch: DecodedBatch[Any], outcome: _Outcome
+    ) -> Response:
+        label = str(kind)
+        outcome.records = batch.size
+        self.metrics.received.labels(kind=label).inc(batch.size)
+        foreign = [r.index for r in batch.records if not agent.may_speak_for(r.host)]
+        if foreign:
+            self.metrics.rejected.labels(kind=label, reason="forbidden_host").inc(batch.size)
+            raise _Refusal(
+                403,
+                "forbidden_host",
+                f"{len(foreign)} records name hosts this token may not speak for",
+                indices=foreign[:100],
+            )
+        for problem in batch.problems:
+            self.metrics.rejected.labels(kind=label, reason=str(problem.reason)).inc()
+        good = [r.value for r in batch.records]
+        if good:
+            try:
+                done = self.writer.submit(kind, good)
+            except QueueFull as exc:
+                raise _Refusal(
+                    503, "queue_full", str(exc), self.backlog.expected_wait_s()
+                ) from None
+            except WriterStopped:
+                raise _Refusal(503, "stopping", "the collector is stopping", 5.0) from None
+            try:
+                await asyncio.wrap_future(done)
+            except CorecensusError as exc:
+                raise _Refusal(
+                    503, "store_unavailable", f"the store could not be written: {exc}", 10.0
+                ) from None
+        ack = BatchAck(accepted=len(good), rejected=batch.problems)
+        outcome.accepted, outcome.rejected = len(good), len(batch.problems)
+        outcome.status = 422 if batch.problems else 200
+        return JSONResponse(ack.to_json(), status_code=outcome.status)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _healthz(self, request: Request) -> Response:
+        return self._answer("/healthz", JSONResponse({"status": "ok"}))
+
+    async def _readyz(self, request: Request) -> Response:
+        reason = None
+        if self.stopping:
+            reason = "stopping"
+        elif not self.writer.alive:
+            reason = "writer not running"
+        elif not self.writer.healthy:
+            reason = f"store not writable: {self.writer.last_error}"
+        if reason:
+            return self._answer("/readyz", JSONResponse({"ready": False, "reason": reason}, 503))
+        return self._answer("/readyz", JSONResponse({"ready": True}))
+
+    async def _metrics(self, request: Request) -> Response:
+        data = generate_latest(self.metrics.registry)
+        return self._answer("/metrics", Response(data, media_type=CONTENT_TYPE_LATEST))
+
+    def _reader(self, request: Request) -> None:
+        agent = self.tokens.authenticate(request.headers.get("authorization"))
+        if agent is None:
+            raise _Refusal(401, "unauthenticated", "a valid bearer token is required")
+        if not agent.may(Scope.READ):
+            raise _Refusal(403, "forbidden_scope", "this token may not read")
+
+    async def _analysis(self, request: Request) -> Response:
+        try:
+            self._reader(request)
+        except _Refusal as denied:
+            return self._answer("/api/v1/analysis", denied.response())
+        doc, error = await asyncio.to_thread(self.analysis.get, self.config.body_timeout_s)
+        if doc is None:
+            missing = _Refusal(503, "analysis_unavailable", error or "no analysis yet", 5.0)
+            return self._answer("/api/v1/analysis", missing.response())
+        return self._answer("/api/v1/analysis", _json(doc))
+
+    async def _host(self, request: Request) -> Response:
+        path = "/api/v1/hosts"
+        host = request.path_params["host"]
+        try:
+            self._reader(request)
+            if not valid_host(host):
+                raise _Refusal(400, "bad_host", "not a host name")
+        except _Refusal as refusal:
+            return self._answer(path, refusal.response())
+        view = await asyncio.to_thread(host_view, self.store, host)
+        doc, _error = await asyncio.to_thread(self.analysis.get, 0.0)
+        findings = [h for h in (doc or {}).get("hosts", []) if h.get("host") == host]
+        if not view.known and not findings:
+            return self._answer(
+                path, _Refusal(404, "unknown_host", "no records of this host").response()
+            )
+        out = view.to_json()
+        out["findings"] = findings
+        return self._answer(path, _json(out))
+
+    def _answer(self, path: str, response: Response) -> Response:
+        label = path if path in _KNOWN_PATHS or path == "/api/v1/hosts" else "other"
+        self.metrics.requests.labels(path=label, status=str(response.status_code)).inc()
+        return response
+
+
+def _json(doc: Any) -> Response:
+    # allow_nan=False: the analysis contract is JSON, and NaN is not.
+    body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return Response(body, media_type="application/json")

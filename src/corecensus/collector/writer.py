@@ -1,0 +1,167 @@
+"""The one writer: a thread that owns every write to the store and commits in groups.
+
+Upload requests hand their checked records to :meth:`GroupCommitWriter.submit` and wait for the
+future it returns. The writer takes every request waiting (up to ``max_commit_records``) and
+stores them together, one transaction per record kind, so the cost of a commit (the write-ahead
+log's fsync) is shared by many requests: group commit, as databases do for their own logs. A
+future is resolved only after its records are committed, so a request is acknowledged only when
+what it sent is durable.
+
+The queue is bounded in records; :meth:`submit` refuses work past the bound rather than letting
+it grow (:class:`QueueFull`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from corecensus.app.uploads import UploadCounts, UploadGroup
+from corecensus.collector.admission import Backlog
+from corecensus.collector.metrics import CollectorMetrics
+from corecensus.errors import CorecensusError
+from corecensus.ingest.wire import RecordKind
+
+__all__ = ["GroupCommitWriter", "QueueFull", "WriterStopped"]
+
+Sink = Callable[[UploadGroup], UploadCounts]
+
+
+class QueueFull(CorecensusError):
+    """The writer's queue holds as many records as it may."""
+
+
+class WriterStopped(CorecensusError):
+    """The writer has stopped (the collector is shutting down)."""
+
+
+@dataclass(slots=True)
+class _Job:
+    kind: RecordKind
+    records: Sequence[Any]
+    done: Future[None] = field(default_factory=Future)
+
+
+class GroupCommitWriter:
+    def __init__(
+        self,
+        sink: Sink,
+        backlog: Backlog,
+        metrics: CollectorMetrics,
+        *,
+        max_queue_records: int,
+        max_commit_records: int,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._sink = sink
+        self._backlog = backlog
+        self._metrics = metrics
+        self._max_queue = max_queue_records
+        self._max_commit = max_commit_records
+        self._clock = clock
+        self._jobs: deque[_Job] = deque()
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="corecensus-writer", daemon=True)
+        self.healthy = True
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, kind: RecordKind, records: Sequence[Any]) -> Future[None]:
+        """Queue ``records``; the future resolves once they are committed (or raises the store's
+        error). Raises :class:`QueueFull` or :class:`WriterStopped` instead of queueing."""
+        job = _Job(kind, records)
+        with self._cond:
+            if self._stopping:
+                raise WriterStopped("the collector is stopping")
+            if self._queued and self._queued + len(records) > self._max_queue:
+                raise QueueFull(f"{self._queued} records queued")
+            self._jobs.append(job)
+            self._queued += len(records)
+            self._backlog.queued(len(records))
+            self._metrics.queue_records.set(self._queued)
+            self._metrics.queue_requests.set(len(self._jobs))
+            self._cond.notify()
+        return job.done
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Refuse new work, commit everything queued, and end the thread; True if it ended
+        within ``timeout``."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _take(self) -> list[_Job] | None:
+        with self._cond:
+            while not self._jobs and not self._stopping:
+                self._cond.wait()
+            if not self._jobs:
+                return None
+            taken = [self._jobs.popleft()]
+            size = len(taken[0].records)
+            while self._jobs and size + len(self._jobs[0].records) <= self._max_commit:
+                job = self._jobs.popleft()
+                size += len(job.records)
+                taken.append(job)
+            return taken
+
+    def _run(self) -> None:
+        while (jobs := self._take()) is not None:
+            self._commit(jobs)
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        by_kind: dict[RecordKind, list[Any]] = {kind: [] for kind in RecordKind}
+        for job in jobs:
+            by_kind[job.kind].extend(job.records)
+        group = UploadGroup(
+            crashes=by_kind[RecordKind.CRASHES],
+            heartbeats=by_kind[RecordKind.HEARTBEATS],
+            screens=by_kind[RecordKind.SCREENINGS],
+        )
+        size = len(group)
+        start = self._clock()
+        error: BaseException | None = None
+        try:
+            counts = self._sink(group)
+        except Exception as exc:  # the store's failure is each waiting request's answer
+            error = exc
+        seconds = self._clock() - start
+        with self._cond:
+            self._queued -= size
+            self._metrics.queue_records.set(self._queued)
+            self._metrics.queue_requests.set(len(self._jobs))
+        self._backlog.committed(size, seconds)
+        if error is None:
+            self.healthy, self.last_error = True, None
+            self._metrics.commit_seconds.observe(seconds)
+            self._metrics.commit_batch_records.observe(size)
+            for kind, result in (
+                (RecordKind.CRASHES, counts.crashes),
+                (RecordKind.HEARTBEATS, counts.heartbeats),
+                (RecordKind.SCREENINGS, counts.screens),
+            ):
+                if result.new:
+                    self._metrics.stored.labels(kind=str(kind)).inc(result.new)
+                if result.duplicate:
+                    self._metrics.duplicate.labels(kind=str(kind)).inc(result.duplicate)
+            for job in jobs:
+                job.done.set_result(None)
+        else:
+            self.healthy, self.last_error = False, str(error)
+            for job in jobs:
+                job.done.set_exception(error)

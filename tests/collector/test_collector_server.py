@@ -1,0 +1,424 @@
+"""The collector as a real server process on loopback: uploads end to end, refusals answered
+right while others are served, and the answers an agent relies on (429/503 with Retry-After)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import zstandard
+
+from corecensus.coredump import inspect_core
+from corecensus.ingest.wire import (
+    DEADLINE_HEADER,
+    BatchAck,
+    ContentEncoding,
+    HeartbeatRecord,
+    RecordKind,
+    compress,
+    encode_batch,
+)
+from corecensus.model import CrashRecord
+from corecensus.store import open_store
+from tests.collector.collector_proc import CollectorProcess, write_tokens
+from tests.store.store_records import make_record
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "x86_64"
+HANG_BOUND_S = 60.0
+
+
+def crash(i: int, host: str = "web-1", **kwargs: Any) -> CrashRecord:
+    return make_record(i, host=host, **kwargs)
+
+
+def post(
+    client: httpx.Client,
+    kind: RecordKind,
+    records: list[Any],
+    encoding: ContentEncoding = ContentEncoding.IDENTITY,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    body = compress(encode_batch(kind, records), encoding)
+    h = {"Content-Type": "application/json", **(headers or {})}
+    if encoding is not ContentEncoding.IDENTITY:
+        h["Content-Encoding"] = str(encoding)
+    return client.post(f"/v1/{kind}", content=body, headers=h)
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[CollectorProcess, dict[str, str]]]:
+    work = tmp_path_factory.mktemp("collector")
+    tokens = write_tokens(
+        work / "tokens",
+        {
+            "web-1": ("web-1", "upload"),
+            "rack-7": ("web-7,web-8", "upload"),
+            "relay": ("*", "upload"),
+            "dash": ("-", "read"),
+        },
+    )
+    config = "header_timeout_s = 1.0\nbody_timeout_s = 1.0\nanalysis_interval_s = 0.5\nagent_rate_per_s = 1000.0\nagent_burst = 1000\n"
+    proc = CollectorProcess(work, tokens=work / "tokens", config=config).start()
+    yield proc, tokens
+    assert proc.stop() == 0
+
+
+def test_records_flow_into_the_store_and_out_of_the_analysis(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    proc, tokens = fleet
+    real = inspect_core(SAMPLES / "null_deref" / "core.zst", binaries=[SAMPLES / "null_deref"])
+    real = dataclasses.replace(
+        real,
+        metadata={
+            **real.metadata,
+            "COREDUMP_HOSTNAME": "web-7",
+            "COREDUMP_TIMESTAMP": "1700000000000000",
+        },
+    )
+    rack = proc.client(tokens["rack-7"])
+    relay = proc.client(tokens["relay"])
+    r = post(rack, RecordKind.CRASHES, [real, crash(1, "web-8")], ContentEncoding.ZSTD)
+    assert r.status_code == 200, r.text
+    assert BatchAck.from_json(r.json()).accepted == 2
+    batch = [
+        crash(i, f"host-{i % 3}", anomalies=("sp_off_by_8",) if i % 2 else ())
+        for i in range(100, 140)
+    ]
+    r = post(relay, RecordKind.CRASHES, batch, ContentEncoding.GZIP)
+    assert r.status_code == 200 and r.json()["accepted"] == 40
+    beats = [
+        HeartbeatRecord("web-7", 1_700_000_000_000_000 + i * 300_000_000, "svc", "1.0.0")
+        for i in range(5)
+    ]
+    assert post(rack, RecordKind.HEARTBEATS, beats).json()["accepted"] == 5
+
+    reader = proc.client(tokens["dash"])
+    end = time.monotonic() + HANG_BOUND_S
+    doc: dict[str, Any] = {}
+    while time.monotonic() < end:  # the cache is recomputed at most every 0.5 s
+        r = reader.get("/api/v1/analysis")
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        if doc["crashes"] >= 42:
+            break
+        time.sleep(0.2)
+    assert doc["crashes"] >= 42
+    assert doc["populations"] and {"populations", "hosts", "computed_at_us"} <= set(doc)
+    assert sum(p["crashes"] for p in doc["populations"]) == doc["crashes"]
+
+    host = reader.get("/api/v1/hosts/web-7").json()
+    assert host["crash_count"] == 1
+    assert host["crashes"][0]["core_id"] == real.core_id
+    assert host["crashes"][0]["signal"] == 11
+    assert reader.get("/api/v1/hosts/never-seen").status_code == 404
+    # Reading needs the read scope; an uploader's token does not have it.
+    assert rack.get("/api/v1/analysis").status_code == 403
+    assert proc.client().get("/api/v1/analysis").status_code == 401
+
+
+def test_unauthenticated_and_wrong_tokens_are_401_and_wrong_hosts_403(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    proc, tokens = fleet
+    records = [crash(200, "web-1")]
+    r = post(proc.client(), RecordKind.CRASHES, records)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    name, _, secret = tokens["web-1"].partition(".")
+    for bad in (f"{name}.{secret[:-1]}x", f"nobody.{secret}", secret, "web-1."):
+        assert post(proc.client(bad), RecordKind.CRASHES, records).status_code == 401, bad
+    r = post(proc.client(tokens["dash"]), RecordKind.CRASHES, records)
+    assert r.status_code == 403 and r.json()["error"] == "forbidden_scope"
+    # web-1's token may speak for web-1 only: one foreign record refuses the whole batch.
+    mixed = [crash(201, "web-1"), crash(202, "web-7"), crash(203, "web-1")]
+    r = post(proc.client(tokens["web-1"]), RecordKind.CRASHES, mixed)
+    assert r.status_code == 403
+    assert r.json() == {
+        "error": "forbidden_host",
+        "detail": "1 records name hosts this token may not speak for",
+        "indices": [1],
+    }
+    # Its own host is fine (the rule must not fire on it).
+    r = post(proc.client(tokens["web-1"]), RecordKind.CRASHES, [crash(201, "web-1")])
+    assert r.status_code == 200
+    beat = HeartbeatRecord("web-8", 1, "svc", "1")
+    assert post(proc.client(tokens["web-1"]), RecordKind.HEARTBEATS, [beat]).status_code == 403
+    assert post(proc.client(tokens["rack-7"]), RecordKind.HEARTBEATS, [beat]).status_code == 200
+
+
+def test_partial_batches_store_the_good_records_and_name_the_bad(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    proc, tokens = fleet
+    good = [crash(300), crash(301)]
+    bad = crash(302).to_json()
+    bad["pid"] = "not a number"
+    body = {
+        "schema_version": 1,
+        "kind": "crashes",
+        "records": [good[0].to_json(), bad, good[1].to_json()],
+    }
+    r = proc.client(tokens["web-1"]).post(
+        "/v1/crashes", content=json.dumps(body), headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 422
+    ack = BatchAck.from_json(r.json())
+    assert ack.accepted == 2
+    assert [(p.index, str(p.reason)) for p in ack.rejected] == [(1, "schema")]
+    assert "pid" in ack.rejected[0].detail
+    host = proc.client(tokens["dash"]).get("/api/v1/hosts/web-1").json()
+    ids = {c["core_id"] for c in host["crashes"]}
+    assert {good[0].core_id, good[1].core_id} <= ids
+    assert crash(302).core_id not in ids
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "error"),
+    [
+        (b"{not json", {}, 400, "not_json"),
+        (b'{"schema_version": 9, "kind": "crashes", "records": []}', {}, 422, "schema_version"),
+        (b'{"schema_version": 1, "kind": "heartbeats", "records": []}', {}, 422, "wrong_kind"),
+        (b"[]", {}, 422, "bad_envelope"),
+        (b"{}", {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+        (b"{}", {"Content-Encoding": "br"}, 415, "unsupported_encoding"),
+        (b"\x1f\x8b\x08\x00garbage", {"Content-Encoding": "gzip"}, 400, "corrupt_body"),
+        (b"(\xb5/\xfdgarbage", {"Content-Encoding": "zstd"}, 400, "corrupt_body"),
+        (b"{}", {DEADLINE_HEADER: "soon"}, 400, "bad_deadline"),
+    ],
+)
+def test_malformed_and_wrongly_encoded_bodies(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    error: str,
+) -> None:
+    proc, tokens = fleet
+    h = {"Content-Type": "application/json", **headers}
+    r = proc.client(tokens["web-1"]).post("/v1/crashes", content=body, headers=h)
+    assert (r.status_code, r.json()["error"]) == (status, error), r.text
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    proc, tokens = fleet
+    # Headers announcing 100 MiB and not one byte of body: the answer comes anyway.
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=HANG_BOUND_S) as s:
+        s.sendall(
+            b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {tokens['web-1']}\r\n".encode()
+            + b"Content-Length: 104857600\r\n\r\n"
+        )
+        head = _read_response(s)
+    assert head.startswith(b"HTTP/1.1 413"), head[:100]
+    # A bomb: 1 MiB of zstd that would decompress to 64 MiB (limit 32 MiB).
+    bomb = zstandard.compress(b" " * (64 << 20))
+    r = proc.client(tokens["web-1"]).post(
+        "/v1/crashes",
+        content=bomb,
+        headers={"Content-Type": "application/json", "Content-Encoding": "zstd"},
+    )
+    assert (r.status_code, r.json()["error"]) == (413, "body_too_large")
+    many = [HeartbeatRecord("web-1", i, "svc", "1") for i in range(2001)]
+    r = post(proc.client(tokens["web-1"]), RecordKind.HEARTBEATS, many, ContentEncoding.GZIP)
+    assert (r.status_code, r.json()["error"]) == (413, "too_many_records")
+
+
+def test_a_body_without_length_is_411(fleet: tuple[CollectorProcess, dict[str, str]]) -> None:
+    proc, tokens = fleet
+
+    def chunks() -> Iterator[bytes]:
+        yield encode_batch(RecordKind.HEARTBEATS, [HeartbeatRecord("web-1", 1, "s", "1")])
+
+    r = proc.client(tokens["web-1"]).post(
+        "/v1/heartbeats", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert (r.status_code, r.json()["error"]) == (411, "length_required")
+
+
+def _read_response(s: socket.socket) -> bytes:
+    """One whole HTTP response (headers and the body its Content-Length announces)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def _read_until_closed(s: socket.socket) -> bytes:
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    return out
+
+
+def test_slow_loris_clients_are_cut_off_while_others_are_served(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    proc, tokens = fleet
+    slow_headers = socket.create_connection(("127.0.0.1", proc.port), timeout=HANG_BOUND_S)
+    slow_headers.sendall(b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+    slow_body = socket.create_connection(("127.0.0.1", proc.port), timeout=HANG_BOUND_S)
+    slow_body.sendall(
+        b"POST /v1/heartbeats HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {tokens['web-1']}\r\n".encode()
+        + b'Content-Length: 1000\r\n\r\n{"schema_version": 1,'
+    )
+    # Meanwhile the collector serves everyone else.
+    client = proc.client(tokens["web-1"])
+    assert client.get("/healthz").status_code == 200
+    r = post(client, RecordKind.HEARTBEATS, [HeartbeatRecord("web-1", 42, "svc", "1")])
+    assert r.status_code == 200
+    # Each slow client gets its answer once its time is up (1 s here): the body's sender a
+    # 408, the header trickler a closed connection.
+    with slow_body:
+        answer = _read_until_closed(slow_body)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert b"body_timeout" in answer
+    with slow_headers:
+        assert _read_until_closed(slow_headers) == b""
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_retried_batch_is_stored_once(fleet: tuple[CollectorProcess, dict[str, str]]) -> None:
+    proc, tokens = fleet
+    client = proc.client(tokens["web-1"])
+    batch = [crash(i) for i in range(400, 420)]
+    for _ in range(3):
+        r = post(client, RecordKind.CRASHES, batch)
+        assert r.status_code == 200 and r.json()["accepted"] == 20
+    metrics = proc.client().get("/metrics").text
+    assert _metric(metrics, 'corecensus_collector_records_duplicate_total{kind="crashes"}') >= 40
+    host = proc.client(tokens["dash"]).get("/api/v1/hosts/web-1").json()
+    ids = [c["core_id"] for c in host["crashes"]]
+    assert len(ids) == len(set(ids))
+    assert {c.core_id for c in batch} <= set(ids)
+
+
+def test_shed_at_the_door_when_the_deadline_cannot_be_met(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    proc, tokens = fleet
+    # A 1 ms deadline cannot be met by any commit: 503 with Retry-After, and the body is never
+    # read (none is sent).
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=HANG_BOUND_S) as s:
+        s.sendall(
+            b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {tokens['web-1']}\r\n{DEADLINE_HEADER}: 1\r\n".encode()
+            + b"Content-Length: 5000\r\n\r\n"
+        )
+        head = _read_response(s)
+    assert head.startswith(b"HTTP/1.1 503"), head[:100]
+    assert b"retry-after: 1\r\n" in head.lower()
+    assert b'"error":"overloaded"' in head
+    # A deadline the backlog can meet is not shed.
+    r = post(
+        proc.client(tokens["web-1"]),
+        RecordKind.CRASHES,
+        [crash(500)],
+        headers={DEADLINE_HEADER: "30000"},
+    )
+    assert r.status_code == 200
+    metrics = proc.client().get("/metrics").text
+    assert _metric(metrics, 'corecensus_collector_requests_shed_total{reason="overloaded"}') >= 1
+
+
+def test_health_and_metrics(fleet: tuple[CollectorProcess, dict[str, str]]) -> None:
+    proc, tokens = fleet
+    client = proc.client()
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"ready": True}
+    post(
+        proc.client(tokens["web-1"]), RecordKind.HEARTBEATS, [HeartbeatRecord("web-1", 7, "s", "1")]
+    )
+    text = client.get("/metrics").text
+    for name in (
+        'corecensus_collector_records_received_total{kind="heartbeats"}',
+        'corecensus_collector_records_stored_total{kind="heartbeats"}',
+        "corecensus_collector_queue_records",
+        "corecensus_collector_commit_seconds_count",
+        "corecensus_collector_commit_batch_records_count",
+    ):
+        assert name in text, name
+    assert _metric(text, "corecensus_collector_commit_seconds_count") >= 1
+
+
+def test_logs_are_json_lines_without_tokens_or_bodies(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    proc, tokens = fleet
+    marker = "zz-unique-service-name-in-a-body"
+    post(
+        proc.client(tokens["web-1"]),
+        RecordKind.HEARTBEATS,
+        [HeartbeatRecord("web-1", 9, marker, "1")],
+    )
+    post(proc.client(tokens["web-1"] + "x"), RecordKind.HEARTBEATS, [])
+    events = proc.events()
+    assert events and all(e["event"] != "not_json" for e in events)
+    uploads = [e for e in events if e["event"] == "upload"]
+    assert {e["status"] for e in uploads} >= {200, 401}
+    text = proc.log_path.read_text()
+    for token in tokens.values():
+        assert token.partition(".")[2] not in text
+    assert marker not in text
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_gzip_level_does_not_matter_and_decompressed_limit_is_inclusive(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    proc, tokens = fleet
+    body = encode_batch(RecordKind.HEARTBEATS, [HeartbeatRecord("web-1", 11, "s", "1")])
+    r = proc.client(tokens["web-1"]).post(
+        "/v1/heartbeats",
+        content=gzip.compress(body, 9),
+        headers={"Content-Type": "application/json; charset=utf-8", "Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_the_store_holds_exactly_what_was_acknowledged_after_a_clean_stop(
+    tmp_path: Path,
+) -> None:
+    tokens = write_tokens(tmp_path / "tokens", {"a": ("*", "upload")})
+    proc = CollectorProcess(tmp_path, tokens=tmp_path / "tokens").start()
+    client = proc.client(tokens["a"])
+    sent = [crash(i, f"h{i % 5}") for i in range(1000, 1250)]
+    for start in range(0, len(sent), 50):
+        assert post(client, RecordKind.CRASHES, sent[start : start + 50]).status_code == 200
+    assert proc.stop() == 0
+    assert proc.events()[-1]["event"] == "stopped"
+    with open_store(proc.db, read_only=True) as store:
+        assert store.count_crashes() == 250
+        assert all(store.get_crash(r.core_id) == r for r in sent[::37])
