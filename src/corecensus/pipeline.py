@@ -21,18 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from corecensus.coredump import inspect_core
-from corecensus.errors import MetadataError, StoreError
+from corecensus.errors import MetadataError
 from corecensus.ingest.journal import JournalIndex
 from corecensus.ingest.metadata import collect_metadata
 from corecensus.model import CrashRecord, ParseStatus, Problem, ProblemKind
-from corecensus.signature import (
-    PopulationLevel,
-    Signatures,
-    anomaly_mask,
-    compute_signatures,
-    population_key,
-)
-from corecensus.store import CrashRow, ScreenResultRow, SignatureColumns
+from corecensus.signing import Signer, crash_row, sign_records, signature_columns
+from corecensus.store import ScreenResultRow
 
 __all__ = [
     "Signer",
@@ -46,9 +40,6 @@ __all__ = [
     "signature_columns",
 ]
 
-Signer = Callable[[CrashRecord], Signatures]
-_INT32_MAX = 2**31 - 1
-_INT64_MAX = 2**63 - 1
 
 _CORE_MAGIC = (b"\x7fELF", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18", b"\xfd7zXZ\x00")
 # Files beside cores that are never cores themselves.
@@ -242,82 +233,3 @@ def find_screen_records(
         except MetadataError as exc:
             problems.append(f"{path}: {exc}")
     return rows, problems
-
-
-# -- signing: record -> row ----------------------------------------------------------------
-
-
-def signature_columns(sig: Signatures) -> SignatureColumns:
-    """A crash's signatures and the population key of each level, as the store keeps them."""
-    return SignatureColumns(
-        sig_address=sig.address,
-        sig_symbolic=sig.symbolic,
-        sig_anomaly_class=sig.anomaly_class,
-        sig_program=sig.program,
-        sig_signal=sig.signal,
-        sig_unwind_failed=sig.unwind_failed,
-        sig_notes=tuple(sig.notes),
-        sig_version=sig.version,
-        pop_anomaly=population_key(sig, PopulationLevel.ANOMALY),
-        pop_symbolic=population_key(sig, PopulationLevel.SYMBOLIC),
-        pop_address=population_key(sig, PopulationLevel.ADDRESS),
-    )
-
-
-def _int_or_none(value: str | int | None, limit: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        number = value
-    elif value.isdigit():
-        number = int(value)
-    else:
-        return None
-    return number if 0 <= number <= limit else None
-
-
-def _text(value: str | None) -> str | None:
-    return value if value else None
-
-
-def _record_json(record: CrashRecord) -> str:
-    try:
-        return json.dumps(record.to_json(), sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        # Anomaly.data is free-form; a value JSON cannot hold must not crash an ingest.
-        raise StoreError(f"crash {record.core_id} cannot be stored as JSON: {exc}") from exc
-
-
-def crash_row(record: CrashRecord, sig: Signatures) -> CrashRow:
-    """One ``crashes`` row. Flat columns come from the record, falling back to its metadata;
-    ``ingested_us`` is left for the store to set."""
-    meta: Mapping[str, str] = record.metadata
-    cpu = record.cpu if record.cpu is not None else meta.get("CORECENSUS_CPU")
-    signal = record.signal if record.signal is not None else meta.get("COREDUMP_SIGNAL")
-    return CrashRow(
-        core_id=record.core_id,
-        time_us=_int_or_none(meta.get("COREDUMP_TIMESTAMP"), _INT64_MAX),
-        host=_text(meta.get("COREDUMP_HOSTNAME")),
-        cpu=_int_or_none(cpu, _INT32_MAX),
-        cpu_model=_text(meta.get("CORECENSUS_CPU_MODEL")),
-        microcode=_text(meta.get("CORECENSUS_MICROCODE")),
-        kernel=_text(meta.get("CORECENSUS_KERNEL")),
-        service=_text(meta.get("CORECENSUS_SERVICE")),
-        version=_text(meta.get("CORECENSUS_VERSION")),
-        exe=_text(record.exe or meta.get("COREDUMP_EXE")),
-        signal=_int_or_none(signal, _INT32_MAX),
-        status=str(record.status),
-        anomalies=tuple(record.anomaly_names),
-        anomaly_mask=anomaly_mask(record.anomaly_names),
-        ingested_us=0,
-        record_json=_record_json(record),
-        **dataclasses.asdict(signature_columns(sig)),
-    )
-
-
-def sign_records(
-    records: Iterable[CrashRecord], sign: Signer = compute_signatures
-) -> Iterator[CrashRow]:
-    """Each record signed (``sign``: the current rules, or a site's own frame lists) as a row."""
-    for record in records:
-        yield crash_row(record, sign(record))

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import zstandard
+from tests.collector.collector_proc import CollectorProcess, write_tokens
+from tests.store.store_records import make_record
 
 from corecensus.coredump import inspect_core
 from corecensus.ingest.wire import (
@@ -28,8 +30,6 @@ from corecensus.ingest.wire import (
 )
 from corecensus.model import CrashRecord
 from corecensus.store import open_store
-from tests.collector.collector_proc import CollectorProcess, write_tokens
-from tests.store.store_records import make_record
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "x86_64"
 HANG_BOUND_S = 60.0

@@ -14,7 +14,15 @@ from typing import Any
 from corecensus.ingest.wire import HeartbeatRecord
 from corecensus.model import ANOMALY_NAMES, CrashRecord
 from corecensus.screening.result import ScreenResult
-from corecensus.store import AddResult, Heartbeat, ScreenResultRow, Store
+from corecensus.signing import sign_records
+from corecensus.store import (
+    HEARTBEATS,
+    SCREEN_RESULTS,
+    AddResult,
+    Heartbeat,
+    ScreenResultRow,
+    Store,
+)
 
 __all__ = ["HostView", "UploadCounts", "UploadGroup", "host_view", "store_uploads"]
 
@@ -41,13 +49,12 @@ class UploadCounts:
 
 
 def _screen_row(result: ScreenResult) -> ScreenResultRow:
-    doc = result.to_json()
-    return ScreenResultRow(
+    return ScreenResultRow.of(
         host=result.host,
         time_us=result.started_at,
         mode=str(result.mode),
         decision=str(result.decision.verdict),
-        result=doc,
+        result=result.to_json(),
     )
 
 
@@ -55,19 +62,11 @@ def store_uploads(store: Store, group: UploadGroup) -> UploadCounts:
     """Store every record of ``group``, idempotently (a record stored before is counted as a
     duplicate, not stored again). Each kind is committed before this returns, so what it counts
     is durable; a failure raises :class:`~corecensus.errors.StoreError`."""
-    crashes = store.add_crashes(group.crashes) if group.crashes else AddResult()
-    heartbeats = (
-        store.add_heartbeats(
-            Heartbeat(b.host, b.time_us, b.service, b.version) for b in group.heartbeats
-        )
-        if group.heartbeats
-        else AddResult()
-    )
-    screens = (
-        store.add_screen_results(_screen_row(s) for s in group.screens)
-        if group.screens
-        else AddResult()
-    )
+    crashes = store.add_crashes(sign_records(group.crashes)) if group.crashes else AddResult()
+    beats = [Heartbeat(b.host, b.time_us, b.service, b.version) for b in group.heartbeats]
+    heartbeats = store.add(HEARTBEATS, beats) if beats else AddResult()
+    rows = [_screen_row(s) for s in group.screens]
+    screens = store.add(SCREEN_RESULTS, rows) if rows else AddResult()
     return UploadCounts(crashes, heartbeats, screens)
 
 
@@ -118,7 +117,7 @@ def host_view(store: Store, host: str, *, limit: int = 200) -> HostView:
             }
         )
     screens = sorted(
-        (row for row in store.iter_screen_results() if row.host == host),
+        (row for row in store.rows(SCREEN_RESULTS) if row.host == host),
         key=lambda r: r.time_us,
         reverse=True,
     )

@@ -173,7 +173,7 @@ class Collector:
             max_commit_records=config.max_commit_records,
         )
         self.analysis = AnalysisCache(
-            lambda: analyze_store(store).to_json(), config.analysis_interval_s
+            lambda: dict(analyze_store(store).to_json()), config.analysis_interval_s
         )
         self._decoders = ThreadPoolExecutor(
             max_workers=config.decode_threads, thread_name_prefix="corecensus-decode"

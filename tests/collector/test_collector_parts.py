@@ -1,0 +1,238 @@
+"""The collector's parts on their own: tokens, rate limits, the backlog estimate, the group-commit
+writer on a real DuckDB store, settings, and what the collector's modules import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from tests.store.store_records import make_record
+
+from corecensus.app.uploads import UploadCounts, UploadGroup, store_uploads
+from corecensus.collector.admission import Backlog, RateLimiter, retry_after_s
+from corecensus.collector.config import CollectorConfig, config_from_mapping
+from corecensus.collector.metrics import CollectorMetrics
+from corecensus.collector.tokens import Scope, TokenTable, hash_secret, new_token
+from corecensus.collector.writer import GroupCommitWriter, QueueFull, WriterStopped
+from corecensus.errors import ConfigError, StoreError
+from corecensus.ingest.wire import HeartbeatRecord, RecordKind
+from corecensus.store import open_store
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+def test_a_new_token_authenticates_as_its_agent_and_nothing_else_does() -> None:
+    token, line = new_token("web-1", "web-1,web-2", "upload,read")
+    table = TokenTable.parse(line + "\n" + new_token("other", "*")[1], "tokens")
+    agent = table.authenticate(f"Bearer {token}")
+    assert agent is not None and agent.name == "web-1"
+    assert agent.may_speak_for("web-2") and not agent.may_speak_for("web-3")
+    assert agent.may(Scope.READ) and agent.may(Scope.UPLOAD)
+    name, _, secret = token.partition(".")
+    for header in (
+        None,
+        "",
+        token,  # no scheme
+        f"Basic {token}",
+        f"Bearer {name}.{secret[:-1]}A" if secret[-1] != "A" else f"Bearer {name}.{secret[:-1]}B",
+        f"Bearer other.{secret}",  # the right secret under another agent's name
+        f"Bearer nobody.{secret}",
+        f"Bearer {name}.",
+        f"Bearer {name}",
+        "Bearer " + "x" * 300,
+    ):
+        assert table.authenticate(header) is None, header
+    assert table.authenticate(f"bearer   {token}  ") == agent  # scheme is case-insensitive
+
+
+def test_the_file_keeps_only_hashes_and_any_host_means_any() -> None:
+    token, line = new_token("relay", "*")
+    assert token.partition(".")[2] not in line
+    assert hash_secret(token.partition(".")[2]) in line
+    agent = TokenTable.parse(line, "t").authenticate(f"Bearer {token}")
+    assert agent is not None and agent.may_speak_for("anything.example")
+    assert not agent.may(Scope.READ)  # upload is the default scope
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a sha256:" + "0" * 64, "tokens:1: expected 'name sha256:<hex> hosts [scopes]'"),
+        ("a.b sha256:" + "0" * 64 + " h", "tokens:1: agent name 'a.b' is not"),
+        ("# c\na secret-pasted-here h", "tokens:2: second field is not sha256"),
+        ("a sha256:" + "0" * 64 + " bad_host! ", "tokens:1: not a host name: 'bad_host!'"),
+        ("a sha256:" + "0" * 64 + " h write", "tokens:1: scopes are upload, read"),
+        (
+            "a sha256:" + "0" * 64 + " h\na sha256:" + "1" * 64 + " h",
+            "tokens:2: agent 'a' listed twice",
+        ),
+    ],
+)
+def test_a_malformed_tokens_file_names_file_and_line(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        TokenTable.parse(text, "tokens")
+    assert str(err.value).startswith(message)
+    assert "secret-pasted-here" not in str(err.value)
+
+
+def test_comments_blank_lines_and_no_hosts() -> None:
+    text = "\n# fleet\n\ndash sha256:" + "a" * 64 + " - read  # the dashboard\n"
+    table = TokenTable.parse(text, "t")
+    assert len(table) == 1
+
+
+# --- admission --------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limiter_allows_the_burst_then_the_rate_per_agent() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate=2.0, burst=3, clock=clock)
+    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.take("a") == pytest.approx(0.5)
+    assert limiter.take("b") == 0.0  # another agent has its own bucket
+    clock.now += 0.5
+    assert limiter.take("a") == 0.0
+    assert limiter.take("a") == pytest.approx(0.5)
+    clock.now += 100  # refills only up to the burst
+    assert [limiter.take("a") for _ in range(4)][-1] > 0
+
+
+def test_retry_after_is_whole_seconds_at_least_one() -> None:
+    assert [retry_after_s(x) for x in (0.0, 0.01, 1.0, 1.2, 99.9)] == [1, 1, 1, 2, 100]
+
+
+def test_backlog_estimate_grows_with_queued_work_and_learns_the_cost() -> None:
+    backlog = Backlog(initial_s_per_record=1e-3)
+    idle = backlog.expected_wait_s()
+    backlog.queued(10_000)
+    busy = backlog.expected_wait_s()
+    assert busy > idle + 9.0  # 10,000 records at 1 ms each, at least
+    for _ in range(50):  # commits measure 0.1 ms per record: the estimate follows
+        backlog.committed(100, 0.01)
+        backlog.queued(100)
+    assert backlog.commit_s_per_record == pytest.approx(1e-4, rel=0.01)
+    assert backlog.expected_wait_s() < busy / 3
+
+
+# --- the writer -------------------------------------------------------------------------------
+
+
+def test_writer_groups_waiting_requests_into_one_commit_and_acks_after_it(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "w.duckdb")
+    gate = threading.Event()
+    entered = threading.Event()
+    groups: list[int] = []
+
+    def sink(group: UploadGroup) -> UploadCounts:
+        entered.set()
+        gate.wait(60)  # hold the first commit so the next requests queue up behind it
+        groups.append(len(group))
+        return store_uploads(store, group)
+
+    metrics = CollectorMetrics.create()
+    writer = GroupCommitWriter(
+        sink, Backlog(), metrics, max_queue_records=1000, max_commit_records=500
+    )
+    writer.start()
+    first = writer.submit(RecordKind.CRASHES, [make_record(0)])
+    assert entered.wait(60)
+    waiting = [writer.submit(RecordKind.CRASHES, [make_record(i)]) for i in range(1, 11)]
+    beats = writer.submit(RecordKind.HEARTBEATS, [HeartbeatRecord("h", 1, "s", "1")])
+    assert not any(f.done() for f in [first, *waiting, beats])
+    gate.set()
+    for f in [first, *waiting, beats]:
+        f.result(60)
+    # The 11 requests that queued behind the first commit (crashes and heartbeats) share one.
+    assert groups == [1, 11]
+    samples = {s.name: s.value for s in metrics.commit_batch_records.collect()[0].samples}
+    assert samples["corecensus_collector_commit_batch_records_sum"] == 12
+    assert samples["corecensus_collector_commit_batch_records_count"] == 2
+    assert store.count_crashes() == 11
+    assert writer.stop(60)
+    with pytest.raises(WriterStopped):
+        writer.submit(RecordKind.CRASHES, [make_record(99)])
+    store.close()
+
+
+def test_writer_queue_is_bounded_and_a_store_failure_reaches_every_waiting_request() -> None:
+    gate = threading.Event()
+
+    def failing(group: UploadGroup) -> UploadCounts:
+        gate.wait(60)
+        raise StoreError("disk full")
+
+    writer = GroupCommitWriter(
+        failing, Backlog(), CollectorMetrics.create(), max_queue_records=10, max_commit_records=5
+    )
+    writer.start()
+    futures = [
+        writer.submit(RecordKind.HEARTBEATS, [HeartbeatRecord("h", i, "s", "1")] * 5)
+        for i in range(2)
+    ]
+    with pytest.raises(QueueFull):
+        writer.submit(RecordKind.HEARTBEATS, [HeartbeatRecord("h", 9, "s", "1")])
+    gate.set()
+    for f in futures:
+        with pytest.raises(StoreError, match="disk full"):
+            f.result(60)
+    assert not writer.healthy and writer.last_error == "disk full"
+    assert writer.stop(60)
+
+
+def test_one_request_larger_than_the_queue_bound_is_still_taken_when_the_queue_is_empty() -> None:
+    writer = GroupCommitWriter(
+        lambda g: UploadCounts(),
+        Backlog(),
+        CollectorMetrics.create(),
+        max_queue_records=10,
+        max_commit_records=5,
+    )
+    writer.start()
+    writer.submit(
+        RecordKind.HEARTBEATS, [HeartbeatRecord("h", i, "s", "1") for i in range(20)]
+    ).result(60)
+    assert writer.stop(60)
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_settings_from_a_table_and_unknown_or_mistyped_ones_refused() -> None:
+    base = CollectorConfig(db=Path("x.duckdb"))
+    cfg = config_from_mapping(
+        base,
+        {"agent_rate_per_s": 5, "max_queue_records": 100, "limits": {"max_records": 10}},
+        "c.toml",
+    )
+    assert cfg.agent_rate_per_s == 5.0 and cfg.max_queue_records == 100
+    assert cfg.limits.max_records == 10 and cfg.limits.max_body_bytes == base.limits.max_body_bytes
+    for bad, message in (
+        ({"agent_rate": 1}, "unknown setting 'agent_rate'"),
+        ({"max_queue_records": "many"}, "max_queue_records must be int"),
+        ({"max_queue_records": True}, "must be a number"),
+        ({"body_timeout_s": 0}, "must be positive"),
+        ({"limits": {"max_recs": 1}}, "unknown setting limits.max_recs"),
+        ({"limits": 3}, "limits must be a table"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            config_from_mapping(base, bad, "c.toml")
+
+
+def test_the_collector_never_loads_drgn_or_the_core_reader() -> None:
+    code = (
+        "import sys, corecensus.collector.server, corecensus.collector.run\n"
+        "print(sorted({'drgn', '_drgn', 'capstone', 'corecensus.coredump'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
