@@ -17,6 +17,7 @@ PACKAGES = [
     "corecensus.model",
     "corecensus.errors",
     "corecensus.demo",
+    "corecensus.collector",
 ]
 
 
