@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from crashers import CRASHERS, CrashResult, kernel_core_support, run_crasher
+from libunwind_race import RaceCore, build, missing_tools, race_core
 
 pytest_plugins = ("pytester",)  # test_crashers.py runs the skip/fail logic in a sub-session
 
@@ -97,3 +98,19 @@ def kernel_cores(tmp_path_factory: pytest.TempPathFactory) -> KernelCores:
     """Real core dumps of every crasher, keyed by name; see tests/crashers.py."""
     _require_kernel_cores()
     return KernelCores(tmp_path_factory.mktemp("kernel_cores"))
+
+
+@pytest.fixture(scope="session")
+def libunwind_race_cores(tmp_path_factory: pytest.TempPathFactory) -> list[RaceCore]:
+    """Three real cores of the libunwind signal race, one per throwing code path (see
+    tests/libunwind_race.py). Skips without g++, gdb or libunwind-dev, unless
+    CORECENSUS_REQUIRE_KERNEL_CORES=1 (./dev installs them all)."""
+    _require_kernel_cores()
+    missing = missing_tools()
+    if missing is not None:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but the libunwind race cannot run: {missing}")
+        pytest.skip(missing)
+    root = tmp_path_factory.mktemp("libunwind_race")
+    exe = build(root / "build")
+    return [race_core(exe, path, root / f"run{path}") for path in (1, 2, 3)]

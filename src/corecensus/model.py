@@ -208,19 +208,31 @@ class StackWord:
 
 @dataclass(frozen=True, slots=True)
 class SignalFrame:
-    """A signal frame found in the stack window: what the thread was doing when a signal came."""
+    """A signal frame found in the stack window: what the thread was doing when a signal came.
+
+    ``offset`` is the frame's address minus the crashing thread's stack pointer (negative: dead
+    stack, the handler already returned). ``signal`` is None when the frame's siginfo was not
+    written (a handler installed without ``SA_SIGINFO``). ``function_offset`` is the interrupted
+    pc's distance from the start of ``function``; ``module_offset`` from the module's base.
+    """
 
     offset: int
     interrupted_pc: int
     function: str | None = None
     interrupted_sp: int | None = None
     signal: int | None = None
+    function_offset: int | None = None
+    module: str | None = None
+    module_offset: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "offset": self.offset,
             "interrupted_pc": self.interrupted_pc,
             "function": self.function,
+            "function_offset": self.function_offset,
+            "module": self.module,
+            "module_offset": self.module_offset,
             "interrupted_sp": self.interrupted_sp,
             "signal": self.signal,
         }

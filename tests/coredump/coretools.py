@@ -54,3 +54,11 @@ def patch_siginfo(data: bytearray, *, code: int | None = None, addr: int | None 
         struct.pack_into("<i", data, loc.desc_offset + 8, code)
     if addr is not None:
         struct.pack_into("<Q", data, loc.desc_offset + 16, addr)
+
+
+def file_offset(data: bytes, vaddr: int) -> int:
+    """File offset of virtual address ``vaddr`` in a 64-bit LE core's dumped PT_LOAD segments."""
+    for _i, ptype, _f, poff, start, filesz, _m in phdrs(data):
+        if ptype == 1 and start <= vaddr < start + filesz:
+            return poff + vaddr - start
+    raise LookupError(f"{vaddr:#x} is not dumped in this core")

@@ -20,7 +20,7 @@ from corecensus.epidemiology import analyze
 from corecensus.epidemiology.findings import FleetAnalysis, PopulationInfo
 from corecensus.epidemiology.table import Categorical, CrashTable, Deploys, ExposureTable
 from corecensus.ingest.tables import read_deploys, read_exposure
-from corecensus.signature import PopulationLevel
+from corecensus.signature import PopulationLevel, race_evidence, race_key
 from corecensus.store import (
     DEPLOYS,
     EXPOSURE,
@@ -46,6 +46,9 @@ UNKNOWN_HOST = "(unknown host)"
 # The agent's heartbeat interval; a heartbeat is evidence of this much exposure (seconds).
 HEARTBEAT_PERIOD_S = 300
 _MAX_SAMPLE_FRAMES = 8
+# A race population's evidence reads at most this many of its records (its interrupted offsets
+# and signals; a larger population says the same).
+_MAX_RACE_RECORDS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,12 @@ def crash_table(
     info: dict[str, PopulationInfo] = {}
     for key, symbolic in store.population_signatures(str(level)).items():
         frames = tuple(f.strip() for f in symbolic.split("|") if f.strip())[:_MAX_SAMPLE_FRAMES]
-        info[key] = PopulationInfo(signature=symbolic, top_frames=frames)
+        evidence: tuple[str, ...] = ()
+        if race_key(symbolic) is not None:
+            members = cols.core_id[cols.population == key][:_MAX_RACE_RECORDS]
+            records = (store.get_crash(str(c)) for c in members)
+            evidence = race_evidence(r for r in records if r is not None)
+        info[key] = PopulationInfo(signature=symbolic, top_frames=frames, evidence=evidence)
     return table, info
 
 

@@ -17,7 +17,7 @@ from corecensus.coredump.binaries import BinaryResolver
 from corecensus.coredump.notes import AT_ENTRY, AT_EXECFN
 from corecensus.coredump.parse import ParsedCore, parse_core
 from corecensus.coredump.source import DEFAULT_MAX_STREAM_BYTES, open_core
-from corecensus.coredump.stackwindow import RawStackWord, scan_stack
+from corecensus.coredump.stackwindow import RawSignalFrame, RawStackWord, scan_stack
 from corecensus.errors import (
     CompressionError,
     CoreError,
@@ -115,6 +115,7 @@ def _record(
     modules = p.modules
     frames: list[Frame]
     names: dict[int, str | None] = {}
+    symbol_offsets: dict[int, int] = {}
     unwound = False
     if symbolize and p.crashed is not None:
         from corecensus.coredump.symbolize import Symbolizer
@@ -137,7 +138,10 @@ def _record(
             for _offset, address, _after in words:
                 names.setdefault(address, sym.symbol_name(address))
             for s in sigframes:
-                names.setdefault(s.interrupted_pc, sym.symbol_name(s.interrupted_pc))
+                found = sym.symbol(s.interrupted_pc)
+                if found is not None:
+                    names.setdefault(s.interrupted_pc, found[0])
+                    symbol_offsets[s.interrupted_pc] = found[1]
             frames = _recover(p, frames, words, modules, names)
     else:
         pc = p.pc
@@ -145,12 +149,7 @@ def _record(
         frames = _recover(p, frames, words, modules, names, force=True)
 
     stack_window = _stack_window(words, names, modules)
-    signal_frames = tuple(
-        SignalFrame(
-            s.offset, s.interrupted_pc, names.get(s.interrupted_pc), s.interrupted_sp, s.signal
-        )
-        for s in sigframes
-    )
+    signal_frames = tuple(_signal_frame(s, names, symbol_offsets, modules) for s in sigframes)
     if (p.crashed is None or p.arch is None) and not any(
         e.kind is ProblemKind.NO_REGISTERS for e in errors
     ):
@@ -240,6 +239,26 @@ def _stack_window(
     return tuple(
         StackWord(offset, address, *where[address], after_call)
         for offset, address, after_call in words
+    )
+
+
+def _signal_frame(
+    s: RawSignalFrame,
+    names: dict[int, str | None],
+    symbol_offsets: dict[int, int],
+    modules: Sequence[MappedFile],
+) -> SignalFrame:
+    pc = s.interrupted_pc
+    m = _find_module(pc, modules)
+    return SignalFrame(
+        offset=s.offset,
+        interrupted_pc=pc,
+        function=names.get(pc),
+        interrupted_sp=s.interrupted_sp,
+        signal=s.signal,
+        function_offset=symbol_offsets.get(pc),
+        module=m.path if m else None,
+        module_offset=pc - m.base if m else None,
     )
 
 

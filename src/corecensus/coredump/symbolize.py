@@ -220,6 +220,11 @@ class Symbolizer:
         return out
 
     def symbol_name(self, address: int) -> str | None:
+        found = self.symbol(address)
+        return found[0] if found else None
+
+    def symbol(self, address: int) -> tuple[str, int] | None:
+        """The ELF/DWARF symbol containing ``address`` and the offset into it (bytes)."""
         if self.prog is None:
             return None
         try:
@@ -230,4 +235,4 @@ class Symbolizer:
             return None
         # Versioned ELF symbols ("__libc_start_main@@GLIBC_2.34") name the same function as the
         # unversioned DWARF name; signatures want one spelling.
-        return str(sym.name).split("@", 1)[0]
+        return str(sym.name).split("@", 1)[0], address - int(sym.address)

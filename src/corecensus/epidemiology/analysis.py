@@ -278,6 +278,8 @@ class _Context:
         )
         decision, _rule = decide_verdict(facts, params)
         evidence = list(decision.evidence)
+        if info is not None:
+            evidence += info.evidence
         if onset is not None and version_evidence is None:
             evidence.append(onset_sentence(onset))
         elif onset is None and found.note:

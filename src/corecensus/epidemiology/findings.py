@@ -68,6 +68,8 @@ class PopulationInfo:
 
     signature: str
     top_frames: tuple[str, ...] = ()
+    # Sentences the signature layer adds about the population (e.g. a signal race's evidence).
+    evidence: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

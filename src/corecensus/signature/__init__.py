@@ -7,6 +7,14 @@ from __future__ import annotations
 
 from corecensus.signature.generator import SignatureGenerator, compute_signatures, default_pipeline
 from corecensus.signature.normalize import address_frame, normalize_function
+from corecensus.signature.race import (
+    RACE_PREFIX,
+    SP_SLACK,
+    SignalRace,
+    race_evidence,
+    race_key,
+    signal_race,
+)
 from corecensus.signature.rules import SignatureResult, SignatureRule
 from corecensus.signature.siglists import (
     IRRELEVANT_FRAMES,
@@ -29,10 +37,13 @@ __all__ = [
     "IRRELEVANT_FRAMES",
     "NO_ANOMALY",
     "PREFIX_FRAMES",
+    "RACE_PREFIX",
     "SIGNATURE_VERSION",
+    "SP_SLACK",
     "SYSTEM_MODULES",
     "FrameList",
     "PopulationLevel",
+    "SignalRace",
     "SignatureGenerator",
     "SignatureResult",
     "SignatureRule",
@@ -45,4 +56,7 @@ __all__ = [
     "load_frame_list",
     "normalize_function",
     "population_key",
+    "race_evidence",
+    "race_key",
+    "signal_race",
 ]

@@ -13,6 +13,7 @@ from corecensus.signature.rules import (
     EmptySignatureRule,
     FrameSelectionRule,
     ProgramSignalRule,
+    SignalRaceRule,
     SignatureResult,
     SignatureRule,
     SymbolicSignatureRule,
@@ -40,6 +41,7 @@ def default_pipeline(lists_directory: Path | None = None) -> list[SignatureRule]
             irrelevant=load_frame_list(IRRELEVANT_FRAMES, lists_directory),
             prefix=load_frame_list(PREFIX_FRAMES, lists_directory),
         ),
+        SignalRaceRule(),
         # These come last, in this order (as in socorro's DEFAULT_PIPELINE).
         EmptySignatureRule(),
         TruncateRule(),

@@ -12,8 +12,9 @@ import signal as _signal
 from dataclasses import dataclass, field
 
 from corecensus.model import CrashRecord, ParseStatus
-from corecensus.signature.frames import FrameOrigin, FrameView, PcKind, select_frames
+from corecensus.signature.frames import FrameOrigin, FrameView, ModuleMap, PcKind, select_frames
 from corecensus.signature.normalize import address_frame, normalize_function
+from corecensus.signature.race import RACE_PREFIX, signal_race
 from corecensus.signature.siglists import FrameList
 from corecensus.signature.signatures import anomaly_class
 
@@ -27,6 +28,7 @@ __all__ = [
     "EmptySignatureRule",
     "FrameSelectionRule",
     "ProgramSignalRule",
+    "SignalRaceRule",
     "SignatureResult",
     "SignatureRule",
     "SymbolicSignatureRule",
@@ -229,6 +231,26 @@ class SymbolicSignatureRule(SignatureRule):
         elif frames:
             result.symbolic = frame_text(frames[0])
             result.note(self.name, "every frame is irrelevant; using the top frame")
+
+
+class SignalRaceRule(SignatureRule):
+    """A return to a bad address right after a signal interrupted function F is keyed by F
+    (:mod:`corecensus.signature.race`), not by the stale frames recovered around it: those
+    differ from core to core and would split one race into many populations."""
+
+    def action(self, crash: CrashRecord, result: SignatureResult) -> None:
+        race = signal_race(crash)
+        if race is None:
+            return
+        result.symbolic = RACE_PREFIX + race.key
+        found = ModuleMap(crash.modules).find(race.pc)
+        token = (
+            f"{found.build_id[:BUILD_ID_DIGITS]}+0x{race.module_offset:x}"
+            if found is not None and found.build_id and race.module_offset is not None
+            else race.where
+        )
+        result.address = f"{result.program} {result.signal} signal-race {token}"
+        result.note(self.name, f"signal race: interrupted at {race.where}; keyed by {race.key}")
 
 
 class EmptySignatureRule(SignatureRule):

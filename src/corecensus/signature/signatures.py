@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corecensus.model import ANOMALY_NAMES
+from corecensus.signature.race import race_key
 
 __all__ = [
     "NO_ANOMALY",
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 # Bump on any change that can change a signature: rules, normalization, frame lists.
-SIGNATURE_VERSION = 1
+SIGNATURE_VERSION = 2
 
 NO_ANOMALY = "none"
 
@@ -124,6 +125,9 @@ def population_key(
         return signatures.anomaly_class
     if level is PopulationLevel.ADDRESS:
         return f"[{signatures.anomaly_class}] {signatures.address}"
+    if race_key(signatures.symbolic) is not None:
+        # One race, one population, whichever program or caller it struck.
+        return signatures.symbolic
     return (
         f"{signatures.program} {signatures.signal} [{signatures.anomaly_class}] "
         f"{signatures.symbolic}"
