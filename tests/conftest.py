@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from crashers import CRASHERS, CrashResult, kernel_core_support, run_crasher
-from libunwind_race import RaceCore, build, missing_tools, race_core
+
+if TYPE_CHECKING:
+    from libunwind_race import RaceCore
 
 pytest_plugins = ("pytester",)  # test_crashers.py runs the skip/fail logic in a sub-session
 
@@ -105,6 +108,10 @@ def libunwind_race_cores(tmp_path_factory: pytest.TempPathFactory) -> list[RaceC
     """Three real cores of the libunwind signal race, one per throwing code path (see
     tests/libunwind_race.py). Skips without g++, gdb or libunwind-dev, unless
     CORECENSUS_REQUIRE_KERNEL_CORES=1 (./dev installs them all)."""
+    # Imported here, not at the top: test_crashers.py runs this conftest in a sub-session
+    # with crashers.py alone beside it.
+    from libunwind_race import build, missing_tools, race_core
+
     _require_kernel_cores()
     missing = missing_tools()
     if missing is not None:
