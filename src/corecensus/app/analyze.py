@@ -19,6 +19,7 @@ import numpy as np
 from corecensus.epidemiology import analyze
 from corecensus.epidemiology.findings import FleetAnalysis, PopulationInfo
 from corecensus.epidemiology.table import Categorical, CrashTable, Deploys, ExposureTable
+from corecensus.ingest.crashfacts import crash_facts_from_columns, read_crash_facts_csv
 from corecensus.ingest.tables import read_deploys, read_exposure
 from corecensus.signature import PopulationLevel, race_evidence, race_key
 from corecensus.store import (
@@ -32,14 +33,17 @@ from corecensus.store import (
     ScreenResultRow,
     Store,
 )
+from corecensus.store.parquet import read_parquet_rows
 
 __all__ = [
     "HEARTBEAT_PERIOD_S",
     "AnalysisInputs",
     "AnalysisReport",
+    "analyze_crash_facts",
     "analyze_store",
     "crash_table",
     "exposure_from_heartbeats",
+    "read_crash_facts",
 ]
 
 UNKNOWN_HOST = "(unknown host)"
@@ -213,3 +217,34 @@ def analyze_store(
     screens = latest_screens(store.rows(SCREEN_RESULTS))
     inputs = AnalysisInputs(store.location, exp_src, dep_src, str(level), screens)
     return AnalysisReport(analyze(table, exposure, deploys, info), inputs)
+
+
+def read_crash_facts(path: str | os.PathLike[str]) -> CrashTable:
+    """A crash-facts file (DESIGN.md "Crash facts"): Parquet when its name ends in
+    ``.parquet`` (read through DuckDB in ``store``), else CSV."""
+    name = os.fspath(path)
+    if name.lower().endswith(".parquet"):
+        header, rows = read_parquet_rows(name)
+        return crash_facts_from_columns(name, header, rows)
+    return read_crash_facts_csv(name)
+
+
+def analyze_crash_facts(
+    crashes: str | os.PathLike[str],
+    *,
+    exposure_csv: str | os.PathLike[str] | None = None,
+    deploys_csv: str | os.PathLike[str] | None = None,
+) -> AnalysisReport:
+    """Analyze the crashes of a crash-facts file instead of a store (``analyze --crashes``):
+    what users bring from the crash systems they already have. Populations are the file's
+    ``signature`` column (or its normalized top frames)."""
+    table = read_crash_facts(crashes)
+    exposure = read_exposure(exposure_csv) if exposure_csv is not None else None
+    deploys = read_deploys(deploys_csv) if deploys_csv is not None else None
+    inputs = AnalysisInputs(
+        str(Path(crashes)),
+        str(Path(exposure_csv)) if exposure_csv is not None else "none (rates unavailable)",
+        str(Path(deploys_csv)) if deploys_csv is not None else "none",
+        "crash facts",
+    )
+    return AnalysisReport(analyze(table, exposure, deploys), inputs)

@@ -33,26 +33,43 @@ from corecensus.errors import CorecensusError
     show_default=True,
     help="Which signature defines a population.",
 )
+@click.option(
+    "--crashes",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Crash facts (CSV, or Parquet by its .parquet name) to analyze instead of the store: "
+    "host,time,cpu,cpus_allowed,host_cpus,cpu_core,service,version,signature or frames,"
+    "anomalies,cpu_model,microcode,kernel",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis JSON contract.")
 @click.option("--brief", is_flag=True, help="Only the table, no evidence.")
 def analyze(
-    db: Path, exposure: Path | None, deploys: Path | None, level: str, as_json: bool, brief: bool
+    db: Path,
+    exposure: Path | None,
+    deploys: Path | None,
+    level: str,
+    crashes: Path | None,
+    as_json: bool,
+    brief: bool,
 ) -> int:
     """Find crash populations and say what causes each: a bad host/CPU, a bug, or a deploy."""
-    from corecensus.app.analyze import analyze_store
+    from corecensus.app.analyze import analyze_crash_facts, analyze_store
     from corecensus.signature import PopulationLevel
     from corecensus.store import open_store
 
-    if store_missing(db):
-        return 2
     try:
-        store = open_store(db, read_only=True)
-        try:
-            report = analyze_store(
-                store, exposure_csv=exposure, deploys_csv=deploys, level=PopulationLevel(level)
-            )
-        finally:
-            store.close()
+        if crashes is not None:
+            report = analyze_crash_facts(crashes, exposure_csv=exposure, deploys_csv=deploys)
+        else:
+            if store_missing(db):
+                return 2
+            store = open_store(db, read_only=True)
+            try:
+                report = analyze_store(
+                    store, exposure_csv=exposure, deploys_csv=deploys, level=PopulationLevel(level)
+                )
+            finally:
+                store.close()
     except CorecensusError as exc:
         error(str(exc))
         return 2

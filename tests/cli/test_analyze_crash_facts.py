@@ -1,0 +1,54 @@
+"""``corecensus analyze --crashes FILE``: crash facts from another system, no store needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from corecensus.cli.main import main
+
+HEADER = "host,time,cpu,cpus_allowed,host_cpus,service,signature,anomalies\n"
+
+
+def _facts(tmp_path: Path) -> Path:
+    """40 hosts of 16 CPUs with spread background crashes; host h07's CPU 11 crashes in many
+    signatures with %rsp off by 8; host h20 runs a service pinned to CPU 4 that crashes often."""
+    rng = np.random.default_rng(4)
+    lines = []
+    day = 86_400_000_000
+    t0 = 1_717_200_000_000_000
+    for i in range(400):
+        lines.append(
+            f"h{int(rng.integers(40)):02d},{t0 + int(rng.integers(30 * day))},"
+            f"{int(rng.integers(16))},0-15,16,api,bg{i % 9},"
+        )
+    for i in range(8):
+        lines.append(f"h07,{t0 + i * 3 * day},11,0-15,16,api,bg{i},sp_off_by_8")
+    for i in range(12):
+        lines.append(f"h20,{t0 + i * 2 * day},4,4,16,pinned,pin-bug,")
+    path = tmp_path / "crashes.csv"
+    path.write_text(HEADER + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_analyze_crash_facts_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _facts(tmp_path)
+    assert main(["analyze", "--crashes", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    hardware = [h["host"] for h in doc["hosts"] if h["kind"] == "hardware-suspect"]
+    assert hardware == ["h07"]  # h20's pinned crashes say nothing about CPU 4
+    assert doc["inputs"]["db"] == str(path)
+    [pin] = [p for p in doc["populations"] if p["id"] == "pin-bug"]
+    assert pin["verdict"] != "hardware-suspect"
+
+
+def test_analyze_crash_facts_bad_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(HEADER + "h1,2024-06-01,x,,,api,s,\n", encoding="utf-8")
+    assert main(["analyze", "--crashes", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv:2: 'cpu' is not a non-negative integer" in err
+    assert "Traceback" not in err
