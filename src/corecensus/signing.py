@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from corecensus.errors import StoreError
+from corecensus.ingest.fields import CPU_CORE, HOST_CPUS, cpus_allowed_of
 from corecensus.model import CrashRecord
 from corecensus.signature import (
     PopulationLevel,
@@ -93,6 +94,9 @@ def crash_row(record: CrashRecord, sig: Signatures) -> CrashRow:
         anomaly_mask=anomaly_mask(record.anomaly_names),
         ingested_us=0,
         record_json=_record_json(record),
+        host_cpus=_int_or_none(meta.get(HOST_CPUS), _INT32_MAX),
+        cpu_core=_int_or_none(meta.get(CPU_CORE), _INT32_MAX),
+        cpus_allowed=cpus_allowed_of(meta),
         **dataclasses.asdict(signature_columns(sig)),
     )
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from corecensus.cpulist import canonical_cpu_list, parse_cpu_list
 from corecensus.epidemiology import AnalysisParams, CrashTable, HostKind, PopulationVerdict, analyze
-from corecensus.epidemiology.cpulist import canonical_cpu_list, parse_cpu_list
 from corecensus.epidemiology.placement import place_crashes
 
 DAY = 86_400_000_000

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from corecensus.store import (
     EXPOSURE,
     HEARTBEATS,
     SCREEN_RESULTS,
+    CrashColumns,
     DeployRow,
     ExposureRow,
     Heartbeat,
@@ -110,9 +112,10 @@ def crash_table(
     """The store's crashes as columns, and a description of each population key."""
     cols = store.crash_columns(str(level))
     # A crash without a host or population key still counts, under an explicit "unknown" name.
+    host = Categorical.encode([h if h is not None else UNKNOWN_HOST for h in cols.host])
     table = CrashTable.from_arrays(
         time_us=cols.time_us,
-        host=Categorical.encode([h if h is not None else UNKNOWN_HOST for h in cols.host]),
+        host=host,
         population=Categorical.encode(
             [p if p is not None else "(no signature)" for p in cols.population]
         ),
@@ -124,6 +127,7 @@ def crash_table(
         kernel=Categorical.encode(list(cols.kernel)),
         service=Categorical.encode(list(cols.service)),
         version=Categorical.encode(list(cols.version)),
+        **_cpu_facts(cols, host),
     )
     info: dict[str, PopulationInfo] = {}
     for key, symbolic in store.population_signatures(str(level)).items():
@@ -135,6 +139,21 @@ def crash_table(
             evidence = race_evidence(r for r in records if r is not None)
         info[key] = PopulationInfo(signature=symbolic, top_frames=frames, evidence=evidence)
     return table, info
+
+
+def _cpu_facts(cols: CrashColumns, host: Categorical) -> dict[str, Any]:
+    """The stored per-CPU facts as crash-table columns (absent when no crash has any): each
+    host's largest online-CPU count, the physical cores and the allowed-CPU lists."""
+    out: dict[str, Any] = {}
+    if cols.host_cpus is not None and bool((cols.host_cpus > 0).any()):
+        per_host = np.zeros(len(host.vocab), dtype=np.int64)
+        np.maximum.at(per_host, host.codes, np.maximum(cols.host_cpus, 0))
+        out["host_cpus"] = per_host.astype(np.int32)
+    if cols.cpu_core is not None and bool((cols.cpu_core >= 0).any()):
+        out["cpu_core"] = cols.cpu_core.astype(np.int32)
+    if cols.cpus_allowed is not None and any(v is not None for v in cols.cpus_allowed):
+        out["cpus_allowed"] = Categorical.encode(list(cols.cpus_allowed))
+    return out
 
 
 def _exposure_from_rows(rows: Iterable[ExposureRow]) -> ExposureTable | None:

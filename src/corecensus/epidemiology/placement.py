@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from corecensus.epidemiology.cpulist import cpu_list_size
+from corecensus.cpulist import cpu_list_size
 from corecensus.epidemiology.poisson import poisson_upper
 from corecensus.epidemiology.segments import Groups, pair_key
 

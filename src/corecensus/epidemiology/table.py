@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from corecensus.cpulist import canonical_cpu_list, parse_cpu_list
 from corecensus.epidemiology.categorical import Categorical, CategoryEncoder
-from corecensus.epidemiology.cpulist import canonical_cpu_list, parse_cpu_list
 from corecensus.errors import MetadataError
 from corecensus.model import ANOMALY_NAMES
 
@@ -107,7 +107,7 @@ class CrashTable:
     findings can cite the crashes they rest on.
 
     Optional per-crash CPU facts (issue 9): ``cpus_allowed`` the CPUs the crashing process was
-    allowed to run on (canonical CPU lists, :mod:`~corecensus.epidemiology.cpulist`; unknown
+    allowed to run on (canonical CPU lists, :mod:`~corecensus.cpulist`; unknown
     ``-1``); ``cpu_core`` the physical core of ``cpu`` (SMT siblings share it; ``-1``
     unknown). ``None``: the column was not given at all.
     """

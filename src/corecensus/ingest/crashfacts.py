@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from corecensus.epidemiology.cpulist import canonical_cpu_list
+from corecensus.cpulist import canonical_cpu_list
 from corecensus.epidemiology.table import (
     Categorical,
     CrashTable,

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from corecensus.cpulist import canonical_cpu_list
 from corecensus.errors import MetadataError
 
 __all__ = [
@@ -19,16 +20,20 @@ __all__ = [
     "CMDLINE",
     "COMM",
     "CPU",
+    "CPUS_ALLOWED",
+    "CPU_CORE",
     "CPU_MODEL",
     "DROPPED_FIELDS",
     "EXE",
     "FILENAME",
     "GID",
     "HOSTNAME",
+    "HOST_CPUS",
     "KERNEL",
     "MAX_VALUE_CHARS",
     "MICROCODE",
     "PID",
+    "PROC_STATUS",
     "RLIMIT",
     "SERVICE",
     "SIGNAL",
@@ -37,6 +42,7 @@ __all__ = [
     "VERSION",
     "CheckedFields",
     "check_fields",
+    "cpus_allowed_of",
     "metadata_error",
 ]
 
@@ -58,6 +64,14 @@ MICROCODE = "CORECENSUS_MICROCODE"
 KERNEL = "CORECENSUS_KERNEL"
 SERVICE = "CORECENSUS_SERVICE"
 VERSION = "CORECENSUS_VERSION"
+# The facts the per-CPU test needs (DESIGN.md, "Data contracts"; issue 9): online logical CPUs,
+# the physical core of CORECENSUS_CPU, and the crashing process's Cpus_allowed_list.
+HOST_CPUS = "CORECENSUS_HOST_CPUS"
+CPU_CORE = "CORECENSUS_CPU_CORE"
+CPUS_ALLOWED = "CORECENSUS_CPUS_ALLOWED"
+# systemd-coredump keeps /proc/<pid>/status of the crashed process here (coredump.c,
+# "COREDUMP_PROC_STATUS="); its "Cpus_allowed_list:" line is the allowed set.
+PROC_STATUS = "COREDUMP_PROC_STATUS"
 
 # Never kept, whatever the source: COREDUMP is the core itself when systemd-coredump stores it
 # in the journal (Storage=journal), and COREDUMP_ENVIRON is the crashed process's environment,
@@ -72,7 +86,7 @@ _SIGNED = re.compile(r"-?[0-9]{1,20}")
 _BOOT_ID = re.compile(r"[0-9a-fA-F]{32}")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-_UNSIGNED_FIELDS = frozenset({PID, UID, GID, SIGNAL, TIMESTAMP, CPU})
+_UNSIGNED_FIELDS = frozenset({PID, UID, GID, SIGNAL, TIMESTAMP, CPU, HOST_CPUS, CPU_CORE})
 
 
 def metadata_error(origin: str, line: int | None, message: str) -> MetadataError:
@@ -96,6 +110,11 @@ def _check_value(name: str, value: str) -> str | None:
     if name == RLIMIT:
         value = value.strip()
         return value if _SIGNED.fullmatch(value) else None
+    if name == CPUS_ALLOWED:
+        try:
+            return canonical_cpu_list(value)
+        except MetadataError:
+            return None
     if name == BOOT_ID:
         compact = value.strip().replace("-", "")
         return compact.lower() if _BOOT_ID.fullmatch(compact) else None
@@ -127,3 +146,20 @@ def check_fields(
             continue
         out.fields[name] = checked
     return out
+
+
+def cpus_allowed_of(fields: Mapping[str, str]) -> str | None:
+    """The crashing process's allowed CPUs (a canonical CPU list): ``CORECENSUS_CPUS_ALLOWED``,
+    else the ``Cpus_allowed_list:`` line of systemd-coredump's ``COREDUMP_PROC_STATUS``
+    (proc(5)); ``None`` when neither says or the list is malformed."""
+    given = fields.get(CPUS_ALLOWED)
+    if given:
+        return given
+    for line in fields.get(PROC_STATUS, "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Cpus_allowed_list":
+            try:
+                return canonical_cpu_list(value)
+            except MetadataError:
+                return None
+    return None

@@ -385,7 +385,9 @@ class DuckDBStore:
                 "SELECT core_id, host, coalesce(time_us, 0) AS time_us, "
                 "time_us IS NOT NULL AS time_known, coalesce(cpu, -1)::BIGINT AS cpu, "
                 "cpu_model, microcode, kernel, service, version, exe, "
-                f"coalesce(signal, -1)::BIGINT AS signal, {pop} AS population, anomaly_mask "
+                f"coalesce(signal, -1)::BIGINT AS signal, {pop} AS population, anomaly_mask, "
+                "coalesce(host_cpus, -1)::BIGINT AS host_cpus, "
+                "coalesce(cpu_core, -1)::BIGINT AS cpu_core, cpus_allowed "
                 "FROM crashes ORDER BY crashes.time_us NULLS LAST, crashes.core_id"
             ).fetchnumpy()
 
@@ -413,6 +415,9 @@ class DuckDBStore:
             signal=np.asarray(cols["signal"], dtype=np.int64),
             population=objects("population"),
             anomaly_mask=np.asarray(cols["anomaly_mask"], dtype=np.uint16),
+            host_cpus=np.asarray(cols["host_cpus"], dtype=np.int64),
+            cpu_core=np.asarray(cols["cpu_core"], dtype=np.int64),
+            cpus_allowed=objects("cpus_allowed"),
         )
 
     # -- export, lifecycle ----------------------------------------------------------------

@@ -140,6 +140,9 @@ class MemoryStore:
             signal=ints("signal"),
             population=objects(pop),
             anomaly_mask=np.array([r.anomaly_mask for r in rows], dtype=np.uint16),
+            host_cpus=ints("host_cpus"),
+            cpu_core=ints("cpu_core"),
+            cpus_allowed=objects("cpus_allowed"),
         )
 
     def population_signatures(self, level: str = "symbolic") -> dict[str, str]:

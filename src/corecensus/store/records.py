@@ -150,6 +150,11 @@ class CrashRow:
     pop_address: str
     ingested_us: int
     record_json: str
+    # The per-CPU test's facts (schema version 2; issue 9): online CPUs, the physical core of
+    # ``cpu``, the process's allowed CPUs (a canonical CPU list).
+    host_cpus: int | None = None
+    cpu_core: int | None = None
+    cpus_allowed: str | None = None
 
 
 ObjectArray = npt.NDArray[np.object_]
@@ -163,7 +168,8 @@ class CrashColumns:
     String columns are object arrays holding ``str`` or ``None`` (unknown). ``time_us`` is 0 where
     ``time_known`` is false; ``cpu`` and ``signal`` are -1 where unknown. ``anomaly_mask`` has bit
     ``i`` set for ``corecensus.model.ANOMALY_NAMES[i]``. ``population`` is the population key of
-    the chosen level (``anomaly``, ``symbolic`` or ``address``).
+    the chosen level (``anomaly``, ``symbolic`` or ``address``). ``host_cpus``, ``cpu_core``
+    (-1 unknown) and ``cpus_allowed`` (``None`` unknown) are the per-CPU test's facts.
     """
 
     level: str
@@ -181,6 +187,9 @@ class CrashColumns:
     signal: npt.NDArray[np.int64]
     population: ObjectArray
     anomaly_mask: npt.NDArray[np.uint16]
+    host_cpus: npt.NDArray[np.int64] | None = None  # -1 unknown
+    cpu_core: npt.NDArray[np.int64] | None = None  # -1 unknown
+    cpus_allowed: ObjectArray | None = None
 
     def __len__(self) -> int:
         return int(self.core_id.shape[0])

@@ -14,13 +14,23 @@ from corecensus.store.tables import TABLES
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLE_DDL"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLE_DDL: Mapping[str, str] = {
     "corecensus_meta": "key VARCHAR NOT NULL PRIMARY KEY, value VARCHAR NOT NULL",
     **{t.name: t.ddl() for t in TABLES},
 }
 
-# from_version -> step that brings a connection's schema to from_version + 1. Version 1 is the
-# first; the next schema change adds MIGRATIONS[1] and bumps SCHEMA_VERSION.
-MIGRATIONS: Mapping[int, Callable[[Any], None]] = {}
+
+def _cpu_facts(con: Any) -> None:
+    """1 -> 2: the per-CPU test's facts (issue 9), unknown for crashes stored before."""
+    for name, sql in (
+        ("host_cpus", "INTEGER"),
+        ("cpu_core", "INTEGER"),
+        ("cpus_allowed", "VARCHAR"),
+    ):
+        con.execute(f"ALTER TABLE crashes ADD COLUMN {name} {sql}")
+
+
+# from_version -> step that brings a connection's schema to from_version + 1.
+MIGRATIONS: Mapping[int, Callable[[Any], None]] = {1: _cpu_facts}

@@ -134,6 +134,8 @@ CRASHES: Table[CrashRow] = declare(
     overrides={
         "cpu": "INTEGER",
         "signal": "INTEGER",
+        "host_cpus": "INTEGER",
+        "cpu_core": "INTEGER",
         "anomaly_mask": "USMALLINT NOT NULL",
         "sig_version": "INTEGER NOT NULL",
     },
