@@ -50,7 +50,7 @@ from typing import Any
 from _core.crashers import (
     CRASHERS,
     Core,
-    CoreSetupError,
+    CrasherError,
     ProcRun,
     build_launcher,
     check_core_pattern,
@@ -920,7 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = Results(cores, zcores, series, rss, cold, profiles, reps, drgn_phases)
         res.wall_s = time.perf_counter() - t_start
         text = render(res, machine(load_start))
-    except CoreSetupError as exc:
+    except CrasherError as exc:
         print(f"core_bench: {exc}", file=sys.stderr)
         return 2
     finally:

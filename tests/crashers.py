@@ -6,50 +6,66 @@ holds the sources and each source's header comment documents the exact crash sta
 crashing, a program appends `key=value` lines to the file named by $CRASHER_INFO (pid, tid, the
 address it is about to fault on, ...), which `CrashResult.info` returns.
 
-The kernel writes the core only if RLIMIT_CORE allows it, so the child raises its own soft limit
-(a `/bin/sh` wrapper that execs the crasher, leaving the test process unchanged) and pins
-RLIMIT_STACK to 8 MiB so the stack_overflow core stays about 8 MiB whatever the caller's
-`ulimit -s`.  With the usual
-core_pattern `core` the file is `core` in the crasher's cwd, or `core.PID` when
-kernel.core_uses_pid is 1; any plain-name pattern works because the core is found by content (the
-one ET_CORE ELF file the run left in its fresh working directory).
+Building, raising RLIMIT_CORE in the child, checking core_pattern and finding the core are the
+package's shared harness (corecensus.demo.kernel_cores, also used by the demo and the
+benchmarks).  Here: the catalogue of crashers, what each must die of, RLIMIT_STACK pinned to
+8 MiB so the stack_overflow core stays about 8 MiB whatever the caller's `ulimit -s`, a minimal
+environment so stack contents do not depend on the caller's, and the independent oracles (gdb,
+elfutils, binutils) that check the cores without corecensus code.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
 import re
-import resource
 import shutil
 import signal
-import struct
 import subprocess
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corecensus.demo.kernel_cores import (
+    EM_X86_64,
+    ET_CORE,
+    CrasherError,
+    build_program,
+    crash,
+    is_core_file,
+    kernel_core_problem,
+)
+
+__all__ = [
+    "CRASHERS",
+    "EM_X86_64",
+    "ET_CORE",
+    "INFO_ENV",
+    "CoreNotes",
+    "CrashResult",
+    "Crasher",
+    "CrasherError",
+    "build_crasher",
+    "build_id",
+    "crasher",
+    "gdb_facts",
+    "is_core_file",
+    "kernel_core_support",
+    "readelf_notes",
+    "run_crasher",
+]
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CRASHERS_DIR = DATA_DIR / "crashers"
 GDB_FACTS_SCRIPT = DATA_DIR / "gdb_facts.py"
 SHARED_HEADER = "crasher.h"
-CC = "gcc"
-# -O0 with frame pointers keeps every documented frame (return_to_null relies on %rbp+8 being
-# the return address); -pthread only matters for thread_crash but is harmless elsewhere.
-CFLAGS = ("-g", "-O0", "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-pthread")
 STACK_LIMIT_BYTES = 8 * 1024 * 1024
 UNSUPPORTED_EXIT = 77  # a crasher exits with this when the kernel cannot produce its crash
 INFO_ENV = "CRASHER_INFO"
 RUN_TIMEOUT_S = 30.0
 # Where kernel_core_support() looks by default; tests of the skip logic point it at a fake tree.
 PROC_ROOT = Path("/proc")
-
-ET_CORE = 4
-EM_X86_64 = 62
 
 
 @dataclass(frozen=True)
@@ -104,10 +120,6 @@ CRASHERS: dict[str, Crasher] = {
 }
 
 
-class CrasherError(RuntimeError):
-    """A crasher could not be built, or did not crash the way it must."""
-
-
 @dataclass(frozen=True)
 class CrashResult:
     """What one run of a crasher left behind.
@@ -150,52 +162,12 @@ class CrashResult:
 
 
 def kernel_core_support(proc_root: Path | None = None) -> tuple[bool, str]:
-    """Whether a crashing child here gets a core file in its own cwd, and if not, why not.
-
-    True only when kernel.core_pattern is a plain file name (no pipe to a handler such as
-    systemd-coredump or apport, no directory) and the hard RLIMIT_CORE lets a child raise its
-    soft limit.
-    """
-    pattern_file = (PROC_ROOT if proc_root is None else proc_root) / "sys/kernel/core_pattern"
-    try:
-        pattern = pattern_file.read_text().strip()
-    except OSError as exc:
-        return False, f"cannot read {pattern_file}: {exc}"
-    if not pattern:
-        return False, f"{pattern_file} is empty: the kernel writes no core files"
-    if pattern.startswith("|"):
-        return False, (
-            f"{pattern_file} pipes cores to a handler ({pattern!r}), not to a file in the "
-            "crashing process's cwd; set it to 'core' to run these tests"
-        )
-    if "/" in pattern:
-        return False, (
-            f"{pattern_file} writes cores into a fixed path ({pattern!r}), not the crashing "
-            "process's cwd; set it to 'core' to run these tests"
-        )
-    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
-    if hard == 0:
-        return False, "hard RLIMIT_CORE is 0: no process here may write a core file"
-    return True, f"core_pattern is the plain file name {pattern!r}"
-
-
-@functools.cache
-def _compiler_identity() -> str:
-    cc = shutil.which(CC)
-    if cc is None:
-        raise CrasherError(f"{CC} not found on PATH: it builds the crashing programs")
-    out = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
-    return f"{cc}\n{out.splitlines()[0]}"
-
-
-def _source_key(crasher: Crasher) -> str:
-    digest = hashlib.sha256()
-    digest.update(_compiler_identity().encode())
-    digest.update("\0".join(CFLAGS).encode())
-    for rel in (*crasher.sources, SHARED_HEADER):
-        digest.update(rel.encode() + b"\0")
-        digest.update((CRASHERS_DIR / rel).read_bytes())
-    return digest.hexdigest()[:16]
+    """Whether a crashing child here gets a core file in its own cwd, and if not, why not
+    (`PROC_ROOT` by default)."""
+    problem = kernel_core_problem(PROC_ROOT if proc_root is None else proc_root)
+    if problem is not None:
+        return False, problem
+    return True, "core_pattern is a plain file name"
 
 
 def crasher(name: str) -> Crasher:
@@ -207,62 +179,15 @@ def crasher(name: str) -> Crasher:
 
 
 def build_crasher(name: str, build_dir: Path) -> Path:
-    """Compile crasher `name` into build_dir and return the executable's path.
-
-    Cached by a hash of compiler, flags and sources: a rebuild happens only when one changed.
-    The executable is named `name` so the core's comm (pr_fname) is the crash's name
-    (truncated by the kernel to 15 bytes: dead_signal_frame becomes dead_signal_fra).
-    """
+    """Compile crasher `name` under build_dir and return the executable's path (cached by
+    compiler, flags and sources; dead_signal_frame's comm is cut to dead_signal_fra)."""
     spec = crasher(name)
-    out_dir = build_dir / _source_key(spec)
-    exe = out_dir / name
-    if exe.is_file():
-        return exe
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{name}.{os.getpid()}.tmp"
-    cmd = [CC, *CFLAGS, "-o", str(tmp), *(str(CRASHERS_DIR / s) for s in spec.sources)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise CrasherError(f"building {name} failed ({' '.join(cmd)}):\n{proc.stderr}")
-    os.replace(tmp, exe)  # atomic: a concurrent builder never sees a half-written executable
-    return exe
-
-
-def is_core_file(path: Path) -> bool:
-    """True if `path` starts with an ELF header of type ET_CORE (read with struct, no parser)."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(20)
-    except OSError:
-        return False
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        return False
-    (e_type,) = struct.unpack_from("<H", head, 16)
-    return bool(e_type == ET_CORE)
-
-
-def _find_core(workdir: Path, pid: int) -> Path | None:
-    preferred = [workdir / "core", workdir / f"core.{pid}"]
-    for path in preferred:
-        if is_core_file(path):
-            return path
-    others = sorted(p for p in workdir.iterdir() if p.is_file() and is_core_file(p))
-    if len(others) > 1:
-        raise CrasherError(f"more than one core file in {workdir}: {others}")
-    return others[0] if others else None
-
-
-# Raises the soft RLIMIT_CORE to the hard limit and sets the soft RLIMIT_STACK, then execs the
-# crasher (same pid, same argv[0], so the core's psargs and comm are the crasher's).  A shell
-# rather than a Python preexec_fn: that would run Python between fork and exec, which can
-# deadlock when another thread of the test process held a lock at fork time.
-_LIMITS_WRAPPER = 'ulimit -S -c "$(ulimit -H -c)" && ulimit -S -s "$1" && exec "$2"'
-
-
-def _stack_limit_kib() -> int:
-    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
-    limit = STACK_LIMIT_BYTES if hard == resource.RLIM_INFINITY else min(STACK_LIMIT_BYTES, hard)
-    return limit // 1024
+    return build_program(
+        name,
+        [CRASHERS_DIR / s for s in spec.sources],
+        build_dir,
+        headers=[CRASHERS_DIR / SHARED_HEADER],
+    )
 
 
 def _read_info(path: Path) -> dict[str, str]:
@@ -274,20 +199,6 @@ def _read_info(path: Path) -> dict[str, str]:
         if sep:
             info[key] = value
     return info
-
-
-def _wait(pid: int, timeout_s: float) -> int:
-    """waitpid with a deadline; returns the raw wait status (so WCOREDUMP is visible)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return status
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise CrasherError(f"crasher pid {pid} still running after {timeout_s} s; killed")
-        time.sleep(0.002)
 
 
 def run_crasher(
@@ -304,58 +215,32 @@ def run_crasher(
     Raises CrasherError when the program does not crash as specified or leaves no core.
     """
     spec = crasher(name)
-    workdir.mkdir(parents=True, exist_ok=True)
-    stale = _find_core(workdir, 0)
-    if stale is not None:
-        raise CrasherError(f"{workdir} already holds a core ({stale.name}); use a fresh directory")
     exe = build_crasher(name, build_dir if build_dir is not None else workdir / "bin")
     info_path = workdir / "crasher-info.txt"
     info_path.unlink(missing_ok=True)
-    stderr_path = workdir / "crasher-stderr.txt"
     child_env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", INFO_ENV: str(info_path)}
     child_env.update(env or {})
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", _LIMITS_WRAPPER, "crasher-limits", str(_stack_limit_kib()), str(exe)],
-            cwd=workdir,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        # Our own waitpid, not Popen.wait(): it keeps the raw status, whose WCOREDUMP bit says
-        # whether the kernel wrote a core.  Tell Popen the exit code so it does not wait again.
-        status = _wait(proc.pid, RUN_TIMEOUT_S)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    info = _read_info(info_path)
-    stderr_text = stderr_path.read_text(errors="replace")
-    killed_by = signal.Signals(os.WTERMSIG(status)) if os.WIFSIGNALED(status) else None
-    exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-    core = _find_core(workdir, proc.pid)
+    run = crash(
+        [exe],
+        workdir,
+        env=child_env,
+        stack_limit_bytes=STACK_LIMIT_BYTES,
+        timeout_s=RUN_TIMEOUT_S,
+    )
     result = CrashResult(
         name=name,
         exe=exe,
-        core=core,
-        pid=proc.pid,
-        signal=killed_by,
-        core_dumped=os.WIFSIGNALED(status) and os.WCOREDUMP(status),
-        exit_code=exit_code,
+        core=run.core,
+        pid=run.pid,
+        signal=run.signal,
+        core_dumped=run.core_dumped,
+        exit_code=run.exit_code,
         workdir=workdir,
-        stderr=stderr_text,
-        info=info,
+        stderr=run.stderr,
+        info=_read_info(info_path),
     )
-    if result.unsupported is not None:
-        return result
-    if killed_by is None:
-        raise CrasherError(f"{name} exited with {exit_code} instead of crashing: {stderr_text}")
-    if killed_by != spec.signal:
-        raise CrasherError(f"{name} died of {killed_by.name}, expected {spec.signal.name}")
-    if core is None:
-        _, reason = kernel_core_support()
-        raise CrasherError(
-            f"{name} died of {killed_by.name} but left no core in {workdir} "
-            f"(kernel reported core dumped: {result.core_dumped}; {reason})"
-        )
+    if result.unsupported is None:
+        run.require_core(name, spec.signal)
     return result
 
 

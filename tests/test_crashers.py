@@ -68,9 +68,13 @@ def facts_for(result: CrashResult, *keys: str) -> dict[str, Any]:
     [
         ("core\n", True, "plain file name"),
         ("core.%p\n", True, "plain file name"),
-        ("|/usr/lib/systemd/systemd-coredump %P %u %g %s %t %c %h\n", False, "pipes cores"),
-        ("|/usr/share/apport/apport -p%p -s%s -c%c\n", False, "pipes cores"),
-        ("/var/crash/core.%e.%p\n", False, "fixed path"),
+        (
+            "|/usr/lib/systemd/systemd-coredump %P %u %g %s %t %c %h\n",
+            False,
+            "pipes cores to a program",
+        ),
+        ("|/usr/share/apport/apport -p%p -s%s -c%c\n", False, "pipes cores to a program"),
+        ("/var/crash/core.%e.%p\n", False, "fixed place"),
         ("\n", False, "empty"),
     ],
 )
@@ -129,7 +133,7 @@ def test_kernel_cores_tests_skip_or_fail_when_cores_go_to_a_pipe(
     monkeypatch.setenv("CORECENSUS_REQUIRE_KERNEL_CORES", require)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(passed=1, **{outcome: 2})
-    result.stdout.fnmatch_lines(["*pipes cores to a handler*"])
+    result.stdout.fnmatch_lines(["*pipes cores to a program*"])
 
 
 def test_build_is_cached_and_has_symbols_and_build_id(tmp_path: Path) -> None:

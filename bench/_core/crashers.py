@@ -1,6 +1,7 @@
 """Real core dumps for the benchmarks, built at run time (no committed binaries).
 
-Each crasher is a small C program compiled here with gcc and run with RLIMIT_CORE raised, so the
+Each crasher is a small C program compiled and run with RLIMIT_CORE raised by the package's
+shared harness (corecensus.demo.kernel_cores, also used by the tests and the demo), so the
 kernel writes a genuine core into a private directory. One of them maps 4 GiB of anonymous memory
 and touches a few pages: the kernel skips pages that were never faulted in (``dump_user_range``
 only writes pages ``get_dump_page`` returns, and seeks over the rest), so its core is ~4 GiB long
@@ -16,19 +17,19 @@ child's. The launcher is a few hundred KiB, so what it reports is the child's ow
 from __future__ import annotations
 
 import os
-import resource
-import shutil
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from corecensus.demo.kernel_cores import CrasherError, build_program, crash, kernel_core_problem
+
 __all__ = [
     "CRASHERS",
     "Core",
-    "CoreSetupError",
     "Crasher",
+    "CrasherError",
     "ProcRun",
     "build_launcher",
     "check_core_pattern",
@@ -38,10 +39,10 @@ __all__ = [
 ]
 
 GIB = 1 << 30
-
-
-class CoreSetupError(Exception):
-    """The machine cannot produce the cores this benchmark needs (the message says why)."""
+# The flags the published figures were measured with (-g so every tool under test, drgn,
+# eu-stack and gdb, gets the same DWARF; -O0 keeps the frames).
+CFLAGS = ("-g", "-O0", "-pthread")
+RUN_TIMEOUT_S = 120.0  # the 4 GiB sparse core takes a while to write on a slow disk
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Crasher:
 
     name: str
     source: str
-    signal: int
+    signal: signal.Signals
     function: str
     description: str
 
@@ -186,56 +187,15 @@ int main(int argc, char **argv) {
 
 
 def check_core_pattern(proc_root: Path = Path("/proc")) -> str | None:
-    """A reason this machine will not write ``core`` files into the cwd, or None if it will."""
-    path = proc_root / "sys/kernel/core_pattern"
-    try:
-        pattern = path.read_text().strip()
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror}"
-    fix = (
-        "this benchmark needs the kernel to write plain core files into the crashing process's "
-        "directory. As root, `echo core > /proc/sys/kernel/core_pattern` (note the old value "
-        "and restore it afterwards), then run the benchmark again."
+    """A reason this machine will not write core files into the cwd, or None if it will."""
+    problem = kernel_core_problem(proc_root)
+    if problem is None:
+        return None
+    return (
+        f"{problem}; this benchmark needs the kernel to write plain core files into the "
+        "crashing process's directory. As root, `echo core > /proc/sys/kernel/core_pattern` "
+        "(note the old value and restore it afterwards), then run the benchmark again."
     )
-    if pattern.startswith("|"):
-        return (
-            f"kernel.core_pattern is {pattern!r}: cores are piped to a handler program "
-            f"(systemd-coredump, apport, ...), not written as files; {fix}"
-        )
-    if "/" in pattern or "%" in pattern or not pattern:
-        return (
-            f"kernel.core_pattern is {pattern!r}, not a plain file name (it names a directory or "
-            f"uses %-specifiers, so the core's path is not predictable here); {fix}"
-        )
-    return None
-
-
-def _core_file_name(pid: int, proc_root: Path = Path("/proc")) -> str:
-    pattern = (proc_root / "sys/kernel/core_pattern").read_text().strip()
-    try:
-        uses_pid = (proc_root / "sys/kernel/core_uses_pid").read_text().strip() == "1"
-    except OSError:
-        uses_pid = False
-    return f"{pattern}.{pid}" if uses_pid else pattern
-
-
-def _gcc(source: Path, exe: Path, extra: Sequence[str] = ()) -> None:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise CoreSetupError("gcc is not installed (apt-get install gcc); it builds the crashers")
-    # -g so every tool under test (drgn, eu-stack, gdb) gets the same DWARF; -O0 keeps frames.
-    cmd = [gcc, "-g", "-O0", "-pthread", *extra, "-o", str(exe), str(source)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise CoreSetupError(f"gcc failed for {source.name}:\n{done.stderr}")
-
-
-def _allow_cores() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
-    try:
-        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
 
 
 def make_core(crasher: Crasher, workdir: Path) -> Core:
@@ -244,27 +204,9 @@ def make_core(crasher: Crasher, workdir: Path) -> Core:
     d.mkdir(parents=True, exist_ok=True)
     src = d / f"{crasher.name}.c"
     src.write_text(crasher.source)
-    exe = d / crasher.name
-    _gcc(src, exe)
-    proc = subprocess.Popen(
-        [str(exe)],
-        cwd=d,
-        preexec_fn=_allow_cores,  # noqa: PLW1509 - only setrlimit, before exec
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _out, err = proc.communicate(timeout=120)
-    if proc.returncode != -crasher.signal:
-        raise CoreSetupError(
-            f"{crasher.name} exited with {proc.returncode}, expected death by signal "
-            f"{crasher.signal}: {err.decode(errors='replace').strip()}"
-        )
-    core = d / _core_file_name(proc.pid)
-    if not core.exists():
-        raise CoreSetupError(
-            f"{crasher.name} died by signal {crasher.signal} but no core appeared at {core} "
-            "(RLIMIT_CORE, fs.suid_dumpable, or a full/read-only filesystem?)"
-        )
+    exe = build_program(crasher.name, [src], workdir / "build", flags=CFLAGS)
+    run = crash([exe], d, timeout_s=RUN_TIMEOUT_S)
+    core = run.require_core(crasher.name, crasher.signal)
     final = d / "core"
     if core != final:
         core.rename(final)
@@ -332,9 +274,7 @@ def _extents(fd: int, size: int) -> list[tuple[int, int, bool]]:
 def build_launcher(workdir: Path) -> Path:
     src = workdir / "launcher.c"
     src.write_text(_LAUNCHER_C)
-    exe = workdir / "launcher"
-    _gcc(src, exe, ["-O2"])
-    return exe
+    return build_program("launcher", [src], workdir / "build", flags=("-O2",))
 
 
 @dataclass(frozen=True)

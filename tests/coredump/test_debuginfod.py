@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from corecensus.demo.kernel_cores import crash
 from crashers import build_crasher
 
 pytestmark = pytest.mark.kernel_cores
@@ -45,14 +47,8 @@ def stripped_crash(tmp_path: Path) -> tuple[Path, Path, Path]:
     )
     shutil.copy(exe, stripped)
     subprocess.run(["strip", "--strip-all", str(stripped)], check=True)
-    proc = subprocess.run(
-        ["/bin/sh", "-c", 'ulimit -S -c "$(ulimit -H -c)" && exec "$0"', str(stripped)],
-        cwd=work,
-        capture_output=True,
-        env={"PATH": "/usr/bin:/bin"},
-    )
-    assert proc.returncode < 0
-    (core,) = [p for p in work.iterdir() if p.name.startswith("core")]
+    run = crash([stripped], work, env={"PATH": "/usr/bin:/bin"})
+    core = run.require_core("stripped null_deref", signal.SIGSEGV)
     return core, stripped, debug_dir
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from corecensus.demo.kernel_cores import build_program, crash
 from corecensus.model import CrashRecord, Frame, MappedFile, ParseStatus, StackWord
 from corecensus.signature import PopulationLevel, Signatures, compute_signatures, population_key
 
@@ -24,43 +25,21 @@ HERE = Path(__file__).parent / "crashers"
 pytestmark = pytest.mark.kernel_cores
 
 
-def _require_tools() -> None:
-    for tool in ("g++", "gdb"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"needs {tool}")
-    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
-    if pattern.startswith("|"):
-        pytest.skip(f"core_pattern pipes cores to a program ({pattern!r}); need a plain file name")
-
-
 @pytest.fixture(scope="module")
 def crasher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _require_tools()
-    out = tmp_path_factory.mktemp("crasher") / "sigcrash"
-    subprocess.run(["g++", "-O0", "-g", "-o", str(out), str(HERE / "sigcrash.cpp")], check=True)
-    return out
-
-
-# Raise the soft core-size limit to the hard one in a shell that then execs the crasher (same
-# pid, same argv).  Not a preexec_fn: Python run between fork and exec can deadlock when another
-# thread of the test process (DuckDB's pool, say) held a lock at fork time; and setting the hard
-# limit to unlimited, as that did, fails without privilege where the hard limit is lower.
-_ALLOW_CORE = 'ulimit -S -c "$(ulimit -H -c)" && exec "$@"'
+    if shutil.which("gdb") is None:
+        pytest.skip("needs gdb")
+    return build_program(
+        "sigcrash",
+        [HERE / "sigcrash.cpp"],
+        tmp_path_factory.mktemp("crasher"),
+        flags=("-O0", "-g"),
+        compilers=("g++", "c++"),
+    )
 
 
 def _crash(crasher: Path, mode: str, workdir: Path) -> Path:
-    workdir.mkdir()
-    done = subprocess.run(
-        ["/bin/sh", "-c", _ALLOW_CORE, "allow-core", str(crasher), mode],
-        cwd=workdir,
-        capture_output=True,
-        check=False,
-    )
-    assert done.returncode < 0, f"{mode} did not crash: {done.returncode}"
-    cores = [p for p in workdir.iterdir() if p.name.startswith("core")]
-    if not cores:
-        pytest.skip("the kernel wrote no core file (core_pattern or limits)")
-    return cores[0]
+    return crash([crasher, mode], workdir).require_core(f"sigcrash {mode}")
 
 
 def _gdb_record(crasher: Path, core: Path, *, unwound: bool = True) -> CrashRecord:

@@ -3,82 +3,32 @@ write its core dumps; or, where the kernel sends cores elsewhere, use the shippe
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import struct
-import subprocess
 from importlib import resources
 from pathlib import Path
 
-from corecensus.errors import CorecensusError
+from corecensus.demo.kernel_cores import build_program, crash
 
-__all__ = ["DemoError", "build_ledger", "core_pattern_problem", "crash_once", "sample_core"]
+__all__ = ["build_ledger", "crash_once", "sample_core", "sample_executable"]
 
 SOURCES = ("ledger.c", "ret_off_by_8.S")
 
 
-class DemoError(CorecensusError):
-    """The demo could not build or run its crashing program."""
-
-
-def core_pattern_problem(proc: Path = Path("/proc")) -> str | None:
-    """Why the kernel will not write a core into the crashing program's directory, or None."""
-    try:
-        pattern = (proc / "sys/kernel/core_pattern").read_text().strip()
-    except OSError as exc:
-        return f"cannot read core_pattern: {exc.strerror}"
-    if pattern.startswith("|"):
-        return f"kernel.core_pattern pipes cores to a program ({pattern.split()[0][1:]})"
-    if "/" in pattern:
-        return f"kernel.core_pattern writes cores to a fixed place ({pattern})"
-    return None
-
-
 def build_ledger(workdir: Path) -> Path:
-    """Compile the demo program (cached by source hash) and return the executable."""
+    """Compile the demo program (cached by compiler, flags and sources); return the executable."""
     pkg = resources.files("corecensus.demo") / "programs"
-    digest = hashlib.sha256()
     src_dir = workdir / "src"
     src_dir.mkdir(parents=True, exist_ok=True)
+    # Copied out of the package: it may be installed where the compiler cannot read it (a zip).
     for name in SOURCES:
-        data = (pkg / name).read_bytes()
-        digest.update(data)
-        (src_dir / name).write_bytes(data)
-    exe = workdir / "bin" / f"ledger-{digest.hexdigest()[:12]}" / "ledger"
-    if exe.exists():
-        return exe
-    exe.parent.mkdir(parents=True, exist_ok=True)
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        raise DemoError("no C compiler (gcc) found; install gcc or run ./dev demo")
-    cmd = [cc, "-g", "-O0", "-fno-omit-frame-pointer", "-o", str(exe)] + [
-        str(src_dir / n) for n in SOURCES
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise DemoError(f"compiling the demo program failed:\n{proc.stderr.strip()}")
-    return exe
+        (src_dir / name).write_bytes((pkg / name).read_bytes())
+    return build_program("ledger", [src_dir / n for n in SOURCES], workdir / "bin")
 
 
 def crash_once(exe: Path, mode: str, rundir: Path) -> Path:
-    """Run ``exe mode`` in ``rundir`` with core dumps enabled; return the kernel's core file."""
-    rundir.mkdir(parents=True, exist_ok=True)
-    exe = exe.resolve()
-    # ulimit in a shell that then execs the program: the core limit is set in the child alone.
-    proc = subprocess.run(
-        ["/bin/sh", "-c", 'ulimit -c unlimited && exec "$0" "$1"', str(exe), mode],
-        cwd=rundir,
-        capture_output=True,
-        timeout=30,
-    )
-    if proc.returncode >= 0:
-        raise DemoError(f"ledger {mode} exited with {proc.returncode} instead of crashing")
-    cores = [p for p in rundir.iterdir() if p.name == "core" or p.name.startswith("core.")]
-    if not cores:
-        raise DemoError(
-            f"ledger {mode} crashed (signal {-proc.returncode}) but left no core in {rundir}"
-        )
-    return cores[0]
+    """Run ``exe mode`` in the fresh ``rundir`` with core dumps allowed; return the kernel's core
+    file."""
+    return crash([exe.resolve(), mode], rundir).require_core(f"ledger {mode}")
 
 
 def sample_core(mode: str, serial: int, dest: Path) -> Path:

@@ -17,14 +17,9 @@ from typing import Any
 
 from corecensus.app.analyze import AnalysisReport, analyze_store
 from corecensus.app.ingest import store_records
-from corecensus.demo.crashes import (
-    build_ledger,
-    core_pattern_problem,
-    crash_once,
-    sample_core,
-    sample_executable,
-)
+from corecensus.demo.crashes import build_ledger, crash_once, sample_core, sample_executable
 from corecensus.demo.fleet import DemoFleet, plan_fleet
+from corecensus.demo.kernel_cores import kernel_core_problem
 from corecensus.model import CrashRecord
 from corecensus.pipeline import parse_cores
 from corecensus.store import open_store
@@ -84,7 +79,7 @@ def run_demo(
     workdir.mkdir(parents=True)
     fleet = plan_fleet(seed)
     cores_dir = workdir / "cores"
-    problem = core_pattern_problem(proc_root)
+    problem = kernel_core_problem(proc_root)
     if problem is None:
         exe = build_ledger(workdir / "build")
     else:
