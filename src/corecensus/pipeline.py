@@ -11,7 +11,6 @@ culprit is recorded as ``unparsed`` with the reason.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -22,9 +21,11 @@ from typing import Any
 
 from corecensus.coredump import inspect_core
 from corecensus.errors import MetadataError
+from corecensus.ingest.documents import read_json_document
 from corecensus.ingest.journal import JournalIndex
 from corecensus.ingest.metadata import collect_metadata
 from corecensus.model import CrashRecord, ParseStatus, Problem, ProblemKind
+from corecensus.outside import clean_json_value
 from corecensus.signing import Signer, crash_row, sign_records, signature_columns
 from corecensus.store import ScreenResultRow
 
@@ -91,9 +92,26 @@ def process_core(
     meta = collect_metadata(path, journal)
     record = inspect_core(path, binaries=binaries, symbolize=symbolize, metadata=meta.fields)
     extra = [Problem(ProblemKind.METADATA, f"metadata: {e}") for e in meta.errors]
+    extra += [Problem(ProblemKind.METADATA, f"metadata: {n}") for n in meta.notes]
     if extra:
         record = dataclasses.replace(record, problems=(*record.problems, *extra))
-    return record
+    return valid_record(record)
+
+
+def valid_record(record: CrashRecord) -> CrashRecord:
+    """``record`` with every string made valid text (see :mod:`corecensus.outside`), and a note
+    saying how many were not: a path with bytes that are not UTF-8, or a lone surrogate from a
+    JSON source, must never reach the store as it is (it cost whole batches, issue 10)."""
+    cleaned, changed = clean_json_value(record.to_json())
+    if not changed:
+        return record
+    assert isinstance(cleaned, dict)
+    fixed = CrashRecord.from_json(cleaned)
+    note = Problem(
+        ProblemKind.METADATA,
+        f"{changed} text value(s) were not valid Unicode; kept with \\u escapes",
+    )
+    return dataclasses.replace(fixed, problems=(*fixed.problems, note))
 
 
 _WORKER: dict[str, object] = {}
@@ -117,16 +135,18 @@ def _work(path: Path) -> CrashRecord:
 def _crashed_record(path: Path) -> CrashRecord:
     import hashlib
 
-    return CrashRecord(
-        core_id=hashlib.sha256(str(path).encode()).hexdigest()[:32],
-        status=ParseStatus.UNPARSED,
-        problems=(
-            Problem(
-                ProblemKind.WORKER_DIED,
-                "the parser process died on this core (a crash in a native library); skipped",
+    return valid_record(
+        CrashRecord(
+            core_id=hashlib.sha256(os.fsencode(path)).hexdigest()[:32],
+            status=ParseStatus.UNPARSED,
+            problems=(
+                Problem(
+                    ProblemKind.WORKER_DIED,
+                    "the parser process died on this core (a crash in a native library); skipped",
+                ),
             ),
-        ),
-        source=str(path),
+            source=str(path),
+        )
     )
 
 
@@ -222,9 +242,9 @@ def find_screen_records(
             candidates.append(p)
     for path in candidates:
         try:
-            obj = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problems.append(f"{path}: not readable JSON ({exc})")
+            obj = read_json_document(path)
+        except MetadataError as exc:
+            problems.append(str(exc))
             continue
         if not isinstance(obj, dict) or obj.get("kind") != SCREEN_KIND:
             continue

@@ -127,6 +127,11 @@ def test_golden_file_round_trip_and_errors(tmp_path: Path) -> None:
     g = GoldenValues().with_entries({("M", "k", 1.0): "fp1"})
     g = g.with_entries({("M", "k", 1.0): "other", ("M", "j", 0.5): "fp2"})
     assert g.lookup("M", "k", 1.0) == "fp1"  # existing values win
+    # The directory is the operator's to make (issue 10: a mistyped path silently made one).
+    with pytest.raises(ScreeningError, match="cannot write golden values"):
+        g.save(path)
+    assert not path.parent.exists()
+    path.parent.mkdir()
     g.save(path)
     assert GoldenValues.load(path) == GoldenValues(g.to_json()["models"])  # type: ignore[arg-type]
     assert GoldenValues.load(path).lookup("M", "j", 0.5) == "fp2"

@@ -54,9 +54,17 @@ def analyze(
 ) -> int:
     """Find crash populations and say what causes each: a bad host/CPU, a bug, or a deploy."""
     from corecensus.app.analyze import analyze_crash_facts, analyze_store
+    from corecensus.outside import require_regular
     from corecensus.signature import PopulationLevel
     from corecensus.store import open_store
 
+    try:
+        for given in (exposure, deploys, crashes):
+            if given is not None:
+                require_regular(given)  # a FIFO would block the reader forever
+    except OSError as exc:
+        error(f"{exc.filename}: {exc.strerror}")
+        return 2
     try:
         if crashes is not None:
             report = analyze_crash_facts(crashes, exposure_csv=exposure, deploys_csv=deploys)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from corecensus.cli.output import print_json, quiet_libraries, show
+from corecensus.cli.output import error, print_json, quiet_libraries, show
 from corecensus.cli.render import record_view
 from corecensus.model import ParseStatus
 
@@ -28,8 +28,21 @@ from corecensus.model import ParseStatus
     "only the head of each core would.",
 )
 @click.option("--no-symbols", is_flag=True, help="Register and anomaly pass only (no drgn).")
+@click.option(
+    "--stdin-timeout",
+    type=click.FloatRange(min=0.001, max=86_400),
+    default=60.0,
+    show_default=True,
+    metavar="S",
+    help="With CORE '-': give up on stdin after S seconds without a byte.",
+)
 def inspect(
-    core: str, as_json: bool, binaries: tuple[Path, ...], head_bytes: int | None, no_symbols: bool
+    core: str,
+    as_json: bool,
+    binaries: tuple[Path, ...],
+    head_bytes: int | None,
+    no_symbols: bool,
+    stdin_timeout: float,
 ) -> int:
     """Read one core dump (plain, .zst, .lz4, .xz, or - for stdin) into a crash record."""
     from corecensus.coredump import inspect_core
@@ -38,10 +51,20 @@ def inspect(
     quiet_libraries()
     meta = collect_metadata(core).fields if core != "-" else {}
     record = inspect_core(
-        core, head_bytes=head_bytes, binaries=binaries, symbolize=not no_symbols, metadata=meta
+        core,
+        head_bytes=head_bytes,
+        binaries=binaries,
+        symbolize=not no_symbols,
+        metadata=meta,
+        stdin_timeout=stdin_timeout,
     )
     if as_json:
         print_json(record.to_json())
     else:
         show(record_view(record))
-    return 1 if record.status is ParseStatus.UNPARSED else 0
+    if record.status is ParseStatus.UNPARSED:
+        # The reason on stderr too, as one line: a script that keeps only stderr, or reads
+        # --json from stdout, still learns why the exit status is 1.
+        error(record.errors[0] if record.errors else f"{core}: not parsed")
+        return 1
+    return 0

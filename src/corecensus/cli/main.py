@@ -50,6 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rv = cli.main(args=list(argv) if argv is not None else sys.argv[1:], standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except click.UsageError as exc:
+        # One line, like every other error (Click's own takes four: usage, hint, blank, error).
+        from corecensus.cli.output import error
+
+        where = exc.ctx.command_path if exc.ctx is not None else "corecensus"
+        error(f"{exc.format_message()} (see `{where} --help`)")
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

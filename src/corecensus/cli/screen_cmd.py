@@ -16,7 +16,7 @@ from rich.console import Console
 
 from corecensus.cli.output import error, show
 from corecensus.cli.render import screen_view
-from corecensus.errors import CorecensusError
+from corecensus.errors import ConfigError, CorecensusError
 from corecensus.screening import (
     BUILTIN_CHECKS,
     Mode,
@@ -144,6 +144,10 @@ def screen(
         registry = default_registry()
         if config.checks is not None:
             registry.subset(config.checks)
+        for path, what in ((golden_path, "--golden"), (out_path, "--out")):
+            # Before the screen runs, not after: a mistyped directory must not cost a screen.
+            if path is not None and not path.parent.is_dir():
+                raise ConfigError(f"{what} {path}: directory {path.parent} does not exist")
     except CorecensusError as exc:
         return _fail(err, exc, 2)
     try:

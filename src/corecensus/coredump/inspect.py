@@ -16,7 +16,7 @@ from corecensus.coredump.anomalies import detect_anomalies
 from corecensus.coredump.binaries import BinaryResolver
 from corecensus.coredump.notes import AT_ENTRY, AT_EXECFN
 from corecensus.coredump.parse import ParsedCore, parse_core
-from corecensus.coredump.source import DEFAULT_MAX_STREAM_BYTES, open_core
+from corecensus.coredump.source import DEFAULT_MAX_STREAM_BYTES, DEFAULT_STDIN_TIMEOUT, open_core
 from corecensus.coredump.stackwindow import RawSignalFrame, RawStackWord, scan_stack
 from corecensus.errors import (
     CompressionError,
@@ -51,6 +51,7 @@ def inspect_core(
     metadata: Mapping[str, str] | None = None,
     stdin: BinaryIO | None = None,
     max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
+    stdin_timeout: float = DEFAULT_STDIN_TIMEOUT,
 ) -> CrashRecord:
     """Parse a core dump (plain, zstd, lz4, xz; ``-`` for stdin) into a crash record.
 
@@ -60,7 +61,13 @@ def inspect_core(
     meta = dict(metadata or {})
     name = str(path)
     try:
-        src = open_core(path, head_bytes=head_bytes, max_stream_bytes=max_stream_bytes, stdin=stdin)
+        src = open_core(
+            path,
+            head_bytes=head_bytes,
+            max_stream_bytes=max_stream_bytes,
+            stdin=stdin,
+            stdin_timeout=stdin_timeout,
+        )
     except CoreError as exc:
         return _unparsed(name, exc, meta)
     resolver = BinaryResolver([Path(b) for b in binaries])
@@ -91,7 +98,8 @@ def problem_kind(exc: CoreError) -> ProblemKind:
 
 
 def _unparsed(name: str, exc: CoreError, meta: dict[str, str], head: bytes = b"") -> CrashRecord:
-    digest = hashlib.sha256(head or name.encode()).hexdigest()[:32]
+    # surrogatepass: a path with bytes that are not UTF-8 must still hash (and not raise).
+    digest = hashlib.sha256(head or name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     problem = Problem(problem_kind(exc), str(exc))
     return CrashRecord(
         core_id=digest,
@@ -122,7 +130,14 @@ def _record(
 
         with Symbolizer(p, binaries) as sym:
             errors.extend(Problem(ProblemKind.SYMBOLS, e) for e in sym.errors)
-            if problem is None:
+            if not sym.opened:
+                # No copy drgn could read (a full $TMPDIR): the register pass's frames, as
+                # with --no-symbols; the reason is among the problems and the record partial.
+                pc = p.pc
+                frames = [_frame(pc, None, modules)] if pc is not None else []
+                frames = _recover(p, frames, words, modules, names, force=True)
+                errors.append(Problem(ProblemKind.UNWIND_STOPPED, "not unwound: drgn has no core"))
+            elif problem is None:
                 stack = sym.unwind()
                 frames = [_frame(pc, fn, modules) for pc, fn in stack.frames]
                 unwound = stack.unwound
@@ -162,6 +177,9 @@ def _record(
             )
         )
     errors.extend(Problem(ProblemKind.DAMAGED, e) for e in p.space.problems)
+    p.src.check_integrity(max((s.offset + s.filesz for s in p.segments), default=0))
+    if p.src.damage is not None:
+        errors.append(Problem(ProblemKind.DAMAGED, p.src.damage))
     t = p.crashed
     exe = meta.get("COREDUMP_EXE") or executable_path(p)
     return CrashRecord(
@@ -183,7 +201,7 @@ def _record(
         effective_address=ctx.effective_address,
         instruction=ctx.facts.get("instruction"),
         crashed_tid=t.pid if t else None,
-        threads=len(p.threads),
+        threads=p.thread_count,
         registers=dict(t.registers) if t else {},
         modules=tuple(modules),
         frames=tuple(frames),

@@ -38,6 +38,10 @@ AT_PHDR, AT_ENTRY, AT_PLATFORM, AT_EXECFN, AT_SYSINFO_EHDR = 3, 9, 15, 31, 33
 
 # NT_FILE of a process with 65530 mappings is a few MiB; refuse a count beyond what fits.
 MAX_FILE_MAPPINGS = 1 << 20
+# Mappings kept from one NT_FILE: Linux's default vm.max_map_count is 65530 (DEFAULT_MAX_MAP_COUNT
+# in include/linux/mm.h), so a real process rarely lists more; a hostile note with 1,048,575
+# entries once cost 2.0 GB and 49 s (issue 10). The rest are dropped with a note.
+MAX_FILE_MAPPINGS_KEPT = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,15 +177,18 @@ def decode_file_note(note: Note, hdr: ElfHeader) -> tuple[list[FileMapping], str
     table = 2 * w
     if count > MAX_FILE_MAPPINGS or table + count * 3 * w > len(d):
         return [], f"NT_FILE claims {count} mappings, more than its {len(d)} bytes hold"
-    names = d[table + count * 3 * w :].split(b"\0", count)
-    names.extend([b"?"] * (count - len(names)))
+    kept = min(count, MAX_FILE_MAPPINGS_KEPT)
+    names = d[table + count * 3 * w :].split(b"\0", kept)[:kept]
+    names.extend([b"?"] * (kept - len(names)))
     entries = struct.iter_unpack(
-        hdr.endian + ("QQQ" if w == 8 else "III"), d[table : table + count * 3 * w]
+        hdr.endian + ("QQQ" if w == 8 else "III"), d[table : table + kept * 3 * w]
     )
     out = [
         FileMapping(start, end, pgoff * page_size, name.decode("utf-8", "replace"))
-        for (start, end, pgoff), name in zip(entries, names, strict=False)  # names may be longer
+        for (start, end, pgoff), name in zip(entries, names, strict=True)
     ]
+    if kept < count:
+        return out, f"NT_FILE lists {count} mappings; kept the first {kept}"
     return out, None
 
 

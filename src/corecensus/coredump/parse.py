@@ -53,6 +53,14 @@ STACK_BELOW = 8 << 10
 STACK_ABOVE = 8 << 10
 # Stack captured above the window for the unwinder (drgn) when the core is compressed.
 UNWIND_STACK_ABOVE = 256 << 10
+# Threads whose registers are decoded; the rest are only counted. The crashed thread is the
+# first note (see ParsedCore.crashed) and the record keeps only its registers and the count, so
+# nothing the record holds is lost and no problem is recorded (a JVM may well run 10,000
+# threads); a core claiming a million threads costs a count, not a million register sets.
+MAX_THREADS_KEPT = 4096
+# Distinct mapped files kept as modules (each costs a build-id read and a place in every stored
+# record); a process with more is hostile or extraordinary. Executable ones are kept first.
+MAX_MODULES = 4096
 
 
 @dataclass
@@ -78,6 +86,8 @@ class ParsedCore:
     errors: list[Problem] = field(default_factory=list)
     modules: list[MappedFile] = field(default_factory=list)
     notes_end: int = 0  # file offset just past the last note: the head a copy must keep
+    # Threads in the core (``threads`` holds at most MAX_THREADS_KEPT of them).
+    thread_count: int = 0
 
     @cached_property
     def crashed(self) -> PrStatus | None:
@@ -160,10 +170,14 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
     auxv: dict[int, int] = {}
     files: list[FileMapping] = []
     has_file_note = False
+    thread_count = 0
     for note in notes:
         if note.name not in (b"CORE", b"LINUX"):
             continue
         if note.type == NT_PRSTATUS and note.name == b"CORE":
+            thread_count += 1
+            if len(threads) >= MAX_THREADS_KEPT:
+                continue
             st = decode_prstatus(note, hdr, arch)
             if st is not None:
                 threads.append(st)
@@ -177,7 +191,10 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
             has_file_note = True
             files, problem = decode_file_note(note, hdr)
             if problem:
-                errors.append(Problem(ProblemKind.NOTE_MALFORMED, problem))
+                # An NT_FILE cut to the cap keeps its first entries; one that claims more
+                # than it holds keeps none, and the module list is then unknown.
+                kind = ProblemKind.CAPPED if files else ProblemKind.DAMAGED
+                errors.append(Problem(kind, problem))
     if not threads:
         errors.append(
             Problem(
@@ -192,7 +209,7 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
     digest = hashlib.sha256(head).hexdigest()[:32]
     parsed = ParsedCore(
         src, hdr, arch, arch_name, segments, files, threads, prpsinfo, siginfo, auxv, space,
-        resolver, digest, writer, errors, notes_end=notes_end,
+        resolver, digest, writer, errors, notes_end=notes_end, thread_count=thread_count,
     )  # fmt: skip
     if not isinstance(src, FileSource):  # a plain file reads at random for free
         src.prefetch(wanted_ranges(parsed))
@@ -257,6 +274,18 @@ def _modules(p: ParsedCore) -> list[MappedFile]:
     by_path: dict[str, list[FileMapping]] = {}
     for f in p.files:
         by_path.setdefault(f.path, []).append(f)
+    if len(by_path) > MAX_MODULES:
+        # Executable files first (the ones frames and signatures name), then by address.
+        ranked = sorted(
+            by_path,
+            key=lambda path: not any(p.space.is_executable(m.start) for m in by_path[path]),
+        )
+        p.errors.append(
+            Problem(
+                ProblemKind.CAPPED, f"{len(by_path)} mapped files; kept {MAX_MODULES} as modules"
+            )
+        )
+        by_path = {path: by_path[path] for path in ranked[:MAX_MODULES]}
     out: list[MappedFile] = []
     for path, maps in by_path.items():
         maps.sort(key=lambda m: m.start)

@@ -26,6 +26,7 @@ import lz4.frame
 import zstandard
 
 from corecensus.errors import CompressionError, CoreError
+from corecensus.outside import open_regular, open_regular_fd
 
 __all__ = [
     "CoreSource",
@@ -43,8 +44,20 @@ _XZ_MAGIC = b"\xfd7zXZ\x00"
 HEAD_CACHE_BYTES = 16 << 20
 # Skip-ahead chunk when walking a stream to a far offset.
 _CHUNK = 1 << 20
+# How far past the last byte a parse read a compressed stream is decoded to reach its end and
+# have its checksum verified (see StreamSource.check_integrity).
+VERIFY_BYTES = 64 << 20
 # Default cap on how far into a decompressed stream a parse may walk (bytes).
 DEFAULT_MAX_STREAM_BYTES = 64 << 30
+# Decoder memory caps (issue 10): a 537 KB `zstd --long=31` core asked for a 2 GiB window and a
+# 1.7 MB .xz with a 3 GiB dictionary for 3.2 GB. zstd's own default limit without --long is a
+# 2**27 window (ZSTD_WINDOWLOG_LIMIT_DEFAULT in zstd's lib/zstd.h); systemd-coredump and `xz -9`
+# stay far below both (8 MiB window, 64 MiB dictionary).
+ZSTD_MAX_WINDOW_BYTES = 1 << 27
+XZ_MEMLIMIT_BYTES = 256 << 20
+# How long a read of stdin may wait for bytes, in seconds, before the core is given up as
+# stalled (a pipe whose writer neither writes nor closes).
+DEFAULT_STDIN_TIMEOUT = 60.0
 
 
 class CoreSource(Protocol):
@@ -52,6 +65,9 @@ class CoreSource(Protocol):
 
     name: str
     compression: str | None
+    # Set when the bytes stopped being readable part-way (a corrupt or truncated compressed
+    # stream); everything after that point reads as absent, and the record must say so.
+    damage: str | None
 
     def pread(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset``; fewer at the end of the visible data."""
@@ -63,6 +79,10 @@ class CoreSource(Protocol):
 
     def prefetch(self, ranges: list[tuple[int, int]]) -> None:
         """Hint: these (offset, size) ranges will be read."""
+        ...
+
+    def check_integrity(self, expected_end: int) -> None:
+        """Let the decoder verify its checksums if that is cheap (sets ``damage`` if not)."""
         ...
 
     def close(self) -> None: ...
@@ -86,13 +106,14 @@ class FileSource:
     """A plain core file, read with ``os.pread``; ``head_bytes`` hides everything after it."""
 
     compression: str | None = None
+    damage: str | None = None
 
     def __init__(self, path: Path, head_bytes: int | None = None, *, fd: int | None = None) -> None:
         """Open ``path``, or adopt ``fd`` (already open on it; closed by :meth:`close`)."""
         self.name = str(path)
         if fd is None:
             try:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                fd = open_regular_fd(path)
             except OSError as exc:
                 raise CoreError(f"cannot open: {exc.strerror}", str(path)) from exc
         self._fd = fd
@@ -113,6 +134,9 @@ class FileSource:
 
     def prefetch(self, ranges: list[tuple[int, int]]) -> None:
         """Random access is cheap here; nothing to do."""
+
+    def check_integrity(self, expected_end: int) -> None:
+        """A plain file has no checksum to verify."""
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -146,6 +170,7 @@ class StreamSource:
         self._eof_at: int | None = None
         self._captured: list[tuple[int, bytes]] = []
         self.restarts = 0
+        self.damage: str | None = None
         self._open()
 
     def _open(self) -> None:
@@ -157,15 +182,23 @@ class StreamSource:
     def _read_stream(self, n: int) -> bytes:
         assert self._stream is not None
         try:
-            data = self._stream.read(n)
+            # read1: one decoder step at most, so the bytes decoded before a damaged block are
+            # returned before the damage is met (read(n) would drop them with the error).
+            read1 = getattr(self._stream, "read1", None)
+            data = read1(n) if read1 is not None else self._stream.read(n)
         except (zstandard.ZstdError, lzma.LZMAError, RuntimeError, EOFError, OSError) as exc:
             # lz4 raises RuntimeError on corrupt frames; all mean the same to the caller.
             if self._pos == 0:
-                raise CompressionError(
-                    f"corrupt {self.compression} stream: {exc}", self.name
-                ) from exc
-            # Corruption after the head: what was read so far stays usable.
+                raise CompressionError(_decoder_problem(self.compression, exc), self.name) from exc
+            # Damage after the head: what was read so far stays usable, and the record says
+            # where the readable part ends (an lz4 core corrupt mid-stream once came out `ok`
+            # with an empty stack window and a missing anomaly).
             self._eof_at = self._pos
+            if self.damage is None:
+                self.damage = (
+                    f"{self.compression} stream unreadable after {self._pos} decompressed bytes "
+                    f"({exc}); memory beyond that point is missing"
+                )
             return b""
         if not data:
             self._eof_at = self._pos
@@ -194,7 +227,7 @@ class StreamSource:
         if end > self._max:
             raise CompressionError(
                 f"reading offset {end:#x} would decompress past the {self._max >> 20} MiB limit "
-                "(raise --max-stream-bytes if this is a genuine core)",
+                "of a compressed core",
                 self.name,
             )
         if offset < self._pos:
@@ -235,6 +268,23 @@ class StreamSource:
                 self._captured.append((offset, data))
                 kept += len(data)
 
+    def check_integrity(self, expected_end: int) -> None:
+        """Decompress on to the end of the stream when it lies at most
+        :data:`VERIFY_BYTES` past what was read, so that the decoder checks the stream's
+        checksum (lz4 content checksum, zstd frame checksum, xz check).
+
+        Damage inside a block that still decodes gives wrong bytes and no error until that
+        check: an lz4 core corrupt mid-stream once came out ``ok`` with an empty stack window.
+        The stack is usually among the last segments of a core, so the rest is short.
+        """
+        if self._eof_at is not None or self.damage is not None or self._stream is None:
+            return
+        stop = max(expected_end, self._pos) + VERIFY_BYTES
+        if expected_end - self._pos > VERIFY_BYTES:
+            return
+        while self._pos < stop and self._read_stream(_CHUNK):
+            pass
+
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
@@ -254,19 +304,70 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
+def _decoder_problem(compression: str | None, exc: BaseException) -> str:
+    text = str(exc)
+    if "memory" in text.lower():  # zstd: "...too much memory...", xz: "Memory usage limit..."
+        cap = ZSTD_MAX_WINDOW_BYTES if compression == "zstd" else XZ_MEMLIMIT_BYTES
+        return (
+            f"{compression} stream needs more decoder memory than the {cap >> 20} MiB cap "
+            f"(a decompression bomb, or an unusually large window): {text}"
+        )
+    return f"corrupt {compression} stream: {text}"
+
+
 def _decompressing_reader(raw: BinaryIO | Path, compression: str) -> BinaryIO:
-    """A decompressing reader that owns (and closes) ``raw`` when it is a path."""
+    """A decompressing reader that owns (and closes) ``raw``, which it opens if it is a path."""
+    if isinstance(raw, Path):
+        raw = open_regular(raw)
     if compression == "zstd":
-        if isinstance(raw, Path):
-            raw = open(raw, "rb")  # noqa: SIM115 - the stream reader closes it (closefd)
         # read_across_frames: systemd-coredump and `zstd` may write several frames.
-        dctx = zstandard.ZstdDecompressor(max_window_size=1 << 31)
+        dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW_BYTES)
         return cast(BinaryIO, dctx.stream_reader(raw, read_across_frames=True, closefd=True))
     if compression == "lz4":
-        return cast(BinaryIO, lz4.frame.LZ4FrameFile(raw, mode="rb"))
+        return cast(BinaryIO, _Closing(lz4.frame.LZ4FrameFile(raw, mode="rb"), raw))
     if compression == "xz":
-        return cast(BinaryIO, lzma.LZMAFile(raw, mode="rb"))
+        return _xz_reader(raw)
     raise AssertionError(compression)
+
+
+class _Closing:
+    """A decompressing reader that also closes the file it reads (LZ4FrameFile and the xz
+    reader leave a file object they were given open)."""
+
+    def __init__(self, reader: BinaryIO, fh: BinaryIO) -> None:
+        self._reader = reader
+        self._fh = fh
+
+    def read(self, n: int = -1) -> bytes:
+        return self._reader.read(n)
+
+    def read1(self, n: int = -1) -> bytes:
+        return cast(bytes, self._reader.read1(n))  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        finally:
+            self._fh.close()
+
+
+def _xz_reader(fh: BinaryIO) -> BinaryIO:
+    """xz (and concatenated xz streams) decoded under :data:`XZ_MEMLIMIT_BYTES`.
+
+    lzma.LZMAFile takes no memory limit, so this builds what it builds inside (CPython
+    Lib/lzma.py, LZMAFile.__init__) with one: the stdlib's ``_compression.DecompressReader``
+    over an ``LZMADecompressor(memlimit=...)``.
+    """
+    import _compression
+
+    decoder = _compression.DecompressReader(
+        fh,
+        lzma.LZMADecompressor,
+        trailing_error=lzma.LZMAError,
+        format=lzma.FORMAT_AUTO,
+        memlimit=XZ_MEMLIMIT_BYTES,
+    )
+    return cast(BinaryIO, _Closing(cast(BinaryIO, io.BufferedReader(decoder)), fh))
 
 
 def open_core(
@@ -274,17 +375,22 @@ def open_core(
     head_bytes: int | None = None,
     max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
     stdin: BinaryIO | None = None,
+    stdin_timeout: float = DEFAULT_STDIN_TIMEOUT,
 ) -> CoreSource:
-    """Open a core by path (``-`` for stdin), detecting compression by magic, not by name."""
+    """Open a core by path (``-`` for stdin), detecting compression by magic, not by name.
+
+    A read of stdin that waits more than ``stdin_timeout`` seconds for a byte raises
+    :class:`CoreError` (a stalled pipe must not hang the caller)."""
     if str(path) == "-":
         raw_in = stdin if stdin is not None else sys.stdin.buffer
         # stdin cannot be rewound, so its bytes are spooled to an anonymous temporary file as
         # they are read; only the part the parse touches is ever pulled from the pipe.
-        return _stdin_source(raw_in, head_bytes, max_stream_bytes)
+        return _stdin_source(_TimedInput(raw_in, stdin_timeout), head_bytes, max_stream_bytes)
     p = Path(path)
-    # One descriptor sniffs the magic and, for a plain core, becomes the FileSource's.
+    # One descriptor sniffs the magic and, for a plain core, becomes the FileSource's. Only a
+    # regular file is read: opening a FIFO would block forever, a device never ends.
     try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = open_regular_fd(p)
     except OSError as exc:
         raise CoreError(f"cannot open: {exc.strerror}", str(p)) from exc
     try:
@@ -303,8 +409,46 @@ def open_core(
     return StreamSource(str(p), opener, compression, head_bytes, max_stream_bytes)
 
 
-def _stdin_source(raw_in: BinaryIO, head_bytes: int | None, max_stream_bytes: int) -> CoreSource:
-    magic = raw_in.read(8)
+class _TimedInput:
+    """Reads from a pipe that give up after ``timeout`` seconds without a byte.
+
+    A file object without a descriptor (BytesIO in tests) is read as it is: it cannot stall.
+    """
+
+    def __init__(self, raw: BinaryIO, timeout: float) -> None:
+        self._raw = raw
+        self._timeout = timeout
+        try:
+            self._fd: int | None = raw.fileno()
+        except (OSError, AttributeError, ValueError):  # io.UnsupportedOperation is an OSError
+            self._fd = None
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes (fewer if that is what has arrived); b"" at the end."""
+        if self._fd is None:
+            return self._raw.read(n)
+        import select
+
+        ready, _w, _x = select.select([self._fd], [], [], self._timeout)
+        if not ready:
+            raise CoreError(f"stdin stalled: no data for {self._timeout:g} s", "<stdin>")
+        try:
+            return os.read(self._fd, n)
+        except OSError as exc:
+            raise CoreError(f"cannot read stdin: {exc.strerror or exc}", "<stdin>") from exc
+
+    def read_exactly(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = self.read(n - len(out))
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def _stdin_source(raw_in: _TimedInput, head_bytes: int | None, max_stream_bytes: int) -> CoreSource:
+    magic = raw_in.read_exactly(8)
     compression = _sniff(magic)
     spool = _Spool(raw_in, magic)
     if compression is None:
@@ -323,12 +467,15 @@ def _stdin_source(raw_in: BinaryIO, head_bytes: int | None, max_stream_bytes: in
 class _Spool:
     """Tees a pipe into an unnamed temporary file so the stream can be restarted."""
 
-    def __init__(self, raw: BinaryIO, first: bytes) -> None:
+    def __init__(self, raw: _TimedInput, first: bytes) -> None:
         import tempfile
 
         self._raw = raw
-        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        self._file.write(first)
+        try:
+            self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+            self._file.write(first)
+        except OSError as exc:
+            raise _spool_error(exc) from exc
         self._written = len(first)
         self._done = False
 
@@ -338,8 +485,12 @@ class _Spool:
             if not chunk:
                 self._done = True
                 break
-            self._file.seek(self._written)
-            self._file.write(chunk)
+            try:
+                self._file.seek(self._written)
+                self._file.write(chunk)
+                self._file.flush()
+            except OSError as exc:  # ENOSPC in a nearly full $TMPDIR
+                raise _spool_error(exc) from exc
             self._written += len(chunk)
 
     def reader(self) -> BinaryIO:
@@ -347,6 +498,15 @@ class _Spool:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _spool_error(exc: OSError) -> CoreError:
+    import tempfile
+
+    return CoreError(
+        f"cannot keep stdin in {tempfile.gettempdir()} ($TMPDIR): {exc.strerror or exc}",
+        "<stdin>",
+    )
 
 
 class _SpoolReader(io.RawIOBase):

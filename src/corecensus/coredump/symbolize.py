@@ -105,6 +105,8 @@ class Symbolizer:
         self.binaries = list(binaries)
         self.prog: Any = None
         self.errors: list[str] = []
+        # False until drgn has the core open (no drgn, no temporary copy, libelf refused it).
+        self.opened = False
         self._ctx: contextlib.AbstractContextManager[str] | None = None
 
     def __enter__(self) -> Symbolizer:
@@ -116,8 +118,18 @@ class Symbolizer:
         except ImportError as exc:  # pragma: no cover - drgn is a hard dependency
             self.errors.append(f"drgn unavailable: {exc}")
             return self
-        self._ctx = _core_path(self.p)
-        path = self._ctx.__enter__()
+        ctx = _core_path(self.p)
+        try:
+            path = ctx.__enter__()
+        except OSError as exc:
+            # ENOSPC in a nearly full $TMPDIR once raised out of a whole ingest (0 of 73
+            # stored, issue 10): the core is kept unsymbolized, with the reason.
+            self.errors.append(
+                f"not symbolized: cannot write the temporary copy drgn reads in "
+                f"{tempfile.gettempdir()} ($TMPDIR): {exc.strerror or exc}"
+            )
+            return self
+        self._ctx = ctx
         try:
             prog = drgn.Program()
             prog.set_core_dump(path)
@@ -125,6 +137,7 @@ class Symbolizer:
             self.errors.append(f"drgn cannot open this core: {exc}")
             return self
         self.prog = prog
+        self.opened = True
         self._load_debug_info(drgn)
         return self
 

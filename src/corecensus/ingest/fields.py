@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from corecensus.cpulist import canonical_cpu_list
 from corecensus.errors import MetadataError
+from corecensus.outside import is_valid_text, valid_text
 
 __all__ = [
     "BOOT_ID",
@@ -87,6 +88,18 @@ _BOOT_ID = re.compile(r"[0-9a-fA-F]{32}")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _UNSIGNED_FIELDS = frozenset({PID, UID, GID, SIGNAL, TIMESTAMP, CPU, HOST_CPUS, CPU_CORE})
+# Largest value each numeric field can truly have, so that an absurd one is an error with a note
+# instead of a silent null in the store, or a CPU 2147483647 that makes a host look like it has
+# two billion CPUs (issue 10). CPUs: no architecture's NR_CPUS goes past 8192 (x86 MAXSMP,
+# arch/x86/Kconfig NR_CPUS_RANGE_END). Time: microseconds up to the year 2200.
+_MAX_VALUE: dict[str, int] = {
+    CPU: 8191,
+    CPU_CORE: 8191,
+    HOST_CPUS: 8192,
+    TIMESTAMP: 7_258_118_400 * 1_000_000,
+    PID: 2**22,  # PID_MAX_LIMIT on 64-bit (include/linux/threads.h)
+    SIGNAL: 64,  # _NSIG
+}
 
 
 def metadata_error(origin: str, line: int | None, message: str) -> MetadataError:
@@ -106,7 +119,10 @@ def _check_value(name: str, value: str) -> str | None:
     """The value to keep (normalized), or None if it is malformed."""
     if name in _UNSIGNED_FIELDS:
         value = value.strip()
-        return value if _UNSIGNED.fullmatch(value) else None
+        if not _UNSIGNED.fullmatch(value):
+            return None
+        top = _MAX_VALUE.get(name)
+        return value if top is None or int(value) <= top else None
     if name == RLIMIT:
         value = value.strip()
         return value if _SIGNED.fullmatch(value) else None
@@ -129,8 +145,9 @@ def check_fields(
     """Validate ``raw`` (already strings): drop malformed known fields (each an error), dropped
     and oversized fields (each a note); keep the rest, unknown fields included."""
     out = CheckedFields(fields={})
-    for name, value in raw.items():
+    for name, given in raw.items():
         line = line_of.get(name) if line_of else None
+        value = given
         if not _FIELD_NAME.fullmatch(name):
             out.errors.append(metadata_error(origin, line, f"bad field name {name!r}"))
             continue
@@ -140,9 +157,18 @@ def check_fields(
         if len(value) > MAX_VALUE_CHARS:
             out.notes.append(f"{origin}: {name} not kept ({len(value)} chars)")
             continue
+        if not is_valid_text(value):
+            # A lone surrogate ("x\ud800y" in JSON) cannot be stored as UTF-8 and once cost
+            # a whole ingest batch (issue 10); keep the value, with the code point escaped.
+            value = valid_text(value)
+            out.notes.append(f"{origin}: {name} was not valid text; kept as {value!r}")
         checked = _check_value(name, value)
         if checked is None:
-            out.errors.append(metadata_error(origin, line, f"{name}: malformed value {value!r}"))
+            top = _MAX_VALUE.get(name)
+            why = f"{name}: malformed value {value!r}"
+            if top is not None and _UNSIGNED.fullmatch(value.strip()):
+                why += f" (out of range: 0 to {top})"
+            out.errors.append(metadata_error(origin, line, why))
             continue
         out.fields[name] = checked
     return out

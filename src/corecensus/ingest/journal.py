@@ -34,6 +34,7 @@ from corecensus.ingest.fields import (
     check_fields,
     metadata_error,
 )
+from corecensus.outside import open_regular
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -199,7 +200,7 @@ def _entry_from_object(
 def _lines(path: Path, limit: int) -> Iterator[tuple[int, bytes | None]]:
     """(line number, line) pairs; None for a line longer than ``limit`` bytes, whose rest is
     skipped without holding it in memory."""
-    with path.open("rb") as fh:
+    with open_regular(path) as fh:  # a FIFO would block forever
         lineno = 0
         while True:
             line = fh.readline(limit + 1)

@@ -44,6 +44,7 @@ from corecensus.ingest.fields import (
     metadata_error,
 )
 from corecensus.ingest.journal import JournalIndex
+from corecensus.outside import open_regular
 
 __all__ = [
     "MAX_SIDECAR_BYTES",
@@ -173,7 +174,7 @@ def read_sidecar(core_path: str | os.PathLike[str]) -> SourceFields | None:
     path = sidecar_path(core_path)
     origin = str(path)
     try:
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:  # a FIFO sidecar must not block the ingest
             data = fh.read(MAX_SIDECAR_BYTES + 1)
     except FileNotFoundError:
         return None

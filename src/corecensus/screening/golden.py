@@ -23,10 +23,13 @@ from pathlib import Path
 from types import MappingProxyType
 
 from corecensus.errors import ScreeningError
+from corecensus.outside import open_regular
 
 __all__ = ["GoldenValues", "scale_key"]
 
 _FORMAT = 1
+# A golden file holds one fingerprint per (CPU model, check, scale): kilobytes.
+MAX_GOLDEN_BYTES = 16 << 20
 
 
 def scale_key(scale: float) -> str:
@@ -65,17 +68,28 @@ class GoldenValues:
     def load(cls, path: Path) -> GoldenValues:
         """Read a golden file; a missing file is an empty table, a malformed one an error."""
         try:
-            text = path.read_text(encoding="utf-8")
+            with open_regular(path) as fh:  # a FIFO must not block the screen
+                data = fh.read(MAX_GOLDEN_BYTES + 1)
         except FileNotFoundError:
             return cls()
         except OSError as exc:
             raise ScreeningError(f"{path}: cannot read golden values: {exc.strerror}") from exc
+        if len(data) > MAX_GOLDEN_BYTES:
+            raise ScreeningError(f"{path}: larger than {MAX_GOLDEN_BYTES} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ScreeningError(
+                f"{path}: golden values are not UTF-8 text (byte {exc.start})"
+            ) from exc
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ScreeningError(
                 f"{path}:{exc.lineno}: golden values are not JSON: {exc.msg}"
             ) from exc
+        except RecursionError as exc:
+            raise ScreeningError(f"{path}: golden values nested too deeply") from exc
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
             raise ScreeningError(f"{path}: not a golden-values file of format {_FORMAT}")
         models = doc.get("models")
@@ -92,8 +106,12 @@ class GoldenValues:
     def save(self, path: Path) -> None:
         """Write atomically (temporary file in the same directory, then rename)."""
         data = json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        # The directory is the operator's to make: a mistyped path must fail, not quietly
+        # create a tree nobody reads (issue 10).
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        except OSError as exc:
+            raise ScreeningError(f"{path}: cannot write golden values: {exc.strerror}") from exc
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(data)

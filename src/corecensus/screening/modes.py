@@ -26,6 +26,11 @@ __all__ = ["MAX_DUTY_CYCLE", "MAX_SLICE_S", "ScreenConfig", "next_periodic_delay
 
 MAX_DUTY_CYCLE = 0.01
 MAX_SLICE_S = 0.25
+# Largest per-CPU budget and whole-screen limit (seconds). Timeouts end in epoll_wait, whose
+# limit is INT_MAX milliseconds (24.8 days): `--budget 1e7` raised OverflowError, `inf` too
+# (issue 10). A day per CPU and a week in all are far beyond any real screen.
+MAX_BUDGET_S = 86_400.0
+MAX_OVERALL_S = 7 * 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +86,21 @@ class ScreenConfig:
         return config
 
     def validate(self) -> None:
-        if not self.budget_s > 0:
-            raise ConfigError(f"budget must be positive seconds, not {self.budget_s}")
-        if self.overall_budget_s is not None and not self.overall_budget_s > 0:
-            raise ConfigError(f"overall budget must be positive, not {self.overall_budget_s}")
+        if not 0 < self.budget_s <= MAX_BUDGET_S:
+            raise ConfigError(
+                f"budget must be positive seconds up to {MAX_BUDGET_S:g}, not {self.budget_s}"
+            )
+        if self.overall_budget_s is not None and not 0 < self.overall_budget_s <= MAX_OVERALL_S:
+            raise ConfigError(
+                f"overall budget must be positive seconds up to {MAX_OVERALL_S:g}, "
+                f"not {self.overall_budget_s}"
+            )
+        if self.jitter_s < 0:
+            raise ConfigError(f"jitter cannot be negative ({self.jitter_s})")
+        if not self.jitter_s <= MAX_BUDGET_S:  # also refuses NaN
+            raise ConfigError(
+                f"jitter must be at most {MAX_BUDGET_S:g} seconds, not {self.jitter_s}"
+            )
         if self.rounds is not None and self.rounds < 1:
             raise ConfigError(f"rounds must be at least 1, not {self.rounds}")
         if not self.scale > 0:
@@ -93,8 +109,8 @@ class ScreenConfig:
             raise ConfigError(f"retries cannot be negative ({self.retries})")
         if self.concurrency is not None and self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {self.concurrency}")
-        if self.jitter_s < 0:
-            raise ConfigError(f"jitter cannot be negative ({self.jitter_s})")
+        if self.checks is not None and not self.checks:
+            raise ConfigError("no check named (see --list-checks)")
         bg = self.background
         if bg is not None:
             if not 0 < bg.duty_cycle <= MAX_DUTY_CYCLE:
@@ -116,7 +132,7 @@ class ScreenConfig:
         if self.overall_budget_s is not None:
             return self.overall_budget_s
         waves = self.waves(ncpus)
-        return waves * (self.budget_s + self.grace_s) + 5.0
+        return min(waves * (self.budget_s + self.grace_s) + 5.0, MAX_OVERALL_S)
 
     def selected(self, online: Sequence[int]) -> tuple[int, ...]:
         return tuple(self.cpus) if self.cpus is not None else tuple(online)

@@ -26,6 +26,7 @@ import numpy as np
 
 from corecensus.errors import StoreError
 from corecensus.model import CrashRecord
+from corecensus.outside import require_regular
 from corecensus.store.records import AddResult, CrashColumns, CrashRow, SignatureColumns
 from corecensus.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLE_DDL
 from corecensus.store.tables import CRASHES, SIGNATURE_FIELDS, TABLES, Table
@@ -143,6 +144,12 @@ class DuckDBStore:
             parent = Path(raw).parent
             if not parent.is_dir():
                 raise StoreError(f"{self._location}: directory {parent} does not exist")
+            try:
+                require_regular(raw)  # DuckDB would block forever opening a FIFO
+            except FileNotFoundError:
+                pass  # a new store
+            except OSError as exc:
+                raise StoreError(f"{self._location}: {exc.strerror or exc}") from exc
         with self._guard("opening the store"):
             self._con = duckdb.connect(raw, read_only=read_only)
         try:
