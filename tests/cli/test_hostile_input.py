@@ -174,8 +174,10 @@ def test_full_tmpdir_stores_compressed_cores_unsymbolized(
             "--db",
             str(db),
             "--json",
+            # One worker: Python's tempfile probes $TMPDIR once per process and falls back to
+            # /tmp if the probe finds no room, which a second worker's copy can briefly take.
             "--jobs",
-            "2",
+            "1",
             env={"TMPDIR": str(tmp)},
         )
         piped = _cli(
