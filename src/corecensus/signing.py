@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from corecensus.errors import StoreError
 from corecensus.ingest.fields import CPU_CORE, HOST_CPUS, cpus_allowed_of
-from corecensus.model import CrashRecord
+from corecensus.model import CrashRecord, Problem, ProblemKind
+from corecensus.outside import clean_json_value
 from corecensus.signature import (
     PopulationLevel,
     Signatures,
@@ -23,7 +24,7 @@ from corecensus.signature import (
 )
 from corecensus.store import CrashRow, SignatureColumns
 
-__all__ = ["Signer", "crash_row", "sign_records", "signature_columns"]
+__all__ = ["Signer", "crash_row", "sign_records", "signature_columns", "valid_record"]
 
 Signer = Callable[[CrashRecord], Signatures]
 _INT32_MAX = 2**31 - 1
@@ -105,5 +106,24 @@ def sign_records(
     records: Iterable[CrashRecord], sign: Signer = compute_signatures
 ) -> Iterator[CrashRow]:
     """Each record signed (``sign``: the current rules, or a site's own frame lists) as a row."""
-    for record in records:
+    for given in records:
+        # Records parsed elsewhere (an agent's upload, a backfill worker) are made valid text
+        # here too: nothing reaches the store that it cannot encode.
+        record = valid_record(given)
         yield crash_row(record, sign(record))
+
+
+def valid_record(record: CrashRecord) -> CrashRecord:
+    """``record`` with every string made valid text (see :mod:`corecensus.outside`), and a note
+    saying how many were not: a path with bytes that are not UTF-8, or a lone surrogate from a
+    JSON source, must never reach the store as it is (it cost whole batches, issue 10)."""
+    cleaned, changed = clean_json_value(record.to_json())
+    if not changed:
+        return record
+    assert isinstance(cleaned, dict)
+    fixed = CrashRecord.from_json(cleaned)
+    note = Problem(
+        ProblemKind.METADATA,
+        f"{changed} text value(s) were not valid Unicode; kept with \\u escapes",
+    )
+    return dataclasses.replace(fixed, problems=(*fixed.problems, note))

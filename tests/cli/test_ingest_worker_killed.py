@@ -95,4 +95,7 @@ def test_kill_9_of_a_worker_loses_no_core(
     assert summary["ingested"] == len(NAMES)
     assert summary["ingested"] + summary["duplicates"] == len(NAMES) * COPIES
     assert summary["unparsed"] == 0
-    assert summary["worker_died"] == 1 and summary["retried_alone"] >= 1
+    # Only the cores the dead worker had started run again alone (issue 10: one death once
+    # made every remaining core of the batch run one at a time); with two workers that is at
+    # most two, and none if the kill came before the worker began its first core.
+    assert summary["worker_died"] == 1 and summary["retried_alone"] <= 2

@@ -222,3 +222,24 @@ def test_record_that_json_cannot_hold_is_a_store_error(store: Store) -> None:
     with pytest.raises(StoreError, match=f"crash {bad.core_id} cannot be stored as JSON"):
         store.add_crashes(rows([bad]))
     assert store.count_crashes() == 0
+
+
+def test_replace_crashes_rewrites_and_removes_in_place(store: Store) -> None:
+    """The store primitive behind "one record per crash, the best kept" (the choice of the
+    best is the pipeline's): a row replaces the stored one of its core_id, ``remove`` deletes."""
+    records = [make_record(i, host=f"h{i}") for i in range(4)]
+    store.add_crashes(rows(records))
+    better = dataclasses.replace(
+        records[1], metadata={**records[1].metadata, "COREDUMP_HOSTNAME": "replaced"}
+    )
+    assert store.replace_crashes(rows([better]), remove=[records[2].core_id]) == 1
+    assert store.count_crashes() == 3
+    got = store.get_crash(records[1].core_id)
+    assert got is not None and got.metadata["COREDUMP_HOSTNAME"] == "replaced"
+    assert store.get_crash(records[2].core_id) is None
+    found = store.get_crashes([records[0].core_id, records[2].core_id, "no-such-id"])
+    assert set(found) == {records[0].core_id}
+    assert found[records[0].core_id].metadata["COREDUMP_HOSTNAME"] == "h0"
+    # A row whose core_id is not stored yet is simply added.
+    assert store.replace_crashes(rows([make_record(9)])) == 1
+    assert store.count_crashes() == 4

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corecensus.coredump import unparsed_core_id
 from corecensus.ingest.journal import JournalIndex, load_journal
 from corecensus.model import CrashRecord, ParseStatus
 from corecensus.pipeline import (
     find_cores,
     find_screen_records,
+    keep_best,
     parse_cores,
     sign_records,
 )
@@ -59,6 +61,8 @@ class IngestSummary:
     cores: int = 0
     ingested: int = 0
     duplicates: int = 0
+    replaced: int = 0  # stored records replaced by a more complete record of the same crash
+    removed_unparsed: int = 0  # unparsed records of files that now parsed
     status: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
@@ -83,6 +87,8 @@ class IngestSummary:
             "cores": self.cores,
             "ingested": self.ingested,
             "duplicates": self.duplicates,
+            "replaced": self.replaced,
+            "removed_unparsed": self.removed_unparsed,
             "ok": self.status["ok"],
             "partial": self.status["partial"],
             "unparsed": self.status["unparsed"],
@@ -115,10 +121,41 @@ def store_records(
     pending: list[CrashRecord] = []
 
     def flush() -> None:
-        result = store.add_crashes(sign_records(pending))
+        # One record per crash, the best kept (see keep_best): records of one crash within
+        # the batch are merged first, then each with what the store holds.
+        batch: dict[str, CrashRecord] = {}
+        for record in pending:
+            seen = batch.get(record.core_id)
+            if seen is not None:
+                out.duplicates += 1
+            batch[record.core_id] = record if seen is None else keep_best(seen, record)
+        pending.clear()
+        # An unparsed record of a file that now parses is the same crash: it goes.
+        stale = {
+            sid
+            for r in batch.values()
+            if r.status is not ParseStatus.UNPARSED and r.source
+            for sid in _unparsed_ids(r)
+            if sid not in batch
+        }
+        stored = store.get_crashes([*batch, *stale])
+        fresh = [r for cid, r in batch.items() if cid not in stored]
+        better = []
+        for cid, r in batch.items():
+            if cid in stored:
+                merged = keep_best(stored[cid], r)
+                if merged == stored[cid]:
+                    out.duplicates += 1
+                else:
+                    better.append(merged)
+        gone = [sid for sid in stale if sid in stored]
+        result = store.add_crashes(sign_records(fresh))
         out.ingested += result.new
         out.duplicates += result.duplicate
-        pending.clear()
+        if better or gone:
+            store.replace_crashes(sign_records(better), remove=gone)
+            out.replaced += len(better)
+            out.removed_unparsed += len(gone)
 
     for record in records:
         out.count(record)
@@ -128,6 +165,16 @@ def store_records(
     if pending:
         flush()
     return out
+
+
+def _unparsed_ids(record: CrashRecord) -> tuple[str, str]:
+    """The identities an unparsed record of this record's file would have had (with and without
+    its host: a worker that died knew the sidecar's, a core that could not be opened may not)."""
+    source = record.source or ""
+    return (
+        unparsed_core_id(source, record.metadata.get("COREDUMP_HOSTNAME")),
+        unparsed_core_id(source),
+    )
 
 
 def store_screens(store: Store, rows: Sequence[ScreenResultRow]) -> int:

@@ -5,6 +5,6 @@ Public surface: :func:`inspect_core` (one core → :class:`~corecensus.model.Cra
 
 from __future__ import annotations
 
-from corecensus.coredump.inspect import inspect_core
+from corecensus.coredump.inspect import inspect_core, unparsed_core_id
 
-__all__ = ["inspect_core"]
+__all__ = ["inspect_core", "unparsed_core_id"]

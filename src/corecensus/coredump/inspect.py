@@ -37,7 +37,7 @@ from corecensus.model import (
     status_of,
 )
 
-__all__ = ["inspect_core"]
+__all__ = ["inspect_core", "unparsed_core_id"]
 
 MAX_RECOVERED_FRAMES = 16
 
@@ -75,8 +75,7 @@ def inspect_core(
         try:
             parsed = parse_core(src, resolver)
         except CoreError as exc:
-            head = src.pread(0, 4096)
-            return _unparsed(name, exc, meta, head)
+            return _unparsed(name, exc, meta)
         return _record(parsed, name, [Path(b) for b in binaries], symbolize, meta)
     except CoreError as exc:
         # Reads past the first pass (e.g. a stream that turns corrupt) still leave a record.
@@ -97,12 +96,19 @@ def problem_kind(exc: CoreError) -> ProblemKind:
     return ProblemKind.UNREADABLE
 
 
-def _unparsed(name: str, exc: CoreError, meta: dict[str, str], head: bytes = b"") -> CrashRecord:
+def unparsed_core_id(source: str, host: str | None = None) -> str:
+    """The identity of a crash whose core could not be parsed: its file (and host), not its
+    bytes, so that ingesting the same file again after a fix (a permission, a worker that died
+    on it) replaces the unparsed record instead of counting the crash twice (issue 10)."""
     # surrogatepass: a path with bytes that are not UTF-8 must still hash (and not raise).
-    digest = hashlib.sha256(head or name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    key = f"unparsed\0{host or ''}\0{source}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+def _unparsed(name: str, exc: CoreError, meta: dict[str, str]) -> CrashRecord:
     problem = Problem(problem_kind(exc), str(exc))
     return CrashRecord(
-        core_id=digest,
+        core_id=unparsed_core_id(name, meta.get("COREDUMP_HOSTNAME")),
         status=ParseStatus.UNPARSED,
         problems=(problem,),
         source=name,

@@ -44,6 +44,10 @@ __all__ = [
     "parse_time_us",
 ]
 
+# More processes of one service on one host than this is a data error: Linux's PID_MAX_LIMIT is
+# 4,194,304 (include/linux/threads.h), so no host runs more processes at once.
+MAX_PROCESSES = float(1 << 22)
+
 # The crash table stores anomalies as a bit mask; more than 16 names would need a wider dtype.
 assert len(ANOMALY_NAMES) <= 16
 
@@ -499,6 +503,13 @@ class ExposureBuilder:
                 raise MetadataError(f"{name}:{line}: 'processes' is not a number") from None
             if not np.isfinite(p) or p < 0:
                 raise MetadataError(f"{name}:{line}: 'processes' must be >= 0")
+            if p > MAX_PROCESSES:
+                # 1e308 processes overflowed the exposure-hours to inf (a numpy warning and a
+                # wrong cause downstream, issue 10); no host runs anything like this many.
+                raise MetadataError(
+                    f"{name}:{line}: 'processes' {processes} is more than {MAX_PROCESSES:.0f} "
+                    "on one host"
+                )
         self._host.add(host)
         self._start.append(s)
         self._end.append(e)

@@ -9,6 +9,7 @@ row. A malformed file raises :class:`~corecensus.errors.MetadataError` naming ``
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import IO
 
 from corecensus.epidemiology.table import Deploys, DeploysBuilder, ExposureBuilder, ExposureTable
 from corecensus.errors import MetadataError
+from corecensus.outside import open_regular
 
 __all__ = ["DEPLOY_COLUMNS", "EXPOSURE_COLUMNS", "read_deploys", "read_exposure"]
 
@@ -65,7 +67,9 @@ def _rows(
     if isinstance(source, str | os.PathLike):
         name = os.fspath(source)
         try:
-            stream: IO[str] = open(name, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+            # A regular file only: a FIFO named as --exposure would block forever.
+            raw = open_regular(name)
+            stream: IO[str] = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         except OSError as exc:
             raise MetadataError(f"{name}: cannot read: {exc.strerror}") from None
     else:

@@ -350,6 +350,39 @@ class DuckDBStore:
         )
         return self._decode(core_id, rows[0][0]) if rows else None
 
+    def get_crashes(self, core_ids: Iterable[str]) -> dict[str, CrashRecord]:
+        out: dict[str, CrashRecord] = {}
+        for batch in batched(dict.fromkeys(core_ids), BATCH_ROWS):
+            for core_id, record_json in self._select(
+                "SELECT core_id, record_json FROM crashes "
+                "WHERE core_id IN (SELECT unnest(?::VARCHAR[]))",
+                [batch],
+                "reading crashes",
+            ):
+                out[core_id] = self._decode(core_id, record_json)
+        return out
+
+    def replace_crashes(self, rows: Iterable[CrashRow], remove: Iterable[str] = ()) -> int:
+        written = 0
+        gone = list(dict.fromkeys(remove))
+        for batch in batched(rows, BATCH_ROWS):
+            unique = {r.core_id: r for r in batch}  # the last of one id wins
+            now_us = int(self._clock() * 1_000_000)
+            fresh = [dataclasses.replace(r, ingested_us=now_us) for r in unique.values()]
+            with self._transaction("replacing crashes") as con:
+                con.execute(
+                    "DELETE FROM crashes WHERE core_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [[*unique, *gone]],
+                )
+                written += self._insert(con, CRASHES, fresh)
+            gone = []
+        if gone:
+            with self._transaction("removing crashes") as con:
+                con.execute(
+                    "DELETE FROM crashes WHERE core_id IN (SELECT unnest(?::VARCHAR[]))", [gone]
+                )
+        return written
+
     def count_crashes(self) -> int:
         return int(self._select("SELECT count(*) FROM crashes")[0][0])
 

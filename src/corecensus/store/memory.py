@@ -88,6 +88,26 @@ class MemoryStore:
             row = self._crashes.get((core_id,))
         return CrashRecord.from_json(json.loads(row.record_json)) if row else None
 
+    def get_crashes(self, core_ids: Iterable[str]) -> dict[str, CrashRecord]:
+        out: dict[str, CrashRecord] = {}
+        for core_id in core_ids:
+            found = self.get_crash(core_id)
+            if found is not None:
+                out[core_id] = found
+        return out
+
+    def replace_crashes(self, rows: Iterable[CrashRow], remove: Iterable[str] = ()) -> int:
+        written = 0
+        with self._lock:
+            self._check_open()
+            now_us = int(self._clock() * 1_000_000)
+            for core_id in remove:
+                self._crashes.pop((core_id,), None)
+            for row in rows:
+                self._crashes[CRASHES.key_of(row)] = dataclasses.replace(row, ingested_us=now_us)
+                written += 1
+        return written
+
     def count_crashes(self) -> int:
         with self._lock:
             self._check_open()

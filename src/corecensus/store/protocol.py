@@ -46,6 +46,16 @@ class Store(Protocol):
 
     def get_crash(self, core_id: str) -> CrashRecord | None: ...
 
+    def get_crashes(self, core_ids: Iterable[str]) -> dict[str, CrashRecord]:
+        """The stored records among ``core_ids`` (unknown ids are absent from the result)."""
+        ...
+
+    def replace_crashes(self, rows: Iterable[CrashRow], remove: Iterable[str] = ()) -> int:
+        """Store ``rows`` in place of any stored crash with the same ``core_id``, and delete the
+        crashes ``remove`` names, in one transaction per batch; returns how many rows were
+        written. For keeping the best record of a crash (the caller decides which is best)."""
+        ...
+
     def count_crashes(self) -> int: ...
 
     def update_signatures(self, updates: Iterable[tuple[str, SignatureColumns]]) -> int:
