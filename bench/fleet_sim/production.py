@@ -37,6 +37,8 @@ class ProductionStats:
     situation_ok: int = 0
     situation_all: int = 0
     rescreen_live: int = 0  # flagged faulty hosts told "rescreen" while their fault was live
+    stopped_all: int = 0  # flagged faulty hosts whose fault had stopped
+    stopped_rescreen: int = 0  # of them, told to rescreen
     seconds: list[float] = field(default_factory=list)
     crashes: list[int] = field(default_factory=list)
 
@@ -76,6 +78,9 @@ def score(a: FleetAnalysis, fleet: Fleet, sc: Scenario, st: ProductionStats, hos
         if sc.stop_after_microcode:
             st.situation_all += 1
             st.situation_ok += bool(rescreen) == stopped
+            st.stopped_all += stopped
+            st.stopped_rescreen += bool(rescreen) and stopped
+            st.rescreen_live += bool(rescreen) and not stopped
         elif rescreen:
             st.rescreen_live += 1
         if sc.smt or sc.bad_cpus == 2:
@@ -130,11 +135,14 @@ def _situation(sc: Scenario, st: ProductionStats) -> str:
     if not st.situation_all:
         extra = f"rescreen told to live faults: {st.rescreen_live}" if st.rescreen_live else ""
         return extra or "–"
+    if sc.stop_after_microcode:
+        return (
+            f"stopped faults told to rescreen: {st.stopped_rescreen}/{st.stopped_all}; live "
+            f"faults told to rescreen (must be 0): {st.rescreen_live}"
+        )
     what = (
         "loops reported as loops"
         if sc.loops
-        else "stopped faults told to rescreen, live ones to take the CPU out"
-        if sc.stop_after_microcode
         else "the physical core named with its siblings"
         if sc.smt
         else "both bad CPUs named"
