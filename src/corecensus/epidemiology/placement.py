@@ -13,7 +13,8 @@ Math. 15:60-77):
 1. **Allowed set.** A crash's allowed CPUs are its ``Cpus_allowed_list``; a crash pinned to one
    CPU carries no evidence about that CPU (cell ``-1``, its anomalies still count). Unknown:
    the host's online CPU count, else (no host facts) the largest CPU index seen on that host
-   plus one, a lower bound of the host's CPUs. Never another host's count.
+   plus one, a lower bound of the host's CPUs (rounded down to 2^j or 1.5 * 2^j). Never
+   another host's count.
 2. **One set per host.** Crashes with different allowed sets are not exchangeable, so each
    host is tested on the set most of its crashes with a CPU ran under (its *stratum*); the
    others keep their anomalies but not their CPU.
@@ -148,7 +149,10 @@ def place_crashes(
     cells[cap] = np.minimum(cells[cap], given[cap])
     cells[from_host] = given[from_host]
     cells[from_default] = np.maximum(default_cpus, seen[from_default])
-    cells[from_seen] = seen[from_seen]
+    # A count guessed from the host's own crashes is rounded down to 2^j or 1.5 * 2^j (still a
+    # lower bound, hence conservative): hosts without facts otherwise bring hundreds of distinct
+    # counts, each its own largest-cell law to compute.
+    cells[from_seen] = _round_down(seen[from_seen])
     source[from_set] = 0
     source[from_host] = 1
     source[from_seen] = 2
@@ -178,6 +182,14 @@ def place_crashes(
         pinned_services=pinned_services,
         allowed_size=size,
     )
+
+
+def _round_down(count: I64) -> I64:
+    """The largest of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... not above ``count`` (``count >= 1``)."""
+    c = np.maximum(count, 1)
+    power = np.left_shift(1, np.floor(np.log2(c)).astype(np.int64))
+    out: I64 = np.where(c >= power + power // 2, power + power // 2, power)
+    return out
 
 
 def _core_of_cpu(h: I64, c: I64, core: I64, with_core: B, need: B) -> I64:
