@@ -281,3 +281,16 @@ def test_placement_rules_directly() -> None:
     assert p.cells.tolist() == [8, 16, 32]
     assert p.cells_source.tolist() == [0, 1, 2]
     assert p.pinned.tolist() == [2, 0, 0]
+
+
+def test_a_steady_crash_stream_is_not_a_loop() -> None:
+    """A busy host crashing one signature every ~12 minutes all month chains into bursts by the
+    gap rule, but that is its rate: folded for the host tests, not reported as a loop."""
+    rng = np.random.default_rng(9)
+    steady = [
+        crash("h077", float(d), int(rng.integers(32)), pop="steady")
+        for d in np.sort(rng.uniform(0, 30, 3600))
+    ]
+    a = analyze(CrashTable.from_rows(background() + steady))
+    assert a.flagged_hosts(HostKind.CRASH_LOOP) == ()
+    assert a.flagged_hosts() == ()

@@ -166,6 +166,7 @@ class _Context:
             host_cpus=given_host_cpus(crashes, n_hosts),
             params=params,
             settings=scan_settings(params),
+            time_order=order,
         )
         scan, cpus = fleet.scan, fleet.placement.cells
         rates = None

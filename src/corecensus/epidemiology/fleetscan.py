@@ -87,6 +87,7 @@ def scan_fleet(
     host_cpus: I64 | None,
     params: AnalysisParams,
     settings: ScanSettings,
+    time_order: I64 | None = None,
 ) -> FleetScan:
     """Run steps 1-4 of the module docstring."""
     placement = place_crashes(
@@ -108,6 +109,7 @@ def scan_fleet(
         cpu=crashes.cpu,
         gap_us=int(params.loop_gap_s * 1_000_000),
         min_crashes=params.loop_min_crashes,
+        time_order=time_order,
     )
     ev = bursts.event
     h = crashes.host.codes[ev].astype(np.int64)
