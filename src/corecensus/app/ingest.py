@@ -8,6 +8,7 @@ loses at most the batch in flight.
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ def store_records(
     passed in is added to). Used for records parsed elsewhere (the agent, backfill workers)."""
     out = summary if summary is not None else IngestSummary(store.location)
     pending: list[CrashRecord] = []
+    next_snapshot = 0.0  # the first batch stored leaves one at once
 
     def flush() -> None:
         # One record per crash, the best kept (see keep_best): records of one crash within
@@ -156,6 +158,14 @@ def store_records(
             store.replace_crashes(sign_records(better), remove=gone)
             out.replaced += len(better)
             out.removed_unparsed += len(gone)
+        nonlocal next_snapshot
+        started = time.monotonic()
+        if started >= next_snapshot:
+            # Readers (analyze) cannot open a store a writer holds; they read this copy. A
+            # large store takes a while to copy: never more than a tenth of the time.
+            store.write_snapshot()
+            took = time.monotonic() - started
+            next_snapshot = started + max(SNAPSHOT_EVERY_S, 10 * took)
 
     for record in records:
         out.count(record)
@@ -165,6 +175,11 @@ def store_records(
     if pending:
         flush()
     return out
+
+
+# How often a long ingest refreshes the snapshot readers use (seconds); it also writes one as
+# soon as it has stored its first batch, and at its end.
+SNAPSHOT_EVERY_S = 30.0
 
 
 def _unparsed_ids(record: CrashRecord) -> tuple[str, str]:
@@ -231,4 +246,5 @@ def ingest_paths(
         summary.worker_died = events["worker_died"]
         summary.retried_alone = events["retried_alone"]
     summary.screens = store_screens(store, screens)
+    store.write_snapshot()
     return summary

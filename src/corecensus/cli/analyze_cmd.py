@@ -72,6 +72,8 @@ def analyze(
             if store_missing(db):
                 return 2
             store = open_store(db, read_only=True)
+            if store.snapshot is not None:
+                _note_snapshot(db, Path(store.snapshot))
             try:
                 report = analyze_store(
                     store, exposure_csv=exposure, deploys_csv=deploys, level=PopulationLevel(level)
@@ -88,3 +90,19 @@ def analyze(
             analysis_view(report.analysis, evidence=not brief, screens=report.inputs.screens_json())
         )
     return 0
+
+
+def _note_snapshot(db: Path, snapshot: Path) -> None:
+    """Say, on stderr, that the analysis is of the writer's last snapshot, and how old it is."""
+    import time
+
+    from corecensus.cli.render import escape_control
+
+    age = max(0.0, time.time() - snapshot.stat().st_mtime)
+    click.echo(
+        escape_control(
+            f"note: {db} is being written by another process; analyzing its snapshot "
+            f"{snapshot} ({age:.0f} s old)"
+        ),
+        err=True,
+    )

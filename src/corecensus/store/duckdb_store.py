@@ -37,10 +37,18 @@ __all__ = [
     "DuckDBStore",
     "batched",
     "population_column",
+    "snapshot_path",
     "translate_error",
 ]
 
 DEFAULT_STORE_PATH = Path("corecensus.duckdb")
+
+
+def snapshot_path(store: str | os.PathLike[str]) -> Path:
+    """Where a writer leaves the copy readers use while it holds the store."""
+    return Path(f"{os.fspath(store)}.snapshot")
+
+
 # Rows per transaction: bounds the memory of one insert and what a failure can lose.
 BATCH_ROWS = 1000
 
@@ -150,13 +158,57 @@ class DuckDBStore:
                 pass  # a new store
             except OSError as exc:
                 raise StoreError(f"{self._location}: {exc.strerror or exc}") from exc
-        with self._guard("opening the store"):
-            self._con = duckdb.connect(raw, read_only=read_only)
+        # Set when a reader found the file held by a writer and opened its snapshot instead.
+        self.snapshot: str | None = None
+        try:
+            con = duckdb.connect(raw, read_only=read_only)
+        except duckdb.Error as exc:
+            fallback = self._snapshot_instead(raw, exc) if read_only else None
+            if fallback is None:
+                raise translate_error(exc, self._location, "opening the store") from exc
+            con = fallback
+        except OSError as exc:
+            raise translate_error(exc, self._location, "opening the store") from exc
+        self._con = con
         try:
             self._ensure_schema()
         except BaseException:
             self.close()
             raise
+
+    def _snapshot_instead(self, raw: str, exc: duckdb.Error) -> duckdb.DuckDBPyConnection | None:
+        """A read-only connection to the writer's snapshot when ``exc`` says another process
+        holds the file (DuckDB lets no second process open a file being written, not even to
+        read): ``analyze`` may run while ``ingest`` writes (issue 10)."""
+        lowered = str(exc).lower()
+        snap = snapshot_path(raw)
+        if not ("lock" in lowered and snap.is_file()):
+            return None
+        try:
+            con = duckdb.connect(str(snap), read_only=True)
+        except duckdb.Error:
+            return None
+        self.snapshot = str(snap)
+        return con
+
+    def write_snapshot(self) -> None:
+        """Copy what is committed to ``<store>.snapshot`` for readers while this process holds
+        the file: into a temporary file, then renamed over the last one (readers that have
+        the old one open keep reading it). No-op for an in-memory or read-only store."""
+        if self._location == ":memory:" or self._read_only:
+            return
+        target = snapshot_path(self._location)
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        with self._connection("writing a snapshot") as con:
+            row = con.execute("SELECT current_database()").fetchone()
+            name = str(row[0]) if row else "main"
+            con.execute(f"ATTACH {_quote_literal(str(tmp))} AS corecensus_snapshot")
+            try:
+                con.execute(f'COPY FROM DATABASE "{name}" TO corecensus_snapshot')
+            finally:
+                con.execute("DETACH corecensus_snapshot")
+        os.replace(tmp, target)
 
     # -- plumbing -------------------------------------------------------------------------
 

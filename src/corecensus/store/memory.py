@@ -108,6 +108,9 @@ class MemoryStore:
                 written += 1
         return written
 
+    def write_snapshot(self) -> None:
+        """An in-memory store has no other readers."""
+
     def count_crashes(self) -> int:
         with self._lock:
             self._check_open()
