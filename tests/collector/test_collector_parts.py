@@ -115,6 +115,7 @@ def test_retry_after_is_whole_seconds_at_least_one() -> None:
 def test_backlog_estimate_grows_with_queued_work_and_learns_the_cost() -> None:
     backlog = Backlog(initial_s_per_record=1e-3)
     idle = backlog.expected_wait_s()
+    assert idle == 0.005
     backlog.queued(10_000)
     busy = backlog.expected_wait_s()
     assert busy > idle + 9.0  # 10,000 records at 1 ms each, at least
@@ -123,6 +124,29 @@ def test_backlog_estimate_grows_with_queued_work_and_learns_the_cost() -> None:
         backlog.queued(100)
     assert backlog.commit_s_per_record == pytest.approx(1e-4, rel=0.01)
     assert backlog.expected_wait_s() < busy / 3
+    # Requests admitted but not yet read count too, at the average request size.
+    before = backlog.expected_wait_s()
+    for _ in range(10):
+        backlog.admitted()
+    assert backlog.expected_wait_s() > before
+    for _ in range(10):
+        backlog.left()
+    assert backlog.expected_wait_s() == pytest.approx(before)
+
+
+def test_an_idle_collector_is_not_refused_by_costs_a_burst_inflated() -> None:
+    backlog = Backlog()
+    backlog.queued(100)
+    backlog.committed(100, 0.02)  # the fastest commit: 20 ms
+    for _ in range(30):  # then a burst measured under contention: 2 s per record decoded
+        backlog.decoded(20, 40.0)
+        backlog.queued(20)
+        backlog.committed(20, 30.0)
+    backlog.admitted()
+    assert backlog.expected_wait_s() > 60  # busy: the inflated costs count
+    backlog.left()
+    # Idle: only the fastest commit seen stands between a request and its answer.
+    assert backlog.expected_wait_s() == pytest.approx(0.02)
 
 
 # --- the writer -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from tests.store.store_records import make_record
 
 from corecensus.coredump import inspect_core
 from corecensus.ingest.wire import (
+    AGENT_HEADER,
     DEADLINE_HEADER,
     BatchAck,
     ContentEncoding,
@@ -376,12 +377,14 @@ def test_logs_are_json_lines_without_tokens_or_bodies(
         proc.client(tokens["web-1"]),
         RecordKind.HEARTBEATS,
         [HeartbeatRecord("web-1", 9, marker, "1")],
+        headers={AGENT_HEADER: "corecensus-agent/0.1.0"},
     )
     post(proc.client(tokens["web-1"] + "x"), RecordKind.HEARTBEATS, [])
     events = proc.events()
     assert events and all(e["event"] != "not_json" for e in events)
     uploads = [e for e in events if e["event"] == "upload"]
     assert {e["status"] for e in uploads} >= {200, 401}
+    assert any(e.get("client") == "corecensus-agent/0.1.0" for e in uploads)
     text = proc.log_path.read_text()
     for token in tokens.values():
         assert token.partition(".")[2] not in text

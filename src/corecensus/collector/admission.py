@@ -58,10 +58,12 @@ class RateLimiter:
 class Backlog:
     """Work accepted and not yet answered, and what it is expected to cost.
 
-    Records move through two stages: decoding (bytes -> checked records, on decode threads) and
-    committing (the writer). Each stage's cost per record is a moving average of what it measured
-    (seconds per record), so the estimate follows the machine's real speed; until a stage has
-    measured anything it assumes ``initial_s_per_record``.
+    A request passes two stages after admission: decoding (its body read, decompressed and
+    checked, on decode threads) and committing (the writer). Each stage's cost per record is a
+    moving average of what it measured (seconds per record, wall time, so contention for the
+    CPU is in it); until a stage has measured anything it assumes ``initial_s_per_record``.
+    Requests admitted but not yet queued for the writer are counted at the average request
+    size: under a burst many are admitted before any of them has been read.
     """
 
     # Weight of the newest measurement in the moving averages.
@@ -73,28 +75,38 @@ class Backlog:
         self.commit_s_per_record = initial_s_per_record
         self.commit_s = 0.01
         self.records_per_request = 100.0
-        self.decoding_requests = 0
+        self.admitted_requests = 0
         self.queued_records = 0
+        # The fastest commit seen: what any request costs at least. Before the first, 5 ms (a
+        # commit that reaches the disk does not take less).
+        self._commit_floor_s: float | None = None
 
     def expected_wait_s(self) -> float:
-        """Seconds until the work already accepted is committed (this request's own share
-        included, at the average request size)."""
+        """Seconds until the work already accepted is committed, this request's own share
+        (at the average request size) included. With nothing admitted or queued it is the
+        fastest commit seen: a cost estimate a burst inflated must not refuse an idle
+        collector's requests forever (they are what measures it again)."""
         with self._lock:
-            decoding = (self.decoding_requests + 1) * self.records_per_request
-            commits = self.queued_records + decoding
+            if self.admitted_requests == 0 and self.queued_records == 0:
+                return 0.005 if self._commit_floor_s is None else self._commit_floor_s
+            pending = (self.admitted_requests + 1) * self.records_per_request
             return (
-                decoding * self.decode_s_per_record
-                + commits * self.commit_s_per_record
+                pending * (self.decode_s_per_record + self.commit_s_per_record)
+                + self.queued_records * self.commit_s_per_record
                 + self.commit_s
             )
 
-    def decode_started(self) -> None:
+    def admitted(self) -> None:
         with self._lock:
-            self.decoding_requests += 1
+            self.admitted_requests += 1
 
-    def decode_finished(self, records: int, seconds: float) -> None:
+    def left(self) -> None:
+        """An admitted request was queued for the writer, or refused."""
         with self._lock:
-            self.decoding_requests -= 1
+            self.admitted_requests -= 1
+
+    def decoded(self, records: int, seconds: float) -> None:
+        with self._lock:
             if records > 0:
                 self.decode_s_per_record += self.ALPHA * (
                     seconds / records - self.decode_s_per_record
@@ -113,3 +125,5 @@ class Backlog:
                     seconds / records - self.commit_s_per_record
                 )
                 self.commit_s += self.ALPHA * (seconds - self.commit_s)
+                floor = self._commit_floor_s
+                self._commit_floor_s = seconds if floor is None else min(floor, seconds)

@@ -35,6 +35,7 @@ from corecensus.collector.tokens import Agent, Scope, TokenTable
 from corecensus.collector.writer import GroupCommitWriter, QueueFull, WriterStopped
 from corecensus.errors import ConfigError, CorecensusError
 from corecensus.ingest.wire import (
+    AGENT_HEADER,
     CONTENT_TYPE,
     DEADLINE_HEADER,
     BatchAck,
@@ -314,6 +315,10 @@ class Collector:
         if agent is None:
             raise _Refusal(401, "unauthenticated", "a valid bearer token is required")
         outcome.agent = agent.name
+        client = request.headers.get(AGENT_HEADER)
+        if client:
+            # Logged as data (JSON-escaped), cut short: it is the client's own word.
+            outcome.extra["client"] = client[:80]
         if not agent.may(Scope.UPLOAD):
             raise _Refusal(403, "forbidden_scope", "this token may not upload")
         size = self._check_headers(request)
@@ -323,12 +328,19 @@ class Collector:
             raise _Refusal(429, "rate_limited", "this agent is over its request rate", wait)
         self._admit(deadline_s)
         self.inflight += 1
+        self.backlog.admitted()
+        counted = True
         try:
             body = await self._read_body(request, size)
             batch = await self._decode(kind, body, request.headers.get("content-encoding"))
+            # From here the writer's queue counts these records.
+            self.backlog.left()
+            counted = False
             return await self._store(kind, agent, batch, outcome)
         finally:
             self.inflight -= 1
+            if counted:
+                self.backlog.left()
 
     async def _read_body(self, request: Request, size: int) -> bytes:
         chunks: list[bytes] = []
@@ -355,24 +367,20 @@ class Collector:
     ) -> DecodedBatch[Any]:
         limits = self.config.limits
 
-        def work() -> DecodedBatch[Any]:
-            return decode_batch(
-                kind,
-                decode_body(decompress(body, encoding, limits.max_decoded_bytes), limits),
-                limits,
-            )
+        def work() -> tuple[DecodedBatch[Any], float]:
+            # Timed here, on the decode thread: time spent waiting for a thread is the
+            # backlog's, not this body's cost.
+            t0 = time.perf_counter()
+            plain = decompress(body, encoding, limits.max_decoded_bytes)
+            batch = decode_batch(kind, decode_body(plain, limits), limits)
+            return batch, time.perf_counter() - t0
 
-        self.backlog.decode_started()
-        t0 = time.perf_counter()
-        records = 0
         try:
-            batch = await asyncio.get_running_loop().run_in_executor(self._decoders, work)
-            records = batch.size
-            return batch
+            batch, seconds = await asyncio.get_running_loop().run_in_executor(self._decoders, work)
         except WireError as exc:
             raise _Refusal(_WIRE_STATUS[exc.reason], str(exc.reason), exc.detail) from None
-        finally:
-            self.backlog.decode_finished(records, time.perf_counter() - t0)
+        self.backlog.decoded(batch.size, seconds)
+        return batch
 
     async def _store(
         self, kind: RecordKind, agent: Agent, batch: DecodedBatch[Any], outcome: _Outcome

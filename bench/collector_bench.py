@@ -1,0 +1,505 @@
+"""Load benchmark of ``corecensus collector serve`` (not a test): prints two tables.
+
+The collector runs as a real server process on loopback; the load generator is a second process
+(asyncio + httpx) sending realistic batches: 20 crash records per request (a record parsed from a
+core shipped with the demo, about 6 KiB of JSON, made unique per record), zstd-compressed, from
+256 agents with their own tokens.
+
+1. Capacity: a closed loop of 32 concurrent agents for ``--seconds``; acknowledged records/s
+   (durable: acked only after commit), p50/p99 request latency. The same against the peer,
+   ``bench/_collector_peer.py``: the simplest handler a user would write (parse, then
+   ``add_crashes`` in its own transaction per request). The ratio is collector / peer.
+2. Open loop (requests issued at a fixed rate, whatever the answers) at 50 %, 100 % and 500 % of
+   the collector's measured capacity, each with a 2 s client deadline
+   (``X-Corecensus-Deadline-Ms``): p50/p99 latency of the acknowledged requests, the share shed
+   (503/429), client timeouts, other 5xx, and after the 5x phase the time until the collector is
+   back to normal (its queue empty and a probe batch acknowledged). At the end every
+   acknowledged record is looked up in the store.
+
+Usage: python bench/collector_bench.py [--seconds S] [--batch N] [--concurrency C]
+Runs for about two minutes on 2 cores; traffic only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import httpx  # noqa: E402
+import zstandard  # noqa: E402
+
+DEADLINE_MS = 2000
+AGENTS = 256
+START_BOUND_S = 120.0
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+def record_template() -> str:
+    """A real crash record (a demo sample core, symbolized) as JSON with placeholders."""
+    from corecensus.coredump import inspect_core
+
+    samples = ROOT / "src" / "corecensus" / "demo" / "samples"
+    rec = inspect_core(samples / "parse.core.zst", binaries=[samples])
+    doc = rec.to_json()
+    doc["core_id"] = "@@ID@@"
+    doc["metadata"] = {
+        **doc["metadata"],
+        "COREDUMP_HOSTNAME": "@@HOST@@",
+        "COREDUMP_TIMESTAMP": "@@TIME@@",
+        "CORECENSUS_SERVICE": "ledger",
+        "CORECENSUS_VERSION": "2.0",
+        "CORECENSUS_CPU": "3",
+    }
+    return json.dumps(doc, separators=(",", ":"))
+
+
+class Bodies:
+    """Unique batches, made by filling in the template (cheap enough not to limit the load)."""
+
+    def __init__(self, template: str, batch: int, prefix: str) -> None:
+        self.template = template
+        self.batch = batch
+        self.prefix = prefix
+        self.count = 0
+        self.zstd = zstandard.ZstdCompressor(level=3)
+
+    def next(self, agent: int) -> tuple[bytes, list[str]]:
+        ids, parts = [], []
+        host = f"host-{agent:04d}"
+        for _ in range(self.batch):
+            self.count += 1
+            cid = f"{self.prefix}{self.count:012x}"
+            ids.append(cid)
+            t = str(1_700_000_000_000_000 + self.count * 1000)
+            parts.append(
+                self.template.replace("@@ID@@", cid)
+                .replace("@@HOST@@", host)
+                .replace("@@TIME@@", t)
+            )
+        body = '{"schema_version":1,"kind":"crashes","records":[' + ",".join(parts) + "]}"
+        return self.zstd.compress(body.encode()), ids
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    db: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(START_BOUND_S)
+
+
+def _wait(predicate: Any, proc: subprocess.Popen[bytes], what: str) -> Any:
+    end = time.monotonic() + START_BOUND_S
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited {proc.returncode}")
+        time.sleep(0.05)
+    raise SystemExit(f"{what} did not start")
+
+
+def start_collector(work: Path, tokens: Path) -> Server:
+    db, log = work / "collector.duckdb", work / "collector.log"
+    cfg = work / "collector.toml"
+    # Per-agent rates high enough that the rate limit is not what the benchmark measures.
+    cfg.write_text("agent_rate_per_s = 20.0\nagent_burst = 40\nmax_queue_records = 50000\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "corecensus", "collector", "serve", "--db", str(db),
+             "--listen", "127.0.0.1:0", "--tokens", str(tokens), "--config", str(cfg)],
+            stderr=fh, stdout=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+
+    def port() -> int | None:
+        for line in log.read_text(errors="replace").splitlines():
+            if '"listening"' in line:
+                return int(json.loads(line)["port"])
+        return None
+
+    return Server(proc, _wait(port, proc, "collector"), db, log)
+
+
+def start_peer(work: Path) -> Server:
+    db, port_file, log = work / "peer.duckdb", work / "peer.port", work / "peer.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "_collector_peer.py"), str(db), str(port_file)],
+            stderr=fh, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def port() -> int | None:
+        if port_file.exists() and port_file.read_text().strip():
+            # Listening once a request gets any answer.
+            p = int(port_file.read_text())
+            try:
+                httpx.get(f"http://127.0.0.1:{p}/", timeout=1.0)
+            except httpx.HTTPError:
+                return None
+            return p
+        return None
+
+    return Server(proc, _wait(port, proc, "peer"), db, log)
+
+
+# --- the load generator (runs in its own process) ---------------------------------------------
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    seconds: float
+    requests: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    latencies_ok: list[float] = field(default_factory=list)
+    acked_records: int = 0
+    timeouts: int = 0
+    recovery_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seconds": self.seconds,
+            "requests": self.requests,
+            "statuses": dict(self.statuses),
+            "latencies_ok": self.latencies_ok,
+            "acked_records": self.acked_records,
+            "timeouts": self.timeouts,
+            "recovery_s": self.recovery_s,
+        }
+
+
+class Generator:
+    def __init__(
+        self, url: str, tokens: list[str], template: str, batch: int, prefix: str, acked: Path
+    ) -> None:
+        self.url = url
+        self.tokens = tokens
+        self.bodies = Bodies(template, batch, prefix)
+        self.acked = open(acked, "a")  # noqa: SIM115 -- closed by generate()
+        self.client = httpx.AsyncClient(
+            base_url=url,
+            timeout=DEADLINE_MS / 1000 + 5.0,
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=1024),
+        )
+        self.agent = 0
+
+    async def one(self, result: PhaseResult, deadline: bool = True) -> tuple[int, float]:
+        self.agent = (self.agent + 1) % len(self.tokens)
+        body, ids = self.bodies.next(self.agent)
+        headers = {
+            "Authorization": f"Bearer {self.tokens[self.agent]}",
+            "Content-Type": "application/json",
+            "Content-Encoding": "zstd",
+        }
+        if deadline:
+            headers["X-Corecensus-Deadline-Ms"] = str(DEADLINE_MS)
+        t0 = time.perf_counter()
+        result.requests += 1
+        try:
+            r = await self.client.post("/v1/crashes", content=body, headers=headers)
+        except httpx.TimeoutException:
+            result.timeouts += 1
+            result.statuses["timeout"] += 1
+            return 0, time.perf_counter() - t0
+        except httpx.TransportError as exc:
+            result.statuses[type(exc).__name__] += 1
+            return 0, time.perf_counter() - t0
+        latency = time.perf_counter() - t0
+        result.statuses[str(r.status_code)] += 1
+        if r.status_code == 200:
+            result.latencies_ok.append(latency)
+            result.acked_records += len(ids)
+            self.acked.write("\n".join(ids) + "\n")
+        return r.status_code, latency
+
+    async def closed(self, name: str, concurrency: int, seconds: float) -> PhaseResult:
+        result = PhaseResult(name, seconds)
+        end = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < end:
+                await self.one(result, deadline=False)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    async def open_loop(self, name: str, rate: float, seconds: float, probe: bool) -> PhaseResult:
+        result = PhaseResult(name, seconds)
+        tasks = []
+        t0 = time.perf_counter()
+        n = int(rate * seconds)
+        for i in range(n):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(self.one(result)))
+        issued_end = time.perf_counter()
+        if probe:
+            result.recovery_s = await self.recovery(issued_end)
+        await asyncio.gather(*tasks)
+        result.seconds = issued_end - t0
+        return result
+
+    async def recovery(self, since: float) -> float:
+        """Seconds from the end of the overload until the queue is empty and a probe batch is
+        acknowledged (200)."""
+        probe = PhaseResult("probe", 0)
+        async with httpx.AsyncClient(base_url=self.url, timeout=30.0) as metrics_client:
+            while time.perf_counter() - since < 120:
+                text = (await metrics_client.get("/metrics")).text
+                queue = next(
+                    float(line.split()[-1]) for line in text.splitlines()
+                    if line.startswith("corecensus_collector_queue_records ")
+                )  # fmt: skip
+                if queue == 0:
+                    status, _latency = await self.one(probe)
+                    if status == 200:
+                        return time.perf_counter() - since
+                await asyncio.sleep(0.05)
+        return float("nan")
+
+
+async def generate(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    gen = Generator(
+        spec["url"],
+        spec["tokens"],
+        spec["template"],
+        spec["batch"],
+        spec["prefix"],
+        Path(spec["acked"]),
+    )
+    out = []
+    for phase in spec["phases"]:
+        if phase["mode"] == "closed":
+            r = await gen.closed(phase["name"], phase["concurrency"], phase["seconds"])
+        else:
+            r = await gen.open_loop(
+                phase["name"], phase["rate"], phase["seconds"], phase.get("probe", False)
+            )
+        out.append(r.to_json())
+    await gen.client.aclose()
+    gen.acked.close()
+    return out
+
+
+def run_generator(spec: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    """The generator in a second process; its phases' results."""
+    spec_file = work / f"spec-{time.monotonic_ns()}.json"
+    spec_file.write_text(json.dumps(spec))
+    out = subprocess.run(
+        [sys.executable, __file__, "--generate", str(spec_file)],
+        capture_output=True, text=True, check=True, timeout=3600,
+    )  # fmt: skip
+    results: list[dict[str, Any]] = json.loads(out.stdout)
+    return results
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def row(label: str, r: dict[str, Any], batch: int) -> str:
+    st = Counter(r["statuses"])
+    total = max(1, r["requests"])
+    shed = st["503"] + st["429"]
+    other_5xx = sum(v for k, v in st.items() if k.startswith("5") and k != "503")
+    rec_s = r["acked_records"] / r["seconds"]
+    recovery = "" if r["recovery_s"] is None else f"{r['recovery_s']:.2f}"
+    return (
+        f"| {label} | {r['requests'] * batch / r['seconds']:,.0f} | {rec_s:,.0f} | "
+        f"{pct(r['latencies_ok'], 0.5):.0f} | {pct(r['latencies_ok'], 0.99):.0f} | "
+        f"{100 * shed / total:.1f} | {r['timeouts']} | {other_5xx} | {recovery} |"
+    )
+
+
+def per_record_costs(template: str, rounds: int = 3) -> None:
+    """In one process, no HTTP: the collector's per-record work, stage by stage (best of
+    ``rounds``), and a commit's cost by group size; the figures docs/collector.md scales from."""
+    from corecensus.app.uploads import UploadGroup, store_uploads
+    from corecensus.ingest.wire import RecordKind, decode_batch, decode_body, decompress
+    from corecensus.signing import sign_records
+    from corecensus.store import open_store
+
+    bodies = Bodies(template, 200, "k")
+
+    def records(n: int) -> list[Any]:
+        out: list[Any] = []
+        while len(out) < n:
+            body, _ = bodies.next(0)
+            batch = decode_batch(RecordKind.CRASHES, decode_body(decompress(body, "zstd", 1 << 26)))
+            out += [r.value for r in batch.records]
+        return out[:n]
+
+    def best(fn: Any) -> float:
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    body, _ = bodies.next(0)
+    decode_ms = (
+        best(
+            lambda: decode_batch(RecordKind.CRASHES, decode_body(decompress(body, "zstd", 1 << 26)))
+        )
+        / 200
+        * 1000
+    )
+    sample = records(200)
+    sign_ms = best(lambda: list(sign_records(sample))) / 200 * 1000
+    print("\n| stage (in-process, per crash record) | ms |")
+    print("|---|---:|")
+    print(f"| decompress + parse + strict check (wire.decode_batch) | {decode_ms:.3f} |")
+    print(f"| sign (signatures + row) | {sign_ms:.3f} |")
+    with tempfile.TemporaryDirectory(prefix="collector-costs-") as tmp:
+        store = open_store(Path(tmp) / "costs.duckdb")
+        print(
+            "\n| records per group commit | ms per commit | ms per record (sign + insert + commit) |"
+        )
+        print("|---:|---:|---:|")
+        for size in (1, 20, 200, 1000):
+            groups = [records(size) for _ in range(rounds)]
+            times = []
+            for group in groups:
+                t0 = time.perf_counter()
+                store_uploads(store, UploadGroup(crashes=group))
+                times.append(time.perf_counter() - t0)
+            seconds = min(times)
+            print(f"| {size} | {seconds * 1000:.1f} | {seconds / size * 1000:.3f} |")
+        store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--generate", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--costs-only", action="store_true", help="only the in-process costs")
+    args = parser.parse_args()
+    if args.generate is not None:
+        spec = json.loads(args.generate.read_text())
+        print(json.dumps(asyncio.run(generate(spec))))
+        return
+
+    from corecensus.collector.tokens import new_token
+    from corecensus.store import open_store
+
+    template = record_template()
+    if args.costs_only:
+        per_record_costs(template)
+        return
+    with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
+        work = Path(tmp)
+        tokens, lines = [], []
+        for i in range(AGENTS):
+            token, line = new_token(f"agent-{i:04d}", f"host-{i:04d}")
+            tokens.append(token)
+            lines.append(line)
+        (work / "tokens").write_text("\n".join(lines) + "\n")
+        base = {"template": template, "batch": args.batch, "tokens": tokens}
+
+        peer = start_peer(work)
+        peer_res = run_generator(
+            {**base, "url": peer.url, "prefix": "p", "acked": str(work / "peer.acked"),
+             "phases": [{"name": "capacity", "mode": "closed", "concurrency": args.concurrency, "seconds": args.seconds}]},
+            work,
+        )  # fmt: skip
+        peer.stop()
+
+        coll = start_collector(work, work / "tokens")
+        acked = work / "collector.acked"
+        cap = run_generator(
+            {**base, "url": coll.url, "prefix": "c", "acked": str(acked),
+             "phases": [{"name": "capacity", "mode": "closed", "concurrency": args.concurrency, "seconds": args.seconds}]},
+            work,
+        )[0]  # fmt: skip
+        capacity_req = cap["requests"] / cap["seconds"]
+        half = run_generator(
+            {**base, "url": coll.url, "prefix": "h", "acked": str(acked),
+             "phases": [{"name": "50%", "mode": "open", "rate": capacity_req / 2, "seconds": args.seconds}]},
+            work,
+        )[0]  # fmt: skip
+        rest = run_generator(
+            {**base, "url": coll.url, "prefix": "o", "acked": str(acked),
+             "phases": [
+                 {"name": "100%", "mode": "open", "rate": capacity_req, "seconds": args.seconds},
+                 {"name": "500%", "mode": "open", "rate": capacity_req * 5, "seconds": args.seconds, "probe": True},
+             ]},
+            work,
+        )  # fmt: skip
+        status = coll.stop()
+        with open_store(coll.db, read_only=True) as store:
+            stored = {r.core_id for r in store.iter_crashes()}
+        acked_ids = [line for line in acked.read_text().splitlines() if line]
+        lost = sum(1 for cid in acked_ids if cid not in stored)
+
+    b = args.batch
+    print(f"\nCollector load benchmark: {b} crash records per request, zstd, {AGENTS} agents, "
+          f"{args.seconds:.0f} s per phase, {os.cpu_count()} CPUs (server, generator and the "
+          f"machine's other work share them)\n")  # fmt: skip
+    print(
+        "| target, phase | offered records/s | acknowledged records/s | p50 ms | p99 ms | shed % | client timeouts | 5xx other than 503 | recovery s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        row(
+            f"peer (plain handler, one transaction per request), closed loop x{args.concurrency}",
+            peer_res[0],
+            b,
+        )
+    )
+    print(row(f"collector, closed loop x{args.concurrency} (capacity)", cap, b))
+    print(row("collector, open loop at 50 % of capacity", half, b))
+    for r in rest:
+        print(row(f"collector, open loop at {r['name']} of capacity", r, b))
+    ratio = (cap["acked_records"] / cap["seconds"]) / max(
+        1e-9, peer_res[0]["acked_records"] / peer_res[0]["seconds"]
+    )
+    print(f"\ncollector / peer sustained acknowledged records/s: {ratio:.2f}x")
+    print(
+        f"acknowledged records: {len(acked_ids)}, missing from the store: {lost}; collector exit status {status}"
+    )
+
+
+if __name__ == "__main__":
+    main()
