@@ -499,6 +499,7 @@ def main() -> None:
     print(
         f"acknowledged records: {len(acked_ids)}, missing from the store: {lost}; collector exit status {status}"
     )
+    per_record_costs(template)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,9 @@ class Backlog:
         # The fastest commit seen: what any request costs at least. Before the first, 5 ms (a
         # commit that reaches the disk does not take less).
         self._commit_floor_s: float | None = None
+        # How late the event loop runs callbacks (seconds): a request that arrives now waits
+        # about this long before anyone reads it, so it is part of every request's wait.
+        self.loop_lag_s = 0.0
 
     def expected_wait_s(self) -> float:
         """Seconds until the work already accepted is committed, this request's own share
@@ -88,13 +91,20 @@ class Backlog:
         collector's requests forever (they are what measures it again)."""
         with self._lock:
             if self.admitted_requests == 0 and self.queued_records == 0:
-                return 0.005 if self._commit_floor_s is None else self._commit_floor_s
+                floor = 0.005 if self._commit_floor_s is None else self._commit_floor_s
+                return floor + self.loop_lag_s
             pending = (self.admitted_requests + 1) * self.records_per_request
             return (
                 pending * (self.decode_s_per_record + self.commit_s_per_record)
                 + self.queued_records * self.commit_s_per_record
                 + self.commit_s
+                + self.loop_lag_s
             )
+
+    def lagged(self, seconds: float) -> None:
+        """The event loop ran a callback ``seconds`` late."""
+        with self._lock:
+            self.loop_lag_s += self.ALPHA * (seconds - self.loop_lag_s)
 
     def admitted(self) -> None:
         with self._lock:

@@ -202,17 +202,28 @@ class Collector:
         @contextlib.asynccontextmanager
         async def span() -> Any:
             self.writer.start()
+            lag = asyncio.create_task(self._watch_loop_lag())
             self.log.event("started", db=str(self.config.db), tokens=len(self.tokens.table or ()))
             try:
                 yield
             finally:
                 # uvicorn has stopped accepting and finished its requests; commit what is left.
                 self.stopping = True
+                lag.cancel()
                 await asyncio.to_thread(self.writer.stop, self.config.shutdown_timeout_s)
                 self._decoders.shutdown(wait=True)
                 self.log.event("stopped")
 
         return span()
+
+    async def _watch_loop_lag(self, period_s: float = 0.05) -> None:
+        """Measure how late the loop wakes up: when the CPU is saturated, requests wait unread
+        in their sockets, and that wait counts against their deadlines too."""
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(period_s)
+            self.backlog.lagged(max(0.0, loop.time() - start - period_s))
 
     def begin_stop(self) -> None:
         """SIGTERM: refuse new uploads from now on (503 stopping); uvicorn drains the rest."""
