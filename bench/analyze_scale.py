@@ -17,15 +17,27 @@ before the call). Two peers run on the same records in the same process:
 The table gives seconds, the ratio of ``analyze`` to each peer, and the growth exponent
 ``d log(time) / d log(N)`` between successive sizes (1 = linear). Targets: 1e6 records under
 10 s and 1e7 under 60 s on a 2-core machine.
+
+**End to end** (``--store-dir DIR``, the path a user runs): the same crash records are written
+to a corecensus DuckDB store (schema by :func:`corecensus.store.open_store`; the rows with one
+``INSERT ... SELECT`` from the arrays, since the store's 1000-row insert batches would take
+hours at 1e7 — setup, not timed; a store already in ``DIR`` is reused), then
+``corecensus analyze --db STORE --json`` runs as its own process: wall time, CPU time (user +
+system, all threads) and peak RSS (``RUSAGE_CHILDREN`` of a process whose only child it is).
+On a shared machine CPU time is the steadier figure. The in-memory peer is ``analyze`` on
+the same crashes without exposure (the end-to-end run has none), in the ``--one`` process.
+Targets: 1e6 crashes from the store within 6 s, 1e7 within 45 s, peak RSS at most 2 GB.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,6 +137,9 @@ def one(n: int) -> dict[str, float]:
     result = analyze(crashes, exposure, deploys)  # type: ignore[arg-type]
     secs = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0, c0 = time.perf_counter(), time.process_time()
+    bare = analyze(crashes)  # type: ignore[arg-type]
+    bare_secs, bare_cpu = time.perf_counter() - t0, time.process_time() - c0
     pop = crashes.population.codes  # type: ignore[attr-defined]
     host = crashes.host.codes  # type: ignore[attr-defined]
     t0 = time.perf_counter()
@@ -144,28 +159,143 @@ def one(n: int) -> dict[str, float]:
         "extra_mib": peak - before,
         "populations": len(result.populations),
         "flagged": len(result.hosts),
+        "bare_s": bare_secs,
+        "bare_cpu_s": bare_cpu,
+        "bare_populations": len(bare.populations),
     }
+
+
+def write_store(path: Path, n: int) -> None:
+    """The crash records of :func:`make_tables` as a corecensus DuckDB store at ``path``."""
+    import duckdb
+
+    from corecensus.store import open_store
+
+    crashes = make_tables(n)[0]
+    open_store(path).close()  # the schema, as the store creates it
+    columns = {
+        "i": np.arange(n, dtype=np.int64),
+        "t": crashes.time_us,  # type: ignore[attr-defined]
+        "cpu": crashes.cpu,  # type: ignore[attr-defined]
+        "m": crashes.anomaly_mask,  # type: ignore[attr-defined]
+    }
+    vocab: dict[str, dict[str, np.ndarray]] = {}
+    for name in ("host", "population", "cpu_model", "kernel", "service", "version"):
+        cat = getattr(crashes, name)
+        columns[name] = cat.codes
+        vocab[name] = {
+            "code": np.arange(len(cat.vocab), dtype=np.int32),
+            "name": np.array(cat.vocab),
+        }
+    con = duckdb.connect(str(path))
+    for name, table in vocab.items():
+        con.register(f"v_{name}", table)  # type: ignore[arg-type]
+    con.register("c", columns)  # type: ignore[arg-type]
+    con.execute(
+        "INSERT INTO crashes SELECT md5(c.i::VARCHAR) AS core_id, c.t AS time_us, "
+        "v_host.name AS host, c.cpu, v_cpu_model.name AS cpu_model, NULL AS microcode, "
+        "v_kernel.name AS kernel, v_service.name AS service, v_version.name AS version, "
+        "'/usr/bin/' || v_service.name AS exe, 11 AS signal, 'ok' AS status, "
+        "[]::VARCHAR[] AS anomalies, c.m AS anomaly_mask, v_population.name AS sig_address, "
+        "v_population.name || ' | main' AS sig_symbolic, 'none' AS sig_anomaly_class, "
+        "v_service.name AS sig_program, 'SIGSEGV' AS sig_signal, false AS sig_unwind_failed, "
+        "[]::VARCHAR[] AS sig_notes, 1 AS sig_version, 'none' AS pop_anomaly, "
+        "v_population.name AS pop_symbolic, v_population.name AS pop_address, "
+        "0 AS ingested_us, '{}' AS record_json FROM c "
+        "JOIN v_host ON v_host.code = c.host "
+        "JOIN v_population ON v_population.code = c.population "
+        "JOIN v_cpu_model ON v_cpu_model.code = c.cpu_model "
+        "JOIN v_kernel ON v_kernel.code = c.kernel "
+        "JOIN v_service ON v_service.code = c.service "
+        "JOIN v_version ON v_version.code = c.version"
+    )
+    con.close()
+
+
+def end_to_end(path: Path) -> dict[str, float]:
+    """``corecensus analyze --db path --json`` as its own process: wall seconds, peak RSS."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "corecensus", "analyze", "--db", str(path), "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    secs = time.perf_counter() - t0
+    doc = json.loads(out.stdout)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "e2e_s": secs,
+        "e2e_cpu_s": usage.ru_utime + usage.ru_stime,
+        "e2e_peak_mib": usage.ru_maxrss / 1024,
+        "e2e_populations": len(doc["populations"]),
+        "e2e_crashes": doc["crashes"],
+    }
+
+
+def store_for(n: int, directory: Path) -> Path:
+    """The store of ``n`` crashes in ``directory``, written unless already there."""
+    path = directory / f"analyze_scale-{n:.0e}.duckdb"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        subprocess.run(
+            [sys.executable, str(HERE), "--write-store", str(n), str(partial)], check=True
+        )
+        partial.rename(path)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="analyze scaling benchmark")
     ap.add_argument("--sizes", default="1e5,1e6,1e7")
+    ap.add_argument(
+        "--store-dir",
+        help="also time `corecensus analyze --db` end to end on stores kept in this directory "
+        "('' for a temporary one)",
+    )
     ap.add_argument("--one", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--write-store", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--e2e", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(one(int(args.one))))
         return 0
+    if args.write_store:
+        write_store(Path(args.write_store[1]), int(float(args.write_store[0])))
+        return 0
+    if args.e2e:
+        print(json.dumps(end_to_end(Path(args.e2e))))
+        return 0
     rows = []
-    for size in (int(float(s)) for s in args.sizes.split(",")):
-        out = subprocess.run(
-            [sys.executable, str(HERE), "--one", str(size)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        r = rows[-1]
-        print(f"  {size:.0e}: analyze {r['analyze_s']:.2f} s", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as scratch:
+        store_dir = None
+        if args.store_dir is not None:
+            store_dir = Path(args.store_dir) if args.store_dir else Path(scratch)
+            store_dir.mkdir(parents=True, exist_ok=True)
+        for size in (int(float(s)) for s in args.sizes.split(",")):
+            out = subprocess.run(
+                [sys.executable, str(HERE), "--one", str(size)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"  {size:.0e}: analyze {r['analyze_s']:.2f} s", file=sys.stderr)
+            if store_dir is not None:
+                path = store_for(size, store_dir)
+                out = subprocess.run(
+                    [sys.executable, str(HERE), "--e2e", str(path)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                r |= json.loads(out.stdout.strip().splitlines()[-1])
+                assert r["e2e_crashes"] == size and r["e2e_populations"] == r["bare_populations"]
+                print(f"  {size:.0e}: end to end {r['e2e_s']:.2f} s", file=sys.stderr)
     print(
         f"analyze scaling: {HOSTS} hosts, {DAYS} days, {POPULATIONS} populations, "
         f"{HOSTS * DAYS} exposure rows"
@@ -188,6 +318,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{growth} | "
             f"{r['peak_mib']:.0f} | {r['extra_mib']:.0f} |"
         )
+    if "e2e_s" in rows[0]:
+        print(
+            "\nend to end: `corecensus analyze --db STORE --json` (no exposure) against "
+            "`analyze()` on the same crashes in memory (no exposure)"
+        )
+        print(
+            "| crashes | from the store s (CPU s) | in memory s (CPU s) | store / memory "
+            "(CPU) | peak RSS MiB |"
+        )
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['n']:.0e} | {r['e2e_s']:.2f} ({r['e2e_cpu_s']:.2f}) | "
+                f"{r['bare_s']:.2f} ({r['bare_cpu_s']:.2f}) | "
+                f"{r['e2e_s'] / r['bare_s']:.2f} ({r['e2e_cpu_s'] / r['bare_cpu_s']:.2f}) | "
+                f"{r['e2e_peak_mib']:.0f} |"
+            )
     if len(rows) > 1:
         slope = np.polyfit(
             np.log([r["n"] for r in rows]), np.log([r["analyze_s"] for r in rows]), 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
+import numpy as np
 import pytest
 from epi_scenario import DAY_US, DEPLOY_DAY, HOSTS, T0, crash_rows, deploys_csv, exposure_csv
 
@@ -131,3 +133,26 @@ def test_bad_parameters_are_config_errors() -> None:
         AnalysisParams(host_alpha=2.0)
     with pytest.raises(ConfigError):
         AnalysisParams(hardware_anomalies=("sp_off_by_9",))
+
+
+def test_a_crash_id_lookup_names_the_same_crashes_in_one_call(
+    crashes: CrashTable, result: FleetAnalysis
+) -> None:
+    """A table may name its crashes through a lookup (a store of millions): analyze asks once,
+    for the rows findings may cite, and cites exactly what the id array gives."""
+    assert crashes.crash_id is not None and not callable(crashes.crash_id)
+    ids = crashes.crash_id
+    calls: list[list[int]] = []
+
+    def lookup(rows: np.ndarray) -> list[str]:
+        calls.append(rows.tolist())
+        return [str(ids[r]) for r in rows]
+
+    lazy = dataclasses.replace(crashes, crash_id=lookup)
+    exposure = read_exposure(io.StringIO(exposure_csv()))
+    deploys = read_deploys(io.StringIO(deploys_csv()))
+    info = {"ret-sp8": PopulationInfo("SIGSEGV at ret in Session::run", ("Session::run", "main"))}
+    again = analyze(lazy, exposure, deploys, info)
+    assert json.dumps(again.to_json()) == json.dumps(result.to_json())
+    assert len(calls) == 1 and 0 < len(calls[0]) < len(crashes)
+    assert calls[0] == sorted(set(calls[0]))

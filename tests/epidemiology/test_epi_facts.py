@@ -14,6 +14,7 @@ from corecensus.epidemiology.facts import (
     anomaly_counts,
     candidate_cells,
     candidate_pairs,
+    cited_rows,
     excess_pairs,
     exposure_index,
     exposure_rates,
@@ -256,3 +257,15 @@ def test_candidate_cells_modal_cpu_hardware_and_flagged_cpu_counts() -> None:
     assert cells.cpu_count.tolist() == [1, 1, 0]
     assert cells.hardware.tolist() == [1, 0, 0]
     assert cells.on_flagged_cpu.tolist() == [1, 0, 0]
+
+
+def test_cited_rows_are_the_first_crashes_of_each_candidate_pair() -> None:
+    # table rows 0..7: pair (0, host 0) holds rows 0, 2, 4, 6; pair (0, host 1) rows 1, 3;
+    # pair (1, host 0) rows 5, 7
+    pop = np.array([0, 0, 0, 0, 0, 1, 0, 1], np.int32)
+    host = np.array([0, 1, 0, 1, 0, 0, 0, 0], np.int32)
+    pairs = group_pairs(pop, host, n_hosts=2)
+    assert cited_rows(pairs, np.array([0, 2], np.int64), 3).tolist() == [0, 2, 4, 5, 7]
+    assert cited_rows(pairs, np.array([1], np.int64), 3).tolist() == [1, 3]
+    assert cited_rows(pairs, np.array([0, 1, 2], np.int64), 0).tolist() == []
+    assert cited_rows(pairs, np.zeros(0, np.int64), 3).tolist() == []

@@ -104,6 +104,19 @@ def test_categorical_validates_and_encodes_with_a_sorted_vocabulary() -> None:
     assert c.remap(("b", "c")).tolist() == [0, -1, -1, -1, 0]
 
 
+def test_fill_unknown_is_encode_with_a_name_for_unknown() -> None:
+    values = ["m", None, "b", None]
+    filled = Categorical.encode(values).fill_unknown("(unknown)")
+    direct = Categorical.encode([v if v is not None else "(unknown)" for v in values])
+    assert filled.vocab == direct.vocab == ("(unknown)", "b", "m")
+    assert filled.codes.tolist() == direct.codes.tolist() == [2, 0, 1, 0]
+    # a name already in the vocabulary is reused; a column without unknowns is unchanged
+    assert Categorical.encode(["b", None]).fill_unknown("b").codes.tolist() == [0, 0]
+    known = Categorical.encode(["a"])
+    assert known.fill_unknown("z") is known
+    assert Categorical.encode(["x", None]).decode() == ["x", None]
+
+
 def test_category_encoder_matches_encode_in_any_arrival_order() -> None:
     values = ["k", "c", None, "a", "c", "z", "", "a"]
     enc = CategoryEncoder()

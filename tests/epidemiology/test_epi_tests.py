@@ -21,7 +21,7 @@ from corecensus.epidemiology.poisson import (
     poisson_rate_ratio_test,
     poisson_upper,
 )
-from corecensus.epidemiology.tails import binomial_upper, hypergeom_upper
+from corecensus.epidemiology.tails import binomial_upper, chi2_upper, hypergeom_upper
 
 counts = st.integers(min_value=0, max_value=200)
 means = st.floats(min_value=1e-6, max_value=300, allow_nan=False)
@@ -152,3 +152,13 @@ def test_fisher_combination_in_unit_interval(p1: float, p2: float) -> None:
     c = float(fisher_combine(p1, p2))
     assert 0.0 <= c <= 1.0
     assert c >= p1 * p2 - 1e-15
+
+
+def test_chi2_upper_is_scipy_stats_chi2_sf_exactly() -> None:
+    """The same numbers as scipy.stats.chi2.sf (no tolerance), negative and NaN statistics too."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.exponential(5.0, 20_000), [0.0, -0.0, -1.0, -1e-12, np.inf, np.nan]])
+    df = rng.uniform(1.0, 60.0, x.size)
+    assert np.array_equal(chi2_upper(x, df), stats.chi2.sf(x, df), equal_nan=True)
+    assert np.array_equal(chi2_upper(x, 1), stats.chi2.sf(x, 1), equal_nan=True)
+    assert chi2_upper(-3.0, 2)[()] == 1.0

@@ -87,7 +87,7 @@ def test_signed_rows_are_stored_as_given(store: Store) -> None:
         population_key(sig, PopulationLevel.SYMBOLIC): "Server::handle"
     }
     cols = store.crash_columns("address")
-    assert list(cols.population) == [population_key(sig, PopulationLevel.ADDRESS)]
+    assert cols.population.decode() == [population_key(sig, PopulationLevel.ADDRESS)]
     assert store.get_crash(record.core_id) == record
 
 
@@ -126,7 +126,8 @@ def test_update_signatures_and_the_stale_filter(store: Store) -> None:
     assert changed == 4
     assert list(store.iter_crashes(signature_version_below=SIGNATURE_VERSION)) == []
     columns = store.crash_columns("symbolic")
-    updated = columns.population[list(columns.core_id).index(records[0].core_id)]
+    ids = store.core_ids(columns.row)
+    updated = columns.population.decode()[ids.index(records[0].core_id)]
     assert updated == population_key(new_sig, PopulationLevel.SYMBOLIC)
     assert store.population_signatures("symbolic")[updated] == "new | sig"
 
@@ -143,23 +144,28 @@ def test_crash_columns(store: Store) -> None:
     store.add_crashes(rows([untimed, late, early]))
     cols = store.crash_columns()
     assert len(cols) == 3
-    assert list(cols.core_id) == [early.core_id, late.core_id, untimed.core_id]
+    assert store.core_ids(cols.row) == [early.core_id, late.core_id, untimed.core_id]
+    assert store.core_ids(cols.row[::-1]) == [untimed.core_id, late.core_id, early.core_id]
+    assert store.core_ids([]) == []
     assert cols.time_us.dtype == np.int64
     assert list(cols.time_us) == [T0, T0 + 50_000_000, 0]
     assert list(cols.time_known) == [True, True, False]
-    assert list(cols.host) == ["db-1", "host-1", "x"]
+    # string columns come dictionary-encoded: int32 codes into a sorted vocabulary
+    assert cols.host.vocab == ("db-1", "host-1", "x") and cols.host.codes.tolist() == [0, 1, 2]
+    assert cols.host.codes.dtype == np.int32
     assert list(cols.cpu) == [2, 1, -1]
     assert list(cols.signal) == [11, 11, -1]
-    assert cols.service[2] is None
-    assert cols.version[0] == "1.2.0"
-    assert cols.microcode[0] == "0x2006e05"
+    assert cols.service.decode()[2] is None and cols.service.codes[2] == -1
+    assert cols.version.decode()[0] == "1.2.0"
+    assert cols.microcode.decode()[0] == "0x2006e05"
     assert cols.anomaly_mask.dtype == np.uint16
     expected = (1 << ANOMALY_NAMES.index("sp_off_by_8")) | (1 << ANOMALY_NAMES.index("pc_zero"))
     assert int(cols.anomaly_mask[1]) == expected
     assert int(cols.anomaly_mask[0]) == 0
     anomaly_level = store.crash_columns("anomaly")
-    assert list(anomaly_level.population) == ["none", "pc_zero+sp_off_by_8", "none"]
-    assert cols.population[0] == "svc SIGSEGV [none] Server::handle"
+    assert anomaly_level.population.decode() == ["none", "pc_zero+sp_off_by_8", "none"]
+    assert anomaly_level.population.vocab == ("none", "pc_zero+sp_off_by_8")
+    assert cols.population.decode()[0] == "svc SIGSEGV [none] Server::handle"
 
 
 def test_crash_columns_of_an_empty_store(store: Store) -> None:
@@ -167,6 +173,7 @@ def test_crash_columns_of_an_empty_store(store: Store) -> None:
     assert len(cols) == 0
     assert cols.anomaly_mask.dtype == np.uint16
     assert cols.time_us.dtype == np.int64
+    assert cols.host.vocab == () and cols.host.codes.dtype == np.int32
 
 
 def test_other_tables_are_idempotent_and_ordered(store: Store) -> None:
@@ -243,3 +250,16 @@ def test_replace_crashes_rewrites_and_removes_in_place(store: Store) -> None:
     # A row whose core_id is not stored yet is simply added.
     assert store.replace_crashes(rows([make_record(9)])) == 1
     assert store.count_crashes() == 4
+
+
+def test_crash_column_vocabularies_sort_as_python_and_empty_is_unknown(store: Store) -> None:
+    names = ["é-1", "B-2", "a-3", "b-4", "", None]
+    records = [make_record(i, time_us=T0 + i) for i in range(len(names))]
+    store.add_crashes(
+        dataclasses.replace(row, host=h) for row, h in zip(rows(records), names, strict=True)
+    )
+    cols = store.crash_columns()
+    assert cols.host.vocab == ("B-2", "a-3", "b-4", "é-1")  # code points, as Python sorts
+    assert cols.host.decode() == [*names[:4], None, None]
+    with pytest.raises(StoreError, match="no crash at row"):
+        store.core_ids([int(cols.row.max()) + 1000])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from corecensus.epidemiology import analyze
 from corecensus.epidemiology.findings import FleetAnalysis, PopulationInfo
@@ -28,6 +29,7 @@ from corecensus.store import (
     EXPOSURE,
     HEARTBEATS,
     SCREEN_RESULTS,
+    CodedColumn,
     CrashColumns,
     DeployRow,
     ExposureRow,
@@ -106,36 +108,49 @@ def latest_screens(rows: Iterable[ScreenResultRow]) -> tuple[ScreenResultRow, ..
     return tuple(sorted(latest.values(), key=lambda r: r.host))
 
 
+def _categorical(column: CodedColumn) -> Categorical:
+    """A store column as the analysis's categorical (the same arrays, checked)."""
+    return Categorical(column.codes, column.vocab)
+
+
 def crash_table(
     store: Store, level: PopulationLevel = PopulationLevel.SYMBOLIC
 ) -> tuple[CrashTable, dict[str, PopulationInfo]]:
-    """The store's crashes as columns, and a description of each population key."""
+    """The store's crashes as columns, and a description of each population key. The table
+    names its crashes through ``store`` (:meth:`~corecensus.store.Store.core_ids`), so analyze
+    it while the store is open and unchanged."""
     cols = store.crash_columns(str(level))
+    rows = cols.row
+
+    def crash_ids(cited: NDArray[np.int64]) -> list[str]:
+        # Only the crashes findings cite are named: ten million ids as Python strings would
+        # cost more than the rest of the table.
+        return store.core_ids(rows[cited].tolist())
+
     # A crash without a host or population key still counts, under an explicit "unknown" name.
-    host = Categorical.encode([h if h is not None else UNKNOWN_HOST for h in cols.host])
+    host = _categorical(cols.host).fill_unknown(UNKNOWN_HOST)
     table = CrashTable.from_arrays(
         time_us=cols.time_us,
         host=host,
-        population=Categorical.encode(
-            [p if p is not None else "(no signature)" for p in cols.population]
-        ),
+        population=_categorical(cols.population).fill_unknown("(no signature)"),
         cpu=cols.cpu.astype(np.int32),
         anomaly_mask=cols.anomaly_mask,
-        crash_id=cols.core_id,
-        cpu_model=Categorical.encode(list(cols.cpu_model)),
-        microcode=Categorical.encode(list(cols.microcode)),
-        kernel=Categorical.encode(list(cols.kernel)),
-        service=Categorical.encode(list(cols.service)),
-        version=Categorical.encode(list(cols.version)),
+        crash_id=crash_ids,
+        cpu_model=_categorical(cols.cpu_model),
+        microcode=_categorical(cols.microcode),
+        kernel=_categorical(cols.kernel),
+        service=_categorical(cols.service),
+        version=_categorical(cols.version),
         **_cpu_facts(cols, host),
     )
     info: dict[str, PopulationInfo] = {}
     for key, symbolic in store.population_signatures(str(level)).items():
         frames = tuple(f.strip() for f in symbolic.split("|") if f.strip())[:_MAX_SAMPLE_FRAMES]
         evidence: tuple[str, ...] = ()
-        if race_key(symbolic) is not None:
-            members = cols.core_id[cols.population == key][:_MAX_RACE_RECORDS]
-            records = (store.get_crash(str(c)) for c in members)
+        if race_key(symbolic) is not None and key in cols.population.vocab:
+            code = cols.population.vocab.index(key)
+            members = np.flatnonzero(cols.population.codes == code)[:_MAX_RACE_RECORDS]
+            records = (store.get_crash(c) for c in store.core_ids(rows[members].tolist()))
             evidence = race_evidence(r for r in records if r is not None)
         info[key] = PopulationInfo(signature=symbolic, top_frames=frames, evidence=evidence)
     return table, info
@@ -151,8 +166,8 @@ def _cpu_facts(cols: CrashColumns, host: Categorical) -> dict[str, Any]:
         out["host_cpus"] = per_host.astype(np.int32)
     if cols.cpu_core is not None and bool((cols.cpu_core >= 0).any()):
         out["cpu_core"] = cols.cpu_core.astype(np.int32)
-    if cols.cpus_allowed is not None and any(v is not None for v in cols.cpus_allowed):
-        out["cpus_allowed"] = Categorical.encode(list(cols.cpus_allowed))
+    if cols.cpus_allowed is not None and bool((cols.cpus_allowed.codes >= 0).any()):
+        out["cpus_allowed"] = _categorical(cols.cpus_allowed)
     return out
 
 

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from corecensus.ingest.wire import HeartbeatRecord
 from corecensus.model import ANOMALY_NAMES, CrashRecord
 from corecensus.screening.result import ScreenResult
@@ -19,6 +21,7 @@ from corecensus.store import (
     HEARTBEATS,
     SCREEN_RESULTS,
     AddResult,
+    CodedColumn,
     Heartbeat,
     ScreenResultRow,
     Store,
@@ -96,19 +99,28 @@ class HostView:
 def host_view(store: Store, host: str, *, limit: int = 200) -> HostView:
     """What the store holds about ``host``."""
     cols = store.crash_columns()
-    picked = [i for i in range(len(cols)) if cols.host[i] == host]
+    picked: list[int] = []
+    if host in cols.host.vocab:
+        picked = np.flatnonzero(cols.host.codes == cols.host.vocab.index(host)).tolist()
+    chosen = sorted(picked, key=lambda i: int(cols.time_us[i]), reverse=True)[:limit]
+    core_ids = store.core_ids(cols.row[chosen].tolist())
+
+    def text_of(column: CodedColumn, i: int) -> str | None:
+        code = int(column.codes[i])
+        return column.vocab[code] if code >= 0 else None
+
     crashes = []
-    for i in sorted(picked, key=lambda i: int(cols.time_us[i]), reverse=True)[:limit]:
+    for i, core_id in zip(chosen, core_ids, strict=True):
         crashes.append(
             {
-                "core_id": str(cols.core_id[i]),
+                "core_id": core_id,
                 "time_us": int(cols.time_us[i]) if bool(cols.time_known[i]) else None,
                 "cpu": int(cols.cpu[i]) if int(cols.cpu[i]) >= 0 else None,
                 "signal": int(cols.signal[i]) if int(cols.signal[i]) >= 0 else None,
-                "service": cols.service[i],
-                "version": cols.version[i],
-                "exe": cols.exe[i],
-                "population": cols.population[i],
+                "service": text_of(cols.service, i),
+                "version": text_of(cols.version, i),
+                "exe": text_of(cols.exe, i),
+                "population": text_of(cols.population, i),
                 "anomalies": [
                     name
                     for bit, name in enumerate(ANOMALY_NAMES)

@@ -34,6 +34,7 @@ from corecensus.epidemiology.facts import (
     anomaly_counts,
     candidate_cells,
     candidate_pairs,
+    cited_rows,
     excess_pairs,
     exposure_index,
     exposure_rates,
@@ -141,6 +142,7 @@ class _Context:
     cand: Candidates
     history: VersionHistory
     nonempty: list[int]
+    crash_names: dict[int, str] | None  # ids of cited rows, when the table has a lookup
 
     @classmethod
     def build(
@@ -192,6 +194,11 @@ class _Context:
         cand_pairs = candidate_pairs(
             pairs, top_pair, excess, scan.flagged, max_excess=params.max_suspect_hosts
         )
+        crash_names = None
+        if callable(crashes.crash_id):
+            cited = cited_rows(pairs, cand_pairs, params.max_crash_ids)
+            names = crashes.crash_id(cited)
+            crash_names = dict(zip(cited.tolist(), names, strict=True))
         return cls(
             crashes=crashes,
             params=params,
@@ -232,6 +239,7 @@ class _Context:
             ),
             history=VersionHistory.build(crashes, exposure, index, deploys),
             nonempty=np.flatnonzero(pop_crashes > 0).tolist(),
+            crash_names=crash_names,
         )
 
     # -- per population ----------------------------------------------------------------------
@@ -397,7 +405,11 @@ class _Context:
             return ()
         lo = int(self.pairs.groups.starts[pair])
         k = min(int(self.pairs.counts[pair]), self.params.max_crash_ids)
-        return tuple(str(x) for x in ids[np.sort(self.pairs.groups.order[lo : lo + k])])
+        rows = np.sort(self.pairs.groups.order[lo : lo + k])
+        if self.crash_names is not None:
+            return tuple(self.crash_names[r] for r in rows.tolist())
+        assert not callable(ids)
+        return tuple(str(x) for x in ids[rows])
 
     def _splits(self, p: int, facts: PopulationFacts, verdict: PopulationVerdict) -> list[Split]:
         params = self.params

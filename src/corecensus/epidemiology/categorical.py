@@ -70,6 +70,20 @@ class Categorical:
             raise MetadataError(f"column {name!r} has unknown (-1) codes")
         return self
 
+    def decode(self) -> list[str | None]:
+        """The values as strings, ``None`` for unknown (for small columns: one object each)."""
+        return [self.vocab[c] if c >= 0 else None for c in self.codes.tolist()]
+
+    def fill_unknown(self, name: str) -> Categorical:
+        """This column with unknown values named ``name`` (merged into the sorted vocabulary):
+        what :meth:`encode` gives when ``name`` stands in for each unknown value."""
+        if not self.codes.size or int(self.codes.min()) >= 0:
+            return self
+        vocab = tuple(sorted({*self.vocab, name}))
+        where = {v: i for i, v in enumerate(vocab)}
+        table = np.array([where[v] for v in self.vocab] + [where[name]], dtype=np.int32)
+        return Categorical(table[self.codes], vocab)
+
     def remap(self, vocab: Sequence[str]) -> NDArray[np.int64]:
         """Each code of this column as a code into ``vocab`` (``-1`` where absent or unknown)."""
         where = {v: i for i, v in enumerate(vocab)}

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 from corecensus.epidemiology.segments import weighted_count
+from corecensus.epidemiology.tails import chi2_upper
 
 __all__ = ["Dispersion", "poisson_dispersion"]
 
@@ -73,7 +73,7 @@ def poisson_dispersion(
         glr = 2.0 * weighted_count(g, o * np.log(o / e), n_groups)
         glr -= 2.0 * (weighted_count(g, o, n_groups) - total)
         df = np.maximum(k - 1.0, 0.0)
-        p = np.where(df > 0, stats.chi2.sf(x2, np.maximum(df, 1.0)), 1.0)
+        p = np.where(df > 0, chi2_upper(x2, np.maximum(df, 1.0)), 1.0)
         index = np.where(df > 0, x2 / np.maximum(df, 1.0), np.nan)
     return Dispersion(
         statistic=x2,

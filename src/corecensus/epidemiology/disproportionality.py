@@ -33,9 +33,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
-from corecensus.epidemiology.tails import binomial_upper, hypergeom_upper
+from corecensus.epidemiology.tails import binomial_upper, chi2_upper, hypergeom_upper
 
 __all__ = ["AttributeCells", "TwoByTwo", "attribute_cells", "host_enrichment", "two_by_two"]
 
@@ -82,7 +81,7 @@ def two_by_two(a: Any, b: Any, c: Any, d: Any) -> TwoByTwo:
         chi2 = np.where(row1 * row2 * col1 * col2 > 0, num / (row1 * row2 * col1 * col2), 0.0)
         expected_a = row1 * col1 / n
     exact = np.nan_to_num(expected_a, nan=0.0) < 5
-    p_chi = np.where(a * d > b * c, 0.5 * stats.chi2.sf(chi2, 1), 1.0)
+    p_chi = np.where(a * d > b * c, 0.5 * chi2_upper(chi2, 1), 1.0)
     p_exact = np.ones_like(a)
     sel = exact & (n > 0)
     if sel.any():

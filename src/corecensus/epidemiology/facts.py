@@ -13,7 +13,9 @@ order and reads their results in its loop over populations:
 6. :func:`top_pairs`, :func:`excess_pairs` — each population's largest host, and the hosts in
    excess of their exposure;
 7. :func:`candidate_pairs`, :func:`candidate_cells` — the pairs a population's verdict looks at,
-   with their modal CPU and its concentration p-value.
+   with their modal CPU and its concentration p-value;
+8. :func:`cited_rows` — the crashes a finding may cite (a suspect is a candidate pair), so their
+   ids can be looked up at once when the table holds a lookup rather than an id per crash.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ __all__ = [
     "anomaly_counts",
     "candidate_cells",
     "candidate_pairs",
+    "cited_rows",
     "excess_pairs",
     "exposure_index",
     "exposure_rates",
@@ -315,3 +318,14 @@ def candidate_cells(
         ),
         on_flagged_cpu=np.bincount(crash_cand[on_flag], minlength=cand_pairs.size).astype(np.int64),
     )
+
+
+def cited_rows(pairs: PairTable, cand_pairs: I64, per_pair: int) -> I64:
+    """Table rows of the first ``per_pair`` crashes (in table order) of each candidate pair,
+    sorted and distinct: every crash a suspect can cite."""
+    if per_pair <= 0 or not cand_pairs.size:
+        return np.zeros(0, dtype=np.int64)
+    lens = np.minimum(pairs.counts[cand_pairs], per_pair)
+    firsts = np.repeat(pairs.groups.starts[cand_pairs], lens)
+    within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+    return np.unique(pairs.groups.order[firsts + within]).astype(np.int64)

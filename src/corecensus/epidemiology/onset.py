@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import special, stats
+from scipy import special
 
 from corecensus.epidemiology.poisson import poisson_lower
 from corecensus.epidemiology.segments import radix_argsort, segment_rank
+from corecensus.epidemiology.tails import chi2_upper
 
 __all__ = [
     "Changepoint",
@@ -224,7 +225,7 @@ def poisson_changepoint(
     e_after = np.maximum(hi_g - lo_g, 1e-12) - e_before
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = (after / e_after) / (before / e_before)
-        p = np.minimum(1.0, 2.0 * counts * stats.chi2.sf(2.0 * best_llr, 1))
+        p = np.minimum(1.0, 2.0 * counts * chi2_upper(2.0 * best_llr, 1))
     p = np.where(counts > 0, p, 1.0)
     return Changepoint(
         time_us=time_us,

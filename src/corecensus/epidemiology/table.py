@@ -20,7 +20,7 @@ in their errors. This package reads no files.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +35,7 @@ from corecensus.model import ANOMALY_NAMES
 
 __all__ = [
     "Categorical",
+    "CrashIdLookup",
     "CrashTable",
     "Deploys",
     "DeploysBuilder",
@@ -55,6 +56,11 @@ _ANOMALY_BIT = {name: 1 << i for i, name in enumerate(ANOMALY_NAMES)}
 
 I32 = NDArray[np.int32]
 I64 = NDArray[np.int64]
+
+# The ids of the given crash rows (table positions), in that order. A source that would rather
+# not hold an id per crash (a store of ten million) passes one; analyze calls it once, with
+# every row a finding may cite.
+CrashIdLookup = Callable[[I64], Sequence[str]]
 
 
 def anomaly_mask_of(names: Iterable[str]) -> int:
@@ -108,7 +114,7 @@ class CrashTable:
     ``host_cpus`` optionally gives each host's number of logical CPUs (indexed by host code,
     ``0`` unknown); without it the CPU count is inferred (see
     :mod:`corecensus.epidemiology.placement`). ``crash_id`` optionally names each crash so
-    findings can cite the crashes they rest on.
+    findings can cite the crashes they rest on: an array, or a :data:`CrashIdLookup`.
 
     Optional per-crash CPU facts (issue 9): ``cpus_allowed`` the CPUs the crashing process was
     allowed to run on (canonical CPU lists, :mod:`~corecensus.cpulist`; unknown
@@ -126,7 +132,7 @@ class CrashTable:
     version: Categorical
     population: Categorical
     anomaly_mask: NDArray[np.uint16]
-    crash_id: NDArray[np.generic] | None = None
+    crash_id: NDArray[np.generic] | CrashIdLookup | None = None
     host_cpus: I32 | None = None
     cpus_allowed: Categorical | None = None
     cpu_core: I32 | None = None
@@ -148,7 +154,7 @@ class CrashTable:
         service: Categorical | None = None,
         version: Categorical | None = None,
         anomaly_mask: ArrayLike | None = None,
-        crash_id: ArrayLike | None = None,
+        crash_id: ArrayLike | CrashIdLookup | None = None,
         host_cpus: ArrayLike | None = None,
         cpus_allowed: Categorical | None = None,
         cpu_core: ArrayLike | None = None,
@@ -176,10 +182,11 @@ class CrashTable:
             "version": _column("version", version, n),
             "anomaly_mask": mask,
         }
-        ids: NDArray[np.generic] | None = None
-        if crash_id is not None:
-            ids = np.asarray(crash_id)
-            columns["crash_id"] = ids
+        ids: NDArray[np.generic] | CrashIdLookup | None = None
+        if callable(crash_id):
+            ids = crash_id
+        elif crash_id is not None:
+            ids = columns["crash_id"] = np.asarray(crash_id)
         core: I32 | None = None
         if cpus_allowed is not None:
             try:

@@ -1,5 +1,8 @@
 """Exact upper tails of the binomial and hypergeometric distributions, vectorized.
 
+* ``P(X >= x)`` for ``X ~ chi-square(df)`` is ``scipy.special.chdtrc`` (what
+  ``scipy.stats.chi2.sf`` computes, without importing ``scipy.stats``: about a second of every
+  ``corecensus`` command's start-up on a busy machine).
 * ``P(X >= k)`` for ``X ~ Binomial(n, p)`` is the regularized incomplete beta function
   ``I_p(k, n - k + 1)`` (Abramowitz & Stegun 26.5.24); ``scipy.special.betainc`` evaluates it
   for millions of cells in a fraction of a second (``scipy.special.bdtrc`` with float counts
@@ -18,11 +21,19 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import special, stats
+from scipy import special
 
-__all__ = ["binomial_upper", "hypergeom_upper"]
+__all__ = ["binomial_upper", "chi2_upper", "hypergeom_upper"]
 
 F64 = NDArray[np.float64]
+
+
+def chi2_upper(x: Any, df: Any) -> F64:
+    """``P(X >= x)`` for ``X ~ chi-square(df)``, as ``scipy.stats.chi2.sf``: 1 for ``x <= 0``,
+    NaN for NaN."""
+    xx = np.asarray(x, dtype=np.float64)
+    out: F64 = np.asarray(special.chdtrc(df, np.maximum(xx, 0.0)), dtype=np.float64)
+    return out
 
 
 def binomial_upper(k: Any, n: Any, p: Any) -> F64:
@@ -57,6 +68,8 @@ def hypergeom_upper(a: Any, total: Any, successes: Any, draws: Any, *, terms: in
         var = n_draw * k_succ * (big_n - k_succ) * (big_n - n_draw) / (big_n**2 * (big_n - 1))
     wide = np.nan_to_num(np.sqrt(np.maximum(var, 0.0)), nan=0.0) > terms / 20
     if wide.any():
+        from scipy import stats  # only here: importing scipy.stats costs every start-up
+
         out[wide] = stats.hypergeom.sf(x[wide] - 1, big_n[wide], k_succ[wide], n_draw[wide])
 
     def tail_sum(sel: NDArray[np.bool_], first: F64, count: int, limit: F64 | None) -> F64:

@@ -14,6 +14,7 @@ from corecensus.store.memory import MemoryStore
 from corecensus.store.protocol import Store
 from corecensus.store.records import (
     AddResult,
+    CodedColumn,
     CrashColumns,
     CrashRow,
     DeployRow,
@@ -43,6 +44,7 @@ __all__ = [
     "SCREEN_RESULTS",
     "TABLES",
     "AddResult",
+    "CodedColumn",
     "CrashColumns",
     "CrashRow",
     "DeployRow",

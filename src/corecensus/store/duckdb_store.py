@@ -27,7 +27,13 @@ import numpy as np
 from corecensus.errors import StoreError
 from corecensus.model import CrashRecord
 from corecensus.outside import require_regular
-from corecensus.store.records import AddResult, CrashColumns, CrashRow, SignatureColumns
+from corecensus.store.records import (
+    AddResult,
+    CodedColumn,
+    CrashColumns,
+    CrashRow,
+    SignatureColumns,
+)
 from corecensus.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLE_DDL
 from corecensus.store.tables import CRASHES, SIGNATURE_FIELDS, TABLES, Table
 
@@ -64,6 +70,8 @@ _EXPORT_TIMES: dict[str, tuple[str, ...]] = {
     "screen_results": ("time_us AS time",),
 }
 _POPULATION_LEVELS = ("anomaly", "symbolic", "address")
+# The string columns crash_columns returns dictionary-encoded (besides the population key).
+_CODED = ("host", "cpu_model", "microcode", "kernel", "service", "version", "exe", "cpus_allowed")
 
 
 def population_column(level: str) -> str:
@@ -245,6 +253,17 @@ class DuckDBStore:
                     con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _snapshot(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+        """Several reads that see one state of the database (a transaction, read-only too)."""
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
 
     def _ensure_schema(self) -> None:
         with self._connection("checking the schema") as con:
@@ -472,45 +491,73 @@ class DuckDBStore:
 
     def crash_columns(self, level: str = "symbolic") -> CrashColumns:
         pop = population_column(level)
-        with self._connection("reading crash columns") as con:
+        names = {c: c for c in _CODED} | {"population": pop}
+        # DuckDB does the dictionary encoding: each string column's distinct values, sorted
+        # (binary collation: the order of Python's sorted()), numbered, and joined back, so
+        # only int32 codes and the small vocabularies cross into Python.
+        vocab_sql = {
+            c: f"SELECT DISTINCT {col} AS name FROM crashes WHERE {col} <> '' ORDER BY name"
+            for c, col in names.items()
+        }
+        ctes = ", ".join(
+            f"v_{c} AS (SELECT name, (row_number() OVER (ORDER BY name) - 1)::INTEGER AS code "
+            f"FROM ({vocab_sql[c]}))"
+            for c in names
+        )
+        codes = ", ".join(f"coalesce(v_{c}.code, -1) AS {c}" for c in names)
+        joins = " ".join(f"LEFT JOIN v_{c} ON c.{col} = v_{c}.name" for c, col in names.items())
+        with self._connection("reading crash columns") as con, self._snapshot(con):
+            vocab = {
+                c: tuple(r[0] for r in con.execute(sql).fetchall()) for c, sql in vocab_sql.items()
+            }
             cols = con.execute(
-                "SELECT core_id, host, coalesce(time_us, 0) AS time_us, "
-                "time_us IS NOT NULL AS time_known, coalesce(cpu, -1)::BIGINT AS cpu, "
-                "cpu_model, microcode, kernel, service, version, exe, "
-                f"coalesce(signal, -1)::BIGINT AS signal, {pop} AS population, anomaly_mask, "
-                "coalesce(host_cpus, -1)::BIGINT AS host_cpus, "
-                "coalesce(cpu_core, -1)::BIGINT AS cpu_core, cpus_allowed "
-                "FROM crashes ORDER BY crashes.time_us NULLS LAST, crashes.core_id"
+                f"WITH {ctes} SELECT c.rowid AS row, coalesce(c.time_us, 0) AS time_us, "
+                "c.time_us IS NOT NULL AS time_known, coalesce(c.cpu, -1)::BIGINT AS cpu, "
+                f"coalesce(c.signal, -1)::BIGINT AS signal, c.anomaly_mask, {codes}, "
+                "coalesce(c.host_cpus, -1)::BIGINT AS host_cpus, "
+                "coalesce(c.cpu_core, -1)::BIGINT AS cpu_core "
+                f"FROM crashes c {joins} ORDER BY c.time_us NULLS LAST, c.core_id"
             ).fetchnumpy()
 
-        def objects(name: str) -> np.ndarray[Any, np.dtype[np.object_]]:
-            column = cols[name]
-            out = np.empty(len(column), dtype=object)
-            out[:] = list(np.ma.getdata(column))
-            mask = np.ma.getmaskarray(column)
-            out[mask] = None
-            return out
+        def coded(c: str) -> CodedColumn:
+            return CodedColumn(np.asarray(cols[c], dtype=np.int32), vocab[c])
 
         return CrashColumns(
             level=str(level),
-            core_id=objects("core_id"),
-            host=objects("host"),
+            row=np.asarray(cols["row"], dtype=np.int64),
+            host=coded("host"),
             time_us=np.asarray(cols["time_us"], dtype=np.int64),
             time_known=np.asarray(cols["time_known"], dtype=np.bool_),
             cpu=np.asarray(cols["cpu"], dtype=np.int64),
-            cpu_model=objects("cpu_model"),
-            microcode=objects("microcode"),
-            kernel=objects("kernel"),
-            service=objects("service"),
-            version=objects("version"),
-            exe=objects("exe"),
+            cpu_model=coded("cpu_model"),
+            microcode=coded("microcode"),
+            kernel=coded("kernel"),
+            service=coded("service"),
+            version=coded("version"),
+            exe=coded("exe"),
             signal=np.asarray(cols["signal"], dtype=np.int64),
-            population=objects("population"),
+            population=coded("population"),
             anomaly_mask=np.asarray(cols["anomaly_mask"], dtype=np.uint16),
             host_cpus=np.asarray(cols["host_cpus"], dtype=np.int64),
             cpu_core=np.asarray(cols["cpu_core"], dtype=np.int64),
-            cpus_allowed=objects("cpus_allowed"),
+            cpus_allowed=coded("cpus_allowed"),
         )
+
+    def core_ids(self, rows: Iterable[int]) -> list[str]:
+        wanted = [int(r) for r in rows]
+        if not wanted:
+            return []
+        found = dict(
+            self._select(
+                "SELECT rowid, core_id FROM crashes WHERE rowid IN (SELECT unnest(?))",
+                [wanted],
+                action="reading crash ids",
+            )
+        )
+        try:
+            return [found[r] for r in wanted]
+        except KeyError as exc:
+            raise StoreError(f"{self.location}: no crash at row {exc.args[0]}") from None
 
     # -- export, lifecycle ----------------------------------------------------------------
 

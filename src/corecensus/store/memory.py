@@ -20,7 +20,13 @@ import numpy as np
 from corecensus.errors import StoreError
 from corecensus.model import CrashRecord
 from corecensus.store.duckdb_store import BATCH_ROWS, batched, population_column
-from corecensus.store.records import AddResult, CrashColumns, CrashRow, SignatureColumns
+from corecensus.store.records import (
+    AddResult,
+    CodedColumn,
+    CrashColumns,
+    CrashRow,
+    SignatureColumns,
+)
 from corecensus.store.tables import CRASHES, TABLES, Table
 
 __all__ = ["MemoryStore"]
@@ -138,10 +144,8 @@ class MemoryStore:
         pop = population_column(level)
         rows = self._ordered_crashes()
 
-        def objects(name: str) -> np.ndarray[Any, np.dtype[np.object_]]:
-            out = np.empty(len(rows), dtype=object)
-            out[:] = [getattr(r, name) for r in rows]
-            return out
+        def coded(name: str) -> CodedColumn:
+            return CodedColumn.encode(getattr(r, name) for r in rows)
 
         def ints(name: str) -> np.ndarray[Any, np.dtype[np.int64]]:
             values = (getattr(r, name) for r in rows)
@@ -149,24 +153,34 @@ class MemoryStore:
 
         return CrashColumns(
             level=str(level),
-            core_id=objects("core_id"),
-            host=objects("host"),
+            # the handle of a crash is its position in this order (see core_ids)
+            row=np.arange(len(rows), dtype=np.int64),
+            host=coded("host"),
             time_us=np.array([r.time_us or 0 for r in rows], dtype=np.int64),
             time_known=np.array([r.time_us is not None for r in rows], dtype=np.bool_),
             cpu=ints("cpu"),
-            cpu_model=objects("cpu_model"),
-            microcode=objects("microcode"),
-            kernel=objects("kernel"),
-            service=objects("service"),
-            version=objects("version"),
-            exe=objects("exe"),
+            cpu_model=coded("cpu_model"),
+            microcode=coded("microcode"),
+            kernel=coded("kernel"),
+            service=coded("service"),
+            version=coded("version"),
+            exe=coded("exe"),
             signal=ints("signal"),
-            population=objects(pop),
+            population=coded(pop),
             anomaly_mask=np.array([r.anomaly_mask for r in rows], dtype=np.uint16),
             host_cpus=ints("host_cpus"),
             cpu_core=ints("cpu_core"),
-            cpus_allowed=objects("cpus_allowed"),
+            cpus_allowed=coded("cpus_allowed"),
         )
+
+    def core_ids(self, rows: Iterable[int]) -> list[str]:
+        ordered = self._ordered_crashes()
+        out = []
+        for r in rows:
+            if not 0 <= int(r) < len(ordered):
+                raise StoreError(f"{self.location}: no crash at row {int(r)}")
+            out.append(ordered[int(r)].core_id)
+        return out
 
     def population_signatures(self, level: str = "symbolic") -> dict[str, str]:
         pop = population_column(level)

@@ -68,6 +68,11 @@ class Store(Protocol):
         ``level`` (``anomaly``, ``symbolic`` or ``address``)."""
         ...
 
+    def core_ids(self, rows: Iterable[int]) -> list[str]:
+        """The ``core_id`` of each crash of :meth:`crash_columns`'s ``row`` handles, in order
+        (handles are valid until the store is next written)."""
+        ...
+
     def population_signatures(self, level: str = "symbolic") -> dict[str, str]:
         """For each population key of ``level``, the symbolic signature of its first crash (in
         :meth:`crash_columns` order)."""

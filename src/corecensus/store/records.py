@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 __all__ = [
     "AddResult",
+    "CodedColumn",
     "CrashColumns",
     "CrashRow",
     "DeployRow",
@@ -157,7 +158,26 @@ class CrashRow:
     cpus_allowed: str | None = None
 
 
-ObjectArray = npt.NDArray[np.object_]
+@dataclass(frozen=True, slots=True, eq=False)
+class CodedColumn:
+    """A string column, dictionary-encoded: ``codes[i]`` indexes ``vocab`` (sorted by code
+    point, as Python sorts), ``-1`` where the value is unknown (``NULL`` or empty). The analysis
+    layer takes codes and vocabulary as they are (its ``Categorical``)."""
+
+    codes: npt.NDArray[np.int32]
+    vocab: tuple[str, ...]
+
+    @classmethod
+    def encode(cls, values: Iterable[str | None]) -> CodedColumn:
+        values = list(values)
+        vocab = tuple(sorted({v for v in values if v}))
+        index = {v: i for i, v in enumerate(vocab)}
+        codes = np.array([index[v] if v else -1 for v in values], dtype=np.int32)
+        return cls(codes, vocab)
+
+    def decode(self) -> list[str | None]:
+        """The values as strings, ``None`` for unknown (one object each: for small columns)."""
+        return [self.vocab[c] if c >= 0 else None for c in self.codes.tolist()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,31 +185,34 @@ class CrashColumns:
     """Crash table as NumPy columns for the analysis layer, one row per crash, ordered by time
     (unknown times last) then ``core_id``.
 
-    String columns are object arrays holding ``str`` or ``None`` (unknown). ``time_us`` is 0 where
-    ``time_known`` is false; ``cpu`` and ``signal`` are -1 where unknown. ``anomaly_mask`` has bit
-    ``i`` set for ``corecensus.model.ANOMALY_NAMES[i]``. ``population`` is the population key of
-    the chosen level (``anomaly``, ``symbolic`` or ``address``). ``host_cpus``, ``cpu_core``
-    (-1 unknown) and ``cpus_allowed`` (``None`` unknown) are the per-CPU test's facts.
+    Each string column is a :class:`CodedColumn` (``int32`` codes into a sorted vocabulary), so
+    a store of ten million crashes returns arrays, not a Python string per value. ``row`` is the
+    store's handle of each crash, for :meth:`~corecensus.store.Store.core_ids` (valid until the
+    store is next written). ``time_us`` is 0 where ``time_known`` is false; ``cpu`` and
+    ``signal`` are -1 where unknown. ``anomaly_mask`` has bit ``i`` set for
+    ``corecensus.model.ANOMALY_NAMES[i]``. ``population`` is the population key of the chosen
+    level (``anomaly``, ``symbolic`` or ``address``). ``host_cpus``, ``cpu_core`` (-1 unknown) and
+    ``cpus_allowed`` are the per-CPU test's facts.
     """
 
     level: str
-    core_id: ObjectArray
-    host: ObjectArray
+    row: npt.NDArray[np.int64]
+    host: CodedColumn
     time_us: npt.NDArray[np.int64]
     time_known: npt.NDArray[np.bool_]
     cpu: npt.NDArray[np.int64]
-    cpu_model: ObjectArray
-    microcode: ObjectArray
-    kernel: ObjectArray
-    service: ObjectArray
-    version: ObjectArray
-    exe: ObjectArray
+    cpu_model: CodedColumn
+    microcode: CodedColumn
+    kernel: CodedColumn
+    service: CodedColumn
+    version: CodedColumn
+    exe: CodedColumn
     signal: npt.NDArray[np.int64]
-    population: ObjectArray
+    population: CodedColumn
     anomaly_mask: npt.NDArray[np.uint16]
     host_cpus: npt.NDArray[np.int64] | None = None  # -1 unknown
     cpu_core: npt.NDArray[np.int64] | None = None  # -1 unknown
-    cpus_allowed: ObjectArray | None = None
+    cpus_allowed: CodedColumn | None = None
 
     def __len__(self) -> int:
-        return int(self.core_id.shape[0])
+        return int(self.row.shape[0])
