@@ -192,7 +192,12 @@ def write_store(path: Path, n: int) -> None:
         con.register(f"v_{name}", table)  # type: ignore[arg-type]
     con.register("c", columns)  # type: ignore[arg-type]
     con.execute(
-        "INSERT INTO crashes SELECT md5(c.i::VARCHAR) AS core_id, c.t AS time_us, "
+        # columns named: later schema versions add columns (NULL here)
+        "INSERT INTO crashes (core_id, time_us, host, cpu, cpu_model, microcode, kernel, "
+        "service, version, exe, signal, status, anomalies, anomaly_mask, sig_address, "
+        "sig_symbolic, sig_anomaly_class, sig_program, sig_signal, sig_unwind_failed, "
+        "sig_notes, sig_version, pop_anomaly, pop_symbolic, pop_address, ingested_us, "
+        "record_json) SELECT md5(c.i::VARCHAR) AS core_id, c.t AS time_us, "
         "v_host.name AS host, c.cpu, v_cpu_model.name AS cpu_model, NULL AS microcode, "
         "v_kernel.name AS kernel, v_service.name AS service, v_version.name AS version, "
         "'/usr/bin/' || v_service.name AS exe, 11 AS signal, 'ok' AS status, "
