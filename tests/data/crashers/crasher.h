@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 /* Exit status meaning "this kernel cannot produce the crash"; tests skip on it (autotools' 77). */
@@ -147,6 +148,21 @@ __attribute__((unused)) static int crasher_arm_sigusr1(void (*handler)(int, sigi
         return -1;
     }
     return 0;
+}
+
+/* What a signal crasher's handler notes about the rt_sigframe the kernel built for it: its
+ * return-address word (at %rbp+8 with -O0 -fno-omit-frame-pointer), which the kernel pointed at
+ * sa_restorer (glibc's __restore_rt), and the ucontext with the interrupted pc and sp.  `frame`
+ * is the handler's own __builtin_frame_address(0).  Notes restorer_slot, restorer, ucontext,
+ * interrupted_pc, interrupted_rsp. */
+__attribute__((unused)) static void crasher_note_sigframe(void *frame, const ucontext_t *uc)
+{
+    void **restorer_slot = (void **)frame + 1;
+    crasher_note_hex("restorer_slot", (uint64_t)(uintptr_t)restorer_slot);
+    crasher_note_hex("restorer", (uint64_t)(uintptr_t)*restorer_slot);
+    crasher_note_hex("ucontext", (uint64_t)(uintptr_t)uc);
+    crasher_note_hex("interrupted_pc", (uint64_t)uc->uc_mcontext.gregs[REG_RIP]);
+    crasher_note_hex("interrupted_rsp", (uint64_t)uc->uc_mcontext.gregs[REG_RSP]);
 }
 
 /* Every program records who it is, so tests can match the core's NT_PRSTATUS pid/tid. */

@@ -12,7 +12,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <time.h>
-#include <ucontext.h>
 
 static int *volatile null_target = NULL;
 static volatile sig_atomic_t handled;
@@ -26,13 +25,7 @@ static void on_sigusr1(int sig, siginfo_t *info, void *context)
 {
     (void)sig;
     (void)info;
-    ucontext_t *uc = context;
-    void **restorer_slot = (void **)__builtin_frame_address(0) + 1;
-    crasher_note_hex("restorer_slot", (uint64_t)(uintptr_t)restorer_slot);
-    crasher_note_hex("restorer", (uint64_t)(uintptr_t)*restorer_slot);
-    crasher_note_hex("ucontext", (uint64_t)(uintptr_t)uc);
-    crasher_note_hex("interrupted_pc", (uint64_t)uc->uc_mcontext.gregs[REG_RIP]);
-    crasher_note_hex("interrupted_rsp", (uint64_t)uc->uc_mcontext.gregs[REG_RSP]);
+    crasher_note_sigframe(__builtin_frame_address(0), context);
     handled = 1;
 }
 

@@ -12,7 +12,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <time.h>
-#include <ucontext.h>
 
 static int *volatile null_target = NULL;
 static volatile unsigned long spins;
@@ -26,15 +25,7 @@ static void on_sigusr1(int sig, siginfo_t *info, void *context)
 {
     (void)sig;
     (void)info;
-    ucontext_t *uc = context;
-    /* -O0 -fno-omit-frame-pointer: the handler's return address is at %rbp+8, and the kernel
-     * pointed it at sa_restorer (glibc's __restore_rt). */
-    void **restorer_slot = (void **)__builtin_frame_address(0) + 1;
-    crasher_note_hex("restorer_slot", (uint64_t)(uintptr_t)restorer_slot);
-    crasher_note_hex("restorer", (uint64_t)(uintptr_t)*restorer_slot);
-    crasher_note_hex("ucontext", (uint64_t)(uintptr_t)uc);
-    crasher_note_hex("interrupted_pc", (uint64_t)uc->uc_mcontext.gregs[REG_RIP]);
-    crasher_note_hex("interrupted_rsp", (uint64_t)uc->uc_mcontext.gregs[REG_RSP]);
+    crasher_note_sigframe(__builtin_frame_address(0), context);
     crasher_note_hex("fault_addr", 0);
     crash_in_handler(null_target);
 }
