@@ -26,25 +26,37 @@ def test_background_duty_cycle_is_measured_and_at_most_one_percent() -> None:
     config = ScreenConfig.for_mode("background", budget_s=5.0)
     result = run_screen(config).result
     assert result.mode is Mode.BACKGROUND
+    worked: list[int] = []
     for cpu in result.cpus:
-        assert cpu.status is WorkerStatus.COMPLETED, cpu.detail
         duty = cpu.duty
-        assert duty is not None
-        assert duty.idle_priority  # read back from the kernel: SCHED_IDLE
-        assert duty.slices >= 1 and cpu.runs >= 1  # it did work, so the bound is not vacuous
-        # The window is what is left of the budget after start-up (slow at idle priority).
-        assert 0 < duty.window_s <= config.budget_s
-        # The requirement: CPU time of the worker over the window <= 1% of one CPU.
-        assert duty.cpu_s / duty.window_s == pytest.approx(duty.duty_cycle)
-        assert duty.duty_cycle <= MAX_DUTY_CYCLE
-        # Slices are short: at most 250 ms of CPU each.
-        assert duty.max_slice_cpu_s <= MAX_SLICE_S
+        if duty is not None:
+            assert duty.idle_priority  # read back from the kernel: SCHED_IDLE
+            # The window is what is left of the budget after start-up (slow at idle priority).
+            assert 0 < duty.window_s <= config.budget_s
+            # The requirement: CPU time of the worker over the window <= 1% of one CPU.
+            assert duty.cpu_s / duty.window_s == pytest.approx(duty.duty_cycle)
+            assert duty.duty_cycle <= MAX_DUTY_CYCLE
+            # Slices are short: at most 250 ms of CPU each.
+            assert duty.max_slice_cpu_s <= MAX_SLICE_S
+        if cpu.status is WorkerStatus.COMPLETED and duty is not None and duty.slices and cpu.runs:
+            worked.append(cpu.cpu)
     ran = [r for r in result.results if r.runs]
-    assert ran and all(r.outcome is Outcome.PASSED for r in ran)
-    assert result.decision.verdict in (ScreenVerdict.CLEAN, ScreenVerdict.RESCREEN)
-    if result.decision.verdict is ScreenVerdict.RESCREEN:
-        # Only allowed when a CPU got no time at all at idle priority on a busy machine.
-        assert all("no check finished" in r for r in result.decision.reasons)
+    assert all(r.outcome is Outcome.PASSED for r in ran)
+    starved = [c.cpu for c in result.cpus if c.cpu not in worked]
+    if not starved:
+        # Every worker did work, so the bounds above were not vacuous.
+        assert ran
+        assert result.decision.verdict is ScreenVerdict.CLEAN
+    else:
+        # SCHED_IDLE gets no CPU while other work keeps every CPU busy (the suite must pass
+        # beside two busy loops): a CPU that was not screened is never called clean; the
+        # decision says to screen it again and why.
+        assert result.decision.verdict is ScreenVerdict.RESCREEN
+        for cpu in starved:
+            assert any(f"CPU {cpu}" in r for r in result.decision.reasons), (
+                cpu,
+                result.decision.reasons,
+            )
 
 
 @pytest.mark.usefixtures("two_cpus")
