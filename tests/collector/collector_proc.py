@@ -78,7 +78,16 @@ class CollectorProcess:
         key = token or ""
         if key not in self._clients:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            self._clients[key] = httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
+            # No keep-alive: a pooled connection reused just as the server closes it for idling
+            # (its keep-alive and header timers) fails with "server disconnected" -- a race
+            # every HTTP client has (RFC 9112 9.3.1; the agent retries), not what these tests
+            # are about, and one that a slow, busy machine makes likely.
+            self._clients[key] = httpx.Client(
+                base_url=self.url,
+                headers=headers,
+                timeout=60.0,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
         return self._clients[key]
 
     def close_clients(self) -> None:
