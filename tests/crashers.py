@@ -99,6 +99,7 @@ CRASHERS: dict[str, Crasher] = {
         _c("jump_nonexec", SIGSEGV, "call into a PROT_READ|PROT_WRITE page"),
         _c("call_null_fp", SIGSEGV, "call through a NULL function pointer"),
         _c("return_to_null", SIGSEGV, "saved return address overwritten with 0"),
+        _c("stale_return", SIGSEGV, "return to NULL with a stale return address above rsp"),
         Crasher(
             "ret_sp_off_by_8",
             ("ret_sp_off_by_8.c", "ret_sp_off_by_8_ret.S"),

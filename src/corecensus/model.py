@@ -21,6 +21,7 @@ __all__ = [
     "Anomaly",
     "CrashRecord",
     "Frame",
+    "FrameTrust",
     "MappedFile",
     "ParseStatus",
     "Problem",
@@ -154,12 +155,26 @@ class MappedFile:
         }
 
 
+class FrameTrust(enum.StrEnum):
+    """How a frame was found, most trusted first (rust-minidump's ``FrameTrust``, Breakpad's
+    ``StackFrame::FrameTrust``): scanned frames are return addresses found in the stack, each
+    accepted only when the call before it fits the frame above it."""
+
+    CONTEXT = "context"  # the crashing thread's own registers
+    UNWOUND = "unwound"  # the unwinder (drgn: CFI, or frame pointers where there is no CFI)
+    FRAME_POINTER = "frame_pointer"  # the return address above the frame pointer, at a bad pc
+    SCAN_CALL_TARGET = "scan_call_target"  # a direct call whose target is the callee's function
+    SCAN_PLT_CALL = "scan_plt_call"  # a direct call to a PLT stub, callee in another module
+    SCAN_INDIRECT_CALL = "scan_indirect_call"  # an indirect call (target not checkable)
+    SCAN = "scan"  # after a call, above a bad pc whose callee is unknown
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One frame of a backtrace.
 
     ``recovered`` is true for frames found by scanning the stack after the unwinder stopped at a
-    bad pc, rather than by unwinding.
+    bad pc, rather than by unwinding; ``trust`` says how each frame was found.
     """
 
     pc: int
@@ -168,6 +183,7 @@ class Frame:
     offset: int | None = None
     build_id: str | None = None
     recovered: bool = False
+    trust: FrameTrust | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -177,7 +193,24 @@ class Frame:
             "offset": self.offset,
             "build_id": self.build_id,
             "recovered": self.recovered,
+            "trust": None if self.trust is None else str(self.trust),
         }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Frame:
+        try:
+            trust: FrameTrust | None = FrameTrust(obj["trust"]) if obj.get("trust") else None
+        except ValueError:
+            trust = None  # a kind of trust from a newer corecensus
+        return cls(
+            pc=obj["pc"],
+            function=obj.get("function"),
+            module=obj.get("module"),
+            offset=obj.get("offset"),
+            build_id=obj.get("build_id"),
+            recovered=bool(obj.get("recovered", False)),
+            trust=trust,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +407,7 @@ class CrashRecord:
                 )
                 for m in obj.get("modules", ())
             ),
-            frames=tuple(Frame(**f) for f in obj.get("frames", ())),
+            frames=tuple(Frame.from_json(f) for f in obj.get("frames", ())),
             anomalies=tuple(
                 Anomaly(
                     name=a["name"],

@@ -16,6 +16,7 @@ from corecensus.coredump.anomalies import detect_anomalies
 from corecensus.coredump.binaries import BinaryResolver
 from corecensus.coredump.notes import AT_ENTRY, AT_EXECFN
 from corecensus.coredump.parse import ParsedCore, parse_core
+from corecensus.coredump.recover import recover_callers
 from corecensus.coredump.source import DEFAULT_MAX_STREAM_BYTES, DEFAULT_STDIN_TIMEOUT, open_core
 from corecensus.coredump.stackwindow import RawSignalFrame, RawStackWord, scan_stack
 from corecensus.errors import (
@@ -28,6 +29,7 @@ from corecensus.errors import (
 from corecensus.model import (
     CrashRecord,
     Frame,
+    FrameTrust,
     MappedFile,
     ParseStatus,
     Problem,
@@ -38,8 +40,6 @@ from corecensus.model import (
 )
 
 __all__ = ["inspect_core", "unparsed_core_id"]
-
-MAX_RECOVERED_FRAMES = 16
 
 
 def inspect_core(
@@ -130,6 +130,12 @@ def _record(
     frames: list[Frame]
     names: dict[int, str | None] = {}
     symbol_offsets: dict[int, int] = {}
+    starts: dict[int, int] = {}  # code address -> start of its function, where symbols say
+    returned = ctx.has("returned_to_bad_address")
+
+    def make(address: int, trust: FrameTrust) -> Frame:
+        return _frame(address, names.get(address), modules, recovered=True, trust=trust)
+
     unwound = False
     if symbolize and p.crashed is not None:
         from corecensus.coredump.symbolize import Symbolizer
@@ -140,12 +146,16 @@ def _record(
                 # No copy drgn could read (a full $TMPDIR): the register pass's frames, as
                 # with --no-symbols; the reason is among the problems and the record partial.
                 pc = p.pc
-                frames = [_frame(pc, None, modules)] if pc is not None else []
-                frames = _recover(p, frames, words, modules, names, force=True)
+                frames = (
+                    [_frame(pc, None, modules, trust=FrameTrust.CONTEXT)] if pc is not None else []
+                )
                 errors.append(Problem(ProblemKind.UNWIND_STOPPED, "not unwound: drgn has no core"))
             elif problem is None:
                 stack = sym.unwind()
-                frames = [_frame(pc, fn, modules) for pc, fn in stack.frames]
+                frames = [
+                    _frame(pc, fn, modules, trust=FrameTrust.UNWOUND if i else FrameTrust.CONTEXT)
+                    for i, (pc, fn) in enumerate(stack.frames)
+                ]
                 unwound = stack.unwound
                 if not unwound:
                     reason = stack.stopped_reason or "the unwinder gave no frames"
@@ -155,19 +165,32 @@ def _record(
             else:
                 # Without the stack there is nothing to unwind; name the pc alone.
                 pc0 = p.pc
-                frames = [] if pc0 is None else [_frame(pc0, sym.symbol_name(pc0), modules)]
-            for _offset, address, _after in words:
-                names.setdefault(address, sym.symbol_name(address))
+                frames = (
+                    []
+                    if pc0 is None
+                    else [_frame(pc0, sym.symbol_name(pc0), modules, trust=FrameTrust.CONTEXT)]
+                )
+            for address in [*(a for _o, a, _c in words), *(f.pc for f in frames[:1])]:
+                if address in names:
+                    continue
+                found = sym.symbol(address)
+                names[address] = found[0] if found else None
+                if found:
+                    starts[address] = address - found[1]
             for s in sigframes:
                 found = sym.symbol(s.interrupted_pc)
                 if found is not None:
                     names.setdefault(s.interrupted_pc, found[0])
                     symbol_offsets[s.interrupted_pc] = found[1]
-            frames = _recover(p, frames, words, modules, names)
+            frames = recover_callers(
+                p, frames, words, names, starts, make, force=not sym.opened, returned=returned
+            )
     else:
         pc = p.pc
-        frames = [_frame(pc, None, modules)] if pc is not None else []
-        frames = _recover(p, frames, words, modules, names, force=True)
+        frames = [_frame(pc, None, modules, trust=FrameTrust.CONTEXT)] if pc is not None else []
+        frames = recover_callers(
+            p, frames, words, names, starts, make, force=True, returned=returned
+        )
 
     stack_window = _stack_window(words, names, modules)
     signal_frames = tuple(_signal_frame(s, names, symbol_offsets, modules) for s in sigframes)
@@ -287,7 +310,11 @@ def _signal_frame(
 
 
 def _frame(
-    pc: int, function: str | None, modules: Sequence[MappedFile], recovered: bool = False
+    pc: int,
+    function: str | None,
+    modules: Sequence[MappedFile],
+    recovered: bool = False,
+    trust: FrameTrust | None = None,
 ) -> Frame:
     m = _find_module(pc, modules)
     return Frame(
@@ -297,35 +324,5 @@ def _frame(
         offset=pc - m.base if m else None,
         build_id=m.build_id if m else None,
         recovered=recovered,
+        trust=trust,
     )
-
-
-def _recover(
-    p: ParsedCore,
-    frames: list[Frame],
-    words: list[RawStackWord],
-    modules: Sequence[MappedFile],
-    names: dict[int, str | None],
-    force: bool = False,
-) -> list[Frame]:
-    """At a bad pc, the callers are the return addresses in the live stack, not the unwinder's.
-
-    With no CFI for a bad pc the unwinder guesses, and skips the frame that made the bad call;
-    the words at and above the stack pointer that follow a call instruction are the evidence.
-    """
-    pc = p.pc
-    bad = pc is not None and (pc == 0 or not p.space.is_executable(pc))
-    if not (force or bad or len(frames) <= 1):
-        return frames
-    if bad:
-        frames = frames[:1]
-    known = {f.pc for f in frames}
-    out = list(frames)
-    for offset, address, after_call in words:
-        if offset < 0 or not after_call or address in known:
-            continue
-        out.append(_frame(address, names.get(address), modules, recovered=True))
-        known.add(address)
-        if len(out) >= MAX_RECOVERED_FRAMES + len(frames):
-            break
-    return out

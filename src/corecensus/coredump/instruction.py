@@ -19,9 +19,11 @@ __all__ = [
     "MemoryAccess",
     "call_before",
     "decode",
+    "direct_call_target",
     "effective_accesses",
     "is_after_call",
     "is_restore_rt",
+    "is_stub",
     "register_value",
     "x86_code_pointer",
 ]
@@ -32,6 +34,7 @@ RESTORE_RT_X86_64 = bytes.fromhex("48c7c00f0000000f05")
 # x86 call encodings are 2 (call *%rax) to 7 bytes (call *disp32(%rip)), plus prefixes.
 _MAX_CALL_LEN = 9
 _PAGE = 4096
+_MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,3 +237,49 @@ def x86_code_pointer(space: AddressSpace, addr: int) -> tuple[bool, bool]:
 def is_restore_rt(space: AddressSpace, addr: int) -> bool:
     code = space.read(addr, len(RESTORE_RT_X86_64))
     return code == RESTORE_RT_X86_64
+
+
+def direct_call_target(space: AddressSpace, ret: int, arch: str) -> int | None:
+    """Where the direct call ending at return address ``ret`` goes, or None for an indirect
+    call (or no call): ``E8 rel32`` on x86-64, ``BL imm26`` on aarch64. Hand-decoded: the stack
+    scan asks this of every candidate caller, from pages already read."""
+    if arch == "x86_64":
+        code = space.read(ret - 5, 5)
+        if code is None or code[0] != 0xE8:
+            return None
+        return (ret + int.from_bytes(code[1:], "little", signed=True)) & _MASK64
+    if arch == "aarch64":
+        code = space.read(ret - 4, 4)
+        if code is None:
+            return None
+        word = int.from_bytes(code, "little")
+        if word >> 26 != 0b100101:  # BL
+            return None
+        imm = (word & 0x3FFFFFF) << 2
+        if imm & (1 << 27):
+            imm -= 1 << 28
+        return (ret - 4 + imm) & _MASK64
+    return None
+
+
+# x86-64 PLT entries: `jmp *GOT(%rip)`, after CET's `endbr64` and MPX's `bnd` prefix if any
+# (binutils elf_x86_64 lazy, non-lazy and IBT PLTs).
+_ENDBR64 = bytes.fromhex("f30f1efa")
+
+
+def is_stub(space: AddressSpace, addr: int, arch: str) -> bool:
+    """Whether ``addr`` starts a linker stub (a PLT entry) that jumps on through a GOT slot."""
+    if arch == "x86_64":
+        code = space.read(addr, 11)
+        if code is None:
+            return False
+        if code.startswith(_ENDBR64):
+            code = code[4:]
+        if code[:1] == b"\xf2":
+            code = code[1:]
+        return code[:2] == b"\xff\x25"
+    if arch == "aarch64":
+        code = space.read(addr, 4)
+        # adrp x16, GOT page: every aarch64 PLT entry starts with it (bfd's elfNN_aarch64).
+        return code is not None and int.from_bytes(code, "little") & 0x9F00001F == 0x90000010
+    return False

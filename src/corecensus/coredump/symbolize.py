@@ -37,6 +37,8 @@ def _exe_path(p: ParsedCore) -> str | None:
 
 
 MAX_FRAMES = 64
+# No code is mapped in the first page (vm.mmap_min_addr is at least 4096).
+_LOWEST_CODE = 4096
 
 
 @dataclass
@@ -229,6 +231,10 @@ class Symbolizer:
             if name is None and is_restore_rt(self.p.space, pc):
                 name = "__restore_rt"
             out.frames.append((pc, name))
+        # An unwinder that ran off the end of the stack yields pcs like 0 or 1 (a zeroed or
+        # garbage return slot): no caller lives there, so none is reported past the first.
+        while len(out.frames) > 1 and out.frames[-1][0] < _LOWEST_CODE:
+            out.frames.pop()
         out.unwound = len(out.frames) > 0
         return out
 
