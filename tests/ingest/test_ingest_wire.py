@@ -479,3 +479,21 @@ def test_the_wire_module_needs_neither_duckdb_nor_drgn() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_record_with_signal_frames_and_scanned_frames_round_trips() -> None:
+    """The signal_race sample (a live signal frame with function, module and offsets) and the
+    return_to_null sample (frames scanned above pc 0, each with its trust) go through the wire
+    as inspect produced them."""
+    records = []
+    for name in ("signal_race", "return_to_null"):
+        rec = inspect_core(SAMPLES / name / "core.zst", binaries=[SAMPLES / name])
+        meta = {**rec.metadata, "COREDUMP_HOSTNAME": "web-1"}
+        records.append(dataclasses.replace(rec, metadata=meta))
+    assert records[0].signal_frames and records[0].signal_frames[0].module is not None
+    assert any(f.trust is not None and f.recovered for f in records[1].frames)
+    decoded = decode_batch(
+        RecordKind.CRASHES, decode_body(encode_batch(RecordKind.CRASHES, records))
+    )
+    assert decoded.problems == ()
+    assert [r.value for r in decoded.records] == records

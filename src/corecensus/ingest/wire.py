@@ -43,7 +43,7 @@ import zstandard
 
 from corecensus.errors import CorecensusError, ScreeningError
 from corecensus.ingest.fields import DROPPED_FIELDS, HOSTNAME, MAX_VALUE_CHARS, check_fields
-from corecensus.model import ANOMALY_NAMES, CrashRecord, ParseStatus, ProblemKind
+from corecensus.model import ANOMALY_NAMES, CrashRecord, FrameTrust, ParseStatus, ProblemKind
 from corecensus.screening.result import ScreenResult
 
 __all__ = [
@@ -523,9 +523,13 @@ _CRASH_INTS: Mapping[str, tuple[int, int]] = {
     "cpu": (0, 2**31),
 }
 _MODULE_FIELDS = frozenset({"path", "build_id", "base", "end", "file_offset", "executable"})
-_FRAME_FIELDS = frozenset({"pc", "function", "module", "offset", "build_id", "recovered"})
+_FRAME_FIELDS = frozenset({"pc", "function", "module", "offset", "build_id", "recovered", "trust"})
+_FRAME_TRUSTS = frozenset(FrameTrust)
 _WORD_FIELDS = frozenset({"offset", "address", "function", "module", "module_offset", "after_call"})
-_SIGFRAME_FIELDS = frozenset({"offset", "interrupted_pc", "function", "interrupted_sp", "signal"})
+_SIGFRAME_FIELDS = frozenset(
+    {"offset", "interrupted_pc", "function", "function_offset", "module", "module_offset",
+     "interrupted_sp", "signal"}
+)  # fmt: skip
 _ANOMALY_FIELDS = frozenset({"name", "detail", "confidence", "data"})
 _PROBLEM_FIELDS = frozenset({"kind", "detail"})
 _PROBLEM_KINDS = frozenset(ProblemKind)
@@ -583,6 +587,9 @@ def _check_crash(c: _Checker, raw: Any) -> tuple[str, str, CrashRecord]:
             c.opt_string(f.get(name), f"{w}.{name}")
         c.opt_integer(f.get("offset"), f"{w}.offset", 0, _U64)
         c.boolean(f.get("recovered", False), f"{w}.recovered")
+        trust = c.opt_string(f.get("trust"), f"{w}.trust")
+        if trust is not None and trust not in _FRAME_TRUSTS:
+            raise _Bad(RejectReason.SCHEMA, f"{w}.trust: unknown frame trust {trust[:40]!r}")
     names: list[str] = []
     for i, raw_a in enumerate(c.array(obj.get("anomaly_details", []), "anomaly_details")):
         w = f"anomaly_details[{i}]"
@@ -614,6 +621,9 @@ def _check_crash(c: _Checker, raw: Any) -> tuple[str, str, CrashRecord]:
         c.integer(s["offset"], f"{w}.offset", -_I64, _I64)
         c.integer(s["interrupted_pc"], f"{w}.interrupted_pc", 0, _U64)
         c.opt_string(s.get("function"), f"{w}.function")
+        c.opt_integer(s.get("function_offset"), f"{w}.function_offset", 0, _U64)
+        c.opt_string(s.get("module"), f"{w}.module")
+        c.opt_integer(s.get("module_offset"), f"{w}.module_offset", 0, _U64)
         c.opt_integer(s.get("interrupted_sp"), f"{w}.interrupted_sp", 0, _U64)
         c.opt_integer(s.get("signal"), f"{w}.signal", 0, 2**31)
     meta = c.obj(obj["metadata"], "metadata")
