@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from corecensus.demo.kernel_cores import (
+    CFLAGS,
     EM_X86_64,
     ET_CORE,
     CrasherError,
@@ -78,6 +79,8 @@ class Crasher:
     summary: str
     # True when some kernels cannot produce this crash (the program then exits 77).
     optional: bool = False
+    # Compiler/linker flags after CFLAGS (e.g. -Wl,-z,execstack).
+    flags: tuple[str, ...] = ()
 
 
 def _c(name: str, sig: signal.Signals, summary: str) -> Crasher:
@@ -109,6 +112,20 @@ CRASHERS: dict[str, Crasher] = {
         _c("bit_flip", SIGSEGV, "load through a heap pointer with bit 33 flipped"),
         _c("noncanonical", SIGSEGV, "load through a heap pointer with bit 63 flipped"),
         _c("signal_race", SIGSEGV, "null deref inside a SIGUSR1 handler"),
+        Crasher(
+            "execstack_main",
+            ("execstack_main.c",),
+            SIGSEGV,
+            "null deref on an executable (RWX) main stack",
+            flags=("-Wl,-z,execstack",),
+        ),
+        Crasher(
+            "execstack_thread",
+            ("execstack_thread.c",),
+            SIGSEGV,
+            "null deref on an executable (RWX) thread stack with a guard page",
+            flags=("-Wl,-z,execstack",),
+        ),
         _c("dead_signal_frame", SIGSEGV, "null deref after a handler returned"),
         Crasher(
             "mce_sigbus",
@@ -188,6 +205,7 @@ def build_crasher(name: str, build_dir: Path) -> Path:
         [CRASHERS_DIR / s for s in spec.sources],
         build_dir,
         headers=[CRASHERS_DIR / SHARED_HEADER],
+        flags=(*CFLAGS, *spec.flags),
     )
 
 

@@ -80,6 +80,7 @@ class ProblemKind(enum.StrEnum):
     SYMBOLS = "symbols"  # debug info or symbol problems; frames may lack names
     RULE_FAILED = "rule_failed"  # an anomaly rule could not run; the others did
     METADATA = "metadata"  # a sidecar, xattr or journal field was malformed
+    NOT_A_CRASH = "not_a_crash"  # a snapshot (gcore, a stopped process): no crash anomalies
     OTHER = "other"  # a kind this version does not know (a record from a newer corecensus)
 
     @property

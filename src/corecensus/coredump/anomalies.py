@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from corecensus.coredump import instruction
+from corecensus.coredump.notes import AT_ENTRY
 from corecensus.coredump.parse import ParsedCore
 from corecensus.model import Anomaly
 
@@ -48,6 +49,7 @@ class AnomalyContext:
     found: list[Anomaly] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    not_a_crash: str | None = None  # why no rule ran: the core is a snapshot, not a crash
 
     def has(self, name: str) -> bool:
         return any(a.name == name for a in self.found)
@@ -84,13 +86,19 @@ class PcNotExecutable:
         return bool(ctx.core.pc) and bool(ctx.core.segments)
 
     def run(self, ctx: AnomalyContext) -> None:
-        pc = ctx.core.pc
+        c = ctx.core
+        pc = c.pc
         assert pc is not None
-        if ctx.core.space.is_executable(pc):
+        if c.space.is_executable(pc) or c.in_undumped_file(pc):
+            return
+        if pc == c.auxv.get(AT_ENTRY) and c.space.file_at(pc) is not None:
+            # The kernel started the program here, so it executed, whatever the core says of
+            # the mapping (a core from a CPU without NX lists text without X; a SIGILL at the
+            # very first instruction then looks like a jump into data).
             return
         seg = ctx.core.space.segment_at(pc)
         where = "in a non-executable mapping" if seg else "in no mapping at all"
-        if seg is not None and ctx.core.space.is_stack_like(pc):
+        if seg is not None and ctx.core.is_stack(pc):
             where = "in a writable anonymous mapping (stack or heap)"
         ctx.found.append(
             Anomaly("pc_not_executable", f"pc {pc:#x} is {where}", data={"mapped": seg is not None})
@@ -110,7 +118,8 @@ class ReturnOrCall:
         c = ctx.core
         pc, sp = c.pc, c.sp
         assert pc is not None and sp is not None
-        bad_pc = pc == 0 or not c.space.is_executable(pc) or c.fault_address == pc
+        bad_pc = pc == 0 or c.fault_address == pc
+        bad_pc = bad_pc or not (c.space.is_executable(pc) or c.in_undumped_file(pc))
         if not bad_pc:
             return
         regs = _regs(ctx)
@@ -208,7 +217,7 @@ class StackOverflow:
         stack = c.space.segment_above(fault)
         if stack is None or stack.vaddr - fault > GUARD_GAP + NEAR_SP:
             return
-        if not c.space.is_stack_like(stack.vaddr):
+        if not c.is_stack(stack.vaddr):
             return
         ctx.facts["stack_overflow"] = True
         ctx.notes.append(
@@ -227,7 +236,7 @@ class SpOutsideStack:
         c = ctx.core
         sp = c.sp
         assert sp is not None
-        if c.space.is_stack_like(sp):
+        if c.is_stack(sp):
             return
         if ctx.facts.get("stack_overflow"):
             return  # sp in the guard gap below its own stack: the overflow, not a bad pointer
@@ -361,6 +370,9 @@ ANOMALY_RULES: tuple[AnomalyRule, ...] = (
 def detect_anomalies(core: ParsedCore) -> AnomalyContext:
     """Run every rule; a rule that raises adds a note and the rest still run."""
     ctx = AnomalyContext(core)
+    ctx.not_a_crash = core.not_a_crash
+    if ctx.not_a_crash is not None:
+        return ctx
     pc = core.pc
     if core.arch_name == "x86_64" and pc:
         code = core.space.read(pc, 15)

@@ -122,6 +122,8 @@ def _record(
     errors: list[Problem] = list(p.errors)
     ctx = detect_anomalies(p)
     errors.extend(Problem(ProblemKind.RULE_FAILED, n) for n in ctx.notes)
+    if ctx.not_a_crash is not None:
+        errors.append(Problem(ProblemKind.NOT_A_CRASH, ctx.not_a_crash))
     words, sigframes, problem = scan_stack(p)
     if problem:
         errors.append(Problem(ProblemKind.NO_STACK, problem))

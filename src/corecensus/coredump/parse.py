@@ -26,6 +26,8 @@ from corecensus.coredump.elf import (
 from corecensus.coredump.memory import AddressSpace
 from corecensus.coredump.notes import (
     AT_EXECFN,
+    AT_PLATFORM,
+    AT_RANDOM,
     NT_AUXV,
     NT_FILE,
     NT_PRPSINFO,
@@ -46,6 +48,9 @@ from corecensus.errors import KernelDumpError
 from corecensus.model import MappedFile, Problem, ProblemKind
 
 __all__ = ["ParsedCore", "parse_core"]
+
+# Signals a process stopped at under gdb that make its gcore a crash (faults and abort()).
+_FAULTS = frozenset({"SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT", "SIGSYS", "SIGEMT"})
 
 # Bytes of stack read around the crashing thread's stack pointer (the issue asks for >= 8 KiB
 # each way; the dead frames below %rsp are where a signal-handler race leaves its traces).
@@ -136,6 +141,69 @@ class ParsedCore:
     @cached_property
     def sp(self) -> int | None:
         return self.register(self.arch.sp) if self.arch else None
+
+    @cached_property
+    def not_a_crash(self) -> str | None:
+        """Why this core is not a crash, or None when it is one.
+
+        The kernel writes a core only for a signal whose default action dumps core, so every
+        kernel (and qemu-user) core is a crash. gdb's gcore snapshots a process wherever it
+        stopped: only a fault or abort it stopped at is a crash; SIGSTOP, SIGINT, a breakpoint's
+        SIGTRAP or no signal at all is a snapshot of a live process.
+        """
+        if self.writer != "gdb-gcore" or self.signal_name in _FAULTS:
+            return None
+        why = f"stopped by {self.signal_name}" if self.signal_name else "with no signal pending"
+        return (
+            f"not a crash: gdb's gcore wrote this core while the process was {why}; "
+            "crash anomalies do not apply"
+        )
+
+    def in_undumped_file(self, addr: int) -> bool:
+        """Whether ``addr`` lies in a mapped file the core lists (NT_FILE, link map) but holds
+        no segment for: gdb's gcore leaves unmodified file text out of the program headers, so
+        nothing is known there about permissions, and nothing is wrong either."""
+        return self.space.segment_at(addr) is None and self.space.file_at(addr) is not None
+
+    @cached_property
+    def stack_starts(self) -> frozenset[int]:
+        """Start addresses of the mappings that are stacks by the process's layout, whatever
+        their permissions (an executable stack is RWX; MIPS and old kernels make stacks
+        executable): the main stack (it holds the strings the auxiliary vector points at),
+        the stacks of the other threads (their stack pointers), and any writable mapping
+        right above a guard mapping with no access (glibc's pthread stacks)."""
+        space = self.space
+        starts: set[int] = set()
+        for key in (AT_EXECFN, AT_RANDOM, AT_PLATFORM):
+            seg = space.segment_at(self.auxv[key]) if self.auxv.get(key) else None
+            if seg is not None and seg.writable:
+                starts.add(seg.vaddr)
+        if self.arch is not None:
+            for t in self.threads[1:]:
+                sp = t.registers.get(self.arch.sp)
+                seg = space.segment_at(sp) if sp is not None else None
+                if seg is not None and seg.writable:
+                    starts.add(seg.vaddr)
+        previous = None
+        for seg in self.segments:
+            if (
+                previous is not None
+                and previous.end == seg.vaddr
+                and not previous.flags & 7
+                and seg.writable
+                and space.file_at(seg.vaddr) is None
+            ):
+                starts.add(seg.vaddr)
+            previous = seg
+        return frozenset(starts)
+
+    def is_stack(self, addr: int) -> bool:
+        """Whether ``addr`` lies in a stack: by layout (:attr:`stack_starts`), or in a readable,
+        writable, non-executable anonymous mapping (where stacks usually live)."""
+        if self.space.is_stack_like(addr):
+            return True
+        seg = self.space.segment_at(addr)
+        return seg is not None and seg.vaddr in self.stack_starts
 
 
 def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> ParsedCore:
