@@ -29,6 +29,7 @@ __all__ = [
     "Severity",
     "SignalFrame",
     "StackWord",
+    "ThreadDetail",
     "status_of",
 ]
 
@@ -273,6 +274,34 @@ class SignalFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadDetail:
+    """One thread of the process as the core left it: its tid, the signal it had taken (the
+    crashing thread's; usually None for the others), its registers and its frames."""
+
+    tid: int
+    signal: int | None = None
+    registers: Mapping[str, int] = field(default_factory=dict)
+    frames: tuple[Frame, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tid": self.tid,
+            "signal": self.signal,
+            "registers": dict(self.registers),
+            "frames": [f.to_json() for f in self.frames],
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ThreadDetail:
+        return cls(
+            tid=obj["tid"],
+            signal=obj.get("signal"),
+            registers=dict(obj.get("registers", {})),
+            frames=tuple(Frame.from_json(f) for f in obj.get("frames", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Anomaly:
     """A register-level anomaly. ``name`` is one of :data:`ANOMALY_NAMES`."""
 
@@ -325,6 +354,7 @@ class CrashRecord:
     anomalies: tuple[Anomaly, ...] = ()
     stack_window: tuple[StackWord, ...] = ()
     signal_frames: tuple[SignalFrame, ...] = ()
+    threads_detail: tuple[ThreadDetail, ...] = ()
     cpu: int | None = None
     writer: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
@@ -369,6 +399,7 @@ class CrashRecord:
             "anomaly_details": [a.to_json() for a in self.anomalies],
             "stack_window": [w.to_json() for w in self.stack_window],
             "signal_frames": [s.to_json() for s in self.signal_frames],
+            "threads_detail": [t.to_json() for t in self.threads_detail],
             "metadata": dict(self.metadata),
         }
 
@@ -420,6 +451,7 @@ class CrashRecord:
             ),
             stack_window=tuple(StackWord(**w) for w in obj.get("stack_window", ())),
             signal_frames=tuple(SignalFrame(**s) for s in obj.get("signal_frames", ())),
+            threads_detail=tuple(ThreadDetail.from_json(t) for t in obj.get("threads_detail", ())),
             metadata=dict(obj.get("metadata", {})),
         )
 

@@ -118,7 +118,7 @@ class ReturnOrCall:
         c = ctx.core
         pc, sp = c.pc, c.sp
         assert pc is not None and sp is not None
-        bad_pc = pc == 0 or c.fault_address == pc
+        bad_pc = pc in (0, c.fault_address)
         bad_pc = bad_pc or not (c.space.is_executable(pc) or c.in_undumped_file(pc))
         if not bad_pc:
             return

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from corecensus.coredump.anomalies import detect_anomalies
 from corecensus.coredump.binaries import BinaryResolver
-from corecensus.coredump.notes import AT_ENTRY, AT_EXECFN
+from corecensus.coredump.notes import AT_ENTRY, AT_EXECFN, PrStatus
 from corecensus.coredump.parse import ParsedCore, parse_core
 from corecensus.coredump.recover import recover_callers
 from corecensus.coredump.source import DEFAULT_MAX_STREAM_BYTES, DEFAULT_STDIN_TIMEOUT, open_core
@@ -36,10 +36,18 @@ from corecensus.model import (
     ProblemKind,
     SignalFrame,
     StackWord,
+    ThreadDetail,
     status_of,
 )
 
+if TYPE_CHECKING:
+    from corecensus.coredump.symbolize import Symbolizer
+
 __all__ = ["inspect_core", "unparsed_core_id"]
+
+# Threads unwound with drgn beyond the crashing one; the rest keep their registers and pc (a
+# process with thousands of threads would otherwise cost seconds per core).
+MAX_THREADS_UNWOUND = 256
 
 
 def inspect_core(
@@ -139,6 +147,7 @@ def _record(
         return _frame(address, names.get(address), modules, recovered=True, trust=trust)
 
     unwound = False
+    others: list[ThreadDetail] = []
     if symbolize and p.crashed is not None:
         from corecensus.coredump.symbolize import Symbolizer
 
@@ -187,12 +196,14 @@ def _record(
             frames = recover_callers(
                 p, frames, words, names, starts, make, force=not sym.opened, returned=returned
             )
+            others = _other_threads(p, modules, sym if sym.opened else None)
     else:
         pc = p.pc
         frames = [_frame(pc, None, modules, trust=FrameTrust.CONTEXT)] if pc is not None else []
         frames = recover_callers(
             p, frames, words, names, starts, make, force=True, returned=returned
         )
+        others = _other_threads(p, modules, None)
 
     stack_window = _stack_window(words, names, modules)
     signal_frames = tuple(_signal_frame(s, names, symbol_offsets, modules) for s in sigframes)
@@ -239,9 +250,42 @@ def _record(
         anomalies=tuple(ctx.found),
         stack_window=stack_window,
         signal_frames=signal_frames,
+        threads_detail=(
+            ThreadDetail(t.pid, p.signal, dict(t.registers), tuple(frames)),
+            *others,
+        )
+        if t
+        else (),
         cpu=_int_or_none(meta.get("CORECENSUS_CPU")),
         metadata=meta,
     )
+
+
+def _thread_signal(t: PrStatus) -> int | None:
+    return t.cursig or t.signo or None
+
+
+def _other_threads(
+    p: ParsedCore, modules: Sequence[MappedFile], sym: Symbolizer | None
+) -> list[ThreadDetail]:
+    """The threads after the crashing one, in the core's order, each unwound by drgn when
+    symbolizing (else its pc alone); past :data:`MAX_THREADS_UNWOUND`, registers and pc only."""
+    out: list[ThreadDetail] = []
+    pc_name = p.arch.pc if p.arch else None
+    for i, t in enumerate(p.threads[1:]):
+        frames: list[Frame] = []
+        if sym is not None and i < MAX_THREADS_UNWOUND:
+            stack = sym.unwind(t.pid)
+            frames = [
+                _frame(pc, fn, modules, trust=FrameTrust.UNWOUND if j else FrameTrust.CONTEXT)
+                for j, (pc, fn) in enumerate(stack.frames)
+            ]
+        if not frames and pc_name is not None and pc_name in t.registers:
+            pc = t.registers[pc_name]
+            name = sym.symbol_name(pc) if sym is not None else None
+            frames = [_frame(pc, name, modules, trust=FrameTrust.CONTEXT)]
+        out.append(ThreadDetail(t.pid, _thread_signal(t), dict(t.registers), tuple(frames)))
+    return out
 
 
 def _int_or_none(v: str | None) -> int | None:

@@ -203,13 +203,14 @@ class Symbolizer:
             )
 
     # -- queries --------------------------------------------------------------------------------
-    def unwind(self) -> SymbolizedStack:
+    def unwind(self, tid: int | None = None) -> SymbolizedStack:
+        """The frames of thread ``tid`` (the crashing thread by default)."""
         out = SymbolizedStack()
         if self.prog is None:
             out.stopped_reason = "; ".join(self.errors) or "drgn unavailable"
             return out
         try:
-            thread = self.prog.crashed_thread()
+            thread = self.prog.crashed_thread() if tid is None else self.prog.thread(tid)
             trace = thread.stack_trace()
         except Exception as exc:
             out.stopped_reason = f"unwinding failed: {exc}"

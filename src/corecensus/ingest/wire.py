@@ -504,7 +504,7 @@ _CRASH_FIELDS = frozenset(
         "cmdline", "signal", "signal_name", "si_code", "si_code_name", "fault_address",
         "effective_address", "instruction", "crashed_tid", "threads", "cpu", "registers",
         "modules", "frames", "anomalies", "anomaly_details", "stack_window", "signal_frames",
-        "metadata",
+        "threads_detail", "metadata",
     }
 )  # fmt: skip
 _CRASH_STRINGS = (
@@ -525,6 +525,7 @@ _CRASH_INTS: Mapping[str, tuple[int, int]] = {
 _MODULE_FIELDS = frozenset({"path", "build_id", "base", "end", "file_offset", "executable"})
 _FRAME_FIELDS = frozenset({"pc", "function", "module", "offset", "build_id", "recovered", "trust"})
 _FRAME_TRUSTS = frozenset(FrameTrust)
+_THREAD_FIELDS = frozenset({"tid", "signal", "registers", "frames"})
 _WORD_FIELDS = frozenset({"offset", "address", "function", "module", "module_offset", "after_call"})
 _SIGFRAME_FIELDS = frozenset(
     {"offset", "interrupted_pc", "function", "function_offset", "module", "module_offset",
@@ -534,6 +535,20 @@ _ANOMALY_FIELDS = frozenset({"name", "detail", "confidence", "data"})
 _PROBLEM_FIELDS = frozenset({"kind", "detail"})
 _PROBLEM_KINDS = frozenset(ProblemKind)
 _ANOMALIES = frozenset(ANOMALY_NAMES)
+
+
+def _check_frames(c: _Checker, raw: Any, where: str) -> None:
+    for i, raw_f in enumerate(c.array(raw, where)):
+        w = f"{where}[{i}]"
+        f = c.obj(raw_f, w, frozenset({"pc"}), _FRAME_FIELDS)
+        c.integer(f["pc"], f"{w}.pc", 0, _U64)
+        for name in ("function", "module", "build_id"):
+            c.opt_string(f.get(name), f"{w}.{name}")
+        c.opt_integer(f.get("offset"), f"{w}.offset", 0, _U64)
+        c.boolean(f.get("recovered", False), f"{w}.recovered")
+        trust = c.opt_string(f.get("trust"), f"{w}.trust")
+        if trust is not None and trust not in _FRAME_TRUSTS:
+            raise _Bad(RejectReason.SCHEMA, f"{w}.trust: unknown frame trust {trust[:40]!r}")
 
 
 def _check_crash(c: _Checker, raw: Any) -> tuple[str, str, CrashRecord]:
@@ -579,17 +594,16 @@ def _check_crash(c: _Checker, raw: Any) -> tuple[str, str, CrashRecord]:
         c.integer(m.get("end", m["base"]), f"{w}.end", 0, _U64)
         c.integer(m.get("file_offset", 0), f"{w}.file_offset", 0, _U64)
         c.boolean(m.get("executable", False), f"{w}.executable")
-    for i, raw_f in enumerate(c.array(obj.get("frames", []), "frames")):
-        w = f"frames[{i}]"
-        f = c.obj(raw_f, w, frozenset({"pc"}), _FRAME_FIELDS)
-        c.integer(f["pc"], f"{w}.pc", 0, _U64)
-        for name in ("function", "module", "build_id"):
-            c.opt_string(f.get(name), f"{w}.{name}")
-        c.opt_integer(f.get("offset"), f"{w}.offset", 0, _U64)
-        c.boolean(f.get("recovered", False), f"{w}.recovered")
-        trust = c.opt_string(f.get("trust"), f"{w}.trust")
-        if trust is not None and trust not in _FRAME_TRUSTS:
-            raise _Bad(RejectReason.SCHEMA, f"{w}.trust: unknown frame trust {trust[:40]!r}")
+    _check_frames(c, obj.get("frames", []), "frames")
+    for i, raw_t in enumerate(c.array(obj.get("threads_detail", []), "threads_detail")):
+        w = f"threads_detail[{i}]"
+        t = c.obj(raw_t, w, frozenset({"tid"}), _THREAD_FIELDS)
+        c.integer(t["tid"], f"{w}.tid", 0, 2**31)
+        c.opt_integer(t.get("signal"), f"{w}.signal", 0, 2**31)
+        for name, value in c.obj(t.get("registers", {}), f"{w}.registers").items():
+            c.string(name, f"{w}.registers")
+            c.integer(value, f"{w}.registers.{name[:40]}", 0, _U64)
+        _check_frames(c, t.get("frames", []), f"{w}.frames")
     names: list[str] = []
     for i, raw_a in enumerate(c.array(obj.get("anomaly_details", []), "anomaly_details")):
         w = f"anomaly_details[{i}]"
