@@ -24,9 +24,33 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+# What `corecensus --help` lists for each subcommand: its docstring's first sentence, kept here
+# so listing them imports none (tests/cli/test_cli_help.py checks that they agree).
+SUMMARIES: dict[str, str] = {
+    "agent": "The per-host agent: core handler, watcher, heartbeats, screens, spool and upload.",
+    "analyze": (
+        "Find crash populations and say what causes each: a bad host/CPU, a bug, or a deploy."
+    ),
+    "collector": (
+        "The collector: HTTP ingest for the fleet's agents, the store, /metrics, the analysis API."
+    ),
+    "demo": "Crash a small simulated fleet for real, ingest the cores, analyze, report.",
+    "ingest": "Parse core dumps (files or directories) with their metadata into the store.",
+    "inspect": "Read one core dump (plain, .zst, .lz4, .xz, or - for stdin) into a crash record.",
+    "reprocess": "Recompute every crash's signatures with the current rules.",
+    "screen": "Screen this host's CPUs for silent data corruption.",
+}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(SUBCOMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's default imports every subcommand to ask for its short help.
+        rows = [(name, SUMMARIES.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = SUBCOMMANDS.get(cmd_name)
