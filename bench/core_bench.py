@@ -67,6 +67,10 @@ DOC = HERE.parent / "docs" / "bench_core.md"
 # The issue's targets.
 REG_TARGET_S = 0.010
 REG_VS_EU_TARGET = 2.0
+# issue 8 (speed as a command): per process, wall.
+CLI_REG_TARGET_S = 0.150
+CLI_FULL_TARGET_S = 0.300
+CLI_HELP_TARGET_S = 0.100
 RSS_TARGET_BYTES = 200e6
 # "Does not grow with size": a core 4096x larger may cost at most this much more.
 GROWTH_TIME_MAX = 1.5
@@ -78,6 +82,7 @@ LABELS = {
     "drgn": "drgn alone (in-process)",
     "cli_reg": "`corecensus inspect --json --no-symbols` (process)",
     "cli_full": "`corecensus inspect --json` (process)",
+    "cli_help": "`corecensus --help` (process)",
     "eu": "`eu-stack --core CORE -e EXE` (process)",
     "gdb": "`gdb -batch -ex bt EXE CORE` (process)",
     "unzstd_eu": "`zstd -d` to a file, then `eu-stack` (process)",
@@ -246,6 +251,10 @@ def _check_cli(core: Core, run: ProcRun, *, named: bool) -> str:
     return ""
 
 
+def _check_help(run: ProcRun) -> str:
+    return "" if run.returncode == 0 and "inspect" in run.stdout else f"exit {run.returncode}"
+
+
 def _check_text(core: Core, run: ProcRun) -> str:
     if core.crasher.function in run.stdout:
         return ""
@@ -266,6 +275,8 @@ def measure_processes(
         methods: dict[str, tuple[list[str], Callable[[ProcRun], str]]] = {
             "cli_reg": ([*py, "--no-symbols", c], partial(_check_cli, core, named=False)),
             "cli_full": ([*py, c], partial(_check_cli, core, named=True)),
+            # Not about the core: the first thing a new user runs, timed beside the rest.
+            "cli_help": ([sys.executable, "-m", "corecensus", "--help"], _check_help),
         }
         if core.compressed_from is None:
             assert eu is not None and gdb is not None
@@ -614,7 +625,7 @@ def summary(r: Results) -> list[str]:
         f"| method | {head} | cores/s | peak RSS MB |",
         "|---|" + "---:|" * (len(r.plain) + 2),
     ]
-    for m in ("reg", "full", "drgn", "eu", "gdb", "cli_reg", "cli_full"):
+    for m in ("reg", "full", "drgn", "eu", "gdb", "cli_reg", "cli_full", "cli_help"):
         ss = [s for n in r.plain if (s := r.get(n, m))]
         if not ss:
             continue
@@ -719,6 +730,21 @@ def targets(r: Results) -> list[str]:
         + ("yes" if vs and min(vs.values()) >= 1.0 else "**no**")
         + " |"
     )
+    for method, target in (
+        ("cli_reg", CLI_REG_TARGET_S),
+        ("cli_full", CLI_FULL_TARGET_S),
+        ("cli_help", CLI_HELP_TARGET_S),
+    ):
+        runs = {n: s for n in r.plain if (s := r.get(n, method))}
+        if runs:
+            slowest = max(s.median for s in runs.values())
+            out.append(
+                f"| {LABELS[method]} ≤ {target * 1000:.0f} ms per process | "
+                + ", ".join(f"{n} {_ms(s.median)} ms" for n, s in runs.items())
+                + f" (CPU {', '.join(_ms(s.cpu_median) for s in runs.values())} ms) | "
+                + ("yes" if slowest <= target else "**no**")
+                + " |"
+            )
     core, mode, peak = _peak_rss(r)
     out.append(
         f"| peak RSS < 200 MB for any core | largest: {_mb(peak)} MB ({mode} pass, {core}) | "
