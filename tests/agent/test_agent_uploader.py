@@ -252,3 +252,25 @@ def test_collector_down_then_back_loses_nothing(tmp_path: Path) -> None:
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, 1.7e9) == expected
+
+
+def test_losses_ride_on_the_next_heartbeat_and_are_cleared_when_acknowledged(
+    tmp_path: Path, collector: StubCollector
+) -> None:
+    clock = FakeClock()
+    up = make(tmp_path, collector.url, clock)
+    up.spool.count_lost("spool_full", 3)
+    up.spool.count_lost("rejected:schema", 1)
+    up.spool.put("crash", crash(1))
+    assert up.upload_once().outcome is UploadOutcome.SENT
+    assert "lost=" not in collector.arrivals[-1].headers["x-corecensus-agent"]  # crashes: no
+    up.spool.put("heartbeat", HeartbeatRecord("web-1", 5, "svc", "1.0").to_json())
+    collector.script.append(Scripted(503, {"Retry-After": "1"}))
+    r = up.upload_once()
+    assert r.outcome is UploadOutcome.RETRY
+    assert up.spool.lost() == {"spool_full": 3, "rejected:schema": 1}  # not delivered: kept
+    clock.t += r.wait_s
+    assert up.upload_once().outcome is UploadOutcome.SENT
+    header = collector.arrivals[-1].headers["x-corecensus-agent"]
+    assert header.endswith(" lost=rejected:schema:1,spool_full:3")
+    assert up.spool.lost() == {}

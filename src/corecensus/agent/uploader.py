@@ -52,7 +52,7 @@ from corecensus.ingest.wire import (
     compress,
 )
 
-__all__ = ["SPOOL_KINDS", "UploadOutcome", "UploadResult", "Uploader"]
+__all__ = ["SPOOL_KINDS", "UploadOutcome", "UploadResult", "UploadStats", "Uploader", "loss_report"]
 
 # Spool kind -> wire kind.
 SPOOL_KINDS: Mapping[str, RecordKind] = {
@@ -93,6 +93,7 @@ class UploadStats:
     consecutive_failures: int = 0
     sent_records: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
+    lost_reported: Counter[str] = field(default_factory=Counter)
 
 
 class _Raw:
@@ -163,8 +164,12 @@ class Uploader:
         self.spool.ack([r.name for r in batch])
         self.spool.count_lost(reason, len(batch))
 
-    def upload_once(self, extra_agent_info: str = "") -> UploadResult:
-        """Send the oldest batch if allowed now; see the module docstring for what follows."""
+    def upload_once(self) -> UploadResult:
+        """Send the oldest batch if allowed now; see the module docstring for what follows.
+
+        A batch of heartbeats also reports the records lost since the last one, by reason, in
+        its agent header (wire schema 1 has no heartbeat field for them; the collector logs the
+        header); the counts are cleared only when that batch is acknowledged."""
         wait = self.ready_in()
         if wait > 0:
             return UploadResult(UploadOutcome.WAIT, wait_s=wait)
@@ -177,6 +182,8 @@ class Uploader:
             "records": [_Raw(r.body).to_json() for r in batch],
         }
         payload = compress(json.dumps(body, separators=(",", ":")).encode(), ContentEncoding.ZSTD)
+        lost = self.spool.lost() if kind is RecordKind.HEARTBEATS else {}
+        extra_agent_info = loss_report(lost)
         headers = {
             "Content-Type": CONTENT_TYPE,
             "Content-Encoding": str(ContentEncoding.ZSTD),
@@ -222,6 +229,9 @@ class Uploader:
             self.stats.last_success_wall = self.wall_clock()
             self.stats.sent_records += len(batch) - len(ack.rejected)
             self.batch_records = min(self.config.batch_records, self.batch_records * 2)
+            if lost:
+                self.spool.take_lost(lost)
+                self.stats.lost_reported.update(lost)
             return UploadResult(UploadOutcome.SENT, len(batch), status)
         self.stats.last_error = f"{status} {error or ''}".strip()
         if status in _DROP_STATUSES or status == 422:
@@ -248,6 +258,13 @@ class Uploader:
             retry_after = None  # an unexpected answer: back off, keep the batch
         wait = self._backoff(retry_after)
         return UploadResult(UploadOutcome.RETRY, len(batch), status, self.stats.last_error, wait)
+
+
+def loss_report(lost: Mapping[str, int]) -> str:
+    """``lost=reason:n,...`` for the agent header (empty when nothing was lost)."""
+    if not lost:
+        return ""
+    return "lost=" + ",".join(f"{k}:{v}" for k, v in sorted(lost.items()))
 
 
 def _error_reason(response: httpx.Response) -> str | None:

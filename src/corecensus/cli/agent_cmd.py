@@ -194,3 +194,60 @@ def uninstall_handler(ctx: click.Context, proc_root: Path) -> int:
     else:
         click.echo(f"core_pattern restored: {state.previous_pattern}")
     return 0
+
+
+@agent.command("run")
+@click.option("--once", is_flag=True, help="One step of the loop, then exit (for checks).")
+@click.pass_context
+def run_cmd(ctx: click.Context, once: bool) -> int:
+    """The daemon: watch core directories, heartbeats, scheduled screens, upload."""
+    import signal
+
+    from corecensus.agent.daemon import Daemon
+
+    try:
+        config = _config(ctx)
+        daemon = Daemon(config, env=os.environ)
+    except CorecensusError as exc:
+        error(str(exc))
+        return 2
+    except OSError as exc:
+        error(f"cannot start the agent: {exc.strerror} ({exc.filename})")
+        return 1
+    stop: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if once:
+        daemon.step()
+    else:
+        daemon.run(lambda: bool(stop))
+    return 0
+
+
+@agent.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@click.option("--proc-root", type=click.Path(path_type=Path), default=Path("/proc"), hidden=True)
+@click.pass_context
+def status_cmd(ctx: click.Context, as_json: bool, proc_root: Path) -> int:
+    """Spool depth, losses, last upload, errors, handler and kill switch, in one screen."""
+    from corecensus.agent.corepattern import KernelFiles
+    from corecensus.agent.status import gather_status
+
+    try:
+        config = _config(ctx)
+    except CorecensusError as exc:
+        error(str(exc))
+        return 2
+    status = gather_status(config, env=os.environ, kernel=KernelFiles(proc_root))
+    if as_json:
+        print_json(status)
+    else:
+        from corecensus.cli.output import show
+        from corecensus.cli.render import agent_status_view
+
+        show(agent_status_view(status))
+    return 0

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # imported by the commands that need them (inspect stays ligh
     from corecensus.screening import ScreenResult
 
 __all__ = [
+    "agent_status_view",
     "analysis_view",
     "demo_view",
     "escape_control",
@@ -391,3 +392,69 @@ def screen_view(result: ScreenResult) -> RenderableType:
                     )
                 )
     return Group(*parts)
+
+
+def _ago(wall: object, now: float) -> str:
+    if not isinstance(wall, (int, float)):
+        return "never"
+    stamp = datetime.fromtimestamp(float(wall), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{stamp} ({max(0.0, now - float(wall)):.0f} s ago)"
+
+
+def agent_status_view(status: Mapping[str, Any], now: float | None = None) -> RenderableType:
+    """``corecensus agent status``: one screen of what the agent does on this host."""
+    import time
+
+    now = time.time() if now is None else now
+    spool = status.get("spool") or {}
+    handler = status.get("handler") or {}
+    daemon = status.get("daemon")
+    lost = status.get("lost") or {}
+    rows: list[tuple[str, object]] = [
+        ("kill switch", status.get("disabled") or "off"),
+        ("handler", handler.get("state", "unknown")),
+        ("core_pattern", handler.get("core_pattern", "?")),
+    ]
+    if handler.get("chains_to") is not None:
+        rows.append(("chains to", handler["chains_to"] or "(nothing)"))
+    rows += [
+        (
+            "spool",
+            f"{spool.get('records', 0)} records, {spool.get('bytes', 0)} of "
+            f"{spool.get('max_bytes', 0)} bytes",
+        ),
+        ("lost (unreported)", ", ".join(f"{k} {v}" for k, v in sorted(lost.items())) or "none"),
+        (
+            "stored cores",
+            f"{status.get('stored_cores', {}).get('count', 0)} "
+            f"({status.get('stored_cores', {}).get('bytes', 0)} bytes)",
+        ),
+    ]
+    errors: list[str] = []
+    if isinstance(daemon, dict):
+        up = daemon.get("upload") or {}
+        rows += [
+            (
+                "daemon",
+                f"pid {daemon.get('pid')} "
+                f"{'running' if daemon.get('running') else 'NOT running'}, "
+                f"updated {_ago(daemon.get('updated'), now)}",
+            ),
+            ("collector", daemon.get("collector") or "(none configured)"),
+            ("last upload", _ago(up.get("last_success"), now)),
+            ("upload failures in a row", up.get("consecutive_failures", 0)),
+            ("last heartbeat", _ago((daemon.get("last") or {}).get("heartbeat"), now)),
+            (
+                "last screen",
+                f"{_ago((daemon.get('last') or {}).get('screen'), now)}"
+                f" {daemon.get('last_screen_verdict') or ''}".rstrip(),
+            ),
+        ]
+        errors = [str(e) for e in daemon.get("errors") or []]
+    else:
+        rows.append(("daemon", "never ran from this state directory"))
+    parts: list[RenderableType] = [kv_grid(rows)]
+    if errors:
+        parts.append(Text("recent errors", style="bold"))
+        parts.extend(plain("  " + e, "red") for e in errors[-5:])
+    return Panel(Group(*parts), title=plain(f"corecensus agent ({status.get('state_dir')})"))
