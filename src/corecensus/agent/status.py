@@ -12,13 +12,13 @@ from typing import Any
 
 from corecensus.agent.config import AgentConfig
 from corecensus.agent.corepattern import InstallError, KernelFiles, load_state
-
-_KERNEL = KernelFiles()
 from corecensus.agent.daemon import STATUS_FILE
 from corecensus.agent.killswitch import DEFAULT_DISABLE_FILE, disabled_reason
 from corecensus.agent.spool import Spool
 
 __all__ = ["gather_status"]
+
+_KERNEL = KernelFiles()
 
 
 def _alive(pid: object) -> bool:
