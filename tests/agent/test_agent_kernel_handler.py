@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import zstandard
+from collector_stub import StubCollector
 
 from corecensus.agent.spool import Spool
 from crashers import kernel_core_support, run_crasher
@@ -31,8 +32,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _agent(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORECENSUS_")}
+def _agent(
+    state: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CORECENSUS_")}
+    full.update(env or {})
     return subprocess.run(
         [
             sys.executable,
@@ -47,7 +51,7 @@ def _agent(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
         ],
         capture_output=True,
         text=True,
-        env=env,
+        env=full,
         timeout=120,
     )
 
@@ -90,6 +94,7 @@ def test_kernel_pipes_a_real_crash_to_the_handler(installed: Path, tmp_path: Pat
     cpus = sorted(os.sched_getaffinity(0))
     targets = sorted({cpus[0], cpus[-1]})
     saved = os.sched_getaffinity(0)
+    pids = []
     for cpu in targets:
         os.sched_setaffinity(0, {cpu})  # the crasher inherits it: it can run on this CPU only
         try:
@@ -98,6 +103,7 @@ def test_kernel_pipes_a_real_crash_to_the_handler(installed: Path, tmp_path: Pat
             os.sched_setaffinity(0, saved)
         # The handler chained to the previous pattern: the crasher's own core file is there.
         assert crash.core is not None and crash.core_dumped
+        pids.append(crash.pid)
         record = _record_for(installed, crash.pid)
         meta = record["metadata"]
         assert meta["CORECENSUS_CPU"] == str(cpu)
@@ -109,3 +115,19 @@ def test_kernel_pipes_a_real_crash_to_the_handler(installed: Path, tmp_path: Pat
         stored = Path(record["source"])
         with stored.open("rb") as fh:
             assert zstandard.ZstdDecompressor().stream_reader(fh).read() == crash.core.read_bytes()
+    # ... and the records, with the CPU each ran on, arrive at a collector.
+    collector = StubCollector().start()
+    try:
+        env = {
+            "CORECENSUS_AGENT_COLLECTOR_URL": collector.url,
+            "CORECENSUS_AGENT_FIRST_CONTACT_WINDOW_S": "0",
+            "CORECENSUS_AGENT_SCREEN_MODE": "",
+            "CORECENSUS_AGENT_SYSTEMD_COREDUMP_DIR": str(tmp_path / "none"),
+        }
+        sent = _agent(installed, "run", "--once", env=env)
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        collector.stop()
+    arrived = {r["metadata"]["COREDUMP_PID"]: r for r in collector.stored["crashes"].values()}
+    for cpu, pid in zip(targets, pids, strict=True):
+        assert arrived[str(pid)]["cpu"] == cpu

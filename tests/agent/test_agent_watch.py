@@ -1,0 +1,123 @@
+"""The watcher over an emulated systemd-coredump directory (a real zstd core, systemd's file
+name and its xattrs set on a real file, as systemd-coredump's fix_xattr() would; systemd-coredump
+itself is never installed here), the child parser with its budget, and exposure from real /proc."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from corecensus.agent.config import ServiceSpec
+from corecensus.agent.exposure import AGENT_SERVICE, heartbeats, running_services
+from corecensus.agent.watch import Watcher, inspect_in_child
+from corecensus.model import ParseStatus, ProblemKind
+from crashers import CrashResult
+
+BOOT = "0123456789abcdef0123456789abcdef"
+
+
+def systemd_core(directory: Path, crash: CrashResult) -> Path:
+    """A core as systemd-coredump stores it: zstd, its naming convention, its xattrs."""
+    assert crash.core is not None
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"core.null_deref.0.{BOOT}.{crash.pid}.1700000000000000.zst"
+    path = directory / name
+    path.write_bytes(zstandard.ZstdCompressor().compress(crash.core.read_bytes()))
+    for key, value in {
+        "user.coredump.pid": str(crash.pid),
+        "user.coredump.signal": "11",
+        "user.coredump.timestamp": "1700000000000000",
+        "user.coredump.comm": "null_deref",
+        "user.coredump.exe": str(crash.exe),
+        "user.coredump.hostname": "original-host",
+    }.items():
+        os.setxattr(path, key, value.encode())
+    return path
+
+
+@pytest.fixture
+def crash(kernel_cores: Any) -> CrashResult:
+    result: CrashResult = kernel_cores["null_deref"]
+    return result
+
+
+def test_systemd_coredump_core_is_found_once_settled_and_read_with_its_xattrs(
+    tmp_path: Path, crash: CrashResult
+) -> None:
+    sd = tmp_path / "coredump"
+    core = systemd_core(sd, crash)
+    (sd / "notes.txt").write_text("not a core")
+    watcher = Watcher([sd], tmp_path / "watch.json")
+    assert watcher.scan() == []  # first sight: not yet known to be settled
+    assert watcher.scan() == [core]
+    record = inspect_in_child(core, 120.0, {"COREDUMP_HOSTNAME": "web-1", "CORECENSUS_KERNEL": "k"})
+    assert record.status is ParseStatus.OK and record.signal == 11
+    assert record.metadata["COREDUMP_PID"] == str(crash.pid)  # from the xattrs
+    assert record.metadata["COREDUMP_EXE"] == str(crash.exe)
+    assert record.metadata["COREDUMP_HOSTNAME"] == "web-1"  # the agent's name for its host
+    assert record.metadata["CORECENSUS_KERNEL"] == "k"
+    watcher.taken(core)
+    assert watcher.scan() == []
+    # A restart remembers what was taken.
+    again = Watcher([sd], tmp_path / "watch.json")
+    assert again.scan() == [] and again.scan() == []
+
+
+def test_growing_file_waits_until_settled(tmp_path: Path, crash: CrashResult) -> None:
+    assert crash.core is not None
+    d = tmp_path / "cores"
+    d.mkdir()
+    path = d / "core.app.1"
+    data = crash.core.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    watcher = Watcher([d], tmp_path / "watch.json")
+    assert watcher.scan() == []
+    with path.open("ab") as fh:
+        fh.write(data[len(data) // 2 :])
+    assert watcher.scan() == []  # it grew since the last scan
+    assert watcher.scan() == [path]
+
+
+def test_hostile_core_costs_only_its_child(tmp_path: Path) -> None:
+    bad = tmp_path / "core.bad.zst"
+    bad.write_bytes(b"\x28\xb5\x2f\xfd" + os.urandom(4096))
+    record = inspect_in_child(bad, 120.0, {"COREDUMP_HOSTNAME": "web-1"})
+    assert record.status is ParseStatus.UNPARSED and record.problems
+    assert record.metadata["COREDUMP_HOSTNAME"] == "web-1"
+
+
+def test_a_parse_that_hangs_is_killed_at_its_budget(tmp_path: Path) -> None:
+    """A FIFO nobody writes to: the child blocks reading it forever, a real hang."""
+    fifo = tmp_path / "core.hang"
+    os.mkfifo(fifo)
+    record = inspect_in_child(fifo, 2.0, {"COREDUMP_HOSTNAME": "web-1"})
+    assert record.status is ParseStatus.UNPARSED
+    assert record.problems[0].kind is ProblemKind.TIMED_OUT
+    assert record.metadata["COREDUMP_FILENAME"] == str(fifo)
+
+
+def test_exposure_counts_real_processes_of_configured_services(tmp_path: Path) -> None:
+    exe = tmp_path / "ccsvc-probe"
+    shutil.copy("/bin/sleep", exe)
+    procs = [subprocess.Popen([str(exe), "300"]) for _ in range(2)]
+    try:
+        services = (
+            ServiceSpec("probe", "2.1", exe=str(exe)),
+            ServiceSpec("absent", "1.0", comm="no-such-comm-x"),
+        )
+        running = running_services(services)
+        assert running["probe"] == 2
+        assert running["absent"] == 0  # must not fire: nothing runs it
+        beats = heartbeats("web-1", 5, services, running)
+        assert [(b.service, b.version) for b in beats][1:] == [("probe", "2.1")]
+        assert beats[0].service == AGENT_SERVICE
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
