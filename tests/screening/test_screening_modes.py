@@ -13,6 +13,7 @@ from corecensus.screening import (
     Mode,
     Outcome,
     ScreenConfig,
+    ScreenResult,
     ScreenVerdict,
     WorkerStatus,
     next_periodic_delay,
@@ -21,42 +22,57 @@ from corecensus.screening import (
 from corecensus.screening.modes import MAX_DUTY_CYCLE, MAX_SLICE_S
 
 
+def _check_duty(result: ScreenResult, budget_s: float) -> None:
+    for cpu in result.cpus:
+        assert cpu.status is WorkerStatus.COMPLETED, cpu.detail
+        duty = cpu.duty
+        assert duty is not None
+        # The window is what is left of the budget after start-up.
+        assert 0 < duty.window_s <= budget_s
+        # The requirement: CPU time of the worker over the window <= 1% of one CPU.
+        assert duty.cpu_s / duty.window_s == pytest.approx(duty.duty_cycle)
+        assert duty.duty_cycle <= MAX_DUTY_CYCLE
+        # Slices are short: at most 250 ms of CPU each.
+        assert duty.max_slice_cpu_s <= MAX_SLICE_S
+
+
 @pytest.mark.usefixtures("two_cpus")
-def test_background_duty_cycle_is_measured_and_at_most_one_percent() -> None:
-    config = ScreenConfig.for_mode("background", budget_s=5.0)
+def test_background_pacing_keeps_the_duty_cycle_at_most_one_percent() -> None:
+    """The pacing, measured where it cannot be vacuous: at normal priority the workers get CPU
+    time even on a loaded machine (at SCHED_IDLE they may get none there: the next test), so
+    they do run slices, and their measured CPU share stays at or below 1 %."""
+    config = ScreenConfig.for_mode(
+        "background", budget_s=5.0, background=BackgroundPlan(idle_priority=False)
+    )
     result = run_screen(config).result
     assert result.mode is Mode.BACKGROUND
-    worked: list[int] = []
+    _check_duty(result, config.budget_s)
     for cpu in result.cpus:
-        duty = cpu.duty
-        if duty is not None:
-            assert duty.idle_priority  # read back from the kernel: SCHED_IDLE
-            # The window is what is left of the budget after start-up (slow at idle priority).
-            assert 0 < duty.window_s <= config.budget_s
-            # The requirement: CPU time of the worker over the window <= 1% of one CPU.
-            assert duty.cpu_s / duty.window_s == pytest.approx(duty.duty_cycle)
-            assert duty.duty_cycle <= MAX_DUTY_CYCLE
-            # Slices are short: at most 250 ms of CPU each.
-            assert duty.max_slice_cpu_s <= MAX_SLICE_S
-        if cpu.status is WorkerStatus.COMPLETED and duty is not None and duty.slices and cpu.runs:
-            worked.append(cpu.cpu)
+        assert cpu.duty is not None and not cpu.duty.idle_priority
+        assert cpu.duty.slices >= 1 and cpu.runs >= 1  # it did work: the bound is not vacuous
+    ran = [r for r in result.results if r.runs]
+    assert ran and all(r.outcome is Outcome.PASSED for r in ran)
+    assert result.decision.verdict is ScreenVerdict.CLEAN
+
+
+@pytest.mark.usefixtures("two_cpus")
+def test_background_runs_at_idle_priority_and_a_starved_cpu_is_rescreen_not_failure() -> None:
+    """At SCHED_IDLE a worker gets a CPU only when nothing else wants it, so on a busy machine
+    it may run no slice in its window (issue 12: this must hold on a loaded machine). Whatever
+    it got, the policy is read back from the kernel, the duty cycle holds, and a CPU that got
+    no time is a rescreen, never a failure."""
+    config = ScreenConfig.for_mode("background", budget_s=5.0)
+    result = run_screen(config).result
+    _check_duty(result, config.budget_s)
+    for cpu in result.cpus:
+        assert cpu.duty is not None and cpu.duty.idle_priority  # read back: SCHED_IDLE
     ran = [r for r in result.results if r.runs]
     assert all(r.outcome is Outcome.PASSED for r in ran)
-    starved = [c.cpu for c in result.cpus if c.cpu not in worked]
-    if not starved:
-        # Every worker did work, so the bounds above were not vacuous.
-        assert ran
+    if all(c.duty is not None and c.duty.slices >= 1 for c in result.cpus):
         assert result.decision.verdict is ScreenVerdict.CLEAN
     else:
-        # SCHED_IDLE gets no CPU while other work keeps every CPU busy (the suite must pass
-        # beside two busy loops): a CPU that was not screened is never called clean; the
-        # decision says to screen it again and why.
         assert result.decision.verdict is ScreenVerdict.RESCREEN
-        for cpu in starved:
-            assert any(f"CPU {cpu}" in r for r in result.decision.reasons), (
-                cpu,
-                result.decision.reasons,
-            )
+        assert all("no check finished" in r for r in result.decision.reasons)
 
 
 @pytest.mark.usefixtures("two_cpus")
