@@ -26,14 +26,14 @@ def systemd_core(directory: Path, crash: CrashResult) -> Path:
     """A core as systemd-coredump stores it: zstd, its naming convention, its xattrs."""
     assert crash.core is not None
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"core.null_deref.0.{BOOT}.{crash.pid}.1700000000000000.zst"
+    name = f"core.{crash.name}.0.{BOOT}.{crash.pid}.1700000000000000.zst"
     path = directory / name
     path.write_bytes(zstandard.ZstdCompressor().compress(crash.core.read_bytes()))
     for key, value in {
         "user.coredump.pid": str(crash.pid),
-        "user.coredump.signal": "11",
+        "user.coredump.signal": str(int(crash.signal or 0)),
         "user.coredump.timestamp": "1700000000000000",
-        "user.coredump.comm": "null_deref",
+        "user.coredump.comm": crash.name,
         "user.coredump.exe": str(crash.exe),
         "user.coredump.hostname": "original-host",
     }.items():
