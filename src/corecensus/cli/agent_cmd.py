@@ -251,3 +251,29 @@ def status_cmd(ctx: click.Context, as_json: bool, proc_root: Path) -> int:
 
         show(agent_status_view(status))
     return 0
+
+
+@agent.command("gate")
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=1.0),
+    required=True,
+    metavar="S",
+    help="Hard limit in seconds.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--cpus", "cpus_text", metavar="LIST", help="CPUs to screen (default: all online).")
+def gate_cmd(budget: float, as_json: bool, cpus_text: str | None) -> int:
+    """Bounded screen before the host takes work: passed (0), failed (3, with CPUs to exclude)
+    or unscreened (0: out of time; never blocks the node)."""
+    from corecensus.agent.gate import run_gate
+
+    result = run_gate(budget, extra_args=("--cpus", cpus_text) if cpus_text else ())
+    if as_json:
+        print_json(result.to_json())
+    else:
+        excluded = ",".join(map(str, result.exclude_cpus)) or "none"
+        click.echo(f"gate: {result.outcome} in {result.seconds:.1f} s; exclude CPUs: {excluded}")
+        if result.detail:
+            click.echo(f"  {result.detail}")
+    return result.exit_code
