@@ -50,7 +50,7 @@ def held(argv: list[str], core: bytes, env: dict[str, str]) -> tuple[float, floa
         pass
     os.close(w)
     link = f"/proc/{proc.pid}/fd/0"
-    while proc.poll() is None:
+    while True:  # not proc.poll(): it would reap the child before wait4 reads its usage
         try:
             if os.readlink(link) != pipe:
                 break
