@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import zstandard
 
 from corecensus.agent.config import ServiceSpec
 from corecensus.agent.exposure import AGENT_SERVICE, heartbeats, running_services
-from corecensus.agent.watch import Watcher, inspect_in_child
+from corecensus.agent.watch import Watcher, _run, inspect_in_child
 from corecensus.model import ParseStatus, ProblemKind
 from crashers import CrashResult
 
@@ -93,13 +94,19 @@ def test_hostile_core_costs_only_its_child(tmp_path: Path) -> None:
 
 
 def test_a_parse_that_hangs_is_killed_at_its_budget(tmp_path: Path) -> None:
-    """A FIFO nobody writes to: the child blocks reading it forever, a real hang."""
-    fifo = tmp_path / "core.hang"
-    os.mkfifo(fifo)
-    record = inspect_in_child(fifo, 2.0, {"COREDUMP_HOSTNAME": "web-1"})
+    """A child that really hangs (``sleep 600`` in the parser's place: the parser itself now
+    refuses what used to hang it, such as a FIFO) is killed at the budget and recorded."""
+    core = tmp_path / "core.hang"
+    core.write_bytes(b"\x7fELF")
+
+    def hanging(argv: Sequence[str], timeout_s: float) -> tuple[int, bytes]:
+        assert "inspect" in argv and str(core) in argv
+        return _run(["sleep", "600"], timeout_s)
+
+    record = inspect_in_child(core, 2.0, {"COREDUMP_HOSTNAME": "web-1"}, hanging)
     assert record.status is ParseStatus.UNPARSED
     assert record.problems[0].kind is ProblemKind.TIMED_OUT
-    assert record.metadata["COREDUMP_FILENAME"] == str(fifo)
+    assert record.metadata["COREDUMP_FILENAME"] == str(core)
 
 
 def test_exposure_counts_real_processes_of_configured_services(tmp_path: Path) -> None:
