@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from corecensus.epidemiology import analyze
+from corecensus.epidemiology.coverage import exposure_notes
 from corecensus.epidemiology.findings import FleetAnalysis, PopulationInfo
 from corecensus.epidemiology.table import Categorical, CrashTable, Deploys, ExposureTable
 from corecensus.ingest.crashfacts import crash_facts_from_columns, read_crash_facts_csv
@@ -69,13 +70,15 @@ class AnalysisInputs:
     deploys_source: str
     level: str
     screens: tuple[ScreenResultRow, ...] = ()
+    notes: tuple[str, ...] = ()  # what in the inputs makes rates or onsets doubtful
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, object]:
         return {
             "db": self.db,
             "exposure": self.exposure_source,
             "deploys": self.deploys_source,
             "level": self.level,
+            "notes": list(self.notes),
         }
 
     def screens_json(self, hosts: Iterable[str] | None = None) -> list[dict[str, object]]:
@@ -249,7 +252,8 @@ def analyze_store(
         deploys = _deploys_from_rows(store.rows(DEPLOYS))
         dep_src = "store" if deploys is not None else "none"
     screens = latest_screens(store.rows(SCREEN_RESULTS))
-    inputs = AnalysisInputs(store.location, exp_src, dep_src, str(level), screens)
+    notes = exposure_notes(table, exposure) if exposure is not None else ()
+    inputs = AnalysisInputs(store.location, exp_src, dep_src, str(level), screens, notes)
     return AnalysisReport(analyze(table, exposure, deploys, info), inputs)
 
 
@@ -280,5 +284,6 @@ def analyze_crash_facts(
         str(Path(exposure_csv)) if exposure_csv is not None else "none (rates unavailable)",
         str(Path(deploys_csv)) if deploys_csv is not None else "none",
         "crash facts",
+        notes=exposure_notes(table, exposure) if exposure is not None else (),
     )
     return AnalysisReport(analyze(table, exposure, deploys), inputs)

@@ -87,7 +87,12 @@ def analyze(
         print_json(report.to_json())
     else:
         show(
-            analysis_view(report.analysis, evidence=not brief, screens=report.inputs.screens_json())
+            analysis_view(
+                report.analysis,
+                evidence=not brief,
+                screens=report.inputs.screens_json(),
+                notes=report.inputs.notes,
+            )
         )
     return 0
 

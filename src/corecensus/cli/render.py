@@ -79,10 +79,11 @@ def analysis_view(
     *,
     evidence: bool = True,
     screens: Sequence[Mapping[str, Any]] = (),
+    notes: Sequence[str] = (),
 ) -> RenderableType:
     """Populations ranked by impact, verdicts, suspects, onsets; evidence panels; flagged hosts;
-    the latest SDC screens."""
-    parts: list[RenderableType] = []
+    the latest SDC screens; first, what in the inputs makes rates or onsets doubtful."""
+    parts: list[RenderableType] = [plain("warning: " + n, "bold yellow") for n in notes]
     t = Table(
         title=f"{len(analysis.populations)} crash populations, {analysis.crashes} crashes",
         title_justify="left",
