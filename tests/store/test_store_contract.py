@@ -31,7 +31,7 @@ from corecensus.store import (
     ScreenResultRow,
     Store,
 )
-from corecensus.store.duckdb_store import BATCH_ROWS
+from corecensus.store.tables import BATCH_ROWS
 
 
 def test_both_implementations_satisfy_the_protocol(store: Store) -> None:

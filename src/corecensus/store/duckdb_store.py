@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import itertools
 import json
 import os
 import re
@@ -35,7 +34,15 @@ from corecensus.store.records import (
     SignatureColumns,
 )
 from corecensus.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLE_DDL
-from corecensus.store.tables import CRASHES, SIGNATURE_FIELDS, TABLES, Table
+from corecensus.store.tables import (
+    BATCH_ROWS,
+    CRASHES,
+    SIGNATURE_FIELDS,
+    TABLES,
+    Table,
+    batched,
+    population_column,
+)
 
 __all__ = [
     "BATCH_ROWS",
@@ -55,10 +62,6 @@ def snapshot_path(store: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(store)}.snapshot")
 
 
-# Rows per transaction: bounds the memory of one insert and what a failure can lose.
-BATCH_ROWS = 1000
-
-T = TypeVar("T")
 R = TypeVar("R")
 
 # Extra columns a Parquet export adds: readable timestamps beside the microsecond columns.
@@ -69,25 +72,11 @@ _EXPORT_TIMES: dict[str, tuple[str, ...]] = {
     "heartbeats": ("time_us AS time",),
     "screen_results": ("time_us AS time",),
 }
-_POPULATION_LEVELS = ("anomaly", "symbolic", "address")
 # The string columns crash_columns returns dictionary-encoded (besides the population key).
 _CODED = ("host", "cpu_model", "microcode", "kernel", "service", "version", "exe", "cpus_allowed")
 
 
-def population_column(level: str) -> str:
-    """The column that holds the population key of ``level``."""
-    if level not in _POPULATION_LEVELS:
-        raise StoreError(f"unknown population level {level!r} (one of {_POPULATION_LEVELS})")
-    return f"pop_{level}"
-
-
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    it = iter(items)
-    while batch := list(itertools.islice(it, size)):
-        yield batch
 
 
 def _quote_literal(text: str) -> str:

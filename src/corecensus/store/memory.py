@@ -19,7 +19,6 @@ import numpy as np
 
 from corecensus.errors import StoreError
 from corecensus.model import CrashRecord
-from corecensus.store.duckdb_store import BATCH_ROWS, batched, population_column
 from corecensus.store.records import (
     AddResult,
     CodedColumn,
@@ -27,7 +26,14 @@ from corecensus.store.records import (
     CrashRow,
     SignatureColumns,
 )
-from corecensus.store.tables import CRASHES, TABLES, Table
+from corecensus.store.tables import (
+    BATCH_ROWS,
+    CRASHES,
+    TABLES,
+    Table,
+    batched,
+    population_column,
+)
 
 __all__ = ["MemoryStore"]
 

@@ -7,7 +7,8 @@ spelled out in exactly one place (the row dataclass in :mod:`corecensus.store.re
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +23,7 @@ from corecensus.store.records import (
 )
 
 __all__ = [
+    "BATCH_ROWS",
     "CRASHES",
     "DEPLOYS",
     "EXPOSURE",
@@ -31,9 +33,31 @@ __all__ = [
     "TABLES",
     "Column",
     "Table",
+    "batched",
+    "population_column",
 ]
 
 R = TypeVar("R")
+T = TypeVar("T")
+
+# Rows per transaction: bounds the memory of one insert and what a failure can lose. The
+# in-memory fake rejects bad rows in the same batches.
+BATCH_ROWS = 1000
+_POPULATION_LEVELS = ("anomaly", "symbolic", "address")
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def population_column(level: str) -> str:
+    """The column that holds the population key of ``level``."""
+    if level not in _POPULATION_LEVELS:
+        raise StoreError(f"unknown population level {level!r} (one of {_POPULATION_LEVELS})")
+    return f"pop_{level}"
+
 
 # SQL type of each annotation used in row types; a field may override it (narrower integers).
 _SQL_TYPES: Mapping[str, str] = {
