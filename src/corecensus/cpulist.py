@@ -9,9 +9,11 @@ over the host's 64 (issue 9).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from corecensus.errors import MetadataError
 
-__all__ = ["canonical_cpu_list", "cpu_list_size", "parse_cpu_list"]
+__all__ = ["canonical_cpu_list", "cpu_list_size", "format_cpu_list", "parse_cpu_list"]
 
 # A host with more logical CPUs than this does not exist (the kernel's NR_CPUS tops out at 8192).
 MAX_CPU = 1 << 16
@@ -37,18 +39,23 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
     return tuple(sorted(cpus))
 
 
+def format_cpu_list(cpus: Iterable[int]) -> str:
+    """Inverse of :func:`parse_cpu_list`: ``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
+    ordered = sorted(set(cpus))
+    parts: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
 def canonical_cpu_list(text: str) -> str:
     """The kernel's own spelling of a CPU list (ranges merged, ascending)."""
-    cpus = parse_cpu_list(text)
-    parts: list[str] = []
-    start = prev = cpus[0]
-    for c in (*cpus[1:], -2):
-        if c == prev + 1:
-            prev = c
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        start = prev = c
-    return ",".join(parts)
+    return format_cpu_list(parse_cpu_list(text))
 
 
 def cpu_list_size(text: str) -> int:

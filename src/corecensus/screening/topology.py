@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corecensus.cpulist import format_cpu_list
 from corecensus.errors import ScreeningError
 
 __all__ = ["CpuInfo", "Topology", "format_cpu_list", "parse_cpu_list", "read_topology"]
@@ -42,20 +43,6 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
             raise ScreeningError(f"bad CPU list {text!r}: CPU {hi} is out of range")
         cpus.update(range(lo, hi + 1))
     return tuple(sorted(cpus))
-
-
-def format_cpu_list(cpus: Iterable[int]) -> str:
-    """Inverse of :func:`parse_cpu_list`: ``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
-    ordered = sorted(set(cpus))
-    parts: list[str] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
