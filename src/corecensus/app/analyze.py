@@ -10,20 +10,23 @@ analysis runs without rates and says so. :meth:`AnalysisReport.to_json` is the w
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from corecensus.app.racewindow import RaceRates, race_checks
 from corecensus.epidemiology import analyze
 from corecensus.epidemiology.coverage import exposure_notes
 from corecensus.epidemiology.findings import FleetAnalysis, PopulationInfo
+from corecensus.epidemiology.racewindow import RaceRateCheck
 from corecensus.epidemiology.table import Categorical, CrashTable, Deploys, ExposureTable
 from corecensus.ingest.crashfacts import crash_facts_from_columns, read_crash_facts_csv
 from corecensus.ingest.tables import read_deploys, read_exposure
+from corecensus.model import CrashRecord
 from corecensus.signature import PopulationLevel, race_evidence, race_key
 from corecensus.store import (
     DEPLOYS,
@@ -44,6 +47,7 @@ __all__ = [
     "HEARTBEAT_PERIOD_S",
     "AnalysisInputs",
     "AnalysisReport",
+    "RaceRates",
     "analyze_crash_facts",
     "analyze_store",
     "crash_table",
@@ -122,6 +126,14 @@ def crash_table(
     """The store's crashes as columns, and a description of each population key. The table
     names its crashes through ``store`` (:meth:`~corecensus.store.Store.core_ids`), so analyze
     it while the store is open and unchanged."""
+    table, info, _races = _crash_table(store, level)
+    return table, info
+
+
+def _crash_table(
+    store: Store, level: PopulationLevel
+) -> tuple[CrashTable, dict[str, PopulationInfo], dict[str, list[CrashRecord]]]:
+    """:func:`crash_table`, and the records read for each signal-race population."""
     cols = store.crash_columns(str(level))
     rows = cols.row
 
@@ -147,16 +159,18 @@ def crash_table(
         **_cpu_facts(cols, host),
     )
     info: dict[str, PopulationInfo] = {}
+    races: dict[str, list[CrashRecord]] = {}
     for key, symbolic in store.population_signatures(str(level)).items():
         frames = tuple(f.strip() for f in symbolic.split("|") if f.strip())[:_MAX_SAMPLE_FRAMES]
         evidence: tuple[str, ...] = ()
         if race_key(symbolic) is not None and key in cols.population.vocab:
             code = cols.population.vocab.index(key)
             members = np.flatnonzero(cols.population.codes == code)[:_MAX_RACE_RECORDS]
-            records = (store.get_crash(c) for c in store.core_ids(rows[members].tolist()))
-            evidence = race_evidence(r for r in records if r is not None)
+            found = (store.get_crash(c) for c in store.core_ids(rows[members].tolist()))
+            records = races[key] = [r for r in found if r is not None]
+            evidence = race_evidence(records)
         info[key] = PopulationInfo(signature=symbolic, top_frames=frames, evidence=evidence)
-    return table, info
+    return table, info, races
 
 
 def _cpu_facts(cols: CrashColumns, host: Categorical) -> dict[str, Any]:
@@ -214,16 +228,22 @@ class AnalysisReport:
 
     analysis: FleetAnalysis
     inputs: AnalysisInputs
+    # Per signal-race population id, its race-window check (only when rates were given).
+    race_checks: Mapping[str, RaceRateCheck] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """The ``analyze --json`` contract: populations (each with the latest screens of its
-        suspect hosts), hosts, inputs, and every host's latest screen."""
+        suspect hosts, and a race population its ``race_window`` check when rates were given),
+        hosts, inputs, and every host's latest screen."""
         doc = self.analysis.to_json()
         doc["inputs"] = self.inputs.to_json()
         populations = doc["populations"]
         assert isinstance(populations, list)
         for pop in populations:
             pop["screens"] = self.inputs.screens_json(s["host"] for s in pop["suspects"])
+            check = self.race_checks.get(pop["id"])
+            if check is not None:
+                pop["race_window"] = check.to_json()
         doc["screens"] = self.inputs.screens_json()
         return doc
 
@@ -234,9 +254,11 @@ def analyze_store(
     exposure_csv: str | os.PathLike[str] | None = None,
     deploys_csv: str | os.PathLike[str] | None = None,
     level: PopulationLevel = PopulationLevel.SYMBOLIC,
+    race_rates: RaceRates | None = None,
 ) -> AnalysisReport:
-    """Analyze every crash in ``store``; see the module docstring for where exposure comes from."""
-    table, info = crash_table(store, level)
+    """Analyze every crash in ``store``; see the module docstring for where exposure comes from.
+    With ``race_rates``, each signal-race population gets its race-window check."""
+    table, info, races = _crash_table(store, level)
     if exposure_csv is not None:
         exposure: ExposureTable | None = read_exposure(exposure_csv)
         exp_src = str(Path(exposure_csv))
@@ -254,7 +276,8 @@ def analyze_store(
     screens = latest_screens(store.rows(SCREEN_RESULTS))
     notes = exposure_notes(table, exposure) if exposure is not None else ()
     inputs = AnalysisInputs(store.location, exp_src, dep_src, str(level), screens, notes)
-    return AnalysisReport(analyze(table, exposure, deploys, info), inputs)
+    checks = race_checks(races, table, exposure, race_rates) if race_rates is not None else {}
+    return AnalysisReport(analyze(table, exposure, deploys, info), inputs, checks)
 
 
 def read_crash_facts(path: str | os.PathLike[str]) -> CrashTable:

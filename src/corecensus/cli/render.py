@@ -23,6 +23,7 @@ from corecensus.model import CrashRecord, ParseStatus
 
 if TYPE_CHECKING:  # imported by the commands that need them (inspect stays light)
     from corecensus.epidemiology import FleetAnalysis, PopulationFinding
+    from corecensus.epidemiology.racewindow import RaceRateCheck
     from corecensus.screening import ScreenResult
 
 __all__ = [
@@ -80,9 +81,11 @@ def analysis_view(
     evidence: bool = True,
     screens: Sequence[Mapping[str, Any]] = (),
     notes: Sequence[str] = (),
+    race_checks: Mapping[str, RaceRateCheck] | None = None,
 ) -> RenderableType:
-    """Populations ranked by impact, verdicts, suspects, onsets; evidence panels; flagged hosts;
-    the latest SDC screens; first, what in the inputs makes rates or onsets doubtful."""
+    """Populations ranked by impact, verdicts, suspects, onsets; the race-window checks when
+    asked for; evidence panels; flagged hosts; the latest SDC screens; first, what in the
+    inputs makes rates or onsets doubtful."""
     parts: list[RenderableType] = [plain("warning: " + n, "bold yellow") for n in notes]
     t = Table(
         title=f"{len(analysis.populations)} crash populations, {analysis.crashes} crashes",
@@ -104,6 +107,8 @@ def analysis_view(
             plain(_who(p)),
         )
     parts.append(t)
+    if race_checks:
+        parts.append(_race_table(analysis, race_checks))
     if not analysis.rates_available:
         parts.append(
             Text(
@@ -122,6 +127,8 @@ def analysis_view(
                 body.append("frames: " + escape_control(" | ".join(p.top_frames[:6])) + "\n")
             for e in p.evidence:
                 body.append("• " + escape_control(e) + "\n")
+            if race_checks and p.id in race_checks:
+                body.append("• " + escape_control(race_checks[p.id].sentence()) + "\n")
             for r in p.recommendations:
                 body.append("→ " + escape_control(r) + "\n", style="bold")
             parts.append(
@@ -168,6 +175,41 @@ def analysis_view(
             )
         parts.append(sc)
     return Group(*parts)
+
+
+def _race_table(analysis: FleetAnalysis, checks: Mapping[str, RaceRateCheck]) -> Table:
+    """One row per signal-race population: the rate its window implies beside the observed."""
+    t = Table(
+        title="signal races: the crash rate the window implies (events × signal Hz × window)",
+        title_justify="left",
+    )
+    t.add_column("#", justify="right")
+    t.add_column("interrupted function")
+    t.add_column("window")
+    t.add_column("implied /process-h", justify="right")
+    t.add_column("observed /process-h (95%)", justify="right")
+    t.add_column("observed/implied", justify="right")
+    for i, p in enumerate(analysis.populations, 1):
+        c = checks.get(p.id)
+        if c is None:
+            continue
+        w = c.window
+        window = f"{w.instructions} insn × {c.ns_per_instruction:g} ns" + (
+            " (binary)" if w.measured else " (offsets seen)"
+        )
+        observed = "- (no exposure)"
+        if c.observed_per_hour is not None:
+            observed = f"{c.observed_per_hour:.3g} ({c.observed_low:.3g}–{c.observed_high:.3g})"
+        ratio = c.ratio
+        t.add_row(
+            str(i),
+            plain(c.key),
+            plain(window),
+            f"{c.implied_per_hour:.3g}",
+            observed,
+            "-" if ratio is None else f"{ratio:.3g} ({c.agreement})",
+        )
+    return t
 
 
 def _who(p: PopulationFinding) -> str:

@@ -6,6 +6,7 @@ implicit stack accesses); aarch64 gets call-site recognition so stack scanning w
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "call_before",
     "decode",
     "direct_call_target",
+    "disassemble",
     "effective_accesses",
     "is_after_call",
     "is_restore_rt",
@@ -63,6 +65,16 @@ def decode(code: bytes, address: int, arch: str = "x86_64") -> Any | None:
         return next(_cs(arch).disasm(code, address, count=1), None)
     except (capstone.CsError, ValueError):
         return None
+
+
+def disassemble(code: bytes, address: int, arch: str = "x86_64") -> Iterator[tuple[int, int]]:
+    """(address, size) of each instruction decoded from ``code`` (at ``address``) in a row,
+    stopping at the first undecodable byte."""
+    try:
+        for insn_address, size, _mnemonic, _operands in _cs(arch).disasm_lite(code, address):
+            yield insn_address, size
+    except (capstone.CsError, ValueError):
+        return
 
 
 _X86_REG_NAMES = {
