@@ -139,6 +139,38 @@ def lz4_corrupt(core: bytes, d: Path) -> Path:
     return p
 
 
+def lz4_cli_cut(core: bytes, d: Path) -> Path:
+    # The lz4 command's default 4 MiB block holds the whole core; cut it inside that block.
+    made = subprocess.run(["lz4", "-q", "-c"], input=core, capture_output=True, check=True)
+    p = d / "cut.lz4"
+    p.write_bytes(made.stdout[: len(made.stdout) // 2])
+    return p
+
+
+def lz4_minimal_sequences(core: bytes, d: Path) -> Path:
+    # The partial-block decoder's worst case: a 4 MiB block cut short, made of 3-byte sequences
+    # that each add 4 bytes (a million of them reach the 4 MiB cap), after the core head as
+    # literals.
+    head = core[:4096]
+    block = bytes([0xF0]) + _lz4_length(len(head) - 15) + head + b"\x01\x00"
+    block += b"\x00\x01\x00" * 1_350_000
+    frame = b"\x04\x22\x4d\x18" + bytes([0x60, 0x70, 0x73])  # 4 MiB independent blocks
+    p = d / "minimal-sequences.lz4"
+    p.write_bytes(frame + struct.pack("<I", (4 << 20) - 1) + block)
+    return p
+
+
+def _lz4_length(extra: int) -> bytes:
+    return b"\xff" * (extra // 255) + bytes([extra % 255])
+
+
+def zstd_cut(core: bytes, d: Path) -> Path:
+    made = subprocess.run(["zstd", "-q", "-c"], input=core, capture_output=True, check=True)
+    p = d / "cut.zst"
+    p.write_bytes(made.stdout[: len(made.stdout) * 3 // 4])
+    return p
+
+
 def sparse_100gb(core: bytes, d: Path) -> Path:
     p = d / "sparse-100g"
     p.write_bytes(core)
@@ -187,6 +219,9 @@ CASES = (
     Case(".xz with a 3 GiB dictionary", xz_3gib_dictionary, "inspect"),
     Case("zstd bomb (1 GiB of zeros)", zstd_bomb, "inspect"),
     Case("lz4 corrupt mid-stream", lz4_corrupt, "inspect"),
+    Case("lz4 (command's 4 MiB block) cut at half", lz4_cli_cut, "inspect"),
+    Case("lz4 block cut short, 1M 3-byte sequences", lz4_minimal_sequences, "inspect"),
+    Case("zstd cut at three quarters", zstd_cut, "inspect"),
     Case("100 GB sparse core", sparse_100gb, "inspect"),
     Case("2 GB sparse .json beside a core", sparse_json_2gb, "ingest"),
     Case(".json nested 500,000 deep", nested_json, "ingest"),

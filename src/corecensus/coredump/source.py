@@ -22,9 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
-import lz4.frame
 import zstandard
 
+from corecensus.coredump.lz4stream import Lz4Reader
+from corecensus.coredump.zstdstream import ZstdReader
 from corecensus.errors import CompressionError, CoreError
 from corecensus.outside import open_regular, open_regular_fd
 
@@ -312,27 +313,27 @@ def _decoder_problem(compression: str | None, exc: BaseException) -> str:
             f"{compression} stream needs more decoder memory than the {cap >> 20} MiB cap "
             f"(a decompression bomb, or an unusually large window): {text}"
         )
+    if isinstance(exc, EOFError):
+        return f"truncated {compression} stream: it ends before any of the core decodes ({text})"
     return f"corrupt {compression} stream: {text}"
 
 
-def _decompressing_reader(raw: BinaryIO | Path, compression: str) -> BinaryIO:
-    """A decompressing reader that owns (and closes) ``raw``, which it opens if it is a path."""
-    if isinstance(raw, Path):
-        raw = open_regular(raw)
-    if compression == "zstd":
-        # read_across_frames: systemd-coredump and `zstd` may write several frames.
-        dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW_BYTES)
-        return cast(BinaryIO, dctx.stream_reader(raw, read_across_frames=True, closefd=True))
+def _decompressing_reader(open_raw: Callable[[], BinaryIO], compression: str) -> BinaryIO:
+    """A decompressing reader of ``open_raw()``, which it owns (and closes). The lz4 reader may
+    call ``open_raw`` once more, to find the block a truncated input ends inside."""
     if compression == "lz4":
-        return cast(BinaryIO, _Closing(lz4.frame.LZ4FrameFile(raw, mode="rb"), raw))
+        return cast(BinaryIO, Lz4Reader(open_raw))
+    if compression == "zstd":
+        return cast(BinaryIO, ZstdReader(open_raw, ZSTD_MAX_WINDOW_BYTES))
+    raw = open_raw()
     if compression == "xz":
         return _xz_reader(raw)
     raise AssertionError(compression)
 
 
 class _Closing:
-    """A decompressing reader that also closes the file it reads (LZ4FrameFile and the xz
-    reader leave a file object they were given open)."""
+    """A decompressing reader that also closes the file it reads (the xz reader leaves a file
+    object it was given open)."""
 
     def __init__(self, reader: BinaryIO, fh: BinaryIO) -> None:
         self._reader = reader
@@ -404,7 +405,7 @@ def open_core(
     os.close(fd)
 
     def opener() -> BinaryIO:
-        return _decompressing_reader(p, compression)
+        return _decompressing_reader(lambda: open_regular(p), compression)
 
     return StreamSource(str(p), opener, compression, head_bytes, max_stream_bytes)
 
@@ -457,7 +458,7 @@ def _stdin_source(raw_in: _TimedInput, head_bytes: int | None, max_stream_bytes:
         )
 
     def opener() -> BinaryIO:
-        return _decompressing_reader(spool.reader(), compression)
+        return _decompressing_reader(spool.reader, compression)
 
     return StreamSource(
         "<stdin>", opener, compression, head_bytes, max_stream_bytes, on_close=spool.close
