@@ -25,6 +25,7 @@ from corecensus.agent.facts import (
     read_identity,
     stat_processor,
 )
+from corecensus.cpulist import CpuListError
 
 TOPOLOGY = Path(__file__).resolve().parents[1] / "data" / "topology" / "two_socket_smt"
 
@@ -103,8 +104,12 @@ def test_malformed_stat_is_unknown(line: str) -> None:
 def test_cpu_count() -> None:
     assert cpu_count("0-3,8,10-11") == 7
     assert cpu_count("0") == 1
-    with pytest.raises(ValueError):
-        cpu_count("")
+    # The agent counts with the one CPU-list parser: overlaps once, backwards ranges refused
+    # (its own loop had counted "0-3,0-3" as 8 and "3-1" as -1).
+    assert cpu_count("0-3,0-3") == 4
+    for bad in ("", "3-1", "0-x"):
+        with pytest.raises(CpuListError):
+            cpu_count(bad)
 
 
 @pytest.fixture

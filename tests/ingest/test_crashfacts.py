@@ -54,7 +54,10 @@ def test_csv_columns_become_the_crash_table(tmp_path: Path) -> None:
         (",2024-06-01,1,,,,,,s,,,,,,", "crashes.csv:2: empty 'host'"),
         ("h,yesterday,1,,,,,,s,,,,,,", "crashes.csv:2: 'time' is neither ISO-8601"),
         ("h,2024-06-01,-3,,,,,,s,,,,,,", "crashes.csv:2: 'cpu' is not a non-negative"),
-        ("h,2024-06-01,1,3-1,,,,,s,,,,,,", "crashes.csv:2: bad CPU range '3-1'"),
+        (
+            "h,2024-06-01,1,3-1,,,,,s,,,,,,",
+            "crashes.csv:2: bad CPU list '3-1': range '3-1' runs backwards",
+        ),
         ("h,2024-06-01,1,,,,,,s,,no_such_anomaly,,,,", "crashes.csv:2: unknown anomaly"),
         ("h,2024-06-01,1,,,,,,,,,,,,", "crashes.csv:2: empty 'signature' and 'frames'"),
         ("h,2024-06-01,1", "crashes.csv:2: 3 fields, header has 15"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from screening_helpers import FAKE_SMT
 
+from corecensus.cpulist import CpuListError
 from corecensus.errors import ScreeningError
 from corecensus.screening import parse_cpu_list, read_topology
 from corecensus.screening.topology import format_cpu_list
@@ -71,18 +73,37 @@ def test_this_machine() -> None:
 
 @pytest.mark.parametrize(
     ("text", "cpus"),
-    [("0", (0,)), ("0-3,8", (0, 1, 2, 3, 8)), (" 2,1,2 ", (1, 2)), ("", ()), ("5-5", (5,))],
+    [("0", (0,)), ("0-3,8", (0, 1, 2, 3, 8)), (" 2,1,2 ", (1, 2)), ("5-5", (5,))],
 )
 def test_parse_cpu_list(text: str, cpus: tuple[int, ...]) -> None:
     assert parse_cpu_list(text) == cpus
+    assert parse_cpu_list(text, empty_ok=True) == cpus
+
+
+def test_empty_cpu_list_only_where_allowed() -> None:
+    """sysfs writes an empty list (``offline`` with every CPU online); a sidecar or --cpus that
+    names no CPU is malformed. (Two parsers had disagreed: this one returned (), the other
+    refused.)"""
+    assert parse_cpu_list(" \n", empty_ok=True) == ()
+    with pytest.raises(CpuListError, match="empty CPU list"):
+        parse_cpu_list(" \n")
 
 
 @pytest.mark.parametrize("text", ["a", "1-", "3-1", "1,,2", "-1", "1-99999999"])
 def test_parse_cpu_list_rejects(text: str) -> None:
-    with pytest.raises(ScreeningError, match="bad CPU list"):
+    with pytest.raises(CpuListError, match="bad CPU list"):
         parse_cpu_list(text)
+
+
+def test_malformed_sysfs_list_is_a_screening_error(tmp_path: Path) -> None:
+    """The topology reader says which sysfs file was malformed, as a ScreeningError (the
+    screen could not run), not as the parser's metadata error."""
+    shutil.copytree(FAKE_SMT, tmp_path / "tree")
+    (tmp_path / "tree/sys/devices/system/cpu/online").write_text("0-3,x\n")
+    with pytest.raises(ScreeningError, match=r"cpu/online: bad CPU list '0-3,x': 'x' is not N"):
+        read_topology(tmp_path / "tree/sys", tmp_path / "tree/proc")
 
 
 @given(st.sets(st.integers(min_value=0, max_value=4095), max_size=64))
 def test_format_then_parse_round_trips(cpus: set[int]) -> None:
-    assert parse_cpu_list(format_cpu_list(cpus)) == tuple(sorted(cpus))
+    assert parse_cpu_list(format_cpu_list(cpus), empty_ok=True) == tuple(sorted(cpus))

@@ -4,8 +4,9 @@ and the kernel (DESIGN.md, "Data contracts": the ``CORECENSUS_*`` sidecar fields
 
 Read from ``/proc`` and ``/sys`` roots given as parameters (production defaults), so tests point
 them at fake trees where a real machine cannot be arranged (a two-socket SMT box) and at the real
-``/proc`` for a real crashing process. Only the standard library is imported here: the handler
-reads these facts while the kernel holds the dying process, before anything heavier is loaded.
+``/proc`` for a real crashing process. Only the standard library and the leaf module
+:mod:`corecensus.cpulist` are imported here: the handler reads these facts while the kernel holds
+the dying process, before anything heavier is loaded.
 
 Every fact is best effort: a missing or unreadable file leaves its field out (unknown), never an
 error, and the reason is noted.
@@ -17,6 +18,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from corecensus.cpulist import CpuListError, cpu_list_size, parse_cpu_list
 
 __all__ = [
     "BOOT_ID",
@@ -90,17 +93,13 @@ def _read(path: Path, limit: int = 1 << 20) -> str | None:
 
 
 def cpu_count(text: str) -> int:
-    """Number of CPUs in a kernel cpu-list (``"0-3,8"`` -> 5); ValueError if malformed."""
-    n = 0
-    for part in text.strip().split(","):
-        lo, _, hi = part.partition("-")
-        n += (int(hi) if hi else int(lo)) - int(lo) + 1
-    return n
+    """Number of CPUs in a kernel cpu-list (``"0-3,8"`` -> 5); CpuListError if malformed."""
+    return cpu_list_size(text)
 
 
 def first_cpu(text: str) -> int:
-    """Lowest CPU of a kernel cpu-list; ValueError if malformed or empty."""
-    return min(int(part.partition("-")[0]) for part in text.strip().split(","))
+    """Lowest CPU of a kernel cpu-list; CpuListError if malformed or empty."""
+    return parse_cpu_list(text)[0]
 
 
 def stat_processor(stat: str) -> int | None:
@@ -211,7 +210,7 @@ def cpu_facts(
     )
     try:
         out.fields[CPU_CORE] = str(first_cpu(siblings or ""))
-    except ValueError:
+    except CpuListError:
         out.notes.append(f"cpu{cpu}: no thread_siblings_list")
     return out
 
@@ -236,7 +235,7 @@ def host_facts(*, proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys")
     online = _read(sys_root / "devices" / "system" / "cpu" / "online")
     try:
         out.fields[HOST_CPUS] = str(cpu_count(online or ""))
-    except ValueError:
+    except CpuListError:
         out.notes.append(f"{sys_root}/devices/system/cpu/online unreadable")
     release = _read(proc_root / "sys" / "kernel" / "osrelease")
     if release and release.strip():

@@ -6,43 +6,15 @@ The roots are parameters so tests can point them at fake trees (a two-socket SMT
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corecensus.cpulist import format_cpu_list
+from corecensus.cpulist import CpuListError, format_cpu_list, parse_cpu_list
 from corecensus.errors import ScreeningError
 
 __all__ = ["CpuInfo", "Topology", "format_cpu_list", "parse_cpu_list", "read_topology"]
-
-_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
-# A cpu list longer than this is not a real machine; refuse instead of allocating.
-_MAX_CPUS = 1 << 16
-
-
-def parse_cpu_list(text: str) -> tuple[int, ...]:
-    """Parse the kernel's cpu-list format (``"0-3,8,10-11"``) into sorted, unique CPU ids.
-
-    Raises :class:`ScreeningError` on anything else, so ``--cpus`` gets a clear message.
-    """
-    cpus: set[int] = set()
-    text = text.strip()
-    if not text:
-        return ()
-    for part in text.split(","):
-        m = _RANGE.match(part.strip())
-        if m is None:
-            raise ScreeningError(f"bad CPU list {text!r}: {part.strip()!r} is not N or N-M")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise ScreeningError(f"bad CPU list {text!r}: range {lo}-{hi} runs backwards")
-        if hi >= _MAX_CPUS:
-            raise ScreeningError(f"bad CPU list {text!r}: CPU {hi} is out of range")
-        cpus.update(range(lo, hi + 1))
-    return tuple(sorted(cpus))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +160,15 @@ def parse_cpuinfo(text: str) -> dict[int, dict[str, str]]:
     return blocks
 
 
+def _cpu_list(text: str | None, path: Path, *, empty_ok: bool = False) -> tuple[int, ...]:
+    if text is None:
+        return ()
+    try:
+        return parse_cpu_list(text, empty_ok=empty_ok)
+    except CpuListError as exc:
+        raise ScreeningError(f"CPU topology unreadable: {path}: {exc}") from None
+
+
 def read_topology(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc")) -> Topology:
     """Read the host's CPUs.
 
@@ -198,9 +179,13 @@ def read_topology(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc")
     base = sys_root / "devices" / "system" / "cpu"
     if not base.is_dir():
         raise ScreeningError(f"CPU topology unreadable: {base} is not a directory")
-    listed = _read(base / "possible") or _read(base / "present")
+    listed_path = base / "possible"
+    listed = _read(listed_path)
+    if not listed:
+        listed_path = base / "present"
+        listed = _read(listed_path)
     if listed:
-        ids = parse_cpu_list(listed)
+        ids = _cpu_list(listed, listed_path)
     else:
         ids = tuple(
             sorted(
@@ -212,7 +197,11 @@ def read_topology(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc")
     if not ids:
         raise ScreeningError(f"CPU topology unreadable: no CPUs listed under {base}")
     online_text = _read(base / "online")
-    online = set(parse_cpu_list(online_text)) if online_text is not None else set(ids)
+    online = (
+        set(_cpu_list(online_text, base / "online", empty_ok=True))
+        if online_text is not None
+        else set(ids)
+    )
     cpuinfo_text = _read(proc_root / "cpuinfo")
     info: Mapping[int, Mapping[str, str]] = parse_cpuinfo(cpuinfo_text) if cpuinfo_text else {}
 
@@ -221,7 +210,7 @@ def read_topology(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc")
         topo = base / f"cpu{cpu}" / "topology"
         block = info.get(cpu, {})
         siblings_text = _read(topo / "thread_siblings_list")
-        siblings = parse_cpu_list(siblings_text) if siblings_text else ()
+        siblings = _cpu_list(siblings_text, topo / "thread_siblings_list", empty_ok=True)
         cpus.append(
             CpuInfo(
                 cpu=cpu,
