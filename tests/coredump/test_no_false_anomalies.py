@@ -2,8 +2,8 @@
 
 A false hardware-flavoured anomaly can send a healthy host to quarantine, so every anomaly rule
 must stay silent on this corpus of ordinary crashes -- real kernel cores of several crashers,
-the committed samples (kernel- and gdb-written), and the multi-architecture cores (kernel- and
-qemu-written) -- which is each rule's must-not-fire test on real data. The layouts that used to
+the committed samples (kernel- and gdb-written), the multi-architecture cores (kernel- and
+qemu-written) and other tools' public test cores (tests/data/public) -- which is each rule's must-not-fire test on real data. The layouts that used to
 fool the rules are reproduced for real: executable (RWX) main and thread stacks, gcore snapshots
 of a live and of a stopped process, and (by editing a real core) a pc at the entry point of a
 mapping the core lists without X.
@@ -49,6 +49,7 @@ ORDINARY_SAMPLES = ("abort", "gcore_null_deref", "null_deref", "sigbus", "signal
 MULTIARCH: list[dict[str, str]] = json.loads((DATA / "multiarch" / "manifest.json").read_text())[
     "cores"
 ]
+PUBLIC: list[dict[str, str]] = json.loads((DATA / "public" / "manifest.json").read_text())["cores"]
 PT_LOAD, PF_X, NT_AUXV, AT_ENTRY = 1, 1, 6, 9
 
 
@@ -83,6 +84,15 @@ def test_ordinary_samples_have_no_anomalies(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize("entry", MULTIARCH, ids=[e["id"] for e in MULTIARCH])
 def test_multiarch_cores_have_no_anomalies(tmp_path: Path, entry: dict[str, str]) -> None:
     core = _unzstd(DATA / "multiarch" / entry["core"], tmp_path / "core")
+    rec = inspect_core(core, symbolize=False)
+    assert rec.anomalies == (), [a.detail for a in rec.anomalies]
+
+
+@pytest.mark.parametrize("entry", PUBLIC, ids=[e["id"] for e in PUBLIC])
+def test_public_cores_have_no_anomalies(tmp_path: Path, entry: dict[str, str]) -> None:
+    """Other tools' test cores (tests/data/public: elfutils, LLDB; nine architectures, kernel-
+    and gdb-written, SIGILL at an R-only entry on s390, gcore snapshots) are ordinary."""
+    core = _unzstd(DATA / "public" / entry["core"], tmp_path / "core")
     rec = inspect_core(core, symbolize=False)
     assert rec.anomalies == (), [a.detail for a in rec.anomalies]
 

@@ -79,6 +79,10 @@ class PcZero:
             ctx.found.append(Anomaly("pc_zero", "the instruction pointer is 0"))
 
 
+# The longest s390 instruction is 6 bytes.
+_MAX_INSN_AFTER_ENTRY = 6
+
+
 class PcNotExecutable:
     name = "pc_not_executable"
 
@@ -97,6 +101,21 @@ class PcNotExecutable:
             # very first instruction then looks like a jump into data).
             return
         seg = ctx.core.space.segment_at(pc)
+        entry = c.auxv.get(AT_ENTRY)
+        if (
+            seg is not None
+            and entry is not None
+            and 0 < pc - entry <= _MAX_INSN_AFTER_ENTRY
+            and c.space.segment_at(entry) == seg
+        ):
+            # The same SIGILL at the entry point, where the kernel reports the pc after the
+            # failing instruction: s390 puts the PSW past it (elfutils' testfile67/68, an
+            # R-only text 2 bytes past AT_ENTRY, from CPUs without execute protection).
+            return
+        if seg is None and not c.files and entry is not None and c.space.segment_at(entry) is None:
+            # A core with no file list that left out even the executable's own text (trimmed
+            # test cores, some gcore versions): where code lives is unknown, not absent.
+            return
         where = "in a non-executable mapping" if seg else "in no mapping at all"
         if seg is not None and ctx.core.is_stack(pc):
             where = "in a writable anonymous mapping (stack or heap)"

@@ -10,10 +10,20 @@ The register orders are each architecture's ``elf_gregset_t`` as the kernel writ
 - ppc64/ppc: ``struct pt_regs`` (arch/powerpc/include/uapi/asm/ptrace.h), ELF_NGREG 48
 - s390x: ``s390_regs`` (arch/s390/include/asm/elf.h): psw, gprs, 32-bit access regs, orig_gpr2
 - riscv64: ``struct user_regs_struct`` (arch/riscv/include/uapi/asm/ptrace.h)
-- mips: ``elf_gregset_t`` of 45 words with r0 at EF_R0 = 6 (arch/mips/include/asm/reg.h)
+- s390 (31-bit): the same fields as s390x in 4-byte words (``s390_compat_regs``); the pc is the
+  PSW address without its top bit, the 31-bit addressing-mode flag
+- mips o32: ``elf_gregset_t`` of 45 words with r0 at EF_R0 = 6 (arch/mips/include/asm/reg.h,
+  ``CONFIG_32BIT || WANT_COMPAT_REG_H``); mips n64 and n32: EF_R0 = 0 and 8-byte registers
+  (n32's ``elf_prstatus`` has 4-byte longs but binfmt_elfn32.c keeps the 64-bit ``elf_gregset_t``),
+  so an ELF32 MIPS core is n32 when its NT_PRSTATUS holds 45 eight-byte registers
+- sparc64: ``ELF_CORE_COPY_REGS`` in arch/sparc/include/asm/elf_64.h: g0-g7, o0-o7, the l and i
+  registers of the register window (copied from the stack), tstate, tpc, tnpc, y
+- m68k: ``struct user_regs_struct`` (arch/m68k/include/asm/user.h) with 2-byte ``stkadj``, ``sr``,
+  ``fmtvec``; m68k aligns ``long`` to 2 bytes, so ``pr_sigpend`` follows ``pr_cursig`` at 14,
+  ``pr_pid`` is at 22 and ``pr_reg`` at 70 (elfutils backends/m68k_corenote.c agrees)
 
 ``pr_reg`` sits after ``struct elf_prstatus_common``: 112 bytes where ``long`` is 8 bytes, 72 where
-it is 4 (x32 uses the 32-bit compat layout with 64-bit registers).
+it is 4 (x32 and MIPS n32 use the 32-bit compat layout with 64-bit registers).
 """
 
 from __future__ import annotations
@@ -41,6 +51,15 @@ class ArchInfo:
     mips_signals: bool = False
     # siginfo_t stores si_code before si_errno on MIPS (__ARCH_HAS_SWAPPED_SIGINFO).
     swapped_siginfo: bool = False
+    # Offset of pr_pid in NT_PRSTATUS when it is not the usual 32 (64-bit) or 24 (32-bit).
+    pid_offset: int | None = None
+    # Bits of the pc register that are the address (s390's 31-bit PSW keeps a mode flag on top).
+    pc_mask: int = (1 << 64) - 1
+
+    def pc_of(self, registers: dict[str, int]) -> int | None:
+        """The program counter in a decoded register set, as an address."""
+        value = registers.get(self.pc)
+        return None if value is None else value & self.pc_mask
 
 
 def _regs(names: list[str], size: int) -> tuple[tuple[str, int], ...]:
@@ -147,7 +166,7 @@ _RISCV_REGS = [
     "t5",
     "t6",
 ]
-_MIPS_REGS = [f"pad{i}" for i in range(6)] + [
+_MIPS_REGS = [
     "zero",
     "at",
     "v0",
@@ -187,6 +206,23 @@ _MIPS_REGS = [f"pad{i}" for i in range(6)] + [
     "status",
     "cause",
 ]
+_MIPS_O32_PAD = [f"pad{i}" for i in range(6)]
+_SPARC64_REGS = (
+    [f"g{i}" for i in range(8)]
+    + [f"o{i}" for i in range(8)]
+    + [f"l{i}" for i in range(8)]
+    + [f"i{i}" for i in range(8)]
+    + ["tstate", "tpc", "tnpc", "y"]
+)
+_M68K_REGS: tuple[tuple[str, int], ...] = (
+    *_regs([f"d{i}" for i in range(1, 8)] + [f"a{i}" for i in range(7)] + ["d0", "usp"], 4),
+    ("orig_d0", 4),
+    ("stkadj", 2),
+    ("sr", 2),
+    ("pc", 4),
+    ("fmtvec", 2),
+    ("pad0", 2),
+)
 _S390X_REGS: tuple[tuple[str, int], ...] = (
     ("psw_mask", 8),
     ("psw_addr", 8),
@@ -194,15 +230,32 @@ _S390X_REGS: tuple[tuple[str, int], ...] = (
     *_regs([f"acr{i}" for i in range(16)], 4),
     ("orig_gpr2", 8),
 )
+_S390_REGS: tuple[tuple[str, int], ...] = (
+    ("psw_mask", 4),
+    ("psw_addr", 4),
+    *_regs([f"r{i}" for i in range(16)], 4),
+    *_regs([f"acr{i}" for i in range(16)], 4),
+    ("orig_gpr2", 4),
+)
 
-EM_386, EM_MIPS, EM_PPC, EM_PPC64, EM_S390, EM_ARM, EM_X86_64 = 3, 8, 20, 21, 22, 40, 62
-EM_AARCH64, EM_RISCV = 183, 243
+EM_386, EM_68K, EM_MIPS, EM_PPC, EM_PPC64, EM_S390, EM_ARM = 3, 4, 8, 20, 21, 22, 40
+EM_SPARCV9, EM_X86_64, EM_AARCH64, EM_RISCV = 43, 62, 183, 243
+# pr_reg (72) + 45 eight-byte registers: an ELF32 MIPS NT_PRSTATUS at least this long is n32's.
+_MIPS_N32_PRSTATUS = 72 + 45 * 8
+
+
+def arch_for(
+    machine: int, is_64: bool, little_endian: bool, prstatus_size: int = 0
+) -> ArchInfo | None:
+    """The layout for an ELF ``e_machine``/class/endianness, or None when unknown (one shared,
+    immutable ArchInfo per layout: every core asks). ``prstatus_size``, the length of the first
+    NT_PRSTATUS, tells MIPS n32 from o32: their cores differ in nothing else (e_flags is 0)."""
+    wide = machine == EM_MIPS and not is_64 and prstatus_size >= _MIPS_N32_PRSTATUS
+    return _arch_for(machine, is_64, little_endian, wide)
 
 
 @functools.lru_cache(maxsize=64)
-def arch_for(machine: int, is_64: bool, little_endian: bool) -> ArchInfo | None:
-    """The layout for an ELF ``e_machine``/class/endianness, or None when unknown (one shared,
-    immutable ArchInfo per layout: every core asks)."""
+def _arch_for(machine: int, is_64: bool, little_endian: bool, wide: bool) -> ArchInfo | None:
     if machine == EM_X86_64:
         if is_64:
             return ArchInfo("x86_64", 8, 112, _regs(_X86_64_REGS, 8), "rip", "rsp")
@@ -220,17 +273,25 @@ def arch_for(machine: int, is_64: bool, little_endian: bool) -> ArchInfo | None:
         return ArchInfo("ppc", 4, 72, _regs(_PPC_REGS, 4), "nip", "r1")
     if machine == EM_S390 and is_64:
         return ArchInfo("s390x", 8, 112, _S390X_REGS, "psw_addr", "r15")
+    if machine == EM_S390:
+        return ArchInfo("s390", 4, 72, _S390_REGS, "psw_addr", "r15", pc_mask=0x7FFFFFFF)
+    if machine == EM_SPARCV9 and is_64:
+        return ArchInfo("sparc64", 8, 112, _regs(_SPARC64_REGS, 8), "tpc", "o6")
+    if machine == EM_68K:
+        return ArchInfo("m68k", 4, 70, _M68K_REGS, "pc", "usp", pid_offset=22)
     if machine == EM_RISCV:
         if is_64:
             return ArchInfo("riscv64", 8, 112, _regs(_RISCV_REGS, 8), "pc", "sp")
         return ArchInfo("riscv32", 4, 72, _regs(_RISCV_REGS, 4), "pc", "sp")
     if machine == EM_MIPS:
-        base = "mips64" if is_64 else "mips"
+        # Debian's names: mips/mipsel (o32), mipsn32/mipsn32el, mips64/mips64el (n64).
+        base = "mips64" if is_64 else "mipsn32" if wide else "mips"
         name = base + ("el" if little_endian else "")
-        size = 8 if is_64 else 4
+        size = 8 if is_64 or wide else 4
+        regs = _regs(_MIPS_REGS if size == 8 else _MIPS_O32_PAD + _MIPS_REGS, size)
         return ArchInfo(
             # cp0_epc is the pc; gdb and the manifest of tests/data/multiarch call it "pc".
-            name, size, 112 if is_64 else 72, _regs(_MIPS_REGS, size), "pc", "sp",
+            name, 8 if is_64 else 4, 112 if is_64 else 72, regs, "pc", "sp",
             mips_signals=True, swapped_siginfo=True,
         )  # fmt: skip
     return None

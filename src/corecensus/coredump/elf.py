@@ -48,12 +48,15 @@ MAX_NOTE_COUNT = 1 << 20
 
 # e_machine values (elf.h) -> corecensus architecture names.
 EM_NAMES: dict[int, str] = {
+    2: "sparc",
     3: "i386",
+    4: "m68k",
     8: "mips",
     20: "ppc",
     21: "ppc64",
-    22: "s390x",
+    22: "s390",
     40: "arm",
+    43: "sparc64",
     62: "x86_64",
     183: "aarch64",
     243: "riscv64",

@@ -41,6 +41,7 @@ from corecensus.model import (
 )
 
 if TYPE_CHECKING:
+    from corecensus.coredump.dwfl import DwflStacks
     from corecensus.coredump.symbolize import Symbolizer
 
 __all__ = ["inspect_core", "unparsed_core_id"]
@@ -148,6 +149,7 @@ def _record(
 
     unwound = False
     others: list[ThreadDetail] = []
+    fallback: DwflStacks | None = None
     if symbolize and p.crashed is not None:
         from corecensus.coredump.symbolize import Symbolizer
 
@@ -163,16 +165,30 @@ def _record(
                 errors.append(Problem(ProblemKind.UNWIND_STOPPED, "not unwound: drgn has no core"))
             elif problem is None:
                 stack = sym.unwind()
-                frames = [
-                    _frame(pc, fn, modules, trust=FrameTrust.UNWOUND if i else FrameTrust.CONTEXT)
-                    for i, (pc, fn) in enumerate(stack.frames)
-                ]
+                pairs = stack.frames
                 unwound = stack.unwound
                 if not unwound:
-                    reason = stack.stopped_reason or "the unwinder gave no frames"
-                    errors.append(Problem(ProblemKind.UNWIND_STOPPED, reason))
+                    # drgn cannot unwind this architecture (or this core): ask libdwfl, as
+                    # eu-stack does, before giving up.
+                    fallback = _dwfl_fallback(p, sym)
+                    pairs = fallback.threads.get(p.crashed.pid, [])
+                    unwound = len(pairs) > 1
+                    if not unwound:
+                        reason = stack.stopped_reason or "the unwinder gave no frames"
+                        if fallback.error is not None:
+                            reason = f"{reason}; {fallback.error}"
+                        elif pairs:
+                            reason = f"{reason}; libdwfl found no caller"
+                        errors.append(Problem(ProblemKind.UNWIND_STOPPED, reason))
                 elif stack.stopped_reason:
                     errors.append(Problem(ProblemKind.SYMBOLS, stack.stopped_reason))
+                if not pairs and p.pc is not None:
+                    pairs = [(p.pc, sym.symbol_name(p.pc))]  # no unwinder: the pc, named
+                frames = [
+                    _frame(pc, fn or sym.symbol_name(pc) if i == 0 else fn, modules,
+                           trust=FrameTrust.UNWOUND if i else FrameTrust.CONTEXT)
+                    for i, (pc, fn) in enumerate(pairs)
+                ]  # fmt: skip
             else:
                 # Without the stack there is nothing to unwind; name the pc alone.
                 pc0 = p.pc
@@ -196,7 +212,7 @@ def _record(
             frames = recover_callers(
                 p, frames, words, names, starts, make, force=not sym.opened, returned=returned
             )
-            others = _other_threads(p, modules, sym if sym.opened else None)
+            others = _other_threads(p, modules, sym if sym.opened else None, fallback)
     else:
         pc = p.pc
         frames = [_frame(pc, None, modules, trust=FrameTrust.CONTEXT)] if pc is not None else []
@@ -265,23 +281,45 @@ def _thread_signal(t: PrStatus) -> int | None:
     return t.cursig or t.signo or None
 
 
+def _dwfl_fallback(p: ParsedCore, sym: Symbolizer) -> DwflStacks:
+    """Every thread's frames from libdwfl, reading the file drgn reads (ctypes is imported only
+    for the cores drgn cannot unwind)."""
+    from corecensus.coredump.dwfl import DwflStacks, dwfl_stacks
+
+    if sym.path is None:
+        return DwflStacks(error="libdwfl: no core file to read")
+    build_ids = {m.path: m.build_id for m in p.modules}
+
+    def find_local(name: str) -> str | None:
+        found = p.resolver.local_file(name, build_ids.get(name))
+        return str(found) if found is not None else None
+
+    exe = executable_path(p)
+    return dwfl_stacks(sym.path, find_local(exe) if exe else None, find_local)
+
+
 def _other_threads(
-    p: ParsedCore, modules: Sequence[MappedFile], sym: Symbolizer | None
+    p: ParsedCore,
+    modules: Sequence[MappedFile],
+    sym: Symbolizer | None,
+    fallback: DwflStacks | None = None,
 ) -> list[ThreadDetail]:
     """The threads after the crashing one, in the core's order, each unwound by drgn when
-    symbolizing (else its pc alone); past :data:`MAX_THREADS_UNWOUND`, registers and pc only."""
+    symbolizing, else by libdwfl where drgn could not (``fallback``), else its pc alone; past
+    :data:`MAX_THREADS_UNWOUND`, registers and pc only."""
     out: list[ThreadDetail] = []
-    pc_name = p.arch.pc if p.arch else None
     for i, t in enumerate(p.threads[1:]):
         frames: list[Frame] = []
         if sym is not None and i < MAX_THREADS_UNWOUND:
-            stack = sym.unwind(t.pid)
+            pairs = sym.unwind(t.pid).frames
+            if not pairs and fallback is not None:
+                pairs = fallback.threads.get(t.pid, [])
             frames = [
                 _frame(pc, fn, modules, trust=FrameTrust.UNWOUND if j else FrameTrust.CONTEXT)
-                for j, (pc, fn) in enumerate(stack.frames)
+                for j, (pc, fn) in enumerate(pairs)
             ]
-        if not frames and pc_name is not None and pc_name in t.registers:
-            pc = t.registers[pc_name]
+        pc = p.arch.pc_of(t.registers) if p.arch is not None else None
+        if not frames and pc is not None:
             name = sym.symbol_name(pc) if sym is not None else None
             frames = [_frame(pc, name, modules, trust=FrameTrust.CONTEXT)]
         out.append(ThreadDetail(t.pid, _thread_signal(t), dict(t.registers), tuple(frames)))

@@ -92,7 +92,10 @@ def decode_prstatus(note: Note, hdr: ElfHeader, arch: ArchInfo | None) -> PrStat
         return None
     signo, code, _errno = struct.unpack_from(e + "iii", d, 0)
     (cursig,) = struct.unpack_from(e + "h", d, 12)
-    pid_off = 32 if (arch.word_size if arch else hdr.word_size) == 8 else 24
+    if arch is not None and arch.pid_offset is not None:
+        pid_off = arch.pid_offset
+    else:
+        pid_off = 32 if (arch.word_size if arch else hdr.word_size) == 8 else 24
     pid = ppid = 0
     if len(d) >= pid_off + 8:
         pid, ppid = struct.unpack_from(e + "ii", d, pid_off)
@@ -108,20 +111,21 @@ def decode_prstatus(note: Note, hdr: ElfHeader, arch: ArchInfo | None) -> PrStat
             for name, rsize in arch.registers:
                 if off + rsize > len(d):
                     break
-                (value,) = struct.unpack_from(e + ("Q" if rsize == 8 else "I"), d, off)
+                (value,) = struct.unpack_from(e + _WORD_CODES[rsize], d, off)
                 if not name.startswith("pad"):
                     regs[name] = value
                 off += rsize
     return PrStatus(signo, code, cursig, pid, ppid, regs)
 
 
+_WORD_CODES = {8: "Q", 4: "I", 2: "H"}
+
+
 @functools.lru_cache(maxsize=32)
 def _register_format(arch: ArchInfo, endian: str) -> tuple[tuple[str, ...], str]:
     """(names, struct format) of the register set; padding slots are skipped bytes (``x``)."""
     names = tuple(n for n, _s in arch.registers if not n.startswith("pad"))
-    codes = "".join(
-        f"{s}x" if n.startswith("pad") else "Q" if s == 8 else "I" for n, s in arch.registers
-    )
+    codes = "".join(f"{s}x" if n.startswith("pad") else _WORD_CODES[s] for n, s in arch.registers)
     return names, endian + codes
 
 

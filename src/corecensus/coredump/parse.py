@@ -136,7 +136,8 @@ class ParsedCore:
 
     @cached_property
     def pc(self) -> int | None:
-        return self.register(self.arch.pc) if self.arch else None
+        t = self.crashed
+        return None if t is None or self.arch is None else self.arch.pc_of(t.registers)
 
     @cached_property
     def sp(self) -> int | None:
@@ -222,7 +223,10 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
             "user-space core dumps only — use crash(8) or drgn for vmcores",
             src.name,
         )
-    arch = arch_for(hdr.machine, hdr.is_64, hdr.little_endian)
+    first_status = next((n for n in notes if n.type == NT_PRSTATUS and n.name == b"CORE"), None)
+    arch = arch_for(
+        hdr.machine, hdr.is_64, hdr.little_endian, len(first_status.desc) if first_status else 0
+    )
     arch_name = arch.name if arch else EM_NAMES.get(hdr.machine, f"em{hdr.machine}")
     if arch is None:
         errors.append(
@@ -302,6 +306,10 @@ def _guess_writer(notes: list[Note], has_file: bool, siginfo: SigInfo | None) ->
     if not has_file and siginfo is None:
         return "qemu-user" if b"LINUX" not in names else "unknown"
     if any(n.name == b"CORE" and n.type == NT_PRSTATUS for n in notes) and b"GDB" in names:
+        return "gdb-gcore"
+    if sum(n.type == NT_SIGINFO and n.name == b"CORE" for n in notes) > 1:
+        # The kernel writes one NT_SIGINFO (the dumping thread's); gdb's gcore one per thread,
+        # and gdb before 8.3 wrote no GDB note (LLDB's test cores from gcore).
         return "gdb-gcore"
     return "kernel"
 

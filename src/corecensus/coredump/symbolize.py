@@ -110,6 +110,8 @@ class Symbolizer:
         # False until drgn has the core open (no drgn, no temporary copy, libelf refused it).
         self.opened = False
         self._ctx: contextlib.AbstractContextManager[str] | None = None
+        # The core file drgn reads (the core itself, or the sparse copy): libdwfl reads it too.
+        self.path: str | None = None
 
     def __enter__(self) -> Symbolizer:
         # drgn logs a warning per module without debug info; corecensus reports that in the
@@ -132,6 +134,7 @@ class Symbolizer:
             )
             return self
         self._ctx = ctx
+        self.path = path
         try:
             prog = drgn.Program()
             prog.set_core_dump(path)
