@@ -21,9 +21,11 @@ import ctypes
 import ctypes.util
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from corecensus.coredump.demangle import demangle
 
 __all__ = ["DwflStacks", "dwfl_stacks"]
 
@@ -62,6 +64,9 @@ class DwflStacks:
 
     threads: dict[int, list[tuple[int, str | None]]] = field(default_factory=dict)
     error: str | None = None
+    # Names of the addresses asked for by ``name_pcs`` (the symbol table libdwfl found, also
+    # in the core's memory: a whole dumped executable, the vDSO, a ppc64 ELFv1 .opd).
+    names: dict[int, str] = field(default_factory=dict)
 
 
 @functools.cache
@@ -174,13 +179,25 @@ def _session(
 
 
 def dwfl_stacks(
-    core: str, executable: str | None, find_local: Callable[[str], str | None]
+    core: str,
+    executable: str | None,
+    find_local: Callable[[str], str | None],
+    name_pcs: Sequence[tuple[int, bool]] = (),
+    unwind: bool = True,
 ) -> DwflStacks:
     """Every thread's frames as libdwfl unwinds them (eu-stack's frames), up to
-    :data:`MAX_THREADS` threads of :data:`MAX_FRAMES` frames; ``error`` says why none."""
+    :data:`MAX_THREADS` threads of :data:`MAX_FRAMES` frames; ``error`` says why none. Also
+    the names of ``name_pcs``, (address, is a return address) pairs; ``unwind=False`` only names.
+    """
     out = DwflStacks()
     try:
         with _session(core, executable, find_local) as (dw, dwfl):
+            for pc, is_return in name_pcs:
+                name = _name(dw, dwfl, pc, not is_return)
+                if name:
+                    out.names[pc] = name
+            if not unwind:
+                return out
 
             def on_frame(frame: int | None, arg: int | None) -> int:
                 pc = ctypes.c_uint64()
@@ -216,4 +233,4 @@ def _name(dw: Any, dwfl: Any, pc: int, activation: bool) -> str | None:
     if not module:
         return None
     name = dw.dwfl_module_addrname(module, lookup)
-    return name.decode("utf-8", "replace") if name else None
+    return demangle(name.decode("utf-8", "replace")) if name else None

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -149,11 +150,11 @@ def _record(
 
     unwound = False
     others: list[ThreadDetail] = []
-    fallback: DwflStacks | None = None
     if symbolize and p.crashed is not None:
         from corecensus.coredump.symbolize import Symbolizer
 
         with Symbolizer(p, binaries) as sym:
+            fallback = _LazyDwfl(p, sym)
             errors.extend(Problem(ProblemKind.SYMBOLS, e) for e in sym.errors)
             if not sym.opened:
                 # No copy drgn could read (a full $TMPDIR): the register pass's frames, as
@@ -170,13 +171,12 @@ def _record(
                 if not unwound:
                     # drgn cannot unwind this architecture (or this core): ask libdwfl, as
                     # eu-stack does, before giving up.
-                    fallback = _dwfl_fallback(p, sym)
-                    pairs = fallback.threads.get(p.crashed.pid, [])
+                    pairs = fallback.stacks().threads.get(p.crashed.pid, [])
                     unwound = len(pairs) > 1
                     if not unwound:
                         reason = stack.stopped_reason or "the unwinder gave no frames"
-                        if fallback.error is not None:
-                            reason = f"{reason}; {fallback.error}"
+                        if fallback.stacks().error is not None:
+                            reason = f"{reason}; {fallback.stacks().error}"
                         elif pairs:
                             reason = f"{reason}; libdwfl found no caller"
                         errors.append(Problem(ProblemKind.UNWIND_STOPPED, reason))
@@ -213,6 +213,8 @@ def _record(
                 p, frames, words, names, starts, make, force=not sym.opened, returned=returned
             )
             others = _other_threads(p, modules, sym if sym.opened else None, fallback)
+            if sym.opened:
+                frames, others = fallback.fill_names(frames, others)
     else:
         pc = p.pc
         frames = [_frame(pc, None, modules, trust=FrameTrust.CONTEXT)] if pc is not None else []
@@ -281,28 +283,68 @@ def _thread_signal(t: PrStatus) -> int | None:
     return t.cursig or t.signo or None
 
 
-def _dwfl_fallback(p: ParsedCore, sym: Symbolizer) -> DwflStacks:
-    """Every thread's frames from libdwfl, reading the file drgn reads (ctypes is imported only
-    for the cores drgn cannot unwind)."""
-    from corecensus.coredump.dwfl import DwflStacks, dwfl_stacks
+class _LazyDwfl:
+    """libdwfl over the file drgn reads, asked only when drgn falls short (ctypes and libdw are
+    loaded for those cores alone): every thread's frames where drgn cannot unwind, and names
+    for frames drgn could not name."""
 
-    if sym.path is None:
-        return DwflStacks(error="libdwfl: no core file to read")
-    build_ids = {m.path: m.build_id for m in p.modules}
+    def __init__(self, p: ParsedCore, sym: Symbolizer) -> None:
+        self.p, self.sym = p, sym
+        self._stacks: DwflStacks | None = None
 
-    def find_local(name: str) -> str | None:
-        found = p.resolver.local_file(name, build_ids.get(name))
-        return str(found) if found is not None else None
+    def _run(self, name_pcs: Sequence[tuple[int, bool]], unwind: bool) -> DwflStacks:
+        from corecensus.coredump.dwfl import DwflStacks, dwfl_stacks
 
-    exe = executable_path(p)
-    return dwfl_stacks(sym.path, find_local(exe) if exe else None, find_local)
+        p = self.p
+        if self.sym.path is None:
+            return DwflStacks(error="libdwfl: no core file to read")
+        build_ids = {m.path: m.build_id for m in p.modules}
+
+        def find_local(name: str) -> str | None:
+            found = p.resolver.local_file(name, build_ids.get(name))
+            return str(found) if found is not None else None
+
+        exe = executable_path(p)
+        return dwfl_stacks(
+            self.sym.path, find_local(exe) if exe else None, find_local, name_pcs, unwind
+        )
+
+    def stacks(self) -> DwflStacks:
+        if self._stacks is None:
+            self._stacks = self._run((), unwind=True)
+        return self._stacks
+
+    def fill_names(
+        self, frames: list[Frame], others: list[ThreadDetail]
+    ) -> tuple[list[Frame], list[ThreadDetail]]:
+        """Frames in a module that drgn left unnamed, named by libdwfl where it can."""
+        every = [*frames, *(f for t in others for f in t.frames)]
+        wanted = {(f.pc, f.trust is not FrameTrust.CONTEXT) for f in every if _unnamed(f)}
+        if not wanted:
+            return frames, others
+        names = dict(self._run(sorted(wanted), unwind=False).names)
+        if not names:
+            return frames, others
+
+        def fix(f: Frame) -> Frame:
+            return (
+                dataclasses.replace(f, function=names[f.pc]) if _unnamed(f) and f.pc in names else f
+            )
+
+        return [fix(f) for f in frames], [
+            dataclasses.replace(t, frames=tuple(fix(f) for f in t.frames)) for t in others
+        ]
+
+
+def _unnamed(f: Frame) -> bool:
+    return f.function is None and f.module is not None
 
 
 def _other_threads(
     p: ParsedCore,
     modules: Sequence[MappedFile],
     sym: Symbolizer | None,
-    fallback: DwflStacks | None = None,
+    fallback: _LazyDwfl | None = None,
 ) -> list[ThreadDetail]:
     """The threads after the crashing one, in the core's order, each unwound by drgn when
     symbolizing, else by libdwfl where drgn could not (``fallback``), else its pc alone; past
@@ -313,7 +355,7 @@ def _other_threads(
         if sym is not None and i < MAX_THREADS_UNWOUND:
             pairs = sym.unwind(t.pid).frames
             if not pairs and fallback is not None:
-                pairs = fallback.threads.get(t.pid, [])
+                pairs = fallback.stacks().threads.get(t.pid, [])
             frames = [
                 _frame(pc, fn, modules, trust=FrameTrust.UNWOUND if j else FrameTrust.CONTEXT)
                 for j, (pc, fn) in enumerate(pairs)

@@ -28,6 +28,7 @@ from corecensus.coredump.notes import (
     AT_EXECFN,
     AT_PLATFORM,
     AT_RANDOM,
+    AT_SYSINFO_EHDR,
     NT_AUXV,
     NT_FILE,
     NT_PRPSINFO,
@@ -368,10 +369,13 @@ def _modules(p: ParsedCore) -> list[MappedFile]:
         first = next((m for m in maps if m.file_offset == 0), maps[0])
         base = first.start - first.file_offset
         build_id = None
-        if first.file_offset == 0:
-            # Only the core's own bytes here: a file on disk is trusted only once a build-id
-            # from the core says it is the same file.
-            build_id = build_id_from_image(p.space.read_dumped, first.start)
+        # Only the core's own bytes here: a file on disk is trusted only once a build-id from
+        # the core says it is the same file. A file can be mapped at offset 0 more than once
+        # (an executable the kernel maps and ld.so maps again, as in elfutils' linkmap-cut
+        # core): the header may be dumped in a later one only.
+        for m in maps:
+            if m.file_offset == 0 and build_id is None:
+                build_id = build_id_from_image(p.space.read_dumped, m.start)
         if build_id is None and p.resolver.has_dirs:
             # qemu-user dumps no file-backed page, so the core holds no build-id; a file of
             # the same name in --binaries is then the best evidence there is.
@@ -388,4 +392,21 @@ def _modules(p: ParsedCore) -> list[MappedFile]:
         p.resolver.build_ids[path] = build_id
         executable = any(p.space.is_executable(m.start) for m in maps)
         out.append(MappedFile(path, base, maps[-1].end, first.file_offset, build_id, executable))
+    vdso = _vdso(p)
+    if vdso is not None and not any(m.base <= vdso.base < m.end for m in out):
+        out.append(vdso)
     return out
+
+
+VDSO = "[vdso]"
+
+
+def _vdso(p: ParsedCore) -> MappedFile | None:
+    """The vDSO as a module (``[vdso]``, as gdb, eu-stack and /proc/PID/maps call it): the
+    kernel maps it at AT_SYSINFO_EHDR and dumps it whole, as it is in no file NT_FILE lists."""
+    base = p.auxv.get(AT_SYSINFO_EHDR)
+    seg = p.space.segment_at(base) if base else None
+    if base is None or seg is None or seg.filesz == 0:
+        return None
+    build_id = build_id_from_image(p.space.read_dumped, base)
+    return MappedFile(VDSO, base, seg.vaddr + seg.memsz, 0, build_id, seg.executable)

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corecensus.coredump.demangle import demangle
 from corecensus.coredump.elf import PT_DYNAMIC, PT_LOAD, read_image_headers
 from corecensus.coredump.instruction import is_restore_rt
-from corecensus.coredump.parse import ParsedCore, wanted_ranges
+from corecensus.coredump.parse import VDSO, ParsedCore, wanted_ranges
 from corecensus.coredump.source import FileSource
 from corecensus.errors import CoreError
 
@@ -178,6 +179,12 @@ class Symbolizer:
                     dm = main
                 elif m.path == exe:
                     continue
+                elif m.path == VDSO:
+                    # drgn reads the vDSO's image from the core's memory.
+                    dyn = _dynamic_address(p, m.base)
+                    if dyn is None:
+                        continue
+                    dm = prog.vdso_module("linux-vdso.so.1", dyn, create=True)
                 else:
                     dyn = _dynamic_address(p, m.base)
                     if dyn is None:
@@ -232,6 +239,12 @@ class Symbolizer:
             name = frame.name or self.symbol_name(pc)
             if name is not None and name.startswith("0x"):
                 name = None  # drgn's placeholder for "no symbol"
+            if not frame.is_inline:
+                # DWARF names a C++ function without its parameters; its ELF symbol's mangled
+                # name has them: cxxfunc(int), as gdb and eu-stack print it.
+                linkage = _frame_symbol(frame)
+                if linkage is not None and linkage.startswith("_Z"):
+                    name = demangle(linkage)
             if name is None and is_restore_rt(self.p.space, pc):
                 name = "__restore_rt"
             out.frames.append((pc, name))
@@ -258,4 +271,13 @@ class Symbolizer:
             return None
         # Versioned ELF symbols ("__libc_start_main@@GLIBC_2.34") name the same function as the
         # unversioned DWARF name; signatures want one spelling.
-        return str(sym.name).split("@", 1)[0], address - int(sym.address)
+        return demangle(str(sym.name).split("@", 1)[0]), address - int(sym.address)
+
+
+def _frame_symbol(frame: Any) -> str | None:
+    """The ELF symbol name of a drgn frame (drgn looks it up at the call, not the return
+    address), without a symbol version."""
+    try:
+        return str(frame.symbol().name).split("@", 1)[0]
+    except (LookupError, ValueError):
+        return None
