@@ -393,7 +393,11 @@ def _modules(p: ParsedCore) -> list[MappedFile]:
         executable = any(p.space.is_executable(m.start) for m in maps)
         out.append(MappedFile(path, base, maps[-1].end, first.file_offset, build_id, executable))
     vdso = _vdso(p)
-    if vdso is not None and not any(m.base <= vdso.base < m.end for m in out):
+    if (
+        vdso is not None
+        and len(out) < MAX_MODULES
+        and not any(m.base <= vdso.base < m.end for m in out)
+    ):
         out.append(vdso)
     return out
 
