@@ -142,7 +142,7 @@ def test_crash_columns(store: Store) -> None:
         metadata={"COREDUMP_HOSTNAME": "x", "CORECENSUS_CPU": "bad"},
     )
     store.add_crashes(rows([untimed, late, early]))
-    cols = store.crash_columns()
+    cols = store.crash_columns(details=True)
     assert len(cols) == 3
     assert store.core_ids(cols.row) == [early.core_id, late.core_id, untimed.core_id]
     assert store.core_ids(cols.row[::-1]) == [untimed.core_id, late.core_id, early.core_id]
@@ -153,8 +153,13 @@ def test_crash_columns(store: Store) -> None:
     # string columns come dictionary-encoded: int32 codes into a sorted vocabulary
     assert cols.host.vocab == ("db-1", "host-1", "x") and cols.host.codes.tolist() == [0, 1, 2]
     assert cols.host.codes.dtype == np.int32
-    assert list(cols.cpu) == [2, 1, -1]
-    assert list(cols.signal) == [11, 11, -1]
+    assert list(cols.cpu) == [2, 1, -1] and cols.cpu.dtype == np.int32
+    assert cols.signal is not None and list(cols.signal) == [11, 11, -1]
+    assert cols.exe is not None and cols.exe.codes.dtype == np.int32
+    # the analysis reads neither exe nor signal; without details they are not read at all
+    plain = store.crash_columns()
+    assert plain.exe is None and plain.signal is None
+    assert plain.host.codes.tolist() == cols.host.codes.tolist()
     assert cols.service.decode()[2] is None and cols.service.codes[2] == -1
     assert cols.version.decode()[0] == "1.2.0"
     assert cols.microcode.decode()[0] == "0x2006e05"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -27,7 +28,9 @@ from corecensus.store import (
     DuckDBStore,
     ExposureRow,
     Heartbeat,
+    MemoryStore,
     ScreenResultRow,
+    duckdb_store,
     open_store,
 )
 
@@ -280,3 +283,44 @@ def test_export_parquet_reads_back_with_duckdb(tmp_path: Path) -> None:
         "SELECT decision, result_json FROM read_parquet(?)", [str(written["screen_results"])]
     ).fetchall()
     assert screens == [("pass", '{"ok":true}')]
+
+
+@pytest.mark.parametrize("fetch_rows", [1, 7, 1 << 20])
+def test_crash_columns_match_the_fake_across_chunks_ties_and_gaps(
+    fetch_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read in chunks of rowids and ordered by NumPy, with only crashes that share a time sent
+    back to DuckDB for their ``core_id`` order: the same columns in the same order as the
+    fake's ``ORDER BY time_us NULLS LAST, core_id``, whatever the chunk size, with crashes
+    sharing a time, crashes without one, and rowids left unused by deletions."""
+    monkeypatch.setattr(duckdb_store, "FETCH_ROWS", fetch_rows)
+    records = [make_record(i, time_us=T0 + (i % 5) * 1_000_000) for i in range(30)]
+    records += [
+        dataclasses.replace(r, metadata={k: v for k, v in r.metadata.items() if "TIME" not in k})
+        for r in (make_record(i) for i in range(30, 36))
+    ]
+    records.append(make_record(36, time_us=T0 + 99_000_000))  # a time of its own
+    random.Random(7).shuffle(records)
+    duck, fake = DuckDBStore(":memory:"), MemoryStore()
+    for store in (duck, fake):
+        store.add_crashes(rows(records))
+        gone = [r.core_id for r in records[3:9]]
+        assert store.replace_crashes([], remove=gone) == 0
+    got, want = duck.crash_columns(details=True), fake.crash_columns(details=True)
+    assert len(got) == len(want) == len(records) - 6
+    assert duck.core_ids(got.row) == fake.core_ids(want.row)
+    assert got.time_known.tolist() == want.time_known.tolist()
+    assert not got.time_known[-4:].any() and got.time_known[:-6].all()
+    for name in ("time_us", "cpu", "anomaly_mask", "signal"):
+        assert getattr(got, name).tolist() == getattr(want, name).tolist(), name
+    for name in ("host", "population", "service", "version", "exe"):
+        assert getattr(got, name).decode() == getattr(want, name).decode(), name
+    # several crashes at each of the shared times, listed in core_id order
+    ids = duck.core_ids(got.row)
+    times = got.time_us.tolist()
+    assert len(set(times[:-6])) < len(times) - 6
+    assert all(
+        ids[i] < ids[i + 1]
+        for i in range(len(ids) - 1)
+        if times[i] == times[i + 1] and got.time_known[i] == got.time_known[i + 1]
+    )

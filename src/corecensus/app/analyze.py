@@ -148,7 +148,7 @@ def _crash_table(
         time_us=cols.time_us,
         host=host,
         population=_categorical(cols.population).fill_unknown("(no signature)"),
-        cpu=cols.cpu.astype(np.int32),
+        cpu=cols.cpu,
         anomaly_mask=cols.anomaly_mask,
         crash_id=crash_ids,
         cpu_model=_categorical(cols.cpu_model),
@@ -178,11 +178,11 @@ def _cpu_facts(cols: CrashColumns, host: Categorical) -> dict[str, Any]:
     host's largest online-CPU count, the physical cores and the allowed-CPU lists."""
     out: dict[str, Any] = {}
     if cols.host_cpus is not None and bool((cols.host_cpus > 0).any()):
-        per_host = np.zeros(len(host.vocab), dtype=np.int64)
+        per_host = np.zeros(len(host.vocab), dtype=np.int32)
         np.maximum.at(per_host, host.codes, np.maximum(cols.host_cpus, 0))
-        out["host_cpus"] = per_host.astype(np.int32)
+        out["host_cpus"] = per_host
     if cols.cpu_core is not None and bool((cols.cpu_core >= 0).any()):
-        out["cpu_core"] = cols.cpu_core.astype(np.int32)
+        out["cpu_core"] = cols.cpu_core
     if cols.cpus_allowed is not None and bool((cols.cpus_allowed.codes >= 0).any()):
         out["cpus_allowed"] = _categorical(cols.cpus_allowed)
     return out

@@ -98,7 +98,9 @@ class HostView:
 
 def host_view(store: Store, host: str, *, limit: int = 200) -> HostView:
     """What the store holds about ``host``."""
-    cols = store.crash_columns()
+    cols = store.crash_columns(details=True)
+    assert cols.exe is not None and cols.signal is not None
+    exe, signal = cols.exe, cols.signal
     picked: list[int] = []
     if host in cols.host.vocab:
         picked = np.flatnonzero(cols.host.codes == cols.host.vocab.index(host)).tolist()
@@ -116,10 +118,10 @@ def host_view(store: Store, host: str, *, limit: int = 200) -> HostView:
                 "core_id": core_id,
                 "time_us": int(cols.time_us[i]) if bool(cols.time_known[i]) else None,
                 "cpu": int(cols.cpu[i]) if int(cols.cpu[i]) >= 0 else None,
-                "signal": int(cols.signal[i]) if int(cols.signal[i]) >= 0 else None,
+                "signal": int(signal[i]) if int(signal[i]) >= 0 else None,
                 "service": text_of(cols.service, i),
                 "version": text_of(cols.version, i),
-                "exe": text_of(cols.exe, i),
+                "exe": text_of(exe, i),
                 "population": text_of(cols.population, i),
                 "anomalies": [
                     name

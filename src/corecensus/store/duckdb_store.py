@@ -15,13 +15,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 
 from corecensus.errors import StoreError
 from corecensus.model import CrashRecord
@@ -72,8 +73,15 @@ _EXPORT_TIMES: dict[str, tuple[str, ...]] = {
     "heartbeats": ("time_us AS time",),
     "screen_results": ("time_us AS time",),
 }
-# The string columns crash_columns returns dictionary-encoded (besides the population key).
+# The string columns crash_columns returns dictionary-encoded (besides the population key);
+# those in _DETAILS only when asked for.
 _CODED = ("host", "cpu_model", "microcode", "kernel", "service", "version", "exe", "cpus_allowed")
+_DETAILS = ("exe",)
+# The per-CPU test's facts, returned only when some crash has them.
+_OPTIONAL_FACTS = ("host_cpus", "cpu_core", "cpus_allowed")
+# Rows per query when reading crash columns: DuckDB materializes a query's whole result before
+# NumPy gets it, so one query for ten million crashes held them twice (about 1.4 GB more).
+FETCH_ROWS = 1 << 20
 
 
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
@@ -478,58 +486,66 @@ class DuckDBStore:
         )
         return {key: sig for key, sig in rows}
 
-    def crash_columns(self, level: str = "symbolic") -> CrashColumns:
+    def crash_columns(self, level: str = "symbolic", *, details: bool = False) -> CrashColumns:
         pop = population_column(level)
-        names = {c: c for c in _CODED} | {"population": pop}
-        # DuckDB does the dictionary encoding: each string column's distinct values, sorted
-        # (binary collation: the order of Python's sorted()), numbered, and joined back, so
-        # only int32 codes and the small vocabularies cross into Python.
-        vocab_sql = {
-            c: f"SELECT DISTINCT {col} AS name FROM crashes WHERE {col} <> '' ORDER BY name"
-            for c, col in names.items()
-        }
-        ctes = ", ".join(
-            f"v_{c} AS (SELECT name, (row_number() OVER (ORDER BY name) - 1)::INTEGER AS code "
-            f"FROM ({vocab_sql[c]}))"
-            for c in names
-        )
-        codes = ", ".join(f"coalesce(v_{c}.code, -1) AS {c}" for c in names)
-        joins = " ".join(f"LEFT JOIN v_{c} ON c.{col} = v_{c}.name" for c, col in names.items())
+        coded = [c for c in _CODED if details or c not in _DETAILS] + ["population"]
+        source = {c: c for c in coded} | {"population": pop}
         with self._connection("reading crash columns") as con, self._snapshot(con):
+            stats = con.execute(
+                "SELECT count(*), min(rowid), max(rowid), "
+                + ", ".join(f"count({c})" for c in _OPTIONAL_FACTS)
+                + " FROM crashes"
+            ).fetchone()
+            assert stats is not None  # an aggregate has one row
+            count, first, last, *known = stats
+            # DuckDB does the dictionary encoding: each string column's distinct values, sorted
+            # (binary collation: the order of Python's sorted()), numbered, and joined back, so
+            # only int32 codes and the small vocabularies cross into Python.
             vocab = {
-                c: tuple(r[0] for r in con.execute(sql).fetchall()) for c, sql in vocab_sql.items()
+                c: tuple(
+                    r[0]
+                    for r in con.execute(
+                        f"SELECT DISTINCT {source[c]} FROM crashes WHERE {source[c]} <> '' "
+                        "ORDER BY 1"
+                    ).fetchall()
+                )
+                for c in coded
             }
-            cols = con.execute(
-                f"WITH {ctes} SELECT c.rowid AS row, coalesce(c.time_us, 0) AS time_us, "
-                "c.time_us IS NOT NULL AS time_known, coalesce(c.cpu, -1)::BIGINT AS cpu, "
-                f"coalesce(c.signal, -1)::BIGINT AS signal, c.anomaly_mask, {codes}, "
-                "coalesce(c.host_cpus, -1)::BIGINT AS host_cpus, "
-                "coalesce(c.cpu_core, -1)::BIGINT AS cpu_core "
-                f"FROM crashes c {joins} ORDER BY c.time_us NULLS LAST, c.core_id"
-            ).fetchnumpy()
+            facts = [f for f, k in zip(_OPTIONAL_FACTS, known, strict=True) if k]
+            if facts and "cpus_allowed" not in facts:
+                coded.remove("cpus_allowed")
+            ints = {"cpu": "cpu"} | {f: f for f in facts if f != "cpus_allowed"}
+            if details:
+                ints["signal"] = "signal"
+            cols = _fetch_columns(con, int(count), first, last, source, coded, ints, vocab)
+            if len(cols["row"]) != count:
+                raise StoreError(f"{self._location}: the crashes table changed while read")
+            order = _time_order(con, cols["row"], cols["time_us"], cols["time_known"])
+        out = {name: array[order] for name, array in cols.items()}
+        del cols
 
-        def coded(c: str) -> CodedColumn:
-            return CodedColumn(np.asarray(cols[c], dtype=np.int32), vocab[c])
+        def category(c: str) -> CodedColumn | None:
+            return CodedColumn(out[c], vocab[c]) if c in out else None
 
         return CrashColumns(
             level=str(level),
-            row=np.asarray(cols["row"], dtype=np.int64),
-            host=coded("host"),
-            time_us=np.asarray(cols["time_us"], dtype=np.int64),
-            time_known=np.asarray(cols["time_known"], dtype=np.bool_),
-            cpu=np.asarray(cols["cpu"], dtype=np.int64),
-            cpu_model=coded("cpu_model"),
-            microcode=coded("microcode"),
-            kernel=coded("kernel"),
-            service=coded("service"),
-            version=coded("version"),
-            exe=coded("exe"),
-            signal=np.asarray(cols["signal"], dtype=np.int64),
-            population=coded("population"),
-            anomaly_mask=np.asarray(cols["anomaly_mask"], dtype=np.uint16),
-            host_cpus=np.asarray(cols["host_cpus"], dtype=np.int64),
-            cpu_core=np.asarray(cols["cpu_core"], dtype=np.int64),
-            cpus_allowed=coded("cpus_allowed"),
+            row=out["row"],
+            host=CodedColumn(out["host"], vocab["host"]),
+            time_us=out["time_us"],
+            time_known=out["time_known"],
+            cpu=out["cpu"],
+            cpu_model=CodedColumn(out["cpu_model"], vocab["cpu_model"]),
+            microcode=CodedColumn(out["microcode"], vocab["microcode"]),
+            kernel=CodedColumn(out["kernel"], vocab["kernel"]),
+            service=CodedColumn(out["service"], vocab["service"]),
+            version=CodedColumn(out["version"], vocab["version"]),
+            population=CodedColumn(out["population"], vocab["population"]),
+            anomaly_mask=out["anomaly_mask"],
+            host_cpus=out.get("host_cpus"),
+            cpu_core=out.get("cpu_core"),
+            cpus_allowed=category("cpus_allowed"),
+            exe=category("exe"),
+            signal=out.get("signal"),
         )
 
     def core_ids(self, rows: Iterable[int]) -> list[str]:
@@ -592,3 +608,91 @@ class DuckDBStore:
 
 def _sql_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def _fetch_columns(
+    con: duckdb.DuckDBPyConnection,
+    count: int,
+    first: int | None,
+    last: int | None,
+    source: Mapping[str, str],
+    coded: Sequence[str],
+    ints: Mapping[str, str],
+    vocab: Mapping[str, tuple[str, ...]],
+) -> dict[str, npt.NDArray[Any]]:
+    """The crashes' columns in storage order, :data:`FETCH_ROWS` rowids at a time, into arrays
+    allocated once: ``row`` (rowid), ``time_us`` (0 unknown) and ``time_known``,
+    ``anomaly_mask``, each of ``ints`` as ``int32`` (-1 unknown) and each of ``coded`` as
+    ``int32`` codes into ``vocab`` (-1 unknown)."""
+    dtypes: dict[str, Any] = {"row": np.int64, "time_us": np.int64, "time_known": np.bool_}
+    dtypes |= {"anomaly_mask": np.uint16} | dict.fromkeys([*ints, *coded], np.int32)
+    out = {name: np.empty(count, dtype=dtype) for name, dtype in dtypes.items()}
+    if not count or first is None or last is None:
+        return out
+    # (a transaction: the count and every chunk see one state of the table)
+    # each vocabulary joined back as (name, code) from a list parameter
+    lookups = " ".join(
+        f"LEFT JOIN (SELECT unnest(${i}::VARCHAR[]) AS name, "
+        f"(generate_subscripts(${i}::VARCHAR[], 1) - 1)::INTEGER AS code) v_{c} "
+        f"ON c.{source[c]} = v_{c}.name"
+        for i, c in enumerate(coded, 3)
+    )
+    selects = ", ".join(
+        ["c.rowid AS row", "coalesce(c.time_us, 0) AS time_us"]
+        + ["c.time_us IS NOT NULL AS time_known", "c.anomaly_mask"]
+        + [f"coalesce(c.{col}, -1)::INTEGER AS {name}" for name, col in ints.items()]
+        + [f"coalesce(v_{c}.code, -1) AS {c}" for c in coded]
+    )
+    sql = f"SELECT {selects} FROM crashes c {lookups} WHERE c.rowid >= $1 AND c.rowid < $2"
+    lists = [list(vocab[c]) for c in coded]
+    filled = 0
+    for lo in range(int(first), int(last) + 1, FETCH_ROWS):
+        part = con.execute(sql, [lo, lo + FETCH_ROWS, *lists]).fetchnumpy()
+        size = min(len(part["row"]), count - filled)
+        for name, array in out.items():
+            array[filled : filled + size] = part[name][:size]
+        filled += size
+    return {name: array[:filled] for name, array in out.items()}
+
+
+def _time_order(
+    con: duckdb.DuckDBPyConnection,
+    row: npt.NDArray[np.int64],
+    time_us: npt.NDArray[np.int64],
+    known: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.int64]:
+    """The order ``ORDER BY time_us NULLS LAST, core_id`` as positions in the arrays: NumPy
+    sorts the times; only crashes that share a time (or have none) are put in ``core_id``
+    order by DuckDB (sorting every row with its ``core_id`` there took seconds and gigabytes
+    at ten million crashes)."""
+    with_time = np.flatnonzero(known)
+    if with_time.size == known.size:
+        order = np.argsort(time_us).astype(np.int64, copy=False)
+    else:
+        order = np.concatenate(
+            [with_time[np.argsort(time_us[with_time])], np.flatnonzero(~known)]
+        ).astype(np.int64, copy=False)
+    t = time_us[order]
+    k = known[order]
+    # positions whose (known, time) equals a neighbour's
+    same = (t[1:] == t[:-1]) & (k[1:] == k[:-1])
+    tied = np.zeros(order.size, dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    del t, k, same
+    if not tied.any():
+        return order
+    members = order[tied]
+    rowids = row[members]
+    con.register("corecensus_tied", {"r": rowids})
+    try:
+        ranked = con.execute(
+            "SELECT rowid FROM crashes WHERE rowid IN (SELECT r FROM corecensus_tied) "
+            "ORDER BY time_us NULLS LAST, core_id"
+        ).fetchnumpy()["rowid"]
+    finally:
+        con.unregister("corecensus_tied")
+    by_row = np.argsort(rowids)
+    # the tied positions hold the same times in the same order as the ranked rows
+    order[tied] = members[by_row[np.searchsorted(rowids[by_row], ranked)]]
+    return order

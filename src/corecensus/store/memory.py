@@ -146,16 +146,19 @@ class MemoryStore:
             self._check_open()
             return sorted(self._crashes.values(), key=_time_order)
 
-    def crash_columns(self, level: str = "symbolic") -> CrashColumns:
+    def crash_columns(self, level: str = "symbolic", *, details: bool = False) -> CrashColumns:
         pop = population_column(level)
         rows = self._ordered_crashes()
 
         def coded(name: str) -> CodedColumn:
             return CodedColumn.encode(getattr(r, name) for r in rows)
 
-        def ints(name: str) -> np.ndarray[Any, np.dtype[np.int64]]:
+        def ints(name: str) -> np.ndarray[Any, np.dtype[np.int32]]:
             values = (getattr(r, name) for r in rows)
-            return np.array([v if v is not None else -1 for v in values], dtype=np.int64)
+            return np.array([v if v is not None else -1 for v in values], dtype=np.int32)
+
+        def known(name: str) -> bool:
+            return any(getattr(r, name) is not None for r in rows)
 
         return CrashColumns(
             level=str(level),
@@ -170,13 +173,13 @@ class MemoryStore:
             kernel=coded("kernel"),
             service=coded("service"),
             version=coded("version"),
-            exe=coded("exe"),
-            signal=ints("signal"),
             population=coded(pop),
             anomaly_mask=np.array([r.anomaly_mask for r in rows], dtype=np.uint16),
-            host_cpus=ints("host_cpus"),
-            cpu_core=ints("cpu_core"),
-            cpus_allowed=coded("cpus_allowed"),
+            host_cpus=ints("host_cpus") if known("host_cpus") else None,
+            cpu_core=ints("cpu_core") if known("cpu_core") else None,
+            cpus_allowed=coded("cpus_allowed") if known("cpus_allowed") else None,
+            exe=coded("exe") if details else None,
+            signal=ints("signal") if details else None,
         )
 
     def core_ids(self, rows: Iterable[int]) -> list[str]:

@@ -63,9 +63,10 @@ class Store(Protocol):
         skipped)."""
         ...
 
-    def crash_columns(self, level: str = "symbolic") -> CrashColumns:
+    def crash_columns(self, level: str = "symbolic", *, details: bool = False) -> CrashColumns:
         """All crashes as NumPy columns for the analysis layer; ``population`` is the key of
-        ``level`` (``anomaly``, ``symbolic`` or ``address``)."""
+        ``level`` (``anomaly``, ``symbolic`` or ``address``); ``exe`` and ``signal`` only
+        with ``details``."""
         ...
 
     def core_ids(self, rows: Iterable[int]) -> list[str]:

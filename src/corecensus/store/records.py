@@ -186,13 +186,15 @@ class CrashColumns:
     (unknown times last) then ``core_id``.
 
     Each string column is a :class:`CodedColumn` (``int32`` codes into a sorted vocabulary), so
-    a store of ten million crashes returns arrays, not a Python string per value. ``row`` is the
-    store's handle of each crash, for :meth:`~corecensus.store.Store.core_ids` (valid until the
-    store is next written). ``time_us`` is 0 where ``time_known`` is false; ``cpu`` and
-    ``signal`` are -1 where unknown. ``anomaly_mask`` has bit ``i`` set for
-    ``corecensus.model.ANOMALY_NAMES[i]``. ``population`` is the population key of the chosen
-    level (``anomaly``, ``symbolic`` or ``address``). ``host_cpus``, ``cpu_core`` (-1 unknown) and
-    ``cpus_allowed`` are the per-CPU test's facts.
+    a store of ten million crashes returns arrays, not a Python string per value; integer facts
+    are ``int32`` as stored. ``row`` is the store's handle of each crash, for
+    :meth:`~corecensus.store.Store.core_ids` (valid until the store is next written).
+    ``time_us`` is 0 where ``time_known`` is false; ``cpu`` is -1 where unknown.
+    ``anomaly_mask`` has bit ``i`` set for ``corecensus.model.ANOMALY_NAMES[i]``. ``population``
+    is the population key of the chosen level (``anomaly``, ``symbolic`` or ``address``).
+    ``host_cpus``, ``cpu_core`` (-1 unknown) and ``cpus_allowed`` are the per-CPU test's facts,
+    ``None`` when no crash has the fact. ``exe`` and ``signal`` (-1 unknown) are what a listing
+    of crashes shows and the analysis does not read: only with ``details``, else ``None``.
     """
 
     level: str
@@ -200,19 +202,19 @@ class CrashColumns:
     host: CodedColumn
     time_us: npt.NDArray[np.int64]
     time_known: npt.NDArray[np.bool_]
-    cpu: npt.NDArray[np.int64]
+    cpu: npt.NDArray[np.int32]
     cpu_model: CodedColumn
     microcode: CodedColumn
     kernel: CodedColumn
     service: CodedColumn
     version: CodedColumn
-    exe: CodedColumn
-    signal: npt.NDArray[np.int64]
     population: CodedColumn
     anomaly_mask: npt.NDArray[np.uint16]
-    host_cpus: npt.NDArray[np.int64] | None = None  # -1 unknown
-    cpu_core: npt.NDArray[np.int64] | None = None  # -1 unknown
+    host_cpus: npt.NDArray[np.int32] | None = None
+    cpu_core: npt.NDArray[np.int32] | None = None
     cpus_allowed: CodedColumn | None = None
+    exe: CodedColumn | None = None
+    signal: npt.NDArray[np.int32] | None = None
 
     def __len__(self) -> int:
         return int(self.row.shape[0])
