@@ -7,11 +7,13 @@ import math
 import numpy as np
 import pytest
 
+from corecensus.epidemiology import segments
 from corecensus.epidemiology.onset import (
     CumulativeExposure,
     absent_before,
     nearest_deploy,
     poisson_changepoint,
+    population_timeline,
 )
 
 H = 3_600_000_000  # one hour in µs
@@ -98,3 +100,41 @@ def test_nearest_deploy_within_window() -> None:
     assert nearest_deploy(times, 260, before_us=100, after_us=5) == 2
     assert nearest_deploy(times, 395, before_us=10, after_us=10) == 3
     assert nearest_deploy(times, 600, before_us=100, after_us=100) is None
+
+
+@pytest.mark.parametrize("with_exposure", [False, True])
+def test_population_timeline_is_the_same_computed_in_chunks(
+    with_exposure: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Populations are run a chunk of crashes at a time (memory); every figure must be the one
+    the whole table at once gives, to the bit, however the chunks fall."""
+    rng = np.random.default_rng(4)
+    n, n_pops = 3000, 40
+    time_us = (rng.uniform(0, 1000, n) * H).astype(np.int64)
+    pop = rng.choice(n_pops, n, p=np.arange(1, n_pops + 1) / (n_pops * (n_pops + 1) / 2))
+    service = rng.integers(-1, 3, n).astype(np.int32)
+    curve = None
+    if with_exposure:
+        start = (rng.uniform(0, 900, 60) * H).astype(np.int64)
+        curve = CumulativeExposure(
+            start, start + 100 * H, rng.uniform(1, 50, 60), np.arange(60) % 3
+        )
+
+    def run() -> list[list[float]]:
+        tl = population_timeline(
+            time_us=time_us,
+            population=pop.astype(np.int32),
+            service=service,
+            n_pops=n_pops + 2,  # two populations without crashes
+            time_order=np.argsort(time_us, kind="stable"),
+            curve=curve,
+        )
+        cp = tl.changepoint
+        fields = (cp.time_us, cp.before, cp.after, cp.exposure_before, cp.exposure_after)
+        return [a.tolist() for a in (*fields, cp.ratio, cp.llr, cp.p_value, tl.stratum)]
+
+    whole = run()
+    assert min(whole[7]) < 1.0  # not vacuous: some population has a change point
+    for rows in (1, 97, 1000):
+        monkeypatch.setattr(segments, "CHUNK_ROWS", rows)
+        assert run() == whole

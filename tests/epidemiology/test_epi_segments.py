@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from corecensus.epidemiology.segments import (
     Groups,
+    chunk_ranges,
     radix_argsort,
     segment_cummax,
     segment_cumsum,
@@ -45,3 +46,16 @@ def test_groups_and_segment_ops(rows: list[tuple[int, int]]) -> None:
         assert cs[s:e].tolist() == np.cumsum(sv[s:e]).tolist()
         assert cm[s:e].tolist() == np.maximum.accumulate(sv[s:e]).tolist()
         assert rk[s:e].tolist() == list(range(e - s))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 12), max_size=40), st.integers(1, 20))
+def test_chunk_ranges_cover_every_group_once_within_the_limit(sizes: list[int], limit: int) -> None:
+    ranges = chunk_ranges(np.array(sizes, dtype=np.int64), limit)
+    assert [g for lo, hi in ranges for g in range(lo, hi)] == list(range(len(sizes)))
+    for lo, hi in ranges:
+        # within the limit, or a single group larger than it
+        assert sum(sizes[lo:hi]) <= limit or hi - lo == 1
+        # and no room left for the next group
+        if hi < len(sizes):
+            assert sum(sizes[lo : hi + 1]) > limit

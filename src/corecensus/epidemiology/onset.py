@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from scipy import special
 
 from corecensus.epidemiology.poisson import poisson_lower
-from corecensus.epidemiology.segments import radix_argsort, segment_rank
+from corecensus.epidemiology.segments import chunk_ranges, radix_argsort, segment_rank
 from corecensus.epidemiology.tails import chi2_upper
 
 __all__ = [
@@ -294,10 +294,12 @@ def population_timeline(
     Without exposure, elapsed time is the exposure (constant fleet size assumed).
     """
     t = np.asarray(time_us, dtype=np.int64)
-    pop = np.asarray(population, dtype=np.int64)
-    svc = np.asarray(service, dtype=np.int64)
+    pop = np.asarray(population)
+    svc = np.asarray(service)
     n_svc = int(svc.max()) + 2 if svc.size else 1
-    ps = np.bincount(pop * n_svc + (svc + 1), minlength=n_pops * n_svc).reshape(n_pops, n_svc)
+    key = pop.astype(np.int64) * n_svc + (svc.astype(np.int64) + 1)
+    ps = np.bincount(key, minlength=n_pops * n_svc).reshape(n_pops, n_svc)
+    del key
     totals = ps.sum(axis=1)
     top = ps.argmax(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -307,39 +309,60 @@ def population_timeline(
         known = set(curve.strata())
         stratum = np.array([s if s in known else -1 for s in stratum.tolist()], dtype=np.int64)
 
+    # crashes by population, then time; each population's change point is its own, so they
+    # are computed a chunk of populations at a time (the temporaries of a chunk, not of
+    # every crash)
     order = time_order[radix_argsort(pop[time_order])]
-    ts = t[order]
-    ps_sorted = pop[order]
-    counts = np.bincount(ps_sorted, minlength=n_pops)
+    counts = np.bincount(pop, minlength=n_pops)
     starts_all = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    lam = np.zeros(ts.size, dtype=np.float64)
     lo = np.zeros(n_pops, dtype=np.float64)
     hi = np.zeros(n_pops, dtype=np.float64)
-    crash_stratum = stratum[ps_sorted]
+    t0 = int(t.min()) if t.size else 0
     if curve is None:
-        t0 = int(t.min()) if t.size else 0
         t1 = int(t.max()) if t.size else 0
-        lam[:] = (ts - t0) / 3.6e9
         hi[:] = max((t1 - t0) / 3.6e9, 1e-9)
     else:
         for s in np.unique(stratum).tolist():
-            sel = crash_stratum == s
-            lam[sel] = curve.at(ts[sel], s)
             pops_s = stratum == s
             lo[pops_s] = curve.at(np.array([curve.first_us]), s)[0]
             hi[pops_s] = curve.at(np.array([curve.last_us]), s)[0]
-    nonempty = counts > 0
-    cp_nonempty = poisson_changepoint(
-        ts,
-        lam,
-        starts_all[nonempty],
-        lo[nonempty],
-        hi[nonempty],
-        increase_only=True,
-        min_after=min_after,
-    )
-    cp = _scatter(cp_nonempty, nonempty, n_pops)
+    nonempty = np.flatnonzero(counts > 0)
+    parts = []
+    for g_lo, g_hi in chunk_ranges(counts[nonempty]) or [(0, 0)]:
+        pops = nonempty[g_lo:g_hi]
+        first = int(starts_all[pops[0]]) if pops.size else 0
+        rows = order[first : first + int(counts[pops].sum())]
+        ts = t[rows]
+        if curve is None:
+            lam = (ts - t0) / 3.6e9
+        else:
+            lam = np.zeros(ts.size, dtype=np.float64)
+            crash_stratum = stratum[pop[rows]]
+            for s in np.unique(crash_stratum).tolist():
+                sel = crash_stratum == s
+                lam[sel] = curve.at(ts[sel], s)
+        parts.append(
+            poisson_changepoint(
+                ts,
+                lam,
+                starts_all[pops] - first,
+                lo[pops],
+                hi[pops],
+                increase_only=True,
+                min_after=min_after,
+            )
+        )
+    cp_nonempty = _concatenate(parts)
+    cp = _scatter(cp_nonempty, counts > 0, n_pops)
     return PopulationTimeline(changepoint=cp, stratum=stratum, constant_exposure=curve is None)
+
+
+def _concatenate(parts: list[Changepoint]) -> Changepoint:
+    if len(parts) == 1:
+        return parts[0]
+    return Changepoint(
+        *(np.concatenate([getattr(c, f) for c in parts]) for f in Changepoint.__dataclass_fields__)
+    )
 
 
 def _scatter(cp: Changepoint, where: NDArray[np.bool_], n: int) -> Changepoint:
