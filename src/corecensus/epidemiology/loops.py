@@ -66,29 +66,41 @@ def find_bursts(
 ) -> Bursts:
     """Group crashes into bursts (see the module docstring); ``gap_us <= 0`` disables it.
     ``time_order`` is a stable argsort of ``time_us`` when the caller has one."""
-    h = np.asarray(host, dtype=np.int64)
+    h = np.asarray(host)
     n = h.size
     if gap_us <= 0 or n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return Bursts(np.ones(n, dtype=bool), np.arange(n, dtype=np.int64), *(empty,) * 8)
-    svc = np.asarray(service, dtype=np.int64)
-    pop = np.asarray(population, dtype=np.int64)
+    svc = np.asarray(service)
+    pop = np.asarray(population)
     t = np.asarray(time_us, dtype=np.int64)
-    c = np.asarray(cpu, dtype=np.int64)
     # (host, service, population) then time: a stable radix sort of the key over the time
-    # order (a four-key lexsort cost seconds at ten million crashes)
+    # order (a four-key lexsort cost seconds at ten million crashes); the key is built in
+    # place, one int64 array (the columns stay as narrow as they came)
     by_time = np.argsort(t, kind="stable") if time_order is None else np.asarray(time_order)
     n_pop = int(pop.max()) + 2
     n_svc = int(svc.max()) + 2
-    key = (h * n_svc + (svc + 1)) * n_pop + (pop + 1)
-    order = by_time[radix_argsort(key[by_time])]
-    hs, ss, ps, ts = h[order], svc[order], pop[order], t[order]
+    key = h.astype(np.int64)
+    key *= n_svc
+    key += svc
+    key += 1
+    key *= n_pop
+    key += pop
+    key += 1
+    key = key[by_time]
+    sub = radix_argsort(key)
+    key = key[sub]
+    order = by_time[sub]
+    del sub
+    ts = t[order]
     new = np.ones(n, dtype=bool)
-    same = (hs[1:] == hs[:-1]) & (ss[1:] == ss[:-1]) & (ps[1:] == ps[:-1])
-    new[1:] = ~same | (ts[1:] - ts[:-1] > gap_us)
-    burst_sorted = np.cumsum(new) - 1
+    # equal keys: the same (host, service, population)
+    same = key[1:] == key[:-1]
+    del key
+    new[1:] = ~same
+    new[1:] |= ts[1:] - ts[:-1] > gap_us
     burst = np.empty(n, dtype=np.int64)
-    burst[order] = burst_sorted
+    burst[order] = np.cumsum(new) - 1
     event = np.zeros(n, dtype=bool)
     event[order[new]] = True
     starts = np.flatnonzero(new)
@@ -118,20 +130,21 @@ def find_bursts(
     # the most common CPU of each loop
     cpu_of = np.full(loop.size, -1, dtype=np.int64)
     cpu_n = np.zeros(loop.size, dtype=np.int64)
-    cs = c[order]
+    c = np.asarray(cpu)
     for i, (lo, hi) in enumerate(zip(first.tolist(), (last + 1).tolist(), strict=True)):
-        vals = cs[lo:hi]
+        vals = c[order[lo:hi]].astype(np.int64)
         vals = vals[vals >= 0]
         if vals.size:
             u, k = np.unique(vals, return_counts=True)
             cpu_of[i] = int(u[np.argmax(k)])
             cpu_n[i] = int(k.max())
+    lead = order[first]
     return Bursts(
         event=event,
         burst=burst,
-        host=hs[first],
-        population=ps[first],
-        service=ss[first],
+        host=h[lead].astype(np.int64),
+        population=pop[lead].astype(np.int64),
+        service=svc[lead].astype(np.int64),
         crashes=sizes[loop].astype(np.int64),
         start_us=ts[first],
         end_us=ts[last],
