@@ -10,9 +10,19 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import msgspec
 
 from corecensus.errors import StoreError
-from corecensus.ingest.fields import CPU_CORE, HOST_CPUS, cpus_allowed_of
+from corecensus.ingest.fields import (
+    COMM,
+    CPU_CORE,
+    EXE,
+    HOST_CPUS,
+    SIGNAL,
+    cpus_allowed_of,
+)
 from corecensus.model import CrashRecord, Problem, ProblemKind
 from corecensus.outside import clean_json_value
 from corecensus.signature import (
@@ -24,7 +34,14 @@ from corecensus.signature import (
 )
 from corecensus.store import CrashRow, SignatureColumns
 
-__all__ = ["Signer", "crash_row", "sign_records", "signature_columns", "valid_record"]
+__all__ = [
+    "Signer",
+    "TypedSigner",
+    "crash_row",
+    "sign_records",
+    "signature_columns",
+    "valid_record",
+]
 
 Signer = Callable[[CrashRecord], Signatures]
 _INT32_MAX = 2**31 - 1
@@ -127,3 +144,100 @@ def valid_record(record: CrashRecord) -> CrashRecord:
         f"{changed} text value(s) were not valid Unicode; kept with \\u escapes",
     )
     return dataclasses.replace(fixed, problems=(*fixed.problems, note))
+
+
+# What the default signature rules read of a crash (corecensus.signature: rules.py, frames.py,
+# race.py): the program and signal (record, else metadata), the anomaly names, the stack
+# pointer, the modules, frames, stack window and signal frames, and the parse status. Two
+# crashes equal in these sign the same; tests/collector/test_typed_signing.py changes every
+# other field of real records and holds the signatures to it.
+_SP_REGISTERS = ("rsp", "sp", "esp", "r13")
+
+
+def _signature_key(crash: Any) -> tuple[Any, ...]:
+    meta = crash.metadata
+    regs = crash.registers
+    return (
+        crash.status,
+        crash.exe,
+        crash.comm,
+        crash.signal,
+        crash.signal_name,
+        meta.get(EXE),
+        meta.get(COMM),
+        meta.get("COREDUMP_SIGNAL_NAME"),
+        meta.get(SIGNAL),
+        tuple(regs.get(name) for name in _SP_REGISTERS),
+        tuple(a.name for a in crash.anomaly_details),
+        crash.modules,
+        crash.frames,
+        crash.stack_window,
+        crash.signal_frames,
+    )
+
+
+class TypedSigner:
+    """Signs crash records as the typed wire pass decodes them
+    (:func:`corecensus.ingest.wire_typed.crash_shapes`) straight into rows, without building a
+    :class:`CrashRecord` or re-walking it: its text is valid already (the typed pass takes no
+    lone surrogate), ``record_json`` is msgspec's encoding of it, and signatures are computed
+    once per distinct set of what the rules read (:func:`_signature_key`), kept for the last
+    ``max_entries`` distinct ones -- a fleet's crashes repeat a few stacks many times.
+
+    A cache miss builds the record and runs ``sign`` (the default rules); the row is the one
+    :func:`sign_records` makes of the same record, but for the JSON text's spelling.
+    """
+
+    def __init__(self, sign: Signer = compute_signatures, max_entries: int = 1024) -> None:
+        self._sign = sign
+        self._max = max_entries
+        self._cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._encoder = msgspec.json.Encoder()
+        self.hits = 0
+        self.misses = 0
+
+    def _signature(self, crash: Any) -> dict[str, Any]:
+        key = _signature_key(crash)
+        found = self._cache.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        record = CrashRecord.from_json(msgspec.to_builtins(crash))
+        columns = dataclasses.asdict(signature_columns(self._sign(record)))
+        if len(self._cache) >= self._max:
+            del self._cache[next(iter(self._cache))]  # the oldest entry
+        self._cache[key] = columns
+        return columns
+
+    def rows(self, crashes: Iterable[Any]) -> Iterator[CrashRow]:
+        for crash in crashes:
+            yield self.row(crash)
+
+    def row(self, crash: Any) -> CrashRow:
+        meta: Mapping[str, str] = crash.metadata
+        cpu = crash.cpu if crash.cpu is not None else meta.get("CORECENSUS_CPU")
+        signal = crash.signal if crash.signal is not None else meta.get(SIGNAL)
+        names = tuple(a.name for a in crash.anomaly_details)
+        return CrashRow(
+            core_id=crash.core_id,
+            time_us=_int_or_none(meta.get("COREDUMP_TIMESTAMP"), _INT64_MAX),
+            host=_text(meta.get("COREDUMP_HOSTNAME")),
+            cpu=_int_or_none(cpu, _INT32_MAX),
+            cpu_model=_text(meta.get("CORECENSUS_CPU_MODEL")),
+            microcode=_text(meta.get("CORECENSUS_MICROCODE")),
+            kernel=_text(meta.get("CORECENSUS_KERNEL")),
+            service=_text(meta.get("CORECENSUS_SERVICE")),
+            version=_text(meta.get("CORECENSUS_VERSION")),
+            exe=_text(crash.exe or meta.get(EXE)),
+            signal=_int_or_none(signal, _INT32_MAX),
+            status=crash.status,
+            anomalies=names,
+            anomaly_mask=anomaly_mask(names),
+            ingested_us=0,
+            record_json=self._encoder.encode(crash).decode("utf-8"),
+            host_cpus=_int_or_none(meta.get(HOST_CPUS), _INT32_MAX),
+            cpu_core=_int_or_none(meta.get(CPU_CORE), _INT32_MAX),
+            cpus_allowed=cpus_allowed_of(meta),
+            **self._signature(crash),
+        )

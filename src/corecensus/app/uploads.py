@@ -16,7 +16,7 @@ import numpy as np
 from corecensus.ingest.wire import HeartbeatRecord
 from corecensus.model import ANOMALY_NAMES, CrashRecord
 from corecensus.screening.result import ScreenResult
-from corecensus.signing import sign_records
+from corecensus.signing import TypedSigner, sign_records
 from corecensus.store import (
     HEARTBEATS,
     SCREEN_RESULTS,
@@ -32,9 +32,11 @@ __all__ = ["HostView", "UploadCounts", "UploadGroup", "host_view", "store_upload
 
 @dataclass(frozen=True, slots=True)
 class UploadGroup:
-    """The records of many upload requests, stored together (one group commit)."""
+    """The records of many upload requests, stored together (one group commit). A crash is a
+    :class:`CrashRecord` (checked by the wire's checker) or the typed pass's Struct
+    (:mod:`corecensus.ingest.wire_typed`), which a :class:`TypedSigner` signs."""
 
-    crashes: Sequence[CrashRecord] = ()
+    crashes: Sequence[CrashRecord | Any] = ()
     heartbeats: Sequence[HeartbeatRecord] = ()
     screens: Sequence[ScreenResult] = ()
 
@@ -61,11 +63,21 @@ def _screen_row(result: ScreenResult) -> ScreenResultRow:
     )
 
 
-def store_uploads(store: Store, group: UploadGroup) -> UploadCounts:
+def store_uploads(
+    store: Store, group: UploadGroup, signer: TypedSigner | None = None
+) -> UploadCounts:
     """Store every record of ``group``, idempotently (a record stored before is counted as a
     duplicate, not stored again). Each kind is committed before this returns, so what it counts
-    is durable; a failure raises :class:`~corecensus.errors.StoreError`."""
-    crashes = store.add_crashes(sign_records(group.crashes)) if group.crashes else AddResult()
+    is durable; a failure raises :class:`~corecensus.errors.StoreError`. ``signer`` signs the
+    typed pass's crashes (its cache lives as long as it does)."""
+    crashes = AddResult()
+    if group.crashes:
+        records = [c for c in group.crashes if isinstance(c, CrashRecord)]
+        typed = [c for c in group.crashes if not isinstance(c, CrashRecord)]
+        signed = list(sign_records(records))
+        if typed:
+            signed += (signer or TypedSigner()).rows(typed)
+        crashes = store.add_crashes(signed)
     beats = [Heartbeat(b.host, b.time_us, b.service, b.version) for b in group.heartbeats]
     heartbeats = store.add(HEARTBEATS, beats) if beats else AddResult()
     rows = [_screen_row(s) for s in group.screens]

@@ -44,11 +44,11 @@ from corecensus.ingest.wire import (
     RecordKind,
     WireError,
     WireErrorReason,
-    decode_batch,
-    decode_body,
     decompress,
     valid_host,
 )
+from corecensus.ingest.wire_typed import decode_upload
+from corecensus.signing import TypedSigner
 from corecensus.store import Store
 
 __all__ = ["Collector", "TokenSource"]
@@ -167,7 +167,7 @@ class Collector:
         self.backlog = Backlog()
         self.limiter = RateLimiter(config.agent_rate_per_s, config.agent_burst)
         self.writer = GroupCommitWriter(
-            partial(store_uploads, store),
+            partial(store_uploads, store, signer=TypedSigner()),
             self.backlog,
             self.metrics,
             max_queue_records=config.max_queue_records,
@@ -383,7 +383,7 @@ class Collector:
             # backlog's, not this body's cost.
             t0 = time.perf_counter()
             plain = decompress(body, encoding, limits.max_decoded_bytes)
-            batch = decode_batch(kind, decode_body(plain, limits), limits)
+            batch = decode_upload(kind, plain, limits)
             return batch, time.perf_counter() - t0
 
         try:

@@ -63,12 +63,14 @@ __all__ = [
     "WireErrorReason",
     "WireLimits",
     "WireRecord",
+    "check_any_json",
     "compress",
     "decode_batch",
     "decode_body",
     "decompress",
     "encode_batch",
     "valid_host",
+    "valid_id",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -376,6 +378,20 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 def valid_host(name: str) -> bool:
     """A host name the wire accepts: letters, digits, ``.``, ``_`` and ``-``, at most 253."""
     return bool(_HOST_RE.fullmatch(name))
+
+
+def valid_id(text: str) -> bool:
+    """A record id the wire accepts (``core_id``, ``screen_id``)."""
+    return bool(_ID_RE.fullmatch(text))
+
+
+def check_any_json(value: Any, limits: WireLimits) -> bool:
+    """Whether free-form JSON (anomaly data) is within the checker's depth and size limits."""
+    try:
+        _Checker(limits).any_json(value, "data")
+    except (_Bad, RecursionError):
+        return False
+    return True
 
 
 class _Checker:
