@@ -42,6 +42,9 @@ class CollectorConfig:
     body_timeout_s: float = 30.0
     # /api/v1/analysis is recomputed at most this often (seconds); reads between get the cache.
     analysis_interval_s: float = 60.0
+    # How often the store's snapshot for other readers (`corecensus analyze --db`) is renewed
+    # while there are new commits (seconds; at least ten times the copy's own time).
+    snapshot_interval_s: float = 30.0
     # On SIGTERM, how long in-flight requests may take to finish (seconds).
     shutdown_timeout_s: float = 30.0
     # Threads that decompress and check upload bodies (off the event loop).

@@ -172,6 +172,9 @@ class Collector:
             self.metrics,
             max_queue_records=config.max_queue_records,
             max_commit_records=config.max_commit_records,
+            snapshot=store.write_snapshot,
+            snapshot_every_s=config.snapshot_interval_s,
+            on_snapshot=self._snapshot_written,
         )
         self.analysis = AnalysisCache(
             lambda: dict(analyze_store(store).to_json()), config.analysis_interval_s
@@ -224,6 +227,12 @@ class Collector:
             start = loop.time()
             await asyncio.sleep(period_s)
             self.backlog.lagged(max(0.0, loop.time() - start - period_s))
+
+    def _snapshot_written(self, seconds: float, error: BaseException | None) -> None:
+        if error is None:
+            self.log.event("snapshot", ms=round(seconds * 1000, 3))
+        else:
+            self.log.event("snapshot_failed", detail=str(error))
 
     def begin_stop(self) -> None:
         """SIGTERM: refuse new uploads from now on (503 stopping); uvicorn drains the rest."""

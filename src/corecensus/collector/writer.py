@@ -9,6 +9,12 @@ what it sent is durable.
 
 The queue is bounded in records; :meth:`submit` refuses work past the bound rather than letting
 it grow (:class:`QueueFull`).
+
+Readers: DuckDB lets no other process open a file one process writes, not even to read, so the
+writer also leaves a snapshot of what is committed (``snapshot``, the store's
+``write_snapshot``) when it starts and after commits, at most every ``snapshot_every_s`` (and
+never more than a tenth of its time: a large store takes a while to copy);
+``corecensus analyze --db FILE`` reads it while the collector holds FILE (issue 10's mechanism).
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ from corecensus.ingest.wire import RecordKind
 __all__ = ["GroupCommitWriter", "QueueFull", "WriterStopped"]
 
 Sink = Callable[[UploadGroup], UploadCounts]
+# Writes a snapshot for readers; returns nothing, raises on failure.
+Snapshot = Callable[[], None]
+# Told each snapshot's seconds, or its error.
+SnapshotReport = Callable[[float, BaseException | None], None]
 
 
 class QueueFull(CorecensusError):
@@ -56,6 +66,9 @@ class GroupCommitWriter:
         *,
         max_queue_records: int,
         max_commit_records: int,
+        snapshot: Snapshot | None = None,
+        snapshot_every_s: float = 30.0,
+        on_snapshot: SnapshotReport | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._sink = sink
@@ -64,6 +77,11 @@ class GroupCommitWriter:
         self._max_queue = max_queue_records
         self._max_commit = max_commit_records
         self._clock = clock
+        self._snapshot = snapshot
+        self._snapshot_every_s = snapshot_every_s
+        self._on_snapshot = on_snapshot
+        self._next_snapshot = 0.0
+        self._unsnapped = True  # committed work the last snapshot does not hold
         self._jobs: deque[_Job] = deque()
         self._queued = 0
         self._cond = threading.Condition()
@@ -109,7 +127,10 @@ class GroupCommitWriter:
     def _take(self) -> list[_Job] | None:
         with self._cond:
             while not self._jobs and not self._stopping:
-                self._cond.wait()
+                due = self._next_snapshot - self._clock()
+                if self._snapshot is not None and self._unsnapped and due <= 0:
+                    return []  # idle, and the snapshot is behind: write it now
+                self._cond.wait(due if self._snapshot is not None and self._unsnapped else None)
             if not self._jobs:
                 return None
             taken = [self._jobs.popleft()]
@@ -121,8 +142,28 @@ class GroupCommitWriter:
             return taken
 
     def _run(self) -> None:
+        self._snap()
         while (jobs := self._take()) is not None:
-            self._commit(jobs)
+            if jobs:
+                self._commit(jobs)
+            if self._unsnapped and self._clock() >= self._next_snapshot:
+                self._snap()
+        # No snapshot at the end: once the writer is gone, readers open the store itself.
+
+    def _snap(self) -> None:
+        if self._snapshot is None:
+            return
+        start = self._clock()
+        error: BaseException | None = None
+        try:
+            self._snapshot()
+        except Exception as exc:  # readers keep the older snapshot; writing goes on
+            error = exc
+        seconds = self._clock() - start
+        self._unsnapped = error is not None
+        self._next_snapshot = start + max(self._snapshot_every_s, 10 * seconds)
+        if self._on_snapshot is not None:
+            self._on_snapshot(seconds, error)
 
     def _commit(self, jobs: list[_Job]) -> None:
         by_kind: dict[RecordKind, list[Any]] = {kind: [] for kind in RecordKind}
@@ -147,6 +188,7 @@ class GroupCommitWriter:
             self._metrics.queue_requests.set(len(self._jobs))
         self._backlog.committed(size, seconds)
         if error is None:
+            self._unsnapped = True
             self.healthy, self.last_error = True, None
             self._metrics.commit_seconds.observe(seconds)
             self._metrics.commit_batch_records.observe(size)
