@@ -149,6 +149,47 @@ def test_an_idle_collector_is_not_refused_by_costs_a_burst_inflated() -> None:
     assert backlog.expected_wait_s() == pytest.approx(0.02)
 
 
+def test_backlog_measures_the_throughput_of_busy_windows_only() -> None:
+    clock = FakeClock()
+    backlog = Backlog(clock=clock)
+    backlog.queued(1000)
+    clock.now += 0.1
+    backlog.committed(500, 0.1)
+    assert backlog.throughput is None  # a window shorter than WINDOW_S measures nothing
+    clock.now += 0.4
+    backlog.committed(500, 0.4)
+    assert backlog.throughput == pytest.approx(2000.0)  # 1000 records in 0.5 busy seconds
+    # The system emptied: the idle time that follows is no slowness of the collector's.
+    clock.now += 60.0
+    backlog.queued(300)
+    clock.now += 0.3
+    backlog.committed(300, 0.3)
+    assert backlog.throughput == pytest.approx(2000.0 + 0.2 * (1000.0 - 2000.0))
+
+
+def test_the_wait_is_the_work_ahead_over_the_measured_throughput() -> None:
+    clock = FakeClock()
+    backlog = Backlog(clock=clock)
+    backlog.decoded(20, 0.02)  # requests of 20 records, 1 ms per record to decode ...
+    for _ in range(40):
+        backlog.decoded(20, 0.02)
+    backlog.queued(2000)
+    for _ in range(10):  # ... and 1 ms per record to commit, the stages overlapping
+        clock.now += 0.1
+        backlog.committed(100, 0.1)
+        backlog.queued(100)
+    assert backlog.throughput == pytest.approx(1000.0)
+    backlog.admitted()
+    wait = backlog.expected_wait_s()
+    # 2000 queued + 2 requests of 20 (the admitted one and this) at 1000/s, plus one commit:
+    # not the 4 s the two stages' costs would add up to one after the other.
+    ahead = (2000 + 2 * backlog.records_per_request) / 1000
+    assert wait == pytest.approx(ahead + backlog.commit_s)
+    assert 0.08 < backlog.commit_s <= 0.1
+    assert backlog.records_per_request == pytest.approx(20.0, rel=0.01)
+    backlog.left()
+
+
 # --- the writer -------------------------------------------------------------------------------
 
 

@@ -56,27 +56,43 @@ class RateLimiter:
 
 
 class Backlog:
-    """Work accepted and not yet answered, and what it is expected to cost.
+    """Work accepted and not yet answered, in records, and how fast the collector finishes it.
 
     A request passes two stages after admission: decoding (its body read, decompressed and
-    checked, on decode threads) and committing (the writer). Each stage's cost per record is a
-    moving average of what it measured (seconds per record, wall time, so contention for the
-    CPU is in it); until a stage has measured anything it assumes ``initial_s_per_record``.
-    Requests admitted but not yet queued for the writer are counted at the average request
-    size: under a burst many are admitted before any of them has been read.
+    checked, on decode threads) and committing (the writer). They overlap (and share the CPU
+    with the event loop and with each other), so the wait ahead of a new request is the records
+    in the system divided by the rate at which the system as a whole finishes records:
+    ``throughput``, measured over windows of at least ``WINDOW_S`` in which the system was
+    never empty (an idle moment would count as slowness), as a moving average. Records are
+    counted where they are: queued for the writer exactly, admitted but not yet decoded at
+    the average request size (under a burst many are admitted before any of them is read).
+
+    Until a busy window has been measured, each stage's cost per record (a moving average of
+    what it measured, wall time on its own thread; ``initial_s_per_record`` before that) stands
+    in, summed as if the stages ran one after the other: slower than the truth, so it errs on
+    the side of shedding.
     """
 
     # Weight of the newest measurement in the moving averages.
     ALPHA = 0.2
+    # Shortest busy window that measures the throughput (seconds): a few group commits.
+    WINDOW_S = 0.25
 
-    def __init__(self, initial_s_per_record: float = 1e-4) -> None:
+    def __init__(
+        self, initial_s_per_record: float = 1e-4, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self.decode_s_per_record = initial_s_per_record
         self.commit_s_per_record = initial_s_per_record
         self.commit_s = 0.01
         self.records_per_request = 100.0
         self.admitted_requests = 0
         self.queued_records = 0
+        # Records finished per second while the system was busy (None: not measured yet).
+        self.throughput: float | None = None
+        self._window_start: float | None = None  # None while the system is empty
+        self._window_done = 0
         # The fastest commit seen: what any request costs at least. Before the first, 5 ms (a
         # commit that reaches the disk does not take less).
         self._commit_floor_s: float | None = None
@@ -93,27 +109,42 @@ class Backlog:
             if self.admitted_requests == 0 and self.queued_records == 0:
                 floor = 0.005 if self._commit_floor_s is None else self._commit_floor_s
                 return floor + self.loop_lag_s
-            pending = (self.admitted_requests + 1) * self.records_per_request
-            return (
-                pending * (self.decode_s_per_record + self.commit_s_per_record)
-                + self.queued_records * self.commit_s_per_record
-                + self.commit_s
-                + self.loop_lag_s
-            )
+            unread = (self.admitted_requests + 1) * self.records_per_request
+            if self.throughput is not None:
+                ahead = (unread + self.queued_records) / self.throughput
+            else:
+                ahead = (
+                    unread * (self.decode_s_per_record + self.commit_s_per_record)
+                    + self.queued_records * self.commit_s_per_record
+                )
+            return ahead + self.commit_s + self.loop_lag_s
 
     def lagged(self, seconds: float) -> None:
         """The event loop ran a callback ``seconds`` late."""
         with self._lock:
             self.loop_lag_s += self.ALPHA * (seconds - self.loop_lag_s)
 
+    def _busy(self) -> None:
+        # Called with the lock held, after work entered the system.
+        if self._window_start is None:
+            self._window_start, self._window_done = self._clock(), 0
+
+    def _maybe_idle(self) -> None:
+        # Called with the lock held, after work left the system: an empty system ends the
+        # window unmeasured (the time since its last commit was not spent on work).
+        if self.admitted_requests == 0 and self.queued_records == 0:
+            self._window_start = None
+
     def admitted(self) -> None:
         with self._lock:
             self.admitted_requests += 1
+            self._busy()
 
     def left(self) -> None:
         """An admitted request was queued for the writer, or refused."""
         with self._lock:
             self.admitted_requests -= 1
+            self._maybe_idle()
 
     def decoded(self, records: int, seconds: float) -> None:
         with self._lock:
@@ -126,6 +157,7 @@ class Backlog:
     def queued(self, records: int) -> None:
         with self._lock:
             self.queued_records += records
+            self._busy()
 
     def committed(self, records: int, seconds: float) -> None:
         with self._lock:
@@ -137,3 +169,13 @@ class Backlog:
                 self.commit_s += self.ALPHA * (seconds - self.commit_s)
                 floor = self._commit_floor_s
                 self._commit_floor_s = seconds if floor is None else min(floor, seconds)
+            if self._window_start is not None:
+                self._window_done += records
+                now = self._clock()
+                elapsed = now - self._window_start
+                if elapsed >= self.WINDOW_S and self._window_done > 0:
+                    rate = self._window_done / elapsed
+                    old = self.throughput
+                    self.throughput = rate if old is None else old + self.ALPHA * (rate - old)
+                    self._window_start, self._window_done = now, 0
+            self._maybe_idle()
