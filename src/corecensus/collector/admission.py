@@ -89,8 +89,11 @@ class Backlog:
         self.records_per_request = 100.0
         self.admitted_requests = 0
         self.queued_records = 0
-        # Records finished per second while the system was busy (None: not measured yet).
+        # Records finished per second while the system was busy (None: not measured yet): the
+        # moving average, and the latest window's (the wait takes the lower: a collector that
+        # just slowed down -- a snapshot, a neighbour's burst on the CPU -- is slow now).
         self.throughput: float | None = None
+        self.last_throughput: float | None = None
         self._window_start: float | None = None  # None while the system is empty
         self._window_done = 0
         # The fastest commit seen: what any request costs at least. Before the first, 5 ms (a
@@ -110,8 +113,9 @@ class Backlog:
                 floor = 0.005 if self._commit_floor_s is None else self._commit_floor_s
                 return floor + self.loop_lag_s
             unread = (self.admitted_requests + 1) * self.records_per_request
-            if self.throughput is not None:
-                ahead = (unread + self.queued_records) / self.throughput
+            if self.throughput is not None and self.last_throughput is not None:
+                rate = min(self.throughput, self.last_throughput)
+                ahead = (unread + self.queued_records) / rate
             else:
                 ahead = (
                     unread * (self.decode_s_per_record + self.commit_s_per_record)
@@ -175,6 +179,7 @@ class Backlog:
                 elapsed = now - self._window_start
                 if elapsed >= self.WINDOW_S and self._window_done > 0:
                     rate = self._window_done / elapsed
+                    self.last_throughput = rate
                     old = self.throughput
                     self.throughput = rate if old is None else old + self.ALPHA * (rate - old)
                     self._window_start, self._window_done = now, 0
