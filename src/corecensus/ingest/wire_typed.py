@@ -75,11 +75,11 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
     S32 = Annotated[int, Meta(ge=-_I32, lt=_I32)]
     Registers = Annotated[dict[Text, U64], Meta(max_length=max_list_items)]
 
-    class Problem(Struct, forbid_unknown_fields=True, frozen=True):
+    class Problem(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
         kind: Text
         detail: Text
 
-    class Module(Struct, forbid_unknown_fields=True, frozen=True):
+    class Module(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
         path: Text
         base: U64
         build_id: Text | None = None
@@ -87,7 +87,7 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
         file_offset: U64 = 0
         executable: bool = False
 
-    class Frame(Struct, forbid_unknown_fields=True, frozen=True):
+    class Frame(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
         pc: U64
         function: Text | None = None
         module: Text | None = None
@@ -98,13 +98,13 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
 
     Frames = Annotated[tuple[Frame, ...], Meta(max_length=max_list_items)]
 
-    class Thread(Struct, forbid_unknown_fields=True, frozen=True):
+    class Thread(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
         tid: I32
         signal: I32 | None = None
         registers: Registers = msgspec.field(default_factory=dict)
         frames: Frames = ()
 
-    class AnomalyDetail(Struct, forbid_unknown_fields=True, frozen=True):
+    class AnomalyDetail(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
         name: Text
         detail: Text = ""
         confidence: float = 1.0
@@ -112,7 +112,7 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
             default_factory=dict
         )
 
-    class StackWord(Struct, forbid_unknown_fields=True, frozen=True):
+    class StackWord(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
         offset: I64
         address: U64
         function: Text | None = None
@@ -120,7 +120,7 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
         module_offset: U64 | None = None
         after_call: bool = False
 
-    class SignalFrame(Struct, forbid_unknown_fields=True, frozen=True):
+    class SignalFrame(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
         offset: I64
         interrupted_pc: U64
         function: Text | None = None
@@ -133,7 +133,7 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
     def many(item: Any) -> Any:
         return Annotated[tuple[item, ...], Meta(max_length=max_list_items)]
 
-    class Crash(Struct, forbid_unknown_fields=True, frozen=True):
+    class Crash(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
         # The fields of CrashRecord.to_json(), in its order.
         core_id: Text
         status: Literal["ok", "partial", "unparsed"]
