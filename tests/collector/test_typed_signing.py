@@ -1,0 +1,127 @@
+"""The collector's signer of typed records: the rows it makes are the rows sign_records makes of
+the same records (real cores), its cache is keyed by everything the signature rules read (a
+change anywhere else signs the same; a change there is a miss), and store_uploads stores both
+kinds of record alike."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.store.store_records import make_record
+
+from corecensus.app.uploads import UploadGroup, store_uploads
+from corecensus.coredump import inspect_core
+from corecensus.ingest.wire import RecordKind, WireLimits, encode_batch
+from corecensus.ingest.wire_typed import typed_crashes
+from corecensus.model import CrashRecord
+from corecensus.signature import compute_signatures
+from corecensus.signing import TypedSigner, sign_records
+from corecensus.store import open_store
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "x86_64"
+SAMPLE_NAMES = sorted(p.name for p in SAMPLES.iterdir() if (p / "core.zst").is_file())
+
+
+def _real(name: str) -> CrashRecord:
+    rec = inspect_core(SAMPLES / name / "core.zst", binaries=[SAMPLES / name])
+    meta = {
+        **rec.metadata,
+        "COREDUMP_HOSTNAME": "web-1",
+        "COREDUMP_TIMESTAMP": "17",
+        "CORECENSUS_CPU": "3",
+    }
+    return dataclasses.replace(rec, metadata=meta)
+
+
+def _typed(records: list[CrashRecord]) -> list[Any]:
+    batch = typed_crashes(encode_batch(RecordKind.CRASHES, records), WireLimits())
+    assert batch is not None
+    return [r.value for r in batch.records]
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_typed_rows_are_the_rows_of_the_same_records(name: str) -> None:
+    records = [_real(name), make_record(3, anomalies=("sp_off_by_8",), host="web-2")]
+    signer = TypedSigner()
+    for typed_row, row in zip(signer.rows(_typed(records)), sign_records(records), strict=True):
+        assert dataclasses.replace(typed_row, record_json="") == dataclasses.replace(
+            row, record_json=""
+        )
+        # The JSON text is spelled differently (defaults left out), and reads back the same.
+        assert CrashRecord.from_json(json.loads(typed_row.record_json)) == CrashRecord.from_json(
+            json.loads(row.record_json)
+        )
+
+
+# Fields the signature rules do not read, each changed in a way a real fleet changes it.
+_ELSEWHERE = {
+    "pid": 4242,
+    "cmdline": "/usr/bin/other --flag",
+    "crashed_tid": 4243,
+    "cpu": 5,
+    "fault_address": 0xDEAD,
+    "si_code": 2,
+    "instruction": "mov (%rax),%eax",
+    "threads": 9,
+}
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_what_the_rules_do_not_read_does_not_change_a_signature(name: str) -> None:
+    rec = _real(name)
+    regs = dict(rec.registers)
+    regs.update({r: v ^ 8 for r, v in regs.items() if r not in ("rsp", "sp", "esp", "r13")})
+    others = [
+        dataclasses.replace(rec, **{field: value}) for field, value in _ELSEWHERE.items()
+    ] + [
+        dataclasses.replace(rec, registers=regs),
+        dataclasses.replace(rec, threads_detail=()),
+        dataclasses.replace(rec, core_id="another-crash"),
+        dataclasses.replace(rec, metadata={**rec.metadata, "COREDUMP_HOSTNAME": "web-9",
+                                           "COREDUMP_TIMESTAMP": "99", "COREDUMP_PID": "7"}),
+    ]  # fmt: skip
+    signer = TypedSigner()
+    rows = list(signer.rows(_typed([rec, *others])))
+    assert (signer.misses, signer.hits) == (1, len(others))  # one computation for all
+    for other, row in zip(others, rows[1:], strict=True):
+        # The cached signature is the one the rules give the changed record itself.
+        assert row.sig_symbolic == compute_signatures(other).symbolic
+        assert row.sig_address == compute_signatures(other).address
+        assert row.pop_symbolic == rows[0].pop_symbolic
+
+
+def test_what_the_rules_read_is_a_new_computation() -> None:
+    rec = make_record(1)
+    moved = dataclasses.replace(rec, frames=rec.frames[1:])
+    renamed = dataclasses.replace(rec, exe="/usr/bin/other")
+    anomalous = make_record(1, anomalies=("sp_off_by_8",))
+    signer = TypedSigner()
+    rows = list(signer.rows(_typed([rec, moved, renamed, anomalous, rec])))
+    assert (signer.misses, signer.hits) == (4, 1)
+    assert len({(r.sig_address, r.sig_anomaly_class) for r in rows[:4]}) == 4
+
+
+def test_the_cache_keeps_the_latest_entries_only() -> None:
+    signer = TypedSigner(max_entries=2)
+    records = [make_record(1, function=f"f{i}") for i in range(3)]
+    list(signer.rows(_typed([*records, records[2], records[0]])))
+    # f0, f1, f2 computed; f2 found; f0 had been dropped (only two kept): computed again.
+    assert (signer.misses, signer.hits) == (4, 1)
+
+
+def test_store_uploads_stores_checked_and_typed_records_alike(tmp_path: Path) -> None:
+    checked = [make_record(i, host="web-1") for i in range(3)]
+    typed = _typed([make_record(i, host="web-2") for i in range(3, 6)])
+    with open_store(tmp_path / "s.duckdb") as store:
+        counts = store_uploads(store, UploadGroup(crashes=[*checked, *typed]), TypedSigner())
+        assert (counts.crashes.new, counts.crashes.duplicate) == (6, 0)
+        again = store_uploads(store, UploadGroup(crashes=typed))
+        assert (again.crashes.new, again.crashes.duplicate) == (0, 3)
+        stored = {r.core_id: r for r in store.iter_crashes()}
+    assert set(stored) == {r.core_id for r in checked} | {t.core_id for t in typed}
+    assert stored[checked[0].core_id] == checked[0]
+    assert stored[typed[0].core_id] == make_record(3, host="web-2")

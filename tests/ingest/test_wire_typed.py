@@ -1,0 +1,209 @@
+"""The typed pass (msgspec Structs) only ever accepts, and only what wire's checker accepts, as
+the same record; everything else goes whole to the checker, so every refusal is the checker's.
+Checked on records of real cores, on every bad record the checker's own tests name, on limits,
+and on arbitrary values in any field (Hypothesis)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.ingest.test_ingest_wire import BAD_CRASHES, _crash_json
+from tests.store.store_records import make_record
+
+from corecensus.coredump import inspect_core
+from corecensus.ingest.wire import (
+    DecodedBatch,
+    RecordKind,
+    WireError,
+    WireLimits,
+    decode_batch,
+    decode_body,
+    encode_batch,
+)
+from corecensus.ingest.wire_typed import decode_upload, typed_crashes
+from corecensus.model import CrashRecord
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "x86_64"
+SAMPLE_NAMES = sorted(p.name for p in SAMPLES.iterdir() if (p / "core.zst").is_file())
+
+
+def _body(records: list[Any]) -> bytes:
+    return json.dumps({"schema_version": 1, "kind": "crashes", "records": records}).encode()
+
+
+def _checker(body: bytes, limits: WireLimits) -> DecodedBatch[Any] | WireError:
+    try:
+        return decode_batch(RecordKind.CRASHES, decode_body(body, limits), limits)
+    except WireError as exc:
+        return exc
+
+
+DEFAULT_LIMITS = WireLimits()
+
+
+def _agree(body: bytes, limits: WireLimits = DEFAULT_LIMITS) -> DecodedBatch[Any] | None:
+    """Assert the typed pass and the checker agree on ``body``; the typed pass's result."""
+    slow = _checker(body, limits)
+    fast = typed_crashes(body, limits)
+    if fast is not None:
+        # It accepted: the checker accepts every record too, as the same record.
+        assert isinstance(slow, DecodedBatch), slow
+        assert slow.problems == ()
+        assert fast.size == slow.size
+        assert [(r.index, r.host, r.record_id) for r in fast.records] == [
+            (r.index, r.host, r.record_id) for r in slow.records
+        ]
+        for f, s in zip(fast.records, slow.records, strict=True):
+            assert CrashRecord.from_json(msgspec.to_builtins(f.value)) == s.value
+    # And the collector's entry point answers as the checker does, whichever pass decided.
+    try:
+        either = decode_upload(RecordKind.CRASHES, body, limits)
+    except WireError as exc:
+        assert isinstance(slow, WireError) and (exc.reason, exc.detail) == (
+            slow.reason,
+            slow.detail,
+        )
+    else:
+        assert isinstance(slow, DecodedBatch)
+        assert either.problems == slow.problems
+        assert [r.index for r in either.records] == [r.index for r in slow.records]
+    return fast
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_records_of_real_cores_take_the_typed_pass_as_the_same_records(name: str) -> None:
+    rec = inspect_core(SAMPLES / name / "core.zst", binaries=[SAMPLES / name])
+    rec = dataclasses.replace(
+        rec, metadata={**rec.metadata, "COREDUMP_HOSTNAME": "web-1", "COREDUMP_TIMESTAMP": "1"}
+    )
+    body = encode_batch(RecordKind.CRASHES, [rec, make_record(7, anomalies=("sp_off_by_8",))])
+    fast = _agree(body)
+    assert fast is not None  # the typed pass took it (not the checker)
+    assert CrashRecord.from_json(msgspec.to_builtins(fast.records[0].value)) == rec
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CRASHES))
+def test_every_bad_record_goes_to_the_checker_which_words_the_refusal(case: str) -> None:
+    mutate, reason, detail = BAD_CRASHES[case]
+    records = [_crash_json(i) for i in range(3)]
+    mutate(records[1])
+    body = _body(records)
+    assert _agree(body) is None
+    batch = decode_upload(RecordKind.CRASHES, body, WireLimits())
+    (problem,) = batch.problems
+    assert (problem.index, problem.reason) == (1, reason) and detail in problem.detail
+    assert [r.index for r in batch.records] == [0, 2]
+
+
+def test_the_largest_address_is_taken_and_one_past_it_is_not() -> None:
+    good = _crash_json()
+    good["frames"][0]["pc"] = 2**64 - 1
+    good["registers"]["rax"] = 2**64 - 1
+    assert _agree(_body([good])) is not None
+    bad = _crash_json()
+    bad["registers"]["rbx"] = 2**64
+    assert _agree(_body([bad])) is None
+
+
+def test_text_the_store_could_not_hold_goes_to_the_checker() -> None:
+    # A lone surrogate: the checker takes it (signing escapes it later); the typed pass never.
+    body = _body([_crash_json()]).replace(b'"/usr/bin/svc"', b'"/usr/bin/\\ud800svc"', 1)
+    assert b"\\ud800" in body
+    assert _agree(body) is None
+
+
+def test_the_configured_limits_are_the_typed_pass_limits_too() -> None:
+    rec = _crash_json()
+    rec["exe"] = "x" * 40
+    rec["frames"] = rec["frames"] * 3
+    body = _body([rec])
+    assert _agree(body) is not None
+    assert _agree(body, WireLimits(max_string_chars=39)) is None
+    assert _agree(body, WireLimits(max_list_items=len(rec["frames"]) - 1)) is None
+    assert _agree(body, WireLimits(max_records=0)) is None
+    assert _agree(body, WireLimits(max_record_bytes=4 * len(json.dumps(rec)))) is None
+    assert (
+        _agree(_body([rec] * 3), WireLimits(max_record_bytes=4 * len(json.dumps(rec)) + 64))
+        is not None
+    )
+
+
+def test_envelopes_that_are_not_batches_go_to_the_checker() -> None:
+    for body in (
+        b'{"schema_version": 2, "kind": "crashes", "records": []}',
+        b'{"schema_version": true, "kind": "crashes", "records": []}',
+        b'{"schema_version": 1, "kind": "heartbeats", "records": []}',
+        b'{"schema_version": 1, "kind": "crashes", "records": [], "x": 1}',
+        b'{"schema_version": 1, "kind": "crashes"}',
+        b"[1, 2]",
+        b"not json",
+        b"\xff\xfe",
+        b'{"schema_version": 1, "kind": "crashes", "records": ['
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"]}",
+    ):
+        assert _agree(body) is None
+    assert _agree(b'{"schema_version": 1, "kind": "crashes", "records": []}') is not None
+
+
+_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=6)
+    | st.lists(st.integers(), max_size=3)
+    | st.dictionaries(st.text(max_size=4), st.integers(), max_size=2)
+)
+
+
+def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+_TEMPLATE = _crash_json()
+_PATHS = _paths(_TEMPLATE)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.sampled_from(_PATHS), _VALUES)
+def test_any_value_anywhere_in_a_record_the_passes_agree(path: tuple[Any, ...], value: Any) -> None:
+    rec = json.loads(json.dumps(_TEMPLATE))
+    target = rec
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    _agree(_body([rec]))
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.sampled_from(sorted(_TEMPLATE)), st.sampled_from(_PATHS), _VALUES)
+def test_any_field_added_or_removed_the_passes_agree(
+    name: str, path: tuple[Any, ...], value: Any
+) -> None:
+    rec = json.loads(json.dumps(_TEMPLATE))
+    del rec[name]
+    target = rec
+    try:
+        for step in path[:-1]:
+            target = target[step]
+        if isinstance(target, dict):
+            target[f"extra_{path[-1]}"] = value
+    except (KeyError, IndexError, TypeError):
+        pass  # the path went through the removed field
+    _agree(_body([rec]))
