@@ -110,6 +110,11 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used (user + system, all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(START_BOUND_S)
@@ -368,6 +373,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def measured(server: Server, spec: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    """run_generator, with the server's CPU seconds over the run in each phase's result (the
+    run's total in its first phase)."""
+    before = server.cpu_s()
+    results = run_generator(spec, work)
+    results[0]["server_cpu_s"] = server.cpu_s() - before
+    return results
+
+
 def row(label: str, r: dict[str, Any], batch: int) -> str:
     st = Counter(r["statuses"])
     total = max(1, r["requests"])
@@ -375,68 +389,121 @@ def row(label: str, r: dict[str, Any], batch: int) -> str:
     other_5xx = sum(v for k, v in st.items() if k.startswith("5") and k != "503")
     rec_s = r["acked_records"] / r["seconds"]
     recovery = "" if r["recovery_s"] is None else f"{r['recovery_s']:.2f}"
+    cpu = r.get("server_cpu_s")
+    cpu_ms = (
+        "" if cpu is None or not r["acked_records"] else f"{cpu / r['acked_records'] * 1000:.3f}"
+    )
     return (
         f"| {label} | {r['requests'] * batch / r['seconds']:,.0f} | {rec_s:,.0f} | "
         f"{pct(r['latencies_ok'], 0.5):.0f} | {pct(r['latencies_ok'], 0.99):.0f} | "
-        f"{100 * shed / total:.1f} | {r['timeouts']} | {other_5xx} | {recovery} |"
+        f"{100 * shed / total:.1f} | {r['timeouts']} | {other_5xx} | {recovery} | {cpu_ms} |"
     )
 
 
 def per_record_costs(template: str, rounds: int = 3) -> None:
     """In one process, no HTTP: the collector's per-record work, stage by stage (best of
-    ``rounds``), and a commit's cost by group size; the figures docs/collector.md scales from."""
+    ``rounds``; wall and CPU time, the CPU being what a loaded machine does not inflate), and
+    a group commit's cost by group size; the figures docs/collector.md scales from."""
+    import dataclasses as dc
+
     from corecensus.app.uploads import UploadGroup, store_uploads
-    from corecensus.ingest.wire import RecordKind, decode_batch, decode_body, decompress
-    from corecensus.signing import sign_records
+    from corecensus.ingest.wire import (
+        RecordKind,
+        WireLimits,
+        decode_batch,
+        decode_body,
+        decompress,
+    )
+    from corecensus.ingest.wire_typed import decode_upload
+    from corecensus.model import CrashRecord
+    from corecensus.signing import TypedSigner, sign_records
     from corecensus.store import open_store
 
+    limits = WireLimits()
     bodies = Bodies(template, 200, "k")
 
-    def records(n: int) -> list[Any]:
+    def typed(n: int) -> list[Any]:
         out: list[Any] = []
         while len(out) < n:
             body, _ = bodies.next(0)
-            batch = decode_batch(RecordKind.CRASHES, decode_body(decompress(body, "zstd", 1 << 26)))
-            out += [r.value for r in batch.records]
+            plain = decompress(body, "zstd", 1 << 26)
+            out += [r.value for r in decode_upload(RecordKind.CRASHES, plain, limits).records]
         return out[:n]
 
-    def best(fn: Any) -> float:
-        times = []
+    def best(fn: Any) -> tuple[float, float]:
+        walls, cpus = [], []
         for _ in range(rounds):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+        return min(walls), min(cpus)
+
+    def line(label: str, seconds: tuple[float, float], n: int) -> None:
+        print(f"| {label} | {seconds[0] / n * 1000:.3f} | {seconds[1] / n * 1000:.3f} |")
 
     body, _ = bodies.next(0)
-    decode_ms = (
-        best(
-            lambda: decode_batch(RecordKind.CRASHES, decode_body(decompress(body, "zstd", 1 << 26)))
-        )
-        / 200
-        * 1000
+    plain = decompress(body, "zstd", 1 << 26)
+    checked = [r.value for r in decode_batch(RecordKind.CRASHES, decode_body(plain)).records]
+    sample = typed(200)
+    # Cache misses: records whose stacks all differ (each frame's pc moved), as ASLR makes them.
+    distinct = [
+        dc.replace(r, frames=tuple(dc.replace(f, pc=f.pc + 16 * i) for f in r.frames))
+        for i, r in enumerate(checked)
+    ]
+    from corecensus.ingest.wire import encode_batch
+
+    distinct_typed = [
+        r.value
+        for r in decode_upload(
+            RecordKind.CRASHES, encode_batch(RecordKind.CRASHES, distinct), limits
+        ).records
+    ]
+    assert all(not isinstance(r, CrashRecord) for r in distinct_typed)
+    print("\n| stage (in-process, per crash record) | wall ms | CPU ms |")
+    print("|---|---:|---:|")
+    line("zstd decompress", best(lambda: decompress(body, "zstd", 1 << 26)), 200)
+    line(
+        "parse + strict check, typed pass (wire_typed.decode_upload)",
+        best(lambda: decode_upload(RecordKind.CRASHES, plain, limits)),
+        200,
     )
-    sample = records(200)
-    sign_ms = best(lambda: list(sign_records(sample))) / 200 * 1000
-    print("\n| stage (in-process, per crash record) | ms |")
-    print("|---|---:|")
-    print(f"| decompress + parse + strict check (wire.decode_batch) | {decode_ms:.3f} |")
-    print(f"| sign (signatures + row) | {sign_ms:.3f} |")
+    line(
+        "parse + strict check, the checker (wire.decode_batch; bad batches only)",
+        best(lambda: decode_batch(RecordKind.CRASHES, decode_body(plain, limits), limits)),
+        200,
+    )
+    line(
+        "sign, the checker's records (sign_records)", best(lambda: list(sign_records(checked))), 200
+    )
+    warm = TypedSigner()
+    list(warm.rows(sample))
+    line("sign, typed, signature cache hit", best(lambda: list(warm.rows(sample))), 200)
+    line(
+        "sign, typed, every stack distinct (cache misses)",
+        best(lambda: list(TypedSigner().rows(distinct_typed))),
+        200,
+    )
     with tempfile.TemporaryDirectory(prefix="collector-costs-") as tmp:
         store = open_store(Path(tmp) / "costs.duckdb")
+        signer = TypedSigner()
         print(
-            "\n| records per group commit | ms per commit | ms per record (sign + insert + commit) |"
+            "\n| records per group commit | ms per commit (wall) | ms per record: sign + insert + "
+            "commit (wall) | CPU ms per record |"
         )
-        print("|---:|---:|---:|")
+        print("|---:|---:|---:|---:|")
         for size in (1, 20, 200, 1000):
-            groups = [records(size) for _ in range(rounds)]
-            times = []
+            groups = [typed(size) for _ in range(rounds)]
+            walls, cpus = [], []
             for group in groups:
-                t0 = time.perf_counter()
-                store_uploads(store, UploadGroup(crashes=group))
-                times.append(time.perf_counter() - t0)
-            seconds = min(times)
-            print(f"| {size} | {seconds * 1000:.1f} | {seconds / size * 1000:.3f} |")
+                t0, c0 = time.perf_counter(), time.process_time()
+                store_uploads(store, UploadGroup(crashes=group), signer)
+                walls.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
+            print(
+                f"| {size} | {min(walls) * 1000:.1f} | {min(walls) / size * 1000:.3f} | "
+                f"{min(cpus) / size * 1000:.3f} |"
+            )
         store.close()
 
 
@@ -471,7 +538,8 @@ def main() -> None:
         base = {"template": template, "batch": args.batch, "tokens": tokens}
 
         peer = start_peer(work)
-        peer_res = run_generator(
+        peer_res = measured(
+            peer,
             {**base, "url": peer.url, "prefix": "p", "acked": str(work / "peer.acked"),
              "phases": [{"name": "capacity", "mode": "closed", "concurrency": args.concurrency, "seconds": args.seconds}]},
             work,
@@ -480,13 +548,15 @@ def main() -> None:
 
         coll = start_collector(work, work / "tokens")
         acked = work / "collector.acked"
-        cap = run_generator(
+        cap = measured(
+            coll,
             {**base, "url": coll.url, "prefix": "c", "acked": str(acked),
              "phases": [{"name": "capacity", "mode": "closed", "concurrency": args.concurrency, "seconds": args.seconds}]},
             work,
         )[0]  # fmt: skip
         capacity_req = cap["requests"] / cap["seconds"]
-        half = run_generator(
+        half = measured(
+            coll,
             {**base, "url": coll.url, "prefix": "h", "acked": str(acked),
              "phases": [{"name": "50%", "mode": "open", "rate": capacity_req / 2, "seconds": args.seconds}]},
             work,
@@ -510,9 +580,9 @@ def main() -> None:
           f"{args.seconds:.0f} s per phase, {os.cpu_count()} CPUs (server, generator and the "
           f"machine's other work share them)\n")  # fmt: skip
     print(
-        "| target, phase | offered records/s | acknowledged records/s | p50 ms | p99 ms | shed % | client timeouts | 5xx other than 503 | recovery s |"
+        "| target, phase | offered records/s | acknowledged records/s | p50 ms | p99 ms | shed % | client timeouts | 5xx other than 503 | recovery s | server CPU ms per acknowledged record |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(
         row(
             f"peer (plain handler, one transaction per request), closed loop x{args.concurrency}",
