@@ -115,8 +115,9 @@ def _errmsg(dw: Any) -> str:
 @contextlib.contextmanager
 def _session(
     core: str, executable: str | None, find_local: Callable[[str], str | None]
-) -> Iterator[tuple[Any, Any]]:
-    """(libdw, Dwfl*) with the core reported and attached; raises OSError with libdwfl's reason."""
+) -> Iterator[tuple[Any, Any, str | None]]:
+    """(libdw, Dwfl*, why the core's threads could not be attached, or None) with the core
+    reported; raises OSError with libdwfl's reason when not even that works."""
     libs = _libs()
     if libs is None:
         raise OSError("libdw.so.1 not found (install elfutils' libdw1)")
@@ -166,9 +167,10 @@ def _session(
         if dw.dwfl_core_file_report(dwfl, core_elf, exe) < 0:
             raise OSError(_errmsg(dw))
         dw.dwfl_report_end(dwfl, None, None)
-        if dw.dwfl_core_file_attach(dwfl, core_elf) < 0:
-            raise OSError(_errmsg(dw))
-        yield dw, dwfl
+        # Without an unwinder for the architecture (MIPS in libdw 0.188) the core does not
+        # attach, but its modules and their symbol tables are there to name addresses.
+        attached = dw.dwfl_core_file_attach(dwfl, core_elf) >= 0
+        yield dw, dwfl, None if attached else _errmsg(dw)
     finally:
         if dwfl:
             dw.dwfl_end(dwfl)
@@ -191,12 +193,15 @@ def dwfl_stacks(
     """
     out = DwflStacks()
     try:
-        with _session(core, executable, find_local) as (dw, dwfl):
+        with _session(core, executable, find_local) as (dw, dwfl, not_attached):
             for pc, is_return in name_pcs:
                 name = _name(dw, dwfl, pc, not is_return)
                 if name:
                     out.names[pc] = name
             if not unwind:
+                return out
+            if not_attached is not None:
+                out.error = f"libdwfl: {not_attached}"
                 return out
 
             def on_frame(frame: int | None, arg: int | None) -> int:

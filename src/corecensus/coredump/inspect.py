@@ -185,7 +185,7 @@ def _record(
                 if not pairs and p.pc is not None:
                     pairs = [(p.pc, sym.symbol_name(p.pc))]  # no unwinder: the pc, named
                 frames = [
-                    _frame(pc, fn or sym.symbol_name(pc) if i == 0 else fn, modules,
+                    _frame(pc, fn or _symbol_at(sym, pc, i > 0), modules,
                            trust=FrameTrust.UNWOUND if i else FrameTrust.CONTEXT)
                     for i, (pc, fn) in enumerate(pairs)
                 ]  # fmt: skip
@@ -336,8 +336,22 @@ class _LazyDwfl:
         ]
 
 
+def _symbol_at(sym: Symbolizer, pc: int, is_return: bool) -> str | None:
+    """drgn's symbol for a frame an unwinder left unnamed (libdwfl names from the symbol table
+    only; drgn also knows DWARF): a caller's return address is looked up at the call."""
+    if is_return and pc < _LOWEST_CODE:
+        return None
+    return sym.symbol_name(pc - 1 if is_return else pc)
+
+
+# No code is mapped in the first page (vm.mmap_min_addr is at least 4096).
+_LOWEST_CODE = 4096
+
+
 def _unnamed(f: Frame) -> bool:
-    return f.function is None and f.module is not None
+    # A frame in no known module is asked too: a core with an unnamed or no file list still
+    # tells libdwfl where the executable is (its program headers in memory, AT_PHDR).
+    return f.function is None and f.pc >= _LOWEST_CODE
 
 
 def _other_threads(
@@ -357,9 +371,10 @@ def _other_threads(
             if not pairs and fallback is not None:
                 pairs = fallback.stacks().threads.get(t.pid, [])
             frames = [
-                _frame(pc, fn, modules, trust=FrameTrust.UNWOUND if j else FrameTrust.CONTEXT)
+                _frame(pc, fn or _symbol_at(sym, pc, j > 0), modules,
+                       trust=FrameTrust.UNWOUND if j else FrameTrust.CONTEXT)
                 for j, (pc, fn) in enumerate(pairs)
-            ]
+            ]  # fmt: skip
         pc = p.arch.pc_of(t.registers) if p.arch is not None else None
         if not frames and pc is not None:
             name = sym.symbol_name(pc) if sym is not None else None
