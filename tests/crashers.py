@@ -127,6 +127,7 @@ CRASHERS: dict[str, Crasher] = {
             flags=("-Wl,-z,execstack",),
         ),
         _c("dead_signal_frame", SIGSEGV, "null deref after a handler returned"),
+        _c("vdso_time", SIGSEGV, "time() with a bad pointer faults inside __vdso_time"),
         Crasher(
             "mce_sigbus",
             ("mce_sigbus.c",),

@@ -42,6 +42,7 @@ ORDINARY_CRASHERS = (
     "dead_signal_frame",
     "execstack_main",
     "execstack_thread",
+    "vdso_time",
 )
 # Committed samples that are ordinary crashes (the others crash on purpose with an anomaly).
 ORDINARY_SAMPLES = ("abort", "gcore_null_deref", "null_deref", "sigbus", "signal_race",
