@@ -18,19 +18,66 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Mapping
-from typing import BinaryIO
+from collections.abc import Iterator, Mapping
+from typing import IO, BinaryIO
 
 __all__ = [
+    "MAX_JSON_INT_DIGITS",
+    "LineTooLongError",
     "NotRegularFileError",
+    "bounded_lines",
     "clean_json_value",
     "file_kind",
     "is_valid_text",
+    "json_int",
     "open_regular",
     "open_regular_fd",
     "require_regular",
+    "strip_bom",
     "valid_text",
 ]
+
+# CPython converts no decimal integer of more than 4,300 digits (sys.int_info
+# .default_max_str_digits; CVE-2020-10735), and json.loads then raises a bare ValueError, not a
+# JSONDecodeError: one such number in a sidecar, a journal line or any .json beside the cores
+# once ended an ingest with a traceback and nothing stored. Parsers of outside JSON pass
+# ``parse_int=json_int`` and catch ValueError.
+MAX_JSON_INT_DIGITS = 4300
+
+
+def json_int(text: str) -> int:
+    """``parse_int`` for :func:`json.loads`: the integer, or a ValueError that says what."""
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_JSON_INT_DIGITS:
+        raise ValueError(f"a number of {digits} digits (at most {MAX_JSON_INT_DIGITS} are read)")
+    return int(text)
+
+
+def strip_bom(text: str) -> str:
+    """``text`` without a leading byte order mark. Windows editors and Excel's "CSV UTF-8"
+    begin files with one; RFC 8259 lets a JSON parser ignore it, and a CSV header that kept
+    it would not have its first column (``\ufeffhost``)."""
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+class LineTooLongError(ValueError):
+    """A line of a text file is longer than its reader reads (see :func:`bounded_lines`)."""
+
+
+def bounded_lines(stream: IO[str], limit: int, name: str) -> Iterator[str]:
+    """The lines of ``stream`` (a text stream opened with ``newline=""``, for :mod:`csv`), each
+    read with at most ``limit + 1`` characters in memory: a file that is one 1 GB line would
+    otherwise be read whole before the csv module's field limit could refuse it. Raises
+    :class:`LineTooLongError` naming the line."""
+    lineno = 0
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        lineno += 1
+        if len(line) > limit:
+            raise LineTooLongError(f"{name}:{lineno}: a line longer than {limit} characters")
+        yield line
 
 
 def is_valid_text(text: str) -> bool:

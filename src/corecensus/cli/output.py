@@ -33,9 +33,19 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+# An error quotes outside values (a field, a file name); one of megabytes would bury the line.
+MAX_ERROR_CHARS = 1000
+
+
+def _cut(message: str) -> str:
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    return f"{message[: MAX_ERROR_CHARS - 40]}... ({len(message)} characters in all)"
+
+
 def error(message: str) -> None:
     """``error: message`` on stderr, one line (greppable, whatever the terminal width)."""
-    line = escape_control(message)
+    line = escape_control(_cut(message))
     console(stderr=True).print(Text.assemble(("error: ", "bold red"), line), soft_wrap=True)
 
 

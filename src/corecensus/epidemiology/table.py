@@ -509,7 +509,10 @@ class ExposureBuilder:
             except ValueError:
                 raise MetadataError(f"{name}:{line}: 'processes' is not a number") from None
             if not np.isfinite(p) or p < 0:
-                raise MetadataError(f"{name}:{line}: 'processes' must be >= 0")
+                shown = processes if len(processes) <= 60 else processes[:57] + "..."
+                raise MetadataError(
+                    f"{name}:{line}: 'processes' must be a finite number >= 0, not {shown!r}"
+                )
             if p > MAX_PROCESSES:
                 # 1e308 processes overflowed the exposure-hours to inf (a numpy warning and a
                 # wrong cause downstream, issue 10); no host runs anything like this many.

@@ -44,6 +44,7 @@ from corecensus.epidemiology.table import (
     parse_time_us,
 )
 from corecensus.errors import MetadataError
+from corecensus.outside import LineTooLongError, bounded_lines, strip_bom
 from corecensus.signature.normalize import normalize_function
 
 __all__ = [
@@ -106,6 +107,13 @@ class _Columns:
             raise MetadataError(f"{self.name}:{line}: {exc}") from None
 
     def _add(self, row: Mapping[str, Any]) -> None:
+        for column, value in row.items():
+            # A Parquet list, struct or blob column would read as its Python spelling
+            # ("[1, 2, 3]" as a signature): a wrong type is an error, as in a CSV it cannot be.
+            if isinstance(value, list | tuple | dict | bytes | bytearray | np.ndarray):
+                raise MetadataError(
+                    f"{column!r} holds a {type(value).__name__}, not text or a number"
+                )
         host = _text(row.get("host"))
         if not host:
             raise MetadataError("empty 'host'")
@@ -144,17 +152,28 @@ class _Columns:
         if isinstance(value, datetime):
             return parse_time_us(value.isoformat())
         if isinstance(value, int | np.integer) and not isinstance(value, bool):
-            return int(value)
+            return _time_in_range(int(value), str(value))
         text = _text(value)
         if not text:
             raise MetadataError("empty 'time'")
         cached = self._times.get(text)
         if cached is not None:
             return cached
-        try:
-            out = int(text) if text.lstrip("-").isdigit() else parse_time_us(text)
-        except ValueError:
-            raise MetadataError(f"'time' is neither ISO-8601 nor microseconds: {text!r}") from None
+        digits = text[1:] if text.startswith("-") else text
+        if digits.isascii() and digits.isdigit():
+            # Microseconds. The length check comes before int() (which refuses past 4,300
+            # digits); a 30-digit time once overflowed the int64 column (a traceback), and
+            # "١٧..." passed str.isdigit() as a time.
+            if len(digits) > 19:
+                raise MetadataError(f"'time' out of range: {_shown(text)}")
+            out = _time_in_range(int(text), text)
+        else:
+            try:
+                out = parse_time_us(text)
+            except ValueError:
+                raise MetadataError(
+                    f"'time' is neither ISO-8601 nor microseconds: {_shown(text)}"
+                ) from None
         self._times[text] = out
         return out
 
@@ -190,10 +209,31 @@ class _Columns:
         )
 
 
+# A crash-facts row is a dozen short fields (the csv module refuses a field over 131,072
+# characters); a longer physical line is not a row, and is refused before it is in memory.
+MAX_CSV_LINE_CHARS = 4 << 20
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
     return str(value).strip()
+
+
+# The latest time ISO-8601 text can spell here (datetime.max, the end of year 9999), in
+# microseconds since the epoch; a number of microseconds past it, either way, is no time.
+MAX_TIME_US = 253_402_300_800_000_000
+
+
+def _time_in_range(us: int, text: str) -> int:
+    if not -MAX_TIME_US < us < MAX_TIME_US:
+        raise MetadataError(f"'time' out of range: {_shown(text)} microseconds")
+    return us
+
+
+def _shown(text: str) -> str:
+    """An outside value quoted for a message, cut to a readable length."""
+    return repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
 
 
 def _int(value: Any, column: str) -> int:
@@ -204,8 +244,12 @@ def _int(value: Any, column: str) -> int:
         text = _text(value)
         if not text:
             return -1
-        if not text.isdigit():
-            raise MetadataError(f"{column!r} is not a non-negative integer: {text!r}")
+        # isascii: str.isdigit() also takes "٣" and "³"; the length check comes before
+        # int(), which refuses (ValueError, a traceback here once) past 4,300 digits.
+        if not (text.isascii() and text.isdigit()):
+            raise MetadataError(f"{column!r} is not a non-negative integer: {_shown(text)}")
+        if len(text) > 10:
+            raise MetadataError(f"{column!r} out of range: {_shown(text)}")
         number = int(text)
     if number < 0 or number >= 1 << 31:
         raise MetadataError(f"{column!r} out of range: {number}")
@@ -223,9 +267,9 @@ def read_crash_facts_csv(path: str | os.PathLike[str]) -> CrashTable:
     name = os.fspath(path)
     try:
         with open(name, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
+            reader = csv.reader(bounded_lines(f, MAX_CSV_LINE_CHARS, name))
             try:
-                header = [h.strip() for h in next(reader)]
+                header = [strip_bom(h).strip() for h in next(reader)]
             except StopIteration:
                 raise MetadataError(f"{name}:1: empty file, expected a header") from None
             cols = _Columns(name, header)
@@ -244,6 +288,8 @@ def read_crash_facts_csv(path: str | os.PathLike[str]) -> CrashTable:
         raise MetadataError(f"{name}: not UTF-8 text") from None
     except csv.Error as exc:
         raise MetadataError(f"{name}: {exc}") from None
+    except LineTooLongError as exc:
+        raise MetadataError(str(exc)) from None
     return cols.table()
 
 

@@ -12,7 +12,7 @@ import json
 import os
 
 from corecensus.errors import MetadataError
-from corecensus.outside import clean_json_value, open_regular
+from corecensus.outside import clean_json_value, json_int, open_regular, strip_bom
 
 __all__ = ["MAX_DOCUMENT_BYTES", "MAX_DOCUMENT_DEPTH", "read_json_document"]
 
@@ -69,15 +69,17 @@ def read_json_document(
     if len(data) > max_bytes:  # grew while being read
         raise MetadataError(f"{where}: more than the {max_bytes} bytes read")
     try:
-        text = data.decode("utf-8")
+        text = strip_bom(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise MetadataError(f"{where}: not UTF-8 text (byte {exc.start})") from exc
     if _depth(text, max_depth) > max_depth:
         raise MetadataError(f"{where}: JSON nested more than {max_depth} levels")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=json_int)
     except json.JSONDecodeError as exc:
         raise MetadataError(f"{where}:{exc.lineno}: not JSON: {exc.msg}") from exc
+    except ValueError as exc:  # json_int's refusal
+        raise MetadataError(f"{where}: not JSON we read: {exc}") from exc
     except RecursionError as exc:  # cannot happen after the depth check; kept as a backstop
         raise MetadataError(f"{where}: JSON nested too deeply") from exc
     cleaned, _changed = clean_json_value(value)

@@ -34,7 +34,7 @@ from corecensus.ingest.fields import (
     check_fields,
     metadata_error,
 )
-from corecensus.outside import open_regular
+from corecensus.outside import json_int, open_regular
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -102,6 +102,9 @@ class JournalEntry:
     origin: str
     fields: Mapping[str, str]
     notes: tuple[str, ...] = ()
+    # Values of this entry that were dropped as malformed: they are the record's problems as
+    # well as the batch's journal errors (a sidecar's are; a journal's once were not).
+    errors: tuple[MetadataError, ...] = ()
 
     def int_field(self, name: str) -> int | None:
         value = self.fields.get(name)
@@ -193,7 +196,12 @@ def _entry_from_object(
         raw[HOSTNAME] = raw["_HOSTNAME"]
     checked = check_fields(raw, origin)
     errors.extend(checked.errors)
-    entry = JournalEntry(origin=origin, fields=checked.fields, notes=(*notes, *checked.notes))
+    entry = JournalEntry(
+        origin=origin,
+        fields=checked.fields,
+        notes=(*notes, *checked.notes),
+        errors=tuple(errors),
+    )
     return entry, errors
 
 
@@ -241,8 +249,8 @@ def load_journal(
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                obj = json.loads(line, parse_int=json_int)
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, json_int's
                 index.errors.append(metadata_error(str(p), lineno, f"not JSON: {exc}"))
                 continue
             except RecursionError:

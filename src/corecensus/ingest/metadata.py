@@ -44,7 +44,7 @@ from corecensus.ingest.fields import (
     metadata_error,
 )
 from corecensus.ingest.journal import JournalIndex
-from corecensus.outside import open_regular
+from corecensus.outside import json_int, open_regular, strip_bom
 
 __all__ = [
     "MAX_SIDECAR_BYTES",
@@ -183,12 +183,12 @@ def read_sidecar(core_path: str | os.PathLike[str]) -> SourceFields | None:
     if len(data) > MAX_SIDECAR_BYTES:
         raise metadata_error(origin, None, f"sidecar larger than {MAX_SIDECAR_BYTES} bytes")
     try:
-        text = data.decode("utf-8")
+        text = strip_bom(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise metadata_error(origin, line, "not UTF-8 text") from exc
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=json_int)
     except _DuplicateKey as exc:
         quoted = json.dumps(exc.key)
         hits = [n for n, ln in enumerate(text.splitlines(), start=1) if quoted in ln]
@@ -196,6 +196,8 @@ def read_sidecar(core_path: str | os.PathLike[str]) -> SourceFields | None:
         raise metadata_error(origin, dup_line, f"duplicate key {exc.key!r}") from exc
     except json.JSONDecodeError as exc:
         raise metadata_error(origin, exc.lineno, f"not JSON: {exc.msg}") from exc
+    except ValueError as exc:  # json_int's refusal
+        raise metadata_error(origin, None, f"not JSON we read: {exc}") from exc
     except RecursionError as exc:
         raise metadata_error(origin, None, "JSON nested too deeply") from exc
     if not isinstance(obj, dict):
@@ -356,6 +358,12 @@ def collect_metadata(
         entry = journal.match(core_path, hints)
         if entry is not None:
             sources.append(
-                SourceFields(Source.JOURNAL, entry.origin, entry.fields, notes=entry.notes)
+                SourceFields(
+                    Source.JOURNAL,
+                    entry.origin,
+                    entry.fields,
+                    errors=entry.errors,
+                    notes=entry.notes,
+                )
             )
     return merge_sources(sources, errors)

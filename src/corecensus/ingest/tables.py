@@ -17,7 +17,7 @@ from typing import IO
 
 from corecensus.epidemiology.table import Deploys, DeploysBuilder, ExposureBuilder, ExposureTable
 from corecensus.errors import MetadataError
-from corecensus.outside import open_regular
+from corecensus.outside import LineTooLongError, bounded_lines, open_regular, strip_bom
 
 __all__ = ["DEPLOY_COLUMNS", "EXPOSURE_COLUMNS", "read_deploys", "read_exposure"]
 
@@ -25,6 +25,9 @@ EXPOSURE_COLUMNS = ("host", "start", "end", "service", "version", "cpu_model")
 DEPLOY_COLUMNS = ("time", "service", "version")
 
 Source = str | os.PathLike[str] | IO[str]
+# An exposure or deploy row is a few short fields; a longer physical line is refused before it
+# is in memory (a 200 MB one-line file once cost 490 MB to be told its field was too large).
+MAX_CSV_LINE_CHARS = 4 << 20
 
 
 def read_exposure(source: Source) -> ExposureTable:
@@ -87,14 +90,16 @@ def _rows(
 
 
 def _fields(stream: IO[str], name: str, required: Sequence[str], optional: Sequence[str]) -> Rows:
-    reader = csv.reader(stream)
+    reader = csv.reader(bounded_lines(stream, MAX_CSV_LINE_CHARS, name))
     try:
         header = next(reader)
     except StopIteration:
         raise MetadataError(f"{name}:1: empty file, expected a header") from None
     except csv.Error as exc:
         raise MetadataError(f"{name}:1: {exc}") from None
-    header = [h.strip() for h in header]
+    except LineTooLongError as exc:
+        raise MetadataError(str(exc)) from None
+    header = [strip_bom(h).strip() for h in header]
     missing = [c for c in required if c not in header]
     if missing:
         raise MetadataError(f"{name}:1: header lacks column(s) {', '.join(missing)}")
@@ -113,3 +118,5 @@ def _fields(stream: IO[str], name: str, required: Sequence[str], optional: Seque
             yield line, [fields[i].strip() for i in where]
     except csv.Error as exc:
         raise MetadataError(f"{name}:{reader.line_num}: {exc}") from None
+    except LineTooLongError as exc:
+        raise MetadataError(str(exc)) from None

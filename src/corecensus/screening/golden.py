@@ -23,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from corecensus.errors import ScreeningError
-from corecensus.outside import open_regular
+from corecensus.outside import json_int, open_regular, strip_bom
 
 __all__ = ["GoldenValues", "scale_key"]
 
@@ -83,11 +83,13 @@ class GoldenValues:
                 f"{path}: golden values are not UTF-8 text (byte {exc.start})"
             ) from exc
         try:
-            doc = json.loads(text)
+            doc = json.loads(strip_bom(text), parse_int=json_int)
         except json.JSONDecodeError as exc:
             raise ScreeningError(
                 f"{path}:{exc.lineno}: golden values are not JSON: {exc.msg}"
             ) from exc
+        except ValueError as exc:  # json_int's refusal
+            raise ScreeningError(f"{path}: golden values are not JSON we read: {exc}") from exc
         except RecursionError as exc:
             raise ScreeningError(f"{path}: golden values nested too deeply") from exc
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
