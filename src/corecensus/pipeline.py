@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -133,6 +134,27 @@ def keep_best(stored: CrashRecord, incoming: CrashRecord) -> CrashRecord:
 
 
 _WORKER: dict[str, object] = {}
+# prctl(2) option, include/uapi/linux/prctl.h
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the process that started this worker dies.
+
+    A worker blocks reading its task queue, and under fork it holds the queue's write end
+    itself, so it never sees end-of-file: `kill -9` of an ingest left its workers asleep for
+    good (issue 10). Linux only (prctl(2), PR_SET_PDEATHSIG); the signal follows the death of
+    the thread that forked the worker, which is the thread that runs the whole batch."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)
 
 
 def _init_worker(
@@ -141,6 +163,7 @@ def _init_worker(
     symbolize: bool,
     started: SimpleQueue[Path] | None = None,
 ) -> None:
+    _die_with_parent()
     _WORKER.update(journal=journal, binaries=binaries, symbolize=symbolize, started=started)
 
 

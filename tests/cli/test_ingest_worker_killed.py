@@ -99,3 +99,53 @@ def test_kill_9_of_a_worker_loses_no_core(
     # made every remaining core of the batch run one at a time); with two workers that is at
     # most two, and none if the kill came before the worker began its first core.
     assert summary["worker_died"] == 1 and summary["retried_alone"] <= 2
+
+
+def _alive(pid: int) -> bool:
+    """Running or sleeping (a zombie, reaped or not, has finished)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_kill_9_of_the_ingest_takes_its_workers_with_it(
+    kernel_cores: dict[str, CrashResult], tmp_path: Path
+) -> None:
+    """`kill -9` of `corecensus ingest` left its parser workers asleep forever, orphans waiting
+    on a queue whose writer was gone (each holding its imports, drgn and all). They now ask the
+    kernel for SIGTERM when their parent dies (PR_SET_PDEATHSIG), and a re-run stores every
+    core once."""
+    cores = tmp_path / "cores"
+    cores.mkdir()
+    for name in NAMES:
+        src = kernel_cores[name].core
+        assert src is not None
+        for i in range(COPIES):
+            shutil.copy(src, cores / f"core.{name}.{i}")
+    db = tmp_path / "s.duckdb"
+    args = [sys.executable, "-m", "corecensus", "ingest", str(cores), "--db", str(db), "--json"]
+    proc = subprocess.Popen(
+        [*args, "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    workers: list[int] = []
+    deadline = time.monotonic() + 60  # bounds a hang only; the workers appear at once
+    while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        workers = _children(proc.pid)
+        time.sleep(0.005)
+    assert len(workers) == 2, "the ingest finished or hung before both workers were seen"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60  # bounds a hang only: the kernel signals at once
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    orphans = [w for w in workers if _alive(w)]
+    for w in orphans:  # never leave them behind, whatever the outcome
+        os.kill(w, signal.SIGKILL)
+    assert orphans == [], "workers outlived the ingest they belonged to"
+    again = subprocess.run([*args, "--jobs", "2"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["ingested"] + summary["duplicates"] == len(NAMES) * COPIES
+    assert summary["unparsed"] == 0
