@@ -197,3 +197,23 @@ def test_block_decoder_stops_at_what_is_not_data() -> None:
     assert decode_block_prefix(bomb, b"", 1 << 16) == b"z"
     # Literals cut short: the ones that arrived are kept.
     assert decode_block_prefix(b"\x50abc", b"", 1 << 16) == b"abc"
+
+
+def test_a_core_cut_before_its_notes_is_not_said_to_be_from_qemu(
+    tmp_path: Path, core_bytes: bytes
+) -> None:
+    """qemu-user is recognised by what its cores lack (NT_FILE, NT_SIGINFO); a kernel core cut
+    before or inside its notes lacks them too and was "written by qemu-user". A real qemu-user
+    core is still recognised whole, and is "unknown" when cut the same way."""
+    import zstandard
+
+    qemu_zst = Path(__file__).parents[1] / "data/multiarch/aarch64/core-qemu.zst"
+    qemu = zstandard.ZstdDecompressor().decompress(qemu_zst.read_bytes(), max_output_size=1 << 30)
+    whole = _inspect(tmp_path, "qemu-core", qemu)
+    assert whole.writer == "qemu-user", whole.errors
+    for name, data in (("kernel", core_bytes), ("qemu", qemu)):
+        for cut in (100, 1000):
+            rec = _inspect(tmp_path, f"{name}-{cut}", data[:cut])
+            assert rec.status is ParseStatus.PARTIAL, (name, cut, rec.errors)
+            assert rec.writer == "unknown", (name, cut, rec.writer)
+    assert _inspect(tmp_path, "kernel-whole", core_bytes).writer == "kernel"

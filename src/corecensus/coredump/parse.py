@@ -274,7 +274,8 @@ def parse_core(src: CoreSource, resolver: BinaryResolver | None = None) -> Parse
                 ProblemKind.NO_REGISTERS, "no NT_PRSTATUS note: no thread registers in this core"
             )
         )
-    writer = _guess_writer(notes, has_file_note, siginfo)
+    notes_whole = complete and not any(p.kind is ProblemKind.TRUNCATED for p in problems)
+    writer = _guess_writer(notes, has_file_note, siginfo, notes_whole=notes_whole)
 
     space = AddressSpace(src, hdr, segments, files, resolver.read_mapping)
     notes_end = _notes_end(note_segs)
@@ -302,10 +303,14 @@ def _notes_end(note_segs: list[Segment]) -> int:
     return max((s.offset + s.filesz for s in note_segs), default=4096)
 
 
-def _guess_writer(notes: list[Note], has_file: bool, siginfo: SigInfo | None) -> str:
+def _guess_writer(
+    notes: list[Note], has_file: bool, siginfo: SigInfo | None, *, notes_whole: bool = True
+) -> str:
     names = {n.name for n in notes}
     if not has_file and siginfo is None:
-        return "qemu-user" if b"LINUX" not in names else "unknown"
+        # qemu-user is told by what its cores lack; a core cut before (or inside) its notes
+        # lacks the same, and once read as "written by qemu-user".
+        return "qemu-user" if b"LINUX" not in names and notes_whole else "unknown"
     if any(n.name == b"CORE" and n.type == NT_PRSTATUS for n in notes) and b"GDB" in names:
         return "gdb-gcore"
     if sum(n.type == NT_SIGINFO and n.name == b"CORE" for n in notes) > 1:
