@@ -205,11 +205,29 @@ def surrogate_sidecar(core: bytes, d: Path) -> Path:
     return cores
 
 
+def sidecar_5000_digits(core: bytes, d: Path) -> Path:
+    cores = _ingest_dir(core, d, "dir-5000-digits")
+    (cores / "core.x.json").write_text('{"COREDUMP_PID": ' + "1" * 5000 + "}")
+    return cores
+
+
+def crash_facts_one_line(core: bytes, d: Path) -> Path:
+    # A crash-facts CSV whose second line is 200 MB (one field far past the csv module's limit).
+    p = d / "one-line.csv"
+    with p.open("w") as f:
+        f.write("host,time,cpu,service,version,signature\nh,2024-06-01T00:00:00Z,1,s,1,")
+        chunk = "A" * (1 << 20)
+        for _ in range(200):
+            f.write(chunk)
+        f.write("\n")
+    return p
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
     make: Callable[[bytes, Path], Path]
-    command: str  # "inspect" or "ingest"
+    command: str  # "inspect", "ingest" or "analyze" (of crash facts)
 
 
 CASES = (
@@ -226,10 +244,14 @@ CASES = (
     Case("2 GB sparse .json beside a core", sparse_json_2gb, "ingest"),
     Case(".json nested 500,000 deep", nested_json, "ingest"),
     Case("sidecar with a lone surrogate", surrogate_sidecar, "ingest"),
+    Case("sidecar with a 5,000-digit number", sidecar_5000_digits, "ingest"),
+    Case("crash-facts CSV with a 200 MB line", crash_facts_one_line, "analyze"),
 )
 
 
 def _command(kind: str, target: Path, scratch: Path) -> list[str]:
+    if kind == "analyze":
+        return [sys.executable, "-m", "corecensus", "analyze", "--json", "--crashes", str(target)]
     if kind == "inspect":
         return [
             sys.executable,
@@ -261,7 +283,9 @@ def _outcome(kind: str, stdout: str) -> str:
     try:
         doc = json.loads(stdout)
     except json.JSONDecodeError:
-        return "no JSON"
+        return "refused, one-line error" if kind == "analyze" else "no JSON"
+    if kind == "analyze":
+        return f"{doc.get('crashes')} crashes analyzed"
     if kind == "inspect":
         return str(doc.get("status"))
     return f"{doc.get('ingested')} stored, {len(doc.get('screen_errors', []))} .json refused"
@@ -284,8 +308,14 @@ def main(argv: list[str] | None = None) -> int:
         plain = work / "plain-core"
         plain.write_bytes(core)
         peer = {}
-        for kind in ("inspect", "ingest"):
-            target = plain if kind == "inspect" else _ingest_dir(core, work, "dir-plain")
+        facts = work / "plain-facts.csv"
+        facts.write_text(
+            "host,time,cpu,service,version,signature\nh,2024-06-01T00:00:00Z,1,s,1,x\n"
+        )
+        for kind in ("inspect", "ingest", "analyze"):
+            target = {"inspect": plain, "analyze": facts}.get(kind) or _ingest_dir(
+                core, work, "dir-plain"
+            )
             run = run_measured(launcher, _command(kind, target, work), env, work)
             peer[kind] = run.maxrss_kib / 1024
             print(f"peer: {kind} of the plain core: {peer[kind]:.0f} MB, {run.wall_s:.2f} s")
@@ -328,7 +358,11 @@ def main(argv: list[str] | None = None) -> int:
         "# Hostile inputs: peak memory per input\n\n"
         "Made by `python bench/hostile_bench.py` (see its docstring). Peer: the same command on "
         f"the unmodified core ({peer['inspect']:.0f} MB for inspect, {peer['ingest']:.0f} MB for "
-        "ingest).\n\n" + table + "\n\n" + verdict + "\n"
+        f"ingest), and a one-row crash-facts file for analyze ({peer['analyze']:.0f} MB).\n\n"
+        + table
+        + "\n\n"
+        + verdict
+        + "\n"
     )
     return 0 if worst <= TARGET_MB else 1
 
