@@ -264,3 +264,54 @@ def test_golden_values_with_a_huge_number_are_one_line(
     err = capsys.readouterr().err
     assert "golden values are not JSON we read: a number of 5000 digits" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.kernel_cores
+def test_a_large_journal_export_is_indexed_lightly_and_matched_whole(
+    kernel_cores: dict[str, CrashResult], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The index keeps what an entry is matched by and where its line is (an export of 200,000
+    entries once held every field of every entry: 600 MB; bench/hostile_bench.py measures it);
+    a match reads the entry's line again, every field. Bad lines past the first 1,000 are
+    counted, not listed one by one, and the summary says how many it does not show."""
+    from corecensus.ingest.journal import MAX_ERRORS_LISTED
+
+    a, b = _cores(kernel_cores, tmp_path / "cores", ("null_deref", "abort"))
+    journal = tmp_path / "journal.json"
+    with journal.open("w") as f:
+        f.write("not json\n" * (MAX_ERRORS_LISTED + 500))
+        for i in range(3000):  # entries of other crashes, the haystack
+            f.write(json.dumps({"COREDUMP_FILENAME": f"/x/core.{i}", "COREDUMP_PID": str(i)}))
+            f.write("\n")
+        f.write(
+            json.dumps(
+                {
+                    "COREDUMP_FILENAME": str(a),
+                    "COREDUMP_HOSTNAME": "ha",
+                    "COREDUMP_CMDLINE": "svc --flag",
+                    "COREDUMP_UNIT": "svc.service",
+                }
+            )
+        )
+        f.write("\n")
+    Path(f"{b}.json").write_text('{"COREDUMP_PID": "1234", "COREDUMP_TIMESTAMP": "1000000"}')
+    with journal.open("a") as f:  # matched by pid and time (the hints of b's sidecar)
+        f.write(
+            json.dumps(
+                {"COREDUMP_PID": "1234", "COREDUMP_TIMESTAMP": "1000001", "COREDUMP_HOSTNAME": "hb"}
+            )
+            + "\n"
+        )
+    db = tmp_path / "s.duckdb"
+    args = ["ingest", "--no-symbols", "--json", "--db", str(db), "--journal", str(journal)]
+    assert main([*args, str(tmp_path / "cores")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    errors = summary["journal_errors"]
+    # The summary shows 20, and says how many more (the index listed 1,000 and counted 500).
+    assert len(errors) == 21 and "journal.json:1: not JSON: Expecting value" in errors[0]
+    assert errors[-1] == f"... and {MAX_ERRORS_LISTED + 500 - 20} more not listed"
+    records = _records(db)
+    meta_a = _meta(records["core.null_deref"])
+    assert meta_a["COREDUMP_HOSTNAME"] == "ha" and meta_a["COREDUMP_UNIT"] == "svc.service"
+    assert meta_a["COREDUMP_CMDLINE"] == "svc --flag"
+    assert _meta(records["core.abort"])["COREDUMP_HOSTNAME"] == "hb"

@@ -72,6 +72,8 @@ class IngestSummary:
     retried_alone: int = 0
     screen_errors: list[str] = field(default_factory=list)
     journal_errors: list[str] = field(default_factory=list)
+    # Bad journal lines past the index's list (JournalIndex.MAX_ERRORS_LISTED), counted only.
+    journal_errors_not_listed: int = 0
 
     def count(self, record: CrashRecord) -> None:
         self.status[str(record.status)] += 1
@@ -98,9 +100,16 @@ class IngestSummary:
             "screens": self.screens,
             "worker_died": self.worker_died,
             "retried_alone": self.retried_alone,
-            "screen_errors": self.screen_errors[:20],
-            "journal_errors": self.journal_errors[:20],
+            "screen_errors": _listed(self.screen_errors, 0),
+            "journal_errors": _listed(self.journal_errors, self.journal_errors_not_listed),
         }
+
+
+def _listed(errors: list[str], not_listed: int, shown: int = 20) -> list[str]:
+    """The first ``shown`` errors, and how many more there were (they were once cut off with
+    no word of them)."""
+    more = len(errors) - min(len(errors), shown) + not_listed
+    return errors[:shown] + ([f"... and {more} more not listed"] if more else [])
 
 
 def _reason(message: str) -> str:
@@ -220,6 +229,7 @@ def ingest_paths(
         cores=len(cores),
         screen_errors=list(screen_problems),
         journal_errors=[str(e) for e in (journal.errors if journal else [])],
+        journal_errors_not_listed=journal.errors_not_listed if journal else 0,
     )
     jobs = options.jobs or max(1, min(len(cores), os.cpu_count() or 1))
     events: Counter[str] = Counter()
