@@ -18,10 +18,13 @@ from pathlib import Path
 
 import lz4.frame
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corecensus.coredump import inspect_core
 from corecensus.coredump.lz4stream import decode_block_prefix
 from corecensus.coredump.source import open_core
+from corecensus.errors import CompressionError
 from corecensus.model import ParseStatus
 from crashers import CrashResult
 
@@ -217,3 +220,60 @@ def test_a_core_cut_before_its_notes_is_not_said_to_be_from_qemu(
             assert rec.status is ParseStatus.PARTIAL, (name, cut, rec.errors)
             assert rec.writer == "unknown", (name, cut, rec.writer)
     assert _inspect(tmp_path, "kernel-whole", core_bytes).writer == "kernel"
+
+
+class _Cores(dict[str, tuple[bytes, bytes]]):
+    def __repr__(self) -> str:  # hypothesis prints the arguments of a failing example
+        return f"<{len(self)} compressed cores>"
+
+
+@pytest.fixture(scope="module")
+def compressed(kernel_cores: dict[str, CrashResult]) -> dict[str, tuple[bytes, bytes]]:
+    """(core, compressed core) per compressor: the lz4 command's 4 MiB block, linked 64 KiB
+    lz4 blocks with block checksums, zstd."""
+    core = kernel_cores["null_deref"].core
+    assert core is not None
+    raw = core.read_bytes()
+    return _Cores(
+        {
+            "lz4": (raw, _compress(["lz4"], raw)),
+            "lz4-linked": (raw, _compress(["lz4", "-B4", "-BD", "-BX"], raw)),
+            "zstd": (raw, _compress(["zstd"], raw)),
+        }
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["lz4", "lz4-linked", "zstd"]), fraction=st.floats(0.0, 1.0))
+def test_any_cut_reads_an_exact_prefix_and_says_so(
+    compressed: dict[str, tuple[bytes, bytes]],
+    tmp_path_factory: pytest.TempPathFactory,
+    kind: str,
+    fraction: float,
+) -> None:
+    """Wherever a compressed core is cut, what is read is the core's own first bytes (never a
+    byte of anything else), and a cut short of the end is reported: damage on the source, or an
+    error when nothing at all could be decoded."""
+    raw, comp = compressed[kind]
+    cut = int(len(comp) * fraction)
+    path = tmp_path_factory.mktemp("cut") / f"cut.{kind}"
+    path.write_bytes(comp[:cut])
+    src = open_core(path)
+    if src.compression is None:  # too short to carry the magic number: read as a plain file
+        src.close()
+        assert cut < 4
+        return
+    got = bytearray()
+    try:
+        while chunk := src.pread(len(got), 1 << 16):
+            got += chunk
+    except CompressionError:
+        assert not got and cut < len(comp)
+        return
+    finally:
+        src.close()
+    assert raw.startswith(got), (kind, cut, len(got))
+    if cut < len(comp):
+        assert src.damage is not None, (kind, cut)
+    else:
+        assert bytes(got) == raw and src.damage is None
