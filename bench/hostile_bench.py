@@ -211,6 +211,26 @@ def sidecar_5000_digits(core: bytes, d: Path) -> Path:
     return cores
 
 
+def journal_200k(core: bytes, d: Path) -> Path:
+    # A journal export of 200,000 systemd-coredump entries (143 MB), one of them this core's.
+    cores = _ingest_dir(core, d, "dir-journal")
+    with (d / "dir-journal.journal").open("w") as f:
+        for i in range(200_000):
+            entry = {
+                "MESSAGE_ID": "fc2e22bc6ee647b6b90729ab34a250b1",
+                "COREDUMP_FILENAME": f"/var/lib/systemd/coredump/core.x.0.b{i}.{i}.1700000000000000",
+                "COREDUMP_PID": str(i),
+                "COREDUMP_HOSTNAME": f"host{i % 100}",
+                "COREDUMP_TIMESTAMP": str(1700000000_000000 + i),
+                "COREDUMP_EXE": "/usr/bin/x",
+                "COREDUMP_CMDLINE": "x --flag " * 10,
+                "MESSAGE": "Process crashed " * 20,
+            }
+            f.write(json.dumps(entry) + "\n")
+        f.write(json.dumps({"COREDUMP_FILENAME": "/x/core.x", "COREDUMP_HOSTNAME": "h"}) + "\n")
+    return cores
+
+
 def crash_facts_one_line(core: bytes, d: Path) -> Path:
     # A crash-facts CSV whose second line is 200 MB (one field far past the csv module's limit).
     p = d / "one-line.csv"
@@ -246,6 +266,7 @@ CASES = (
     Case("sidecar with a lone surrogate", surrogate_sidecar, "ingest"),
     Case("sidecar with a 5,000-digit number", sidecar_5000_digits, "ingest"),
     Case("crash-facts CSV with a 200 MB line", crash_facts_one_line, "analyze"),
+    Case("journal export of 200,000 entries", journal_200k, "ingest"),
 )
 
 
@@ -264,6 +285,8 @@ def _command(kind: str, target: Path, scratch: Path) -> list[str]:
         ]
     db = scratch / f"{target.name}.duckdb"
     db.unlink(missing_ok=True)
+    journal = target.with_name(f"{target.name}.journal")  # beside the directory, if made
+    extra = ["--journal", str(journal)] if journal.exists() else []
     return [
         sys.executable,
         "-m",
@@ -275,6 +298,7 @@ def _command(kind: str, target: Path, scratch: Path) -> list[str]:
         "1",
         "--db",
         str(db),
+        *extra,
         str(target),
     ]
 
