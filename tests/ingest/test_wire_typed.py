@@ -112,6 +112,18 @@ def test_the_largest_address_is_taken_and_one_past_it_is_not() -> None:
     assert _agree(_body([bad])) is None
 
 
+def test_a_number_of_thousands_of_digits_goes_to_the_checker() -> None:
+    """5,000 digits (past CPython's 4,300-digit int limit): the typed pass's own u64 check
+    raised a bare ValueError out of the upload path; now the checker answers, as it does for
+    any body it cannot parse."""
+    body = _body([_crash_json()])
+    body = body.replace(b'"pid": ', b'"pid": ' + b"1" * 5000 + b', "x": ', 1)
+    assert b"1" * 5000 in body
+    assert _agree(body) is None
+    with pytest.raises(WireError, match="body is not JSON"):
+        decode_upload(RecordKind.CRASHES, body, WireLimits())
+
+
 def test_text_the_store_could_not_hold_goes_to_the_checker() -> None:
     # A lone surrogate: the checker takes it (signing escapes it later); the typed pass never.
     body = _body([_crash_json()]).replace(b'"/usr/bin/svc"', b'"/usr/bin/\\ud800svc"', 1)

@@ -183,6 +183,7 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
 # least 20; 2**64 - 1 has 20) is then a plain substring search, far faster than a regex scan.
 _DIGIT_MAP = bytes(0x31 if 0x30 <= b <= 0x39 else 0 for b in range(256))
 _RUN = b"1" * 20
+_U64_DIGITS = len(str(_U64))
 
 
 def _fits_u64(raw: bytes) -> bool:
@@ -194,7 +195,11 @@ def _fits_u64(raw: bytes) -> bool:
     while at >= 0:
         end = digits.find(b"\0", at)
         end = len(digits) if end < 0 else end
-        if int(raw[at:end]) >= _U64:
+        # Leading zeros aside (digits inside strings), a run longer than 2**64 has digits is
+        # past it; int() of one over 4,300 digits raises ValueError (CPython's limit), which
+        # escaped the collector's upload path.
+        run = raw[at:end].lstrip(b"0")
+        if len(run) > _U64_DIGITS or (run and int(run) >= _U64):
             return False
         at = digits.find(_RUN, end)
     return True
