@@ -63,12 +63,15 @@ from scipy import special
 
 from corecensus.epidemiology.concentration import EXACT_MAX_N, max_cell_law, max_cell_pvalue
 from corecensus.epidemiology.poisson import poisson_upper
+from corecensus.epidemiology.tails import binomial_upper
 
 __all__ = [
     "HostStatistic",
     "count_reach",
     "host_pvalues",
     "lower_bounds",
+    "pair_cell_pvalue",
+    "pair_pvalues",
     "poisson_binomial_prefixes",
     "statistic",
 ]
@@ -246,6 +249,67 @@ def _union_lower_bounds(n: I64, t: F64, cpus: I64) -> F64:
     return out
 
 
+def pair_cell_pvalue(n: Any, x: Any, cells: Any) -> F64:
+    """``P(S2 >= x)`` bound for ``S2`` the two largest cells' sum, ``n`` items uniform over
+    ``cells`` cells: the union bound over the ``C (C - 1) / 2`` pairs, each pair's count
+    Binomial(n, 2/C). 1 where there is no evidence (``x < 3``, fewer than 4 cells)."""
+    nn = np.asarray(n, dtype=np.float64)
+    xx = np.asarray(x, dtype=np.float64)
+    cc = np.maximum(np.asarray(cells, dtype=np.float64), 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tail = binomial_upper(xx, nn, np.minimum(1.0, 2.0 / cc))
+        p = np.where((xx < 3) | (cc < 4), 1.0, cc * (cc - 1.0) / 2.0 * tail)
+    out: F64 = np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0)
+    return out
+
+
+def pair_pvalues(n: Any, x: Any, z_obs: Any, law: F64, cpus: Any) -> F64:
+    """The two busiest cells' test (two bad CPUs on one host, issue 9): ``T = s2(x) H(z)``,
+    ``s2`` :func:`pair_cell_pvalue` of the two busiest cells' sum ``x`` among ``n`` crashes
+    with a known cell, ``H`` the exact upper tail of the host's residual anomalies ``z`` (null
+    law ``law``, rows x counts, all its crashes). Its null law: ``S2`` and ``Z`` independent,
+    ``S2`` replaced by the union law (stochastically larger; the conditional probability is
+    non-decreasing in ``x``), so the p-value is valid (conservative)."""
+    arrays = [np.atleast_1d(np.asarray(v)) for v in (n, x, z_obs, cpus)]
+    nn, xx, zz, cc = np.broadcast_arrays(*arrays)
+    lz = np.atleast_2d(np.asarray(law, dtype=np.float64))
+    lz = np.broadcast_to(lz, (nn.size, lz.shape[-1]))
+    out = np.ones(nn.shape, dtype=np.float64)
+    live = (cc >= 4) & (xx >= 3)
+    if not live.any():
+        return out
+    sel = np.flatnonzero(live)
+    reach = min(int(_round_up(_row_support(lz[sel])).max()), lz.shape[1] - 1)
+    none = np.zeros((sel.size, 1), dtype=np.float64)
+    none[:, 0] = 1.0
+    out[sel] = _coarse_batch(
+        nn[sel].astype(np.int64),
+        xx[sel],
+        zz[sel],
+        _fold(lz[sel], reach),
+        none,
+        np.maximum(cc[sel].astype(np.int64), 1),
+        cells=2,
+    )
+    res: F64 = np.clip(out, 0.0, 1.0)
+    return res
+
+
+@lru_cache(maxsize=8192)
+def _pair_grid(n: int, cpus: int) -> F64:
+    """:func:`pair_cell_pvalue` for ``x = 0..n``, over a window around the mean pair count
+    (below it 1, above it 0: a binomial tail 12 standard deviations plus 40 above the mean)."""
+    mean = 2.0 * n / max(cpus, 1)
+    lo = max(3, int(mean))
+    hi = min(n, int(np.ceil(mean + 12.0 * np.sqrt(mean) + 40.0)))
+    out = np.zeros(n + 1, dtype=np.float64)
+    out[: min(lo, n + 1)] = 1.0
+    if hi >= lo:
+        out[lo : hi + 1] = pair_cell_pvalue(float(n), np.arange(lo, hi + 1, dtype=np.float64), cpus)
+    out.flags.writeable = False
+    return out
+
+
 @lru_cache(maxsize=8192)
 def _s_table(n: int, cpus: int) -> tuple[F64, F64]:
     """``s(m)`` for ``m = n .. 0`` (non-decreasing) and ``P(M >= n + 1 - j)`` for ``j = 0..n+1``
@@ -277,11 +341,16 @@ _CHUNK = 2_000_000
 GRID_MAX_N = 60
 
 
-def _coarse_batch(n: I64, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64) -> F64:
+def _coarse_batch(
+    n: I64, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64, *, cells: int = 1
+) -> F64:
     """The two-factor test for hosts with many crashes: ``T' = s(m) H(z)``, ``H`` the exact
     upper tail of the host's total anomaly count ``z`` (known and unknown CPU), its exact null
     law ``sum_m P(M = m) P(H(Z) <= T'_obs / s(m))`` (``M`` and ``Z`` independent). The choice
     of statistic depends on ``n`` only, which the test conditions on, so it stays valid.
+
+    With ``cells=2``, ``m`` is the two busiest cells' sum and ``s`` its union bound
+    (:func:`pair_cell_pvalue`), whose law is always the union law (running maximum).
 
     All entries at once, whatever their ``n``: each entry's law of ``M`` and ``s(m)`` over the
     window where that law lives (:func:`_m_window`), padded to a common width, in chunks."""
@@ -295,6 +364,7 @@ def _coarse_batch(n: I64, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64) -> F6
                 pz[i : i + _COARSE_ROWS],
                 pu[i : i + _COARSE_ROWS],
                 cpus[i : i + _COARSE_ROWS],
+                cells=cells,
             )
             for i in range(0, size, _COARSE_ROWS)
         ]
@@ -306,10 +376,11 @@ def _coarse_batch(n: I64, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64) -> F6
     tail = np.flip(np.cumsum(np.flip(total, axis=1), axis=1), axis=1)  # P(Z >= j)
     zz = np.minimum(np.asarray(z_obs, dtype=np.int64), tail.shape[1] - 1)
     h_obs = tail[np.arange(size), zz]
-    t_obs = max_cell_pvalue(n.astype(np.float64), m, cpus) * h_obs * (1.0 + _TIE)
+    score = max_cell_pvalue if cells == 1 else pair_cell_pvalue
+    t_obs = score(n.astype(np.float64), m, cpus) * h_obs * (1.0 + _TIE)
     base = int(cpus.max()) + 1
     pairs, inverse = np.unique(n * base + cpus, return_inverse=True)
-    windows = [_m_window(k // base, k % base) for k in pairs.tolist()]
+    windows = [_m_window(k // base, k % base, cells) for k in pairs.tolist()]
     width = max(w[1].size for w in windows)
     law_p = np.zeros((len(windows), width), dtype=np.float64)
     s_p = np.ones((len(windows), width), dtype=np.float64)
@@ -320,7 +391,7 @@ def _coarse_batch(n: I64, m: Any, z_obs: Any, pz: F64, pu: F64, cpus: I64) -> F6
         lost_p[i] = lost
     inverse = np.asarray(inverse).reshape(-1)
     law, s, dropped = law_p[inverse], s_p[inverse], lost_p[inverse]
-    union = n > EXACT_MAX_N
+    union = (n > EXACT_MAX_N) | (cells == 2)
     out = np.empty(size, dtype=np.float64)
     cols = tail.shape[1]
     for lo in range(0, size, _BATCH_ROWS):
@@ -363,22 +434,23 @@ _BATCH_ROWS = 1024
 
 
 @lru_cache(maxsize=16384)
-def _m_window(n: int, cpus: int) -> tuple[int, F64, F64, float]:
+def _m_window(n: int, cpus: int, cells: int = 1) -> tuple[int, F64, F64, float]:
     """Where the law of ``M`` lives for ``n`` crashes on ``cpus`` CPUs: its first ``m``, the law
     and ``s(m)`` from there, and the mass left out (counted as an alarm, an upper bound). Above
     the window's top the law is below ``_M_MASS`` per value; below it nothing is cut for the
     union law (its running maximum starts at the first possible value, as in the two-factor
     test), only values under ``_M_MASS`` for the exact one."""
-    exact = n <= EXACT_MAX_N
+    exact = n <= EXACT_MAX_N and cells == 1
+    grid = _s_grid(n, cpus) if cells == 1 else _pair_grid(n, cpus)
     # (the union law straight from the windowed s: _m_law's tie factors are the grid's only)
-    law = _m_law(n, cpus)[0] if exact else _union_law(_s_grid(n, cpus))
+    law = _m_law(n, cpus)[0] if exact else _union_law(grid)
     keep = np.flatnonzero(law >= _M_MASS)
     if not keep.size:
         keep = np.flatnonzero(law > 0)
     lo = int(keep[0]) if exact else int(np.flatnonzero(law > 0)[0])
     hi = int(keep[-1]) + 1
     law_w = law[lo:hi]
-    s_w = _s_grid(n, cpus)[lo:hi]
+    s_w = grid[lo:hi]
     lost = max(0.0, 1.0 - float(law_w.sum()))
     return lo, law_w, s_w, lost
 
