@@ -122,6 +122,7 @@ def scan_settings(params: AnalysisParams) -> ScanSettings:
     """The host scan's part of the analysis parameters."""
     return ScanSettings(
         host_alpha=params.host_alpha,
+        window_alpha=params.window_alpha,
         stream_alpha=params.stream_alpha,
         anomaly_prior_strength=params.anomaly_prior_strength,
         explain_min_rate=params.explain_min_rate,

@@ -66,6 +66,8 @@ class TopCells:
     top: I64  # crashes on the busiest CPU
     cell: I64  # that CPU (-1 none)
     anomalous: I64  # residual anomalous crashes on it
+    second: I64  # the busiest other CPU (the lowest among ties; -1 none)
+    second_count: I64  # crashes on it
 
 
 def modal_top_cells(
@@ -78,7 +80,7 @@ def modal_top_cells(
     lam_u: F64,
     cpus: I64,
 ) -> TopCells:
-    """Per host, the busiest CPU and the residual anomalies on it.
+    """Per host, the busiest CPU and the residual anomalies on it, and the runner-up.
 
     When several CPUs tie for busiest, the one with the smallest statistic (the most extreme)
     is taken, then the lowest CPU index; the test accounts for the choice (hosttest's tie
@@ -89,8 +91,10 @@ def modal_top_cells(
     top = np.zeros(n_hosts, dtype=np.int64)
     cell = np.full(n_hosts, -1, dtype=np.int64)
     z = np.zeros(n_hosts, dtype=np.int64)
+    second = np.full(n_hosts, -1, dtype=np.int64)
+    second_count = np.zeros(n_hosts, dtype=np.int64)
     if not known.any():
-        return TopCells(n=n, top=top, cell=cell, anomalous=z)
+        return TopCells(n, top, cell, z, second, second_count)
     width = int(c[known].max()) + 1
     g = Groups.of(pair_key(h[known], c[known], width))
     g_host = g.keys // width
@@ -107,7 +111,14 @@ def modal_top_cells(
     hosts = g_host[lead]
     cell[hosts] = g.keys[lead] % width
     z[hosts] = g_z[lead]
-    return TopCells(n=n, top=top, cell=cell, anomalous=z)
+    rest = np.ones(g.counts.size, dtype=bool)
+    rest[lead] = False
+    np.maximum.at(second_count, g_host[rest], g.counts[rest])
+    runner = rest & (g.counts == second_count[g_host]) & (g.counts > 0)
+    second_cell = np.full(n_hosts, width, dtype=np.int64)
+    np.minimum.at(second_cell, g_host[runner], g.keys[runner] % width)
+    second[:] = np.where(second_cell < width, second_cell, -1)
+    return TopCells(n, top, cell, z, second, second_count)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

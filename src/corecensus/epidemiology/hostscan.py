@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from corecensus.epidemiology.hostfocus import FocusScan, focus_tests
 from corecensus.epidemiology.hostlooks import Stream, anomaly_cap, anomaly_laws, modal_top_cells
 from corecensus.epidemiology.hosttest import host_pvalues, lower_bounds, statistic
 from corecensus.epidemiology.segments import Groups, pair_key, weighted_count
@@ -54,6 +55,7 @@ class ScanSettings:
     """Knobs of the host scan (copied from :class:`AnalysisParams`)."""
 
     host_alpha: float = 5e-5
+    window_alpha: float = 5e-5
     stream_alpha: float | None = None
     anomaly_prior_strength: float = 50.0
     explain_min_rate: float = 0.2
@@ -115,6 +117,7 @@ class HostScan:
     pair_anomaly_rate: F64
     pair_explained: B
     fleet_anomaly_rate: float
+    focus: FocusScan
 
 
 def scan_hosts(
@@ -194,7 +197,20 @@ def scan_hosts(
             cpus[need],
             exact_below=settings.exact_level,
         )
-    flagged = p <= settings.host_alpha
+    focus = focus_tests(
+        h=h,
+        c=c,
+        t=np.asarray(time_us, np.int64),
+        resid=resid,
+        ez=ez,
+        cpus=cpus,
+        cells=cells,
+        candidates=p <= settings.exact_level,
+        window_alpha=settings.window_alpha,
+        exact_level=settings.exact_level,
+        streaming=settings.streaming,
+    )
+    flagged = (p <= settings.host_alpha) | (focus.p_value <= settings.window_alpha)
 
     first_alarm = np.full(n_hosts, -1, dtype=np.int64)
     alarm_crashes = np.zeros(n_hosts, dtype=np.int64)
@@ -215,6 +231,7 @@ def scan_hosts(
             exact_level=settings.stream_exact_level,
             alpha=settings.host_alpha if settings.stream_alpha is None else settings.stream_alpha,
         )
+        _earlier_alarms(first_alarm, alarm_crashes, focus.first_alarm_us, h, t)
     return HostScan(
         crashes=crashes,
         known_cpu=cells.n,
@@ -237,6 +254,7 @@ def scan_hosts(
         pair_anomaly_rate=a_ph,
         pair_explained=explained_ph,
         fleet_anomaly_rate=r0,
+        focus=focus,
     )
 
 
@@ -254,3 +272,15 @@ def on_one_cell(pairs: Groups, hardware: B, cell: I64) -> B:
     total = np.bincount(g_pair, weights=g.counts, minlength=len(pairs))
     out[:] = (distinct == 1) & (total >= 2)
     return out
+
+
+def _earlier_alarms(first: I64, crashes: I64, other: I64, h: I64, t: I64) -> None:
+    """Take the windowed streams' alarms where they come first, with the number of the host's
+    crashes by then."""
+    earlier = (other >= 0) & ((first < 0) | (other < first))
+    if not earlier.any():
+        return
+    first[earlier] = other[earlier]
+    at = np.where(earlier, other, -1)[h]
+    counted = (at >= 0) & (t <= at)
+    crashes[earlier] = np.bincount(h[counted], minlength=first.size)[earlier]

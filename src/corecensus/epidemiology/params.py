@@ -32,7 +32,9 @@ class AnalysisParams:
     """Thresholds and priors; every probability is a p-value or FDR level in [0, 1].
 
     Host scan (hardware): ``host_alpha`` per-host false-alarm budget on the combined CPU
-    concentration + residual anomaly p-value; ``cpu_alpha`` to name a CPU; anomaly explaining
+    concentration + residual anomaly p-value; ``window_alpha`` the extra budget of the
+    focused tests (time windows, two busiest CPUs; 0 turns them off); ``cpu_alpha`` to name a
+    CPU; anomaly explaining
     away by ``explain_min_rate`` / ``explain_min_hosts`` / ``anomaly_prior_strength``
     (pseudo-crashes); ``default_cpus`` is the CPU count of hosts without host facts (0: infer it
     from the CPU indices seen; see concentration); ``streaming`` computes first-alarm times, at
@@ -65,6 +67,10 @@ class AnalysisParams:
     # 10,000 hosts per window, half the budget of one, the other half a margin for the
     # estimated (plug-in) anomaly rates and the stream's repeated looks.
     host_alpha: float = 5e-5
+    # The focused tests (hostfocus.py: dyadic time windows, the two busiest CPUs) share one
+    # more per-host budget by Bonferroni: a host's false-alarm probability is at most
+    # host_alpha + window_alpha = 1e-4, one expected false alarm per 10,000 hosts per window.
+    window_alpha: float = 5e-5
     stream_alpha: float | None = None
     # The exact host p-value is the costliest step of analyze; above this level (never below
     # the alarm thresholds) it is not computed and reported as 1 (hosttest.lower_bounds).
@@ -100,7 +106,14 @@ class AnalysisParams:
     max_crash_ids: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("host_alpha", "cpu_alpha", "fdr_q", "onset_alpha", "split_alpha"):
+        for name in (
+            "host_alpha",
+            "window_alpha",
+            "cpu_alpha",
+            "fdr_q",
+            "onset_alpha",
+            "split_alpha",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {value}")

@@ -1,0 +1,271 @@
+"""Focused host tests beyond the whole-window busiest-CPU test (issue 9): windows in time, and
+the two busiest CPUs together.
+
+The whole-window test (:mod:`~corecensus.epidemiology.hostscan`) dilutes two kinds of faults:
+
+* **A fault that started late on a busy host** — months of healthy crashes bury a week of
+  faulty ones. Each host is also tested in a fixed dyadic set of time windows over the data's
+  span (levels ``1..WINDOW_LEVELS``: windows of half, then a quarter of the span, each level
+  overlapping by half, so 3 + 7 = 10 windows), with the same exact test on the window's
+  crashes only. The stream is re-run inside each window from its start (a stream that forgets
+  what came before the window), for the first alarm.
+* **Two bad CPUs on one host** — each holds half the faulty crashes, so neither stands out
+  alone. The two busiest cells' sum is tested against its union bound over pairs
+  (:func:`~corecensus.epidemiology.hosttest.pair_pvalues`).
+
+**Multiplicity.** These are more tests of the same host, so they share one extra per-host
+false-alarm budget, ``window_alpha``, by Bonferroni with fixed weights: ``PAIR_SHARE`` to the
+two-cell test, the rest equally to the windows. The window set depends only on the span of the
+crash times, which the conditional null (given each host's crashes and their times) holds
+fixed, so the family is fixed before the CPUs and anomalies are looked at. The host's
+false-alarm probability is then at most ``host_alpha + window_alpha``.
+
+**Which hosts.** Only hosts whose whole-window p-value is at most ``exact_level`` (1 %) or
+whose two busiest cells alone are below it get the focused tests: skipping a test is
+reporting p = 1 for it, which is conservative (the family stays valid, it only loses power
+where a window would need to be about a thousand times more extreme than the whole), and the
+rest of the fleet costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from corecensus.epidemiology.hostlooks import (
+    Stream,
+    TopCells,
+    anomaly_cap,
+    anomaly_laws,
+    modal_top_cells,
+)
+from corecensus.epidemiology.hosttest import (
+    host_pvalues,
+    lower_bounds,
+    pair_cell_pvalue,
+    pair_pvalues,
+    statistic,
+)
+from corecensus.epidemiology.segments import radix_argsort, weighted_count
+
+__all__ = ["PAIR_SHARE", "WINDOW_LEVELS", "FocusScan", "dyadic_windows", "focus_tests"]
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+B = NDArray[np.bool_]
+
+WINDOW_LEVELS = 2
+PAIR_SHARE = 1.0 / 3.0
+
+# what the focus says flagged a host
+NONE, PAIR, WINDOW = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FocusScan:
+    """Per host. ``p_value`` is the Bonferroni-adjusted p-value of the focused family (the
+    smallest of each test's p-value divided by its share of ``window_alpha``; 1 when none
+    ran); ``test`` what gave it (``PAIR``, ``WINDOW`` or ``NONE``); ``raw_p`` that test's own
+    p-value; ``window_start_us``/``window_end_us`` its window (-1 for the pair test);
+    ``cell``/``cell_count`` the window's busiest cell and its count; ``second``/
+    ``second_count`` the second busiest cell of the whole window (the pair's other cell);
+    ``first_alarm_us`` the earliest alarm of the windowed streams (-1 none); ``windows`` the
+    number of windows in the family."""
+
+    p_value: F64
+    test: I64
+    raw_p: F64
+    window_start_us: I64
+    window_end_us: I64
+    cell: I64
+    cell_count: I64
+    window_crashes: I64
+    second: I64
+    second_count: I64
+    first_alarm_us: I64
+    windows: int
+
+    @staticmethod
+    def empty(n_hosts: int, windows: int) -> FocusScan:
+        minus = np.full(n_hosts, -1, dtype=np.int64)
+        return FocusScan(
+            p_value=np.ones(n_hosts),
+            test=np.zeros(n_hosts, dtype=np.int64),
+            raw_p=np.ones(n_hosts),
+            window_start_us=minus.copy(),
+            window_end_us=minus.copy(),
+            cell=minus.copy(),
+            cell_count=np.zeros(n_hosts, dtype=np.int64),
+            window_crashes=np.zeros(n_hosts, dtype=np.int64),
+            second=minus.copy(),
+            second_count=np.zeros(n_hosts, dtype=np.int64),
+            first_alarm_us=minus.copy(),
+            windows=windows,
+        )
+
+
+def dyadic_windows(t0: int, t1: int, levels: int = WINDOW_LEVELS) -> tuple[I64, I64]:
+    """Start and end times (µs, end exclusive except the last) of the dyadic windows over
+    ``[t0, t1]``: at level ``j`` windows of ``span / 2**j`` starting every half window."""
+    starts: list[int] = []
+    ends: list[int] = []
+    span = max(int(t1) - int(t0), 1)
+    for j in range(1, levels + 1):
+        length = span / 2**j
+        for k in range(2 ** (j + 1) - 1):
+            lo = int(t0 + k * length / 2)
+            starts.append(lo)
+            ends.append(int(t0 + k * length / 2 + length))
+    ends = [min(e, int(t1) + 1) for e in ends]
+    ends[-1] = int(t1) + 1  # the last window holds the last crash
+    return np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+
+
+def focus_tests(
+    *,
+    h: I64,
+    c: I64,
+    t: I64,
+    resid: B,
+    ez: F64,
+    cpus: I64,
+    cells: TopCells,
+    candidates: B,
+    window_alpha: float,
+    exact_level: float,
+    streaming: bool,
+) -> FocusScan:
+    """The focused family (module docstring) for the events ``h`` (host), ``c`` (cell, -1
+    unknown), ``t`` (µs), ``resid`` (residual hardware-flavoured anomaly), ``ez`` (its null
+    probability); ``cpus`` cells per host, ``cells`` the whole window's busiest cells per
+    host; ``candidates`` the hosts whose whole-window p-value is at most ``exact_level``."""
+    n_hosts = cpus.size
+    if not h.size or window_alpha <= 0.0:
+        return FocusScan.empty(n_hosts, 0)
+    starts, ends = dyadic_windows(int(t.min()), int(t.max()))
+    out = FocusScan.empty(n_hosts, int(starts.size))
+    second_count = cells.second_count
+    out.second[:] = cells.second
+    out.second_count[:] = second_count
+    pair_s = pair_cell_pvalue(cells.n, cells.top + second_count, cpus)
+    cand = candidates | (pair_s <= exact_level)
+    mine = cand[h]
+    if not mine.any():
+        return out
+    hs, cs, ts, rs, es = h[mine], c[mine], t[mine], resid[mine], ez[mine]
+    cap = anomaly_cap(hs, es, n_hosts)
+
+    # the two busiest cells, whole window
+    pair_hosts = np.flatnonzero(cand & (pair_s <= exact_level) & (cpus >= 4))
+    if pair_hosts.size:
+        laws = anomaly_laws(hs, es, n_hosts, cap)[pair_hosts]
+        z = np.bincount(hs[rs], minlength=n_hosts)[pair_hosts]
+        p2 = pair_pvalues(
+            cells.n[pair_hosts],
+            cells.top[pair_hosts] + second_count[pair_hosts],
+            z,
+            laws,
+            cpus[pair_hosts],
+        )
+        _keep_best(out, pair_hosts, p2, p2 / PAIR_SHARE, PAIR)
+
+    # the windows
+    n_win = int(starts.size)
+    win_share = (1.0 - PAIR_SHARE) / n_win
+    level = window_alpha * win_share
+    host_list = np.flatnonzero(cand)
+    slot = np.full(n_hosts, -1, dtype=np.int64)
+    slot[host_list] = np.arange(host_list.size)
+    seg_parts, idx_parts = [], []
+    for w in range(n_win):
+        inside = np.flatnonzero((ts >= starts[w]) & (ts < ends[w]))
+        seg_parts.append(slot[hs[inside]] * n_win + w)
+        idx_parts.append(inside)
+    seg = np.concatenate(seg_parts)
+    idx = np.concatenate(idx_parts)
+    n_seg = host_list.size * n_win
+    seg_cpus = np.repeat(cpus[host_list], n_win)
+    sc, sr, se = cs[idx], rs[idx], es[idx]
+    known = sc >= 0
+    z_seg = np.bincount(seg[sr], minlength=n_seg).astype(np.int64)
+    lam_k = weighted_count(seg[known], se[known], n_seg)
+    lam_u = weighted_count(seg[~known], se[~known], n_seg)
+    top = modal_top_cells(seg, sc, sr, n_seg, z_seg, lam_k, lam_u, seg_cpus)
+    elsewhere = z_seg - top.anomalous
+    score = statistic(top.n, top.top, top.anomalous, elsewhere, lam_k, lam_u, seg_cpus).score
+    live = score < 1.0
+    live[live] = lower_bounds(top.n[live], score[live], seg_cpus[live]) <= level
+    need = np.flatnonzero(live)
+    if need.size:
+        take = live[seg]
+        p_w = host_pvalues(
+            top.n[need],
+            top.top[need],
+            top.anomalous[need],
+            elsewhere[need],
+            anomaly_laws(seg[take], np.where(known, se, 0.0)[take], n_seg, cap)[need],
+            anomaly_laws(seg[take], np.where(known, 0.0, se)[take], n_seg, cap)[need],
+            seg_cpus[need],
+            exact_below=level,
+        )[1]
+        hosts = host_list[need // n_win]
+        better = _keep_best(out, hosts, p_w, p_w / win_share, WINDOW)
+        w_of = (need % n_win)[better]
+        hb = hosts[better]
+        out.window_start_us[hb] = starts[w_of]
+        out.window_end_us[hb] = ends[w_of]
+        out.cell[hb] = top.cell[need][better]
+        out.cell_count[hb] = top.top[need][better]
+        out.window_crashes[hb] = top.n[need][better]
+
+    if streaming:  # the stream inside each window, from its start
+        first = np.full(n_seg, -1, dtype=np.int64)
+        stream = Stream(
+            first_alarm=first,
+            alarm_crashes=np.zeros(n_seg, dtype=np.int64),
+            min_p=np.ones(n_seg),
+        )
+        ts_seg = ts[idx]
+        stream.run(
+            h=seg,
+            c=sc,
+            t=ts_seg,
+            time_order=radix_argsort(ts_seg - ts_seg.min()) if ts_seg.size else seg,
+            resid=sr,
+            lam=se,
+            cpus=seg_cpus,
+            exact_level=level,
+            alpha=level,
+        )
+        hit = np.flatnonzero(first >= 0)
+        if hit.size:
+            hosts = host_list[hit // n_win]
+            order = np.argsort(first[hit], kind="stable")
+            hosts_o = hosts[order]
+            uniq, at = np.unique(hosts_o, return_index=True)
+            out.first_alarm_us[uniq] = first[hit][order][at]
+    return out
+
+
+def _keep_best(out: FocusScan, hosts: I64, raw: F64, adjusted: F64, test: int) -> B:
+    """Keep, per host, the test with the smallest adjusted p-value; returns which of ``hosts``
+    (one entry per test, hosts may repeat) is now the host's best."""
+    adjusted = np.minimum(adjusted, 1.0)
+    order = np.lexsort((adjusted, hosts))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = hosts[order][1:] != hosts[order][:-1]
+    lead = order[first]
+    better = np.zeros(hosts.size, dtype=bool)
+    wins = adjusted[lead] < out.p_value[hosts[lead]]
+    lead = lead[wins]
+    better[lead] = True
+    hl = hosts[lead]
+    out.p_value[hl] = adjusted[lead]
+    out.raw_p[hl] = raw[lead]
+    out.test[hl] = test
+    if test == PAIR:
+        out.window_start_us[hl] = -1
+        out.window_end_us[hl] = -1
+    return better
