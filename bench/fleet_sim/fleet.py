@@ -80,6 +80,7 @@ class Scenario:
     shared_faulty: int = 0  # faulty hosts crashing in one shared signature (bad stepping)
     faulty_busy: bool = False  # faulty hosts among the busiest 1 %
     stop_after_microcode: bool = False  # faults stop at a microcode update
+    microcode_fixes: bool = True  # False: the update comes, the fault goes on (a live fault)
 
 
 EASY = Scenario("easy", (0.1, 0.2, 0.5, 1.0), 0.8, confounder=False)
@@ -298,7 +299,8 @@ def simulate(
             stop_us = np.minimum(
                 end, onset + (rng.uniform(3, 12, fh.size) * DAY_US).astype(np.int64)
             )
-            keep = t < stop_us[which]
+            if sc.microcode_fixes:
+                keep = t < stop_us[which]
         cpu_f = np.where(on_bad, bad_cpu, other)
         parts.append(
             {
@@ -317,7 +319,7 @@ def simulate(
             onset_us=onset,
             rate=rate.astype(np.float64),
             crash_times=tuple(np.sort(t[keep & (which == i)]) for i in range(fh.size)),
-            stop_us=stop_us,
+            stop_us=stop_us if sc.microcode_fixes else np.full(fh.size, end, dtype=np.int64),
             cpu2=bad2,
         )
 
@@ -719,6 +721,14 @@ PRODUCTION = {
             "stops",
             "each fault stops 3-12 days after onset with a microcode update",
             stop_after_microcode=True,
+            allowed_facts=True,
+        ),
+        _production(
+            "microcode-live",
+            "a microcode update 3-12 days after onset that does not end the fault (every "
+            "fault is live: none may be told to rescreen)",
+            stop_after_microcode=True,
+            microcode_fixes=False,
             allowed_facts=True,
         ),
     )

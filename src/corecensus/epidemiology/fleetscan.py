@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from corecensus.epidemiology.concentration import max_cell_pvalue
+from corecensus.epidemiology.hostfocus import PAIR, WINDOW
 from corecensus.epidemiology.hostscan import HostScan, ScanSettings, scan_hosts
 from corecensus.epidemiology.loops import Bursts, find_bursts
 from corecensus.epidemiology.params import AnalysisParams
@@ -34,12 +35,24 @@ from corecensus.epidemiology.poisson import poisson_upper
 from corecensus.epidemiology.segments import Groups, pair_key
 from corecensus.epidemiology.table import CrashTable
 
-__all__ = ["STOP_ALPHA", "FleetScan", "HostDetail", "SuspectCell", "scan_fleet"]
+__all__ = [
+    "STOP_ALPHA",
+    "STOP_ALPHA_CHANGED",
+    "FleetScan",
+    "HostDetail",
+    "SuspectCell",
+    "scan_fleet",
+]
 
 I64 = NDArray[np.int64]
 B = NDArray[np.bool_]
 
 STOP_ALPHA = 0.01
+# When the host's microcode or kernel changed after the last suspect crash: vendors fix CPU
+# errata by microcode (and kernels work around them), so a fault that went quiet across such a
+# change is far more likely to have stopped; a live fault is still told to rescreen with
+# probability at most 5 % (a rescreen of a live fault fails, and then it is denylisted).
+STOP_ALPHA_CHANGED = 0.05
 _STOP_MIN = 3
 
 
@@ -152,7 +165,13 @@ def _detail(
     end_us: int,
 ) -> HostDetail:
     """One flagged host's significant cells, timeline and facts (a loop per flagged host: few)."""
-    mine = np.flatnonzero(crashes.host.codes == h)
+    everything = mine = np.flatnonzero(crashes.host.codes == h)
+    focus = scan.focus
+    by_focus = bool(scan.p_value[h] > params.host_alpha)
+    window = by_focus and int(focus.test[h]) == WINDOW
+    if window:  # flagged in a time window: its cells are named from that window's crashes
+        t_h = crashes.time_us[mine]
+        mine = mine[(t_h >= focus.window_start_us[h]) & (t_h < focus.window_end_us[h])]
     cells_h = cell[mine]
     n = int(np.count_nonzero(cells_h >= 0))
     core = bool(placement.core_level[h])
@@ -173,20 +192,35 @@ def _detail(
         g_p = float(poisson_upper(z, k * rate))
         x = s_p * g_p
         combined = x * (1.0 - np.log(x)) if x > 0 else 0.0
-        top = not suspects and v == int(scan.top_cpu[h]) and scan.p_cpu[h] <= params.cpu_alpha
+        top_cell = int(focus.cell[h]) if window else int(scan.top_cpu[h])
+        top_p = float(max_cell_pvalue(float(n), float(k), c_left)) if window else scan.p_cpu[h]
+        top = not suspects and v == top_cell and top_p <= params.cpu_alpha
         if not (top or combined <= params.cpu_alpha) or k < 2:
             break
         on = mine[cells_h == v]
         cpus = tuple(sorted({int(x) for x in crashes.cpu[on] if x >= 0})) if core else (v,)
-        p_named = min(combined, float(scan.p_cpu[h])) if top else combined
+        p_named = min(combined, float(top_p)) if top else combined
         suspects.append(SuspectCell(cell=v, crashes=k, p_value=p_named, cpus=cpus))
         n_left -= k
         c_left = max(c_left - 1, 1)
-    # the suspect crashes: events on a named cell, else (anomaly-only evidence) anomalous ones
-    named = np.isin(cells_h, [s.cell for s in suspects])
+    if not suspects and int(focus.test[h]) == PAIR and focus.p_value[h] <= params.window_alpha:
+        # no cell stands out alone, the two busiest together do: at least one of them is bad,
+        # screen both (when the busiest alone is named, the pair says nothing more)
+        for v in (int(scan.top_cpu[h]), int(focus.second[h])):
+            if v < 0 or any(x.cell == v for x in suspects):
+                continue
+            on = mine[cells_h == v]
+            cpus = tuple(sorted({int(x) for x in crashes.cpu[on] if x >= 0})) if core else (v,)
+            suspects.append(
+                SuspectCell(cell=v, crashes=int(on.size), p_value=float(focus.raw_p[h]), cpus=cpus)
+            )
+    # the suspect crashes: events on a named cell, else (anomaly-only evidence) anomalous ones;
+    # over the whole data even when a window flagged the host (a fault that goes on after the
+    # window has not stopped)
+    named = np.isin(cell[everything], [s.cell for s in suspects])
     if not named.any():
-        named = (crashes.anomaly_mask[mine] & np.uint16(params.hardware_mask)) != 0
-    times = np.sort(crashes.time_us[mine][named])
+        named = (crashes.anomaly_mask[everything] & np.uint16(params.hardware_mask)) != 0
+    times = np.sort(crashes.time_us[everything][named])
     first = last = None
     stopped = False
     stop_p = None
@@ -194,10 +228,11 @@ def _detail(
     if times.size:
         first, last = int(times[0]), int(times[-1])
         k = int(times.size)
+        changed = bool(_changes(crashes, everything, first, last, True, only_after=True))
         if k >= _STOP_MIN and end_us > first:
             stop_p = float(((last - first) / (end_us - first)) ** (k - 1))
-            stopped = stop_p <= STOP_ALPHA
-        changes = _changes(crashes, mine, first, last, stopped)
+            stopped = stop_p <= (STOP_ALPHA_CHANGED if changed else STOP_ALPHA)
+        changes = _changes(crashes, everything, first, last, stopped)
     facts = _facts(h, placement)
     return HostDetail(
         cells=tuple(suspects),
@@ -212,7 +247,15 @@ def _detail(
     )
 
 
-def _changes(crashes: CrashTable, mine: I64, first: int, last: int, stopped: bool) -> list[str]:
+def _changes(
+    crashes: CrashTable,
+    mine: I64,
+    first: int,
+    last: int,
+    stopped: bool,
+    *,
+    only_after: bool = False,
+) -> list[str]:
     """Microcode and kernel of the host's crashes just before the first suspect crash and just
     after the last one, when they differ from those of the suspect crashes."""
     out: list[str] = []
@@ -226,7 +269,7 @@ def _changes(crashes: CrashTable, mine: I64, first: int, last: int, stopped: boo
             continue
         at_first, at_last = vocab[int(during[0])], vocab[int(during[-1])]
         before = codes[(t < first) & (codes >= 0)]
-        if before.size and vocab[int(before[-1])] != at_first:
+        if not only_after and before.size and vocab[int(before[-1])] != at_first:
             out.append(
                 f"{name} changed from {vocab[int(before[-1])]} to {at_first} before they started"
             )

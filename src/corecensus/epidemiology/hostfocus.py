@@ -50,7 +50,16 @@ from corecensus.epidemiology.hosttest import (
 )
 from corecensus.epidemiology.segments import radix_argsort, weighted_count
 
-__all__ = ["PAIR_SHARE", "WINDOW_LEVELS", "FocusScan", "dyadic_windows", "focus_tests"]
+__all__ = [
+    "NONE",
+    "PAIR",
+    "PAIR_SHARE",
+    "WINDOW",
+    "WINDOW_LEVELS",
+    "FocusScan",
+    "dyadic_windows",
+    "focus_tests",
+]
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from corecensus.epidemiology.findings import HostFinding, HostKind, iso_time
 from corecensus.epidemiology.fleetscan import FleetScan, HostDetail, SuspectCell
+from corecensus.epidemiology.hostfocus import NONE, PAIR, PAIR_SHARE, WINDOW
 from corecensus.epidemiology.hostscan import HostScan
 from corecensus.epidemiology.params import AnalysisParams
 from corecensus.epidemiology.rates import HostRates
@@ -105,6 +106,31 @@ def _detail_reasons(detail: HostDetail) -> list[str]:
     return out
 
 
+def _focus_reasons(scan: HostScan, h: int, params: AnalysisParams) -> list[str]:
+    """What the focused tests (time windows, the two busiest CPUs) found, when they count."""
+    f = scan.focus
+    if f.test[h] == NONE or f.p_value[h] > params.window_alpha:
+        return []
+    raw = float(f.raw_p[h])
+    if f.test[h] == PAIR:
+        level = params.window_alpha * PAIR_SHARE
+        return [
+            f"The two busiest CPUs, {int(scan.top_cpu[h])} and {int(f.second[h])}, hold "
+            f"{int(scan.top_count[h]) + int(f.second_count[h])} of {int(scan.known_cpu[h])} "
+            "crashes with a known CPU (union bound over pairs of CPUs, with the exact tail of "
+            f"the host's anomalies) p={raw:.2g} <= {level:.2g}, the pair test's share of "
+            f"window_alpha {params.window_alpha:g}: at least one of them is bad."
+        ]
+    level = params.window_alpha * (1.0 - PAIR_SHARE) / max(f.windows, 1)
+    return [
+        f"In the window {iso_time(int(f.window_start_us[h]))} to "
+        f"{iso_time(int(f.window_end_us[h]))} (one of {f.windows} dyadic windows over the data) "
+        f"{int(f.cell_count[h])} of {int(f.window_crashes[h])} crashes with a known CPU are on "
+        f"CPU {int(f.cell[h])}; the same exact test on that window's crashes p={raw:.2g} <= "
+        f"{level:.2g}, the window's Bonferroni share of window_alpha {params.window_alpha:g}."
+    ]
+
+
 def host_findings(
     *,
     scan: HostScan,
@@ -123,6 +149,9 @@ def host_findings(
     for h in np.flatnonzero(scan.flagged).tolist():
         name = host_names[h]
         cpu = int(scan.top_cpu[h]) if scan.p_cpu[h] <= params.cpu_alpha else None
+        focus = scan.focus
+        if cpu is None and focus.test[h] == WINDOW and focus.p_value[h] <= params.window_alpha:
+            cpu = int(focus.cell[h]) if focus.cell[h] >= 0 else None
         top = int(scan.top_cpu[h])
         reasons = [
             f"{int(scan.top_count[h])} of {int(scan.known_cpu[h])} crashes with a known CPU are "
@@ -138,7 +167,12 @@ def host_findings(
             "anomaly-heavy populations spread over many hosts explained away.",
             "Combined (the product of the three, its exact null law given the host's crashes: "
             f"largest-cell law, Poisson-binomial anomaly counts) p={float(scan.p_value[h]):.2g} "
-            f"<= {params.host_alpha:g}, the per-host false-alarm budget.",
+            + (
+                f"<= {params.host_alpha:g}, the per-host false-alarm budget."
+                if scan.p_value[h] <= params.host_alpha
+                else f"> {params.host_alpha:g}: not flagged on the whole data alone."
+            ),
+            *_focus_reasons(scan, h, params),
         ]
         detail = details.get(h)
         if detail is not None:
