@@ -203,9 +203,9 @@ def _detail(
         suspects.append(SuspectCell(cell=v, crashes=k, p_value=p_named, cpus=cpus))
         n_left -= k
         c_left = max(c_left - 1, 1)
-    if not suspects and int(focus.test[h]) == PAIR and focus.p_value[h] <= params.window_alpha:
-        # no cell stands out alone, the two busiest together do: at least one of them is bad,
-        # screen both (when the busiest alone is named, the pair says nothing more)
+    if by_focus and int(focus.test[h]) == PAIR:
+        # flagged by the two busiest cells together: at least one of them is bad, screen both
+        # (when the whole-window test flags the host, the pair says nothing about the second)
         for v in (int(scan.top_cpu[h]), int(focus.second[h])):
             if v < 0 or any(x.cell == v for x in suspects):
                 continue

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from corecensus.epidemiology.concentration import max_cell_pvalue
 from corecensus.epidemiology.hostlooks import (
     Stream,
     TopCells,
@@ -67,6 +68,9 @@ B = NDArray[np.bool_]
 
 WINDOW_LEVELS = 2
 PAIR_SHARE = 1.0 / 3.0
+# The screen for windows of hosts whose whole-window p-value is above 1 %: some window's
+# busiest cell alone at most this (a late fault on a busy host: the whole window hides it).
+SCREEN_LEVEL = 1e-3
 
 # what the focus says flagged a host
 NONE, PAIR, WINDOW = 0, 1, 2
@@ -127,8 +131,8 @@ def dyadic_windows(t0: int, t1: int, levels: int = WINDOW_LEVELS) -> tuple[I64, 
             lo = int(t0 + k * length / 2)
             starts.append(lo)
             ends.append(int(t0 + k * length / 2 + length))
-    ends = [min(e, int(t1) + 1) for e in ends]
-    ends[-1] = int(t1) + 1  # the last window holds the last crash
+    # each level's last window holds the last crash
+    ends = [int(t1) + 1 if e >= int(t1) else e for e in ends]
     return np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
 
 
@@ -153,13 +157,15 @@ def focus_tests(
     n_hosts = cpus.size
     if not h.size or window_alpha <= 0.0:
         return FocusScan.empty(n_hosts, 0)
-    starts, ends = dyadic_windows(int(t.min()), int(t.max()))
+    starts, ends = dyadic_windows(int(t.min()), int(t.max()), WINDOW_LEVELS)
     out = FocusScan.empty(n_hosts, int(starts.size))
     second_count = cells.second_count
     out.second[:] = cells.second
     out.second_count[:] = second_count
     pair_s = pair_cell_pvalue(cells.n, cells.top + second_count, cpus)
-    cand = candidates | (pair_s <= exact_level)
+    t0 = int(t.min())
+    crowded = _window_screen(c, t, cells, starts, ends, t0, cpus, SCREEN_LEVEL)
+    cand = candidates | (pair_s <= exact_level) | crowded
     mine = cand[h]
     if not mine.any():
         return out
@@ -278,3 +284,42 @@ def _keep_best(out: FocusScan, hosts: I64, raw: F64, adjusted: F64, test: int) -
         out.window_start_us[hl] = -1
         out.window_end_us[hl] = -1
     return better
+
+
+def _window_screen(
+    c: I64,
+    t: I64,
+    cells: TopCells,
+    starts: I64,
+    ends: I64,
+    t0: int,
+    cpus: I64,
+    level: float,
+) -> B:
+    """Hosts with a window whose busiest cell alone (its largest-cell bound, anomalies left
+    out) is at most ``level``: a screen only (hosts it leaves out keep p = 1 in the windows,
+    conservative), at the cost of one count per (host, cell) and slot of an eighth of the span
+    (every dyadic window of levels 1 and 2 is a run of such slots)."""
+    out = np.zeros(cpus.size, dtype=bool)
+    g = cells.groups
+    if g is None or not len(g):
+        return out
+    slots = 2 ** (WINDOW_LEVELS + 1)
+    span = max(int(ends[-1]) - 1 - t0, 1)
+    tk = t[c >= 0]
+    slot = np.minimum(((tk - t0) * slots) // span, slots - 1)
+    per = np.bincount(g.inverse * slots + slot, minlength=len(g) * slots).reshape(len(g), slots)
+    lo = np.clip(np.rint((starts - t0) * slots / span), 0, slots).astype(np.int64)
+    hi = np.clip(np.rint((ends - 1 - t0) * slots / span), 0, slots).astype(np.int64)
+    cover = np.zeros((slots, starts.size), dtype=np.int64)
+    for j in range(starts.size):
+        cover[lo[j] : max(hi[j], lo[j] + 1), j] = 1
+    counts = per @ cover  # (groups, windows)
+    g_host = g.keys // cells.width
+    first = np.flatnonzero(np.diff(g_host, prepend=-1))  # keys sorted: hosts contiguous
+    hosts = g_host[first]
+    top = np.maximum.reduceat(counts, first, axis=0)
+    n = np.add.reduceat(counts, first, axis=0)
+    s = max_cell_pvalue(n, top, cpus[hosts][:, None])
+    out[hosts] = (s <= level).any(axis=1)
+    return out

@@ -68,6 +68,10 @@ class TopCells:
     anomalous: I64  # residual anomalous crashes on it
     second: I64  # the busiest other CPU (the lowest among ties; -1 none)
     second_count: I64  # crashes on it
+    # the (host, cell) groups of the crashes with a known cell (keys host * width + cell),
+    # for callers that count within them (None when no crash has a cell)
+    groups: Groups | None = None
+    width: int = 1
 
 
 def modal_top_cells(
@@ -118,7 +122,7 @@ def modal_top_cells(
     second_cell = np.full(n_hosts, width, dtype=np.int64)
     np.minimum.at(second_cell, g_host[runner], g.keys[runner] % width)
     second[:] = np.where(second_cell < width, second_cell, -1)
-    return TopCells(n, top, cell, z, second, second_count)
+    return TopCells(n, top, cell, z, second, second_count, g, width)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

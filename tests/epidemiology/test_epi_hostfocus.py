@@ -1,0 +1,156 @@
+"""The focused host tests (issue 9): dyadic time windows, the two busiest CPUs, and a stopped
+fault judged across a microcode change. Each rule with a case where it must fire and one where
+it must not; the new p-values against exact enumeration and a simulated null."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+from test_epi_placement import DAY, T0, background, crash, faulty
+
+from corecensus.epidemiology import AnalysisParams, CrashTable, analyze
+from corecensus.epidemiology.hostfocus import PAIR, WINDOW, dyadic_windows
+from corecensus.epidemiology.hosttest import (
+    pair_cell_pvalue,
+    pair_pvalues,
+    poisson_binomial_prefixes,
+)
+
+
+def busy_host(n: int = 200, seed: int = 7) -> list[dict[str, Any]]:
+    """h150 crashing n times over 30 days on uniform CPUs (2 % anomalous): a busy host."""
+    rng = np.random.default_rng(seed)
+    days = rng.uniform(0, 30, n)
+    cpus = rng.integers(0, 32, n)
+    return [
+        crash(
+            "h150",
+            float(d),
+            int(c),
+            pop=f"bg{i % 10}",
+            anomalous=bool(rng.random() < 0.02),
+            host_cpus=32,
+        )
+        for i, (d, c) in enumerate(zip(days, cpus, strict=True))
+    ]
+
+
+def run(rows: list[dict[str, Any]], **kw: Any) -> Any:
+    return analyze(CrashTable.from_rows(rows), params=AnalysisParams(**kw))
+
+
+def test_dyadic_windows_are_the_fixed_family() -> None:
+    starts, ends = dyadic_windows(0, 800)
+    # level 1: half the span every quarter; level 2: a quarter every eighth
+    assert starts.tolist() == [0, 200, 400, 0, 100, 200, 300, 400, 500, 600]
+    assert ends.tolist() == [400, 600, 801, 200, 300, 400, 500, 600, 700, 801]
+    assert dyadic_windows(0, 800, 1)[0].size == 3
+
+
+@pytest.mark.parametrize(("n", "cells"), [(5, 4), (6, 5), (7, 4)])
+def test_pair_bound_is_never_below_the_exact_law(n: int, cells: int) -> None:
+    """Every assignment of n crashes to the cells: P(S2 >= x) <= the union bound over pairs."""
+    counts = np.zeros(n + 1)
+    for assign in itertools.product(range(cells), repeat=n):
+        per = np.bincount(assign, minlength=cells)
+        top2 = int(np.sort(per)[-2:].sum())
+        counts[top2] += 1
+    exact_tail = np.cumsum(counts[::-1])[::-1] / cells**n
+    bound = pair_cell_pvalue(n, np.arange(n + 1), cells)
+    assert np.all(bound >= exact_tail - 1e-12)
+    # and it is not vacuous where it matters: all n on two cells
+    assert bound[n] < 0.2
+
+
+def test_pair_pvalues_are_valid_on_a_null_fleet() -> None:
+    rng = np.random.default_rng(11)
+    hosts, n, cells = 4000, 9, 8
+    per = np.array([np.bincount(rng.integers(0, cells, n), minlength=cells) for _ in range(hosts)])
+    top2 = np.sort(per, axis=1)[:, -2:].sum(axis=1)
+    a = np.full(n * hosts, 0.05)
+    law = poisson_binomial_prefixes(a, np.arange(0, n * hosts, n, dtype=np.int64), cap=20)
+    z = rng.binomial(n, 0.05, hosts)
+    p = pair_pvalues(np.full(hosts, n), top2, z, law, np.full(hosts, cells))
+    for alpha in (0.01, 0.05, 0.2):
+        assert np.mean(p <= alpha) <= alpha * 1.2 + 0.003
+    # two piles with anomalies are found
+    [strong] = pair_pvalues([n], [8], [4], law[:1], [cells])
+    assert strong < 1e-4
+
+
+def test_late_fault_on_a_busy_host_is_found_in_a_window() -> None:
+    late = faulty("h150", 9, np.linspace(25, 29.5, 8), host_cpus=32)
+    a = run(background() + busy_host() + late)
+    assert a.flagged_hosts() == ("h150",)
+    i = list(a.host_names).index("h150")
+    assert a.scan.p_value[i] > AnalysisParams().host_alpha  # the whole data hides it
+    assert a.scan.focus.test[i] == WINDOW
+    [h] = [f for f in a.hosts if f.host == "h150"]
+    assert h.cpu == 9
+    assert any(r.startswith("In the window") and "on CPU 9" in r for r in h.reasons)
+    assert any("CPUs 9 " in r for r in h.recommendations)
+    # the fault is still going at the end: never a rescreen
+    assert not h.recommendations[0].startswith("Rescreen")
+    # without the focused tests it is not found
+    assert run(background() + busy_host() + late, window_alpha=0.0).flagged_hosts() == ()
+
+
+def test_late_crashes_spread_over_cpus_are_not_flagged_in_any_window() -> None:
+    late = faulty("h150", 9, np.linspace(25, 29.5, 8), host_cpus=32)
+    spread = [dict(r, cpu=(3 * i) % 32) for i, r in enumerate(late)]
+    a = run(background() + busy_host() + spread)
+    assert a.flagged_hosts() == ()
+    i = list(a.host_names).index("h150")
+    assert a.scan.focus.p_value[i] > AnalysisParams().window_alpha
+
+
+def test_two_cpus_that_only_stand_out_together_are_flagged_and_both_named() -> None:
+    pair = [crash("h150", d, 4, host_cpus=32) for d in np.linspace(2, 28, 6)]
+    pair += [crash("h150", d, 21, host_cpus=32) for d in np.linspace(3, 27, 6)]
+    a = run(background() + pair)
+    assert a.flagged_hosts() == ("h150",)
+    i = list(a.host_names).index("h150")
+    assert a.scan.p_value[i] > AnalysisParams().host_alpha  # neither CPU alone is enough
+    assert a.scan.focus.test[i] == PAIR
+    [h] = a.hosts
+    assert any("The two busiest CPUs, 21 and 4" in r for r in h.reasons)
+    assert any("CPUs 4, 21" in r for r in h.recommendations)
+    assert run(background() + pair, window_alpha=0.0).flagged_hosts() == ()
+
+
+def test_pair_of_one_bad_cpu_and_a_healthy_one_names_only_the_bad() -> None:
+    # one bad CPU: the pair test is significant too, but it adds nothing about CPU 21
+    one = faulty("h150", 4, np.linspace(2, 28, 8), host_cpus=32)
+    one += [crash("h150", 5.0, 21, host_cpus=32), crash("h150", 6.0, 21, host_cpus=32)]
+    [h] = run(background() + one).hosts
+    assert any("CPUs 4 " in r for r in h.recommendations)
+    assert not any("21" in r for r in h.recommendations)
+
+
+def _quiet_after(change: bool) -> list[dict[str, Any]]:
+    """Six faulty crashes from day 2 to day 15.2, then quiet: the chance of so long a quiet
+    stretch under a constant rate is 0.023 (between 0.01 and 0.05)."""
+    rows = background()
+    later_code = "0x11" if change else "0x10"
+    for r in rows:
+        if r["host"] == "h150" and r["time_us"] > T0 + 16 * DAY:
+            r["microcode"] = later_code
+    stopped = faulty("h150", 9, np.linspace(2, 15.2, 6), microcode="0x10")
+    later = [crash("h150", d, int(d) % 32, microcode=later_code) for d in (18, 22, 25)]
+    return rows + stopped + later
+
+
+def test_quiet_across_a_microcode_change_is_judged_at_five_percent() -> None:
+    [h] = run(_quiet_after(change=True)).hosts
+    assert any("stopped (no suspect crash since; probability 0.023" in r for r in h.reasons)
+    assert "Microcode changed from 0x10 to 0x11 after they stopped." in h.reasons
+    assert h.recommendations[0].startswith("Rescreen h150")
+
+
+def test_the_same_quiet_stretch_without_a_change_is_not_a_stop() -> None:
+    [h] = run(_quiet_after(change=False)).hosts
+    assert any("still going at the end of the data" in r for r in h.reasons)
+    assert any(r.startswith("Take the CPU out on h150") for r in h.recommendations)
