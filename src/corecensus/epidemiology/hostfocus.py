@@ -311,10 +311,10 @@ def _window_screen(
     per = np.bincount(g.inverse * slots + slot, minlength=len(g) * slots).reshape(len(g), slots)
     lo = np.clip(np.rint((starts - t0) * slots / span), 0, slots).astype(np.int64)
     hi = np.clip(np.rint((ends - 1 - t0) * slots / span), 0, slots).astype(np.int64)
-    cover = np.zeros((slots, starts.size), dtype=np.int64)
-    for j in range(starts.size):
-        cover[lo[j] : max(hi[j], lo[j] + 1), j] = 1
-    counts = per @ cover  # (groups, windows)
+    hi = np.maximum(hi, lo + 1)
+    run = np.zeros((len(g), slots + 1), dtype=np.int32)
+    np.cumsum(per, axis=1, out=run[:, 1:])
+    counts = run[:, hi] - run[:, lo]  # (groups, windows)
     g_host = g.keys // cells.width
     first = np.flatnonzero(np.diff(g_host, prepend=-1))  # keys sorted: hosts contiguous
     hosts = g_host[first]
