@@ -94,6 +94,9 @@ def test_late_fault_on_a_busy_host_is_found_in_a_window() -> None:
     assert any("CPUs 9 " in r for r in h.recommendations)
     # the fault is still going at the end: never a rescreen
     assert not h.recommendations[0].startswith("Rescreen")
+    # the stream restarted in the windows alarms during the fault (the whole stream never)
+    assert h.first_alarm_us is not None and T0 + 25 * DAY <= h.first_alarm_us <= T0 + 30 * DAY
+    assert a.scan.focus.first_alarm_us[i] == h.first_alarm_us
     # without the focused tests it is not found
     assert run(background() + busy_host() + late, window_alpha=0.0).flagged_hosts() == ()
 
@@ -105,6 +108,7 @@ def test_late_crashes_spread_over_cpus_are_not_flagged_in_any_window() -> None:
     assert a.flagged_hosts() == ()
     i = list(a.host_names).index("h150")
     assert a.scan.focus.p_value[i] > AnalysisParams().window_alpha
+    assert a.scan.focus.first_alarm_us[i] == -1 and a.scan.first_alarm_us[i] == -1
 
 
 def test_two_cpus_that_only_stand_out_together_are_flagged_and_both_named() -> None:

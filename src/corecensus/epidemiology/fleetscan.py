@@ -15,7 +15,10 @@ Steps (issue 9):
    many there were since the first, so long a quiet stretch to the end of the data is
    unlikely under a constant rate: the conditional probability that the ``k - 1`` later ones
    all fall before the last, ``((last - first) / (end - first)) ** (k - 1)``, is at most
-   ``STOP_ALPHA``; a stopped fault gets a rescreen, not a denylist.
+   ``STOP_ALPHA`` (``STOP_ALPHA_CHANGED`` when the microcode or kernel changed after the last
+   one); a stopped fault gets a rescreen, not a denylist. A host flagged in a time window
+   (:mod:`~corecensus.epidemiology.hostfocus`) has its cells named from that window's
+   crashes, its timeline from all of them; one flagged by its two busiest cells names both.
 """
 
 from __future__ import annotations

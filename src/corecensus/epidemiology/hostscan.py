@@ -28,6 +28,10 @@ window). The *stream* is the same test run after every crash of the host in time
 first crossing is the alarm time. Since the statistic can only cross when the top CPU count or
 the anomalous count goes up, it is evaluated at those crashes only. The population anomaly
 rates are those of the whole window (a mild look-ahead).
+
+Beyond this whole-window test, a small fixed family of focused tests (time windows, the two
+busiest CPUs; :mod:`~corecensus.epidemiology.hostfocus`) shares one more per-host budget,
+``window_alpha``: a host is flagged when either crosses.
 """
 
 from __future__ import annotations
@@ -93,7 +97,10 @@ class HostScan:
     ``min_stream_p`` the smallest p-value the host reached at any time in the window. Both are
     exact at or below ``ScanSettings.exact_level`` (``min_stream_p`` at or below
     ``stream_exact_level``); values their lower bound puts above the level are reported as 1
-    or left out of the minimum (``hosttest.lower_bounds``): all a threshold needs.
+    or left out of the minimum (``hosttest.lower_bounds``): all a threshold needs. ``focus``
+    holds the focused tests (:class:`~corecensus.epidemiology.hostfocus.FocusScan`);
+    ``flagged`` is ``p_value <= host_alpha`` or ``focus.p_value <= window_alpha``, and
+    ``first_alarm_us`` the earlier of the stream's and the windowed streams' alarms.
     """
 
     crashes: I64
