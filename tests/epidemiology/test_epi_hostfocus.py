@@ -1,5 +1,5 @@
 """The focused host tests (issue 9): dyadic time windows, the two busiest CPUs, and a stopped
-fault judged across a microcode change. Each rule with a case where it must fire and one where
+fault judged from a microcode change. Each rule with a case where it must fire and one where
 it must not; the new p-values against exact enumeration and a simulated null."""
 
 from __future__ import annotations
@@ -135,21 +135,20 @@ def test_pair_of_one_bad_cpu_and_a_healthy_one_names_only_the_bad() -> None:
 
 
 def _quiet_after(change: bool) -> list[dict[str, Any]]:
-    """Six faulty crashes from day 2 to day 15.2, then quiet: the chance of so long a quiet
-    stretch under a constant rate is 0.023 (between 0.01 and 0.05)."""
-    rows = background()
+    """Six faulty crashes from day 2 to day 11.2, then quiet to day 30: the chance of so long a
+    quiet stretch under a constant rate is 0.004 (above 0.001); counted from a microcode
+    change that first shows on day 12 it is 0.006 (below 0.01)."""
+    rows = [r for r in background() if r["host"] != "h150"]
     later_code = "0x11" if change else "0x10"
-    for r in rows:
-        if r["host"] == "h150" and r["time_us"] > T0 + 16 * DAY:
-            r["microcode"] = later_code
-    stopped = faulty("h150", 9, np.linspace(2, 15.2, 6), microcode="0x10")
-    later = [crash("h150", d, int(d) % 32, microcode=later_code) for d in (18, 22, 25)]
+    stopped = faulty("h150", 9, np.linspace(2, 11.2, 6), microcode="0x10")
+    later = [crash("h150", d, int(d) % 32, microcode=later_code) for d in (12, 18, 22, 25)]
+    later.append(crash("h000", 30.0, 1, microcode="0x10"))  # the data end on day 30
     return rows + stopped + later
 
 
-def test_quiet_across_a_microcode_change_is_judged_at_five_percent() -> None:
+def test_quiet_since_a_microcode_change_is_a_stop() -> None:
     [h] = run(_quiet_after(change=True)).hosts
-    assert any("stopped (no suspect crash since; probability 0.023" in r for r in h.reasons)
+    assert any("stopped (no suspect crash since; probability 0.0058" in r for r in h.reasons)
     assert "Microcode changed from 0x10 to 0x11 after they stopped." in h.reasons
     assert h.recommendations[0].startswith("Rescreen h150")
 
