@@ -53,12 +53,12 @@ B = NDArray[np.bool_]
 # A live fault must not be told to rescreen: at 0.01 the simulator's 20 seeds showed 2 live
 # faults (of about 140 flagged) quiet by chance for 8-10 days at the end (p 0.005, 0.006).
 STOP_ALPHA = 0.001
-# When the host's microcode or kernel changed after the last suspect crash, the quiet stretch
-# counted from the change (the first crash that shows it): vendors fix CPU errata by
-# microcode and kernels work around them, so a fault quiet since such a change has likely
-# stopped; the change's time does not depend on the faulty crashes, so the chance is exact
-# (conservative, the change is seen late) and a live fault passes it with probability <= 1 %.
-STOP_ALPHA_CHANGED = 0.01
+# ... unless the host's crashes show a microcode or kernel change after the last suspect
+# crash: vendors fix CPU errata by microcode and kernels work around them, so a fault quiet
+# across such a change has likely stopped. The quiet-stretch test stays valid whatever
+# selects it, so a live fault across a change is told to rescreen with probability <= 5 %
+# (and its rescreen fails); the simulator's live faults with a microcode update: none.
+STOP_ALPHA_CHANGED = 0.05
 _STOP_MIN = 3
 
 
@@ -236,12 +236,8 @@ def _detail(
         k = int(times.size)
         if k >= _STOP_MIN and end_us > first:
             stop_p = float(((last - first) / (end_us - first)) ** (k - 1))
-            stopped = stop_p <= STOP_ALPHA
-            change_us = _change_after(crashes, everything, last)
-            if not stopped and change_us is not None and change_us < end_us:
-                # quiet since a microcode or kernel change: the same chance, from the change
-                stop_p = float(((change_us - first) / (end_us - first)) ** (k - 1))
-                stopped = stop_p <= STOP_ALPHA_CHANGED
+            changed = _change_after(crashes, everything, last) is not None
+            stopped = stop_p <= (STOP_ALPHA_CHANGED if changed else STOP_ALPHA)
         changes = _changes(crashes, everything, first, last, stopped)
     facts = _facts(h, placement)
     return HostDetail(
