@@ -3,6 +3,7 @@ test_agent_kernel_handler.py, which restores it), and the previous pattern's exp
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,10 +131,16 @@ def test_cli_install_and_uninstall(
     (tmp_path / "none.toml").write_text("")
     assert main([*base, "install-handler", "--proc-root", str(tmp_path / "proc")]) == 0
     pattern = kernel.read(kernel.core_pattern)
-    assert pattern.startswith("|/") and f"-s {state} handle-core %P %i %I %s %t %h %e" in pattern
+    # The kernel runs the lean launcher in the state directory, with the pattern's arguments.
+    launcher = state.resolve() / "handle-core"
+    assert pattern == f"|{launcher} %P %i %I %s %t %h %e"
+    assert launcher.stat().st_mode & 0o777 == 0o755
+    first_line = launcher.read_text().splitlines()[0]
+    assert first_line == f"#!{sys.executable} -IS"
     assert "chains to: core" in capsys.readouterr().out
     assert main([*base, "uninstall-handler", "--proc-root", str(tmp_path / "proc")]) == 0
     assert kernel.read(kernel.core_pattern) == "core"
+    assert not launcher.exists()
 
 
 def test_cli_refuses_a_state_dir_too_long_for_the_kernel(
@@ -153,6 +160,7 @@ def test_cli_refuses_a_state_dir_too_long_for_the_kernel(
     err = capsys.readouterr().err
     assert "too long for core_pattern" in err and len(err.strip().splitlines()) == 1
     assert kernel.read(kernel.core_pattern) == "core"
+    assert not (long_state / "handle-core").exists()
 
 
 ARGS = CrashArgs(

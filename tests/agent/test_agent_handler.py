@@ -416,3 +416,132 @@ def test_handler_never_loads_drgn_or_duckdb(
     )
     assert json.loads(out.stdout)["record"]["status"] == "ok"  # the parse did run
     assert json.loads(out.stderr.decode().strip().splitlines()[-1]) == []
+
+
+def _launcher(state: Path) -> Path:
+    from corecensus.agent import corehold
+    from corecensus.agent.corepattern import write_launcher
+
+    return write_launcher(state, sys.executable, str(Path(corehold.__file__).parent))
+
+
+def test_the_installed_launcher_runs_as_the_kernel_runs_it(
+    tmp_path: Path, stand: Stand, core: CrashResult
+) -> None:
+    """What install-handler puts in core_pattern: its launcher, executed by path (the shebang's
+    ``python -IS``), the pattern's seven arguments, the core on stdin, the kernel's helper
+    environment (no PATH to the venv, no CORECENSUS_ variables)."""
+    assert core.core is not None
+    data = core.core.read_bytes()
+    state = tmp_path / "state"
+    launcher = _launcher(state)
+    args = [str(stand.pid)] * 3 + ["11", "1700000000", "host-a", "null_deref"]
+    out = subprocess.run(
+        [str(launcher), *args, "--json"],
+        input=data,
+        capture_output=True,
+        env={"HOME": "/", "PATH": "/sbin:/bin:/usr/sbin:/usr/bin"},
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    record = result["record"]
+    assert record["status"] == "ok" and record["signal_name"] == "SIGSEGV"
+    assert record["metadata"]["CORECENSUS_CPU"] == str(stand.cpu)
+    assert "CORECENSUS_CPU_MODEL" in record["metadata"]  # read after the release
+    assert unzstd(Path(result["core"])) == data
+    assert [r["core_id"] for r in spooled(state)] == [record["core_id"]]
+    # The raw spill is gone once the core is stored compressed.
+    assert [p.name for p in (state / "cores").iterdir() if p.name.startswith(".")] == []
+
+
+_HOLD_IMPORTS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import corehold
+before = set(sys.modules)
+values, origin, problem = corehold.read_settings(None, {})
+values["state_dir"] = sys.argv[2]
+pid = int(sys.argv[3])
+held = corehold.capture(
+    corehold.CrashArgs(pid, pid, pid, 11, 1700000000, "h", "null_deref"),
+    0,
+    corehold.HoldSettings.from_values(values),
+    env={},
+)
+during = sorted(set(sys.modules) - before)
+held_modules = sorted(sys.modules)
+sys.path.pop(0)
+import site
+site.main()
+import corecensus.agent.handler
+import json
+print(json.dumps({
+    "modules": held_modules,
+    "during": during,
+    "after": sorted(sys.modules),
+    "cpu": corehold.stat_processor(held.stat),
+    "kept": held.kept,
+}))
+"""
+
+# What the hold must not load: the CLI, the terminal UI, the numeric and database stacks, the
+# core parser, the compressor -- and the corecensus package itself, whose __init__ loads the
+# record types (dataclasses, enum, typing, inspect).
+_HEAVY = {
+    "click", "rich", "numpy", "duckdb", "drgn", "_drgn", "capstone", "zstandard", "httpx",
+    "corecensus", "dataclasses", "typing", "inspect", "pathlib", "subprocess", "tomllib", "json",
+}  # fmt: skip
+
+
+def test_the_hold_imports_only_what_capture_needs(
+    tmp_path: Path, stand: Stand, core: CrashResult
+) -> None:
+    """Not timed: which modules are loaded while the process is held, in the interpreter the
+    launcher starts (``-I -S``). Then the same check after the release, where they must appear
+    (the check can see them)."""
+    from corecensus.agent import corehold
+
+    assert core.core is not None
+    data = core.core.read_bytes()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _HOLD_IMPORTS,
+            str(Path(corehold.__file__).parent),
+            str(tmp_path / "state"),
+            str(stand.pid),
+        ],
+        input=data,
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    held = {m.split(".")[0] for m in result["modules"]}
+    assert held & _HEAVY == set(), result["during"]
+    assert result["cpu"] == stand.cpu and result["kept"] == len(data)
+    # Must not pass vacuously: after the release the agent's modules are there.
+    after = {m.split(".")[0] for m in result["after"]}
+    assert {"corecensus", "dataclasses", "pathlib", "zstandard"} <= after
+
+
+def test_prune_removes_spills_a_killed_handler_left_but_not_a_live_one(tmp_path: Path) -> None:
+    from corecensus.agent.corestore import prune_cores
+
+    cores = tmp_path / "cores"
+    cores.mkdir()
+    stale = cores / ".incoming.1.1.raw"
+    live = cores / ".incoming.2.2.raw"
+    kept = cores / "core.a.0.b.1.1.zst"
+    for p in (stale, live, kept):
+        p.write_bytes(b"x" * 10)
+    now = 1_800_000_000.0
+    os.utime(stale, (now - 2 * 86400, now - 2 * 86400))
+    os.utime(live, (now - 5, now - 5))  # a handler draining right now
+    os.utime(kept, (now - 5, now - 5))
+    prune_cores(cores, max_total_bytes=1 << 20, max_age_s=86400, now=now)
+    assert sorted(p.name for p in cores.iterdir()) == [live.name, kept.name]

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corecensus.agent import corehold
 from corecensus.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG_FILE", "ENV_PREFIX", "AgentConfig", "ServiceSpec"]
 
-DEFAULT_CONFIG_FILE = Path("/etc/corecensus/agent.toml")
-ENV_PREFIX = "CORECENSUS_AGENT_"
+DEFAULT_CONFIG_FILE = Path(corehold.DEFAULT_CONFIG_FILE)
+ENV_PREFIX = corehold.ENV_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +42,13 @@ class ServiceSpec:
 class AgentConfig:
     """Every agent setting with its production default (see the module docstring for units)."""
 
-    state_dir: Path = Path("/var/lib/corecensus")  # spool, stored cores, handler memory
+    state_dir: Path = Path(corehold.DEFAULT_STATE_DIR)  # spool, stored cores, handler memory
     core_dir: Path | None = None  # stored cores; default <state_dir>/cores
-    core_max_bytes: int = 2 << 30  # per core, uncompressed; the rest is not kept
+    core_max_bytes: int = corehold.DEFAULT_CORE_MAX_BYTES  # per core, uncompressed
     cores_max_total_bytes: int = 4 << 30  # all stored cores, compressed
     cores_max_age_s: float = 7 * 86400.0
     zstd_level: int = 3
-    handler_budget_s: float = 60.0  # longest the dying process is held by the handler
+    handler_budget_s: float = corehold.DEFAULT_HANDLER_BUDGET_S  # longest a crash is held
     parse_budget_s: float = 20.0  # head parse after the process is released
     spool_max_bytes: int = 64 << 20
     collector_url: str | None = None

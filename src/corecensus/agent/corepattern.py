@@ -1,6 +1,6 @@
 """Installing the agent as the kernel's core handler, and giving the host back what it had.
 
-``install`` writes ``|<agent> handle-core %P %i %I %s %t %h %e`` into
+``install`` writes ``|<state>/handle-core %P %i %I %s %t %h %e`` into
 ``/proc/sys/kernel/core_pattern`` after remembering the pattern it replaces (and
 ``core_pipe_limit``) in a state file; ``uninstall`` writes both back exactly. The handler chains
 to the remembered pattern, so a host that used systemd-coredump keeps ``coredumpctl`` and a host
@@ -11,6 +11,9 @@ dying process, so ``/proc/<pid>`` can vanish while the handler still reads it (c
 core dumps to a program"; fs/coredump.c calls wait_for_dump_helpers only when the limit is
 non-zero). systemd sets 16 for the same reason (sysctl.d/50-coredump.conf); so does ``install``,
 when it finds 0.
+
+``<state>/handle-core`` is a launcher (:func:`write_launcher`): ``python -I -S`` running
+:mod:`corecensus.agent.corehold`, which imports only what holding the crash needs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from corecensus.errors import CorecensusError
 
 __all__ = [
     "HANDLER_ARGS",
+    "LAUNCHER",
     "MAX_PATTERN_BYTES",
     "PIPE_LIMIT",
     "HandlerState",
@@ -33,7 +37,9 @@ __all__ = [
     "handler_pattern",
     "install",
     "load_state",
+    "require_root",
     "uninstall",
+    "write_launcher",
 ]
 
 # What the handler needs from the kernel: global pid, thread id (namespace and global), signal,
@@ -44,6 +50,7 @@ HANDLER_ARGS = ("%P", "%i", "%I", "%s", "%t", "%h", "%e")
 MAX_PATTERN_BYTES = 127
 PIPE_LIMIT = 16
 STATE_FILE = "handler.json"
+LAUNCHER = "handle-core"
 
 
 class InstallError(CorecensusError):
@@ -142,7 +149,7 @@ def _write_state(state_dir: Path, state: HandlerState) -> None:
         os.close(dfd)
 
 
-def _require_root(geteuid: Callable[[], int], what: str) -> None:
+def require_root(geteuid: Callable[[], int], what: str) -> None:
     if geteuid() != 0:
         raise InstallError(
             f"{what} must run as root: it writes /proc/sys/kernel/core_pattern "
@@ -158,7 +165,7 @@ def install(
     geteuid: Callable[[], int] = os.geteuid,
 ) -> HandlerState:
     """Install the handler; idempotent (a second install keeps the first one's memory)."""
-    _require_root(geteuid, "install-handler")
+    require_root(geteuid, "install-handler")
     pattern = handler_pattern(command)
     current = kernel.read(kernel.core_pattern)
     known = load_state(state_dir)
@@ -167,7 +174,7 @@ def install(
             return known
         previous = known  # re-installing a moved agent: still chain to the host's own pattern
     else:
-        if current.startswith("|") and "handle-core" in current and "agent" in current:
+        if current.startswith("|") and "handle-core" in current:
             raise InstallError(
                 f"core_pattern already runs a corecensus handler not installed from {state_dir} "
                 f"({current!r}); uninstall that one first"
@@ -200,7 +207,7 @@ def uninstall(
     If someone replaced the handler's pattern since, theirs is left alone (restoring ours would
     undo their change) and the memory is dropped.
     """
-    _require_root(geteuid, "uninstall-handler")
+    require_root(geteuid, "uninstall-handler")
     state = load_state(state_dir)
     if state is None:
         return None
@@ -216,4 +223,22 @@ def uninstall(
             f"(it was {state.previous_pattern!r} before the install)"
         )
     (state_dir / STATE_FILE).unlink()
+    (state_dir / LAUNCHER).unlink(missing_ok=True)
     return state
+
+
+def write_launcher(state_dir: Path, python: str, module_dir: str) -> Path:
+    """Write ``<state_dir>/handle-core`` (mode 0755, atomically): the program core_pattern
+    runs (:func:`corecensus.agent.corehold.launcher_text`)."""
+    from corecensus.agent.corehold import launcher_text
+
+    for word in (python, module_dir, str(state_dir)):
+        if "\n" in word or "'" in word:
+            raise InstallError(f"cannot write the handler launcher for the path {word!r}")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LAUNCHER
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(launcher_text(python, module_dir, str(state_dir)), encoding="utf-8")
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
+    return path

@@ -13,52 +13,29 @@ from pathlib import Path
 
 import zstandard
 
-__all__ = ["CoreWriter", "PruneResult", "prune_cores"]
+__all__ = ["PruneResult", "prune_cores", "store_core"]
 
 
-class CoreWriter:
-    """Streams one core into ``<directory>/<name>.zst``, keeping at most ``max_bytes`` of it
-    (uncompressed). Bytes past the cap are counted, not kept."""
-
-    def __init__(self, directory: Path, name: str, max_bytes: int, level: int = 3) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path = directory / f"{name}.zst"
-        self._tmp = directory / f".{name}.zst.{os.getpid()}.tmp"
-        # Owner only: a core holds the process's memory (DESIGN.md, "Privacy").
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        self._fh = os.fdopen(fd, "wb")
-        self._zst = zstandard.ZstdCompressor(level=level).stream_writer(self._fh, closefd=False)
-        self._max = max_bytes
-        self.kept = 0
-        self.seen = 0
-
-    @property
-    def full(self) -> bool:
-        return self.kept >= self._max
-
-    def write(self, data: bytes) -> None:
-        self.seen += len(data)
-        room = self._max - self.kept
-        if room <= 0:
-            return
-        part = data[:room]
-        self._zst.write(part)
-        self.kept += len(part)
-
-    def finish(self) -> Path:
-        """Complete the file (fsync, rename) and return its path."""
-        self._zst.flush(zstandard.FLUSH_FRAME)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self._tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        try:
-            self._fh.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
+def store_core(raw: Path, directory: Path, name: str, level: int = 3) -> Path:
+    """Compress the raw core the hold spilled into ``<directory>/<name>.zst`` (fsynced, renamed
+    when complete) and remove the raw file. Runs after the process was released: the zstd work
+    is not the crash's to wait for."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / f"{name}.zst"
+    tmp = directory / f".{name}.zst.{os.getpid()}.tmp"
+    # Owner only: a core holds the process's memory (DESIGN.md, "Privacy").
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out, raw.open("rb") as src:
+            zstandard.ZstdCompressor(level=level).copy_stream(src, out, size=raw.stat().st_size)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    raw.unlink(missing_ok=True)
+    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +46,28 @@ class PruneResult:
 
 
 def prune_cores(
-    directory: Path, *, max_total_bytes: int, max_age_s: float, now: float, keep: Path | None = None
+    directory: Path,
+    *,
+    max_total_bytes: int,
+    max_age_s: float,
+    now: float,
+    keep: Path | None = None,
+    stale_s: float = 86400.0,
 ) -> PruneResult:
     """Delete stored cores (and their ``.json`` sidecars) older than ``max_age_s``, then the
     oldest until the rest fit in ``max_total_bytes``; ``keep`` (the core just written) is never
-    deleted for space. Temporary files of live writers are left alone."""
+    deleted for space. Temporary files of live writers are left alone; those a killed handler
+    left behind (older than ``stale_s``) are removed."""
     cores: list[tuple[float, Path, int]] = []
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
         return PruneResult(0, 0, 0)
     for entry in entries:
-        if entry.name.startswith(".") or not entry.name.endswith(".zst"):
+        if entry.name.startswith("."):
+            _remove_stale(entry, now - stale_s)
+            continue
+        if not entry.name.endswith(".zst"):
             continue
         try:
             st = entry.stat(follow_symlinks=False)
@@ -111,3 +98,11 @@ def prune_cores(
 def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
     Path(f"{path}.json").unlink(missing_ok=True)
+
+
+def _remove_stale(entry: os.DirEntry[str], before: float) -> None:
+    try:
+        if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < before:
+            os.unlink(entry.path)
+    except OSError:
+        pass

@@ -4,9 +4,10 @@ and the kernel (DESIGN.md, "Data contracts": the ``CORECENSUS_*`` sidecar fields
 
 Read from ``/proc`` and ``/sys`` roots given as parameters (production defaults), so tests point
 them at fake trees where a real machine cannot be arranged (a two-socket SMT box) and at the real
-``/proc`` for a real crashing process. Only the standard library and the leaf module
-:mod:`corecensus.cpulist` are imported here: the handler reads these facts while the kernel holds
-the dying process, before anything heavier is loaded.
+``/proc`` for a real crashing process. What must be read while the kernel holds the dying process
+is read by :mod:`corecensus.agent.corehold` (its parsers live there, imported here); the rest --
+the CPU's model, microcode and core, the host's CPUs and kernel -- does not change with the crash
+and is read here, after the release.
 
 Every fact is best effort: a missing or unreadable file leaves its field out (unknown), never an
 error, and the reason is noted.
@@ -19,6 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corecensus.agent.corehold import (
+    ProcessIdentity,
+    parse_identity,
+    stat_processor,
+    status_fields,
+)
 from corecensus.cpulist import CpuListError, cpu_list_size, parse_cpu_list
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "first_cpu",
     "host_facts",
     "process_facts",
+    "process_facts_from_text",
     "read_identity",
     "stat_processor",
 ]
@@ -52,12 +60,6 @@ HOST_CPUS = "CORECENSUS_HOST_CPUS"
 KERNEL = "CORECENSUS_KERNEL"
 BOOT_ID = "COREDUMP_BOOT_ID"
 
-# /proc/<pid>/stat: field 39 is "processor", the CPU the task last ran on (proc(5)). Fields are
-# counted from 1; the first two are pid and "(comm)", and comm may hold spaces and parentheses,
-# so counting starts after the last ')', where field 3 begins.
-_STAT_PROCESSOR_FIELD = 39
-_FIRST_FIELD_AFTER_COMM = 3
-
 
 @dataclass(frozen=True, slots=True)
 class CrashFacts:
@@ -69,19 +71,6 @@ class CrashFacts:
     def update(self, other: CrashFacts) -> None:
         self.fields.update(other.fields)
         self.notes.extend(other.notes)
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessIdentity:
-    """Who the crashed process was (from ``/proc/<pid>/status``): filesystem uid and gid (whose
-    files a core would belong to) and its soft core-size limit in bytes (None: unlimited)."""
-
-    fsuid: int | None = None
-    fsgid: int | None = None
-    core_limit: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    pid_ns: int | None = None
 
 
 def _read(path: Path, limit: int = 1 << 20) -> str | None:
@@ -102,30 +91,6 @@ def first_cpu(text: str) -> int:
     return parse_cpu_list(text)[0]
 
 
-def stat_processor(stat: str) -> int | None:
-    """Field 39 of a ``/proc/<pid>/stat`` line, or None if the line is malformed."""
-    _, paren, rest = stat.rpartition(")")
-    if not paren:
-        return None
-    fields = rest.split()
-    index = _STAT_PROCESSOR_FIELD - _FIRST_FIELD_AFTER_COMM
-    if len(fields) <= index:
-        return None
-    try:
-        return int(fields[index])
-    except ValueError:
-        return None
-
-
-def _status_fields(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
 def process_facts(
     pid: int, tid: int | None = None, *, proc_root: Path = Path("/proc")
 ) -> CrashFacts:
@@ -135,53 +100,36 @@ def process_facts(
     ``/proc/<pid>/task/<tid>/stat`` because a multi-threaded process's ``/proc/<pid>/stat``
     describes its main thread, not the one that faulted.
     """
-    out = CrashFacts()
     base = proc_root / str(pid)
     stat = None
     if tid is not None and tid != pid:
         stat = _read(base / "task" / str(tid) / "stat")
     if stat is None:
         stat = _read(base / "stat")
+    return process_facts_from_text(stat, _read(base / "status"), base)
+
+
+def process_facts_from_text(stat: str | None, status: str | None, where: Path) -> CrashFacts:
+    """:func:`process_facts` from the texts of ``stat`` and ``status`` already read (by the
+    hold); ``where`` names them in notes."""
+    out = CrashFacts()
     cpu = stat_processor(stat) if stat is not None else None
     if cpu is None:
-        out.notes.append(f"{base}/stat: no processor field (process gone or unreadable)")
+        out.notes.append(f"{where}/stat: no processor field (process gone or unreadable)")
     else:
         out.fields[CPU] = str(cpu)
-    status = _read(base / "status")
-    allowed = _status_fields(status).get("Cpus_allowed_list") if status else None
+    allowed = status_fields(status).get("Cpus_allowed_list") if status else None
     if allowed:
         out.fields[CPUS_ALLOWED] = allowed
     else:
-        out.notes.append(f"{base}/status: no Cpus_allowed_list")
+        out.notes.append(f"{where}/status: no Cpus_allowed_list")
     return out
 
 
 def read_identity(pid: int, *, proc_root: Path = Path("/proc")) -> ProcessIdentity:
     """Filesystem uid/gid and the soft core limit of a process (all None if unreadable)."""
     base = proc_root / str(pid)
-    status = _status_fields(_read(base / "status") or "")
-
-    def ids(key: str, index: int) -> int | None:
-        # "Uid:	real	effective	saved	filesystem" (proc(5)); files are created as fsuid,
-        # core_pattern's %u is the real uid. NSpid's last entry is the pid in its own namespace.
-        parts = status.get(key, "").split()
-        if not parts or not -len(parts) <= index < len(parts):
-            return None
-        return int(parts[index]) if parts[index].isdigit() else None
-
-    core_limit: int | None = None
-    for line in (_read(base / "limits") or "").splitlines():
-        if line.startswith("Max core file size"):
-            soft = line[len("Max core file size") :].split()[0]
-            core_limit = None if soft == "unlimited" else int(soft) if soft.isdigit() else None
-    return ProcessIdentity(
-        fsuid=ids("Uid", 3),
-        fsgid=ids("Gid", 3),
-        core_limit=core_limit,
-        uid=ids("Uid", 0),
-        gid=ids("Gid", 0),
-        pid_ns=ids("NSpid", -1),
-    )
+    return parse_identity(_read(base / "status"), _read(base / "limits"))
 
 
 def cpu_facts(

@@ -1,17 +1,12 @@
-"""``corecensus agent handle-core %P %i %I %s %t %h %e``: the kernel's core_pattern pipe handler.
+"""The core handler's second half, after the dying process was released.
 
-While the kernel holds the dying process (it sleeps in the pipe write until the handler has read
-the core, and with ``core_pipe_limit`` set until the handler lets go of the pipe), the handler:
-
-1. reads what only exists now from ``/proc/<pid>`` (the CPU the thread last ran on, the CPUs it
-   was allowed, who it was) and that CPU's model, microcode and physical core;
-2. streams the core from stdin into a zstd file (size-capped) and into the pattern it replaced;
-3. lets go of the pipe -- at EOF, or when its time budget runs out (then the kernel stops
-   writing, the process dies, and the record says the core was cut short).
-
-Only then does it do the slow work: import the parser, read the head of the stored core into a
-crash record (register and anomaly pass, no drgn), spool the record and prune old cores. A failure
-at any step still spools a minimal record with the reason; nothing here ever raises to the kernel.
+:mod:`corecensus.agent.corehold` holds the process only as long as it must: it reads what
+vanishes with it from ``/proc``, drains the core into a raw spill file and into the pattern the
+agent replaced, and lets go. Then :func:`finish` does the slow work: the crashing CPU's model,
+microcode and physical core, the host's CPUs and kernel, the core compressed into the store
+(zstd), its head read into a crash record (register and anomaly pass, no drgn), the record
+spooled, old cores pruned. A failure at any step still spools a minimal record with the reason;
+nothing here ever raises to the kernel.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import select
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,19 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corecensus.agent.chain import CoreSink, CrashArgs, open_chain
 from corecensus.agent.config import AgentConfig
-from corecensus.agent.corepattern import KernelFiles, load_state
-from corecensus.agent.corestore import CoreWriter, prune_cores
-from corecensus.agent.facts import BOOT_ID, crash_facts, read_identity
-from corecensus.agent.killswitch import DEFAULT_DISABLE_FILE, disabled_reason
+from corecensus.agent.corehold import CrashArgs, Held, HoldSettings, capture
+from corecensus.agent.corestore import prune_cores, store_core
+from corecensus.agent.facts import BOOT_ID, cpu_facts, host_facts, process_facts_from_text
+from corecensus.agent.killswitch import DEFAULT_DISABLE_FILE
 from corecensus.agent.spool import LossReason, Spool
+from corecensus.errors import CorecensusError
 from corecensus.model import CrashRecord, ParseStatus, Problem, ProblemKind, Severity, status_of
 
-__all__ = ["CRASH_KIND", "HandleResult", "handle_core", "minimal_record"]
+__all__ = ["CRASH_KIND", "HandleResult", "finish", "finish_main", "handle_core", "minimal_record"]
 
 CRASH_KIND = "crash"
-_CHUNK = 1 << 20
 
 
 @dataclass(slots=True)
@@ -59,6 +53,20 @@ class HandleResult:
     disabled: str | None = None
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``handle-core --json`` prints (for tests and the bench)."""
+        return {
+            "spooled": self.spooled,
+            "core": str(self.core_path) if self.core_path else None,
+            "held_s": self.held_s,
+            "core_bytes": self.core_bytes,
+            "timed_out": self.timed_out,
+            "disabled": self.disabled,
+            "problems": [p.to_json() for p in self.problems],
+            "notes": self.notes,
+            "record": self.record.to_json() if self.record else None,
+        }
 
 
 def _core_name(args: CrashArgs, uid: int | None, boot_id: str | None) -> str:
@@ -98,43 +106,6 @@ def _with_problems(record: CrashRecord, extra: list[Problem]) -> CrashRecord:
     )
 
 
-def _stream(
-    fd: int,
-    sinks: list[Any],
-    writer: CoreWriter | None,
-    deadline: float,
-    clock: Callable[[], float],
-) -> tuple[int, bool]:
-    """Copy ``fd`` to the sinks until EOF or the deadline; (bytes read, timed out)."""
-    total = 0
-    while True:
-        if writer is not None and writer.full and not sinks:
-            return total, False  # nothing more to keep: let the process go now
-        remaining = deadline - clock()
-        if remaining <= 0:
-            return total, True
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            return total, True
-        data = os.read(fd, _CHUNK)
-        if not data:
-            return total, False
-        total += len(data)
-        if writer is not None:
-            writer.write(data)
-        for sink in sinks:
-            sink.write(data)
-
-
-def _release(fd: int) -> None:
-    """Let go of the kernel's pipe (the dying process is then reaped), keeping ``fd`` valid."""
-    null = os.open(os.devnull, os.O_RDONLY)
-    try:
-        os.dup2(null, fd)
-    finally:
-        os.close(null)
-
-
 def _parse(
     path: Path, metadata: Mapping[str, str], budget_s: float
 ) -> tuple[CrashRecord | None, Problem | None]:
@@ -167,6 +138,12 @@ def _parse(
     return box.get("record"), box.get("error")
 
 
+def hold_settings(config: AgentConfig) -> HoldSettings:
+    return HoldSettings(
+        str(config.state_dir), str(config.cores), config.core_max_bytes, config.handler_budget_s
+    )
+
+
 def handle_core(
     args: CrashArgs,
     stdin_fd: int,
@@ -179,57 +156,35 @@ def handle_core(
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
 ) -> HandleResult:
-    """Capture one crash; never raises (see the module docstring)."""
-    start = clock()
-    deadline = start + config.handler_budget_s
-    out = HandleResult()
-    kernel = KernelFiles(proc_root)
-    identity = read_identity(args.pid, proc_root=proc_root)
-    chain_args = CrashArgs(
-        args.pid,
-        args.tid_ns,
-        args.tid,
-        args.signal,
-        args.time_s,
-        args.hostname,
-        args.comm,
-        pid_ns=identity.pid_ns,
-        uid=identity.uid,
-        gid=identity.gid,
-        exe=_readlink(proc_root / str(args.pid) / "exe"),
+    """Capture one crash in this process: the hold, then :func:`finish`; never raises."""
+    held = capture(
+        args,
+        stdin_fd,
+        hold_settings(config),
+        env=env,
+        proc_root=proc_root,
+        disable_file=disable_file,
+        clock=clock,
     )
-    sinks: list[CoreSink] = []
-    try:
-        state = load_state(config.state_dir)
-    except Exception as exc:
-        state = None
-        out.notes.append(str(exc))
-    if state is not None:
-        uses_pid = _read_flag(kernel.core_uses_pid)
-        sink, problem = open_chain(
-            state.previous_pattern,
-            chain_args,
-            identity,
-            core_uses_pid=uses_pid,
-            proc_root=proc_root,
-        )
-        if sink is not None:
-            sinks.append(sink)
-        if problem:
-            out.notes.append(problem)
+    return finish(held, config, proc_root=proc_root, sys_root=sys_root, wall_clock=wall_clock)
 
-    out.disabled = disabled_reason(env, disable_file)
-    if out.disabled is not None:
-        # Kill switch: none of the agent's own work; the host's previous handling goes on.
-        try:
-            _stream(stdin_fd, list(sinks), None, deadline, clock)
-        finally:
-            for s in sinks:
-                s.close()
-            _release(stdin_fd)
-            out.held_s = clock() - start
-        return out
 
+def finish(
+    held: Held,
+    config: AgentConfig,
+    *,
+    proc_root: Path = Path("/proc"),
+    sys_root: Path = Path("/sys"),
+    wall_clock: Callable[[], float] = time.time,
+) -> HandleResult:
+    """The work after the release: facts, stored core, record, spool, pruning; never raises."""
+    args = held.args
+    out = HandleResult(held_s=held.held_s, core_bytes=held.seen, timed_out=held.timed_out)
+    out.disabled = held.disabled
+    out.notes.extend(held.notes)
+    if held.disabled is not None:
+        return out  # kill switch: none of the agent's own work (the chain was fed)
+    identity = held.identity
     metadata: dict[str, str] = {
         "COREDUMP_PID": str(args.pid),
         "COREDUMP_SIGNAL": str(args.signal),
@@ -241,80 +196,61 @@ def handle_core(
         metadata["COREDUMP_UID"] = str(identity.uid)
     if identity.gid is not None:
         metadata["COREDUMP_GID"] = str(identity.gid)
-    writer: CoreWriter | None = None
-    try:
-        facts = crash_facts(args.pid, args.tid, proc_root=proc_root, sys_root=sys_root)
-        metadata.update(facts.fields)
-        out.problems.extend(
-            Problem(ProblemKind.METADATA, f"fact unknown: {n}") for n in facts.notes
-        )
-        for svc in config.services:
-            if svc.matches(metadata.get("COREDUMP_EXE"), args.comm):
-                metadata["CORECENSUS_SERVICE"] = svc.name
-                if svc.version:
-                    metadata["CORECENSUS_VERSION"] = svc.version
-                break
-        try:
-            writer = CoreWriter(
-                config.cores,
-                _core_name(args, identity.uid, metadata.get(BOOT_ID)),
-                config.core_max_bytes,
-                config.zstd_level,
-            )
-        except OSError as exc:
-            out.problems.append(
-                Problem(
-                    ProblemKind.UNREADABLE,
-                    f"cannot store the core under {config.cores}: {exc.strerror}",
-                )
-            )
-        try:
-            out.core_bytes, out.timed_out = _stream(stdin_fd, list(sinks), writer, deadline, clock)
-        except OSError as exc:
-            out.problems.append(
-                Problem(
-                    ProblemKind.TRUNCATED,
-                    f"reading the core from the kernel failed: {exc.strerror}",
-                )
-            )
-    finally:
-        for s in sinks:
-            problem = s.close()
-            if problem:
-                out.notes.append(problem)
-        _release(stdin_fd)
-        out.held_s = clock() - start
-
-    if out.timed_out:
+    facts = process_facts_from_text(held.stat, held.status, proc_root / str(args.pid))
+    cpu = facts.fields.get("CORECENSUS_CPU")
+    if cpu is not None:
+        facts.update(cpu_facts(int(cpu), proc_root=proc_root, sys_root=sys_root))
+    facts.update(host_facts(proc_root=proc_root, sys_root=sys_root))
+    if held.boot_id:
+        facts.fields[BOOT_ID] = held.boot_id  # read during the hold; the same boot
+    if held.exe:
+        facts.fields["COREDUMP_EXE"] = held.exe
+    if held.cmdline:
+        facts.fields["COREDUMP_CMDLINE"] = " ".join(a for a in held.cmdline.split("\0") if a)
+    metadata.update(facts.fields)
+    out.problems.extend(Problem(ProblemKind.METADATA, f"fact unknown: {n}") for n in facts.notes)
+    for svc in config.services:
+        if svc.matches(metadata.get("COREDUMP_EXE"), args.comm):
+            metadata["CORECENSUS_SERVICE"] = svc.name
+            if svc.version:
+                metadata["CORECENSUS_VERSION"] = svc.version
+            break
+    out.problems.extend(Problem(ProblemKind(kind), detail) for kind, detail in held.problems)
+    if held.timed_out:
         out.problems.append(
             Problem(
                 ProblemKind.TIMED_OUT,
                 f"timed_out: stopped reading the core after {config.handler_budget_s:g} s "
-                f"({out.core_bytes} bytes read); the process was released",
+                f"({held.seen} bytes read); the process was released",
             )
         )
-    if writer is not None and writer.kept < writer.seen:
+    if held.spill is not None and held.kept < held.seen:
         out.problems.append(
             Problem(
                 ProblemKind.CAPPED,
-                f"core cut at {writer.kept} of {writer.seen}+ bytes (core_max_bytes)",
+                f"core cut at {held.kept} of {held.seen}+ bytes (core_max_bytes)",
             )
         )
     record: CrashRecord | None = None
-    try:
-        if writer is not None:
-            out.core_path = writer.finish()
+    if held.spill is not None:
+        try:
+            out.core_path = store_core(
+                Path(held.spill),
+                config.cores,
+                _core_name(args, identity.uid, metadata.get(BOOT_ID)),
+                config.zstd_level,
+            )
             _write_sidecar(out.core_path, metadata)
-            record, parse_problem = _parse(out.core_path, metadata, config.parse_budget_s)
-            if parse_problem is not None:
-                out.problems.append(parse_problem)
-    except OSError as exc:
-        out.problems.append(
-            Problem(ProblemKind.UNREADABLE, f"cannot store the core: {exc.strerror}")
-        )
-        if writer is not None:
-            writer.abort()
+        except OSError as exc:
+            out.problems.append(
+                Problem(ProblemKind.UNREADABLE, f"cannot store the core: {exc.strerror}")
+            )
+            Path(held.spill).unlink(missing_ok=True)
             out.core_path = None
+    if out.core_path is not None:
+        record, parse_problem = _parse(out.core_path, metadata, config.parse_budget_s)
+        if parse_problem is not None:
+            out.problems.append(parse_problem)
     if record is None:
         if not any(p.kind.severity is Severity.FATAL for p in out.problems):
             out.problems.append(
@@ -342,22 +278,38 @@ def handle_core(
     return out
 
 
+def finish_main(
+    held: Held,
+    values: Mapping[str, object],
+    origin: str,
+    *,
+    env: Mapping[str, str],
+    proc_root: str,
+    sys_root: str,
+    as_json: bool,
+) -> int:
+    """:func:`finish` for :func:`corecensus.agent.corehold.main`: the full settings (a broken
+    config file must not cost the crash: the defaults, with the hold's state directory, and a
+    note), then the JSON summary with ``--json``. Returns the exit status (0)."""
+    del env  # the settings were read before the release; kept for the signature's symmetry
+    notes: list[str] = []
+    try:
+        config = AgentConfig.from_mapping(values, origin)
+    except CorecensusError as exc:
+        notes.append(str(exc))
+        state = values.get("state_dir")
+        config = AgentConfig() if not state else AgentConfig(state_dir=Path(str(state)))
+    result = finish(held, config, proc_root=Path(proc_root), sys_root=Path(sys_root))
+    result.notes.extend(notes)
+    if as_json:
+        json.dump(result.to_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    return 0
+
+
 def _write_sidecar(core: Path, metadata: Mapping[str, str]) -> None:
     path = Path(f"{core}.json")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(dict(metadata), indent=1, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _read_flag(path: Path) -> bool:
-    try:
-        return path.read_text().strip() not in ("", "0")
-    except OSError:
-        return False
-
-
-def _readlink(path: Path) -> str | None:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None

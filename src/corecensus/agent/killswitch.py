@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from corecensus.agent import corehold
+
 __all__ = ["DEFAULT_DISABLE_FILE", "DISABLE_ENV", "disabled_reason"]
 
-DEFAULT_DISABLE_FILE = Path("/etc/corecensus/disabled")
-DISABLE_ENV = "CORECENSUS_DISABLED"
-# Values that do not disable: an operator who writes CORECENSUS_DISABLED=0 means "not disabled".
-_OFF_VALUES = frozenset({"", "0", "false", "no", "off"})
+DEFAULT_DISABLE_FILE = Path(corehold.DEFAULT_DISABLE_FILE)
+DISABLE_ENV = corehold.DISABLE_ENV
 
 
 def disabled_reason(
@@ -25,14 +25,7 @@ def disabled_reason(
     """Why the agent is disabled, or None when it may work.
 
     Any value of ``CORECENSUS_DISABLED`` other than empty/0/false/no/off disables (an operator
-    in a hurry may type ``yes``); the file disables by existing, whatever it holds.
+    in a hurry may type ``yes``); the file disables by existing, whatever it holds. (The code is
+    the core handler's: :func:`corecensus.agent.corehold.disabled_reason`.)
     """
-    value = env.get(DISABLE_ENV)
-    if value is not None and value.strip().lower() not in _OFF_VALUES:
-        return f"{DISABLE_ENV}={value}"
-    try:
-        if disable_file.exists():
-            return f"{disable_file} exists"
-    except OSError as exc:  # an unreadable /etc/corecensus: fail safe, do nothing
-        return f"{disable_file} cannot be checked ({exc.strerror})"
-    return None
+    return corehold.disabled_reason(env, disable_file)

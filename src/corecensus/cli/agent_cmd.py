@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
-from corecensus.agent.config import DEFAULT_CONFIG_FILE, ENV_PREFIX, AgentConfig
+from corecensus.agent.config import DEFAULT_CONFIG_FILE, AgentConfig
+from corecensus.agent.corehold import read_settings
 from corecensus.cli.output import error, print_json
 from corecensus.errors import ConfigError, CorecensusError
 
@@ -26,22 +26,9 @@ def load_config(
     config_file: Path | None, env: Mapping[str, str], state_dir: Path | None = None
 ) -> AgentConfig:
     """File, then environment, then the command line; ConfigError names the bad key."""
-    values: dict[str, object] = {}
-    path = config_file if config_file is not None else DEFAULT_CONFIG_FILE
-    if config_file is not None or path.exists():
-        try:
-            with path.open("rb") as fh:
-                table = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not TOML ({exc})") from exc
-        values.update(table.get("agent", table))
-    origin = str(path)
-    for key, value in env.items():
-        if key.startswith(ENV_PREFIX):
-            values[key[len(ENV_PREFIX) :].lower()] = value
-            origin = f"{path} + environment"
+    values, origin, problem = read_settings(config_file, env)
+    if problem is not None:
+        raise ConfigError(problem)
     if state_dir is not None:
         values["state_dir"] = str(state_dir)
     return AgentConfig.from_mapping(values, origin)
@@ -70,83 +57,34 @@ def agent(config_file: Path | None, state_dir: Path | None) -> None:
     """The per-host agent: core handler, watcher, heartbeats, screens, spool and upload."""
 
 
-def _ensure_std_fds() -> None:
-    """A usermode helper starts with only stdin open: a file opened now would become fd 1 or 2
-    and receive whatever is printed. Park /dev/null there first."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-
-
-@agent.command("handle-core")
-@click.argument("pid", type=int)
-@click.argument("tid_ns", type=int)
-@click.argument("tid", type=int)
-@click.argument("signal", type=int)
-@click.argument("time_s", type=int)
-@click.argument("hostname")
-@click.argument("comm")
-@click.option("--proc-root", type=click.Path(path_type=Path), default=Path("/proc"), hidden=True)
-@click.option("--sys-root", type=click.Path(path_type=Path), default=Path("/sys"), hidden=True)
-@click.option("--json", "as_json", is_flag=True, help="Print what was captured (for tests).")
+@agent.command("handle-core", context_settings={"ignore_unknown_options": True})
+@click.argument("words", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def handle_core_cmd(
-    ctx: click.Context,
-    pid: int,
-    tid_ns: int,
-    tid: int,
-    signal: int,
-    time_s: int,
-    hostname: str,
-    comm: str,
-    proc_root: Path,
-    sys_root: Path,
-    as_json: bool,
-) -> int:
-    """Kernel core_pattern handler: ``%P %i %I %s %t %h %e``, the core on stdin. Always exits 0."""
-    _ensure_std_fds()
-    from corecensus.agent.chain import CrashArgs
-    from corecensus.agent.handler import handle_core
+def handle_core_cmd(ctx: click.Context, words: tuple[str, ...]) -> int:
+    """Kernel core_pattern handler: ``%P %i %I %s %t %h %e``, the core on stdin. Always exits 0.
 
-    try:
-        config = _config(ctx)
-    except CorecensusError:
-        config = AgentConfig()  # a broken config file must not cost the crash
-        if ctx.parent is not None and ctx.parent.params.get("state_dir"):
-            config = config.replace(state_dir=ctx.parent.params["state_dir"])
-    args = CrashArgs(pid, tid_ns, tid, signal, time_s, hostname, comm)
-    result = handle_core(
-        args, sys.stdin.fileno(), config, env=os.environ, proc_root=proc_root, sys_root=sys_root
-    )
-    if as_json:
-        print_json(
-            {
-                "spooled": result.spooled,
-                "core": str(result.core_path) if result.core_path else None,
-                "held_s": result.held_s,
-                "core_bytes": result.core_bytes,
-                "timed_out": result.timed_out,
-                "disabled": result.disabled,
-                "problems": [p.to_json() for p in result.problems],
-                "notes": result.notes,
-                "record": result.record.to_json() if result.record else None,
-            }
-        )
-    return 0
+    The kernel runs the lean launcher that ``install-handler`` writes; this is the same code
+    (:func:`corecensus.agent.corehold.main`) for a person or a test. ``--json`` prints what was
+    captured."""
+    from corecensus.agent.corehold import main as hold_main
+
+    params = ctx.parent.params if ctx.parent is not None else {}
+    argv: list[str] = []
+    if params.get("config_file") is not None:
+        argv += ["--config", str(params["config_file"])]
+    if params.get("state_dir") is not None:
+        argv += ["--state-dir", str(params["state_dir"])]
+    return hold_main([*argv, *words])
 
 
-def _handler_command(state_dir: Path | None) -> list[str]:
-    script = Path(sys.executable).parent / "corecensus"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "corecensus"]
-    base.append("agent")
-    if state_dir is not None:
-        base += ["-s", str(state_dir.resolve())]
-    return [*base, "handle-core"]
+def _handler_command(state_dir: Path) -> list[str]:
+    """The launcher core_pattern runs, written into the state directory."""
+    from corecensus.agent import corehold
+    from corecensus.agent.corepattern import LAUNCHER, handler_pattern, write_launcher
+
+    handler_pattern([str(state_dir.resolve() / LAUNCHER)])  # too long: refuse before writing
+    module_dir = str(Path(corehold.__file__).resolve().parent)
+    return [str(write_launcher(state_dir.resolve(), sys.executable, module_dir))]
 
 
 @agent.command("install-handler")
@@ -154,13 +92,13 @@ def _handler_command(state_dir: Path | None) -> list[str]:
 @click.pass_context
 def install_handler(ctx: click.Context, proc_root: Path) -> int:
     """Make the kernel pipe cores to this agent; remembers the pattern it replaces."""
-    from corecensus.agent.corepattern import KernelFiles, install
+    from corecensus.agent.corepattern import KernelFiles, install, require_root
 
-    state_dir = ctx.parent.params.get("state_dir") if ctx.parent is not None else None
     try:
         config = _config(ctx)
+        require_root(os.geteuid, "install-handler")  # before the launcher is written
         state = install(
-            _handler_command(state_dir), config.state_dir, kernel=KernelFiles(proc_root)
+            _handler_command(config.state_dir), config.state_dir, kernel=KernelFiles(proc_root)
         )
     except CorecensusError as exc:
         error(str(exc))
