@@ -14,6 +14,7 @@ from collector_stub import Scripted, StubCollector
 
 from corecensus.agent.backoff import first_contact_delay, full_jitter, parse_retry_after
 from corecensus.agent.config import AgentConfig
+from corecensus.agent.exposure import AGENT_SERVICE
 from corecensus.agent.handler import minimal_record
 from corecensus.agent.spool import Spool
 from corecensus.agent.uploader import Uploader, UploadOutcome
@@ -264,7 +265,13 @@ def test_losses_ride_on_the_next_heartbeat_and_are_cleared_when_acknowledged(
     up.spool.put("crash", crash(1))
     assert up.upload_once().outcome is UploadOutcome.SENT
     assert "lost=" not in collector.arrivals[-1].headers["x-corecensus-agent"]  # crashes: no
+    # Must not report: a heartbeat batch without the agent's own heartbeat has no place for them.
     up.spool.put("heartbeat", HeartbeatRecord("web-1", 5, "svc", "1.0").to_json())
+    assert up.upload_once().outcome is UploadOutcome.SENT
+    assert "lost=" not in collector.arrivals[-1].headers["x-corecensus-agent"]
+    assert up.spool.lost() == {"spool_full": 3, "rejected:schema": 1}
+    own = HeartbeatRecord("web-1", 6, AGENT_SERVICE, "0.1.0", uptime_s=99, agent_uptime_s=7)
+    up.spool.put("heartbeat", own.to_json())
     collector.script.append(Scripted(503, {"Retry-After": "1"}))
     r = up.upload_once()
     assert r.outcome is UploadOutcome.RETRY
@@ -272,5 +279,9 @@ def test_losses_ride_on_the_next_heartbeat_and_are_cleared_when_acknowledged(
     clock.t += r.wait_s
     assert up.upload_once().outcome is UploadOutcome.SENT
     header = collector.arrivals[-1].headers["x-corecensus-agent"]
-    assert header.endswith(" lost=rejected:schema:1,spool_full:3")
+    assert header.endswith(" lost=rejected:schema:1,spool_full:3")  # for an older collector
+    # In the record itself, as the collector stores it.
+    stored = collector.stored["heartbeats"][own.record_id]
+    assert stored["lost"] == {"rejected:schema": 1, "spool_full": 3}
+    assert (stored["uptime_s"], stored["agent_uptime_s"]) == (99, 7)
     assert up.spool.lost() == {}

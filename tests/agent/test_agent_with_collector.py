@@ -17,6 +17,7 @@ from test_agent_daemon import Agent, base_env, wait_until
 from test_agent_handler import Stand
 from test_agent_watch import systemd_core
 
+from corecensus.store import HEARTBEATS, DuckDBStore
 from crashers import CrashResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collector"))
@@ -98,6 +99,16 @@ def test_agent_to_real_collector_through_an_outage(tmp_path: Path, kernel_cores:
         wait_until(lambda: len(host_view(collector, tokens["ops"])["crashes"]) == 5, "five crashes")
         wait_until(lambda: agent.status().get("spool", {}).get("records") == 0, "an empty spool")
         assert agent.status()["lost"] == {}
+        # The agent's heartbeats carry its health, and the collector stored it (issue 12).
+        agent.stop()
+        agent = None
+        assert collector.stop() == 0
+        with DuckDBStore(collector.db, read_only=True) as store:
+            own = [h for h in store.rows(HEARTBEATS) if h.service == "corecensus-agent"]
+        assert own and all(h.host == "web-1" for h in own)
+        assert all(h.uptime_s is not None and h.uptime_s > 0 for h in own)
+        assert all(h.agent_uptime_s is not None and h.agent_uptime_s >= 0 for h in own)
+        assert {h.lost for h in own} == {"{}"}  # reported, and nothing was lost
     finally:
         if agent is not None:
             agent.stop()

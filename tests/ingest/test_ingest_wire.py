@@ -297,7 +297,55 @@ BAD_HEARTBEATS = {
         RejectReason.SCHEMA,
     ),
     "bad host": ({"host": "-a", "time_us": 1, "service": "s", "version": "1"}, RejectReason.HOST),
+    "negative uptime": (
+        {"host": "a", "time_us": 1, "service": "s", "version": "1", "uptime_s": -5},
+        RejectReason.SCHEMA,
+    ),
+    "uptime as text": (
+        {"host": "a", "time_us": 1, "service": "s", "version": "1", "agent_uptime_s": "9"},
+        RejectReason.SCHEMA,
+    ),
+    "lost not an object": (
+        {"host": "a", "time_us": 1, "service": "s", "version": "1", "lost": [1]},
+        RejectReason.SCHEMA,
+    ),
+    "negative loss": (
+        {"host": "a", "time_us": 1, "service": "s", "version": "1", "lost": {"spool_full": -1}},
+        RejectReason.SCHEMA,
+    ),
+    "loss reason not a name": (
+        {"host": "a", "time_us": 1, "service": "s", "version": "1", "lost": {"<b>": 1}},
+        RejectReason.SCHEMA,
+    ),
 }
+
+
+def test_heartbeat_health_fields_round_trip_and_older_heartbeats_still_decode() -> None:
+    """The agent's own heartbeat carries uptimes and losses by reason; a heartbeat without them
+    (an older agent, or a service's) decodes as before, with them unknown, and keeps its id."""
+    full = HeartbeatRecord(
+        "web-1",
+        1_700_000_000_000_000,
+        "corecensus-agent",
+        "0.1.0",
+        uptime_s=86_400,
+        agent_uptime_s=300,
+        lost={"spool_full": 3, "rejected:schema": 1, "refused:http_400": 2},
+    )
+    old = {"host": "web-1", "time_us": 1, "service": "api", "version": "2.1"}
+    batch = roundtrip(RecordKind.HEARTBEATS, [full], ContentEncoding.ZSTD)
+    assert [r.value for r in batch.records] == [full]
+    assert batch.records[0].record_id == dataclasses.replace(full, lost=None).record_id
+    older = decode_batch(
+        RecordKind.HEARTBEATS, {"schema_version": 1, "kind": "heartbeats", "records": [old]}
+    )
+    assert older.problems == ()
+    value = older.records[0].value
+    assert (value.uptime_s, value.agent_uptime_s, value.lost) == (None, None, None)
+    assert value.to_json() == old  # nothing added on the way out either
+    nothing_lost = dataclasses.replace(full, lost={})
+    (got,) = roundtrip(RecordKind.HEARTBEATS, [nothing_lost], ContentEncoding.GZIP).records
+    assert got.value.lost == {}  # "none lost" is not "unknown"
 
 
 @pytest.mark.parametrize("case", sorted(BAD_HEARTBEATS))

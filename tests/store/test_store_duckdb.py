@@ -324,3 +324,29 @@ def test_crash_columns_match_the_fake_across_chunks_ties_and_gaps(
         for i in range(len(ids) - 1)
         if times[i] == times[i + 1] and got.time_known[i] == got.time_known[i + 1]
     )
+
+
+def test_heartbeat_health_columns_are_added_to_a_version_2_store(tmp_path: Path) -> None:
+    """Schema 3 (issue 12): the agent's uptimes and loss counts. A version-2 store is migrated
+    on open; its heartbeats keep their rows with those unknown, new ones store them."""
+    path = tmp_path / "s.duckdb"
+    with DuckDBStore(path) as store:
+        store.add(HEARTBEATS, [Heartbeat("host-1", T0, "svc", "1.0")])
+    con = duckdb.connect(str(path))
+    for name in ("uptime_s", "agent_uptime_s", "lost"):
+        con.execute(f"ALTER TABLE heartbeats DROP COLUMN {name}")
+    con.close()
+    _set_schema_version(path, 2)
+    full = Heartbeat(
+        "host-1", T0 + 1, "corecensus-agent", "0.1.0", 86_400, 300, '{"spool_full": 3}'
+    )
+    with DuckDBStore(path) as store:
+        store.add(HEARTBEATS, [full])
+        got = sorted(store.rows(HEARTBEATS), key=lambda h: h.time_us)
+    assert got == [Heartbeat("host-1", T0, "svc", "1.0"), full]
+    con = duckdb.connect(str(path), read_only=True)
+    lost = con.execute(
+        "SELECT lost::JSON->>'spool_full' FROM heartbeats WHERE lost IS NOT NULL"
+    ).fetchall()
+    con.close()
+    assert lost == [("3",)]

@@ -26,7 +26,7 @@ import httpx
 
 import corecensus
 from corecensus.agent.config import AgentConfig
-from corecensus.agent.exposure import heartbeats, running_services
+from corecensus.agent.exposure import heartbeats, host_uptime_s, running_services
 from corecensus.agent.facts import host_facts
 from corecensus.agent.handler import CRASH_KIND
 from corecensus.agent.killswitch import DEFAULT_DISABLE_FILE, disabled_reason
@@ -155,8 +155,14 @@ class Daemon:
     def _heartbeat(self) -> None:
         self.last["heartbeat"] = self.wall_clock()
         running = running_services(self.config.services, self.proc_root)
+        now = self.wall_clock()
         beats = heartbeats(
-            self.host, int(self.wall_clock() * 1_000_000), self.config.services, running
+            self.host,
+            int(now * 1_000_000),
+            self.config.services,
+            running,
+            uptime_s=host_uptime_s(self.proc_root),
+            agent_uptime_s=max(0, int(now - self.started_wall)),
         )
         for beat in beats:
             self.spool.put("heartbeat", beat.to_json())

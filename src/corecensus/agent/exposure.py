@@ -19,7 +19,7 @@ import corecensus
 from corecensus.agent.config import ServiceSpec
 from corecensus.ingest.wire import HeartbeatRecord
 
-__all__ = ["AGENT_SERVICE", "heartbeats", "running_services"]
+__all__ = ["AGENT_SERVICE", "heartbeats", "host_uptime_s", "running_services"]
 
 AGENT_SERVICE = "corecensus-agent"
 
@@ -53,11 +53,36 @@ def running_services(
 
 
 def heartbeats(
-    host: str, time_us: int, services: Sequence[ServiceSpec], running: Counter[str]
+    host: str,
+    time_us: int,
+    services: Sequence[ServiceSpec],
+    running: Counter[str],
+    *,
+    uptime_s: int | None = None,
+    agent_uptime_s: int | None = None,
 ) -> list[HeartbeatRecord]:
-    """One heartbeat per running configured service, plus the agent's own."""
-    out = [HeartbeatRecord(host, time_us, AGENT_SERVICE, corecensus.__version__)]
+    """One heartbeat per running configured service, plus the agent's own, which carries the
+    host's and the agent's uptime (seconds; the uploader adds the loss counts when it sends)."""
+    out = [
+        HeartbeatRecord(
+            host,
+            time_us,
+            AGENT_SERVICE,
+            corecensus.__version__,
+            uptime_s=uptime_s,
+            agent_uptime_s=agent_uptime_s,
+        )
+    ]
     for spec in services:
         if running.get(spec.name, 0) > 0:
             out.append(HeartbeatRecord(host, time_us, spec.name, spec.version or "unknown"))
     return out
+
+
+def host_uptime_s(proc_root: Path = Path("/proc")) -> int | None:
+    """Whole seconds since the host booted (``/proc/uptime``'s first field), None if unreadable."""
+    try:
+        with open(proc_root / "uptime", encoding="ascii") as fh:
+            return int(float(fh.read().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return None

@@ -38,6 +38,7 @@ from corecensus.agent.backoff import (
     retry_delay,
 )
 from corecensus.agent.config import AgentConfig
+from corecensus.agent.exposure import AGENT_SERVICE
 from corecensus.agent.spool import LossReason, Spool, SpooledRecord
 from corecensus.ingest.wire import (
     AGENT_HEADER,
@@ -167,22 +168,25 @@ class Uploader:
     def upload_once(self) -> UploadResult:
         """Send the oldest batch if allowed now; see the module docstring for what follows.
 
-        A batch of heartbeats also reports the records lost since the last one, by reason, in
-        its agent header (wire schema 1 has no heartbeat field for them; the collector logs the
-        header); the counts are cleared only when that batch is acknowledged."""
+        A batch of heartbeats that holds the agent's own heartbeat also reports the records lost
+        since the last report, by reason: in that record's ``lost`` field (the newest one's, if
+        the batch holds several), which the collector stores, and in the agent header, which an
+        older collector logs. The counts are cleared only when that batch is acknowledged."""
         wait = self.ready_in()
         if wait > 0:
             return UploadResult(UploadOutcome.WAIT, wait_s=wait)
         kind, batch = self._batch()
         if not batch:
             return UploadResult(UploadOutcome.IDLE)
-        body = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": str(kind),
-            "records": [_Raw(r.body).to_json() for r in batch],
-        }
+        records = [dict(_Raw(r.body).to_json()) for r in batch]
+        lost: dict[str, int] = {}
+        if kind is RecordKind.HEARTBEATS:
+            own = [i for i, b in enumerate(records) if b.get("service") == AGENT_SERVICE]
+            if own:  # else: reported with a later batch that carries the agent's heartbeat
+                lost = dict(self.spool.lost())
+                records[own[-1]]["lost"] = dict(sorted(lost.items()))
+        body = {"schema_version": SCHEMA_VERSION, "kind": str(kind), "records": records}
         payload = compress(json.dumps(body, separators=(",", ":")).encode(), ContentEncoding.ZSTD)
-        lost = self.spool.lost() if kind is RecordKind.HEARTBEATS else {}
         extra_agent_info = loss_report(lost)
         headers = {
             "Content-Type": CONTENT_TYPE,

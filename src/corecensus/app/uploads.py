@@ -7,6 +7,7 @@ imports drgn: the records arrive parsed, checked by :mod:`corecensus.ingest.wire
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,19 @@ def _screen_row(result: ScreenResult) -> ScreenResultRow:
     )
 
 
+def _heartbeat_row(beat: HeartbeatRecord) -> Heartbeat:
+    lost = None if beat.lost is None else json.dumps(dict(sorted(beat.lost.items())))
+    return Heartbeat(
+        beat.host,
+        beat.time_us,
+        beat.service,
+        beat.version,
+        uptime_s=beat.uptime_s,
+        agent_uptime_s=beat.agent_uptime_s,
+        lost=lost,
+    )
+
+
 def store_uploads(
     store: Store, group: UploadGroup, signer: TypedSigner | None = None
 ) -> UploadCounts:
@@ -78,7 +92,7 @@ def store_uploads(
         if typed:
             signed += (signer or TypedSigner()).rows(typed)
         crashes = store.add_crashes(signed)
-    beats = [Heartbeat(b.host, b.time_us, b.service, b.version) for b in group.heartbeats]
+    beats = [_heartbeat_row(b) for b in group.heartbeats]
     heartbeats = store.add(HEARTBEATS, beats) if beats else AddResult()
     rows = [_screen_row(s) for s in group.screens]
     screens = store.add(SCREEN_RESULTS, rows) if rows else AddResult()

@@ -153,26 +153,43 @@ class WireLimits:
 @dataclass(frozen=True, slots=True)
 class HeartbeatRecord:
     """An agent's report that ``host`` ran ``service`` at ``version`` at ``time_us``
-    (microseconds since the Unix epoch); one per running service per heartbeat period."""
+    (microseconds since the Unix epoch); one per running service per heartbeat period.
+
+    The agent's own heartbeat (service ``corecensus-agent``) also says how long the host and the
+    agent have been up (``uptime_s``, ``agent_uptime_s``, whole seconds) and how many records the
+    agent lost since its last acknowledged report, by reason (``lost``; ``{}``: none). These
+    three are optional and left out when unknown, so wire schema 1 is unchanged for service
+    heartbeats and for older agents, whose records still decode."""
 
     host: str
     time_us: int
     service: str
     version: str
+    uptime_s: int | None = None
+    agent_uptime_s: int | None = None
+    lost: Mapping[str, int] | None = None
 
     @property
     def record_id(self) -> str:
-        """Content hash: the same heartbeat sent twice is the same record."""
+        """Content hash of who ran what when: the same heartbeat sent twice is the same record
+        (a retry may carry newer loss counts; the first stored is kept)."""
         key = json.dumps([self.host, self.time_us, self.service, self.version])
         return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "host": self.host,
             "time_us": self.time_us,
             "service": self.service,
             "version": self.version,
         }
+        if self.uptime_s is not None:
+            out["uptime_s"] = self.uptime_s
+        if self.agent_uptime_s is not None:
+            out["agent_uptime_s"] = self.agent_uptime_s
+        if self.lost is not None:
+            out["lost"] = dict(sorted(self.lost.items()))
+        return out
 
 
 T = TypeVar("T", CrashRecord, HeartbeatRecord, ScreenResult)
@@ -676,18 +693,35 @@ def _check_crash(c: _Checker, raw: Any) -> tuple[str, str, CrashRecord]:
 
 
 _HEARTBEAT_FIELDS = frozenset({"host", "time_us", "service", "version"})
+_HEARTBEAT_OPTIONAL = frozenset({"uptime_s", "agent_uptime_s", "lost"})
+# Loss reasons are the agent's LossReason values, "rejected:<reason>" or "refused:<error>".
+_LOSS_REASON_RE = re.compile(r"[a-z0-9_]{1,32}(:[A-Za-z0-9_.-]{1,64})?")
+_MAX_LOSS_REASONS = 64
 
 
 def _check_heartbeat(c: _Checker, raw: Any) -> tuple[str, str, HeartbeatRecord]:
-    obj = c.obj(raw, "record", _HEARTBEAT_FIELDS, _HEARTBEAT_FIELDS)
+    obj = c.obj(raw, "record", _HEARTBEAT_FIELDS, _HEARTBEAT_FIELDS | _HEARTBEAT_OPTIONAL)
     host = c.string(obj["host"], "host")
     if not valid_host(host):
         raise _Bad(RejectReason.HOST, "host: not a host name")
+    lost: dict[str, int] | None = None
+    if "lost" in obj:
+        counts = c.obj(obj["lost"], "lost")
+        if len(counts) > _MAX_LOSS_REASONS:
+            raise _Bad(RejectReason.SCHEMA, f"lost: more than {_MAX_LOSS_REASONS} reasons")
+        lost = {}
+        for reason, n in counts.items():
+            if not _LOSS_REASON_RE.fullmatch(reason):
+                raise _Bad(RejectReason.SCHEMA, f"lost: bad reason {reason[:40]!r}")
+            lost[reason] = c.integer(n, f"lost.{reason}", 0, _I64)
     beat = HeartbeatRecord(
         host=host,
         time_us=c.integer(obj["time_us"], "time_us", 0, _I64),
         service=c.string(obj["service"], "service"),
         version=c.string(obj["version"], "version"),
+        uptime_s=c.opt_integer(obj.get("uptime_s"), "uptime_s", 0, _I64),
+        agent_uptime_s=c.opt_integer(obj.get("agent_uptime_s"), "agent_uptime_s", 0, _I64),
+        lost=lost,
     )
     if not beat.service:
         raise _Bad(RejectReason.SCHEMA, "service: empty")

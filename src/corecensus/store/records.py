@@ -66,12 +66,17 @@ class DeployRow:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """An agent's report that ``host`` ran ``service`` at ``version`` at ``time_us``."""
+    """An agent's report that ``host`` ran ``service`` at ``version`` at ``time_us``; the
+    agent's own heartbeat adds the host's and the agent's uptime (seconds) and the records it
+    lost since its last report, by reason (``lost``: a JSON object ``{"reason": count}``)."""
 
     host: str
     time_us: int
     service: str
     version: str
+    uptime_s: int | None = None
+    agent_uptime_s: int | None = None
+    lost: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

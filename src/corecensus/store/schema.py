@@ -14,7 +14,7 @@ from corecensus.store.tables import TABLES
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLE_DDL"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLE_DDL: Mapping[str, str] = {
     "corecensus_meta": "key VARCHAR NOT NULL PRIMARY KEY, value VARCHAR NOT NULL",
@@ -32,5 +32,11 @@ def _cpu_facts(con: Any) -> None:
         con.execute(f"ALTER TABLE crashes ADD COLUMN {name} {sql}")
 
 
+def _heartbeat_health(con: Any) -> None:
+    """2 -> 3: uptimes and loss counts in the agent's heartbeat (issue 12), unknown before."""
+    for name, sql in (("uptime_s", "BIGINT"), ("agent_uptime_s", "BIGINT"), ("lost", "VARCHAR")):
+        con.execute(f"ALTER TABLE heartbeats ADD COLUMN {name} {sql}")
+
+
 # from_version -> step that brings a connection's schema to from_version + 1.
-MIGRATIONS: Mapping[int, Callable[[Any], None]] = {1: _cpu_facts}
+MIGRATIONS: Mapping[int, Callable[[Any], None]] = {1: _cpu_facts, 2: _heartbeat_health}
