@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,3 +129,102 @@ def test_exposure_counts_real_processes_of_configured_services(tmp_path: Path) -
         for p in procs:
             p.kill()
             p.wait()
+
+
+JOURNAL_REMOTE = next(
+    (
+        p
+        for p in ("/usr/lib/systemd/systemd-journal-remote", "/lib/systemd/systemd-journal-remote")
+        if Path(p).exists()
+    ),
+    None,
+)
+
+
+def _stand_in_journalctl(tmp_path: Path, entries: list[dict[str, str]]) -> Path:
+    """A real journal file (systemd-journal-remote from export format) and a ``journalctl``
+    that reads it. A stand-in for the system journal only: systemd does not run here, so the
+    wrapper adds ``--file``; the journalctl that answers is the real one."""
+    if JOURNAL_REMOTE is None or shutil.which("journalctl") is None:
+        pytest.skip("needs journalctl and systemd-journal-remote (apt: systemd-journal-remote)")
+    export = tmp_path / "coredump.export"
+    with export.open("wb") as fh:
+        for i, entry in enumerate(entries):
+            fields = {
+                "__REALTIME_TIMESTAMP": str(1_700_000_000_000_000 + i),
+                "__MONOTONIC_TIMESTAMP": "1000",
+                "_BOOT_ID": BOOT,
+                "MESSAGE_ID": "fc2e22bc6ee647b6b90729ab34a250b1",  # systemd-coredump's
+                **entry,
+            }
+            for name, value in fields.items():
+                raw = value.encode()
+                if b"\n" in raw:  # Journal Export Format: binary-safe form for multi-line values
+                    fh.write(name.encode() + b"\n" + struct.pack("<Q", len(raw)) + raw + b"\n")
+                else:
+                    fh.write(name.encode() + b"=" + raw + b"\n")
+            fh.write(b"\n")
+    journal = tmp_path / "system.journal"
+    subprocess.run(
+        [JOURNAL_REMOTE, "-o", str(journal), str(export)], check=True, capture_output=True
+    )
+    script = tmp_path / "journalctl"
+    script.write_text(f'#!/bin/sh\nexec journalctl --file={journal} "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+def _entry(core: Path, crash: CrashResult) -> dict[str, str]:
+    return {
+        "MESSAGE": f"Process {crash.pid} ({crash.name}) of user 0 dumped core.",
+        "COREDUMP_FILENAME": str(core),
+        "COREDUMP_PID": str(crash.pid),
+        "COREDUMP_SIGNAL": "11",
+        "COREDUMP_TIMESTAMP": "1700000000000000",
+        "COREDUMP_UNIT": "ledger.service",
+        "COREDUMP_CMDLINE": f"{crash.name} --serve",
+        "COREDUMP_PROC_STATUS": "Name:\tledger\nCpus_allowed_list:\t2-3\n",
+    }
+
+
+@pytest.mark.parametrize("journal", ["entry", "no entry", "no journalctl"])
+def test_daemon_reads_systemd_coredump_metadata_from_the_journal_else_the_xattrs(
+    tmp_path: Path, crash: CrashResult, journal: str
+) -> None:
+    from corecensus.agent.config import AgentConfig
+    from corecensus.agent.daemon import Daemon
+    from corecensus.agent.spool import Spool
+
+    sd = tmp_path / "coredump"
+    core = systemd_core(sd, crash)
+    if journal == "no journalctl":
+        journalctl = str(tmp_path / "absent" / "journalctl")
+    else:
+        other = sd / f"core.other.0.{BOOT}.1.1700000000000000.zst"
+        entries = [_entry(other, crash)]
+        if journal == "entry":
+            entries.append(_entry(core, crash))
+        journalctl = str(_stand_in_journalctl(tmp_path, entries))
+    config = AgentConfig(
+        state_dir=tmp_path / "state",
+        systemd_coredump_dir=sd,
+        journalctl=journalctl,
+        screen_mode=None,
+        hostname="web-1",
+    )
+    daemon = Daemon(config, env={})
+    daemon.step()
+    daemon.next_scan = daemon.clock()  # a second scan now: the file has settled
+    daemon.step()
+    records = [r.body for r in Spool(config.spool_dir, 1 << 30).peek(100, 1 << 30)]
+    (record,) = [r for r in records if "core_id" in r]
+    meta = record["metadata"]
+    assert record["status"] == "ok"
+    assert meta["COREDUMP_PID"] == str(crash.pid) and meta["COREDUMP_EXE"] == str(crash.exe)
+    if journal == "entry":
+        assert meta["COREDUMP_UNIT"] == "ledger.service"
+        assert meta["COREDUMP_CMDLINE"] == f"{crash.name} --serve"
+        assert "Cpus_allowed_list:\t2-3" in meta["COREDUMP_PROC_STATUS"]
+    else:  # must not fire: the xattrs alone, nothing from another core's entry
+        assert "COREDUMP_UNIT" not in meta and "COREDUMP_PROC_STATUS" not in meta
+    assert not list((tmp_path / "state").glob(".journal.*"))  # the hand-over file is gone

@@ -65,6 +65,7 @@ class AgentConfig:
     heartbeat_interval_s: float = 300.0
     watch_dirs: tuple[Path, ...] = ()
     systemd_coredump_dir: Path = Path("/var/lib/systemd/coredump")
+    journalctl: str | None = "journalctl"  # asked about systemd-coredump's cores; "": never
     scan_interval_s: float = 10.0
     screen_mode: str | None = "periodic"  # None: no scheduled screens
     screen_interval_s: float = 86400.0
@@ -133,7 +134,7 @@ def _convert(key: str, raw: Any, default: Any, origin: str) -> Any:
             return tuple(Path(p) for p in items if p)
         if key in ("state_dir", "systemd_coredump_dir", "core_dir"):
             return Path(raw)
-        if key in ("collector_url", "token", "hostname", "screen_mode"):
+        if key in ("collector_url", "token", "hostname", "screen_mode", "journalctl"):
             return None if raw in ("", None) else str(raw)
         if isinstance(default, bool):
             raise TypeError

@@ -32,7 +32,7 @@ from corecensus.agent.handler import CRASH_KIND
 from corecensus.agent.killswitch import DEFAULT_DISABLE_FILE, disabled_reason
 from corecensus.agent.spool import Spool
 from corecensus.agent.uploader import Uploader, UploadOutcome
-from corecensus.agent.watch import Runner, Watcher, _run, inspect_in_child
+from corecensus.agent.watch import Runner, Watcher, _run, inspect_in_child, journal_entry
 
 __all__ = ["MAX_NAP_S", "STATUS_FILE", "Daemon"]
 
@@ -147,10 +147,30 @@ class Daemon:
         facts = host_facts(proc_root=self.proc_root, sys_root=self.sys_root).fields
         extra = {"COREDUMP_HOSTNAME": self.host, **facts}
         for path in self.watcher.scan():
-            record = inspect_in_child(path, self.config.parse_budget_s, extra, self.run_child)
+            journal = self._journal_for(path)
+            try:
+                record = inspect_in_child(
+                    path, self.config.parse_budget_s, extra, self.run_child, journal
+                )
+            finally:
+                if journal is not None:
+                    journal.unlink(missing_ok=True)
             if self.spool.put(CRASH_KIND, record.to_json()) is not None:
                 self.counts["cores_found"] += 1
             self.watcher.taken(path)
+
+    def _journal_for(self, core: Path) -> Path | None:
+        """The journal's entry for a systemd-coredump core, in a file for the parsing child."""
+        if not self.config.journalctl or core.parent != self.config.systemd_coredump_dir:
+            return None
+        entry = journal_entry(
+            core, self.config.journalctl, self.config.parse_budget_s, self.run_child
+        )
+        if entry is None:
+            return None
+        path = self.config.state_dir / f".journal.{os.getpid()}.json"
+        path.write_bytes(entry)
+        return path
 
     def _heartbeat(self) -> None:
         self.last["heartbeat"] = self.wall_clock()

@@ -7,6 +7,13 @@ at once). Each core is read by ``corecensus inspect --json --no-symbols`` in a c
 with a time budget: a hostile core that hangs or crashes the parser costs only that child, and
 the record says so (DESIGN.md: bad input never crashes the agent). What was taken is remembered
 in ``watch.json`` (path -> size and mtime), so a restart does not upload a core twice.
+
+For a core in systemd-coredump's directory the journal knows more than the file's xattrs (the
+unit, the command line, ``/proc/<pid>/status`` with the allowed CPUs, the cgroup, ...):
+:func:`journal_entry` asks ``journalctl -o json COREDUMP_FILENAME=<path>`` within the parse
+budget, and the child reads the answer with ``inspect --journal``, so the usual order of
+metadata sources holds (sidecar > xattrs > journal > file name). When journalctl is absent, out
+of time or has no entry for the file, the xattrs alone describe the core.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 from corecensus.agent.handler import minimal_record
 from corecensus.model import CrashRecord, Problem, ProblemKind
 
-__all__ = ["Watcher", "inspect_in_child"]
+__all__ = ["Watcher", "inspect_in_child", "journal_entry"]
 
 _SKIP_SUFFIXES = (".json", ".tmp", ".txt", ".log")
 _MAGIC = (b"\x7fELF", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18", b"\xfd7zXZ\x00")
@@ -61,14 +68,29 @@ def _run(argv: Sequence[str], timeout_s: float) -> tuple[int, bytes]:
     return done.returncode, done.stdout
 
 
+def journal_entry(path: Path, journalctl: str, budget_s: float, run: Runner = _run) -> bytes | None:
+    """systemd-coredump's journal entry for the core file ``path`` (``journalctl -o json``
+    lines), or None: no journalctl, out of time, an error, or no entry."""
+    argv = [journalctl, "-o", "json", "--no-pager", "-q", f"COREDUMP_FILENAME={path}"]
+    try:
+        rc, out = run(argv, budget_s)
+    except OSError:
+        return None  # no journalctl on this host (or not executable): the xattrs alone
+    return out if rc == 0 and out.strip() else None
+
+
 def inspect_in_child(
     path: Path,
     budget_s: float,
     extra_metadata: Mapping[str, str],
     run: Runner = _run,
+    journal: Path | None = None,
 ) -> CrashRecord:
-    """The crash record of one core file, parsed in a child process within ``budget_s``."""
+    """The crash record of one core file, parsed in a child process within ``budget_s``;
+    ``journal``: a ``journalctl -o json`` export with its entry."""
     argv = [sys.executable, "-m", "corecensus", "inspect", "--json", "--no-symbols", str(path)]
+    if journal is not None:
+        argv[-1:-1] = ["--journal", str(journal)]
     rc, out = run(argv, budget_s)
     meta = dict(extra_metadata)
     if rc == -1:

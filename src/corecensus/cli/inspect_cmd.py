@@ -29,6 +29,13 @@ from corecensus.model import ParseStatus
 )
 @click.option("--no-symbols", is_flag=True, help="Register and anomaly pass only (no drgn).")
 @click.option(
+    "--journal",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A `journalctl -o json` export holding the core's COREDUMP_* entry (the agent's "
+    "watcher passes what journalctl said about a systemd-coredump core).",
+)
+@click.option(
     "--stdin-timeout",
     type=click.FloatRange(min=0.001, max=86_400),
     default=60.0,
@@ -42,14 +49,22 @@ def inspect(
     binaries: tuple[Path, ...],
     head_bytes: int | None,
     no_symbols: bool,
+    journal: Path | None,
     stdin_timeout: float,
 ) -> int:
     """Read one core dump (plain, .zst, .lz4, .xz, or - for stdin) into a crash record."""
     from corecensus.coredump import inspect_core
+    from corecensus.errors import MetadataError
+    from corecensus.ingest.journal import load_journal
     from corecensus.ingest.metadata import collect_metadata
 
     quiet_libraries()
-    meta = collect_metadata(core).fields if core != "-" else {}
+    try:
+        index = load_journal(journal) if journal is not None else None
+    except MetadataError as exc:
+        error(str(exc))
+        return 2
+    meta = collect_metadata(core, index).fields if core != "-" else {}
     record = inspect_core(
         core,
         head_bytes=head_bytes,
