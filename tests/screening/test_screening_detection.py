@@ -50,10 +50,12 @@ def test_bitflip_on_cpu1_is_found_on_cpu1_only_repeatedly(shim: Path) -> None:
         crc = result.result(BAD_CPU, "crc32")
         assert crc.expected == "zlib.crc32('123456789') = 0xcbf43926"
         assert crc.observed == "zlib.crc32('123456789') = 0xcbf439a6"  # bit 7 flipped
-        # Computed on CPU 0, verified on CPU 1: the cross-core row of CPU 0 fails, on CPU 1.
+        # Computed on CPU 0, verified on CPU 1: the cross-core check of CPU 0 fails, because of
+        # CPU 1; CPU 0's row says it was implicated by its partner, not that it failed.
         cross = result.result(GOOD_CPU, "crosscore")
-        assert cross.outcome.is_failure
+        assert cross.outcome is Outcome.IMPLICATED and not cross.outcome.is_failure
         assert cross.partner == BAD_CPU and cross.suspect_cpu == BAD_CPU
+        assert cross.detail.startswith(f"implicated by CPU {BAD_CPU}")
         assert "CPU 0 -> CPU 1" in cross.expected
 
 

@@ -240,6 +240,34 @@ def test_crosscore_failures_are_blamed_on_the_cpu_that_fails_alone_too() -> None
     assert a.decision.flagged_cpus == (2,)
 
 
+def test_with_two_cpus_the_healthy_one_is_implicated_not_failed() -> None:
+    """Issue 12: CPU 1 computes wrongly (its own check k fails twice); the cross-core check of
+    the pair fails on both rows. The decision quarantines CPU 1 only -- and CPU 0's row must not
+    say failed: it says implicated, naming its partner."""
+    runs: list[RunRecord] = []
+    for c in range(2):
+        bad = c == 1
+        runs += [run(c, "k", ok=not bad, fp="b" if bad else "g", attempt=a) for a in (0, 1)]
+        runs += [
+            run(c, "crosscore", ok=False, fp=f"x{c}", observed=f"{c}", attempt=a) for a in (0, 1)
+        ]
+    a = decide_screen(2, runs, checks=("k", "crosscore"))
+    healthy = next(r for r in a.results if r.cpu == 0 and r.check == "crosscore")
+    assert healthy.outcome is Outcome.IMPLICATED and not healthy.outcome.is_failure
+    assert healthy.partner == 1 and healthy.suspect_cpu == 1
+    assert healthy.detail.startswith("implicated by CPU 1: the cross-core check with CPU 1 failed")
+    assert "CPU 0 is not suspect" in healthy.detail
+    assert (healthy.runs, healthy.failures) == (2, 2)  # the evidence stays on the row
+    assert not any(r.outcome.is_failure for r in a.results if r.cpu == 0)
+    # Must not fire on the faulty CPU's own rows: they say failed.
+    faulty = next(r for r in a.results if r.cpu == 1 and r.check == "crosscore")
+    assert faulty.outcome is Outcome.FAILED_REPRODUCIBLE and faulty.suspect_cpu == 1
+    assert a.decision.quarantine_cpus == (1,)
+    assert a.decision.flagged_cpus == (1,)
+    assert a.decision.verdict is ScreenVerdict.QUARANTINE_CPUS
+    assert "CPU 0" not in " ".join(a.decision.reasons).replace("with CPU 0", "")
+
+
 def test_unattributable_crosscore_failure_rescreens_both() -> None:
     runs = [
         run(c, "crosscore", ok=False, fp=f"x{c}", observed=f"{c}", attempt=a)
@@ -248,6 +276,8 @@ def test_unattributable_crosscore_failure_rescreens_both() -> None:
     ]
     a = decide_screen(2, runs, checks=("crosscore",))
     assert all(r.suspect_cpu is None for r in a.results)
+    # Must not fire: nothing tells the two apart, so neither is implicated by the other.
+    assert all(r.outcome is Outcome.FAILED_REPRODUCIBLE for r in a.results)
     assert a.decision.quarantine_cpus == ()
     assert a.decision.rescreen_cpus == (0, 1)
     assert a.decision.verdict is ScreenVerdict.RESCREEN

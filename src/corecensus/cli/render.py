@@ -373,6 +373,7 @@ def screen_view(result: ScreenResult) -> RenderableType:
         Outcome.SKIPPED: ("skip", "dim"),
         Outcome.SOFTWARE_SUSPECT: ("sw?", "cyan"),
         Outcome.INCONCLUSIVE: ("?", "yellow"),
+        Outcome.IMPLICATED: ("implicated", "yellow"),
     }
     _SCREEN_VERDICT_STYLE = {
         ScreenVerdict.CLEAN: "bold green",
@@ -398,7 +399,10 @@ def screen_view(result: ScreenResult) -> RenderableType:
         for cpu in cpus:
             r = result.result(cpu, check)
             label, style = _CELL[r.outcome]
-            if r.outcome.is_failure and r.suspect_cpu not in (None, cpu):
+            if (r.outcome.is_failure or r.outcome is Outcome.IMPLICATED) and r.suspect_cpu not in (
+                None,
+                cpu,
+            ):
                 label = f"{label}->{r.suspect_cpu}"
             if r.runs > 1 and r.outcome is Outcome.PASSED:
                 label = f"{label} x{r.runs}"

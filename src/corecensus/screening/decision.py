@@ -36,7 +36,13 @@ def decide_screen(
     failing: dict[int, list[CheckResult]] = defaultdict(list)
     rescreen: set[int] = set()
     for r in results:
-        if r.outcome.is_failure:
+        if r.outcome is Outcome.IMPLICATED and r.suspect_cpu is not None:
+            # A cross-core failure charged to the partner: evidence against the partner, as
+            # reproducible as the runs that failed.
+            failing[r.suspect_cpu].append(r)
+            if r.failures >= 2:
+                reproducible[r.suspect_cpu].append(r)
+        elif r.outcome.is_failure:
             if r.suspect_cpu is None:
                 rescreen.update(c for c in (r.cpu, r.partner) if c is not None)
                 reasons.append(

@@ -38,6 +38,9 @@ class Outcome(enum.StrEnum):
     # This CPU disagreed with a peer of the same model and nothing could say which was right
     # (no majority, no golden value, no known-answer failure to break the tie).
     INCONCLUSIVE = "inconclusive"
+    # The cross-core check between this CPU and its partner failed, and the failure is charged
+    # to the partner (``suspect_cpu``): this CPU was implicated by another one, it did not fail.
+    IMPLICATED = "implicated"
 
     @property
     def is_failure(self) -> bool:

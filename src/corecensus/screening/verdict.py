@@ -14,7 +14,9 @@ Four steps, each explaining itself in the rows' ``detail`` and the decision's ``
    whose CPUs agree with each other but not with their model's golden value, is
    ``software_suspect``: a broken library does not pick one core.
 4. **Attribution.** A cross-core failure involves two CPUs; it is charged to the one that also
-   fails on its own. Then :func:`corecensus.screening.decision.decide` decides.
+   fails on its own. The other CPU's row then says ``implicated`` (with the partner as
+   ``suspect_cpu``), not failed: the healthy CPU of a pair never reads as failing. Then
+   :func:`corecensus.screening.decision.decide` decides.
 """
 
 from __future__ import annotations
@@ -356,6 +358,20 @@ def _attribute_crosscore(cpus: Sequence[int], rows: dict[tuple[int, str], CheckR
         else:
             suspect = None
             why = f"nothing tells CPU {cpu} from CPU {partner}"
+        if suspect is not None and suspect != cpu:
+            # This CPU computed right; its partner did not (the row's runs and values stay, as
+            # the evidence against the partner).
+            rows[(cpu, CROSSCORE)] = replace(
+                row,
+                outcome=Outcome.IMPLICATED,
+                suspect_cpu=suspect,
+                detail=(
+                    f"implicated by CPU {partner}: the cross-core check with CPU {partner} "
+                    f"{row.detail[0].lower()}{row.detail[1:]} Attributed to CPU {partner}: "
+                    f"{why}; CPU {cpu} is not suspect."
+                ),
+            )
+            continue
         rows[(cpu, CROSSCORE)] = replace(
             row, suspect_cpu=suspect, detail=f"{row.detail} Attributed: {why}."
         )
