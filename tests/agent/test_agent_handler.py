@@ -453,6 +453,16 @@ def test_the_installed_launcher_runs_as_the_kernel_runs_it(
     assert [r["core_id"] for r in spooled(state)] == [record["core_id"]]
     # The raw spill is gone once the core is stored compressed.
     assert [p.name for p in (state / "cores").iterdir() if p.name.startswith(".")] == []
+    # An older kernel splits a comm with a space into two words: still one crash, one comm.
+    out = subprocess.run(
+        [str(launcher), *args[:6], "null", "deref", "--json"],
+        input=data,
+        capture_output=True,
+        env={"HOME": "/", "PATH": "/sbin:/bin:/usr/sbin:/usr/bin"},
+        timeout=300,
+        check=True,
+    )
+    assert json.loads(out.stdout)["record"]["metadata"]["COREDUMP_COMM"] == "null deref"
 
 
 _HOLD_IMPORTS = """

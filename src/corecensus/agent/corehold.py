@@ -803,9 +803,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         i += 1
     try:
         pid, tid_ns, tid, signal, time_s = (int(w) for w in positional[:5])
-        hostname, comm = positional[5], positional[6]
-        if len(positional) != 7:
-            raise ValueError
+        # Older kernels split the pattern at spaces after expanding it (the split before
+        # expansion came with "coredump: split pipe command whitespace before expanding
+        # template"), so a comm with spaces arrives as several words: %e is last, join them.
+        hostname, comm = positional[5], " ".join(positional[6:])
     except (ValueError, IndexError):
         print(_USAGE, file=sys.stderr)
         return 2
