@@ -272,7 +272,11 @@ def main() -> int:
     ap.add_argument("--phase", choices=("spread", "aligned"), default="spread")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    results = {j: run(args, j) for j in ("on", "off")}
+    results: dict[str, dict[str, Any]] = {}
+    for j in ("on", "off"):
+        results[j] = run(args, j)
+        part = summarize(results[j], args.outage_s, args.after_s)
+        print(f"jitter {j} done: {part}", flush=True)  # each as it ends: a run takes a while
     print(
         f"{args.agents} agents in {args.procs} processes, outage {args.outage_s} s, then "
         f"{args.after_s} s (virtual), heartbeat phases {args.phase}, seed {args.seed}"
