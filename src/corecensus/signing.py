@@ -115,7 +115,7 @@ def crash_row(record: CrashRecord, sig: Signatures) -> CrashRow:
         host_cpus=_int_or_none(meta.get(HOST_CPUS), _INT32_MAX),
         cpu_core=_int_or_none(meta.get(CPU_CORE), _INT32_MAX),
         cpus_allowed=cpus_allowed_of(meta),
-        **dataclasses.asdict(signature_columns(sig)),
+        signature=signature_columns(sig),
     )
 
 
