@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 __all__ = [
     "CHUNK_ROWS",
     "Groups",
+    "carried_segment_cumsum",
     "chunk_ranges",
     "pair_key",
     "radix_argsort",
@@ -156,6 +157,18 @@ def segment_cumsum(values: NDArray[Any], starts: I64) -> NDArray[Any]:
     before = np.concatenate([[0], total[starts[1:] - 1]]).astype(total.dtype)
     out: NDArray[Any] = total - before[_segment_ids(len(values), starts)]
     return out
+
+
+def carried_segment_cumsum(values: F64, starts: I64, before: float) -> tuple[F64, float]:
+    """:func:`segment_cumsum` of one chunk of a longer float array, the chunk beginning a
+    segment: ``before`` is the running total of the whole array just before the chunk (0 for
+    the first). Returns the chunk's values, to the bit those of the whole array at once
+    (NumPy's cumulative sum adds left to right, so the whole array's totals are the chunk's
+    with ``before`` in front), and the running total at the chunk's end, for the next."""
+    total = np.cumsum(np.concatenate([[before], values]))
+    head = np.concatenate([[before], total[1:][starts[1:] - 1]])
+    out: F64 = total[1:] - head[_segment_ids(len(values), starts)]
+    return out, float(total[-1])
 
 
 def segment_rank(n: int, starts: I64) -> I64:
