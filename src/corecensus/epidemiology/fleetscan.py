@@ -112,8 +112,9 @@ def scan_fleet(
         time_order=time_order,
     )
     ev = bursts.event
-    h = crashes.host.codes[ev].astype(np.int64)
-    pop = crashes.population.codes[ev].astype(np.int64)
+    # int32 codes as they are (the keys below are int64): ten million crashes
+    h = crashes.host.codes[ev]
+    pop = crashes.population.codes[ev]
     pairs = Groups.of(pair_key(pop, h, max(n_hosts, 1)))
     scan = scan_hosts(
         host=h,

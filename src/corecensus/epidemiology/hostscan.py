@@ -168,7 +168,7 @@ def scan_hosts(
     resid = hardware & ~crash_expl
     ez = np.where(crash_expl, 0.0, crash_a)
 
-    h = np.asarray(host, dtype=np.int64)
+    h = np.asarray(host)  # host codes, as narrow as they came
     c = np.asarray(cpu, dtype=np.int64)
     known = c >= 0
     crashes = np.bincount(h, minlength=n_hosts).astype(np.int64)

@@ -116,18 +116,25 @@ class Stream:
             looks, before_k, before_u = _chunk_looks(
                 order[lo:hi], starts[s_lo:s_hi] - lo, h, c, resid, lam, width, before_k, before_u
             )
+            # Looks whose p-value is surely above the exact level cannot alarm: they keep
+            # their lower bound, and only the rest get anomaly laws (one row of cap + 1 per
+            # look, which for every look of a 10-million-crash fleet would not fit in
+            # memory). Both figures are each look's own, so they are taken chunk by chunk.
+            stat = statistic(
+                looks.n,
+                looks.m,
+                looks.k,
+                looks.z - looks.k,
+                looks.lam_k,
+                looks.lam_u,
+                cpus[looks.host],
+            )
+            score = stat.score
+            del stat
+            bound = np.where(score < 1.0, lower_bounds(looks.n, score, cpus[looks.host]), 1.0)
+            looks = looks[bound <= exact_level]  # the others cannot lower min_p below it
             parts.append(_Looks(looks.pos + lo, *(getattr(looks, f) for f in _LOOK_FIELDS[1:])))
         looks = _Looks.concat(parts)
-        if not looks.pos.size:
-            return
-        # Looks whose p-value is surely above the exact level cannot alarm: they keep their
-        # lower bound, and only the rest get anomaly laws (one row of cap + 1 per look, which
-        # for every look of a 10-million-crash fleet would not fit in memory).
-        score = statistic(
-            looks.n, looks.m, looks.k, looks.z - looks.k, looks.lam_k, looks.lam_u, cpus[looks.host]
-        ).score
-        bound = np.where(score < 1.0, lower_bounds(looks.n, score, cpus[looks.host]), 1.0)
-        looks = looks[bound <= exact_level]  # the others cannot lower min_p below it
         if not looks.pos.size:
             return
         idx = looks.pos
