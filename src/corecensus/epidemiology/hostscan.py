@@ -163,10 +163,10 @@ def scan_hosts(
         a_ph >= settings.explain_min_rate
     )
 
-    crash_a = a_ph[pairs.inverse]
     crash_expl = explained_ph[pairs.inverse]
     resid = hardware & ~crash_expl
-    ez = np.where(crash_expl, 0.0, crash_a)
+    ez = a_ph[pairs.inverse]
+    ez[crash_expl] = 0.0
 
     h = np.asarray(host)  # host codes, as narrow as they came
     c = np.asarray(cpu, dtype=np.int64)
