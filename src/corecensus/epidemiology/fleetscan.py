@@ -116,6 +116,11 @@ def scan_fleet(
     h = crashes.host.codes[ev]
     pop = crashes.population.codes[ev]
     pairs = Groups.of(pair_key(pop, h, max(n_hosts, 1)))
+    ev_order = None
+    if time_order is not None:
+        # the events' stable time order is the table's, restricted to them (ties stay in
+        # table order), so the host scan need not sort them again
+        ev_order = (np.cumsum(ev) - 1)[time_order[ev[time_order]]]
     scan = scan_hosts(
         host=h,
         cpu=placement.cell[ev],
@@ -125,6 +130,7 @@ def scan_fleet(
         n_hosts=n_hosts,
         cpus=placement.cells,
         settings=settings,
+        time_order=ev_order,
     )
     cell = np.where(ev, placement.cell, -1)
     end_us = int(crashes.time_us.max()) if len(crashes) else 0

@@ -155,7 +155,8 @@ class Stream:
         known = c[rows] >= 0
         a_known = np.where(known, lam[rows], 0.0)
         a_unknown = np.where(known, 0.0, lam[rows])
-        del rows, known
+        look_time = t[order[idx]]
+        del rows, known, order  # the laws and p-values below are the step's peak (memory)
         _, p = host_pvalues(
             looks.n,
             looks.m,
@@ -171,7 +172,7 @@ class Stream:
             return
         hosts_hit, first = np.unique(looks.host[alarm], return_index=True)
         pos = idx[alarm][first]
-        self.first_alarm[hosts_hit] = t[order[pos]]
+        self.first_alarm[hosts_hit] = look_time[alarm][first]
         rank = pos - starts[np.searchsorted(starts, pos, side="right") - 1]
         self.alarm_crashes[hosts_hit] = rank + 1
 

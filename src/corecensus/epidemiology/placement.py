@@ -74,7 +74,7 @@ class Placement:
     inferred: I64
     other_sets: I64
     pinned_services: tuple[int, ...]
-    allowed_size: I64  # per crash, 0 unknown
+    allowed_size: NDArray[np.int32]  # per crash, 0 unknown
 
 
 def place_crashes(
@@ -104,7 +104,7 @@ def place_crashes(
         np.maximum.at(seen, h[known], c[known] + 1)
 
     # rule 1: the allowed set's size per crash (0 unknown)
-    sizes = np.array([cpu_list_size(s) for s in cpus_allowed_sets] + [0], dtype=np.int64)
+    sizes = np.array([cpu_list_size(s) for s in cpus_allowed_sets] + [0], dtype=np.int32)
     code = np.full(n, -1, dtype=np.int32)
     if cpus_allowed is not None:
         code = np.asarray(cpus_allowed)
