@@ -73,7 +73,9 @@ class FleetScan:
     scan: HostScan
     placement: Placement
     bursts: Bursts
-    cell: I64  # per crash: its cell when it is an event, else -1 (what CPU tests may count)
+    cell: NDArray[
+        np.int32
+    ]  # per crash: its cell when it is an event, else -1 (what CPU tests may count)
     details: dict[int, HostDetail]
     end_us: int
     pop_events: I64  # per population: crashes after folding loops (events)
@@ -152,7 +154,7 @@ def scan_fleet(
 def _detail(
     h: int,
     crashes: CrashTable,
-    cell: I64,
+    cell: NDArray[np.int32],
     placement: Placement,
     scan: HostScan,
     params: AnalysisParams,

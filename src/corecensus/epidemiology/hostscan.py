@@ -143,7 +143,7 @@ def scan_hosts(
     # CPU-aware explaining away (issue 9): a (population, host) pair whose anomalies sit all on
     # one CPU is what a defect shared by several hosts looks like (one bad stepping failing the
     # same code), not a wild-pointer bug, so it does not vote for explaining the population away.
-    own = ~on_one_cell(pairs, hardware, np.asarray(cpu, dtype=np.int64))
+    own = ~on_one_cell(pairs, hardware, np.asarray(cpu))
     n_p = weighted_count(pair_pop[own], n_ph[own], n_pops)
     z_p = weighted_count(pair_pop[own], z_ph[own], n_pops)
     h_p = np.bincount(pair_pop[own], minlength=n_pops)
@@ -169,7 +169,7 @@ def scan_hosts(
     ez[crash_expl] = 0.0
 
     h = np.asarray(host)  # host codes, as narrow as they came
-    c = np.asarray(cpu, dtype=np.int64)
+    c = np.asarray(cpu)  # cells, as narrow as they came
     known = c >= 0
     crashes = np.bincount(h, minlength=n_hosts).astype(np.int64)
     anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)

@@ -66,7 +66,7 @@ class Placement:
     (rule 3), ``other_sets`` (outside the host's stratum). ``pinned_services`` names the
     services rule 3 found pinned."""
 
-    cell: I64
+    cell: NDArray[np.int32]
     cells: I64
     core_level: B
     cells_source: I64
@@ -173,7 +173,7 @@ def place_crashes(
         cell = np.where(on_core, np.where(core >= 0, core, mapped), cell)
         cells = np.where(core_level, -(-cells // SMT_WAYS), cells)
     return Placement(
-        cell=cell.astype(np.int64),
+        cell=cell.astype(np.int32, copy=False),  # kept with the analysis: 40 MB at 1e7
         cells=np.maximum(cells, 1),
         core_level=core_level,
         cells_source=source,
