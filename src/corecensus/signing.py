@@ -115,7 +115,7 @@ def crash_row(record: CrashRecord, sig: Signatures) -> CrashRow:
         host_cpus=_int_or_none(meta.get(HOST_CPUS), _INT32_MAX),
         cpu_core=_int_or_none(meta.get(CPU_CORE), _INT32_MAX),
         cpus_allowed=cpus_allowed_of(meta),
-        **dataclasses.asdict(signature_columns(sig)),
+        signature=signature_columns(sig),
     )
 
 
@@ -191,12 +191,12 @@ class TypedSigner:
     def __init__(self, sign: Signer = compute_signatures, max_entries: int = 1024) -> None:
         self._sign = sign
         self._max = max_entries
-        self._cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._cache: dict[tuple[Any, ...], SignatureColumns] = {}
         self._encoder = msgspec.json.Encoder()
         self.hits = 0
         self.misses = 0
 
-    def _signature(self, crash: Any) -> dict[str, Any]:
+    def _signature(self, crash: Any) -> SignatureColumns:
         key = _signature_key(crash)
         found = self._cache.get(key)
         if found is not None:
@@ -204,7 +204,7 @@ class TypedSigner:
             return found
         self.misses += 1
         record = CrashRecord.from_json(msgspec.to_builtins(crash))
-        columns = dataclasses.asdict(signature_columns(self._sign(record)))
+        columns = signature_columns(self._sign(record))
         if len(self._cache) >= self._max:
             del self._cache[next(iter(self._cache))]  # the oldest entry
         self._cache[key] = columns
@@ -239,5 +239,5 @@ class TypedSigner:
             host_cpus=_int_or_none(meta.get(HOST_CPUS), _INT32_MAX),
             cpu_core=_int_or_none(meta.get(CPU_CORE), _INT32_MAX),
             cpus_allowed=cpus_allowed_of(meta),
-            **self._signature(crash),
+            signature=self._signature(crash),
         )

@@ -89,9 +89,9 @@ def test_what_the_rules_do_not_read_does_not_change_a_signature(name: str) -> No
     assert (signer.misses, signer.hits) == (1, len(others))  # one computation for all
     for other, row in zip(others, rows[1:], strict=True):
         # The cached signature is the one the rules give the changed record itself.
-        assert row.sig_symbolic == compute_signatures(other).symbolic
-        assert row.sig_address == compute_signatures(other).address
-        assert row.pop_symbolic == rows[0].pop_symbolic
+        assert row.signature.sig_symbolic == compute_signatures(other).symbolic
+        assert row.signature.sig_address == compute_signatures(other).address
+        assert row.signature.pop_symbolic == rows[0].signature.pop_symbolic
 
 
 def test_what_the_rules_read_is_a_new_computation() -> None:
@@ -102,7 +102,7 @@ def test_what_the_rules_read_is_a_new_computation() -> None:
     signer = TypedSigner()
     rows = list(signer.rows(_typed([rec, moved, renamed, anomalous, rec])))
     assert (signer.misses, signer.hits) == (4, 1)
-    assert len({(r.sig_address, r.sig_anomaly_class) for r in rows[:4]}) == 4
+    assert len({(r.signature.sig_address, r.signature.sig_anomaly_class) for r in rows[:4]}) == 4
 
 
 def test_the_cache_keeps_the_latest_entries_only() -> None:

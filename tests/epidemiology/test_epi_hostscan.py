@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from corecensus.epidemiology import (
     AnalysisParams,
@@ -12,6 +13,7 @@ from corecensus.epidemiology import (
     HostKind,
     PopulationVerdict,
     analyze,
+    segments,
 )
 from corecensus.epidemiology.poisson import poisson_upper
 from corecensus.model import ANOMALY_NAMES
@@ -136,3 +138,25 @@ def test_streaming_alarm_is_the_first_prefix_that_alarms() -> None:
     assert full.scan.alarm_crashes[7] == int((host[:first_prefix] == 7).sum())
     assert full.scan.min_stream_p[7] <= full.scan.p_value[7]
     assert 0 < int(first_prefix) < t.size  # it alarmed before the end of the window
+
+
+def test_the_stream_is_the_same_walked_a_chunk_of_hosts_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stream walks the crashes a chunk of hosts at a time (memory), carrying its running
+    sums of expected anomalies across chunks: alarms, their times and every host's smallest
+    p-value must be the ones of the whole fleet at once, to the bit."""
+    crashes, exposure = fleet()
+
+    def run() -> tuple[list[int], list[int], list[float], list[float]]:
+        s = analyze(crashes, exposure).scan
+        assert s is not None
+        lists = (s.first_alarm_us, s.alarm_crashes, s.min_stream_p, s.p_value)
+        return tuple(a.tolist() for a in lists)  # type: ignore[return-value]
+
+    whole = run()
+    assert whole[0][150] >= 0  # the faulty host alarms: the comparison is not vacuous
+    assert sum(p < 1.0 for p in whole[2]) > 1
+    for rows in (1, 13, 400):
+        monkeypatch.setattr(segments, "CHUNK_ROWS", rows)
+        assert run() == whole

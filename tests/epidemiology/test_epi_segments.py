@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corecensus.epidemiology.segments import (
     Groups,
+    carried_segment_cumsum,
     chunk_ranges,
     radix_argsort,
     segment_cummax,
@@ -59,3 +62,27 @@ def test_chunk_ranges_cover_every_group_once_within_the_limit(sizes: list[int], 
         # and no room left for the next group
         if hi < len(sizes):
             assert sum(sizes[lo : hi + 1]) > limit
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60),
+    st.lists(st.integers(1, 59), max_size=8),
+    st.lists(st.integers(1, 59), max_size=4),
+)
+def test_carried_segment_cumsum_is_the_whole_arrays_to_the_bit(
+    values: list[float], cuts: list[int], chunk_cuts: list[int]
+) -> None:
+    """Chunks that begin segments, each carrying the running total of the ones before: the
+    values segment_cumsum gives the whole array (its float rounding included)."""
+    x = np.array(values) * np.array([1.0, 1e-9, 3.3e5, 7e-3] * 15)[: len(values)]
+    starts = np.array(sorted({0, *(c for c in cuts if c < x.size)}), dtype=np.int64)
+    whole = segment_cumsum(x, starts)
+    bounds = sorted({0, *(int(starts[c % starts.size]) for c in chunk_cuts), x.size})
+    got, before = [], 0.0
+    for lo, hi in itertools.pairwise(bounds):
+        inside = starts[(starts >= lo) & (starts < hi)] - lo
+        part, before = carried_segment_cumsum(x[lo:hi], inside, before)
+        got.extend(part.tolist())
+    assert got == whole.tolist()
+    assert before == float(np.cumsum(x)[-1])

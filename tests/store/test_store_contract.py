@@ -29,9 +29,10 @@ from corecensus.store import (
     Heartbeat,
     MemoryStore,
     ScreenResultRow,
+    SignatureColumns,
     Store,
 )
-from corecensus.store.tables import BATCH_ROWS
+from corecensus.store.tables import BATCH_ROWS, CRASHES, SIGNATURE_FIELDS
 
 
 def test_both_implementations_satisfy_the_protocol(store: Store) -> None:
@@ -268,3 +269,18 @@ def test_crash_column_vocabularies_sort_as_python_and_empty_is_unknown(store: St
     assert cols.host.decode() == [*names[:4], None, None]
     with pytest.raises(StoreError, match="no crash at row"):
         store.core_ids([int(cols.row.max()) + 1000])
+
+
+def test_crash_columns_are_declared_once_by_the_row_and_its_signature_columns() -> None:
+    """The signature columns are SignatureColumns's fields, in place among the crash's own
+    (the DDL of existing stores), and a row survives being flattened to columns and back."""
+    sig = [f.name for f in dataclasses.fields(SignatureColumns)]
+    names = list(CRASHES.names)
+    at = names.index("sig_address")
+    assert names[at - 1] == "anomaly_mask" and names[at + len(sig)] == "ingested_us"
+    assert names[at : at + len(sig)] == sig == list(SIGNATURE_FIELDS)
+    assert "signature" not in names
+    [row] = rows([make_record(3, anomalies=("sp_off_by_8",))])
+    values = CRASHES.values(row)
+    assert values[names.index("sig_version")] == row.signature.sig_version
+    assert CRASHES.row(values) == row

@@ -159,7 +159,6 @@ class _Context:
         n_pops = len(crashes.population.vocab)
         pop = crashes.population.codes
         hardware = (crashes.anomaly_mask & np.uint16(params.hardware_mask)) != 0
-        pairs = group_pairs(pop, crashes.host.codes, n_hosts)
         order = time_order(crashes.time_us)
         fleet = scan_fleet(
             crashes,
@@ -171,6 +170,8 @@ class _Context:
             time_order=order,
         )
         scan, cpus = fleet.scan, fleet.placement.cells
+        # grouped after the host scan, whose own arrays peak there (memory, at 1e7)
+        pairs = group_pairs(pop, crashes.host.codes, n_hosts)
         rates = None
         if index is not None and exposure is not None:
             rates = exposure_rates(index, exposure, crashes, pairs, n_pops, params)

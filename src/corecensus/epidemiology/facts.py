@@ -21,6 +21,7 @@ order and reads their results in its loop over populations:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -290,7 +291,7 @@ def candidate_cells(
     flagged_cpu: I64,
     n_pops: int,
     *,
-    cell: I64 | None = None,
+    cell: NDArray[np.integer[Any]] | None = None,
     event: B | None = None,
 ) -> Candidates:
     """CPU concentration and anomaly counts of each candidate pair; ``flagged_host`` and

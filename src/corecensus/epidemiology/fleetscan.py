@@ -92,7 +92,9 @@ class FleetScan:
     scan: HostScan
     placement: Placement
     bursts: Bursts
-    cell: I64  # per crash: its cell when it is an event, else -1 (what CPU tests may count)
+    cell: NDArray[
+        np.int32
+    ]  # per crash: its cell when it is an event, else -1 (what CPU tests may count)
     details: dict[int, HostDetail]
     end_us: int
     pop_events: I64  # per population: crashes after folding loops (events)
@@ -131,9 +133,15 @@ def scan_fleet(
         time_order=time_order,
     )
     ev = bursts.event
-    h = crashes.host.codes[ev].astype(np.int64)
-    pop = crashes.population.codes[ev].astype(np.int64)
+    # int32 codes as they are (the keys below are int64): ten million crashes
+    h = crashes.host.codes[ev]
+    pop = crashes.population.codes[ev]
     pairs = Groups.of(pair_key(pop, h, max(n_hosts, 1)))
+    ev_order = None
+    if time_order is not None:
+        # the events' stable time order is the table's, restricted to them (ties stay in
+        # table order), so the host scan need not sort them again
+        ev_order = (np.cumsum(ev) - 1)[time_order[ev[time_order]]]
     scan = scan_hosts(
         host=h,
         cpu=placement.cell[ev],
@@ -143,6 +151,7 @@ def scan_fleet(
         n_hosts=n_hosts,
         cpus=placement.cells,
         settings=settings,
+        time_order=ev_order,
     )
     cell = np.where(ev, placement.cell, -1)
     end_us = int(crashes.time_us.max()) if len(crashes) else 0
@@ -164,7 +173,7 @@ def scan_fleet(
 def _detail(
     h: int,
     crashes: CrashTable,
-    cell: I64,
+    cell: NDArray[np.int32],
     placement: Placement,
     scan: HostScan,
     params: AnalysisParams,

@@ -148,7 +148,7 @@ def scan_hosts(
     # CPU-aware explaining away (issue 9): a (population, host) pair whose anomalies sit all on
     # one CPU is what a defect shared by several hosts looks like (one bad stepping failing the
     # same code), not a wild-pointer bug, so it does not vote for explaining the population away.
-    own = ~on_one_cell(pairs, hardware, np.asarray(cpu, dtype=np.int64))
+    own = ~on_one_cell(pairs, hardware, np.asarray(cpu))
     n_p = weighted_count(pair_pop[own], n_ph[own], n_pops)
     z_p = weighted_count(pair_pop[own], z_ph[own], n_pops)
     h_p = np.bincount(pair_pop[own], minlength=n_pops)
@@ -168,13 +168,13 @@ def scan_hosts(
         a_ph >= settings.explain_min_rate
     )
 
-    crash_a = a_ph[pairs.inverse]
     crash_expl = explained_ph[pairs.inverse]
     resid = hardware & ~crash_expl
-    ez = np.where(crash_expl, 0.0, crash_a)
+    ez = a_ph[pairs.inverse]
+    ez[crash_expl] = 0.0
 
-    h = np.asarray(host, dtype=np.int64)
-    c = np.asarray(cpu, dtype=np.int64)
+    h = np.asarray(host)  # host codes, as narrow as they came
+    c = np.asarray(cpu)  # cells, as narrow as they came
     known = c >= 0
     crashes = np.bincount(h, minlength=n_hosts).astype(np.int64)
     anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
@@ -227,6 +227,7 @@ def scan_hosts(
         t = np.asarray(time_us, np.int64)
         if time_order is None:
             time_order = np.argsort(t, kind="stable").astype(np.int64)
+        alpha = settings.host_alpha if settings.stream_alpha is None else settings.stream_alpha
         stream.run(
             h=h,
             c=c,
@@ -236,7 +237,7 @@ def scan_hosts(
             lam=ez,
             cpus=cpus,
             exact_level=settings.stream_exact_level,
-            alpha=settings.host_alpha if settings.stream_alpha is None else settings.stream_alpha,
+            alpha=alpha,
         )
         _earlier_alarms(first_alarm, alarm_crashes, focus.first_alarm_us, h, t)
     return HostScan(

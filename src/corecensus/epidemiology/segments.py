@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 __all__ = [
     "CHUNK_ROWS",
     "Groups",
+    "carried_segment_cumsum",
     "chunk_ranges",
     "pair_key",
     "radix_argsort",
@@ -112,19 +113,24 @@ class Groups:
         key = np.asarray(key, dtype=np.int64)
         order = radix_argsort(key)
         sk = key[order]
-        if sk.size:
-            new = np.empty(sk.size, dtype=bool)
+        size = sk.size
+        if size:
+            new = np.empty(size, dtype=bool)
             new[0] = True
             np.not_equal(sk[1:], sk[:-1], out=new[1:])
             starts = np.flatnonzero(new).astype(np.int64)
         else:
             new = np.zeros(0, dtype=bool)
             starts = np.zeros(0, dtype=np.int64)
-        gid_sorted = np.cumsum(new, dtype=np.int64) - 1
+        keys = sk[starts]
+        del sk  # one per-record array fewer at a time (ten million records: 80 MB each)
+        gid_sorted = np.cumsum(new, dtype=np.int64)
+        gid_sorted -= 1
         inverse = np.empty_like(gid_sorted)
         inverse[order] = gid_sorted
-        counts = np.diff(np.append(starts, sk.size)).astype(np.int64)
-        return cls(keys=sk[starts], inverse=inverse, counts=counts, order=order, starts=starts)
+        del gid_sorted
+        counts = np.diff(np.append(starts, size)).astype(np.int64)
+        return cls(keys=keys, inverse=inverse, counts=counts, order=order, starts=starts)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -156,6 +162,18 @@ def segment_cumsum(values: NDArray[Any], starts: I64) -> NDArray[Any]:
     before = np.concatenate([[0], total[starts[1:] - 1]]).astype(total.dtype)
     out: NDArray[Any] = total - before[_segment_ids(len(values), starts)]
     return out
+
+
+def carried_segment_cumsum(values: F64, starts: I64, before: float) -> tuple[F64, float]:
+    """:func:`segment_cumsum` of one chunk of a longer float array, the chunk beginning a
+    segment: ``before`` is the running total of the whole array just before the chunk (0 for
+    the first). Returns the chunk's values, to the bit those of the whole array at once
+    (NumPy's cumulative sum adds left to right, so the whole array's totals are the chunk's
+    with ``before`` in front), and the running total at the chunk's end, for the next."""
+    total = np.cumsum(np.concatenate([[before], values]))
+    head = np.concatenate([[before], total[1:][starts[1:] - 1]])
+    out: F64 = total[1:] - head[_segment_ids(len(values), starts)]
+    return out, float(total[-1])
 
 
 def segment_rank(n: int, starts: I64) -> I64:

@@ -90,7 +90,10 @@ class MemoryStore:
                 row = self._crashes.get(key)
             if row is None:
                 continue
-            if signature_version_below is not None and row.sig_version >= signature_version_below:
+            if (
+                signature_version_below is not None
+                and row.signature.sig_version >= signature_version_below
+            ):
                 continue
             yield CrashRecord.from_json(json.loads(row.record_json))
 
@@ -135,9 +138,7 @@ class MemoryStore:
                 self._check_open()
                 row = self._crashes.get((core_id,))
                 if row is not None:
-                    self._crashes[(core_id,)] = dataclasses.replace(
-                        row, **{f.name: getattr(sig, f.name) for f in dataclasses.fields(sig)}
-                    )
+                    self._crashes[(core_id,)] = dataclasses.replace(row, signature=sig)
                     changed.add(core_id)
         return len(changed)
 
@@ -151,7 +152,8 @@ class MemoryStore:
         rows = self._ordered_crashes()
 
         def coded(name: str) -> CodedColumn:
-            return CodedColumn.encode(getattr(r, name) for r in rows)
+            column = CRASHES.column(name)  # population keys sit in the signature columns
+            return CodedColumn.encode(column.get(r) for r in rows)
 
         def ints(name: str) -> np.ndarray[Any, np.dtype[np.int32]]:
             values = (getattr(r, name) for r in rows)
@@ -195,7 +197,7 @@ class MemoryStore:
         pop = population_column(level)
         out: dict[str, str] = {}
         for row in self._ordered_crashes():
-            out.setdefault(getattr(row, pop), row.sig_symbolic)
+            out.setdefault(getattr(row.signature, pop), row.signature.sig_symbolic)
         return out
 
     def add(self, table: Table[R], rows: Iterable[R]) -> AddResult:

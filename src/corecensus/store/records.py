@@ -125,7 +125,8 @@ class SignatureColumns:
 
 @dataclass(frozen=True, slots=True)
 class CrashRow:
-    """One ``crashes`` row: the flat facts analysis groups by, the signatures, and the whole
+    """One ``crashes`` row: the flat facts analysis groups by, the signatures (a
+    :class:`SignatureColumns`, each of its fields a column: declared once, there), and the whole
     record as JSON (everything but ``record_json`` is derived and could be recomputed from it).
     ``ingested_us`` is set by the store when the row is first stored."""
 
@@ -143,17 +144,8 @@ class CrashRow:
     status: str
     anomalies: tuple[str, ...]
     anomaly_mask: int
-    sig_address: str
-    sig_symbolic: str
-    sig_anomaly_class: str
-    sig_program: str
-    sig_signal: str
-    sig_unwind_failed: bool
-    sig_notes: tuple[str, ...]
-    sig_version: int
-    pop_anomaly: str
-    pop_symbolic: str
-    pop_address: str
+    # stored as its own columns (sig_*, pop_*), in this place among the crash's
+    signature: SignatureColumns
     ingested_us: int
     record_json: str
     # The per-CPU test's facts (schema version 2; issue 9): online CPUs, the physical core of

@@ -7,7 +7,9 @@ spelled out in exactly one place (the row dataclass in :mod:`corecensus.store.re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -74,6 +76,14 @@ _SQL_TYPES: Mapping[str, str] = {
 class Column:
     name: str
     sql_type: str  # DuckDB type with its NOT NULL
+    # attributes from the row to the value: (name,), or through a nested dataclass field
+    path: tuple[str, ...] = ()
+
+    def get(self, row: Any) -> Any:
+        value = row
+        for part in self.path or (self.name,):
+            value = getattr(value, part)
+        return value
 
     @property
     def base_type(self) -> str:
@@ -103,28 +113,29 @@ class Table(Generic[R]):
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
     def values(self, row: R) -> tuple[Any, ...]:
         """The row's column values, in column order (lists for list columns)."""
         if self.check is not None:
             self.check(row)
-        return tuple(
-            list(v) if c.is_list else v
-            for c, v in zip(self.columns, (getattr(row, n) for n in self.names), strict=True)
-        )
+        return tuple(list(c.get(row)) if c.is_list else c.get(row) for c in self.columns)
 
     def key_of(self, row: R) -> tuple[Any, ...]:
-        return tuple(getattr(row, n) for n in self.key)
+        return tuple(self.column(n).get(row) for n in self.key)
 
     def sort_key(self, row: R) -> tuple[Any, ...]:
-        return tuple(getattr(row, n) for n in self.order)
+        return tuple(self.column(n).get(row) for n in self.order)
 
     def row(self, values: Sequence[Any]) -> R:
         """A row from column values as a select returns them."""
-        fixed = [
+        fixed = iter(
             tuple(v) if c.is_list and v is not None else v
             for c, v in zip(self.columns, values, strict=True)
-        ]
-        return self.row_type(*fixed)
+        )
+        row: R = _build(self.row_type, fixed)
+        return row
 
 
 def declare(
@@ -136,11 +147,45 @@ def declare(
     check: Callable[[R], None] | None = None,
 ) -> Table[R]:
     overrides = overrides or {}
-    columns = []
-    for f in dataclasses.fields(row_type):  # type: ignore[arg-type]
-        sql = overrides.get(f.name) or _SQL_TYPES[str(f.type)]
-        columns.append(Column(f.name, sql))
+    columns = [
+        Column(f.name, overrides.get(f.name) or _SQL_TYPES[str(f.type)], path)
+        for f, path in _leaf_fields(row_type, ())
+    ]
     return Table(name, row_type, tuple(columns), key, order or key, check)
+
+
+@functools.cache
+def _nested(row_type: type) -> Mapping[str, type]:
+    """The fields of ``row_type`` that are dataclasses themselves (their fields are columns)."""
+    hints = typing.get_type_hints(row_type)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(row_type)
+        if dataclasses.is_dataclass(hints[f.name])
+    }
+
+
+def _leaf_fields(
+    row_type: type, path: tuple[str, ...]
+) -> Iterator[tuple[dataclasses.Field[Any], tuple[str, ...]]]:
+    """Each column's field and attribute path, in field order, nested dataclasses in place."""
+    nested = _nested(row_type)
+    for f in dataclasses.fields(row_type):
+        if f.name in nested:
+            yield from _leaf_fields(nested[f.name], (*path, f.name))
+        else:
+            yield f, (*path, f.name)
+
+
+def _build(row_type: type, values: Iterator[Any]) -> Any:
+    """A row from its column values in :func:`_leaf_fields` order."""
+    nested = _nested(row_type)
+    return row_type(
+        *(
+            _build(nested[f.name], values) if f.name in nested else next(values)
+            for f in dataclasses.fields(row_type)
+        )
+    )
 
 
 def _check_exposure(r: ExposureRow) -> None:
