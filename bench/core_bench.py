@@ -5,7 +5,9 @@
 Builds its cores at run time (bench/_core/crashers.py: small C crashers and one 4 GiB sparse core),
 then measures on those same cores, in one run:
 
-- corecensus's register-and-anomaly pass, ``inspect_core(path, symbolize=False)``, in-process;
+- corecensus's register-and-anomaly pass, ``inspect_core(path, symbolize=False)``, in-process
+  (with NumPy loaded, as in ingest, so the stack window is searched the NumPy way; the
+  processes below search it without NumPy, as ``inspect`` does);
 - corecensus's full symbolized pass, ``inspect_core(path)``, in-process;
 - "drgn alone" (bench/_core/probe.py:drgn_alone), in-process, same warm state;
 - ``eu-stack --core CORE -e EXE`` and ``gdb -batch -ex bt EXE CORE`` as subprocesses;
@@ -233,6 +235,9 @@ def child_env() -> dict[str, str]:
     # No network lookups for any tool: every one of them gets only what is on this machine.
     env.pop("DEBUGINFOD_URLS", None)
     env["LC_ALL"] = "C"
+    # Bytecode cached, as an installed package has it (pip compiles on install): with
+    # PYTHONDONTWRITEBYTECODE inherited, every process row would time compiling the sources.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     src = str(Path(corecensus.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     return env

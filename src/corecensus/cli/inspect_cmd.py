@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from corecensus.cli.output import error, print_json, quiet_libraries, show
-from corecensus.cli.render import record_view
 from corecensus.model import ParseStatus
 
 
@@ -58,7 +57,8 @@ def inspect(
     from corecensus.ingest.journal import load_journal
     from corecensus.ingest.metadata import collect_metadata
 
-    quiet_libraries()
+    if not no_symbols:
+        quiet_libraries()  # drgn's logger; logging is not loaded without it
     try:
         index = load_journal(journal) if journal is not None else None
     except MetadataError as exc:
@@ -76,6 +76,8 @@ def inspect(
     if as_json:
         print_json(record.to_json())
     else:
+        from corecensus.cli.render import record_view  # Rich: only when a table is shown
+
         show(record_view(record))
     if record.status is ParseStatus.UNPARSED:
         # The reason on stderr too, as one line: a script that keeps only stderr, or reads

@@ -8,7 +8,6 @@ cannot move the cursor, retitle the terminal or forge a line.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from corecensus.cli.escape import escape_control
 from corecensus.model import CrashRecord, ParseStatus
 
 if TYPE_CHECKING:  # imported by the commands that need them (inspect stays light)
@@ -37,18 +37,6 @@ __all__ = [
     "record_view",
     "screen_view",
 ]
-
-# C0 and C1 controls and DEL, except tab; newlines are shown too (one datum, one line). Also the
-# bidirectional overrides and isolates, which reorder what is shown (CVE-2021-42574, "Trojan
-# Source"), and lone surrogates, which cannot be written as UTF-8 at all (issue 10).
-_CONTROL = re.compile(
-    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
-
-
-def escape_control(text: str) -> str:
-    """``text`` with every control character shown as an escape (``\x1b``, ``\n``)."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def plain(value: object, style: str = "") -> Text:

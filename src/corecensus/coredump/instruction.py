@@ -11,9 +11,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import capstone
-from capstone import x86 as cs_x86
-
 from corecensus.coredump.memory import AddressSpace
 
 __all__ = [
@@ -47,8 +44,12 @@ class MemoryAccess:
     implicit: bool = False
 
 
+# capstone is imported on first use, not with this module: ``inspect`` of a core whose faulting
+# instruction need not be decoded (no pc, pc outside the dumped code) never loads it.
 @lru_cache(maxsize=4)
 def _cs(arch: str) -> Any:
+    import capstone
+
     if arch == "x86_64":
         md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     elif arch == "aarch64":
@@ -61,6 +62,8 @@ def _cs(arch: str) -> Any:
 
 def decode(code: bytes, address: int, arch: str = "x86_64") -> Any | None:
     """The first instruction in ``code`` (located at ``address``), or None if undecodable."""
+    import capstone
+
     try:
         return next(_cs(arch).disasm(code, address, count=1), None)
     except (capstone.CsError, ValueError):
@@ -70,6 +73,8 @@ def decode(code: bytes, address: int, arch: str = "x86_64") -> Any | None:
 def disassemble(code: bytes, address: int, arch: str = "x86_64") -> Iterator[tuple[int, int]]:
     """(address, size) of each instruction decoded from ``code`` (at ``address``) in a row,
     stopping at the first undecodable byte."""
+    import capstone
+
     try:
         for insn_address, size, _mnemonic, _operands in _cs(arch).disasm_lite(code, address):
             yield insn_address, size
@@ -104,6 +109,8 @@ def register_value(name: str, regs: dict[str, int]) -> int | None:
 
 def effective_accesses(insn: Any, regs: dict[str, int]) -> list[MemoryAccess] | None:
     """Addresses the x86-64 instruction touches, or None if one cannot be computed."""
+    from capstone import x86 as cs_x86  # loaded already: ``insn`` came from capstone
+
     out: list[MemoryAccess] = []
     mask = (1 << 64) - 1
     for op in insn.operands:

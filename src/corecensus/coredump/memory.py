@@ -13,12 +13,10 @@ import operator
 import struct
 from collections.abc import Callable
 
-import numpy as np
-import numpy.typing as npt
-
 from corecensus.coredump.elf import ElfHeader, Segment
 from corecensus.coredump.notes import FileMapping
 from corecensus.coredump.source import CoreSource
+from corecensus.coredump.words import WordWindow
 from corecensus.errors import CoreError
 
 __all__ = ["AddressSpace"]
@@ -55,7 +53,7 @@ class AddressSpace:
             {} if all(map(operator.le, ends, self._starts[1:])) else None
         )
         self._file_pages: dict[int, bytes] = {}
-        self._exec_ranges: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]] | None = None
+        self._exec_ranges: tuple[list[int], list[int]] | None = None
         self.truncated = False
         self.problems: list[str] = []
 
@@ -86,15 +84,15 @@ class AddressSpace:
                 return f
         return None
 
-    def executable_ranges(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
-        """(starts, lasts) of the executable mappings in address order, as arrays: ``lasts`` is
-        the last address inside each (end - 1; a hostile core's end may lie past 2**64, which
-        no uint64 holds, and an empty mapping at 0 gets 0, which no code pointer is)."""
+    def executable_ranges(self) -> tuple[list[int], list[int]]:
+        """(starts, lasts) of the executable mappings in address order: ``lasts`` is the last
+        address inside each (end - 1; a hostile core's end may lie past 2**64, which no word
+        holds, and an empty mapping at 0 gets 0, which no code pointer is)."""
         if self._exec_ranges is None:
             ex = [s for s in self.segments if s.executable]
             self._exec_ranges = (
-                np.array([s.vaddr for s in ex], dtype=np.uint64),
-                np.array([max(min(s.end, 1 << 64) - 1, 0) for s in ex], dtype=np.uint64),
+                [s.vaddr for s in ex],
+                [max(min(s.end, 1 << 64) - 1, 0) for s in ex],
             )
         return self._exec_ranges
 
@@ -218,28 +216,26 @@ class AddressSpace:
             return None
         return int(struct.unpack(self.hdr.endian + ("Q" if w == 8 else "I"), data)[0])
 
-    def read_word_array(
-        self, addr: int, count: int
-    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
-        """``count`` consecutive words from the core as an array, with a mask of those present
-        (the stack window's fast path: one buffer per page, no Python int per word)."""
+    def read_word_window(self, addr: int, count: int) -> WordWindow:
+        """``count`` consecutive words from the core as raw bytes, with which are present (the
+        stack window's fast path: one read per page, no Python int per word)."""
         w = self.hdr.word_size
-        dtype = np.dtype(("<" if self.hdr.little_endian else ">") + ("u8" if w == 8 else "u4"))
-        end = addr + count * w
+        size = count * w
+        end = addr + size
+        little = self.hdr.little_endian
         seg = self.segment_at(addr) if self._whole is not None else None
         if seg is not None and end <= min(seg.vaddr + seg.filesz, seg.end):
             # The usual case, a window inside one dumped stack mapping: one pread. Anything
             # else (a window across mappings, overlapping mappings, a short or failing read)
             # goes page by page below, which records truncation and read problems.
             try:
-                data = self._src.pread(seg.offset + (addr - seg.vaddr), count * w)
+                data = self._src.pread(seg.offset + (addr - seg.vaddr), size)
             except CoreError:
                 data = b""
-            if len(data) == count * w:
-                values = np.frombuffer(data, dtype=dtype).astype(np.uint64)
-                return values, np.ones(count, dtype=bool)
-        values = np.zeros(count, dtype=np.uint64)
-        present = np.zeros(count, dtype=bool)
+            if len(data) == size:
+                return WordWindow(addr, data, w, little)
+        raw = bytearray(size)
+        present = bytearray(count)
         pos = addr
         while pos < end:
             page_end = min(end, (pos & ~(_PAGE - 1)) + _PAGE)
@@ -247,10 +243,10 @@ class AddressSpace:
             i = (pos - addr) // w
             n = (page_end - pos) // w
             if chunk is not None and len(chunk) >= n * w:
-                values[i : i + n] = np.frombuffer(chunk, dtype=dtype, count=n)
-                present[i : i + n] = True
+                raw[i * w : (i + n) * w] = chunk[: n * w]
+                present[i : i + n] = b"\x01" * n
             pos = page_end
-        return values, present
+        return WordWindow(addr, bytes(raw), w, little, bytes(present))
 
     def read_cstring(self, addr: int, limit: int = 4096) -> str | None:
         out = bytearray()

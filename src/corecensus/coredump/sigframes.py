@@ -32,10 +32,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
 from corecensus.coredump.memory import AddressSpace
+from corecensus.coredump.words import WordWindow
 
 __all__ = ["RawSignalFrame", "find_signal_frames"]
 
@@ -92,25 +90,25 @@ _SI_KERNEL = 0x80
 
 
 def find_signal_frames(
-    space: AddressSpace,
-    arch: str,
-    sp: int,
-    start: int,
-    values: npt.NDArray[np.uint64],
-    present: npt.NDArray[np.bool_],
+    space: AddressSpace, arch: str, sp: int, window: WordWindow
 ) -> list[RawSignalFrame]:
-    """Signal frames in the window of words ``values`` read from ``start`` (crash sp ``sp``)."""
+    """Signal frames in the stack ``window`` (crash sp ``sp``)."""
+    start = window.start
     if arch == "x86_64":
-        segments = (values & np.uint64(0xFFFF_FFFF_FFFF)) == np.uint64(_X_USER_CS)
-        high = values >> np.uint64(48)
-        hits = np.flatnonzero(
-            present & segments & ((high == np.uint64(_X_USER_SS)) | (high == np.uint64(0)))
-        )
-        slots = [start + (int(i) - _X_SEGMENTS) * 8 for i in hits if i >= _X_SEGMENTS]
+        # the segment word: cs = __USER_CS, gs = fs = 0, ss = __USER_DS or 0
+        hits = [
+            i
+            for i in window.with_byte(0, _X_USER_CS)
+            if (v := window.value(i)) & 0xFFFF_FFFF_FFFF == _X_USER_CS
+            and v >> 48 in (_X_USER_SS, 0)
+        ]
+        slots = [start + (i - _X_SEGMENTS) * 8 for i in hits if i >= _X_SEGMENTS]
         check = _x86_64_frame
     elif arch == "aarch64":
-        hits = np.flatnonzero(present & (values == np.uint64(_A_FPSIMD)))
-        slots = [start + int(i) * 8 - _A_RESERVED for i in hits]
+        # the FP/SIMD record's magic; its byte 3 (0x46 in memory order) picks the candidates
+        at = 3 if window.little_endian else 4
+        hits = [i for i in window.with_byte(at, 0x46) if window.value(i) == _A_FPSIMD]
+        slots = [start + i * 8 - _A_RESERVED for i in hits]
         check = _aarch64_frame
     else:
         return []

@@ -15,17 +15,12 @@ time, and the parser reports ``partial`` instead of reading on.
 from __future__ import annotations
 
 import io
-import lzma
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
-import zstandard
-
-from corecensus.coredump.lz4stream import Lz4Reader
-from corecensus.coredump.zstdstream import ZstdReader
 from corecensus.errors import CompressionError, CoreError
 from corecensus.outside import open_regular, open_regular_fd
 
@@ -182,6 +177,11 @@ class StreamSource:
 
     def _read_stream(self, n: int) -> bytes:
         assert self._stream is not None
+        # The decoders are imported when a compressed core is opened, not with this module.
+        import lzma
+
+        import zstandard
+
         try:
             # read1: one decoder step at most, so the bytes decoded before a damaged block are
             # returned before the damage is met (read(n) would drop them with the error).
@@ -321,9 +321,14 @@ def _decoder_problem(compression: str | None, exc: BaseException) -> str:
 def _decompressing_reader(open_raw: Callable[[], BinaryIO], compression: str) -> BinaryIO:
     """A decompressing reader of ``open_raw()``, which it owns (and closes). The lz4 reader may
     call ``open_raw`` once more, to find the block a truncated input ends inside."""
+    # Imported here: a plain core (most of them) never loads a decoder.
     if compression == "lz4":
+        from corecensus.coredump.lz4stream import Lz4Reader
+
         return cast(BinaryIO, Lz4Reader(open_raw))
     if compression == "zstd":
+        from corecensus.coredump.zstdstream import ZstdReader
+
         return cast(BinaryIO, ZstdReader(open_raw, ZSTD_MAX_WINDOW_BYTES))
     raw = open_raw()
     if compression == "xz":
@@ -360,6 +365,7 @@ def _xz_reader(fh: BinaryIO) -> BinaryIO:
     over an ``LZMADecompressor(memlimit=...)``.
     """
     import _compression
+    import lzma
 
     decoder = _compression.DecompressReader(
         fh,

@@ -11,12 +11,10 @@ what the thread was doing when a signal arrived.
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
-
 from corecensus.coredump.instruction import is_after_call, x86_code_pointer
 from corecensus.coredump.parse import STACK_ABOVE, STACK_BELOW, ParsedCore
 from corecensus.coredump.sigframes import RawSignalFrame, find_signal_frames
+from corecensus.coredump.words import code_pointer_indices
 
 __all__ = ["RawSignalFrame", "RawStackWord", "scan_stack"]
 
@@ -34,16 +32,16 @@ def scan_stack(p: ParsedCore) -> tuple[list[RawStackWord], list[RawSignalFrame],
     w = p.hdr.word_size
     start = (sp - STACK_BELOW) & ~(w - 1)
     count = (STACK_BELOW + STACK_ABOVE) // w
-    values, present = p.space.read_word_array(start, count)
-    if not present.any():
+    window = p.space.read_word_window(start, count)
+    if not window.any_present():
         return [], [], f"stack memory around sp={sp:#x} is not in the core"
-    frames = find_signal_frames(p.space, p.arch_name, sp, start, values, present)
-    idx = _code_pointer_indices(p, values, present)
-    if not len(idx):
+    frames = find_signal_frames(p.space, p.arch_name, sp, window)
+    idx = code_pointer_indices(window, *p.space.executable_ranges())
+    if not idx:
         return [], frames, None
-    # Python ints once, for the few dozen code pointers (not one numpy scalar per word).
-    addresses: list[int] = values[idx].tolist()
-    offsets: list[int] = (idx * w + (start - sp)).tolist()
+    # Python ints only for the few dozen code pointers.
+    addresses = [window.value(i) for i in idx]
+    offsets = [i * w + (start - sp) for i in idx]
     # Each distinct address is decoded once (a recursion repeats its return address per frame).
     space, arch = p.space, p.arch_name
     distinct = dict.fromkeys(addresses)
@@ -53,23 +51,3 @@ def scan_stack(p: ParsedCore) -> tuple[list[RawStackWord], list[RawSignalFrame],
         after_call = {v: is_after_call(space, v, arch) for v in distinct}
     words = list(zip(offsets, addresses, map(after_call.__getitem__, addresses), strict=True))
     return words, frames, None
-
-
-def _code_pointer_indices(
-    p: ParsedCore, values: npt.NDArray[np.uint64], present: npt.NDArray[np.bool_]
-) -> npt.NDArray[np.intp]:
-    """Indices of the words that point into an executable mapping (vectorized: a stack window
-    is thousands of words and only a few dozen are code addresses)."""
-    starts, lasts = p.space.executable_ranges()
-    if not len(starts):
-        return np.zeros(0, dtype=np.intp)
-    # Bound first (a word below the lowest executable start or above the highest end points
-    # into none), then locate only the survivors: most stack words are small integers or
-    # stack addresses.
-    lowest = max(4096, int(starts[0]))
-    cand = np.flatnonzero(present & (values >= lowest) & (values <= lasts.max()))
-    if not len(cand):
-        return cand
-    v = values[cand]
-    i = np.searchsorted(starts, v, side="right") - 1  # >= 0: every v >= starts[0]
-    return cand[v <= lasts[i]]

@@ -8,14 +8,17 @@
  * `ret` jumps to whatever the frame left there (0 on the kernels seen so far) and the thread
  * dies with rip = 0.
  *
- * Usage: throw_loop PATH HZ
+ * Usage: throw_loop PATH HZ [N]
  *   PATH  (1..3) which of three callers runs the throwing loop, so cores of different runs
  *         carry different callers on their stacks, as a fleet's cores do;
  *   HZ    > 0 arms a CPU-time timer raising SIGUSR2 HZ times per second (the natural race);
- *         0 arms none (a debugger delivers the signal at the one instruction instead).
+ *         0 arms none (a debugger delivers the signal at the one instruction instead);
+ *   N     throws before exiting (default 2e9); a run that survives prints
+ *         "throws N signals S", so bench/race_natural_bench.py can measure both rates.
  * SIGUSR2 has a plain sa_handler (no SA_SIGINFO), as profilers and the original service had:
  * the kernel then leaves the frame's siginfo unwritten. */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -73,7 +76,8 @@ int main(int argc, char **argv)
 {
     int path = argc > 1 ? atoi(argv[1]) : 1;
     long hz = argc > 2 ? atol(argv[2]) : 0;
-    if (path < 1 || path > 3 || hz < 0 || hz > 1000000)
+    const long n = argc > 3 ? atol(argv[3]) : 2000000000L;
+    if (path < 1 || path > 3 || hz < 0 || hz > 1000000 || n < 1)
         return 2;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -95,7 +99,7 @@ int main(int argc, char **argv)
             return 2;
     }
     /* Bounded: a run that never hits the window exits 3 instead of hanging a test. */
-    const long n = 2000000000L;
     long sum = path == 1 ? via_parse(n) : path == 2 ? via_lookup(n) : via_commit(n);
+    printf("throws %ld signals %ld\n", n, (long)ticks);
     return sum == 42 ? 4 : 3;
 }
