@@ -167,6 +167,29 @@ def test_backlog_measures_the_throughput_of_busy_windows_only() -> None:
     assert backlog.throughput == pytest.approx(2000.0 + 0.2 * (1000.0 - 2000.0))
 
 
+def test_a_short_busy_spell_raises_an_estimate_below_what_it_finished() -> None:
+    clock = FakeClock()
+    backlog = Backlog(clock=clock)
+    backlog.queued(100)
+    clock.now += 1.0
+    backlog.committed(100, 1.0)  # a slow second: 100 records/s
+    assert backlog.throughput == pytest.approx(100.0)
+    # Then, mostly shed, the collector only ever holds one request at a time: spells too short
+    # to measure, each finishing 20 records in 0.05 s (400/s at least).
+    for _ in range(3):
+        clock.now += 10.0
+        backlog.queued(20)
+        clock.now += 0.05
+        backlog.committed(20, 0.05)
+    assert backlog.throughput == pytest.approx(400.0)
+    assert backlog.last_throughput == pytest.approx(400.0)
+    # A spell that finished less than the estimate does not lower it (it was not busy enough).
+    backlog.queued(1)
+    clock.now += 0.1
+    backlog.committed(1, 0.1)
+    assert backlog.throughput == pytest.approx(400.0)
+
+
 def test_the_wait_is_the_work_ahead_over_the_measured_throughput() -> None:
     clock = FakeClock()
     backlog = Backlog(clock=clock)

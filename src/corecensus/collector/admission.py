@@ -135,8 +135,19 @@ class Backlog:
 
     def _maybe_idle(self) -> None:
         # Called with the lock held, after work left the system: an empty system ends the
-        # window unmeasured (the time since its last commit was not spent on work).
+        # window. Shorter than WINDOW_S it measures no throughput, but what it finished in its
+        # time is a floor under the throughput: an estimate below the floor is raised to it.
+        # Else a collector that had measured itself slow (a neighbour's burst on the CPU) and
+        # then shed nearly everything would never run busy long enough to learn otherwise.
         if self.admitted_requests == 0 and self.queued_records == 0:
+            if self._window_start is not None and self._window_done > 0:
+                elapsed = self._clock() - self._window_start
+                if elapsed > 0:
+                    floor = self._window_done / elapsed
+                    if self.throughput is not None and floor > self.throughput:
+                        self.throughput = floor
+                    if self.last_throughput is not None and floor > self.last_throughput:
+                        self.last_throughput = floor
             self._window_start = None
 
     def admitted(self) -> None:
