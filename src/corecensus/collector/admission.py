@@ -77,6 +77,8 @@ class Backlog:
     ALPHA = 0.2
     # Shortest busy window that measures the throughput (seconds): a few group commits.
     WINDOW_S = 0.25
+    # Times an admitted request waits for the event loop to run it before it is answered.
+    LOOP_TURNS = 4
 
     def __init__(
         self, initial_s_per_record: float = 1e-4, clock: Callable[[], float] = time.monotonic
@@ -121,7 +123,9 @@ class Backlog:
                     unread * (self.decode_s_per_record + self.commit_s_per_record)
                     + self.queued_records * self.commit_s_per_record
                 )
-            return ahead + self.commit_s + self.loop_lag_s
+            # An admitted request waits for the loop at each of its turns on it (its body, the
+            # hand-off to a decode thread, to the writer, the answer), not once.
+            return ahead + self.commit_s + self.LOOP_TURNS * self.loop_lag_s
 
     def lagged(self, seconds: float) -> None:
         """The event loop ran a callback ``seconds`` late."""
