@@ -17,6 +17,7 @@ import msgspec
 from corecensus.errors import StoreError
 from corecensus.ingest.fields import (
     COMM,
+    CPU,
     CPU_CORE,
     EXE,
     HOST_CPUS,
@@ -92,11 +93,31 @@ def _record_json(record: CrashRecord) -> str:
 def crash_row(record: CrashRecord, sig: Signatures) -> CrashRow:
     """One ``crashes`` row. Flat columns come from the record, falling back to its metadata;
     ``ingested_us`` is left for the store to set."""
-    meta: Mapping[str, str] = record.metadata
-    cpu = record.cpu if record.cpu is not None else meta.get("CORECENSUS_CPU")
-    signal = record.signal if record.signal is not None else meta.get("COREDUMP_SIGNAL")
+    return _row(
+        record,
+        status=str(record.status),
+        anomalies=tuple(record.anomaly_names),
+        record_json=_record_json(record),
+        signature=signature_columns(sig),
+    )
+
+
+def _row(
+    crash: Any,
+    *,
+    status: str,
+    anomalies: tuple[str, ...],
+    record_json: str,
+    signature: SignatureColumns,
+) -> CrashRow:
+    """The row of a crash (a :class:`CrashRecord` or the typed wire pass's crash: both carry
+    ``core_id``, ``cpu``, ``signal``, ``exe`` and ``metadata``), each flat column taken from the
+    crash and else from its metadata."""
+    meta: Mapping[str, str] = crash.metadata
+    cpu = crash.cpu if crash.cpu is not None else meta.get(CPU)
+    signal = crash.signal if crash.signal is not None else meta.get(SIGNAL)
     return CrashRow(
-        core_id=record.core_id,
+        core_id=crash.core_id,
         time_us=_int_or_none(meta.get("COREDUMP_TIMESTAMP"), _INT64_MAX),
         host=_text(meta.get("COREDUMP_HOSTNAME")),
         cpu=_int_or_none(cpu, _INT32_MAX),
@@ -105,17 +126,17 @@ def crash_row(record: CrashRecord, sig: Signatures) -> CrashRow:
         kernel=_text(meta.get("CORECENSUS_KERNEL")),
         service=_text(meta.get("CORECENSUS_SERVICE")),
         version=_text(meta.get("CORECENSUS_VERSION")),
-        exe=_text(record.exe or meta.get("COREDUMP_EXE")),
+        exe=_text(crash.exe or meta.get(EXE)),
         signal=_int_or_none(signal, _INT32_MAX),
-        status=str(record.status),
-        anomalies=tuple(record.anomaly_names),
-        anomaly_mask=anomaly_mask(record.anomaly_names),
+        status=status,
+        anomalies=anomalies,
+        anomaly_mask=anomaly_mask(anomalies),
         ingested_us=0,
-        record_json=_record_json(record),
+        record_json=record_json,
         host_cpus=_int_or_none(meta.get(HOST_CPUS), _INT32_MAX),
         cpu_core=_int_or_none(meta.get(CPU_CORE), _INT32_MAX),
         cpus_allowed=cpus_allowed_of(meta),
-        signature=signature_columns(sig),
+        signature=signature,
     )
 
 
@@ -215,29 +236,10 @@ class TypedSigner:
             yield self.row(crash)
 
     def row(self, crash: Any) -> CrashRow:
-        meta: Mapping[str, str] = crash.metadata
-        cpu = crash.cpu if crash.cpu is not None else meta.get("CORECENSUS_CPU")
-        signal = crash.signal if crash.signal is not None else meta.get(SIGNAL)
-        names = tuple(a.name for a in crash.anomaly_details)
-        return CrashRow(
-            core_id=crash.core_id,
-            time_us=_int_or_none(meta.get("COREDUMP_TIMESTAMP"), _INT64_MAX),
-            host=_text(meta.get("COREDUMP_HOSTNAME")),
-            cpu=_int_or_none(cpu, _INT32_MAX),
-            cpu_model=_text(meta.get("CORECENSUS_CPU_MODEL")),
-            microcode=_text(meta.get("CORECENSUS_MICROCODE")),
-            kernel=_text(meta.get("CORECENSUS_KERNEL")),
-            service=_text(meta.get("CORECENSUS_SERVICE")),
-            version=_text(meta.get("CORECENSUS_VERSION")),
-            exe=_text(crash.exe or meta.get(EXE)),
-            signal=_int_or_none(signal, _INT32_MAX),
+        return _row(
+            crash,
             status=crash.status,
-            anomalies=names,
-            anomaly_mask=anomaly_mask(names),
-            ingested_us=0,
+            anomalies=tuple(a.name for a in crash.anomaly_details),
             record_json=self._encoder.encode(crash).decode("utf-8"),
-            host_cpus=_int_or_none(meta.get(HOST_CPUS), _INT32_MAX),
-            cpu_core=_int_or_none(meta.get(CPU_CORE), _INT32_MAX),
-            cpus_allowed=cpus_allowed_of(meta),
             signature=self._signature(crash),
         )
