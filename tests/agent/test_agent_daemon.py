@@ -7,18 +7,17 @@ Waits are bounded polls, never timing assertions."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_cli import agent_argv, clean_env
 from collector_stub import Scripted, StubCollector
 from test_agent_uploader import crash
 from test_agent_watch import systemd_core
@@ -40,21 +39,9 @@ def wait_until(pred: Callable[[], bool], what: str, limit_s: float = 180.0) -> N
 class Agent:
     def __init__(self, state: Path, env: dict[str, str]) -> None:
         self.state = state
-        full = {k: v for k, v in os.environ.items() if not k.startswith("CORECENSUS_")}
-        full.update(env)
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "corecensus",
-                "agent",
-                "--config",
-                os.devnull,
-                "-s",
-                str(state),
-                "run",
-            ],
-            env=full,
+            agent_argv(state, "run"),
+            env=clean_env(env),
             stderr=subprocess.PIPE,
         )
 
@@ -127,18 +114,7 @@ def test_records_heartbeats_and_watched_cores_arrive(
     assert beat["host"] == "web-1" and beat["service"] == "corecensus-agent"
     assert collector.duplicates == 0
     status = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "corecensus",
-            "agent",
-            "--config",
-            os.devnull,
-            "-s",
-            str(state),
-            "status",
-            "--json",
-        ],
+        agent_argv(state, "status", "--json"),
         capture_output=True,
         text=True,
         check=True,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import zstandard
+from agent_cli import agent_argv, clean_env
 
 from corecensus.agent.chain import CrashArgs
 from corecensus.agent.config import AgentConfig
@@ -22,9 +23,6 @@ from corecensus.agent.handler import handle_core
 from corecensus.agent.spool import Spool
 from corecensus.ingest.metadata import collect_metadata
 from crashers import CrashResult
-
-CORECENSUS = [sys.executable, "-m", "corecensus"]
-
 
 # The stand-in pins itself and sets its own core limit, then says so: the handler must not read
 # /proc before that (no preexec_fn: it is unsafe in a threaded test process).
@@ -83,24 +81,12 @@ def core(kernel_cores: Any) -> CrashResult:
 def run_handler(
     state: Path, pid: int, stdin: bytes, env: dict[str, str] | None = None, comm: str = "null_deref"
 ) -> dict[str, Any]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CORECENSUS_")}
-    full_env.update(env or {})
     args = [str(pid), str(pid), str(pid), "11", "1700000000", "host-a", comm]
     out = subprocess.run(
-        [
-            *CORECENSUS,
-            "agent",
-            "--config",
-            os.devnull,
-            "-s",
-            str(state),
-            "handle-core",
-            *args,
-            "--json",
-        ],
+        agent_argv(state, "handle-core", *args, "--json"),
         input=stdin,
         capture_output=True,
-        env=full_env,
+        env=clean_env(env),
         timeout=300,
         check=True,
     )
@@ -201,24 +187,12 @@ def test_budget_releases_the_process_and_records_timed_out(
     its budget (1 s) with a record that says so -- a hang would fail on the 300 s timeout."""
     assert core.core is not None
     data = core.core.read_bytes()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORECENSUS_")}
-    env["CORECENSUS_AGENT_HANDLER_BUDGET_S"] = "1"
     args = [str(stand.pid)] * 3 + ["11", "1700000000", "host-a", "null_deref"]
     proc = subprocess.Popen(
-        [
-            *CORECENSUS,
-            "agent",
-            "--config",
-            os.devnull,
-            "-s",
-            str(tmp_path / "state"),
-            "handle-core",
-            *args,
-            "--json",
-        ],
+        agent_argv(tmp_path / "state", "handle-core", *args, "--json"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env=env,
+        env=clean_env({"CORECENSUS_AGENT_HANDLER_BUDGET_S": "1"}),
     )
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(data[: len(data) // 2])

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zstandard
+from agent_cli import agent_argv, clean_env
 from collector_stub import StubCollector
 
 from corecensus.agent.spool import Spool
@@ -35,23 +35,11 @@ pytestmark = pytest.mark.skipif(
 def _agent(
     state: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("CORECENSUS_")}
-    full.update(env or {})
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "corecensus",
-            "agent",
-            "--config",
-            os.devnull,
-            "-s",
-            str(state),
-            *args,
-        ],
+        agent_argv(state, *args),
         capture_output=True,
         text=True,
-        env=full,
+        env=clean_env(env),
         timeout=120,
     )
 

@@ -6,13 +6,13 @@ agent drains its spool and every record is there once."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+from agent_cli import agent_argv, clean_env
 from test_agent_daemon import Agent, base_env, wait_until
 from test_agent_handler import Stand
 from test_agent_watch import systemd_core
@@ -26,24 +26,11 @@ from collector_proc import CollectorProcess, write_tokens
 
 def capture(state: Path, stand: Stand, core: bytes, time_s: int) -> None:
     """``handle-core`` as the kernel runs it (the stand-in keeps /proc/<pid> alive)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORECENSUS_")}
-    env["CORECENSUS_AGENT_HOSTNAME"] = "web-1"
     args = [str(stand.pid)] * 3 + ["11", str(time_s), "web-1", "null_deref"]
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "corecensus",
-            "agent",
-            "--config",
-            os.devnull,
-            "-s",
-            str(state),
-            "handle-core",
-            *args,
-        ],
+        agent_argv(state, "handle-core", *args),
         input=core,
-        env=env,
+        env=clean_env({"CORECENSUS_AGENT_HOSTNAME": "web-1"}),
         capture_output=True,
         timeout=300,
         check=True,
