@@ -73,15 +73,9 @@ def decode_block_prefix(src: bytes, history: bytes, limit: int) -> bytes:
     while i < n:
         token = src[i]
         i += 1
-        literals = token >> 4
-        if literals == 15:
-            while i < n and src[i] == 255:
-                literals += 255
-                i += 1
-            if i >= n:
-                break
-            literals += src[i]
-            i += 1
+        literals, i = _length(src, i, token >> 4)
+        if i > n:
+            break
         take = min(literals, n - i, cap - len(out))
         out += src[i : i + take]
         i += take
@@ -89,15 +83,9 @@ def decode_block_prefix(src: bytes, history: bytes, limit: int) -> bytes:
             break  # cut inside the literals or the offset (or the block's last, literal-only run)
         offset = src[i] | (src[i + 1] << 8)
         i += 2
-        match = token & 15
-        if match == 15:
-            while i < n and src[i] == 255:
-                match += 255
-                i += 1
-            if i >= n:
-                break
-            match += src[i]
-            i += 1
+        match, i = _length(src, i, token & 15)
+        if i > n:
+            break
         match += _MIN_MATCH
         if offset == 0 or offset > len(out) or len(out) + match > cap:
             break  # not a block a real encoder wrote; nothing after this is data
@@ -246,3 +234,18 @@ class Lz4Reader:
             self._frames.close()
         finally:
             self._raw.close()
+
+
+def _length(src: bytes, i: int, nibble: int) -> tuple[int, int]:
+    """A sequence's literal or match length from its token nibble, with the extra bytes LZ4
+    adds when the nibble is 15 (each 255 adds 255 and goes on; the first other byte ends it),
+    and where reading goes on; past ``len(src)`` when the extra bytes were cut off."""
+    if nibble != 15:
+        return nibble, i
+    n = len(src)
+    while i < n and src[i] == 255:
+        nibble += 255
+        i += 1
+    if i >= n:
+        return nibble, n + 1
+    return nibble + src[i], i + 1
