@@ -72,15 +72,38 @@ class RaceCore:
     function_start: int
 
 
+# Paddings of the thrower's stack to try (throw_loop.cc's PAD), the one that worked last first:
+# where the signal frame's fpstate falls on the context's %rip slot depends on the CPU's XSAVE
+# layout, and in some areas of it (MPX's, on CPUs without MPX) the kernel writes nothing.
+PADS = tuple(range(0, 4097, 128))
+_pad_that_worked = [0]
+
+
 def race_core(exe: Path, path: int, workdir: Path) -> RaceCore:
-    """Run throw_loop PATH under gdb, deliver SIGUSR2 in the window, return the kernel's core."""
+    """Run throw_loop PATH under gdb, deliver SIGUSR2 in the window, return the kernel's core:
+    with the first padding for which the signal frame leaves 0 in the context's %rip slot."""
+    tried: list[str] = []
+    for pad in dict.fromkeys((_pad_that_worked[0], *PADS)):
+        run_dir = workdir / f"pad{pad}"
+        core = _race_core_padded(exe, path, run_dir, pad, tried)
+        if core is not None:
+            _pad_that_worked[0] = pad
+            return core
+    raise CrasherError(
+        "the signal frame never left 0 in libunwind's %rip slot: " + "; ".join(tried[-4:])
+    )
+
+
+def _race_core_padded(
+    exe: Path, path: int, workdir: Path, pad: int, tried: list[str]
+) -> RaceCore | None:
     workdir.mkdir(parents=True)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/"),
         "LC_ALL": "C",
         "RACE_EXE": str(exe),
-        "RACE_ARGS": f"{path} 0",
+        "RACE_ARGS": f"{path} 0 2000000000 {pad}",
     }
     cmd = [
         "/bin/sh", "-c", _ALLOW_CORE, "allow-core",
@@ -89,12 +112,14 @@ def race_core(exe: Path, path: int, workdir: Path) -> RaceCore:
     done = subprocess.run(
         cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
     )
-    facts = next(
-        (json.loads(ln[11:]) for ln in done.stdout.splitlines() if ln.startswith("RACE_FACTS ")),
-        None,
-    )
-    if facts is None:
+    lines = done.stdout.splitlines()
+    facts = next((json.loads(ln[11:]) for ln in lines if ln.startswith("RACE_FACTS ")), None)
+    target = next((ln[12:] for ln in lines if ln.startswith("RACE_TARGET ")), None)
+    if facts is None or target is None:
         raise CrasherError(f"gdb did not reach the race window:\n{done.stdout}\n{done.stderr}")
+    if int(target, 16) != 0:
+        tried.append(f"pad {pad}: the frame left {target}")
+        return None
     if "terminated with signal SIGSEGV" not in done.stdout:
         raise CrasherError(f"throw_loop did not die of SIGSEGV:\n{done.stdout}\n{done.stderr}")
     cores = [p for p in workdir.iterdir() if p.is_file() and is_core_file(p)]

@@ -3,8 +3,13 @@
 The instruction is found, not hard-coded: the first one after the `mov ...,%rsp` that switches
 to the landing pad's stack (libunwind 1.6.2: _Ux86_64_setcontext+82, `mov 0xa8(%rdi),%rcx`,
 which reads the target %rip from the context the switch left below %rsp).  gdb stops there on
-the first throw, delivers SIGUSR2 with `signal`, and passes the SIGSEGV that follows, so the
-process dies and the kernel writes its core.  Prints one line ``RACE_FACTS {json}``.
+the first throw, delivers SIGUSR2 with `signal`, and stops again at the next instruction (the
+`push` of the %rip just read back from the context) to see what the signal frame left there.
+When that is 0 (what the frame's fpstate leaves on the CPUs seen so far) it passes the SIGSEGV
+that follows, so the process dies and the kernel writes its core.  When the frame left the slot
+alone or wrote something else (where the slot falls depends on the CPU's XSAVE layout: see
+throw_loop.cc's PAD), it kills the process instead of letting it run on, so the caller can try
+another padding.  Prints ``RACE_FACTS {json}`` and then ``RACE_TARGET 0x...``.
 
 Environment: RACE_EXE, RACE_ARGS (space separated).
 """
@@ -40,4 +45,12 @@ gdb.execute("continue")
 rsp = int(gdb.parse_and_eval("$rsp")) & (2**64 - 1)
 facts = {"function_start": start, "interrupted_pc": window, "interrupted_sp": rsp}
 print("RACE_FACTS " + json.dumps(facts), flush=True)
+push = arch.disassemble(window, count=2)[1]["addr"]
+gdb.execute(f"tbreak *{push:#x}")
 gdb.execute("signal SIGUSR2")
+target = int(gdb.parse_and_eval("$rcx")) & (2**64 - 1)
+print(f"RACE_TARGET {target:#x}", flush=True)
+if target == 0:
+    gdb.execute("continue")
+else:
+    gdb.execute("kill")

@@ -8,13 +8,19 @@
  * `ret` jumps to whatever the frame left there (0 on the kernels seen so far) and the thread
  * dies with rip = 0.
  *
- * Usage: throw_loop PATH HZ [N]
+ * Usage: throw_loop PATH HZ [N [PAD]]
  *   PATH  (1..3) which of three callers runs the throwing loop, so cores of different runs
  *         carry different callers on their stacks, as a fleet's cores do;
  *   HZ    > 0 arms a CPU-time timer raising SIGUSR2 HZ times per second (the natural race);
  *         0 arms none (a debugger delivers the signal at the one instruction instead);
  *   N     throws before exiting (default 2e9); a run that survives prints
- *         "throws N signals S", so bench/race_natural_bench.py can measure both rates.
+ *         "throws N signals S", so bench/race_natural_bench.py can measure both rates;
+ *   PAD   bytes of stack the thrower takes before it throws (default 0), which moves libunwind's
+ *         context that much further below the landing pad's %rsp.  Whether the signal frame
+ *         lands on the context's %rip slot depends on the CPU's XSAVE layout: on a CPU without
+ *         MPX (Sapphire Rapids, AVX-512 and AMX) the slot falls in the unused MPX area of the
+ *         frame's fpstate, the kernel writes nothing there and the race is benign at PAD 0;
+ *         tests/libunwind_race.py tries paddings until the frame zeroes the slot.
  * SIGUSR2 has a plain sa_handler (no SA_SIGINFO), as profilers and the original service had:
  * the kernel then leaves the frame's siginfo unwritten. */
 #include <signal.h>
@@ -24,6 +30,7 @@
 #include <time.h>
 
 static volatile sig_atomic_t ticks;
+static long pad_bytes;
 
 static void on_sigusr2(int sig)
 {
@@ -33,6 +40,10 @@ static void on_sigusr2(int sig)
 
 __attribute__((noinline)) void thrower(long i)
 {
+    if (pad_bytes > 0) {
+        volatile char *pad = (volatile char *)__builtin_alloca(pad_bytes);
+        pad[0] = 0;
+    }
     if (i >= 0)
         throw i;
 }
@@ -77,7 +88,9 @@ int main(int argc, char **argv)
     int path = argc > 1 ? atoi(argv[1]) : 1;
     long hz = argc > 2 ? atol(argv[2]) : 0;
     const long n = argc > 3 ? atol(argv[3]) : 2000000000L;
-    if (path < 1 || path > 3 || hz < 0 || hz > 1000000 || n < 1)
+    pad_bytes = argc > 4 ? atol(argv[4]) : 0;
+    if (path < 1 || path > 3 || hz < 0 || hz > 1000000 || n < 1 || pad_bytes < 0 ||
+        pad_bytes > 65536)
         return 2;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
