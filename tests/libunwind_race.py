@@ -79,6 +79,12 @@ PADS = tuple(range(0, 4097, 128))
 _pad_that_worked = [0]
 
 
+def pad_that_crashes() -> int:
+    """The padding with which the last race_core() got its core (0 before any): the natural
+    runs of bench/race_natural_bench.py use it so that the race can kill them on this CPU."""
+    return _pad_that_worked[0]
+
+
 def race_core(exe: Path, path: int, workdir: Path) -> RaceCore:
     """Run throw_loop PATH under gdb, deliver SIGUSR2 in the window, return the kernel's core:
     with the first padding for which the signal frame leaves 0 in the context's %rip slot."""
