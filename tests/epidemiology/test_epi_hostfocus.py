@@ -136,8 +136,8 @@ def test_pair_of_one_bad_cpu_and_a_healthy_one_names_only_the_bad() -> None:
 
 def _quiet_after(change: bool) -> list[dict[str, Any]]:
     """Six faulty crashes from day 2 to day 11.2, then quiet to day 30: the chance of so long a
-    quiet stretch under a constant rate is 0.0038, above 0.001 (no change seen) and below
-    0.05 (a microcode change seen after the last one)."""
+    quiet stretch under a constant rate is 0.0038, above 0.001 (no change seen); of none after
+    a microcode change seen on day 12, 0.0058, below 0.05."""
     rows = [r for r in background() if r["host"] != "h150"]
     later_code = "0x11" if change else "0x10"
     stopped = faulty("h150", 9, np.linspace(2, 11.2, 6), microcode="0x10")
@@ -148,8 +148,16 @@ def _quiet_after(change: bool) -> list[dict[str, Any]]:
 
 def test_quiet_across_a_microcode_change_is_a_stop() -> None:
     [h] = run(_quiet_after(change=True)).hosts
-    assert any("stopped (no suspect crash since; probability 0.0038" in r for r in h.reasons)
-    assert "Microcode changed from 0x10 to 0x11 after they stopped." in h.reasons
+    # anchored at the change, seen in the host's crash on day 12: (10 / 28) ** 5 = 0.0058
+    assert any(
+        "stopped (no suspect crash since the change first seen" in r and "probability 0.0058" in r
+        for r in h.reasons
+    )
+    assert any(
+        r.startswith("Microcode changed from 0x10 to 0x11 after they stopped, first seen")
+        and r.endswith("in its crashes.")
+        for r in h.reasons
+    )
     assert h.recommendations[0].startswith("Rescreen h150")
 
 

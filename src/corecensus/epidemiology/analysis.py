@@ -168,6 +168,8 @@ class _Context:
             params=params,
             settings=scan_settings(params),
             time_order=order,
+            exposure=exposure if index is not None else None,
+            exposure_host=index.exposure_host if index is not None else None,
         )
         scan, cpus = fleet.scan, fleet.placement.cells
         # grouped after the host scan, whose own arrays peak there (memory, at 1e7)

@@ -11,12 +11,10 @@ Steps (issue 9):
 4. per flagged host: every significant cell, step-down from the busiest (its pile-up among the
    cells left and its anomalies, at ``cpu_alpha``: a host with two bad CPUs names both; at
    core level, every logical CPU seen on the core), and the
-   suspect crashes' first and last times. The faulty crashes have *stopped* when, given how
-   many there were since the first, so long a quiet stretch to the end of the data is
-   unlikely under a constant rate: the conditional probability that the ``k - 1`` later ones
-   all fall before the last, ``((last - first) / (end - first)) ** (k - 1)``, is at most
-   ``STOP_ALPHA``, or counted from a microcode or kernel change after the last one at most
-   ``STOP_ALPHA_CHANGED``; a stopped fault gets a rescreen, not a denylist. A host flagged in a time window
+   suspect crashes' first and last times. Whether they have *stopped* (a rescreen, not a
+   denylist), measured in the host's observed time and with the microcode and kernel changes
+   its crashes and exposure show, is :mod:`~corecensus.epidemiology.timeline`'s. A host
+   flagged in a time window
    (:mod:`~corecensus.epidemiology.hostfocus`) has its cells named from that window's
    crashes, its timeline from all of them; one flagged by its two busiest cells names both.
 """
@@ -36,7 +34,15 @@ from corecensus.epidemiology.params import AnalysisParams
 from corecensus.epidemiology.placement import Placement, place_crashes
 from corecensus.epidemiology.poisson import poisson_upper
 from corecensus.epidemiology.segments import Groups, pair_key
-from corecensus.epidemiology.table import CrashTable
+from corecensus.epidemiology.table import CrashTable, ExposureTable
+from corecensus.epidemiology.timeline import (
+    STOP_ALPHA,
+    STOP_ALPHA_CHANGED,
+    HostRecord,
+    change_words,
+    host_records,
+    stop_test,
+)
 
 __all__ = [
     "STOP_ALPHA",
@@ -49,17 +55,6 @@ __all__ = [
 
 I64 = NDArray[np.int64]
 B = NDArray[np.bool_]
-
-# A live fault must not be told to rescreen: at 0.01 the simulator's 20 seeds showed 2 live
-# faults (of about 140 flagged) quiet by chance for 8-10 days at the end (p 0.005, 0.006).
-STOP_ALPHA = 0.001
-# ... unless the host's crashes show a microcode or kernel change after the last suspect
-# crash: vendors fix CPU errata by microcode and kernels work around them, so a fault quiet
-# across such a change has likely stopped. The quiet-stretch test stays valid whatever
-# selects it, so a live fault across a change is told to rescreen with probability <= 5 %
-# (and its rescreen fails); the simulator's live faults with a microcode update: none.
-STOP_ALPHA_CHANGED = 0.05
-_STOP_MIN = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +80,10 @@ class HostDetail:
     stop_p: float | None
     changes: tuple[str, ...]
     facts: tuple[str, ...]
+    stop_changes: tuple[str, ...] = ()  # the changes after the last suspect crash
+    # no suspect crash after the first change after the last one: its time and probability
+    stop_change_us: int | None = None
+    stop_change_p: float | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -109,8 +108,12 @@ def scan_fleet(
     params: AnalysisParams,
     settings: ScanSettings,
     time_order: I64 | None = None,
+    exposure: ExposureTable | None = None,
+    exposure_host: NDArray[np.integer] | None = None,
 ) -> FleetScan:
-    """Run steps 1-4 of the module docstring."""
+    """Run steps 1-4 of the module docstring. ``exposure`` (with each row's host in the
+    crashes' host codes, ``exposure_host``) is the hosts' own record of when they ran and on
+    which microcode and kernel, for the timelines of flagged hosts."""
     placement = place_crashes(
         host=crashes.host.codes,
         cpu=crashes.cpu,
@@ -155,9 +158,13 @@ def scan_fleet(
     )
     cell = np.where(ev, placement.cell, -1)
     end_us = int(crashes.time_us.max()) if len(crashes) else 0
+    flagged = np.flatnonzero(scan.flagged).tolist()
+    records: dict[int, HostRecord] = {}
+    if exposure is not None and exposure_host is not None:
+        records = host_records(exposure, exposure_host, flagged)
     details = {
-        hh: _detail(hh, crashes, cell, placement, scan, params, end_us)
-        for hh in np.flatnonzero(scan.flagged).tolist()
+        hh: _detail(hh, crashes, cell, placement, scan, params, end_us, records.get(hh))
+        for hh in flagged
     }
     return FleetScan(
         scan=scan,
@@ -178,6 +185,7 @@ def _detail(
     scan: HostScan,
     params: AnalysisParams,
     end_us: int,
+    record: HostRecord | None,
 ) -> HostDetail:
     """One flagged host's significant cells, timeline and facts (a loop per flagged host: few)."""
     everything = mine = np.flatnonzero(crashes.host.codes == h)
@@ -236,80 +244,31 @@ def _detail(
     if not named.any():
         named = (crashes.anomaly_mask[everything] & np.uint16(params.hardware_mask)) != 0
     times = np.sort(crashes.time_us[everything][named])
-    first = last = None
-    stopped = False
-    stop_p = None
-    changes: list[str] = []
-    if times.size:
-        first, last = int(times[0]), int(times[-1])
-        k = int(times.size)
-        if k >= _STOP_MIN and end_us > first:
-            stop_p = float(((last - first) / (end_us - first)) ** (k - 1))
-            changed = _change_after(crashes, everything, last) is not None
-            stopped = stop_p <= (STOP_ALPHA_CHANGED if changed else STOP_ALPHA)
-        changes = _changes(crashes, everything, first, last, stopped)
     facts = _facts(h, placement)
+    if not times.size:
+        return HostDetail(tuple(suspects), core, None, None, 0, False, None, (), facts)
+    first, last = int(times[0]), int(times[-1])
+    test = stop_test(times, crashes, everything, end_us, record)
+    changes = [change_words(c, first, last, test.stopped) for c in test.changes]
+    after = [c.time_us for c in test.changes if c.time_us > last]
+    if test.p_value is not None:
+        facts += (f"Quiet stretch measured in {test.clock}.",)
     return HostDetail(
         cells=tuple(suspects),
         core_level=core,
         first_us=first,
         last_us=last,
         suspect_crashes=int(times.size),
-        stopped=stopped,
-        stop_p=stop_p,
+        stopped=test.stopped,
+        stop_p=test.p_value,
         changes=tuple(changes),
         facts=facts,
+        stop_changes=tuple(
+            w for c, w in zip(test.changes, changes, strict=True) if c.time_us > last
+        ),
+        stop_change_us=min(after) if after else None,
+        stop_change_p=test.p_change,
     )
-
-
-def _change_after(crashes: CrashTable, mine: I64, last: int) -> int | None:
-    """Time of the host's first crash after ``last`` whose microcode or kernel differs from
-    the one at ``last`` (its latest crash at or before it); None when none does."""
-    t = crashes.time_us[mine]
-    best: int | None = None
-    for codes in (crashes.microcode.codes[mine], crashes.kernel.codes[mine]):
-        known = codes >= 0
-        at = np.flatnonzero(known & (t <= last))
-        if not at.size:
-            continue
-        now = codes[at[np.argmax(t[at])]]
-        later = known & (t > last) & (codes != now)
-        if later.any():
-            when = int(t[later].min())
-            best = when if best is None else min(best, when)
-    return best
-
-
-def _changes(
-    crashes: CrashTable,
-    mine: I64,
-    first: int,
-    last: int,
-    stopped: bool,
-) -> list[str]:
-    """Microcode and kernel of the host's crashes just before the first suspect crash and just
-    after the last one, when they differ from those of the suspect crashes."""
-    out: list[str] = []
-    t = crashes.time_us[mine]
-    for name, codes, vocab in (
-        ("microcode", crashes.microcode.codes[mine], crashes.microcode.vocab),
-        ("kernel", crashes.kernel.codes[mine], crashes.kernel.vocab),
-    ):
-        during = codes[(t >= first) & (t <= last) & (codes >= 0)]
-        if not during.size:
-            continue
-        at_first, at_last = vocab[int(during[0])], vocab[int(during[-1])]
-        before = codes[(t < first) & (codes >= 0)]
-        if before.size and vocab[int(before[-1])] != at_first:
-            out.append(
-                f"{name} changed from {vocab[int(before[-1])]} to {at_first} before they started"
-            )
-        after = codes[(t > last) & (codes >= 0)]
-        if stopped and after.size and vocab[int(after[0])] != at_last:
-            out.append(
-                f"{name} changed from {at_last} to {vocab[int(after[0])]} after they stopped"
-            )
-    return out
 
 
 def _facts(h: int, placement: Placement) -> tuple[str, ...]:

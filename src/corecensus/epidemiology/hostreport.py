@@ -20,6 +20,7 @@ from corecensus.epidemiology.hostscan import HostScan
 from corecensus.epidemiology.params import AnalysisParams
 from corecensus.epidemiology.rates import HostRates
 from corecensus.epidemiology.table import CrashTable
+from corecensus.epidemiology.timeline import STOP_ALPHA, STOP_ALPHA_CHANGED
 
 __all__ = ["host_findings", "recommendations"]
 
@@ -60,7 +61,7 @@ def _detail_recommendations(host: str, detail: HostDetail) -> list[str]:
     listed = ", ".join(str(c) for c in cpus)
     names = "; ".join(_cell_words(c, detail.core_level) for c in detail.cells)
     if detail.stopped:
-        changed = f" ({'; '.join(detail.changes)})" if detail.changes else ""
+        changed = f" ({'; '.join(detail.stop_changes)})" if detail.stop_changes else ""
         return [
             f"Rescreen {host} with `corecensus screen`, {names} first: its suspect crashes "
             f"stopped after {iso_time(detail.last_us or 0)}{changed}. Do not denylist unless "
@@ -92,12 +93,20 @@ def _detail_reasons(detail: HostDetail) -> list[str]:
     elif detail.cells and detail.core_level:
         out.append(f"Suspect {_cell_words(detail.cells[0], True)}.")
     if detail.first_us is not None and detail.last_us is not None:
-        state = (
-            f"stopped (no suspect crash since; probability {detail.stop_p:.2g} under a "
-            "constant rate)"
-            if detail.stopped
-            else "still going at the end of the data"
-        )
+        if not detail.stopped:
+            state = "still going at the end of the data"
+        elif detail.stop_p is not None and detail.stop_p <= STOP_ALPHA:
+            state = (
+                f"stopped (no suspect crash since; probability {detail.stop_p:.2g} under a "
+                "constant rate)"
+            )
+        else:
+            state = (
+                "stopped (no suspect crash since the change first seen "
+                f"{iso_time(detail.stop_change_us or 0)}; probability "
+                f"{detail.stop_change_p or 0.0:.2g} under a constant rate, at most "
+                f"{STOP_ALPHA_CHANGED:g} after a microcode or kernel change)"
+            )
         out.append(
             f"{detail.suspect_crashes} suspect crashes from {iso_time(detail.first_us)} to "
             f"{iso_time(detail.last_us)}: {state}."

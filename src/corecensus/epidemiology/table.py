@@ -329,6 +329,9 @@ class ExposureTable:
     ``hours`` is the row's exposure in exposure-hours: the interval's length in hours times the
     number of processes (``processes`` column, default 1 — an optional extension of the
     ``exposure.csv`` contract; unknown columns are ignored, as sidecar fields are).
+    ``microcode`` and ``kernel`` (optional columns, ``None`` when no row has them) are what the
+    host ran during the interval: the host's own record of its microcode and kernel updates,
+    which a flagged host's timeline reads even when the host does not crash again (issue 9).
     """
 
     host: Categorical
@@ -338,6 +341,8 @@ class ExposureTable:
     version: Categorical
     cpu_model: Categorical
     hours: NDArray[np.float64]
+    microcode: Categorical | None = None
+    kernel: Categorical | None = None
 
     def __len__(self) -> int:
         return len(self.start_us)
@@ -353,8 +358,11 @@ class ExposureTable:
         version: Categorical | None = None,
         cpu_model: Categorical | None = None,
         hours: ArrayLike | None = None,
+        microcode: Categorical | None = None,
+        kernel: Categorical | None = None,
     ) -> ExposureTable:
-        """Build from columns; ``hours`` defaults to the interval lengths (one process)."""
+        """Build from columns; ``hours`` defaults to the interval lengths (one process);
+        ``microcode`` and ``kernel`` stay ``None`` when not given or unknown on every row."""
         start = np.asarray(start_us, dtype=np.int64)
         end = np.asarray(end_us, dtype=np.int64)
         n = len(start)
@@ -371,6 +379,9 @@ class ExposureTable:
             "cpu_model": _column("cpu_model", cpu_model, n),
             "hours": hrs,
         }
+        for name, given in (("microcode", microcode), ("kernel", kernel)):
+            if given is not None and bool((given.codes >= 0).any()):
+                columns[name] = _column(name, given, n)
         _same_length(columns)
         bad = np.flatnonzero((end < start) | ~np.isfinite(hrs) | (hrs < 0))
         if bad.size:
@@ -383,6 +394,8 @@ class ExposureTable:
             version=columns["version"],
             cpu_model=columns["cpu_model"],
             hours=hrs,
+            microcode=columns.get("microcode"),
+            kernel=columns.get("kernel"),
         )
 
     @classmethod
@@ -400,6 +413,8 @@ class ExposureTable:
                 version=text.get("version", ""),
                 cpu_model=text.get("cpu_model", ""),
                 processes=text.get("processes", ""),
+                microcode=text.get("microcode", ""),
+                kernel=text.get("kernel", ""),
             )
         return build.finish()
 
@@ -480,7 +495,9 @@ class ExposureBuilder:
         self._start = array("q")
         self._end = array("q")
         self._procs = array("d")
-        self._cats = {k: CategoryEncoder() for k in ("service", "version", "cpu_model")}
+        self._cats = {
+            k: CategoryEncoder() for k in ("service", "version", "cpu_model", "microcode", "kernel")
+        }
 
     def add(
         self,
@@ -493,8 +510,10 @@ class ExposureBuilder:
         version: str,
         cpu_model: str,
         processes: str = "",
+        microcode: str = "",
+        kernel: str = "",
     ) -> None:
-        """One row; ``processes`` empty means 1."""
+        """One row; ``processes`` empty means 1, ``microcode`` and ``kernel`` empty unknown."""
         name = self.source
         if not host:
             raise MetadataError(f"{name}:{line}: empty 'host'")
@@ -527,6 +546,8 @@ class ExposureBuilder:
         self._cats["service"].add(service)
         self._cats["version"].add(version)
         self._cats["cpu_model"].add(cpu_model)
+        self._cats["microcode"].add(microcode)
+        self._cats["kernel"].add(kernel)
 
     def finish(self) -> ExposureTable:
         s_arr = np.array(self._start, dtype=np.int64)
@@ -539,6 +560,8 @@ class ExposureBuilder:
             service=self._cats["service"].finish(),
             version=self._cats["version"].finish(),
             cpu_model=self._cats["cpu_model"].finish(),
+            microcode=self._cats["microcode"].finish(),
+            kernel=self._cats["kernel"].finish(),
         )
 
 

@@ -19,9 +19,16 @@ from corecensus.epidemiology.table import Deploys, DeploysBuilder, ExposureBuild
 from corecensus.errors import MetadataError
 from corecensus.outside import LineTooLongError, bounded_lines, open_regular, strip_bom
 
-__all__ = ["DEPLOY_COLUMNS", "EXPOSURE_COLUMNS", "read_deploys", "read_exposure"]
+__all__ = [
+    "DEPLOY_COLUMNS",
+    "EXPOSURE_COLUMNS",
+    "EXPOSURE_OPTIONAL",
+    "read_deploys",
+    "read_exposure",
+]
 
 EXPOSURE_COLUMNS = ("host", "start", "end", "service", "version", "cpu_model")
+EXPOSURE_OPTIONAL = ("processes", "microcode", "kernel")
 DEPLOY_COLUMNS = ("time", "service", "version")
 
 Source = str | os.PathLike[str] | IO[str]
@@ -31,11 +38,13 @@ MAX_CSV_LINE_CHARS = 4 << 20
 
 
 def read_exposure(source: Source) -> ExposureTable:
-    """Read ``exposure.csv``: ``host,start,end,service,version,cpu_model[,processes]`` (other
-    columns are ignored)."""
-    with _rows(source, EXPOSURE_COLUMNS, optional=("processes",)) as (name, rows):
+    """Read ``exposure.csv``: ``host,start,end,service,version,cpu_model`` and optionally
+    ``processes``, ``microcode`` and ``kernel`` (what the host ran in the interval; a file
+    without them reads as before); other columns are ignored."""
+    with _rows(source, EXPOSURE_COLUMNS, optional=EXPOSURE_OPTIONAL) as (name, rows):
         build = ExposureBuilder(name)
-        for line, (host, start, end, service, version, cpu_model, processes) in rows:
+        for line, row in rows:
+            host, start, end, service, version, cpu_model, processes, microcode, kernel = row
             build.add(
                 line,
                 host=host,
@@ -45,6 +54,8 @@ def read_exposure(source: Source) -> ExposureTable:
                 version=version,
                 cpu_model=cpu_model,
                 processes=processes,
+                microcode=microcode,
+                kernel=kernel,
             )
     return build.finish()
 
