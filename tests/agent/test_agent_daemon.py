@@ -24,6 +24,7 @@ from test_agent_watch import systemd_core
 
 from corecensus.agent.config import AgentConfig
 from corecensus.agent.daemon import Daemon
+from corecensus.agent.facts import host_microcode
 from corecensus.agent.spool import Spool
 from crashers import CrashResult
 
@@ -112,6 +113,9 @@ def test_records_heartbeats_and_watched_cores_arrive(
     assert len(watched) == 1 and watched[0]["metadata"]["COREDUMP_PID"] == str(null_deref.pid)
     beat = next(iter(collector.stored["heartbeats"].values()))
     assert beat["host"] == "web-1" and beat["service"] == "corecensus-agent"
+    # the host's kernel and microcode ride on it (issue 9), read from this machine's /proc
+    assert beat["kernel"] == Path("/proc/sys/kernel/osrelease").read_text().strip()
+    assert beat.get("microcode") == host_microcode()
     assert collector.duplicates == 0
     status = subprocess.run(
         agent_argv(state, "status", "--json"),

@@ -22,6 +22,7 @@ from corecensus.agent.facts import (
     MICROCODE,
     cpu_count,
     crash_facts,
+    host_microcode,
     read_identity,
     stat_processor,
 )
@@ -70,6 +71,23 @@ def test_fake_host_gives_every_sidecar_field(fake_host: Path) -> None:
     block5 = cpuinfo.split("processor\t: 5\n")[1].split("\n\n")[0]
     assert f[MICROCODE] == block5.split("microcode\t: ")[1].splitlines()[0]
     assert facts.notes == []
+
+
+def test_host_microcode_for_heartbeats(fake_host: Path) -> None:
+    """What the agent's heartbeat reports (issue 9): sysfs's microcode version where the kernel
+    has it, else CPU 0's /proc/cpuinfo block, else unknown (never an error)."""
+    proc, sys_root = fake_host / "proc", fake_host / "sys"
+    cpuinfo = (proc / "cpuinfo").read_text()
+    block0 = cpuinfo.split("processor\t: 0\n")[1].split("\n\n")[0]
+    assert (
+        host_microcode(proc_root=proc, sys_root=sys_root)
+        == (block0.split("microcode\t: ")[1].splitlines()[0])
+    )
+    version = sys_root / "devices" / "system" / "cpu" / "cpu0" / "microcode" / "version"
+    version.parent.mkdir()
+    version.write_text("0xd0003c1\n")  # sysfs first (a few bytes, not all of cpuinfo)
+    assert host_microcode(proc_root=proc, sys_root=sys_root) == "0xd0003c1"
+    assert host_microcode(proc_root=fake_host / "none", sys_root=fake_host / "none") is None
 
 
 def test_main_thread_when_no_tid(fake_host: Path) -> None:

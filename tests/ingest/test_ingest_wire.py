@@ -317,6 +317,14 @@ BAD_HEARTBEATS = {
         {"host": "a", "time_us": 1, "service": "s", "version": "1", "lost": {"<b>": 1}},
         RejectReason.SCHEMA,
     ),
+    "microcode not text": (
+        {"host": "a", "time_us": 1, "service": "s", "version": "1", "microcode": 208},
+        RejectReason.SCHEMA,
+    ),
+    "kernel not text": (
+        {"host": "a", "time_us": 1, "service": "s", "version": "1", "kernel": ["6.1"]},
+        RejectReason.SCHEMA,
+    ),
 }
 
 
@@ -331,17 +339,23 @@ def test_heartbeat_health_fields_round_trip_and_older_heartbeats_still_decode() 
         uptime_s=86_400,
         agent_uptime_s=300,
         lost={"spool_full": 3, "rejected:schema": 1, "refused:http_400": 2},
+        microcode="0xd0003a5",
+        kernel="6.1.0-13-amd64",
     )
     old = {"host": "web-1", "time_us": 1, "service": "api", "version": "2.1"}
     batch = roundtrip(RecordKind.HEARTBEATS, [full], ContentEncoding.ZSTD)
     assert [r.value for r in batch.records] == [full]
     assert batch.records[0].record_id == dataclasses.replace(full, lost=None).record_id
+    assert batch.records[0].record_id == (
+        dataclasses.replace(full, microcode=None, kernel=None).record_id
+    )
     older = decode_batch(
         RecordKind.HEARTBEATS, {"schema_version": 1, "kind": "heartbeats", "records": [old]}
     )
     assert older.problems == ()
     value = older.records[0].value
     assert (value.uptime_s, value.agent_uptime_s, value.lost) == (None, None, None)
+    assert (value.microcode, value.kernel) == (None, None)
     assert value.to_json() == old  # nothing added on the way out either
     nothing_lost = dataclasses.replace(full, lost={})
     (got,) = roundtrip(RecordKind.HEARTBEATS, [nothing_lost], ContentEncoding.GZIP).records

@@ -73,7 +73,8 @@ def test_facts_reach_the_crash_table_through_a_migrated_store(tmp_path: Path) ->
     con = duckdb.connect(str(path))
     for name in ("host_cpus", "cpu_core", "cpus_allowed"):
         con.execute(f"ALTER TABLE crashes DROP COLUMN {name}")
-    for name in ("uptime_s", "agent_uptime_s", "lost"):  # schema 3's, not in a version-1 store
+    # schema 3's and 4's, not in a version-1 store
+    for name in ("uptime_s", "agent_uptime_s", "lost", "microcode", "kernel"):
         con.execute(f"ALTER TABLE heartbeats DROP COLUMN {name}")
     con.execute("UPDATE corecensus_meta SET value = '1' WHERE key = 'schema_version'")
     con.close()

@@ -326,6 +326,26 @@ def test_crash_columns_match_the_fake_across_chunks_ties_and_gaps(
     )
 
 
+def test_heartbeat_host_facts_are_added_to_a_version_3_store(tmp_path: Path) -> None:
+    """Schema 4 (issue 9): the host's microcode and kernel in the agent's heartbeat. A version-3
+    store is migrated on open; its heartbeats keep their rows with those unknown."""
+    path = tmp_path / "s.duckdb"
+    old = Heartbeat("host-1", T0, "corecensus-agent", "0.1.0", 86_400, 300, "{}")
+    with DuckDBStore(path) as store:
+        store.add(HEARTBEATS, [old])
+    con = duckdb.connect(str(path))
+    for name in ("microcode", "kernel"):
+        con.execute(f"ALTER TABLE heartbeats DROP COLUMN {name}")
+    con.close()
+    _set_schema_version(path, 3)
+    new = dataclasses.replace(old, time_us=T0 + 1, microcode="0xd0003a5", kernel="6.1.0")
+    with DuckDBStore(path) as store:
+        store.add(HEARTBEATS, [new])
+        got = sorted(store.rows(HEARTBEATS), key=lambda h: h.time_us)
+    assert got == [old, new]
+    assert (got[0].microcode, got[0].kernel) == (None, None)
+
+
 def test_heartbeat_health_columns_are_added_to_a_version_2_store(tmp_path: Path) -> None:
     """Schema 3 (issue 12): the agent's uptimes and loss counts. A version-2 store is migrated
     on open; its heartbeats keep their rows with those unknown, new ones store them."""
@@ -333,7 +353,7 @@ def test_heartbeat_health_columns_are_added_to_a_version_2_store(tmp_path: Path)
     with DuckDBStore(path) as store:
         store.add(HEARTBEATS, [Heartbeat("host-1", T0, "svc", "1.0")])
     con = duckdb.connect(str(path))
-    for name in ("uptime_s", "agent_uptime_s", "lost"):
+    for name in ("uptime_s", "agent_uptime_s", "lost", "microcode", "kernel"):  # 3's and 4's
         con.execute(f"ALTER TABLE heartbeats DROP COLUMN {name}")
     con.close()
     _set_schema_version(path, 2)

@@ -27,7 +27,7 @@ import httpx
 import corecensus
 from corecensus.agent.config import AgentConfig
 from corecensus.agent.exposure import heartbeats, host_uptime_s, running_services
-from corecensus.agent.facts import host_facts
+from corecensus.agent.facts import KERNEL, host_facts, host_microcode
 from corecensus.agent.handler import CRASH_KIND
 from corecensus.agent.killswitch import DEFAULT_DISABLE_FILE, disabled_reason
 from corecensus.agent.spool import Spool
@@ -183,6 +183,8 @@ class Daemon:
             running,
             uptime_s=host_uptime_s(self.proc_root),
             agent_uptime_s=max(0, int(now - self.started_wall)),
+            microcode=host_microcode(proc_root=self.proc_root, sys_root=self.sys_root),
+            kernel=host_facts(proc_root=self.proc_root, sys_root=self.sys_root).fields.get(KERNEL),
         )
         for beat in beats:
             self.spool.put("heartbeat", beat.to_json())

@@ -60,9 +60,12 @@ def heartbeats(
     *,
     uptime_s: int | None = None,
     agent_uptime_s: int | None = None,
+    microcode: str | None = None,
+    kernel: str | None = None,
 ) -> list[HeartbeatRecord]:
     """One heartbeat per running configured service, plus the agent's own, which carries the
-    host's and the agent's uptime (seconds; the uploader adds the loss counts when it sends)."""
+    host's and the agent's uptime (seconds; the uploader adds the loss counts when it sends)
+    and the host's microcode and kernel."""
     out = [
         HeartbeatRecord(
             host,
@@ -71,6 +74,8 @@ def heartbeats(
             corecensus.__version__,
             uptime_s=uptime_s,
             agent_uptime_s=agent_uptime_s,
+            microcode=microcode,
+            kernel=kernel,
         )
     ]
     for spec in services:

@@ -44,6 +44,7 @@ __all__ = [
     "crash_facts",
     "first_cpu",
     "host_facts",
+    "host_microcode",
     "process_facts",
     "process_facts_from_text",
     "read_identity",
@@ -192,6 +193,19 @@ def host_facts(*, proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys")
     if boot and boot.strip():
         out.fields[BOOT_ID] = boot.strip().replace("-", "")
     return out
+
+
+def host_microcode(*, proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys")) -> str | None:
+    """The microcode revision this host's CPUs run (CPU 0's: a late load updates every CPU),
+    from ``/sys/devices/system/cpu/cpu0/microcode/version`` (x86, a few bytes), else
+    ``/proc/cpuinfo``'s first block; None when neither says. Read at every heartbeat, so an
+    update shows in the host's exposure even when it never crashes again (issue 9)."""
+    version = _read(sys_root / "devices" / "system" / "cpu" / "cpu0" / "microcode" / "version")
+    if version and version.strip():
+        return version.strip()
+    info = _read(proc_root / "cpuinfo", limit=16 << 20)
+    block = _cpuinfo_block(info, 0) if info else None
+    return (block or {}).get("microcode") or None
 
 
 def crash_facts(

@@ -206,10 +206,22 @@ def exposure_from_heartbeats(
     beats: Iterable[Heartbeat], period_s: int = HEARTBEAT_PERIOD_S
 ) -> ExposureTable | None:
     """Each heartbeat covers ``[time, time + period)`` of one process (the agent sends one per
-    process per period, so counting heartbeats counts process-time)."""
+    process per period, so counting heartbeats counts process-time), with the microcode and
+    kernel the agent's own heartbeat reports (unknown for older agents and service heartbeats).
+    """
+    beats = list(beats)
+    if not beats:
+        return None
     period_us = period_s * 1_000_000
-    return _exposure_from_rows(
-        ExposureRow(b.host, b.time_us, b.time_us + period_us, b.service, b.version) for b in beats
+    start = np.fromiter((b.time_us for b in beats), dtype=np.int64, count=len(beats))
+    return ExposureTable.from_arrays(
+        host=Categorical.encode([b.host for b in beats]),
+        start_us=start,
+        end_us=start + period_us,
+        service=Categorical.encode([b.service for b in beats]),
+        version=Categorical.encode([b.version for b in beats]),
+        microcode=Categorical.encode([b.microcode for b in beats]),
+        kernel=Categorical.encode([b.kernel for b in beats]),
     )
 
 

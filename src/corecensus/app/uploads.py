@@ -74,6 +74,8 @@ def _heartbeat_row(beat: HeartbeatRecord) -> Heartbeat:
         uptime_s=beat.uptime_s,
         agent_uptime_s=beat.agent_uptime_s,
         lost=lost,
+        microcode=beat.microcode,
+        kernel=beat.kernel,
     )
 
 

@@ -159,7 +159,10 @@ class HeartbeatRecord:
     agent have been up (``uptime_s``, ``agent_uptime_s``, whole seconds) and how many records the
     agent lost since its last acknowledged report, by reason (``lost``; ``{}``: none). These
     three are optional and left out when unknown, so wire schema 1 is unchanged for service
-    heartbeats and for older agents, whose records still decode."""
+    heartbeats and for older agents, whose records still decode. So are ``microcode`` and
+    ``kernel``, what the host runs (``/proc/cpuinfo``, ``/proc/sys/kernel/osrelease``): a
+    flagged host's timeline sees a microcode or kernel update in them even when the host never
+    crashes again (issue 9)."""
 
     host: str
     time_us: int
@@ -168,6 +171,8 @@ class HeartbeatRecord:
     uptime_s: int | None = None
     agent_uptime_s: int | None = None
     lost: Mapping[str, int] | None = None
+    microcode: str | None = None
+    kernel: str | None = None
 
     @property
     def record_id(self) -> str:
@@ -189,6 +194,10 @@ class HeartbeatRecord:
             out["agent_uptime_s"] = self.agent_uptime_s
         if self.lost is not None:
             out["lost"] = dict(sorted(self.lost.items()))
+        if self.microcode is not None:
+            out["microcode"] = self.microcode
+        if self.kernel is not None:
+            out["kernel"] = self.kernel
         return out
 
 
@@ -693,7 +702,7 @@ def _check_crash(c: _Checker, raw: Any) -> tuple[str, str, CrashRecord]:
 
 
 _HEARTBEAT_FIELDS = frozenset({"host", "time_us", "service", "version"})
-_HEARTBEAT_OPTIONAL = frozenset({"uptime_s", "agent_uptime_s", "lost"})
+_HEARTBEAT_OPTIONAL = frozenset({"uptime_s", "agent_uptime_s", "lost", "microcode", "kernel"})
 # Loss reasons are the agent's LossReason values, "rejected:<reason>" or "refused:<error>".
 _LOSS_REASON_RE = re.compile(r"[a-z0-9_]{1,32}(:[A-Za-z0-9_.-]{1,64})?")
 _MAX_LOSS_REASONS = 64
@@ -722,6 +731,8 @@ def _check_heartbeat(c: _Checker, raw: Any) -> tuple[str, str, HeartbeatRecord]:
         uptime_s=c.opt_integer(obj.get("uptime_s"), "uptime_s", 0, _I64),
         agent_uptime_s=c.opt_integer(obj.get("agent_uptime_s"), "agent_uptime_s", 0, _I64),
         lost=lost,
+        microcode=c.opt_string(obj.get("microcode"), "microcode"),
+        kernel=c.opt_string(obj.get("kernel"), "kernel"),
     )
     if not beat.service:
         raise _Bad(RejectReason.SCHEMA, "service: empty")

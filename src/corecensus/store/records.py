@@ -67,8 +67,9 @@ class DeployRow:
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """An agent's report that ``host`` ran ``service`` at ``version`` at ``time_us``; the
-    agent's own heartbeat adds the host's and the agent's uptime (seconds) and the records it
-    lost since its last report, by reason (``lost``: a JSON object ``{"reason": count}``)."""
+    agent's own heartbeat adds the host's and the agent's uptime (seconds), the records it
+    lost since its last report, by reason (``lost``: a JSON object ``{"reason": count}``), and
+    the host's microcode and kernel."""
 
     host: str
     time_us: int
@@ -77,6 +78,8 @@ class Heartbeat:
     uptime_s: int | None = None
     agent_uptime_s: int | None = None
     lost: str | None = None
+    microcode: str | None = None
+    kernel: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from corecensus.store.tables import TABLES
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLE_DDL"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLE_DDL: Mapping[str, str] = {
     "corecensus_meta": "key VARCHAR NOT NULL PRIMARY KEY, value VARCHAR NOT NULL",
@@ -38,5 +38,16 @@ def _heartbeat_health(con: Any) -> None:
         con.execute(f"ALTER TABLE heartbeats ADD COLUMN {name} {sql}")
 
 
+def _heartbeat_host_facts(con: Any) -> None:
+    """3 -> 4: the host's microcode and kernel in the agent's heartbeat (issue 9), unknown
+    before."""
+    for name in ("microcode", "kernel"):
+        con.execute(f"ALTER TABLE heartbeats ADD COLUMN {name} VARCHAR")
+
+
 # from_version -> step that brings a connection's schema to from_version + 1.
-MIGRATIONS: Mapping[int, Callable[[Any], None]] = {1: _cpu_facts, 2: _heartbeat_health}
+MIGRATIONS: Mapping[int, Callable[[Any], None]] = {
+    1: _cpu_facts,
+    2: _heartbeat_health,
+    3: _heartbeat_host_facts,
+}
