@@ -8,8 +8,10 @@ takes well under a second. Interpretation choices where the spec is silent are l
 from __future__ import annotations
 
 import csv
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from corecensus.epidemiology import (
     ExposureTable,
 )
 from corecensus.ingest.crashfacts import read_crash_facts_csv
+from corecensus.ingest.tables import read_exposure
 from corecensus.model import ANOMALY_NAMES
 
 DAY_US = 86_400 * 1_000_000
@@ -81,6 +84,13 @@ class Scenario:
     faulty_busy: bool = False  # faulty hosts among the busiest 1 %
     stop_after_microcode: bool = False  # faults stop at a microcode update
     microcode_fixes: bool = True  # False: the update comes, the fault goes on (a live fault)
+    # exposure through exposure.csv with the microcode and kernel each host ran (the agent's
+    # heartbeats carry them): a microcode update shows there even when the host never crashes
+    # again
+    exposure_facts: bool = False
+    # hosts switched off for whole days (no crashes, no exposure): this share of the faulty
+    # hosts after their onset, and 3 % of all hosts anywhere
+    dark_faulty: float = 0.0
 
 
 EASY = Scenario("easy", (0.1, 0.2, 0.5, 1.0), 0.8, confounder=False)
@@ -323,6 +333,12 @@ def simulate(
             cpu2=bad2,
         )
 
+    if faulty and sc.stop_after_microcode and sc.exposure_facts:
+        # the update is a moment in the host's record: split its exposure row there
+        e_host, e_start, e_end, e_ver, e_hours, e_svc = _split_rows(
+            (e_host, e_start, e_end, e_ver, e_hours, e_svc), truth.host, stop_us
+        )
+
     # -- production situations (issue 9), drawn after everything above ----------------------
     special: dict[str, NDArray[np.int64]] = {}
     for part in parts:
@@ -439,6 +455,16 @@ def simulate(
         "microcode": np.array([f"0x{i:02x}" for i in range(16)], dtype=object)[mc],
         "kernel": np.array(("6.1.0", "6.6.0", "6.8.0"), dtype=object)[kernel[h]],
     }
+    dark_from = np.zeros(H, dtype=np.int64)
+    dark_to = np.zeros(H, dtype=np.int64)
+    if sc.dark_faulty > 0:
+        dark_from, dark_to = _dark_days(rng, sc, H, D, truth)
+        day = (cols["time"] - T0_US) // DAY_US
+        up = ~((day >= dark_from[h]) & (day < dark_to[h]))
+        facts = {k: v[up] for k, v in facts.items()}
+        mask, h = mask[up], h[up]
+        cols = {k: v[up] for k, v in cols.items()}
+        truth = _truth_while_up(truth, dark_from, dark_to)
     facts["anomalies"] = _anomaly_text(mask)
     if sc.host_facts:
         facts["host_cpus"] = ncpu[h]
@@ -449,25 +475,60 @@ def simulate(
     if sc.smt:
         facts["cpu_core"] = cols["cpu"] % (ncpu[h] // 2)
     crashes = _through_facts(facts, workdir)
-    exposure = _exposure(
-        rng,
-        sc,
-        e_host,
-        e_start,
-        e_end,
-        e_hours,
-        e_svc,
-        e_ver,
-        hosts,
-        svc_names,
-        version_vocab,
-        cpu_model,
-    )
+    if sc.exposure_facts:
+        e_day = (e_start - T0_US) // DAY_US
+        up = ~((e_day >= dark_from[e_host]) & (e_day < dark_to[e_host]))
+        e_mc = microcode[e_host]
+        if faulty and sc.stop_after_microcode:
+            row = np.full(H, -1, dtype=np.int64)
+            row[truth.host] = np.arange(truth.host.size)
+            r = row[e_host]
+            e_mc = np.where((r >= 0) & (e_start >= stop_us[np.maximum(r, 0)]), e_mc + 8, e_mc)
+        keep = np.flatnonzero(up)
+        m = _merge_rows(
+            e_host[keep], e_svc[keep], e_ver[keep], e_mc[keep], e_start[keep], e_end[keep]
+        )
+        e_h, e_s, e_v, e_m = (x[keep][m.first] for x in (e_host, e_svc, e_ver, e_mc))
+        e_a, e_b = e_start[keep][m.first], m.end
+        e_x = np.add.reduceat(e_hours[keep][m.order], m.first_sorted)
+        exposure = _exposure_csv(
+            {
+                "host": np.array(hosts, dtype=object)[e_h],
+                "start": e_a,
+                "end": e_b,
+                "service": np.array(svc_names, dtype=object)[e_s],
+                "version": np.array(version_vocab, dtype=object)[e_v],
+                "cpu_model": np.array(("model-a", "model-b", "model-c", "model-d"), dtype=object)[
+                    cpu_model[e_h]
+                ],
+                "processes": e_x / ((e_b - e_a) / HOUR_US),
+                "microcode": np.array([f"0x{i:02x}" for i in range(16)], dtype=object)[e_m],
+                "kernel": np.array(("6.1.0", "6.6.0", "6.8.0"), dtype=object)[kernel[e_h]],
+            },
+            workdir,
+        )
+    else:
+        exposure = _exposure(
+            rng,
+            sc,
+            e_host,
+            e_start,
+            e_end,
+            e_hours,
+            e_svc,
+            e_ver,
+            hosts,
+            svc_names,
+            version_vocab,
+            cpu_model,
+        )
     deploys = Deploys(
         time_us=np.array([T0_US - 10 * DAY_US, rollout_us, T0_US - 30 * DAY_US], dtype=np.int64),
         service=Categorical(np.array([0, 0, 1], dtype=np.int32), tuple(svc_names)),
         version=Categorical(np.array([0, 1, 2], dtype=np.int32), version_vocab),
     )
+    if sc.dark_faulty > 0:
+        special["dark"] = np.flatnonzero(dark_to > dark_from).astype(np.int64)
     software = populations[: cfg.signatures + 1 + int(scenario.confounder)]
     software += tuple(p for p in ("pinned-bug",) if sc.pinned_hosts > 0) + tuple(loop_pops)
     return Fleet(
@@ -507,6 +568,113 @@ def _extra(
         "alo": np.full(n, -1, dtype=np.int64) if allowed_lo is None else allowed_lo,
         "ahi": np.full(n, -1, dtype=np.int64) if allowed_hi is None else allowed_hi,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _Merged:
+    order: NDArray[np.int64]  # rows sorted by host, service, start
+    first_sorted: NDArray[np.int64]  # each merged row's first position in ``order``
+    first: NDArray[np.int64]  # ... as a row index
+    end: NDArray[np.int64]  # each merged row's end
+
+
+def _merge_rows(*cols: NDArray[Any]) -> _Merged:
+    """Consecutive rows of one host and service with the same version and microcode, each
+    starting where the last ended, as one row (an agent's heartbeats become intervals, not
+    days: a few rows per host, as the collector would keep them)."""
+    host, svc, start = cols[0], cols[1], cols[4]
+    order = np.lexsort((start, svc, host))
+    h, sv, v, m, a, b = (x[order] for x in cols)
+    same = np.zeros(order.size, dtype=bool)
+    same[1:] = (h[1:] == h[:-1]) & (sv[1:] == sv[:-1]) & (v[1:] == v[:-1]) & (m[1:] == m[:-1])
+    same[1:] &= a[1:] == b[:-1]
+    first_sorted = np.flatnonzero(~same)
+    last_sorted = np.append(first_sorted[1:], order.size) - 1
+    return _Merged(order, first_sorted, order[first_sorted], b[last_sorted])
+
+
+def _split_rows(
+    cols: tuple[NDArray[Any], ...], hosts: NDArray[np.int64], at_us: NDArray[np.int64]
+) -> tuple[NDArray[Any], ...]:
+    """Exposure rows of ``hosts[i]`` that contain ``at_us[i]`` split there (hours pro rata)."""
+    e_host, e_start, e_end, e_ver, e_hours, e_svc = cols
+    when = np.full(int(e_host.max(initial=0)) + 1, -1, dtype=np.int64)
+    when[hosts] = at_us
+    t = when[e_host]
+    cut = (t > e_start) & (t < e_end)
+    i = np.flatnonzero(cut)
+    share = (t[i] - e_start[i]) / (e_end[i] - e_start[i])
+    new_end = e_end.copy()
+    new_end[i] = t[i]
+    hours = e_hours.copy()
+    hours[i] = e_hours[i] * share
+    return (
+        np.concatenate([e_host, e_host[i]]),
+        np.concatenate([e_start, t[i]]),
+        np.concatenate([new_end, e_end[i]]),
+        np.concatenate([e_ver, e_ver[i]]),
+        np.concatenate([hours, e_hours[i] * (1 - share)]),
+        np.concatenate([e_svc, e_svc[i]]),
+    )
+
+
+def _dark_days(
+    rng: np.random.Generator, sc: Scenario, hosts: int, days: int, truth: FaultyTruth
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Whole days ``[from, to)`` each host is switched off (``from == to``: never): 3 % of
+    hosts for 2-10 days anywhere, and ``dark_faulty`` of the faulty hosts for 3-12 days from
+    a day after their onset (often to the end of the window: a live fault that goes quiet only
+    because its host is off)."""
+    start = np.zeros(hosts, dtype=np.int64)
+    stop = np.zeros(hosts, dtype=np.int64)
+    some = np.flatnonzero(rng.random(hosts) < 0.03)
+    start[some] = rng.integers(0, days - 2, some.size)
+    stop[some] = np.minimum(days, start[some] + rng.integers(2, 11, some.size))
+    fh = truth.host[rng.random(truth.host.size) < sc.dark_faulty]
+    if fh.size:
+        row = {int(x): i for i, x in enumerate(truth.host.tolist())}
+        first = np.array(
+            [int((truth.onset_us[row[int(x)]] - T0_US) // DAY_US) + 2 for x in fh.tolist()]
+        )
+        first = np.minimum(first, days - 3)
+        start[fh] = first + (rng.random(fh.size) * (days - 3 - first + 1)).astype(np.int64)
+        stop[fh] = np.minimum(days, start[fh] + rng.integers(3, 13, fh.size))
+    return start, stop
+
+
+def _truth_while_up(
+    truth: FaultyTruth, dark_from: NDArray[np.int64], dark_to: NDArray[np.int64]
+) -> FaultyTruth:
+    """The faulty hosts' crashes without those of days they were off."""
+    kept = []
+    for h, t in zip(truth.host.tolist(), truth.crash_times, strict=True):
+        day = (t - T0_US) // DAY_US
+        kept.append(t[~((day >= dark_from[h]) & (day < dark_to[h]))])
+    return dataclasses.replace(truth, crash_times=tuple(kept))
+
+
+def _exposure_csv(columns: dict[str, NDArray[Any]], workdir: Path | None) -> ExposureTable:
+    """Write ``exposure.csv`` (with the optional processes, microcode and kernel columns) and
+    read it back through the public reader, as ``analyze --exposure`` does."""
+    header = list(columns)
+    text = dict(columns)
+    for key in ("start", "end"):
+        uniq, inv = np.unique(columns[key], return_inverse=True)
+        iso = np.array([_iso(int(u)) for u in uniq.tolist()], dtype=object)
+        text[key] = iso[inv]
+    text["processes"] = np.array([repr(float(x)) for x in columns["processes"].tolist()])
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = Path(tmp) / "exposure.csv"
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(header)
+            out.writerows(zip(*(text[k].tolist() for k in header), strict=True))
+        return read_exposure(path)
+
+
+def _iso(time_us: int) -> str:
+    stamp = datetime.fromtimestamp(time_us // 1_000_000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{time_us % 1_000_000:06d}Z"
 
 
 def _service_exposure(
@@ -719,17 +887,24 @@ PRODUCTION = {
         ),
         _production(
             "stops",
-            "each fault stops 3-12 days after onset with a microcode update",
+            "each fault stops 3-12 days after onset with a microcode update; exposure.csv "
+            "carries each host's microcode and kernel; 40 % of the faulty hosts (and 3 % of "
+            "all) are switched off for 3-12 whole days after onset (2-10 anywhere)",
             stop_after_microcode=True,
             allowed_facts=True,
+            exposure_facts=True,
+            dark_faulty=0.4,
         ),
         _production(
             "microcode-live",
             "a microcode update 3-12 days after onset that does not end the fault (every "
-            "fault is live: none may be told to rescreen)",
+            "fault is live: none may be told to rescreen); exposure and hosts switched off as "
+            "in stops",
             stop_after_microcode=True,
             microcode_fixes=False,
             allowed_facts=True,
+            exposure_facts=True,
+            dark_faulty=0.4,
         ),
     )
 }
