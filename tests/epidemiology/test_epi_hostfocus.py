@@ -12,11 +12,12 @@ import pytest
 from test_epi_placement import DAY, T0, background, crash, faulty
 
 from corecensus.epidemiology import AnalysisParams, CrashTable, analyze
-from corecensus.epidemiology.hostfocus import PAIR, WINDOW, dyadic_windows
+from corecensus.epidemiology.hostfocus import PAIR, WINDOW, WINDOW_PAIR, dyadic_windows
 from corecensus.epidemiology.hosttest import (
     pair_cell_pvalue,
     pair_pvalues,
     poisson_binomial_prefixes,
+    statistic,
 )
 
 
@@ -65,20 +66,58 @@ def test_pair_bound_is_never_below_the_exact_law(n: int, cells: int) -> None:
     assert bound[n] < 0.2
 
 
+def _pair_of(cells: np.ndarray, flags: np.ndarray, width: int) -> tuple[int, int]:
+    """The pair test's inputs for one host: the two busiest cells (lowest index among ties,
+    as hostlooks chooses them from the counts alone) and the anomalies on them."""
+    per = np.bincount(cells, minlength=width)
+    two = np.lexsort((np.arange(width), -per))[:2]
+    return int(per[two].sum()), int(flags[np.isin(cells, two)].sum())
+
+
+@pytest.mark.parametrize(("n", "cells", "a"), [(5, 4, 0.1), (4, 5, 0.2)])
+def test_pair_pvalue_is_never_below_the_exact_null_probability(
+    n: int, cells: int, a: float
+) -> None:
+    """Every outcome of a small host (CPU assignment and anomaly flags): the pair test's
+    p-value is at least the exact null probability of a statistic as extreme."""
+    outcomes = []
+    for assign in itertools.product(range(cells), repeat=n):
+        for flags in itertools.product((0, 1), repeat=n):
+            f = np.array(flags)
+            x, k = _pair_of(np.array(assign), f, cells)
+            prob = cells**-n * a ** f.sum() * (1 - a) ** (n - f.sum())
+            outcomes.append((prob, x, k, int(f.sum()) - k))
+    arr = np.array(outcomes)
+    law = poisson_binomial_prefixes(np.full(n, a), np.array([0]), cap=20)
+    none = np.array([[1.0]])
+    size = arr.shape[0]
+    x, k, o = (arr[:, i].astype(int) for i in (1, 2, 3))
+    score = statistic(n, x, k, o, n * a, 0.0, cells, cells=2).score
+    p = pair_pvalues(np.full(size, n), x, k, o, law, none, np.full(size, cells))
+    exact = np.array([arr[score <= t * (1 + 1e-9), 0].sum() for t in score])
+    assert np.all(p >= exact - 1e-12)
+    # and not vacuous: the most extreme outcomes are small
+    assert p.min() < 0.01
+
+
 def test_pair_pvalues_are_valid_on_a_null_fleet() -> None:
     rng = np.random.default_rng(11)
     hosts, n, cells = 4000, 9, 8
-    per = np.array([np.bincount(rng.integers(0, cells, n), minlength=cells) for _ in range(hosts)])
-    top2 = np.sort(per, axis=1)[:, -2:].sum(axis=1)
+    assign = rng.integers(0, cells, (hosts, n))
+    flags = rng.random((hosts, n)) < 0.05
+    xk = np.array([_pair_of(assign[i], flags[i], cells) for i in range(hosts)])
+    o = flags.sum(axis=1) - xk[:, 1]
     a = np.full(n * hosts, 0.05)
     law = poisson_binomial_prefixes(a, np.arange(0, n * hosts, n, dtype=np.int64), cap=20)
-    z = rng.binomial(n, 0.05, hosts)
-    p = pair_pvalues(np.full(hosts, n), top2, z, law, np.full(hosts, cells))
+    none = np.ones((hosts, 1))
+    p = pair_pvalues(np.full(hosts, n), xk[:, 0], xk[:, 1], o, law, none, np.full(hosts, cells))
     for alpha in (0.01, 0.05, 0.2):
         assert np.mean(p <= alpha) <= alpha * 1.2 + 0.003
-    # two piles with anomalies are found
-    [strong] = pair_pvalues([n], [8], [4], law[:1], [cells])
-    assert strong < 1e-4
+    # two piles with their anomalies are found; without the anomalies they are not
+    [strong] = pair_pvalues([n], [8], [4], [0], law[:1], none[:1], [cells])
+    [plain] = pair_pvalues([n], [8], [0], [0], law[:1], none[:1], [cells])
+    assert strong < 1e-5
+    assert plain > 1e-3
 
 
 def test_late_fault_on_a_busy_host_is_found_in_a_window() -> None:
@@ -132,6 +171,56 @@ def test_pair_of_one_bad_cpu_and_a_healthy_one_names_only_the_bad() -> None:
     [h] = run(background() + one).hosts
     assert any("CPUs 4 " in r for r in h.recommendations)
     assert not any("21" in r for r in h.recommendations)
+
+
+def test_busy_host_counts_the_anomalies_on_its_bad_cpu() -> None:
+    """About 110 crashes: the whole-data test keeps the anomalies on the busiest CPU apart from
+    the others (the (m, z, k, o) grid up to 160 crashes; the two-factor test it replaced above
+    60 counted them only among the host's, p 0.04)."""
+    bad = [
+        crash("h150", d, 9, pop=f"bg{i}", anomalous=i < 5, host_cpus=32)
+        for i, d in enumerate(np.linspace(1, 29, 8))
+    ]
+    a = run(background() + busy_host(90) + bad)
+    assert a.flagged_hosts() == ("h150",)
+    i = list(a.host_names).index("h150")
+    assert 60 < a.scan.known_cpu[i] <= 160
+    assert a.scan.p_value[i] <= AnalysisParams().host_alpha
+    assert a.scan.top_cpu[i] == 9
+    # the same anomalies on other CPUs: nothing
+    spread = [dict(r, cpu=(7 * j + 2) % 32) for j, r in enumerate(bad[:5])]
+    b = run(background() + busy_host(90) + bad[5:] + spread)
+    assert b.flagged_hosts() == ()
+    assert b.scan.p_value[i] > 0.01
+
+
+def test_late_two_cpu_fault_on_a_busy_host_is_found_by_the_windowed_pair() -> None:
+    late = faulty("h150", 4, np.linspace(25, 29.5, 6), host_cpus=32)
+    late += faulty("h150", 21, np.linspace(25.3, 29.2, 6), host_cpus=32)
+    a = run(background() + busy_host() + late)
+    assert a.flagged_hosts() == ("h150",)
+    i = list(a.host_names).index("h150")
+    assert a.scan.p_value[i] > AnalysisParams().host_alpha  # the whole data hides it
+    assert a.scan.focus.test[i] == WINDOW_PAIR
+    [h] = a.hosts
+    assert any(r.startswith("In the window") and "the two busiest CPUs" in r for r in h.reasons)
+    assert any("CPUs 4, 21" in r for r in h.recommendations)
+    # the same late crashes spread over the CPUs: no window, no pair
+    spread = [dict(r, cpu=(3 * j) % 32) for j, r in enumerate(late)]
+    b = run(background() + busy_host() + spread)
+    assert b.flagged_hosts() == ()
+    assert b.scan.focus.p_value[i] > AnalysisParams().window_alpha
+
+
+def test_second_bad_cpu_with_three_crashes_is_named() -> None:
+    """The step-down names cells after the first at NAME_ALPHA (0.01): a second bad CPU with 3
+    crashes, 2 of them anomalous (p 0.0016 among the cells left) is named; a CPU with 2
+    ordinary crashes is not (test_pair_of_one_bad_cpu_and_a_healthy_one_names_only_the_bad)."""
+    two = faulty("h150", 4, np.linspace(2, 28, 8), host_cpus=32)
+    two += [crash("h150", d, 21, anomalous=d < 20, host_cpus=32) for d in (5.0, 12.0, 22.0)]
+    [h] = run(background() + two).hosts
+    assert any("CPU 4 with 8" in r and "CPU 21 with 4" in r for r in h.reasons)
+    assert any("CPUs 4, 21" in r for r in h.recommendations)
 
 
 def _quiet_after(change: bool) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import pytest
 from corecensus.epidemiology import AnalysisParams, Categorical, CrashTable, analyze
 from corecensus.epidemiology.concentration import max_cell_law
 from corecensus.epidemiology.hosttest import (
+    GRID_MAX_N,
     host_pvalues,
     lower_bounds,
     poisson_binomial_prefixes,
@@ -155,7 +156,8 @@ def test_null_pvalues_are_calibrated(alpha: float) -> None:
 def test_hosts_with_many_crashes_use_a_valid_two_factor_test() -> None:
     """Above GRID_MAX_N crashes: the share of null draws with p <= alpha is at most alpha."""
     rng = np.random.default_rng(3)
-    n, cells, draws = 90, 8, 20_000
+    n, cells, draws = 200, 8, 20_000
+    assert n > GRID_MAX_N
     a = rng.uniform(0.01, 0.06, n)
     counts = rng.multinomial(n, np.full(cells, 1 / cells), draws)
     m = counts.max(axis=1)
@@ -169,10 +171,38 @@ def test_hosts_with_many_crashes_use_a_valid_two_factor_test() -> None:
     assert np.mean(p <= 0.05) >= 0.02
 
 
+def test_grid_up_to_160_crashes_is_valid_and_keeps_the_busiest_cpus_anomalies() -> None:
+    """60 < n <= GRID_MAX_N (the grid, issue 9's busy hosts): null draws of CPUs and anomaly
+    flags give p <= alpha at most alpha of the time; 4 anomalies on a busiest CPU of 9 count
+    far more than 4 anomalies elsewhere."""
+    rng = np.random.default_rng(5)
+    n, cells, draws = 90, 8, 4000
+    assert 60 < n <= GRID_MAX_N
+    a = rng.uniform(0.01, 0.06, n)
+    assign = rng.integers(0, cells, (draws, n))
+    flags = rng.random((draws, n)) < a
+    per = np.stack([(assign == c).sum(axis=1) for c in range(cells)], axis=1)
+    top = per.argmax(axis=1)  # the lowest among ties: a choice from the counts alone
+    m = per.max(axis=1)
+    k = (flags & (assign == top[:, None])).sum(axis=1)
+    o = flags.sum(axis=1) - k
+    cases, back = np.unique(np.stack([m, k, o]), axis=1, return_inverse=True)
+    row = law(list(a))
+    _, p_cases = host_pvalues(n, cases[0], cases[1], cases[2], row, np.array([[1.0]]), cells)
+    p = p_cases[back.ravel()]
+    for alpha in (0.01, 0.05):
+        assert np.mean(p <= alpha) <= alpha + 3 * math.sqrt(alpha / draws)
+    assert np.mean(p <= 0.05) >= 0.02
+    _, (on_cell, off_cell) = host_pvalues(
+        n, [20, 20], [4, 0], [0, 4], row, np.array([[1.0]]), cells
+    )
+    assert on_cell < 0.1 * off_cell
+
+
 @pytest.mark.parametrize(("n", "cells"), [(12, 8), (45, 32), (90, 8), (400, 64)])
 def test_lower_bound_never_exceeds_the_pvalue_and_skips_only_large_ones(n: int, cells: int) -> None:
-    """lower_bounds is below the computed p-value for every outcome, in the grid (n <= 60),
-    the two-factor (n > 60) and the union-bound law (n > 160) paths; with exact_below the
+    """lower_bounds is below the computed p-value for every outcome, in the grid (n <= 160)
+    and the two-factor union-bound law (n > 160) paths; with exact_below the
     p-values at or below the level are unchanged and the others are exact or 1."""
     rng = np.random.default_rng(n)
     a = rng.uniform(0.005, 0.05, n)

@@ -10,18 +10,21 @@ The whole-window test (:mod:`~corecensus.epidemiology.hostscan`) dilutes two kin
   crashes only. The stream is re-run inside each window from its start (a stream that forgets
   what came before the window), for the first alarm.
 * **Two bad CPUs on one host** — each holds half the faulty crashes, so neither stands out
-  alone. The two busiest cells' sum is tested against its union bound over pairs
-  (:func:`~corecensus.epidemiology.hosttest.pair_pvalues`).
+  alone. The two busiest cells' sum is tested against its union bound over pairs, with the
+  anomalies on the pair and elsewhere (:func:`~corecensus.epidemiology.hosttest.pair_pvalues`),
+  on the whole data and in each window (two bad CPUs that started late on a busy host).
 
 **Multiplicity.** These are more tests of the same host, so they share one extra per-host
 false-alarm budget, ``window_alpha``, by Bonferroni with fixed weights: ``PAIR_SHARE`` to the
-two-cell test, the rest equally to the windows. The window set depends only on the span of the
+whole-data pair test, ``WINDOW_SHARE`` equally to the windows' one-cell tests and
+``WINDOW_PAIR_SHARE`` equally to the windows' pair tests. The window set depends only on the span of the
 crash times, which the conditional null (given each host's crashes and their times) holds
 fixed, so the family is fixed before the CPUs and anomalies are looked at. The host's
 false-alarm probability is then at most ``host_alpha + window_alpha``.
 
-**Which hosts.** Only hosts whose whole-window p-value is at most ``exact_level`` (1 %) or
-whose two busiest cells alone are below it get the focused tests: skipping a test is
+**Which hosts.** Only hosts whose whole-window p-value is at most ``exact_level`` (1 %), whose
+pair test can reach it, or one of whose windows has its busiest cell or two busiest cells
+alone at most ``SCREEN_LEVEL`` get the focused tests: skipping a test is
 reporting p = 1 for it, which is conservative (the family stays valid, it only loses power
 where a window would need to be about a thousand times more extreme than the whole), and the
 rest of the fleet costs nothing.
@@ -57,6 +60,9 @@ __all__ = [
     "PAIR_SHARE",
     "WINDOW",
     "WINDOW_LEVELS",
+    "WINDOW_PAIR",
+    "WINDOW_PAIR_SHARE",
+    "WINDOW_SHARE",
     "FocusScan",
     "dyadic_windows",
     "focus_tests",
@@ -67,25 +73,30 @@ I64 = NDArray[np.int64]
 B = NDArray[np.bool_]
 
 WINDOW_LEVELS = 2
-PAIR_SHARE = 1.0 / 3.0
+# Bonferroni shares of window_alpha: the pair test on the whole data, the one-cell test in
+# each window (equally), the pair test in each window (equally).
+PAIR_SHARE = 0.25
+WINDOW_SHARE = 0.5
+WINDOW_PAIR_SHARE = 1.0 - PAIR_SHARE - WINDOW_SHARE
 # The screen for windows of hosts whose whole-window p-value is above 1 %: some window's
 # busiest cell alone at most this (a late fault on a busy host: the whole window hides it).
 SCREEN_LEVEL = 1e-3
 
 # what the focus says flagged a host
-NONE, PAIR, WINDOW = 0, 1, 2
+NONE, PAIR, WINDOW, WINDOW_PAIR = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class FocusScan:
     """Per host. ``p_value`` is the Bonferroni-adjusted p-value of the focused family (the
     smallest of each test's p-value divided by its share of ``window_alpha``; 1 when none
-    ran); ``test`` what gave it (``PAIR``, ``WINDOW`` or ``NONE``); ``raw_p`` that test's own
-    p-value; ``window_start_us``/``window_end_us`` its window (-1 for the pair test);
-    ``cell``/``cell_count`` the window's busiest cell and its count; ``second``/
-    ``second_count`` the second busiest cell of the whole window (the pair's other cell);
-    ``first_alarm_us`` the earliest alarm of the windowed streams (-1 none); ``windows`` the
-    number of windows in the family."""
+    ran); ``test`` what gave it (``PAIR``, ``WINDOW``, ``WINDOW_PAIR`` or ``NONE``); ``raw_p``
+    that test's own p-value; ``window_start_us``/``window_end_us`` its window (-1 for the
+    whole-data pair test); ``cell``/``cell_count`` the window's busiest cell and its count,
+    ``window_crashes`` the window's crashes with a known cell; ``second``/``second_count`` the
+    second busiest cell of the whole data; ``pair_cells`` the pair test's two cells (of its
+    window for ``WINDOW_PAIR``), ``pair_count`` the crashes on them; ``first_alarm_us`` the
+    earliest alarm of the windowed streams (-1 none); ``windows`` the number of windows."""
 
     p_value: F64
     test: I64
@@ -97,6 +108,8 @@ class FocusScan:
     window_crashes: I64
     second: I64
     second_count: I64
+    pair_cells: tuple[I64, I64]
+    pair_count: I64
     first_alarm_us: I64
     windows: int
 
@@ -114,6 +127,8 @@ class FocusScan:
             window_crashes=np.zeros(n_hosts, dtype=np.int64),
             second=minus.copy(),
             second_count=np.zeros(n_hosts, dtype=np.int64),
+            pair_cells=(minus.copy(), minus.copy()),
+            pair_count=np.zeros(n_hosts, dtype=np.int64),
             first_alarm_us=minus.copy(),
             windows=windows,
         )
@@ -145,6 +160,9 @@ def focus_tests(
     ez: F64,
     cpus: I64,
     cells: TopCells,
+    anomalous: I64,
+    lam_known: F64,
+    lam_unknown: F64,
     candidates: B,
     window_alpha: float,
     exact_level: float,
@@ -153,19 +171,24 @@ def focus_tests(
     """The focused family (module docstring) for the events ``h`` (host), ``c`` (cell, -1
     unknown), ``t`` (µs), ``resid`` (residual hardware-flavoured anomaly), ``ez`` (its null
     probability); ``cpus`` cells per host, ``cells`` the whole window's busiest cells per
-    host; ``candidates`` the hosts whose whole-window p-value is at most ``exact_level``."""
+    host, ``anomalous`` its residual anomalies and ``lam_known``/``lam_unknown`` their null
+    expectation among crashes with and without a cell; ``candidates`` the hosts whose
+    whole-window p-value is at most ``exact_level``."""
     n_hosts = cpus.size
     if not h.size or window_alpha <= 0.0:
         return FocusScan.empty(n_hosts, 0)
     starts, ends = dyadic_windows(int(t.min()), int(t.max()), WINDOW_LEVELS)
     out = FocusScan.empty(n_hosts, int(starts.size))
-    second_count = cells.second_count
     out.second[:] = cells.second
-    out.second_count[:] = second_count
-    pair_s = pair_cell_pvalue(cells.n, cells.top + second_count, cpus)
+    out.second_count[:] = cells.second_count
+    pair_x = cells.top + cells.second_count
+    pair_k = cells.pair_anomalous
+    pair_live = _pair_screen(
+        cells.n, pair_x, pair_k, anomalous - pair_k, lam_known, lam_unknown, cpus, exact_level
+    )
     t0 = int(t.min())
     crowded = _window_screen(c, t, cells, starts, ends, t0, cpus, SCREEN_LEVEL)
-    cand = candidates | (pair_s <= exact_level) | crowded
+    cand = candidates | pair_live | crowded
     mine = cand[h]
     if not mine.any():
         return out
@@ -173,22 +196,25 @@ def focus_tests(
     cap = anomaly_cap(hs, es, n_hosts)
 
     # the two busiest cells, whole window
-    pair_hosts = np.flatnonzero(cand & (pair_s <= exact_level) & (cpus >= 4))
+    pair_hosts = np.flatnonzero(pair_live)
     if pair_hosts.size:
-        laws = anomaly_laws(hs, es, n_hosts, cap)[pair_hosts]
-        z = np.bincount(hs[rs], minlength=n_hosts)[pair_hosts]
+        known_h = cs >= 0
         p2 = pair_pvalues(
             cells.n[pair_hosts],
-            cells.top[pair_hosts] + second_count[pair_hosts],
-            z,
-            laws,
+            pair_x[pair_hosts],
+            pair_k[pair_hosts],
+            (anomalous - pair_k)[pair_hosts],
+            anomaly_laws(hs, np.where(known_h, es, 0.0), n_hosts, cap)[pair_hosts],
+            anomaly_laws(hs, np.where(known_h, 0.0, es), n_hosts, cap)[pair_hosts],
             cpus[pair_hosts],
+            exact_below=exact_level,
         )
-        _keep_best(out, pair_hosts, p2, p2 / PAIR_SHARE, PAIR)
+        better = _keep_best(out, pair_hosts, p2, p2 / PAIR_SHARE, PAIR)
+        _keep_pair(out, pair_hosts[better], cells, pair_hosts[better], pair_x)
 
     # the windows
     n_win = int(starts.size)
-    win_share = (1.0 - PAIR_SHARE) / n_win
+    win_share = WINDOW_SHARE / n_win
     level = window_alpha * win_share
     host_list = np.flatnonzero(cand)
     slot = np.full(n_hosts, -1, dtype=np.int64)
@@ -227,13 +253,33 @@ def focus_tests(
         )[1]
         hosts = host_list[need // n_win]
         better = _keep_best(out, hosts, p_w, p_w / win_share, WINDOW)
-        w_of = (need % n_win)[better]
-        hb = hosts[better]
-        out.window_start_us[hb] = starts[w_of]
-        out.window_end_us[hb] = ends[w_of]
-        out.cell[hb] = top.cell[need][better]
-        out.cell_count[hb] = top.top[need][better]
-        out.window_crashes[hb] = top.n[need][better]
+        _keep_window(out, hosts[better], need[better] % n_win, starts, ends, top, need[better])
+
+    # the two busiest cells in each window
+    pair_share = WINDOW_PAIR_SHARE / n_win
+    seg_x = top.top + top.second_count
+    seg_k = top.pair_anomalous
+    live2 = _pair_screen(
+        top.n, seg_x, seg_k, z_seg - seg_k, lam_k, lam_u, seg_cpus, window_alpha * pair_share
+    )
+    need2 = np.flatnonzero(live2)
+    if need2.size:
+        take = live2[seg]
+        p_wp = pair_pvalues(
+            top.n[need2],
+            seg_x[need2],
+            seg_k[need2],
+            (z_seg - seg_k)[need2],
+            anomaly_laws(seg[take], np.where(known, se, 0.0)[take], n_seg, cap)[need2],
+            anomaly_laws(seg[take], np.where(known, 0.0, se)[take], n_seg, cap)[need2],
+            seg_cpus[need2],
+            exact_below=window_alpha * pair_share,
+        )
+        hosts = host_list[need2 // n_win]
+        better = _keep_best(out, hosts, p_wp, p_wp / pair_share, WINDOW_PAIR)
+        segs = need2[better]
+        _keep_window(out, hosts[better], segs % n_win, starts, ends, top, segs)
+        _keep_pair(out, hosts[better], top, segs, seg_x)
 
     if streaming:  # the stream inside each window, from its start
         first = np.full(n_seg, -1, dtype=np.int64)
@@ -262,6 +308,36 @@ def focus_tests(
             uniq, at = np.unique(hosts_o, return_index=True)
             out.first_alarm_us[uniq] = first[hit][order][at]
     return out
+
+
+def _pair_screen(
+    n: I64, x: I64, k: I64, o: I64, lam: F64, lam_u: F64, cpus: I64, level: float
+) -> B:
+    """Where the pair test can reach ``level``: its lower bound (the union law's mass where
+    ``s2`` alone is as extreme, :func:`~corecensus.epidemiology.hosttest.lower_bounds`) is at
+    most it. Elsewhere its p-value counts as 1 (conservative)."""
+    score = statistic(n, x, k, o, lam, lam_u, cpus, cells=2).score
+    live: B = (cpus >= 4) & (x >= 3) & (score < 1.0)
+    live[live] = lower_bounds(n[live], score[live], cpus[live], cells=2) <= level
+    return live
+
+
+def _keep_window(
+    out: FocusScan, hosts: I64, w: I64, starts: I64, ends: I64, top: TopCells, segs: I64
+) -> None:
+    """Record the window (and its busiest cell) of the tests that are now the hosts' best."""
+    out.window_start_us[hosts] = starts[w]
+    out.window_end_us[hosts] = ends[w]
+    out.cell[hosts] = top.cell[segs]
+    out.cell_count[hosts] = top.top[segs]
+    out.window_crashes[hosts] = top.n[segs]
+
+
+def _keep_pair(out: FocusScan, hosts: I64, top: TopCells, rows: I64, x: I64) -> None:
+    """Record the pair of cells of the pair tests that are now the hosts' best."""
+    out.pair_cells[0][hosts] = top.pair[0][rows]
+    out.pair_cells[1][hosts] = top.pair[1][rows]
+    out.pair_count[hosts] = x[rows]
 
 
 def _keep_best(out: FocusScan, hosts: I64, raw: F64, adjusted: F64, test: int) -> B:
@@ -297,7 +373,8 @@ def _window_screen(
     level: float,
 ) -> B:
     """Hosts with a window whose busiest cell alone (its largest-cell bound, anomalies left
-    out) is at most ``level``: a screen only (hosts it leaves out keep p = 1 in the windows,
+    out), or its two busiest cells (their union bound over pairs), is at most ``level``: a
+    screen only (hosts it leaves out keep p = 1 in the windows,
     conservative), at the cost of one count per (host, cell) and slot of an eighth of the span
     (every dyadic window of levels 1 and 2 is a run of such slots)."""
     out = np.zeros(cpus.size, dtype=bool)
@@ -320,6 +397,13 @@ def _window_screen(
     hosts = g_host[first]
     top = np.maximum.reduceat(counts, first, axis=0)
     n = np.add.reduceat(counts, first, axis=0)
-    s = max_cell_pvalue(n, top, cpus[hosts][:, None])
-    out[hosts] = (s <= level).any(axis=1)
+    c_h = cpus[hosts][:, None]
+    s = max_cell_pvalue(n, top, c_h)
+    # the two busiest cells of each window (the windowed pair test): the runner-up is the
+    # busiest again when it ties, else the busiest of the cells below it
+    top_g = np.repeat(top, np.diff(np.append(first, len(g))), axis=0)
+    ties = np.add.reduceat((counts == top_g).astype(np.int32), first, axis=0)
+    below = np.maximum.reduceat(np.where(counts < top_g, counts, 0), first, axis=0)
+    s2 = pair_cell_pvalue(n, top + np.where(ties >= 2, top, below), c_h)
+    out[hosts] = ((s <= level) | (s2 <= level)).any(axis=1)
     return out

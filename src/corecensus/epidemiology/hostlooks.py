@@ -56,6 +56,11 @@ class TopCells:
     anomalous: I64  # residual anomalous crashes on it
     second: I64  # the busiest other CPU (the lowest among ties; -1 none)
     second_count: I64  # crashes on it
+    # The pair test's two cells, chosen from the counts alone (busiest first, the lowest cell
+    # among ties; hosttest.pair_pvalues relies on it), and the residual anomalies on them.
+    # Their sum is top + second_count.
+    pair: tuple[I64, I64]
+    pair_anomalous: I64
     # the (host, cell) groups of the crashes with a known cell (keys host * width + cell),
     # for callers that count within them (None when no crash has a cell)
     groups: Groups | None = None
@@ -85,8 +90,10 @@ def modal_top_cells(
     z = np.zeros(n_hosts, dtype=np.int64)
     second = np.full(n_hosts, -1, dtype=np.int64)
     second_count = np.zeros(n_hosts, dtype=np.int64)
+    pair = (cell.copy(), second.copy())
+    pair_z = np.zeros(n_hosts, dtype=np.int64)
     if not known.any():
-        return TopCells(n, top, cell, z, second, second_count)
+        return TopCells(n, top, cell, z, second, second_count, pair, pair_z)
     width = int(c[known].max()) + 1
     g = Groups.of(pair_key(h[known], c[known], width))
     g_host = g.keys // width
@@ -110,4 +117,11 @@ def modal_top_cells(
     second_cell = np.full(n_hosts, width, dtype=np.int64)
     np.minimum.at(second_cell, g_host[runner], g.keys[runner] % width)
     second[:] = np.where(second_cell < width, second_cell, -1)
-    return TopCells(n, top, cell, z, second, second_count, g, width)
+    # the pair: per host the first two groups by count (descending), then cell (keys ascend)
+    by_count = np.lexsort((g.keys, -g.counts, g_host))
+    rank = np.arange(by_count.size) - np.searchsorted(g_host[by_count], g_host[by_count])
+    for r, out in ((0, pair[0]), (1, pair[1])):
+        at = by_count[rank == r]
+        out[g_host[at]] = g.keys[at] % width
+        np.add.at(pair_z, g_host[at], g_z[at])
+    return TopCells(n, top, cell, z, second, second_count, pair, pair_z, g, width)

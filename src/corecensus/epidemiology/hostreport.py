@@ -14,8 +14,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from corecensus.epidemiology.findings import HostFinding, HostKind, iso_time
-from corecensus.epidemiology.fleetscan import FleetScan, HostDetail, SuspectCell
-from corecensus.epidemiology.hostfocus import NONE, PAIR, PAIR_SHARE, WINDOW
+from corecensus.epidemiology.fleetscan import NAME_ALPHA, FleetScan, HostDetail, SuspectCell
+from corecensus.epidemiology.hostfocus import (
+    NONE,
+    PAIR,
+    PAIR_SHARE,
+    WINDOW,
+    WINDOW_PAIR,
+    WINDOW_PAIR_SHARE,
+    WINDOW_SHARE,
+)
 from corecensus.epidemiology.hostscan import HostScan
 from corecensus.epidemiology.params import AnalysisParams
 from corecensus.epidemiology.rates import HostRates
@@ -83,7 +91,8 @@ def _detail_reasons(detail: HostDetail) -> list[str]:
         out.append(
             "Significant "
             + ("cores" if detail.core_level else "CPUs")
-            + " (largest-cell bound at or below cpu_alpha): "
+            + " (step-down from the busiest: the first at cpu_alpha, the others at "
+            + f"{NAME_ALPHA:g}): "
             + "; ".join(
                 f"{_cell_words(c, detail.core_level)} with {c.crashes} crashes (p={c.p_value:.2g})"
                 for c in detail.cells
@@ -121,16 +130,25 @@ def _focus_reasons(scan: HostScan, h: int, params: AnalysisParams) -> list[str]:
     if f.test[h] == NONE or f.p_value[h] > params.window_alpha:
         return []
     raw = float(f.raw_p[h])
-    if f.test[h] == PAIR:
-        level = params.window_alpha * PAIR_SHARE
+    if f.test[h] in (PAIR, WINDOW_PAIR):
+        whole = f.test[h] == PAIR
+        share = PAIR_SHARE if whole else WINDOW_PAIR_SHARE / max(f.windows, 1)
+        where = (
+            ""
+            if whole
+            else f"In the window {iso_time(int(f.window_start_us[h]))} to "
+            f"{iso_time(int(f.window_end_us[h]))} (one of {f.windows} dyadic windows) t"
+        )
+        of = int(scan.known_cpu[h]) if whole else int(f.window_crashes[h])
         return [
-            f"The two busiest CPUs, {int(scan.top_cpu[h])} and {int(f.second[h])}, hold "
-            f"{int(scan.top_count[h]) + int(f.second_count[h])} of {int(scan.known_cpu[h])} "
-            "crashes with a known CPU (union bound over pairs of CPUs, with the exact tail of "
-            f"the host's anomalies) p={raw:.2g} <= {level:.2g}, the pair test's share of "
-            f"window_alpha {params.window_alpha:g}: at least one of them is bad."
+            f"{where or 'T'}he two busiest CPUs, {int(f.pair_cells[0][h])} and "
+            f"{int(f.pair_cells[1][h])}, hold {int(f.pair_count[h])} of {of} crashes with a "
+            "known CPU (union bound over pairs of CPUs, with the exact tails of the anomalies "
+            f"on them and elsewhere) p={raw:.2g} <= {params.window_alpha * share:.2g}, the "
+            f"pair test's share of window_alpha {params.window_alpha:g}: at least one of them "
+            "is bad."
         ]
-    level = params.window_alpha * (1.0 - PAIR_SHARE) / max(f.windows, 1)
+    level = params.window_alpha * WINDOW_SHARE / max(f.windows, 1)
     return [
         f"In the window {iso_time(int(f.window_start_us[h]))} to "
         f"{iso_time(int(f.window_end_us[h]))} (one of {f.windows} dyadic windows over the data) "

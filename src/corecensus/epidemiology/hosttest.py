@@ -66,6 +66,7 @@ from corecensus.epidemiology.poisson import poisson_upper
 from corecensus.epidemiology.tails import binomial_upper
 
 __all__ = [
+    "GRID_MAX_N",
     "HostStatistic",
     "count_reach",
     "host_pvalues",
@@ -100,12 +101,16 @@ class HostStatistic:
     score: F64  # T = s g h
 
 
-def statistic(n: Any, m: Any, k: Any, o: Any, lam: Any, lam_u: Any, cpus: Any) -> HostStatistic:
-    """``T`` and its parts for observed ``(n, m, k, o)`` (arrays, one entry per evaluation)."""
+def statistic(
+    n: Any, m: Any, k: Any, o: Any, lam: Any, lam_u: Any, cpus: Any, *, cells: int = 1
+) -> HostStatistic:
+    """``T`` and its parts for observed ``(n, m, k, o)`` (arrays, one entry per evaluation).
+    With ``cells=2``, ``m`` is the two busiest cells' sum, ``k`` the anomalies on them and
+    ``s`` :func:`pair_cell_pvalue` (the pair test)."""
     nn = np.asarray(n, dtype=np.float64)
     mm = np.asarray(m, dtype=np.float64)
     la = np.asarray(lam, dtype=np.float64)
-    s = max_cell_pvalue(nn, mm, cpus)
+    s = (max_cell_pvalue if cells == 1 else pair_cell_pvalue)(nn, mm, cpus)
     share = np.where(nn > 0, mm / np.maximum(nn, 1.0), 0.0)
     ec = share * la
     eo = (1.0 - share) * la + np.asarray(lam_u, dtype=np.float64)
@@ -126,6 +131,8 @@ def host_pvalues(
     cpus: Any,
     *,
     exact_below: float = 1.0,
+    cells: int = 1,
+    grid_max_n: int | None = None,
 ) -> tuple[HostStatistic, F64]:
     """Exact conditional p-values ``P(T <= T_obs)``, one per entry (see the module docstring).
 
@@ -139,6 +146,16 @@ def host_pvalues(
     Entries whose :func:`lower_bounds` already exceeds ``exact_below`` get 1 instead of the
     exact value (a valid, conservative p-value): nothing downstream tells p-values above a few
     percent apart, and the exact law is by far the costliest step of ``analyze``.
+
+    With ``cells=2`` it is the pair test (two bad CPUs on one host): ``m`` the two busiest
+    cells' sum and ``k`` the residual anomalies on those two cells, the pair chosen from the
+    counts alone (lowest cell index among ties), so that given the counts its crashes are a
+    uniformly random ``m``-subset and ``K`` is hypergeometric as for one cell. The law of the
+    sum is replaced by the union law of :func:`pair_cell_pvalue` (stochastically larger) and
+    the conditional probability by its running maximum from 0, which keeps the p-value valid.
+
+    ``grid_max_n`` (default :data:`GRID_MAX_N`, at most it): the most crashes for which the
+    grid runs; the two-factor test above (the stream's many looks keep it at 60).
     """
     arrays = [np.atleast_1d(np.asarray(v)) for v in (n, m, k, o, cpus)]
     nn, mm, kk, oo, cc = np.broadcast_arrays(*arrays)
@@ -150,20 +167,20 @@ def host_pvalues(
     lu = np.broadcast_to(lu, (nn.size, lu.shape[-1]))
     lam = lz @ np.arange(lz.shape[1], dtype=np.float64)
     lam_u = lu @ np.arange(lu.shape[1], dtype=np.float64)
-    stat = statistic(nn, mm, kk, oo, lam, lam_u, cc)
+    stat = statistic(nn, mm, kk, oo, lam, lam_u, cc, cells=cells)
     p = np.ones(nn.shape, dtype=np.float64)
     # T = 1 is the largest value T takes: P(T <= 1) = 1
     live = stat.score < 1.0
     if exact_below < 1.0 and live.any():
         where = np.flatnonzero(live)
-        bound = lower_bounds(nn[where], stat.score[where], cc[where])
+        bound = lower_bounds(nn[where], stat.score[where], cc[where], cells=cells)
         live[where[bound > exact_below]] = False  # p stays 1
     # Group by n, then by how far each row's anomaly laws reach: the grid's cost grows with
     # the cube of that reach, and one busy host must not make every host of its n pay for it.
     z_reach = _round_up(np.minimum(nn, _row_support(lz)))
     u_reach = _round_up(_row_support(lu))
     # (the two-factor test's cost grows only linearly with the reach: one group per n there)
-    grid = nn <= GRID_MAX_N
+    grid = nn <= min(GRID_MAX_N, GRID_MAX_N if grid_max_n is None else grid_max_n)
     coarse = np.flatnonzero(live & ~grid)
     if coarse.size:
         # all hosts above GRID_MAX_N at once, whatever their n (one group per n cost more
@@ -171,7 +188,7 @@ def host_pvalues(
         pz = _fold(lz[coarse], min(int(z_reach[coarse].max()), lz.shape[1] - 1))
         pu = _fold(lu[coarse], min(int(u_reach[coarse].max()), lu.shape[1] - 1))
         p[coarse] = _coarse_batch(
-            nn[coarse], mm[coarse], kk[coarse] + oo[coarse], pz, pu, cc[coarse]
+            nn[coarse], mm[coarse], kk[coarse] + oo[coarse], pz, pu, cc[coarse], cells=cells
         )
     zk, uk = np.where(grid, z_reach, 0), np.where(grid, u_reach, 0)
     key = (nn * (int(zk.max(initial=0)) + 1) + zk) * (int(uk.max(initial=0)) + 1) + uk
@@ -193,11 +210,12 @@ def host_pvalues(
                 pu[sl],
                 cc[part],
                 o_max,
+                cells,
             )
     return stat, np.clip(p, 0.0, 1.0)
 
 
-def lower_bounds(n: Any, score: Any, cpus: Any) -> F64:
+def lower_bounds(n: Any, score: Any, cpus: Any, *, cells: int = 1) -> F64:
     """A lower bound of what :func:`host_pvalues` returns for statistic values ``score``.
 
     The anomaly factors are at most 1, so ``T <= s(M)`` and ``P(T <= t) >= P(s(M) <= t)``,
@@ -206,7 +224,8 @@ def lower_bounds(n: Any, score: Any, cpus: Any) -> F64:
     the grid and the two-factor computation count the whole conditional mass (probability 1,
     the tie factor and the running maximum can only raise it). Costs one table per distinct
     ``(n, cpus)`` pair, so the stream can set aside the many looks that cannot matter before it
-    builds their anomaly laws.
+    builds their anomaly laws. With ``cells=2`` (the pair test, always on the union law, whose
+    running maximum is 1 wherever ``s2(x) <= t``) the bound is the union law's mass there.
     """
     nn, cc, t = np.broadcast_arrays(
         np.atleast_1d(np.asarray(n, dtype=np.int64)),
@@ -214,6 +233,9 @@ def lower_bounds(n: Any, score: Any, cpus: Any) -> F64:
         np.atleast_1d(np.asarray(score, dtype=np.float64)) * (1.0 + _TIE),
     )
     out = np.zeros(nn.shape, dtype=np.float64)
+    if cells == 2:
+        out[:] = _union_lower_bounds(nn, t, cc, pair_cell_pvalue)
+        return out
     small = np.flatnonzero(nn <= EXACT_MAX_N)
     if small.size:
         width = int(cc.max()) + 1
@@ -230,7 +252,7 @@ def lower_bounds(n: Any, score: Any, cpus: Any) -> F64:
     return out
 
 
-def _union_lower_bounds(n: I64, t: F64, cpus: I64) -> F64:
+def _union_lower_bounds(n: I64, t: F64, cpus: I64, score: Any = max_cell_pvalue) -> F64:
     """:func:`lower_bounds` above ``EXACT_MAX_N``, where the law of ``M`` is the union bound's:
     its survival function is ``s`` itself, so the bound is ``s(m*)`` for the smallest ``m*``
     with ``s(m*) <= t`` (0 if there is none), found by bisection for all entries at once
@@ -239,12 +261,12 @@ def _union_lower_bounds(n: I64, t: F64, cpus: I64) -> F64:
     hi = n + 1  # n + 1: no m qualifies
     while bool((lo < hi).any()):
         mid = (lo + hi) // 2
-        ok = max_cell_pvalue(n, mid, cpus) <= t
+        ok = score(n, mid, cpus) <= t
         active = lo < hi
         hi = np.where(active & ok, mid, hi)
         lo = np.where(active & ~ok, mid + 1, lo)
     found = lo <= n
-    value = max_cell_pvalue(n, np.minimum(lo, n), cpus) * (1.0 - _TIE)
+    value = score(n, np.minimum(lo, n), cpus) * (1.0 - _TIE)
     out: F64 = np.where(found, value, 0.0)
     return out
 
@@ -263,36 +285,38 @@ def pair_cell_pvalue(n: Any, x: Any, cells: Any) -> F64:
     return out
 
 
-def pair_pvalues(n: Any, x: Any, z_obs: Any, law: F64, cpus: Any) -> F64:
-    """The two busiest cells' test (two bad CPUs on one host, issue 9): ``T = s2(x) H(z)``,
-    ``s2`` :func:`pair_cell_pvalue` of the two busiest cells' sum ``x`` among ``n`` crashes
-    with a known cell, ``H`` the exact upper tail of the host's residual anomalies ``z`` (null
-    law ``law``, rows x counts, all its crashes). Its null law: ``S2`` and ``Z`` independent,
-    ``S2`` replaced by the union law (stochastically larger; the conditional probability is
-    non-decreasing in ``x``), so the p-value is valid (conservative)."""
-    arrays = [np.atleast_1d(np.asarray(v)) for v in (n, x, z_obs, cpus)]
-    nn, xx, zz, cc = np.broadcast_arrays(*arrays)
-    lz = np.atleast_2d(np.asarray(law, dtype=np.float64))
-    lz = np.broadcast_to(lz, (nn.size, lz.shape[-1]))
+def pair_pvalues(
+    n: Any,
+    x: Any,
+    k: Any,
+    o: Any,
+    law_z: F64,
+    law_u: F64,
+    cpus: Any,
+    *,
+    exact_below: float = 1.0,
+) -> F64:
+    """The two busiest cells' test (two bad CPUs on one host, issue 9): ``T = s2(x) g(k)
+    h(o)``, ``s2`` :func:`pair_cell_pvalue` of the two busiest cells' sum ``x`` among ``n``
+    crashes with a known cell, ``k`` the residual anomalies on those two cells and ``o`` the
+    others, as the one-cell test (:func:`host_pvalues` with ``cells=2``: the union law of the
+    sum, stochastically larger, with a running maximum, so the p-value is valid). 1 where
+    there is no evidence (fewer than 4 cells or 3 crashes on the pair)."""
+    arrays = [np.atleast_1d(np.asarray(v)) for v in (n, x, k, o, cpus)]
+    nn, xx, kk, oo, cc = np.broadcast_arrays(*arrays)
     out = np.ones(nn.shape, dtype=np.float64)
     live = (cc >= 4) & (xx >= 3)
     if not live.any():
         return out
     sel = np.flatnonzero(live)
-    reach = min(int(_round_up(_row_support(lz[sel])).max()), lz.shape[1] - 1)
-    none = np.zeros((sel.size, 1), dtype=np.float64)
-    none[:, 0] = 1.0
-    out[sel] = _coarse_batch(
-        nn[sel].astype(np.int64),
-        xx[sel],
-        zz[sel],
-        _fold(lz[sel], reach),
-        none,
-        np.maximum(cc[sel].astype(np.int64), 1),
-        cells=2,
+    lz = np.atleast_2d(np.asarray(law_z, dtype=np.float64))
+    lu = np.atleast_2d(np.asarray(law_u, dtype=np.float64))
+    lz = np.broadcast_to(lz, (nn.size, lz.shape[-1]))[sel]
+    lu = np.broadcast_to(lu, (nn.size, lu.shape[-1]))[sel]
+    _, out[sel] = host_pvalues(
+        nn[sel], xx[sel], kk[sel], oo[sel], lz, lu, cc[sel], exact_below=exact_below, cells=2
     )
-    res: F64 = np.clip(out, 0.0, 1.0)
-    return res
+    return out
 
 
 @lru_cache(maxsize=8192)
@@ -337,8 +361,10 @@ def _union_law(s: F64) -> F64:
 _CHUNK = 2_000_000
 # Above this many crashes with a known CPU the (m, z, k, o) grid costs too much per evaluation
 # (a host with 1,000 crashes has ~30 plausible anomalies); such hosts use the two-factor test.
-# It is below EXACT_MAX_N, so the grid always has the exact largest-cell law.
-GRID_MAX_N = 60
+# It is at most EXACT_MAX_N, so the grid always has the exact largest-cell law. It was 60
+# until the production simulator's busy hosts (issue 9): with 60-160 crashes the two-factor
+# test counts a bad CPU's 4 anomalies only as 4 of the host's 6 (p 3e-3 instead of 2e-5).
+GRID_MAX_N = EXACT_MAX_N
 
 
 def _coarse_batch(
@@ -557,10 +583,13 @@ def _convolve_segments(a: F64, starts: I64, lengths: I64, slot: I64, out: F64, c
             out[slot[pos[done]], :w] = cur[done]
 
 
-def _group_pvalues(n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int) -> F64:
+def _group_pvalues(
+    n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int, cells: int = 1
+) -> F64:
     """p-values for entries sharing ``n``: vectors over entries (g), grids over the busiest
     CPU's count (m), the known-CPU anomalies (z), those on the busiest CPU (k) and the
-    anomalies elsewhere (o)."""
+    anomalies elsewhere (o). With ``cells=2`` ``m`` is the two busiest cells' sum, on the
+    union law with the conditional probability's running maximum (see :func:`host_pvalues`)."""
     g_size = t_obs.size
     z_max = pz.shape[1] - 1
     lam = pz @ np.arange(z_max + 1, dtype=np.float64)
@@ -570,17 +599,22 @@ def _group_pvalues(n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int) 
     ties = np.empty((g_size, n + 1), dtype=np.float64)
     for c in np.unique(cpus).tolist():
         rows = cpus == c
-        law_c, ties_c = _m_law(n, int(c))
+        if cells == 1:
+            law_c, ties_c = _m_law(n, int(c))
+        else:  # the pair: chosen from the counts alone, no tie factor
+            law_c, ties_c = _union_law(_pair_grid(n, int(c))), np.ones(n + 1)
         law[rows] = law_c
         ties[rows] = ties_c
     # Only the few m the largest-cell law can take matter (a host with 50 crashes on 32 CPUs
     # has its busiest CPU at 2-7): the others' mass (< _M_MASS each) counts as an alarm, an
-    # upper bound.
+    # upper bound. On the union law the running maximum starts at m = 0.
     cols = np.flatnonzero((law >= _M_MASS).any(axis=0))
     lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, n + 1)
+    if cells != 1:
+        lo = 0
     dropped = law[:, :lo].sum(axis=1) + law[:, hi:].sum(axis=1)
     m_grid, law, ties = m_grid[lo:hi], law[:, lo:hi], ties[:, lo:hi]
-    s = _s_rows(n, cpus, lo, hi)  # (g, m)
+    s = _s_rows(n, cpus, lo, hi, cells)  # (g, m)
     share = m_grid / max(n, 1)
     ec = share[None, :] * lam[:, None]  # (g, m)
     eo = (1.0 - share)[None, :] * lam[:, None] + lam_u[:, None]
@@ -604,11 +638,19 @@ def _group_pvalues(n: int, t_obs: F64, pz: F64, pu: F64, cpus: I64, o_max: int) 
     need = np.clip(need, -z_max, o_max + 1) + z_max  # index into su; (g, m, z, k)
     g_idx = np.arange(g_size)[:, None, None, None]
     hit = su[g_idx, need]  # P(T <= T_obs | M = m, Z = z, K = k)
-    pmf = _hypergeom_pmf(n, z_max)[:, lo:hi, :]  # [z, m, k]
+    # [z, m, k]; cached whole for small n, computed for the window above (one table per n and
+    # reach up to 160 crashes held 100 MiB more at 1e6 crashes)
+    pmf = (
+        _hypergeom_pmf(n, z_max)[:, lo:hi, :]
+        if n <= _PMF_CACHE_N
+        else _hypergeom_rows(n, z_max, lo, hi)
+    )
     given_mz = np.einsum("gmzk,zmk->gmz", hit, pmf)
     # the busiest CPU is the most extreme of R tied ones: union bound with E[R | M = m]
     given_mz = np.minimum(1.0, ties[:, :, None] * given_mz)
     given_m = np.einsum("gmz,gz->gm", given_mz, pz)
+    if cells != 1:  # the union law: a non-decreasing conditional probability keeps p valid
+        given_m = np.maximum.accumulate(given_m, axis=1)
     out: F64 = np.einsum("gm,gm->g", given_m, law) + dropped
     return out
 
@@ -633,11 +675,12 @@ def _s_grid(n: int, cpus: int) -> F64:
     return out
 
 
-def _s_rows(n: int, cpus: I64, lo: int, hi: int) -> F64:
-    """``s(m)`` for ``m = lo..hi-1``, one row per entry's CPU count."""
+def _s_rows(n: int, cpus: I64, lo: int, hi: int, cells: int = 1) -> F64:
+    """``s(m)`` for ``m = lo..hi-1``, one row per entry's CPU count (``s2`` with ``cells=2``)."""
     out = np.empty((cpus.size, hi - lo), dtype=np.float64)
+    grid = _s_grid if cells == 1 else _pair_grid
     for c in np.unique(cpus).tolist():
-        out[cpus == c] = _s_grid(n, int(c))[lo:hi]
+        out[cpus == c] = grid(n, int(c))[lo:hi]
     return out
 
 
@@ -665,12 +708,21 @@ def _m_law(n: int, cpus: int) -> tuple[F64, F64]:
     return law, ties
 
 
+# Up to this many crashes the hypergeometric tables are cached whole (the grid's old limit).
+_PMF_CACHE_N = 60
+
+
 @lru_cache(maxsize=1024)
 def _hypergeom_pmf(n: int, z_max: int) -> F64:
     """``P(K = k)`` for ``K ~ Hypergeometric(n, z, m)``, indexed ``[z, m, k]``, ``z, k <=
     z_max``: ``k`` of the ``z`` anomalous crashes among ``m`` drawn from ``n``."""
+    return _hypergeom_rows(n, z_max, 0, n + 1)
+
+
+def _hypergeom_rows(n: int, z_max: int, lo: int, hi: int) -> F64:
+    """:func:`_hypergeom_pmf` for ``m = lo..hi-1`` only."""
     z = np.arange(z_max + 1, dtype=np.float64)[:, None, None]
-    m = np.arange(n + 1, dtype=np.float64)[None, :, None]
+    m = np.arange(lo, hi, dtype=np.float64)[None, :, None]
     k = np.arange(z_max + 1, dtype=np.float64)[None, None, :]
     ok = (k <= z) & (k <= m) & (m - k <= n - z)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
