@@ -231,6 +231,76 @@ def journal_200k(core: bytes, d: Path) -> Path:
     return cores
 
 
+# One line of a busy host's ``journalctl -o json`` (nginx's access log through journald's
+# stdout stream), the fields journald adds to every entry; %-fields vary per line.
+_NOISE_LINE = json.dumps(  # compact, as journalctl writes it
+    {
+        "__CURSOR": "s=5f0e1d2c3b4a59687766554433221100;i=%(i)x;b=%(boot)s;m=%(i)x;t=%(t)x;x=%(i)016x",
+        "__REALTIME_TIMESTAMP": "%(t)d",
+        "__MONOTONIC_TIMESTAMP": "%(i)d",
+        "_BOOT_ID": "%(boot)s",
+        "_MACHINE_ID": "fedcba98765432100123456789abcdef",
+        "_HOSTNAME": "web-17",
+        "PRIORITY": "6",
+        "SYSLOG_FACILITY": "3",
+        "SYSLOG_IDENTIFIER": "nginx",
+        "_PID": "%(pid)d",
+        "_UID": "33",
+        "_GID": "33",
+        "_COMM": "nginx",
+        "_EXE": "/usr/sbin/nginx",
+        "_CMDLINE": "nginx: worker process",
+        "_CAP_EFFECTIVE": "0",
+        "_SYSTEMD_CGROUP": "/system.slice/nginx.service",
+        "_SYSTEMD_UNIT": "nginx.service",
+        "_SYSTEMD_SLICE": "system.slice",
+        "_SYSTEMD_INVOCATION_ID": "0123456789abcdef0123456789abcdef",
+        "_TRANSPORT": "stdout",
+        "_STREAM_ID": "89abcdef0123456789abcdef01234567",
+        "MESSAGE": '10.0.%(a)d.%(b)d - - [14/Nov/2023:22:13:20 +0000] "GET /api/v1/items?page=%(i)d '
+        'HTTP/1.1" 200 5123 "-" "curl/8.4.0"',
+    },
+    separators=(",", ":"),
+)
+_BOOT = "0123456789abcdef0123456789abcdef"
+
+
+def _coredump_line(i: int, name: str, host: str) -> str:
+    t = 1_700_000_000_000_000 + i * 1_000_000
+    return json.dumps(
+        {
+            "__REALTIME_TIMESTAMP": str(t + 5000),
+            "_BOOT_ID": _BOOT,
+            "_HOSTNAME": host,
+            "MESSAGE_ID": "fc2e22bc6ee647b6b90729ab34a250b1",
+            "MESSAGE": f"Process {i} (x) of user 0 dumped core.",
+            "COREDUMP_FILENAME": f"/var/lib/systemd/coredump/{name}",
+            "COREDUMP_PID": str(i % 4_000_000 + 1),
+            "COREDUMP_SIGNAL": "11",
+            "COREDUMP_TIMESTAMP": str(t),
+            "COREDUMP_EXE": "/usr/bin/x",
+            "COREDUMP_CMDLINE": "x --flag",
+        },
+        separators=(",", ":"),
+    )
+
+
+def journal_1m_busy_host(core: bytes, d: Path) -> Path:
+    # A busy host's export: 1,000,000 entries (about 0.9 GB), one in 100 a systemd-coredump
+    # entry of another crash, and this core's entry near the end.
+    cores = _ingest_dir(core, d, "dir-journal-1m")
+    with (d / "dir-journal-1m.journal").open("w") as f:
+        for i in range(1_000_000):
+            if i % 100 == 99:
+                f.write(_coredump_line(i, f"core.x.0.{_BOOT}.{i}.{i}000000.zst", "other") + "\n")
+                continue
+            fill = {"i": i, "t": 1_700_000_000_000_000 + i * 10_000, "boot": _BOOT}
+            f.write(_NOISE_LINE % {**fill, "pid": 1000 + i % 4, "a": i % 250, "b": i % 199})
+            f.write("\n")
+        f.write(_coredump_line(1_000_000, "core.x", "the-host") + "\n")
+    return cores
+
+
 def crash_facts_one_line(core: bytes, d: Path) -> Path:
     # A crash-facts CSV whose second line is 200 MB (one field far past the csv module's limit).
     p = d / "one-line.csv"
@@ -267,6 +337,7 @@ CASES = (
     Case("sidecar with a 5,000-digit number", sidecar_5000_digits, "ingest"),
     Case("crash-facts CSV with a 200 MB line", crash_facts_one_line, "analyze"),
     Case("journal export of 200,000 entries", journal_200k, "ingest"),
+    Case("journal export of 1,000,000 entries (1 % coredump)", journal_1m_busy_host, "ingest"),
 )
 
 

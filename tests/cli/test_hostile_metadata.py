@@ -315,3 +315,47 @@ def test_a_large_journal_export_is_indexed_lightly_and_matched_whole(
     assert meta_a["COREDUMP_HOSTNAME"] == "ha" and meta_a["COREDUMP_UNIT"] == "svc.service"
     assert meta_a["COREDUMP_CMDLINE"] == "svc --flag"
     assert _meta(records["core.abort"])["COREDUMP_HOSTNAME"] == "hb"
+
+
+@pytest.mark.kernel_cores
+def test_a_busy_hosts_journal_export_gives_each_core_its_own_entry(
+    kernel_cores: dict[str, CrashResult], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A busy host's export (50,000 lines, most of them other services' log lines, one in 50 a
+    coredump entry of another crash) and three real cores ingested by two workers, to which the
+    index is handed: each core gets its entry, by file name (the latest of that name) or by pid
+    and the nearest time, and none gets another crash's."""
+    a, b, c = _cores(kernel_cores, tmp_path / "cores", ("null_deref", "abort", "sigfpe"))
+    t0 = 1_700_000_000_000_000
+    hint = t0 + 100_000_000  # b's sidecar: pid 4242 at t0 + 100 s
+    Path(f"{b}.json").write_text(f'{{"COREDUMP_PID": "4242", "COREDUMP_TIMESTAMP": "{hint}"}}')
+    special = {
+        25_000: {"COREDUMP_FILENAME": str(a), "COREDUMP_HOSTNAME": "host-a"},
+        30_001: {"COREDUMP_PID": "4242", "COREDUMP_TIMESTAMP": str(hint + 300_000)},
+        30_002: {"COREDUMP_PID": "4242", "COREDUMP_TIMESTAMP": str(hint - 800_000)},
+        40_001: {"COREDUMP_FILENAME": f"/elsewhere/{c.name}.lz4", "COREDUMP_HOSTNAME": "host-c"},
+    }
+    special[30_001]["COREDUMP_HOSTNAME"] = "host-b"
+    special[30_002]["COREDUMP_HOSTNAME"] = "farther-from-b"
+    journal = tmp_path / "journal.json"
+    with journal.open("w") as f:
+        for n in range(50_000):
+            line: dict[str, str] = {"MESSAGE": f"GET /item/{n} 200", "_PID": "77"}
+            if n in special:
+                line = special[n]
+            elif n % 50 == 0:  # other crashes, 500 s apart: pid 4242 too, and c's name early on
+                name = f"{c.name}.zst" if n % 1000 == 0 and n < 40_000 else f"core.{n}"
+                line = {
+                    "COREDUMP_PID": "4242",
+                    "COREDUMP_TIMESTAMP": str(t0 + n * 10_000_000),
+                    "COREDUMP_HOSTNAME": f"other-{n}",
+                    "COREDUMP_FILENAME": f"/var/lib/systemd/coredump/{name}",
+                }
+            f.write(json.dumps(line, separators=(",", ":")) + "\n")
+    db = tmp_path / "s.duckdb"
+    args = ["ingest", "--no-symbols", "--json", "--jobs", "2", "--db", str(db)]
+    assert main([*args, "--journal", str(journal), str(tmp_path / "cores")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ingested"] == 3 and summary["journal_errors"] == []
+    hosts = {name: _meta(r).get("COREDUMP_HOSTNAME") for name, r in _records(db).items()}
+    assert hosts == {a.name: "host-a", b.name: "host-b", c.name: "host-c"}

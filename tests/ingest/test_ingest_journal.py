@@ -259,3 +259,129 @@ def test_collect_metadata_uses_the_file_name_to_find_the_journal_entry(tmp_path:
     meta = collect_metadata(core, index)
     assert meta.fields["COREDUMP_UNIT"] == "svc.service"
     assert str(meta.provenance["COREDUMP_UNIT"]) == "journal"
+
+
+def _busy_export(path: Path, entries: int, every: int) -> dict[int, dict[str, str]]:
+    """A busy host's export: ``entries`` lines, one in ``every`` a coredump entry (kept by line
+    number in the result) and the rest other services' log lines, compact as journalctl writes
+    them. Some crashes have no file name (matched by pid and time), and some file names and
+    pids come back on later lines with other values: the matcher must tell them apart."""
+    t0 = 1_700_000_000_000_000
+    coredumps: dict[int, dict[str, str]] = {}
+    with path.open("w") as f:
+        for lineno in range(1, entries + 1):
+            i = lineno // every
+            if lineno % every:
+                obj = {
+                    "__REALTIME_TIMESTAMP": str(t0 + lineno),
+                    "_BOOT_ID": BOOT,
+                    "_PID": str(i % 7 + 1),
+                    "MESSAGE": f"GET /item/{lineno} 200",
+                    "SYSLOG_IDENTIFIER": "nginx",
+                }
+            else:
+                obj = {
+                    "MESSAGE_ID": "fc2e22bc6ee647b6b90729ab34a250b1",
+                    "_BOOT_ID": BOOT if i % 3 else OTHER_BOOT,
+                    "COREDUMP_PID": str(i % 1000 + 1),  # pids are reused, across boots too
+                    "COREDUMP_TIMESTAMP": str(t0 + i * 10_000_000),
+                    "COREDUMP_HOSTNAME": f"h{lineno}",
+                }
+                if i % 5:
+                    # Names come back 2,000 crashes later: the latest entry of a name wins.
+                    obj["COREDUMP_FILENAME"] = f"/var/lib/systemd/coredump/core.svc.{i % 2000}.zst"
+                coredumps[lineno] = obj
+            f.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    return coredumps
+
+
+def test_a_busy_hosts_export_matches_the_right_entry_to_each_core(tmp_path: Path) -> None:
+    """50,000 lines, one in 10 a coredump entry: every crash is found, by its file name (the
+    latest entry of that name) or by pid, time and boot id, and nothing else is."""
+    path = tmp_path / "busy.json"
+    coredumps = _busy_export(path, 50_000, 10)
+    index = load_journal(path)
+    assert index.errors == []
+    assert (index.count, index.skipped_non_coredump, index.lines) == (5000, 45_000, 50_000)
+    latest: dict[str, int] = {}
+    for lineno, obj in coredumps.items():
+        if "COREDUMP_FILENAME" in obj:
+            latest[Path(obj["COREDUMP_FILENAME"]).name.removesuffix(".zst")] = lineno
+    assert len(latest) == 1600 and len(coredumps) - 1000 > 1600
+    for name, lineno in latest.items():
+        entry = index.match(tmp_path / "copied" / name, {})
+        assert entry is not None and entry.origin == f"{path}:{lineno}", name
+        assert entry.fields["COREDUMP_HOSTNAME"] == f"h{lineno}"
+    by_time = [(n, o) for n, o in coredumps.items() if "COREDUMP_FILENAME" not in o]
+    assert len(by_time) == 1000
+    for lineno, obj in by_time:
+        hints = {
+            "COREDUMP_PID": obj["COREDUMP_PID"],
+            "COREDUMP_TIMESTAMP": str(int(obj["COREDUMP_TIMESTAMP"]) + 400_000),
+            "COREDUMP_BOOT_ID": obj["_BOOT_ID"],
+        }
+        entry = index.match(tmp_path / "core", hints)
+        assert entry is not None and entry.origin == f"{path}:{lineno}", hints
+        # The same crash on the other boot is not this one.
+        other = OTHER_BOOT if obj["_BOOT_ID"] == BOOT else BOOT
+        assert index.match(tmp_path / "core", {**hints, "COREDUMP_BOOT_ID": other}) is None
+    assert index.match(tmp_path / "core.svc.5", {}) is None  # no entry has that name
+    # A pid with its time two seconds off is no match (entries of one pid are 10,000 s apart).
+    _, first = by_time[0]
+    late = str(int(first["COREDUMP_TIMESTAMP"]) + 2_000_000)
+    hints = {"COREDUMP_PID": first["COREDUMP_PID"], "COREDUMP_TIMESTAMP": late}
+    assert index.match(tmp_path / "core", hints) is None
+
+
+def test_names_that_share_a_key_are_told_apart_on_their_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index keeps a 64-bit key of each file name; a match is confirmed on the entry's
+    line. Every name given the same key here, as a collision would: each core still gets its
+    own entry, and a name with no entry none."""
+    from corecensus.ingest import journal
+
+    real_key = journal._key
+    monkeypatch.setattr(
+        journal, "_key", lambda text: 7 if text.startswith("core.") else real_key(text)
+    )
+    index = _index(
+        tmp_path,
+        [
+            {"COREDUMP_FILENAME": f"/var/lib/systemd/coredump/core.{n}.zst", "N": str(n)}
+            for n in range(50)
+        ],
+    )
+    for n in range(50):
+        entry = index.match(tmp_path / f"core.{n}.lz4", {})
+        assert entry is not None and entry.fields["N"] == str(n)
+    assert index.match(tmp_path / "core.50", {}) is None
+
+
+def test_lines_that_are_not_coredump_entries_are_skimmed_but_bad_ones_still_reported(
+    tmp_path: Path,
+) -> None:
+    """A line naming no COREDUMP_ field is only checked to be one JSON object (its values are
+    not looked at); when that check fails the line is read as before, so its error is the
+    stdlib's, and a line the check refuses but JSON allows (a byte order mark) is still read."""
+    path = _write_lines(
+        tmp_path / "j.json",
+        [
+            json.dumps({"MESSAGE": "ok", "_PID": 5}),
+            '{"MESSAGE": "cut sho',
+            json.dumps({"MESSAGE": 3.5}),
+            "\ufeff" + json.dumps({"COREDUMP_PID": "4", "COREDUMP_EXE": "/bin/bom"}),
+            '{"MESSAGE": "mentions \\"COREDUMP_PID\\" in a value"}',
+            '"a string"',
+            json.dumps({"COREDUMP_PID": "3"}),
+        ],
+    )
+    index = load_journal(path)
+    assert [str(e) for e in index.errors] == [
+        # The newline the cut line ends with:
+        f"{path}:2: not JSON: Invalid control character at: line 1 column 21 (char 20)",
+        f"{path}:6: expected a JSON object, got str",
+    ]
+    assert index.skipped_non_coredump == 3  # lines 1, 3 and 5
+    assert [e.origin for e in index.entries] == [f"{path}:4", f"{path}:7"]
+    assert index.entries[0].fields == {"COREDUMP_PID": "4", "COREDUMP_EXE": "/bin/bom"}

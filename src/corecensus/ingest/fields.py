@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from corecensus.cpulist import canonical_cpu_list
 from corecensus.errors import MetadataError
@@ -115,6 +116,10 @@ class CheckedFields:
     notes: list[str] = field(default_factory=list)
 
 
+# The fields _check_value has a rule for; any other value is kept as it is.
+_RULED_FIELDS = _UNSIGNED_FIELDS | {RLIMIT, CPUS_ALLOWED, BOOT_ID}
+
+
 def _check_value(name: str, value: str) -> str | None:
     """The value to keep (normalized), or None if it is malformed."""
     if name in _UNSIGNED_FIELDS:
@@ -137,6 +142,12 @@ def _check_value(name: str, value: str) -> str | None:
     return value
 
 
+@lru_cache(maxsize=4096)
+def _good_name(name: str) -> bool:
+    # Cached: a journal export repeats a few dozen names over millions of lines.
+    return _FIELD_NAME.fullmatch(name) is not None
+
+
 def check_fields(
     raw: Mapping[str, str],
     origin: str,
@@ -148,7 +159,7 @@ def check_fields(
     for name, given in raw.items():
         line = line_of.get(name) if line_of else None
         value = given
-        if not _FIELD_NAME.fullmatch(name):
+        if not _good_name(name):
             out.errors.append(metadata_error(origin, line, f"bad field name {name!r}"))
             continue
         if name in DROPPED_FIELDS:
@@ -157,12 +168,12 @@ def check_fields(
         if len(value) > MAX_VALUE_CHARS:
             out.notes.append(f"{origin}: {name} not kept ({len(value)} chars)")
             continue
-        if not is_valid_text(value):
+        if not value.isascii() and not is_valid_text(value):
             # A lone surrogate ("x\ud800y" in JSON) cannot be stored as UTF-8 and once cost
             # a whole ingest batch (issue 10); keep the value, with the code point escaped.
             value = valid_text(value)
             out.notes.append(f"{origin}: {name} was not valid text; kept as {value!r}")
-        checked = _check_value(name, value)
+        checked = _check_value(name, value) if name in _RULED_FIELDS else value
         if checked is None:
             top = _MAX_VALUE.get(name)
             why = f"{name}: malformed value {value!r}"
