@@ -68,3 +68,51 @@ def test_reprocess_rejects_a_broken_frame_list(
     assert main(["reprocess", "--db", str(db), "--siglists", str(lists)]) == 2
     err = capsys.readouterr().err
     assert "prefix_frames.txt" in err and "Traceback" not in err
+
+
+def test_a_damaged_row_is_skipped_and_named_and_the_others_are_re_signed(
+    kernel_cores: dict[str, CrashResult], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One row's stored JSON overwritten with garbage (SQL on the real DuckDB file), the first
+    in the order reprocess walks: it once stopped the whole pass with nothing re-signed. Now it
+    is skipped and named (id and reason, one line on stderr, exit 1) and every other row is
+    re-signed."""
+    from corecensus.signature import SIGNATURE_VERSION
+
+    cores = tmp_path / "cores"
+    cores.mkdir()
+    for name in ("null_deref", "abort", "sigfpe", "sigill"):
+        core = kernel_cores[name].core
+        assert core is not None
+        shutil.copy(core, cores / f"core.{name}")
+    db = tmp_path / "s.duckdb"
+    assert main(["ingest", str(cores), "--db", str(db), "--no-symbols", "--json"]) == 0
+    capsys.readouterr()
+    con = duckdb.connect(str(db))
+    try:
+        ids = [r[0] for r in con.execute("SELECT core_id FROM crashes ORDER BY core_id").fetchall()]
+        # Signed by an older rule version, as after an upgrade; the first row damaged.
+        con.execute("UPDATE crashes SET sig_version = 0")
+        con.execute("UPDATE crashes SET record_json = 'garbage' WHERE core_id = ?", [ids[0]])
+    finally:
+        con.close()
+    assert len(ids) == 4
+    assert main(["reprocess", "--db", str(db), "--json"]) == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert (summary["examined"], summary["updated"], summary["damaged"]) == (4, 3, 1)
+    reason = "stored record is not JSON: Expecting value: line 1 column 1 (char 0)"
+    assert summary["damaged_rows"] == [{"core_id": ids[0], "reason": reason}]
+    assert err.strip() == f"error: {db}: crash {ids[0]} skipped: {reason}", err
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        versions = dict(con.execute("SELECT core_id, sig_version FROM crashes").fetchall())
+    finally:
+        con.close()
+    assert versions == {ids[0]: 0, **{i: SIGNATURE_VERSION for i in ids[1:]}}
+    # The plain summary says so too, and a second pass finds only the damaged row left.
+    assert main(["reprocess", "--db", str(db)]) == 1
+    out, err = capsys.readouterr()
+    said = " ".join(out.split())  # as Rich wrapped it
+    assert said.startswith("re-signed 0 of 4 crashes") and "; skipped 1 damaged row in" in said
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

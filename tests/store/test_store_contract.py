@@ -23,6 +23,7 @@ from corecensus.store import (
     HEARTBEATS,
     SCREEN_RESULTS,
     AddResult,
+    DamagedCrash,
     DeployRow,
     DuckDBStore,
     ExposureRow,
@@ -66,6 +67,37 @@ def test_record_round_trips_and_iteration_is_in_core_id_order(store: Store) -> N
     got = list(store.iter_crashes())
     assert got == sorted(records, key=lambda r: r.core_id)
     assert store.get_crash("nope") is None
+
+
+def test_a_damaged_row_is_yielded_as_damage_and_the_walk_goes_on(store: Store) -> None:
+    """Rows whose record cannot be read back (JSON cut short, not an object, lacking a field,
+    another core's record) come as DamagedCrash with their id and why; every other row comes
+    whole, in order. iter_crashes, which promises records, stops at the first with its id."""
+    good = rows(make_record(i) for i in range(6))
+    other = good[5].record_json
+    damage = {0: '{"core_id": "x", "sta', 2: "[1, 2]", 3: '{"core_id": "%s"}', 4: other}
+    stored = [
+        dataclasses.replace(r, record_json=damage[i].replace("%s", r.core_id))
+        if i in damage
+        else r
+        for i, r in enumerate(good[:5])
+    ]
+    store.add_crashes(stored)
+    outcomes = list(store.iter_crash_outcomes())
+    assert [o.core_id for o in outcomes] == sorted(r.core_id for r in stored)
+    damaged = {o.core_id: o.reason for o in outcomes if isinstance(o, DamagedCrash)}
+    assert damaged == {
+        good[0].core_id: "stored record is not JSON: Unterminated string starting at: "
+        "line 1 column 18 (char 17)",
+        good[2].core_id: "stored record is a JSON list, not an object",
+        good[3].core_id: "stored record lacks 'status'",
+        good[4].core_id: f"stored record is that of core {good[5].core_id!r}",
+    }
+    assert [o.core_id for o in outcomes if not isinstance(o, DamagedCrash)] == [good[1].core_id]
+    with pytest.raises(StoreError, match=f"stored record {min(damaged)} cannot be decoded"):
+        list(store.iter_crashes())
+    with pytest.raises(StoreError, match="is a JSON list"):
+        store.get_crash(good[2].core_id)
 
 
 def test_iteration_spans_many_batches(store: Store) -> None:

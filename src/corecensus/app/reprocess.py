@@ -1,7 +1,9 @@
 """Use case: recompute signatures from the stored facts after a rule change.
 
 Crash records keep the raw facts (frames, stack window, anomalies), so a new signature rule or
-frame list is applied to the whole store without touching a core again.
+frame list is applied to the whole store without touching a core again. A row whose record
+cannot be read back is skipped and reported with its id and the reason; every other row is
+still re-signed (one damaged row once stopped the whole pass, issue 10).
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from corecensus.signature import (
     compute_signatures,
     default_pipeline,
 )
-from corecensus.store import SignatureColumns, Store
+from corecensus.store import DamagedCrash, SignatureColumns, Store
 
-__all__ = ["BATCH", "ReprocessSummary", "reprocess"]
+__all__ = ["BATCH", "MAX_DAMAGED_LISTED", "ReprocessSummary", "reprocess"]
 
 # Crashes re-signed per store update: keeps memory flat on a large store (iteration is
 # keyset-paginated and safe to interleave with updates).
 BATCH = 1000
+# Damaged rows kept with their reasons; past this many they are counted only.
+MAX_DAMAGED_LISTED = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,10 @@ class ReprocessSummary:
     examined: int
     updated: int
     crashes: int
+    # Rows skipped because their record could not be read back: the first
+    # MAX_DAMAGED_LISTED with their reasons, and how many there were in all.
+    damaged: tuple[DamagedCrash, ...] = ()
+    damaged_count: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The ``reprocess --json`` summary."""
@@ -42,6 +50,8 @@ class ReprocessSummary:
             "examined": self.examined,
             "updated": self.updated,
             "crashes": self.crashes,
+            "damaged": self.damaged_count,
+            "damaged_rows": [{"core_id": d.core_id, "reason": d.reason} for d in self.damaged],
         }
 
 
@@ -54,15 +64,27 @@ def reprocess(
         SignatureGenerator(default_pipeline(siglists)).generate if siglists else compute_signatures
     )
     below = None if everything else SIGNATURE_VERSION
-    examined = changed = 0
+    examined = changed = damaged_count = 0
+    damaged: list[DamagedCrash] = []
     batch: list[tuple[str, SignatureColumns]] = []
-    for record in store.iter_crashes(signature_version_below=below):
-        batch.append((record.core_id, signature_columns(sign(record))))
+    for outcome in store.iter_crash_outcomes(signature_version_below=below):
         examined += 1
+        if isinstance(outcome, DamagedCrash):
+            damaged_count += 1
+            if len(damaged) < MAX_DAMAGED_LISTED:
+                damaged.append(outcome)
+            continue
+        batch.append((outcome.core_id, signature_columns(sign(outcome))))
         if len(batch) >= BATCH:
             changed += store.update_signatures(batch)
             batch.clear()
     changed += store.update_signatures(batch)
     return ReprocessSummary(
-        store.location, SIGNATURE_VERSION, examined, changed, store.count_crashes()
+        store.location,
+        SIGNATURE_VERSION,
+        examined,
+        changed,
+        store.count_crashes(),
+        tuple(damaged),
+        damaged_count,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import json
 import os
 import re
 import threading
@@ -32,7 +31,10 @@ from corecensus.store.records import (
     CodedColumn,
     CrashColumns,
     CrashRow,
+    DamagedCrash,
     SignatureColumns,
+    decode_crash,
+    decoded_record,
 )
 from corecensus.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLE_DDL
 from corecensus.store.tables import (
@@ -397,6 +399,12 @@ class DuckDBStore:
         return total
 
     def iter_crashes(self, *, signature_version_below: int | None = None) -> Iterator[CrashRecord]:
+        for outcome in self.iter_crash_outcomes(signature_version_below=signature_version_below):
+            yield decoded_record(outcome, self._location)
+
+    def iter_crash_outcomes(
+        self, *, signature_version_below: int | None = None
+    ) -> Iterator[CrashRecord | DamagedCrash]:
         last = ""
         where = "core_id > ?"
         extra: list[Any] = []
@@ -412,16 +420,11 @@ class DuckDBStore:
             if not page:
                 return
             for core_id, record_json in page:
-                yield self._decode(core_id, record_json)
+                yield decode_crash(core_id, record_json)
             last = page[-1][0]
 
     def _decode(self, core_id: str, record_json: str) -> CrashRecord:
-        try:
-            return CrashRecord.from_json(json.loads(record_json))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(
-                f"{self._location}: stored record {core_id} cannot be decoded: {exc}"
-            ) from exc
+        return decoded_record(decode_crash(core_id, record_json), self._location)
 
     def get_crash(self, core_id: str) -> CrashRecord | None:
         rows = self._select(

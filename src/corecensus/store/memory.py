@@ -8,7 +8,6 @@ idempotent the same way; the contract tests in ``tests/store`` run against both.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +23,10 @@ from corecensus.store.records import (
     CodedColumn,
     CrashColumns,
     CrashRow,
+    DamagedCrash,
     SignatureColumns,
+    decode_crash,
+    decoded_record,
 )
 from corecensus.store.tables import (
     BATCH_ROWS,
@@ -81,6 +83,12 @@ class MemoryStore:
         return AddResult(new, duplicate)
 
     def iter_crashes(self, *, signature_version_below: int | None = None) -> Iterator[CrashRecord]:
+        for outcome in self.iter_crash_outcomes(signature_version_below=signature_version_below):
+            yield decoded_record(outcome, self.location)
+
+    def iter_crash_outcomes(
+        self, *, signature_version_below: int | None = None
+    ) -> Iterator[CrashRecord | DamagedCrash]:
         with self._lock:
             self._check_open()
             ids = sorted(self._crashes)
@@ -95,13 +103,15 @@ class MemoryStore:
                 and row.signature.sig_version >= signature_version_below
             ):
                 continue
-            yield CrashRecord.from_json(json.loads(row.record_json))
+            yield decode_crash(row.core_id, row.record_json)
 
     def get_crash(self, core_id: str) -> CrashRecord | None:
         with self._lock:
             self._check_open()
             row = self._crashes.get((core_id,))
-        return CrashRecord.from_json(json.loads(row.record_json)) if row else None
+        return (
+            decoded_record(decode_crash(core_id, row.record_json), self.location) if row else None
+        )
 
     def get_crashes(self, core_ids: Iterable[str]) -> dict[str, CrashRecord]:
         out: dict[str, CrashRecord] = {}

@@ -15,7 +15,13 @@ from types import TracebackType
 from typing import Protocol, Self, TypeVar, runtime_checkable
 
 from corecensus.model import CrashRecord
-from corecensus.store.records import AddResult, CrashColumns, CrashRow, SignatureColumns
+from corecensus.store.records import (
+    AddResult,
+    CrashColumns,
+    CrashRow,
+    DamagedCrash,
+    SignatureColumns,
+)
 from corecensus.store.tables import Table
 
 __all__ = ["Store"]
@@ -40,8 +46,16 @@ class Store(Protocol):
 
     def iter_crashes(self, *, signature_version_below: int | None = None) -> Iterator[CrashRecord]:
         """Records in ``core_id`` order; with ``signature_version_below``, only those whose
-        stored signatures are older (for ``reprocess``). Safe to interleave with
-        :meth:`update_signatures`."""
+        stored signatures are older. Safe to interleave with :meth:`update_signatures`. Raises
+        :class:`StoreError` at a row whose record cannot be decoded (see
+        :meth:`iter_crash_outcomes`)."""
+        ...
+
+    def iter_crash_outcomes(
+        self, *, signature_version_below: int | None = None
+    ) -> Iterator[CrashRecord | DamagedCrash]:
+        """As :meth:`iter_crashes`, but a row whose record cannot be decoded comes as a
+        :class:`DamagedCrash` (its id and why) and the walk goes on (for ``reprocess``)."""
         ...
 
     def get_crash(self, core_id: str) -> CrashRecord | None: ...

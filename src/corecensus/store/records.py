@@ -17,16 +17,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from corecensus.errors import StoreError
+from corecensus.model import CrashRecord
+
 __all__ = [
     "AddResult",
     "CodedColumn",
     "CrashColumns",
     "CrashRow",
+    "DamagedCrash",
     "DeployRow",
     "ExposureRow",
     "Heartbeat",
     "ScreenResultRow",
     "SignatureColumns",
+    "decode_crash",
+    "decoded_record",
 ]
 
 
@@ -218,3 +224,44 @@ class CrashColumns:
 
     def __len__(self) -> int:
         return int(self.row.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedCrash:
+    """A stored crash row whose record cannot be read back: its ``core_id`` and why (the JSON
+    damaged, not a crash record, or a record of another core). A walk through the store yields
+    it in the record's place, so one damaged row never stops the others (issue 10)."""
+
+    core_id: str
+    reason: str
+
+
+def decode_crash(core_id: str, record_json: str) -> CrashRecord | DamagedCrash:
+    """The record stored as ``record_json`` in the row of ``core_id``, or why it cannot be."""
+    try:
+        obj = json.loads(record_json)
+    except ValueError as exc:
+        return DamagedCrash(core_id, f"stored record is not JSON: {exc}")
+    except RecursionError:
+        return DamagedCrash(core_id, "stored record is JSON nested too deeply")
+    if not isinstance(obj, dict):
+        return DamagedCrash(core_id, f"stored record is a JSON {type(obj).__name__}, not an object")
+    try:
+        record = CrashRecord.from_json(obj)
+    except KeyError as exc:
+        return DamagedCrash(core_id, f"stored record lacks {exc}")
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+        return DamagedCrash(core_id, f"stored record is not a crash record: {exc}")
+    if record.core_id != core_id:
+        return DamagedCrash(core_id, f"stored record is that of core {record.core_id!r}")
+    return record
+
+
+def decoded_record(outcome: CrashRecord | DamagedCrash, location: str) -> CrashRecord:
+    """The record, or a :class:`StoreError` that names the damaged row (for readers that need
+    every record they ask for)."""
+    if isinstance(outcome, DamagedCrash):
+        raise StoreError(
+            f"{location}: stored record {outcome.core_id} cannot be decoded: {outcome.reason}"
+        )
+    return outcome
