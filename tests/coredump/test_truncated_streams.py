@@ -148,14 +148,24 @@ def test_lz4_cut_read_from_stdin(core_bytes: bytes) -> None:
     assert src.damage is not None and "inside block 1" in src.damage
 
 
+def _zstd_first_block(frame: bytes) -> tuple[int, int, int]:
+    """(offset of its contents, size, block type) of the first block of a zstd frame
+    (RFC 8878 3.1.1)."""
+    fhd = frame[4]
+    single_segment = bool(fhd & 0x20)
+    fcs = (0, 2, 4, 8)[fhd >> 6] or (1 if single_segment else 0)
+    at = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[fhd & 3] + fcs
+    word = frame[at] | frame[at + 1] << 8 | frame[at + 2] << 16
+    return at + 3, word >> 3, (word >> 1) & 3
+
+
 def test_zstd_cut_is_reported_as_damage(tmp_path: Path, core_bytes: bytes) -> None:
     """zstd's reader ends quietly at a cut: inside the first block the record was an "empty
     file", further on a shorter core with no decoder damage. Now: truncated, and where."""
     comp = _compress(["zstd", "-B65536"], core_bytes)
     early = _inspect(tmp_path, "early.zst", comp[:200])
     assert early.status is ParseStatus.UNPARSED
-    assert "truncated zstd stream: it ends before any of the core decodes" in early.errors[0]
-    assert "inside block 1 of frame 1" in early.errors[0], early.errors
+    assert "truncated zstd stream: it ends inside its first block" in early.errors[0]
     late = _inspect(tmp_path, "late.zst", comp[: len(comp) * 3 // 4])
     assert late.status is ParseStatus.PARTIAL, late.errors
     assert late.signal_name == "SIGSEGV"
@@ -168,6 +178,65 @@ def test_zstd_cut_is_reported_as_damage(tmp_path: Path, core_bytes: bytes) -> No
     half = len(core_bytes) // 2
     two = _compress(["zstd"], core_bytes[:half]) + _compress(["zstd"], core_bytes[half:])
     assert _decoded_prefix(two, "two.zst", tmp_path) == core_bytes
+
+
+def test_a_zstd_core_cut_inside_its_first_block_has_nothing_decodable_and_says_so(
+    tmp_path: Path, core_bytes: bytes
+) -> None:
+    """A compressed zstd block cannot be decoded in part. Checked on zstandard's own streaming
+    decompressor, fed the core cut anywhere inside its first block: it returns nothing (and
+    the whole block once it is whole). The record says exactly that, in one line, with how much
+    of the block is there; a cut inside the frame's header says that instead."""
+    import zstandard
+
+    comp = _compress(["zstd"], core_bytes)
+    start, size, kind = _zstd_first_block(comp)
+    assert kind == 2, "the core's first block is not compressed; the test needs it to be"
+    for cut in (start, start + size // 3, start + size - 1):
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(comp[:cut]) == b"", cut
+        rec = _inspect(tmp_path, f"first{cut}.zst", comp[:cut])
+        assert rec.status is ParseStatus.UNPARSED, rec.errors
+        assert list(rec.errors) == [
+            f"{tmp_path / f'first{cut}.zst'}: truncated zstd stream: it ends inside its first "
+            f"block ({cut - start:,} of the block's {size:,} compressed bytes, which hold up to "
+            "128 KiB of the core); a compressed zstd block cannot be decoded in part, so "
+            "nothing is decodable"
+        ]
+    whole = zstandard.ZstdDecompressor().decompressobj().decompress(comp[: start + size])
+    assert len(whole) == 128 << 10 and core_bytes.startswith(whole)
+    rec = _inspect(tmp_path, "header.zst", comp[:5])
+    assert rec.status is ParseStatus.UNPARSED
+    assert rec.errors[0].endswith(
+        "truncated zstd stream: it ends before any of the core decodes (input ends inside the "
+        "header of frame 1 (compressed offset 0))"
+    ), rec.errors
+
+
+def test_a_zstd_core_of_raw_blocks_cut_inside_its_first_is_not_said_to_be_undecodable(
+    tmp_path: Path, core_bytes: bytes
+) -> None:
+    """A raw (stored) block is decoded in part by libzstd (zstandard's decompressobj returns
+    every byte of it that is there), so "nothing is decodable" is not said of one: the record
+    is partial, with the damage. A frame of raw blocks made by hand (RFC 8878 3.1.1.2), valid
+    for the zstd command."""
+    import zstandard
+
+    block = 128 << 10
+    frame = bytearray(struct.pack("<I", 0xFD2FB528) + bytes([0x00, 7 << 3]))  # 128 KiB window
+    for at in range(0, len(core_bytes), block):
+        chunk = core_bytes[at : at + block]
+        word = (len(chunk) << 3) | (at + block >= len(core_bytes))
+        frame += struct.pack("<I", word)[:3] + chunk
+    assert zstandard.ZstdDecompressor().decompress(bytes(frame), max_output_size=1 << 30) == (
+        core_bytes
+    )
+    cut = bytes(frame[: 6 + 3 + 100_000])
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(cut) == core_bytes[:100_000]
+    rec = _inspect(tmp_path, "raw.zst", cut)
+    assert rec.status is ParseStatus.PARTIAL, rec.errors
+    damage = [e for e in rec.errors if e.startswith("zstd stream unreadable after ")]
+    assert damage and "inside block 1 of frame 1" in damage[0], rec.errors
+    assert not any("nothing is decodable" in e for e in rec.errors)
 
 
 @pytest.mark.parametrize("tool", [["lz4"], ["lz4", "-B4", "-BD"], ["zstd"], ["xz"]], ids="_".join)

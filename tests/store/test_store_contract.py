@@ -77,9 +77,7 @@ def test_a_damaged_row_is_yielded_as_damage_and_the_walk_goes_on(store: Store) -
     other = good[5].record_json
     damage = {0: '{"core_id": "x", "sta', 2: "[1, 2]", 3: '{"core_id": "%s"}', 4: other}
     stored = [
-        dataclasses.replace(r, record_json=damage[i].replace("%s", r.core_id))
-        if i in damage
-        else r
+        dataclasses.replace(r, record_json=damage[i].replace("%s", r.core_id)) if i in damage else r
         for i, r in enumerate(good[:5])
     ]
     store.add_crashes(stored)

@@ -27,15 +27,20 @@ def read_exactly(fh: BinaryIO, n: int) -> bytes:
 
 def skip(fh: BinaryIO, n: int) -> bool:
     """Move ``n`` bytes on; False if the input ends first."""
+    return skip_within(fh, n) == n
+
+
+def skip_within(fh: BinaryIO, n: int) -> int:
+    """Move up to ``n`` bytes on: how many there were before the input ended."""
     if seekable(fh):
         here = fh.tell()
-        if fh.seek(0, 2) - here < n:
-            return False
-        fh.seek(here + n)
-        return True
-    while n > 0:
-        chunk = fh.read(min(n, 1 << 20))
+        moved = max(0, min(n, fh.seek(0, 2) - here))
+        fh.seek(here + moved)
+        return moved
+    moved = 0
+    while moved < n:
+        chunk = fh.read(min(n - moved, 1 << 20))
         if not chunk:
-            return False
-        n -= len(chunk)
-    return True
+            break
+        moved += len(chunk)
+    return moved

@@ -314,6 +314,11 @@ def _decoder_problem(compression: str | None, exc: BaseException) -> str:
             f"(a decompression bomb, or an unusually large window): {text}"
         )
     if isinstance(exc, EOFError):
+        if compression == "zstd":  # zstdstream is loaded already
+            from corecensus.coredump.zstdstream import TruncatedZstdError
+
+            if isinstance(exc, TruncatedZstdError):
+                return f"truncated zstd stream: {exc.end.nothing_decodable()}"
         return f"truncated {compression} stream: it ends before any of the core decodes ({text})"
     return f"corrupt {compression} stream: {text}"
 
