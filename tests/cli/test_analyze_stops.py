@@ -5,6 +5,7 @@ file), and a host that was only switched off."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corecensus.agent.exposure import AGENT_SERVICE
+from corecensus.app.analyze import exposure_from_heartbeats
 from corecensus.cli.main import main
+from corecensus.epidemiology import CrashTable, analyze
+from corecensus.store import Heartbeat
 
 DAY = 86_400_000_000
 T0 = 1_717_200_000_000_000
@@ -102,3 +107,58 @@ def test_host_switched_off_is_not_a_stop(
     host = _h07(capsys, "--crashes", str(crashes), "--exposure", str(off))
     assert not _rescreen(host)
     assert any("Take the CPU out on h07" in r for r in host["recommendations"])  # type: ignore[attr-defined]
+
+
+def test_heartbeats_carry_the_update_into_the_exposure() -> None:
+    """``analyze`` from a store: the agent's own heartbeats (every 300 s) carry the host's
+    microcode; an update on day 11.5 after h07's last suspect crash on day 11.2 is a stop, while
+    the same heartbeats from an older agent (no microcode) say nothing and service heartbeats
+    add observed time only."""
+    rows = []
+    rng = np.random.default_rng(4)
+    for i in range(400):
+        host = f"h{int(rng.integers(40)):02d}"
+        if host != "h07":
+            rows.append(_row(host, float(rng.uniform(0, 30)), int(rng.integers(16)), f"bg{i % 9}"))
+    for i, d in enumerate(np.linspace(2, 11.2, 6)):
+        rows.append(_row("h07", float(d), 11, f"bg{i}", anomalous=i % 2 == 0))
+    rows.append(_row("h00", 30.0, 3, "bg0"))
+    table = CrashTable.from_rows(rows)
+    beats = [
+        Heartbeat(
+            "h07",
+            T0 + t,
+            AGENT_SERVICE,
+            "0.1.0",
+            microcode="0x10" if t < 11.5 * DAY else "0x11",
+            kernel="6.1.0",
+        )
+        for t in range(0, 30 * DAY, 300_000_000)
+    ]
+    beats.append(Heartbeat("h07", T0, "api", "1"))
+    exposure = exposure_from_heartbeats(beats)
+    assert exposure is not None and exposure.microcode is not None
+    [host] = analyze(table, exposure).hosts
+    assert host.recommendations[0].startswith("Rescreen h07")
+    assert any("first seen 2024-06-12T" in r and "in its exposure" in r for r in host.reasons)
+    older = exposure_from_heartbeats(
+        [dataclasses.replace(b, microcode=None, kernel=None) for b in beats]
+    )
+    assert older is not None and older.microcode is None and older.kernel is None
+    [host] = analyze(table, older).hosts
+    assert host.recommendations[0].startswith("Screen h07")
+
+
+def _row(
+    host: str, day: float, cpu: int, pop: str, *, anomalous: bool = False
+) -> dict[str, object]:
+    return {
+        "host": host,
+        "population": pop,
+        "time_us": T0 + int(day * DAY),
+        "cpu": cpu,
+        "host_cpus": 16,
+        "service": "api",
+        "anomalies": ("sp_off_by_8",) if anomalous else (),
+        "microcode": "0x10",
+    }
