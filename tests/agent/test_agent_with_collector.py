@@ -17,6 +17,7 @@ from test_agent_daemon import Agent, base_env, wait_until
 from test_agent_handler import Stand
 from test_agent_watch import systemd_core
 
+from corecensus.agent.facts import host_microcode
 from corecensus.store import HEARTBEATS, DuckDBStore
 from crashers import CrashResult
 
@@ -96,6 +97,9 @@ def test_agent_to_real_collector_through_an_outage(tmp_path: Path, kernel_cores:
         assert all(h.uptime_s is not None and h.uptime_s > 0 for h in own)
         assert all(h.agent_uptime_s is not None and h.agent_uptime_s >= 0 for h in own)
         assert {h.lost for h in own} == {"{}"}  # reported, and nothing was lost
+        # ... and the host's kernel and microcode (issue 9), as this machine has them
+        release = Path("/proc/sys/kernel/osrelease").read_text().strip()
+        assert {(h.kernel, h.microcode) for h in own} == {(release, host_microcode())}
     finally:
         if agent is not None:
             agent.stop()
