@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -374,6 +375,17 @@ def _command(kind: str, target: Path, scratch: Path) -> list[str]:
     ]
 
 
+def _stored_hosts(db: Path) -> str:
+    """The hosts of the crashes stored in ``db``: what a journal export matched."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return ", ".join(str(h) for (h,) in con.execute("SELECT host FROM crashes").fetchall())
+    finally:
+        con.close()
+
+
 def _outcome(kind: str, stdout: str) -> str:
     try:
         doc = json.loads(stdout)
@@ -395,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hostile_bench: {problem}", file=sys.stderr)
         return 2
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="hostile-bench-") as tmp:
         work = Path(tmp)
         launcher = build_launcher(work)
@@ -413,13 +426,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             run = run_measured(launcher, _command(kind, target, work), env, work)
             peer[kind] = run.maxrss_kib / 1024
-            print(f"peer: {kind} of the plain core: {peer[kind]:.0f} MB, {run.wall_s:.2f} s")
+            print(
+                f"peer: {kind} of the plain core: {peer[kind]:.0f} MB, {run.wall_s:.2f} s, "
+                f"{run.cpu_s:.2f} s CPU"
+            )
         rows = []
         for case in CASES:
             target = case.make(core, work)
             run = run_measured(launcher, _command(case.command, target, work), env, work)
             mb = run.maxrss_kib / 1024
             outcome = _outcome(case.command, run.stdout)
+            if target.with_name(f"{target.name}.journal").exists():
+                outcome += f", host {_stored_hosts(work / f'{target.name}.duckdb')}"
             rows.append(
                 (
                     case.name,
@@ -427,24 +445,34 @@ def main(argv: list[str] | None = None) -> int:
                     mb,
                     mb / peer[case.command],
                     run.wall_s,
+                    run.cpu_s,
                     outcome,
                     run.returncode,
                 )
             )
-            print(f"{case.name}: {mb:.0f} MB, {run.wall_s:.2f} s, {outcome}", flush=True)
+            print(
+                f"{case.name}: {mb:.0f} MB, {run.wall_s:.2f} s, {run.cpu_s:.2f} s CPU, {outcome}",
+                flush=True,
+            )
             if target.is_file():
                 target.unlink()
     lines = [
-        "| hostile input | command | peak RSS (MB) | × plain core | wall (s) | outcome | exit |",
-        "|---|---|---:|---:|---:|---|---:|",
+        "| hostile input | command | peak RSS (MB) | × plain core | wall (s) | CPU (s) | outcome "
+        "| exit |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
         *(
-            f"| {n} | {c} | {mb:.0f} | {ratio:.2f} | {wall:.2f} | {out} | {rc} |"
-            for n, c, mb, ratio, wall, out, rc in rows
+            f"| {n} | {c} | {mb:.0f} | {ratio:.2f} | {wall:.2f} | {cpu:.2f} | {out} | {rc} |"
+            for n, c, mb, ratio, wall, cpu, out, rc in rows
         ),
     ]
     table = "\n".join(lines)
     worst = max(r[2] for r in rows)
     verdict = f"worst peak {worst:.0f} MB; target <= {TARGET_MB:.0f} MB: {'met' if worst <= TARGET_MB else 'NOT met'}"
+    # Wall time on a shared machine says little; CPU seconds and the load say how much.
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = (
+        f"1-minute load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
     print()
     print(table)
     print(verdict)
@@ -453,11 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         "# Hostile inputs: peak memory per input\n\n"
         "Made by `python bench/hostile_bench.py` (see its docstring). Peer: the same command on "
         f"the unmodified core ({peer['inspect']:.0f} MB for inspect, {peer['ingest']:.0f} MB for "
-        f"ingest), and a one-row crash-facts file for analyze ({peer['analyze']:.0f} MB).\n\n"
-        + table
-        + "\n\n"
-        + verdict
-        + "\n"
+        f"ingest), and a one-row crash-facts file for analyze ({peer['analyze']:.0f} MB). "
+        f"Run {when}, {load}.\n\n" + table + "\n\n" + verdict + "\n"
     )
     return 0 if worst <= TARGET_MB else 1
 
