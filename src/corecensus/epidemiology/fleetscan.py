@@ -34,7 +34,6 @@ from corecensus.epidemiology.loops import Bursts, find_bursts
 from corecensus.epidemiology.params import AnalysisParams
 from corecensus.epidemiology.placement import Placement, place_crashes
 from corecensus.epidemiology.poisson import poisson_upper
-from corecensus.epidemiology.segments import Groups, pair_key
 from corecensus.epidemiology.table import CrashTable, ExposureTable
 from corecensus.epidemiology.timeline import (
     STOP_ALPHA,
@@ -147,10 +146,9 @@ def scan_fleet(
         time_order=time_order,
     )
     ev = bursts.event
-    # int32 codes as they are (the keys below are int64): ten million crashes
+    # int32 codes as they are (the scan builds its int64 pair keys): ten million crashes
     h = crashes.host.codes[ev]
     pop = crashes.population.codes[ev]
-    pairs = Groups.of(pair_key(pop, h, max(n_hosts, 1)))
     ev_order = None
     if time_order is not None:
         # the events' stable time order is the table's, restricted to them (ties stay in
@@ -161,7 +159,7 @@ def scan_fleet(
         cpu=placement.cell[ev],
         time_us=crashes.time_us[ev],
         hardware=hardware[ev],
-        pairs=pairs,
+        population=pop,
         n_hosts=n_hosts,
         cpus=placement.cells,
         settings=settings,

@@ -36,7 +36,7 @@ busiest CPUs; :mod:`~corecensus.epidemiology.hostfocus`) shares one more per-hos
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -133,45 +133,22 @@ def scan_hosts(
     cpu: NDArray[Any],
     time_us: NDArray[Any],
     hardware: B,
-    pairs: Groups,
+    population: NDArray[Any],
     n_hosts: int,
     cpus: I64,
     settings: ScanSettings,
     time_order: I64 | None = None,
 ) -> HostScan:
-    """Run the scan. ``pairs`` groups crashes by ``population * n_hosts + host``;
-    ``time_order`` (a stable argsort of ``time_us``) is computed when not given."""
-    pair_pop = pairs.keys // n_hosts
-    n_ph = pairs.counts.astype(np.float64)
-    z_ph = pairs.count_where(hardware).astype(np.float64)
-    n_pops = int(pair_pop.max()) + 1 if pair_pop.size else 0
-    # CPU-aware explaining away (issue 9): a (population, host) pair whose anomalies sit all on
-    # one CPU is what a defect shared by several hosts looks like (one bad stepping failing the
-    # same code), not a wild-pointer bug, so it does not vote for explaining the population away.
-    own = ~on_one_cell(pairs, hardware, np.asarray(cpu))
-    n_p = weighted_count(pair_pop[own], n_ph[own], n_pops)
-    z_p = weighted_count(pair_pop[own], z_ph[own], n_pops)
-    h_p = np.bincount(pair_pop[own], minlength=n_pops)
-
-    # Fleet prior: the anomaly rate of "ordinary" populations (not anomaly-heavy and spread),
-    # with half a pseudo-anomaly so that a fleet without any anomaly keeps a non-zero rate.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rate_p = np.where(n_p > 0, z_p / n_p, 0.0)
-    heavy = (rate_p >= settings.explain_min_rate) & (h_p > settings.explain_min_hosts)
-    r0 = (float(z_p[~heavy].sum()) + 0.5) / (float(n_p[~heavy].sum()) + 1.0)
-
-    kappa = settings.anomaly_prior_strength
-    other_n = n_p[pair_pop] - np.where(own, n_ph, 0.0)
-    other_z = z_p[pair_pop] - np.where(own, z_ph, 0.0)
-    a_ph = (other_z + kappa * r0) / (other_n + kappa)
-    explained_ph = (h_p[pair_pop] - own >= settings.explain_min_hosts) & (
-        a_ph >= settings.explain_min_rate
+    """Run the scan on crashes of ``host`` and ``population`` (codes); ``time_order`` (a
+    stable argsort of ``time_us``) is computed when not given."""
+    # The (population, host) groups serve the explaining away only: built for it and dropped
+    # with it, so the focused tests and the stream below do not hold their two int64 arrays
+    # per crash (130 MB at ten million crashes).
+    width = max(n_hosts, 1)
+    expl = _explain_away(
+        Groups.of(pair_key(population, host, width)), width, hardware, np.asarray(cpu), settings
     )
-
-    crash_expl = explained_ph[pairs.inverse]
-    resid = hardware & ~crash_expl
-    ez = a_ph[pairs.inverse]
-    ez[crash_expl] = 0.0
+    resid, ez = expl.resid, expl.ez
 
     h = np.asarray(host)  # host codes, as narrow as they came
     c = np.asarray(cpu)  # cells, as narrow as they came
@@ -179,7 +156,7 @@ def scan_hosts(
     crashes = np.bincount(h, minlength=n_hosts).astype(np.int64)
     anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
     expected = weighted_count(h, ez, n_hosts)
-    explained = np.bincount(h[crash_expl], minlength=n_hosts).astype(np.int64)
+    explained = np.bincount(h[expl.crash_explained], minlength=n_hosts).astype(np.int64)
     lam_known = weighted_count(h[known], ez[known], n_hosts)
     lam_unknown = weighted_count(h[~known], ez[~known], n_hosts)
     cells = modal_top_cells(h, c, resid, n_hosts, anomalous, lam_known, lam_unknown, cpus)
@@ -221,6 +198,9 @@ def scan_hosts(
         streaming=settings.streaming,
     )
     flagged = (p <= settings.host_alpha) | (focus.p_value <= settings.window_alpha)
+    # the (host, cell) groups served the focused tests' window screen: the stream does not
+    # hold their two int64 arrays per crash
+    cells = replace(cells, groups=None)
 
     first_alarm = np.full(n_hosts, -1, dtype=np.int64)
     alarm_crashes = np.zeros(n_hosts, dtype=np.int64)
@@ -262,11 +242,65 @@ def scan_hosts(
         first_alarm_us=first_alarm,
         alarm_crashes=alarm_crashes,
         min_stream_p=min_p,
-        pair_anomaly_rate=a_ph,
-        pair_explained=explained_ph,
-        fleet_anomaly_rate=r0,
+        pair_anomaly_rate=expl.pair_rate,
+        pair_explained=expl.pair_explained,
+        fleet_anomaly_rate=expl.fleet_rate,
         focus=focus,
     )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Explained:
+    """The explaining away's result: per crash ``resid`` (a residual hardware-flavoured
+    anomaly), ``ez`` (its null probability, 0 when explained) and ``crash_explained``; per
+    (population, host) pair ``pair_rate`` and ``pair_explained``; the fleet prior rate."""
+
+    resid: B
+    ez: F64
+    crash_explained: B
+    pair_rate: F64
+    pair_explained: B
+    fleet_rate: float
+
+
+def _explain_away(
+    pairs: Groups, width: int, hardware: B, cpu: NDArray[Any], settings: ScanSettings
+) -> _Explained:
+    """Each (population, host) pair's anomaly rate from the other hosts, and which pairs it
+    explains away (module docstring); ``pairs`` groups crashes by ``population * width +
+    host``."""
+    pair_pop = pairs.keys // width
+    n_ph = pairs.counts.astype(np.float64)
+    z_ph = pairs.count_where(hardware).astype(np.float64)
+    n_pops = int(pair_pop.max()) + 1 if pair_pop.size else 0
+    # CPU-aware explaining away (issue 9): a (population, host) pair whose anomalies sit all on
+    # one CPU is what a defect shared by several hosts looks like (one bad stepping failing the
+    # same code), not a wild-pointer bug, so it does not vote for explaining the population away.
+    own = ~on_one_cell(pairs, hardware, cpu)
+    n_p = weighted_count(pair_pop[own], n_ph[own], n_pops)
+    z_p = weighted_count(pair_pop[own], z_ph[own], n_pops)
+    h_p = np.bincount(pair_pop[own], minlength=n_pops)
+
+    # Fleet prior: the anomaly rate of "ordinary" populations (not anomaly-heavy and spread),
+    # with half a pseudo-anomaly so that a fleet without any anomaly keeps a non-zero rate.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate_p = np.where(n_p > 0, z_p / n_p, 0.0)
+    heavy = (rate_p >= settings.explain_min_rate) & (h_p > settings.explain_min_hosts)
+    r0 = (float(z_p[~heavy].sum()) + 0.5) / (float(n_p[~heavy].sum()) + 1.0)
+
+    kappa = settings.anomaly_prior_strength
+    other_n = n_p[pair_pop] - np.where(own, n_ph, 0.0)
+    other_z = z_p[pair_pop] - np.where(own, z_ph, 0.0)
+    a_ph = (other_z + kappa * r0) / (other_n + kappa)
+    explained_ph = (h_p[pair_pop] - own >= settings.explain_min_hosts) & (
+        a_ph >= settings.explain_min_rate
+    )
+
+    crash_expl = explained_ph[pairs.inverse]
+    resid = hardware & ~crash_expl
+    ez = a_ph[pairs.inverse]
+    ez[crash_expl] = 0.0
+    return _Explained(resid, ez, crash_expl, a_ph, explained_ph, r0)
 
 
 def on_one_cell(pairs: Groups, hardware: B, cell: I64) -> B:
