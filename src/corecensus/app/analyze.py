@@ -135,7 +135,7 @@ def _crash_table(
 ) -> tuple[CrashTable, dict[str, PopulationInfo], dict[str, list[CrashRecord]]]:
     """:func:`crash_table`, and the records read for each signal-race population."""
     cols = store.crash_columns(str(level))
-    rows = cols.row
+    rows = _narrow_rows(cols.row)
 
     def crash_ids(cited: NDArray[np.int64]) -> list[str]:
         # Only the crashes findings cite are named: ten million ids as Python strings would
@@ -171,6 +171,14 @@ def _crash_table(
             evidence = race_evidence(records)
         info[key] = PopulationInfo(signature=symbolic, top_frames=frames, evidence=evidence)
     return table, info, races
+
+
+def _narrow_rows(row: NDArray[np.int64]) -> NDArray[np.integer[Any]]:
+    """The store's row ids as ``int32`` when they fit: they are kept for the whole analysis to
+    name the few crashes findings cite, and ten million ``int64`` ids are 76 MB."""
+    if row.size and int(row.min()) >= 0 and int(row.max()) <= np.iinfo(np.int32).max:
+        return row.astype(np.int32)
+    return row
 
 
 def _cpu_facts(cols: CrashColumns, host: Categorical) -> dict[str, Any]:

@@ -159,7 +159,10 @@ class _Context:
         n_pops = len(crashes.population.vocab)
         pop = crashes.population.codes
         hardware = (crashes.anomaly_mask & np.uint16(params.hardware_mask)) != 0
-        order = time_order(crashes.time_us)
+        # The time order is handed to the host scan, which drops it once it has the events',
+        # and sorted again for the change points rather than kept through the scan's peak
+        # (76 MB at ten million crashes); a store's crashes come in time order, where the
+        # stable sort costs one pass.
         fleet = scan_fleet(
             crashes,
             hardware=hardware,
@@ -167,7 +170,7 @@ class _Context:
             host_cpus=given_host_cpus(crashes, n_hosts),
             params=params,
             settings=scan_settings(params),
-            time_order=order,
+            time_order=time_order(crashes.time_us),
             exposure=exposure if index is not None else None,
             exposure_host=index.exposure_host if index is not None else None,
         )
@@ -184,7 +187,7 @@ class _Context:
             population=pop,
             service=crashes.service.codes,
             n_pops=n_pops,
-            time_order=order,
+            time_order=time_order(crashes.time_us),
             curve=rates.curve if rates is not None else None,
             min_after=params.min_crashes,
         )
