@@ -16,7 +16,12 @@ from corecensus.collector.admission import Backlog, RateLimiter, retry_after_s
 from corecensus.collector.config import CollectorConfig, config_from_mapping
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.tokens import Scope, TokenTable, hash_secret, new_token
-from corecensus.collector.writer import GroupCommitWriter, QueueFull, WriterStopped
+from corecensus.collector.writer import (
+    Checkpoints,
+    GroupCommitWriter,
+    QueueFull,
+    WriterStopped,
+)
 from corecensus.errors import ConfigError, StoreError
 from corecensus.ingest.wire import HeartbeatRecord, RecordKind
 from corecensus.store import open_store
@@ -291,6 +296,81 @@ def test_one_request_larger_than_the_queue_bound_is_still_taken_when_the_queue_i
         RecordKind.HEARTBEATS, [HeartbeatRecord("h", i, "s", "1") for i in range(20)]
     ).result(60)
     assert writer.stop(60)
+
+
+def _checkpointing_writer(
+    tmp_path: Path, idle_bytes: int, max_bytes: int
+) -> tuple[GroupCommitWriter, list[tuple[int, bool]], threading.Event, list[object]]:
+    """A writer on a real store whose checkpoints are deferred to the writer; each checkpoint
+    is recorded with the log's size then and whether every request submitted so far had its
+    answer by then. The first commit is held until the returned event is set."""
+    store = open_store(tmp_path / "c.duckdb")
+    store.defer_checkpoints()
+    seen: list[tuple[int, bool]] = []
+    futures: list[object] = []
+    gate = threading.Event()
+
+    def checkpoint() -> None:
+        seen.append((store.log_bytes(), all(f.done() for f in futures)))  # type: ignore[attr-defined]
+        store.checkpoint()
+
+    def sink(group: UploadGroup) -> UploadCounts:
+        gate.wait(60)
+        return store_uploads(store, group)
+
+    writer = GroupCommitWriter(
+        sink,
+        Backlog(),
+        CollectorMetrics.create(),
+        max_queue_records=1000,
+        max_commit_records=5,
+        checkpoints=Checkpoints(store.log_bytes, checkpoint, idle_bytes, max_bytes),
+    )
+    return writer, seen, gate, futures
+
+
+def test_the_writer_checkpoints_when_idle_after_answering_and_not_below_the_bound(
+    tmp_path: Path,
+) -> None:
+    writer, seen, gate, futures = _checkpointing_writer(tmp_path, 1, 1 << 40)
+    gate.set()
+    writer.start()
+    futures.append(writer.submit(RecordKind.CRASHES, [make_record(i) for i in range(3)]))
+    futures[0].result(60)  # type: ignore[attr-defined]
+    assert writer.stop(60)
+    # Idle after the commit, the log past 1 byte: checkpointed once, after the answer.
+    assert len(seen) == 1 and seen[0][0] > 0 and seen[0][1]
+
+    (tmp_path / "below").mkdir()
+    writer, seen, gate, futures = _checkpointing_writer(tmp_path / "below", 1 << 40, 1 << 40)
+    gate.set()
+    writer.start()
+    writer.submit(RecordKind.CRASHES, [make_record(7)]).result(60)
+    assert writer.stop(60)
+    assert seen == []  # the log under both bounds: no checkpoint
+
+
+def test_under_load_the_writer_checkpoints_only_past_the_hard_bound(tmp_path: Path) -> None:
+    # Idle bound 1 byte, hard bound far away: while requests wait, no checkpoint.
+    writer, seen, gate, futures = _checkpointing_writer(tmp_path, 1, 1 << 40)
+    writer.start()
+    futures += [writer.submit(RecordKind.CRASHES, [make_record(i)] * 5) for i in range(4)]
+    gate.set()
+    for f in futures:
+        f.result(60)  # type: ignore[attr-defined]
+    assert writer.stop(60)
+    # Four groups of five; only after the last (nothing waiting) is the log checkpointed.
+    assert len(seen) == 1 and seen[0][1]
+
+    (tmp_path / "hard").mkdir()
+    writer, seen, gate, futures = _checkpointing_writer(tmp_path / "hard", 1 << 40, 1)
+    writer.start()
+    futures += [writer.submit(RecordKind.CRASHES, [make_record(i)] * 5) for i in range(4)]
+    gate.set()
+    for f in futures:
+        f.result(60)  # type: ignore[attr-defined]
+    assert writer.stop(60)
+    assert len(seen) == 4  # past the hard bound after every group, waiting or not
 
 
 # --- settings ---------------------------------------------------------------------------------

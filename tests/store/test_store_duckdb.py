@@ -101,6 +101,39 @@ def test_second_process_gets_a_clear_error_and_nothing_is_lost(tmp_path: Path) -
         assert {r.core_id for r in s.iter_crashes()} == {make_record(i).core_id for i in range(15)}
 
 
+def test_deferred_checkpoints_keep_commits_in_the_log_until_asked_and_a_kill_loses_none(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.duckdb"
+    store = DuckDBStore(path)
+    store.defer_checkpoints()
+    store.add_crashes(rows(make_record(i) for i in range(5)))
+    assert store.log_bytes() > 0  # committed to the log, not yet in the file
+    store.checkpoint()
+    assert store.log_bytes() == 0
+    store.close()
+    # A process that commits with checkpoints deferred and is killed (no close, no checkpoint)
+    # leaves its commits in the log; the next open replays them.
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from store_records import make_record, rows
+        from corecensus.store import DuckDBStore
+        s = DuckDBStore({str(path)!r})
+        s.defer_checkpoints()
+        s.add_crashes(rows(make_record(i) for i in range(5, 12)))
+        assert s.log_bytes() > 0
+        os.kill(os.getpid(), 9)
+    """)
+    killed = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": SRC}, timeout=120
+    )
+    assert killed.returncode == -9
+    with DuckDBStore(path) as s:
+        assert {r.core_id for r in s.iter_crashes()} == {make_record(i).core_id for i in range(12)}
+    assert MemoryStore().log_bytes() == 0
+
+
 def test_garbage_file_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "garbage.duckdb"
     path.write_bytes(random.Random(64).randbytes(64 * 1024))

@@ -49,6 +49,10 @@ class CollectorConfig:
     shutdown_timeout_s: float = 30.0
     # Threads that decompress and check upload bodies (off the event loop).
     decode_threads: int = 2
+    # The writer checkpoints the store's write-ahead log after answering a group: when nothing
+    # waits and the log holds this many bytes, or whatever waits once it holds the second.
+    checkpoint_idle_bytes: int = 16 << 20
+    checkpoint_max_bytes: int = 128 << 20
 
 
 _PATHS = {"db", "tokens"}

@@ -25,6 +25,7 @@ class CollectorMetrics:
     queue_requests: Gauge
     commit_seconds: Histogram
     commit_batch_records: Histogram
+    checkpoint_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> CollectorMetrics:
@@ -77,6 +78,12 @@ class CollectorMetrics:
                 f"{_PREFIX}_commit_batch_records",
                 "Records per group commit",
                 buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
+                registry=reg,
+            ),
+            checkpoint_seconds=Histogram(
+                f"{_PREFIX}_checkpoint_seconds",
+                "Seconds per checkpoint of the store's write-ahead log (after answering)",
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                 registry=reg,
             ),
         )

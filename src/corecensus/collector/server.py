@@ -32,7 +32,7 @@ from corecensus.collector.config import CollectorConfig
 from corecensus.collector.logs import JsonLog
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.tokens import Agent, Scope, TokenTable
-from corecensus.collector.writer import GroupCommitWriter, QueueFull, WriterStopped
+from corecensus.collector.writer import Checkpoints, GroupCommitWriter, QueueFull, WriterStopped
 from corecensus.errors import ConfigError, CorecensusError
 from corecensus.ingest.wire import (
     AGENT_HEADER,
@@ -169,6 +169,7 @@ class Collector:
         self.log = log or JsonLog()
         self.backlog = Backlog()
         self.limiter = RateLimiter(config.agent_rate_per_s, config.agent_burst)
+        store.defer_checkpoints()
         self.writer = GroupCommitWriter(
             partial(store_uploads, store, signer=TypedSigner()),
             self.backlog,
@@ -178,6 +179,12 @@ class Collector:
             snapshot=store.write_snapshot,
             snapshot_every_s=config.snapshot_interval_s,
             on_snapshot=self._snapshot_written,
+            checkpoints=Checkpoints(
+                store.log_bytes,
+                store.checkpoint,
+                config.checkpoint_idle_bytes,
+                config.checkpoint_max_bytes,
+            ),
         )
         self.analysis = AnalysisCache(
             lambda: dict(analyze_store(store).to_json()), config.analysis_interval_s

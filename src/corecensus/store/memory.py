@@ -136,6 +136,15 @@ class MemoryStore:
     def write_snapshot(self) -> None:
         """An in-memory store has no other readers."""
 
+    def defer_checkpoints(self) -> None:
+        """An in-memory store has no log to checkpoint."""
+
+    def log_bytes(self) -> int:
+        return 0
+
+    def checkpoint(self) -> None:
+        """An in-memory store has no log to checkpoint."""
+
     def count_crashes(self) -> int:
         with self._lock:
             self._check_open()

@@ -107,6 +107,19 @@ class Store(Protocol):
         writer holds the store (no-op where readers need none)."""
         ...
 
+    def defer_checkpoints(self) -> None:
+        """Checkpoint only when :meth:`checkpoint` is called, never inside a commit (for a
+        single writer that checkpoints when it is idle)."""
+        ...
+
+    def log_bytes(self) -> int:
+        """Bytes committed to the write-ahead log and not yet checkpointed (0 without one)."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Move the write-ahead log's contents into the store file."""
+        ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Self: ...

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import operator
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from corecensus.errors import StoreError
@@ -104,6 +105,17 @@ class Table(Generic[R]):
     key: tuple[str, ...]
     order: tuple[str, ...]
     check: Callable[[R], None] | None = None
+    # (getter, is a list column) per column, in column order: values() runs once per stored
+    # row and column, so the attribute paths and types are not re-read each time.
+    _readers: tuple[tuple[Callable[[Any], Any], bool], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        readers = tuple(
+            (operator.attrgetter(".".join(c.path or (c.name,))), c.is_list) for c in self.columns
+        )
+        object.__setattr__(self, "_readers", readers)
 
     def ddl(self) -> str:
         cols = ", ".join(f"{c.name} {c.sql_type}" for c in self.columns)
@@ -120,7 +132,7 @@ class Table(Generic[R]):
         """The row's column values, in column order (lists for list columns)."""
         if self.check is not None:
             self.check(row)
-        return tuple(list(c.get(row)) if c.is_list else c.get(row) for c in self.columns)
+        return tuple(list(get(row)) if is_list else get(row) for get, is_list in self._readers)
 
     def key_of(self, row: R) -> tuple[Any, ...]:
         return tuple(self.column(n).get(row) for n in self.key)
