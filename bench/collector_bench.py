@@ -111,13 +111,39 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def cpu_s(self) -> float:
-        """CPU seconds the server process has used (user + system, all its threads)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds the server has used (user + system, all threads), its processes
+        summed: the collector's front ends and writer, or the peer's one."""
+        return sum(_proc_cpu_s(pid) for pid in _tree(self.proc.pid))
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(START_BOUND_S)
+
+
+def _proc_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants now (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
 
 
 def _wait(predicate: Any, proc: subprocess.Popen[bytes], what: str) -> Any:
@@ -132,11 +158,14 @@ def _wait(predicate: Any, proc: subprocess.Popen[bytes], what: str) -> Any:
     raise SystemExit(f"{what} did not start")
 
 
-def start_collector(work: Path, tokens: Path) -> Server:
-    db, log = work / "collector.duckdb", work / "collector.log"
-    cfg = work / "collector.toml"
+def start_collector(work: Path, tokens: Path, workers: int) -> Server:
+    db, log = work / f"collector-{workers}.duckdb", work / f"collector-{workers}.log"
+    cfg = work / f"collector-{workers}.toml"
     # Per-agent rates high enough that the rate limit is not what the benchmark measures.
-    cfg.write_text("agent_rate_per_s = 20.0\nagent_burst = 40\nmax_queue_records = 50000\n")
+    cfg.write_text(
+        "agent_rate_per_s = 20.0\nagent_burst = 40\nmax_queue_records = 50000\n"
+        f"workers = {workers}\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
@@ -189,6 +218,7 @@ class PhaseResult:
     acked_records: int = 0
     timeouts: int = 0
     recovery_s: float | None = None
+    generator_cpu_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -200,6 +230,7 @@ class PhaseResult:
             "acked_records": self.acked_records,
             "timeouts": self.timeouts,
             "recovery_s": self.recovery_s,
+            "generator_cpu_s": self.generator_cpu_s,
         }
 
 
@@ -340,12 +371,14 @@ async def generate(spec: dict[str, Any]) -> list[dict[str, Any]]:
     )
     out = []
     for phase in spec["phases"]:
+        cpu0 = time.process_time()
         if phase["mode"] == "closed":
             r = await gen.closed(phase["name"], phase["concurrency"], phase["seconds"])
         else:
             r = await gen.open_loop(
                 phase["name"], phase["rate"], phase["seconds"], phase.get("probe", False)
             )
+        r.generator_cpu_s = time.process_time() - cpu0
         out.append(r.to_json())
     gen.acked.close()
     return out
@@ -393,10 +426,13 @@ def row(label: str, r: dict[str, Any], batch: int) -> str:
     cpu_ms = (
         "" if cpu is None or not r["acked_records"] else f"{cpu / r['acked_records'] * 1000:.3f}"
     )
+    gen = r.get("generator_cpu_s") or 0.0
+    gen_share = f"{gen / r['seconds']:.2f}"
     return (
         f"| {label} | {r['requests'] * batch / r['seconds']:,.0f} | {rec_s:,.0f} | "
         f"{pct(r['latencies_ok'], 0.5):.0f} | {pct(r['latencies_ok'], 0.99):.0f} | "
-        f"{100 * shed / total:.1f} | {r['timeouts']} | {other_5xx} | {recovery} | {cpu_ms} |"
+        f"{100 * shed / total:.1f} | {r['timeouts']} | {other_5xx} | {recovery} | {cpu_ms} | "
+        f"{gen_share} |"
     )
 
 
@@ -512,6 +548,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="the collector's front ends for the open-loop phases"
+    )
     parser.add_argument("--generate", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--costs-only", action="store_true", help="only the in-process costs")
     args = parser.parse_args()
@@ -546,7 +585,17 @@ def main() -> None:
         )  # fmt: skip
         peer.stop()
 
-        coll = start_collector(work, work / "tokens")
+        # One process first (workers = 1), as a row of its own, then the collector under test.
+        single = start_collector(work, work / "tokens", 1)
+        single_cap = measured(
+            single,
+            {**base, "url": single.url, "prefix": "s", "acked": str(work / "single.acked"),
+             "phases": [{"name": "capacity", "mode": "closed", "concurrency": args.concurrency, "seconds": args.seconds}]},
+            work,
+        )[0]  # fmt: skip
+        single.stop()
+
+        coll = start_collector(work, work / "tokens", args.workers)
         acked = work / "collector.acked"
         cap = measured(
             coll,
@@ -580,9 +629,9 @@ def main() -> None:
           f"{args.seconds:.0f} s per phase, {os.cpu_count()} CPUs (server, generator and the "
           f"machine's other work share them)\n")  # fmt: skip
     print(
-        "| target, phase | offered records/s | acknowledged records/s | p50 ms | p99 ms | shed % | client timeouts | 5xx other than 503 | recovery s | server CPU ms per acknowledged record |"
+        "| target, phase | offered records/s | acknowledged records/s | p50 ms | p99 ms | shed % | client timeouts | 5xx other than 503 | recovery s | server CPU ms per acknowledged record | load generator CPUs |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(
         row(
             f"peer (plain handler, one transaction per request), closed loop x{args.concurrency}",
@@ -590,10 +639,12 @@ def main() -> None:
             b,
         )
     )
-    print(row(f"collector, closed loop x{args.concurrency} (capacity)", cap, b))
-    print(row("collector, open loop at 50 % of capacity", half, b))
+    print(row(f"collector, 1 process, closed loop x{args.concurrency}", single_cap, b))
+    w = args.workers
+    print(row(f"collector, {w} front ends, closed loop x{args.concurrency} (capacity)", cap, b))
+    print(row(f"collector, {w} front ends, open loop at 50 % of capacity", half, b))
     for r in rest:
-        print(row(f"collector, open loop at {r['name']} of capacity", r, b))
+        print(row(f"collector, {w} front ends, open loop at {r['name']} of capacity", r, b))
     ratio = (cap["acked_records"] / cap["seconds"]) / max(
         1e-9, peer_res[0]["acked_records"] / peer_res[0]["seconds"]
     )

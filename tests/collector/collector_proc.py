@@ -55,10 +55,14 @@ class CollectorProcess:
         argv += ["--listen", "127.0.0.1:0"]
         if self.tokens is not None:
             argv += ["--tokens", str(self.tokens)]
-        if self.config_text is not None:
-            cfg = self.workdir / "collector.toml"
-            cfg.write_text(self.config_text)
-            argv += ["--config", str(cfg)]
+        # One process unless a test asks for front ends (test_collector_workers.py): the
+        # default follows the CPU count, and these tests are about one collector's answers.
+        text = self.config_text or ""
+        if "workers" not in text:
+            text += "workers = 1\n"
+        cfg = self.workdir / "collector.toml"
+        cfg.write_text(text)
+        argv += ["--config", str(cfg)]
         src = str(Path(__file__).resolve().parents[2] / "src")
         env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.log_path = self.workdir / f"collector-{time.monotonic_ns()}.log"

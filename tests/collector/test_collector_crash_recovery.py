@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -59,13 +60,16 @@ def _stored_ids(db: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
 def test_kill_9_mid_stream_loses_no_acknowledged_record_and_retries_do_not_duplicate(
-    tmp_path: Path,
+    tmp_path: Path, workers: int
 ) -> None:
+    """With two workers, ``kill -9`` hits the writer process (the one ``serve`` runs in); its
+    front ends lose their link and end too."""
     tokens = write_tokens(
         tmp_path / "tokens", {"agent-a": ("*", "upload"), "agent-b": ("*", "upload")}
     )
-    config = "agent_rate_per_s = 1000.0\nagent_burst = 1000\n"
+    config = f"workers = {workers}\nagent_rate_per_s = 1000.0\nagent_burst = 1000\n"
     first = CollectorProcess(tmp_path, tokens=tmp_path / "tokens", config=config).start()
     streams = {"agent-a": _batches(80, 10, 100_000), "agent-b": _batches(80, 10, 200_000)}
     acked: dict[str, list[int]] = {name: [] for name in streams}
@@ -89,10 +93,15 @@ def test_kill_9_mid_stream_loses_no_acknowledged_record_and_retries_do_not_dupli
     watcher.start()
     watcher.join(HANG_BOUND_S * 4)
     done.set()
+    front_ends = {int(e["pid"]) for e in first.events() if "pid" in e}
     first.kill()
     for t in threads:
         t.join(HANG_BOUND_S)
         assert not t.is_alive()
+    end = time.monotonic() + HANG_BOUND_S
+    while any(Path(f"/proc/{pid}").exists() for pid in front_ends) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in front_ends)
     with lock:
         acknowledged = {
             r.core_id for name, idx in acked.items() for i in idx for r in streams[name][i]

@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from tests.store.store_records import make_record
+from tests.store.store_records import make_record, rows
 
-from corecensus.app.uploads import UploadCounts, UploadGroup, store_uploads
+from corecensus.app.uploads import UploadCounts, UploadRows, store_rows
 from corecensus.collector.admission import Backlog, RateLimiter, retry_after_s
 from corecensus.collector.config import CollectorConfig, config_from_mapping
 from corecensus.collector.metrics import CollectorMetrics
@@ -23,8 +23,8 @@ from corecensus.collector.writer import (
     WriterStopped,
 )
 from corecensus.errors import ConfigError, StoreError
-from corecensus.ingest.wire import HeartbeatRecord, RecordKind
-from corecensus.store import open_store
+from corecensus.ingest.wire import RecordKind
+from corecensus.store import Heartbeat, open_store
 
 # --- tokens -----------------------------------------------------------------------------------
 
@@ -227,21 +227,21 @@ def test_writer_groups_waiting_requests_into_one_commit_and_acks_after_it(tmp_pa
     entered = threading.Event()
     groups: list[int] = []
 
-    def sink(group: UploadGroup) -> UploadCounts:
+    def sink(group: UploadRows) -> UploadCounts:
         entered.set()
         gate.wait(60)  # hold the first commit so the next requests queue up behind it
         groups.append(len(group))
-        return store_uploads(store, group)
+        return store_rows(store, group)
 
     metrics = CollectorMetrics.create()
     writer = GroupCommitWriter(
         sink, Backlog(), metrics, max_queue_records=1000, max_commit_records=500
     )
     writer.start()
-    first = writer.submit(RecordKind.CRASHES, [make_record(0)])
+    first = writer.submit(RecordKind.CRASHES, rows([make_record(0)]))
     assert entered.wait(60)
-    waiting = [writer.submit(RecordKind.CRASHES, [make_record(i)]) for i in range(1, 11)]
-    beats = writer.submit(RecordKind.HEARTBEATS, [HeartbeatRecord("h", 1, "s", "1")])
+    waiting = [writer.submit(RecordKind.CRASHES, rows([make_record(i)])) for i in range(1, 11)]
+    beats = writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", 1, "s", "1")])
     assert not any(f.done() for f in [first, *waiting, beats])
     gate.set()
     for f in [first, *waiting, beats]:
@@ -254,14 +254,14 @@ def test_writer_groups_waiting_requests_into_one_commit_and_acks_after_it(tmp_pa
     assert store.count_crashes() == 11
     assert writer.stop(60)
     with pytest.raises(WriterStopped):
-        writer.submit(RecordKind.CRASHES, [make_record(99)])
+        writer.submit(RecordKind.CRASHES, rows([make_record(99)]))
     store.close()
 
 
 def test_writer_queue_is_bounded_and_a_store_failure_reaches_every_waiting_request() -> None:
     gate = threading.Event()
 
-    def failing(group: UploadGroup) -> UploadCounts:
+    def failing(group: UploadRows) -> UploadCounts:
         gate.wait(60)
         raise StoreError("disk full")
 
@@ -270,11 +270,10 @@ def test_writer_queue_is_bounded_and_a_store_failure_reaches_every_waiting_reque
     )
     writer.start()
     futures = [
-        writer.submit(RecordKind.HEARTBEATS, [HeartbeatRecord("h", i, "s", "1")] * 5)
-        for i in range(2)
+        writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", i, "s", "1")] * 5) for i in range(2)
     ]
     with pytest.raises(QueueFull):
-        writer.submit(RecordKind.HEARTBEATS, [HeartbeatRecord("h", 9, "s", "1")])
+        writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", 9, "s", "1")])
     gate.set()
     for f in futures:
         with pytest.raises(StoreError, match="disk full"):
@@ -292,9 +291,9 @@ def test_one_request_larger_than_the_queue_bound_is_still_taken_when_the_queue_i
         max_commit_records=5,
     )
     writer.start()
-    writer.submit(
-        RecordKind.HEARTBEATS, [HeartbeatRecord("h", i, "s", "1") for i in range(20)]
-    ).result(60)
+    writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", i, "s", "1") for i in range(20)]).result(
+        60
+    )
     assert writer.stop(60)
 
 
@@ -314,9 +313,9 @@ def _checkpointing_writer(
         seen.append((store.log_bytes(), all(f.done() for f in futures)))  # type: ignore[attr-defined]
         store.checkpoint()
 
-    def sink(group: UploadGroup) -> UploadCounts:
+    def sink(group: UploadRows) -> UploadCounts:
         gate.wait(60)
-        return store_uploads(store, group)
+        return store_rows(store, group)
 
     writer = GroupCommitWriter(
         sink,
@@ -335,7 +334,7 @@ def test_the_writer_checkpoints_when_idle_after_answering_and_not_below_the_boun
     writer, seen, gate, futures = _checkpointing_writer(tmp_path, 1, 1 << 40)
     gate.set()
     writer.start()
-    futures.append(writer.submit(RecordKind.CRASHES, [make_record(i) for i in range(3)]))
+    futures.append(writer.submit(RecordKind.CRASHES, rows(make_record(i) for i in range(3))))
     futures[0].result(60)  # type: ignore[attr-defined]
     assert writer.stop(60)
     # Idle after the commit, the log past 1 byte: checkpointed once, after the answer.
@@ -345,7 +344,7 @@ def test_the_writer_checkpoints_when_idle_after_answering_and_not_below_the_boun
     writer, seen, gate, futures = _checkpointing_writer(tmp_path / "below", 1 << 40, 1 << 40)
     gate.set()
     writer.start()
-    writer.submit(RecordKind.CRASHES, [make_record(7)]).result(60)
+    writer.submit(RecordKind.CRASHES, rows([make_record(7)])).result(60)
     assert writer.stop(60)
     assert seen == []  # the log under both bounds: no checkpoint
 
@@ -354,7 +353,7 @@ def test_under_load_the_writer_checkpoints_only_past_the_hard_bound(tmp_path: Pa
     # Idle bound 1 byte, hard bound far away: while requests wait, no checkpoint.
     writer, seen, gate, futures = _checkpointing_writer(tmp_path, 1, 1 << 40)
     writer.start()
-    futures += [writer.submit(RecordKind.CRASHES, [make_record(i)] * 5) for i in range(4)]
+    futures += [writer.submit(RecordKind.CRASHES, rows([make_record(i)]) * 5) for i in range(4)]
     gate.set()
     for f in futures:
         f.result(60)  # type: ignore[attr-defined]
@@ -365,7 +364,7 @@ def test_under_load_the_writer_checkpoints_only_past_the_hard_bound(tmp_path: Pa
     (tmp_path / "hard").mkdir()
     writer, seen, gate, futures = _checkpointing_writer(tmp_path / "hard", 1 << 40, 1)
     writer.start()
-    futures += [writer.submit(RecordKind.CRASHES, [make_record(i)] * 5) for i in range(4)]
+    futures += [writer.submit(RecordKind.CRASHES, rows([make_record(i)]) * 5) for i in range(4)]
     gate.set()
     for f in futures:
         f.result(60)  # type: ignore[attr-defined]

@@ -23,12 +23,22 @@ from corecensus.store import (
     SCREEN_RESULTS,
     AddResult,
     CodedColumn,
+    CrashRow,
     Heartbeat,
     ScreenResultRow,
     Store,
 )
 
-__all__ = ["HostView", "UploadCounts", "UploadGroup", "host_view", "store_uploads"]
+__all__ = [
+    "HostView",
+    "UploadCounts",
+    "UploadGroup",
+    "UploadRows",
+    "host_view",
+    "store_rows",
+    "store_uploads",
+    "upload_rows",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,26 +89,52 @@ def _heartbeat_row(beat: HeartbeatRecord) -> Heartbeat:
     )
 
 
-def store_uploads(
-    store: Store, group: UploadGroup, signer: TypedSigner | None = None
-) -> UploadCounts:
-    """Store every record of ``group``, idempotently (a record stored before is counted as a
-    duplicate, not stored again). Each kind is committed before this returns, so what it counts
-    is durable; a failure raises :class:`~corecensus.errors.StoreError`. ``signer`` signs the
-    typed pass's crashes (its cache lives as long as it does)."""
-    crashes = AddResult()
+@dataclass(frozen=True, slots=True)
+class UploadRows:
+    """An :class:`UploadGroup` as the store's rows: crashes signed, heartbeats and screens in
+    their tables' rows. Plain dataclasses, so a process that signs can hand them to the one
+    that writes (the collector's front ends to its writer)."""
+
+    crashes: Sequence[CrashRow] = ()
+    heartbeats: Sequence[Heartbeat] = ()
+    screens: Sequence[ScreenResultRow] = ()
+
+    def __len__(self) -> int:
+        return len(self.crashes) + len(self.heartbeats) + len(self.screens)
+
+
+def upload_rows(group: UploadGroup, signer: TypedSigner | None = None) -> UploadRows:
+    """The rows of ``group``'s records: the CPU work of storing them, none of the store's.
+    ``signer`` signs the typed pass's crashes (its cache lives as long as it does)."""
+    crashes: list[CrashRow] = []
     if group.crashes:
         records = [c for c in group.crashes if isinstance(c, CrashRecord)]
         typed = [c for c in group.crashes if not isinstance(c, CrashRecord)]
-        signed = list(sign_records(records))
+        crashes = list(sign_records(records))
         if typed:
-            signed += (signer or TypedSigner()).rows(typed)
-        crashes = store.add_crashes(signed)
-    beats = [_heartbeat_row(b) for b in group.heartbeats]
-    heartbeats = store.add(HEARTBEATS, beats) if beats else AddResult()
-    rows = [_screen_row(s) for s in group.screens]
-    screens = store.add(SCREEN_RESULTS, rows) if rows else AddResult()
+            crashes += (signer or TypedSigner()).rows(typed)
+    return UploadRows(
+        crashes=crashes,
+        heartbeats=[_heartbeat_row(b) for b in group.heartbeats],
+        screens=[_screen_row(s) for s in group.screens],
+    )
+
+
+def store_rows(store: Store, rows: UploadRows) -> UploadCounts:
+    """Store ``rows``, idempotently (a row stored before is counted as a duplicate, not stored
+    again). Each kind is committed before this returns, so what it counts is durable; a
+    failure raises :class:`~corecensus.errors.StoreError`."""
+    crashes = store.add_crashes(rows.crashes) if rows.crashes else AddResult()
+    heartbeats = store.add(HEARTBEATS, rows.heartbeats) if rows.heartbeats else AddResult()
+    screens = store.add(SCREEN_RESULTS, rows.screens) if rows.screens else AddResult()
     return UploadCounts(crashes, heartbeats, screens)
+
+
+def store_uploads(
+    store: Store, group: UploadGroup, signer: TypedSigner | None = None
+) -> UploadCounts:
+    """Store every record of ``group``: :func:`store_rows` of its :func:`upload_rows`."""
+    return store_rows(store, upload_rows(group, signer))
 
 
 @dataclass(frozen=True, slots=True)

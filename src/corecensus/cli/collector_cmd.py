@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tomllib
 from pathlib import Path
@@ -50,7 +51,16 @@ def _listen(value: str) -> tuple[str, int]:
     default=None,
     help="TOML file of collector settings.",
 )
-def serve(db: Path, listen: str, tokens: Path | None, config_file: Path | None) -> int:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="HTTP front-end processes sharing one writer process (1: a single process; "
+    "0, the default: from the CPU count).",
+)
+def serve(
+    db: Path, listen: str, tokens: Path | None, config_file: Path | None, workers: int | None
+) -> int:
     """Serve uploads from agents until SIGTERM."""
     from corecensus.collector import CollectorConfig, config_from_mapping
     from corecensus.collector import serve as run
@@ -64,6 +74,8 @@ def serve(db: Path, listen: str, tokens: Path | None, config_file: Path | None) 
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"{config_file}: {exc}") from exc
             config = config_from_mapping(config, values, str(config_file))
+        if workers is not None:
+            config = dataclasses.replace(config, workers=workers)
         return run(config)
     except click.BadParameter as exc:
         error(f"--listen: {exc.message}")

@@ -178,6 +178,12 @@ class Backlog:
             self.queued_records += records
             self._busy()
 
+    def unqueued(self, records: int) -> None:
+        """Records queued for a writer that refused them or went away."""
+        with self._lock:
+            self.queued_records -= records
+            self._maybe_idle()
+
     def committed(self, records: int, seconds: float) -> None:
         with self._lock:
             self.queued_records -= records

@@ -47,8 +47,11 @@ class CollectorConfig:
     snapshot_interval_s: float = 30.0
     # On SIGTERM, how long in-flight requests may take to finish (seconds).
     shutdown_timeout_s: float = 30.0
-    # Threads that decompress and check upload bodies (off the event loop).
+    # Threads that decompress and check upload bodies (off the event loop), per process.
     decode_threads: int = 2
+    # HTTP front-end processes (they check, sign and hand rows to one writer process, the
+    # store's owner); 1: one process does everything. 0: chosen from the CPU count.
+    workers: int = 0
     # The writer checkpoints the store's write-ahead log after answering a group: when nothing
     # waits and the log holds this many bytes, or whatever waits once it holds the second.
     checkpoint_idle_bytes: int = 16 << 20
@@ -71,6 +74,8 @@ def config_from_mapping(
             changes[name] = _limits(base.limits, value, origin)
             continue
         current = getattr(base, name)
+        if name == "workers" and isinstance(value, int) and value < 0:
+            raise ConfigError(f"{origin}: workers must be 0 (from the CPU count) or more")
         if name in _PATHS:
             if not isinstance(value, str):
                 raise ConfigError(f"{origin}: {name} must be a path string")
@@ -85,7 +90,11 @@ def config_from_mapping(
             changes[name] = value
         else:
             raise ConfigError(f"{origin}: {name} must be {type(current).__name__}, got {value!r}")
-        if isinstance(changes[name], (int, float)) and changes[name] <= 0 and name != "port":
+        if (
+            isinstance(changes[name], (int, float))
+            and changes[name] <= 0
+            and name not in ("port", "workers")
+        ):
             raise ConfigError(f"{origin}: {name} must be positive")
     return dataclasses.replace(base, **changes)
 

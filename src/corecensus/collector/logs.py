@@ -18,14 +18,19 @@ __all__ = ["JsonLog"]
 
 class JsonLog:
     def __init__(
-        self, stream: TextIO | None = None, clock: Callable[[], float] = time.time
+        self,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.time,
+        fields: dict[str, Any] | None = None,
     ) -> None:
+        """``fields`` go on every line (a front-end process's ``pid``)."""
         self._stream = stream if stream is not None else sys.stderr
         self._clock = clock
+        self._fields = dict(fields or {})
         self._lock = threading.Lock()
 
     def event(self, event: str, **fields: Any) -> None:
-        doc: dict[str, Any] = {"ts": round(self._clock(), 6), "event": event}
+        doc: dict[str, Any] = {"ts": round(self._clock(), 6), "event": event, **self._fields}
         doc.update({k: v for k, v in fields.items() if v is not None})
         line = json.dumps(doc, separators=(",", ":"), default=str)
         with self._lock:

@@ -3,11 +3,37 @@ default: two collectors in one process, as in tests, must not share counters).""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["CollectorMetrics"]
+__all__ = ["CollectorMetrics", "render_shared_metrics", "share_metrics_between_processes"]
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_metrics_between_processes(directory: Path) -> None:
+    """From now on, metrics of this process and of the processes it starts (which inherit the
+    environment) keep their values in files under ``directory``, summed by
+    :func:`render_shared_metrics`: prometheus-client's multiprocess mode, for a collector of
+    several front-end processes and one writer. Process-wide by prometheus-client's design
+    (it reads the variable when it is imported; metrics made after this call use the files)."""
+    from prometheus_client import values
+
+    os.environ[_MULTIPROC_ENV] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def render_shared_metrics(directory: Path) -> bytes:
+    """The text format of every process's metrics under ``directory``, summed."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
 
 _PREFIX = "corecensus_collector"
 
@@ -62,11 +88,18 @@ class CollectorMetrics:
                 ["reason"],
                 registry=reg,
             ),
+            # Set by the writer alone; with several processes, the live ones' values summed.
             queue_records=Gauge(
-                f"{_PREFIX}_queue_records", "Records waiting for the writer", registry=reg
+                f"{_PREFIX}_queue_records",
+                "Records waiting for the writer",
+                registry=reg,
+                multiprocess_mode="livesum",
             ),
             queue_requests=Gauge(
-                f"{_PREFIX}_queue_requests", "Requests waiting for the writer", registry=reg
+                f"{_PREFIX}_queue_requests",
+                "Requests waiting for the writer",
+                registry=reg,
+                multiprocess_mode="livesum",
             ),
             commit_seconds=Histogram(
                 f"{_PREFIX}_commit_seconds",

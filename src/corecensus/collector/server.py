@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -24,15 +25,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from corecensus.app.analyze import analyze_store
-from corecensus.app.uploads import host_view, store_uploads
+from corecensus.app.uploads import UploadGroup, upload_rows
 from corecensus.collector.admission import Backlog, RateLimiter, retry_after_s
-from corecensus.collector.analysis import AnalysisCache
+from corecensus.collector.backend import Backend
 from corecensus.collector.config import CollectorConfig
 from corecensus.collector.logs import JsonLog
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.tokens import Agent, Scope, TokenTable
-from corecensus.collector.writer import Checkpoints, GroupCommitWriter, QueueFull, WriterStopped
+from corecensus.collector.writer import QueueFull, WriterStopped
 from corecensus.errors import ConfigError, CorecensusError
 from corecensus.ingest.wire import (
     AGENT_HEADER,
@@ -49,7 +49,6 @@ from corecensus.ingest.wire import (
 )
 from corecensus.ingest.wire_typed import decode_upload
 from corecensus.signing import TypedSigner
-from corecensus.store import Store
 
 __all__ = ["Collector", "TokenSource"]
 
@@ -156,39 +155,31 @@ class Collector:
     def __init__(
         self,
         config: CollectorConfig,
-        store: Store,
+        backend: Backend,
         tokens: TokenSource,
         *,
-        metrics: CollectorMetrics | None = None,
+        backlog: Backlog,
+        metrics: CollectorMetrics,
         log: JsonLog | None = None,
+        render_metrics: Callable[[], bytes] | None = None,
+        rate_share: float = 1.0,
     ) -> None:
+        """``backend`` owns the store (:class:`~corecensus.collector.backend.LocalBackend` in
+        this process); ``backlog`` is the one it reports commits to. ``render_metrics`` makes
+        ``/metrics``'s text (default: ``metrics``' registry); ``rate_share`` is this process's
+        share of each agent's rate (one of several front ends: 1/N)."""
         self.config = config
-        self.store = store
+        self.backend = backend
         self.tokens = tokens
-        self.metrics = metrics or CollectorMetrics.create()
+        self.metrics = metrics
         self.log = log or JsonLog()
-        self.backlog = Backlog()
-        self.limiter = RateLimiter(config.agent_rate_per_s, config.agent_burst)
-        store.defer_checkpoints()
-        self.writer = GroupCommitWriter(
-            partial(store_uploads, store, signer=TypedSigner()),
-            self.backlog,
-            self.metrics,
-            max_queue_records=config.max_queue_records,
-            max_commit_records=config.max_commit_records,
-            snapshot=store.write_snapshot,
-            snapshot_every_s=config.snapshot_interval_s,
-            on_snapshot=self._snapshot_written,
-            checkpoints=Checkpoints(
-                store.log_bytes,
-                store.checkpoint,
-                config.checkpoint_idle_bytes,
-                config.checkpoint_max_bytes,
-            ),
+        self.backlog = backlog
+        self._render_metrics = render_metrics or partial(generate_latest, metrics.registry)
+        self.limiter = RateLimiter(
+            config.agent_rate_per_s * rate_share, max(1, round(config.agent_burst * rate_share))
         )
-        self.analysis = AnalysisCache(
-            lambda: dict(analyze_store(store).to_json()), config.analysis_interval_s
-        )
+        # One signer per decode thread: its cache is not shared between threads.
+        self._signers = threading.local()
         self._decoders = ThreadPoolExecutor(
             max_workers=config.decode_threads, thread_name_prefix="corecensus-decode"
         )
@@ -214,7 +205,7 @@ class Collector:
 
         @contextlib.asynccontextmanager
         async def span() -> Any:
-            self.writer.start()
+            self.backend.start()
             lag = asyncio.create_task(self._watch_loop_lag())
             self.log.event("started", db=str(self.config.db), tokens=len(self.tokens.table or ()))
             try:
@@ -223,7 +214,7 @@ class Collector:
                 # uvicorn has stopped accepting and finished its requests; commit what is left.
                 self.stopping = True
                 lag.cancel()
-                await asyncio.to_thread(self.writer.stop, self.config.shutdown_timeout_s)
+                await self.backend.stop()
                 self._decoders.shutdown(wait=True)
                 self.log.event("stopped")
 
@@ -237,12 +228,6 @@ class Collector:
             start = loop.time()
             await asyncio.sleep(period_s)
             self.backlog.lagged(max(0.0, loop.time() - start - period_s))
-
-    def _snapshot_written(self, seconds: float, error: BaseException | None) -> None:
-        if error is None:
-            self.log.event("snapshot", ms=round(seconds * 1000, 3))
-        else:
-            self.log.event("snapshot_failed", detail=str(error))
 
     def begin_stop(self) -> None:
         """SIGTERM: refuse new uploads from now on (503 stopping); uvicorn drains the rest."""
@@ -362,11 +347,11 @@ class Collector:
         counted = True
         try:
             body = await self._read_body(request, size)
-            batch = await self._decode(kind, body, request.headers.get("content-encoding"))
+            batch, rows = await self._decode(kind, body, request.headers.get("content-encoding"))
             # From here the writer's queue counts these records.
             self.backlog.left()
             counted = False
-            return await self._store(kind, agent, batch, outcome)
+            return await self._store(kind, agent, batch, rows, outcome)
         finally:
             self.inflight -= 1
             if counted:
@@ -392,28 +377,52 @@ class Collector:
             raise _Refusal(400, "bad_length", "body shorter than its Content-Length")
         return b"".join(chunks)
 
+    def _signer(self) -> TypedSigner:
+        signer: TypedSigner | None = getattr(self._signers, "signer", None)
+        if signer is None:
+            signer = self._signers.signer = TypedSigner()
+        return signer
+
     async def _decode(
         self, kind: RecordKind, body: bytes, encoding: str | None
-    ) -> DecodedBatch[Any]:
+    ) -> tuple[DecodedBatch[Any], list[Any]]:
+        """The checked batch, and its good records as the store's rows (signed)."""
         limits = self.config.limits
 
-        def work() -> tuple[DecodedBatch[Any], float]:
+        def work() -> tuple[DecodedBatch[Any], list[Any], float]:
             # Timed here, on the decode thread: time spent waiting for a thread is the
             # backlog's, not this body's cost.
             t0 = time.perf_counter()
             plain = decompress(body, encoding, limits.max_decoded_bytes)
             batch = decode_upload(kind, plain, limits)
-            return batch, time.perf_counter() - t0
+            good = [r.value for r in batch.records]
+            rows = upload_rows(
+                UploadGroup(
+                    crashes=good if kind is RecordKind.CRASHES else (),
+                    heartbeats=good if kind is RecordKind.HEARTBEATS else (),
+                    screens=good if kind is RecordKind.SCREENINGS else (),
+                ),
+                self._signer(),
+            )
+            signed = [*rows.crashes, *rows.heartbeats, *rows.screens]
+            return batch, signed, time.perf_counter() - t0
 
         try:
-            batch, seconds = await asyncio.get_running_loop().run_in_executor(self._decoders, work)
+            batch, signed, seconds = await asyncio.get_running_loop().run_in_executor(
+                self._decoders, work
+            )
         except WireError as exc:
             raise _Refusal(_WIRE_STATUS[exc.reason], str(exc.reason), exc.detail) from None
         self.backlog.decoded(batch.size, seconds)
-        return batch
+        return batch, signed
 
     async def _store(
-        self, kind: RecordKind, agent: Agent, batch: DecodedBatch[Any], outcome: _Outcome
+        self,
+        kind: RecordKind,
+        agent: Agent,
+        batch: DecodedBatch[Any],
+        rows: list[Any],
+        outcome: _Outcome,
     ) -> Response:
         label = str(kind)
         outcome.records = batch.size
@@ -429,24 +438,21 @@ class Collector:
             )
         for problem in batch.problems:
             self.metrics.rejected.labels(kind=label, reason=str(problem.reason)).inc()
-        good = [r.value for r in batch.records]
-        if good:
+        if rows:
             try:
-                done = self.writer.submit(kind, good)
+                await self.backend.store(kind, rows)
             except QueueFull as exc:
                 raise _Refusal(
                     503, "queue_full", str(exc), self.backlog.expected_wait_s()
                 ) from None
             except WriterStopped:
                 raise _Refusal(503, "stopping", "the collector is stopping", 5.0) from None
-            try:
-                await asyncio.wrap_future(done)
             except CorecensusError as exc:
                 raise _Refusal(
                     503, "store_unavailable", f"the store could not be written: {exc}", 10.0
                 ) from None
-        ack = BatchAck(accepted=len(good), rejected=batch.problems)
-        outcome.accepted, outcome.rejected = len(good), len(batch.problems)
+        ack = BatchAck(accepted=len(rows), rejected=batch.problems)
+        outcome.accepted, outcome.rejected = len(rows), len(batch.problems)
         outcome.status = 422 if batch.problems else 200
         return JSONResponse(ack.to_json(), status_code=outcome.status)
 
@@ -456,19 +462,13 @@ class Collector:
         return self._answer("/healthz", JSONResponse({"status": "ok"}))
 
     async def _readyz(self, request: Request) -> Response:
-        reason = None
-        if self.stopping:
-            reason = "stopping"
-        elif not self.writer.alive:
-            reason = "writer not running"
-        elif not self.writer.healthy:
-            reason = f"store not writable: {self.writer.last_error}"
+        reason = "stopping" if self.stopping else await self.backend.unready()
         if reason:
             return self._answer("/readyz", JSONResponse({"ready": False, "reason": reason}, 503))
         return self._answer("/readyz", JSONResponse({"ready": True}))
 
     async def _metrics(self, request: Request) -> Response:
-        data = generate_latest(self.metrics.registry)
+        data = self._render_metrics()
         return self._answer("/metrics", Response(data, media_type=CONTENT_TYPE_LATEST))
 
     def _reader(self, request: Request) -> None:
@@ -483,7 +483,7 @@ class Collector:
             self._reader(request)
         except _Refusal as denied:
             return self._answer("/api/v1/analysis", denied.response())
-        doc, error = await asyncio.to_thread(self.analysis.get, self.config.body_timeout_s)
+        doc, error = await self.backend.analysis(self.config.body_timeout_s)
         if doc is None:
             missing = _Refusal(503, "analysis_unavailable", error or "no analysis yet", 5.0)
             return self._answer("/api/v1/analysis", missing.response())
@@ -498,15 +498,11 @@ class Collector:
                 raise _Refusal(400, "bad_host", "not a host name")
         except _Refusal as refusal:
             return self._answer(path, refusal.response())
-        view = await asyncio.to_thread(host_view, self.store, host)
-        doc, _error = await asyncio.to_thread(self.analysis.get, 0.0)
-        findings = [h for h in (doc or {}).get("hosts", []) if h.get("host") == host]
-        if not view.known and not findings:
+        out = await self.backend.host(host)
+        if out is None:
             return self._answer(
                 path, _Refusal(404, "unknown_host", "no records of this host").response()
             )
-        out = view.to_json()
-        out["findings"] = findings
         return self._answer(path, _json(out))
 
     def _answer(self, path: str, response: Response) -> Response:

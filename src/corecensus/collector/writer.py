@@ -35,7 +35,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from corecensus.app.uploads import UploadCounts, UploadGroup
+from corecensus.app.uploads import UploadCounts, UploadRows
 from corecensus.collector.admission import Backlog
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.errors import CorecensusError
@@ -43,7 +43,7 @@ from corecensus.ingest.wire import RecordKind
 
 __all__ = ["Checkpoints", "GroupCommitWriter", "QueueFull", "WriterStopped"]
 
-Sink = Callable[[UploadGroup], UploadCounts]
+Sink = Callable[[UploadRows], UploadCounts]
 # Writes a snapshot for readers; returns nothing, raises on failure.
 Snapshot = Callable[[], None]
 # Told each snapshot's seconds, or its error.
@@ -73,7 +73,7 @@ class WriterStopped(CorecensusError):
 class _Job:
     kind: RecordKind
     records: Sequence[Any]
-    done: Future[None] = field(default_factory=Future)
+    done: Future[tuple[float, int]] = field(default_factory=Future)
 
 
 class GroupCommitWriter:
@@ -118,9 +118,11 @@ class GroupCommitWriter:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def submit(self, kind: RecordKind, records: Sequence[Any]) -> Future[None]:
-        """Queue ``records``; the future resolves once they are committed (or raises the store's
-        error). Raises :class:`QueueFull` or :class:`WriterStopped` instead of queueing."""
+    def submit(self, kind: RecordKind, records: Sequence[Any]) -> Future[tuple[float, int]]:
+        """Queue ``records`` (the store's rows of one kind: :class:`UploadRows`'s); the future
+        resolves to the group commit's seconds and records once they are committed (or raises the store's
+        error). Raises
+        :class:`QueueFull` or :class:`WriterStopped` instead of queueing."""
         job = _Job(kind, records)
         with self._cond:
             if self._stopping:
@@ -208,7 +210,7 @@ class GroupCommitWriter:
         by_kind: dict[RecordKind, list[Any]] = {kind: [] for kind in RecordKind}
         for job in jobs:
             by_kind[job.kind].extend(job.records)
-        group = UploadGroup(
+        group = UploadRows(
             crashes=by_kind[RecordKind.CRASHES],
             heartbeats=by_kind[RecordKind.HEARTBEATS],
             screens=by_kind[RecordKind.SCREENINGS],
@@ -241,7 +243,7 @@ class GroupCommitWriter:
                 if result.duplicate:
                     self._metrics.duplicate.labels(kind=str(kind)).inc(result.duplicate)
             for job in jobs:
-                job.done.set_result(None)
+                job.done.set_result((seconds, size))
         else:
             self.healthy, self.last_error = False, str(error)
             for job in jobs:

@@ -1,0 +1,128 @@
+"""What the HTTP side of the collector needs from the side that owns the store.
+
+One process owns the store (DuckDB lets no second process open it): its writer commits the
+uploads, and the analysis and a host's view are read there. The HTTP front end reaches it
+through a :class:`Backend`: :class:`LocalBackend` when both run in one process (``--workers
+1``), :class:`corecensus.collector.link.RemoteBackend` when several front-end processes share
+one writer process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Protocol
+
+from corecensus.app.analyze import analyze_store
+from corecensus.app.uploads import host_view, store_rows
+from corecensus.collector.admission import Backlog
+from corecensus.collector.analysis import AnalysisCache
+from corecensus.collector.config import CollectorConfig
+from corecensus.collector.logs import JsonLog
+from corecensus.collector.metrics import CollectorMetrics
+from corecensus.collector.writer import Checkpoints, GroupCommitWriter
+from corecensus.ingest.wire import RecordKind
+from corecensus.store import Store
+
+__all__ = ["Backend", "LocalBackend"]
+
+
+class Backend(Protocol):
+    def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Commit everything queued, then stop."""
+        ...
+
+    async def store(self, kind: RecordKind, rows: Sequence[Any]) -> None:
+        """Return once ``rows`` are committed; raises :class:`QueueFull`,
+        :class:`WriterStopped` or the store's :class:`~corecensus.errors.StoreError`."""
+        ...
+
+    async def unready(self) -> str | None:
+        """Why the store cannot take uploads now (None: it can)."""
+        ...
+
+    async def analysis(self, wait_s: float) -> tuple[dict[str, Any] | None, str | None]:
+        """The cached analysis document, or (None, why there is none)."""
+        ...
+
+    async def host(self, host: str) -> dict[str, Any] | None:
+        """``/api/v1/hosts/{host}``'s document; None for a host with no records."""
+        ...
+
+
+class LocalBackend:
+    """The store in this process: the group-commit writer thread, the analysis cache."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        store: Store,
+        backlog: Backlog,
+        metrics: CollectorMetrics,
+        log: JsonLog,
+    ) -> None:
+        self._store = store
+        self._log = log
+        store.defer_checkpoints()
+        self.writer = GroupCommitWriter(
+            partial(store_rows, store),
+            backlog,
+            metrics,
+            max_queue_records=config.max_queue_records,
+            max_commit_records=config.max_commit_records,
+            snapshot=store.write_snapshot,
+            snapshot_every_s=config.snapshot_interval_s,
+            on_snapshot=self._snapshot_written,
+            checkpoints=Checkpoints(
+                store.log_bytes,
+                store.checkpoint,
+                config.checkpoint_idle_bytes,
+                config.checkpoint_max_bytes,
+            ),
+        )
+        self.cache = AnalysisCache(
+            lambda: dict(analyze_store(store).to_json()), config.analysis_interval_s
+        )
+        self._shutdown_timeout_s = config.shutdown_timeout_s
+
+    def _snapshot_written(self, seconds: float, error: BaseException | None) -> None:
+        if error is None:
+            self._log.event("snapshot", ms=round(seconds * 1000, 3))
+        else:
+            self._log.event("snapshot_failed", detail=str(error))
+
+    def start(self) -> None:
+        self.writer.start()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.writer.stop, self._shutdown_timeout_s)
+
+    async def store(self, kind: RecordKind, rows: Sequence[Any]) -> None:
+        await self.commit(kind, rows)
+
+    async def commit(self, kind: RecordKind, rows: Sequence[Any]) -> tuple[float, int]:
+        """:meth:`store`, returning the group commit's seconds and records."""
+        return await asyncio.wrap_future(self.writer.submit(kind, rows))
+
+    async def unready(self) -> str | None:
+        if not self.writer.alive:
+            return "writer not running"
+        if not self.writer.healthy:
+            return f"store not writable: {self.writer.last_error}"
+        return None
+
+    async def analysis(self, wait_s: float) -> tuple[dict[str, Any] | None, str | None]:
+        return await asyncio.to_thread(self.cache.get, wait_s)
+
+    async def host(self, host: str) -> dict[str, Any] | None:
+        view = await asyncio.to_thread(host_view, self._store, host)
+        doc, _error = await asyncio.to_thread(self.cache.get, 0.0)
+        findings = [h for h in (doc or {}).get("hosts", []) if h.get("host") == host]
+        if not view.known and not findings:
+            return None
+        out = view.to_json()
+        out["findings"] = findings
+        return out

@@ -1,0 +1,214 @@
+"""The link between the collector's HTTP front-end processes and its writer process.
+
+One Unix stream socket per front end. A message is a header and a payload, each preceded by
+its length (two big-endian 32-bit integers, then the header, then the payload); the header is
+msgpack (msgspec). A front end sends ``[id, op, arg]``; the writer answers ``[id, "ok", value]``
+or ``[id, "error", [reason, detail]]``, in any order (each request is answered when it is done).
+
+``store``: the payload is the rows (``UploadRows``' of one kind: signed crash rows, heartbeat
+or screen rows) as msgpack, ``arg`` their kind; the answer comes after they are committed, with
+the group commit's seconds and records. ``unready``, ``analysis`` (``arg``: seconds to wait for
+a first one) and ``host`` (``arg``: the host name) are the read side.
+
+The rows cross as plain msgpack of the store's own dataclasses: the front ends do the per-record
+work (parse, check, sign) and the writer only decodes rows and inserts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import struct
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from corecensus.collector.admission import Backlog
+from corecensus.collector.backend import LocalBackend
+from corecensus.collector.writer import QueueFull, WriterStopped
+from corecensus.errors import CorecensusError, StoreError
+from corecensus.ingest.wire import RecordKind
+from corecensus.store import CrashRow, Heartbeat, ScreenResultRow
+
+__all__ = ["LinkServer", "RemoteBackend"]
+
+_LENGTHS = struct.Struct(">II")
+# A message larger than this is a broken peer, not a batch (a request body is at most 32 MiB
+# decoded; its rows are about as large).
+_MAX_PART = 256 << 20
+_ROW_TYPES: dict[RecordKind, Any] = {
+    RecordKind.CRASHES: list[CrashRow],
+    RecordKind.HEARTBEATS: list[Heartbeat],
+    RecordKind.SCREENINGS: list[ScreenResultRow],
+}
+_ERRORS: dict[str, type[CorecensusError]] = {
+    "queue_full": QueueFull,
+    "stopping": WriterStopped,
+    "store": StoreError,
+}
+
+
+def _frame(header: Any, payload: bytes = b"") -> bytes:
+    head = msgspec.msgpack.encode(header)
+    return _LENGTHS.pack(len(head), len(payload)) + head + payload
+
+
+async def _read(reader: asyncio.StreamReader) -> tuple[Any, bytes]:
+    head_len, payload_len = _LENGTHS.unpack(await reader.readexactly(_LENGTHS.size))
+    if head_len > _MAX_PART or payload_len > _MAX_PART:
+        raise ConnectionError(f"link message of {head_len}+{payload_len} bytes")
+    header = msgspec.msgpack.decode(await reader.readexactly(head_len))
+    return header, await reader.readexactly(payload_len)
+
+
+class LinkServer:
+    """The writer process's end: answers each front end's requests from a :class:`LocalBackend`."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self._backend = backend
+        self._decoders = {k: msgspec.msgpack.Decoder(t) for k, t in _ROW_TYPES.items()}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                header, payload = await _read(reader)
+                task = asyncio.create_task(self._answer(header, payload, writer))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except (asyncio.IncompleteReadError, ConnectionError, msgspec.DecodeError, ValueError):
+            pass  # the front end went away (or is broken): its requests end with it
+        finally:
+            writer.close()
+
+    async def _answer(self, header: Any, payload: bytes, writer: asyncio.StreamWriter) -> None:
+        ident, op, arg = header
+        try:
+            value = await self._run(op, arg, payload)
+            reply = [ident, "ok", value]
+        except (QueueFull, WriterStopped, StoreError) as exc:
+            reason = next(k for k, t in _ERRORS.items() if isinstance(exc, t))
+            reply = [ident, "error", [reason, str(exc)]]
+        except Exception as exc:  # a request the writer cannot read; the front end says 503
+            reply = [ident, "error", ["store", f"{type(exc).__name__}: {exc}"]]
+        if not writer.is_closing():
+            writer.write(_frame(reply))
+
+    async def _run(self, op: str, arg: Any, payload: bytes) -> Any:
+        if op == "store":
+            kind = RecordKind(arg)
+            rows: Sequence[Any] = self._decoders[kind].decode(payload)
+            seconds, group = await self._backend.commit(kind, rows)
+            return [seconds, group]
+        if op == "unready":
+            return await self._backend.unready()
+        if op == "analysis":
+            return list(await self._backend.analysis(float(arg)))
+        if op == "host":
+            return await self._backend.host(str(arg))
+        raise ValueError(f"unknown link operation {op!r}")
+
+
+class RemoteBackend:
+    """A front end's end: the :class:`~corecensus.collector.backend.Backend` of a writer in
+    another process. ``on_lost`` is called once if the writer goes away; every request
+    waiting then fails with :class:`WriterStopped` (503: nothing it sent is acknowledged)."""
+
+    def __init__(self, path: Path, backlog: Backlog) -> None:
+        self._path = path
+        self._backlog = backlog
+        self._ids = itertools.count()
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._encoder = msgspec.msgpack.Encoder()
+        self._writer: asyncio.StreamWriter | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self.lost = False
+        self.on_lost: Callable[[], None] | None = None
+
+    async def connect(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while True:
+            try:
+                reader, self._writer = await asyncio.open_unix_connection(str(self._path))
+                break
+            except OSError:
+                if loop.time() > end:
+                    raise
+                await asyncio.sleep(0.05)
+        self._reading = asyncio.create_task(self._read_replies(reader))
+
+    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                (ident, status, value), _ = await _read(reader)
+                future = self._waiting.pop(ident, None)
+                if future is None or future.done():
+                    continue
+                if status == "ok":
+                    future.set_result(value)
+                else:
+                    reason, detail = value
+                    future.set_exception(_ERRORS.get(reason, StoreError)(detail))
+        except (asyncio.IncompleteReadError, ConnectionError, msgspec.DecodeError, ValueError):
+            pass
+        finally:
+            self.lost = True
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(WriterStopped("the writer process is gone"))
+            self._waiting.clear()
+            if self.on_lost is not None:
+                self.on_lost()
+
+    async def _call(self, op: str, arg: Any, payload: bytes = b"") -> Any:
+        if self.lost or self._writer is None:
+            raise WriterStopped("the writer process is gone")
+        ident = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[ident] = future
+        self._writer.write(_frame([ident, op, arg], payload))
+        return await future
+
+    def start(self) -> None:
+        """Connected by :meth:`connect` before serving."""
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+        if self._reading is not None:
+            await asyncio.gather(self._reading, return_exceptions=True)
+
+    async def store(self, kind: RecordKind, rows: Sequence[Any]) -> None:
+        n = len(rows)
+        payload = self._encoder.encode(list(rows))
+        self._backlog.queued(n)
+        try:
+            seconds, group = await self._call("store", str(kind), payload)
+        except BaseException:
+            self._backlog.unqueued(n)
+            raise
+        # The commit's seconds were the whole group's: this request's records' share of them.
+        self._backlog.committed(n, float(seconds) * n / max(n, int(group)))
+
+    async def unready(self) -> str | None:
+        if self.lost:
+            return "the writer process is gone"
+        try:
+            reason: str | None = await self._call("unready", None)
+        except WriterStopped as exc:
+            return str(exc)
+        return reason
+
+    async def analysis(self, wait_s: float) -> tuple[dict[str, Any] | None, str | None]:
+        doc, error = await self._call("analysis", wait_s)
+        return doc, error
+
+    async def host(self, host: str) -> dict[str, Any] | None:
+        doc: dict[str, Any] | None = await self._call("host", host)
+        return doc
