@@ -70,6 +70,8 @@ def test_front_ends_store_every_record_once_and_metrics_sum_every_process(
     )
     collector = CollectorProcess(tmp_path, tokens=tmp_path / "tokens", config=CONFIG).start()
     assert collector.wait_for("listening")["workers"] == 2
+    # Announced only once both front ends serve (each logs "started" before it says so).
+    assert len(_front_end_pids(collector)) == 2
     streams = {name: _batches(10, 5, 100_000 * (i + 1)) for i, name in enumerate(tokens)}
     acked: dict[str, list[int]] = {name: [] for name in streams}
     lock = threading.Lock()

@@ -71,6 +71,9 @@ class LinkServer:
         self._backend = backend
         self._decoders = {k: msgspec.msgpack.Decoder(t) for k, t in _ROW_TYPES.items()}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Front ends that said they serve (``hello``, sent once uvicorn listens).
+        self.serving = 0
+        self.hello = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -103,6 +106,10 @@ class LinkServer:
             rows: Sequence[Any] = self._decoders[kind].decode(payload)
             seconds, group = await self._backend.commit(kind, rows)
             return [seconds, group]
+        if op == "hello":
+            self.serving += 1
+            self.hello.set()
+            return None
         if op == "unready":
             return await self._backend.unready()
         if op == "analysis":
@@ -175,6 +182,10 @@ class RemoteBackend:
 
     def start(self) -> None:
         """Connected by :meth:`connect` before serving."""
+
+    async def hello(self) -> None:
+        """Tell the writer this front end serves (it announces the collector when all do)."""
+        await self._call("hello", None)
 
     async def stop(self) -> None:
         if self._writer is not None:

@@ -51,6 +51,7 @@ from corecensus.collector.metrics import (
     share_metrics_between_processes,
 )
 from corecensus.collector.server import Collector, TokenSource
+from corecensus.errors import CorecensusError
 from corecensus.store import open_store
 
 __all__ = ["serve_workers"]
@@ -128,17 +129,28 @@ class _Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._pass_on, signal.SIGHUP)
         self.backend.start()
         self.sock.listen(2048)
-        link = await asyncio.start_unix_server(
-            LinkServer(self.backend).serve, path=str(self.link_path)
-        )
+        server = LinkServer(self.backend)
+        link = await asyncio.start_unix_server(server.serve, path=str(self.link_path))
         for index in range(self.workers):
             self._spawn(index)
+        # Announced once every front end serves: before that, connections would wait in the
+        # socket's queue for processes still importing (seconds on a busy machine).
+        failed = False
+        end = loop.time() + _CONNECT_S * 2
+        while server.serving < self.workers and loop.time() < end and not stop.is_set():
+            server.hello.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.hello.wait(), 0.2)
+            if not self._replace_the_dead():
+                failed = True
+                break
         port = self.sock.getsockname()[1]
-        self.log.event("listening", host=self.config.host, port=port, workers=self.workers)
-        if ready is not None:
-            ready(port)
-        status = 0
-        while not stop.is_set():
+        if not failed:
+            self.log.event("listening", host=self.config.host, port=port, workers=self.workers)
+            if ready is not None:
+                ready(port)
+        status = 1 if failed else 0
+        while not failed and not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
             if not stop.is_set() and not self._replace_the_dead():
@@ -224,6 +236,12 @@ def _front_end(
 
         backend.on_lost = lost
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, collector.reload_tokens)
-        await server.serve(sockets=[sock])
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            with contextlib.suppress(CorecensusError):
+                await backend.hello()
+        await task
 
     asyncio.run(main())
