@@ -15,6 +15,7 @@ from corecensus.app.uploads import UploadCounts, UploadRows, store_rows
 from corecensus.collector.admission import Backlog, RateLimiter, retry_after_s
 from corecensus.collector.config import CollectorConfig, config_from_mapping
 from corecensus.collector.metrics import CollectorMetrics
+from corecensus.collector.run import default_workers
 from corecensus.collector.tokens import Scope, TokenTable, hash_secret, new_token
 from corecensus.collector.writer import (
     Checkpoints,
@@ -373,6 +374,10 @@ def test_under_load_the_writer_checkpoints_only_past_the_hard_bound(tmp_path: Pa
 
 
 # --- settings ---------------------------------------------------------------------------------
+
+
+def test_front_ends_by_default_one_per_cpu_beyond_the_first_and_one_process_on_two() -> None:
+    assert [default_workers(n) for n in (1, 2, 3, 4, 16)] == [1, 1, 2, 3, 8]
 
 
 def test_settings_from_a_table_and_unknown_or_mistyped_ones_refused() -> None:

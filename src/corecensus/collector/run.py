@@ -89,12 +89,14 @@ def http_server(collector: Collector, config: CollectorConfig) -> _Server:
 
 
 def default_workers(cpus: int | None = None) -> int:
-    """Front-end processes for ``workers = 0``: one per CPU this process may run on, at most 8
-    (the writer process is mostly DuckDB's own threads and waiting on the disk). Measured on 2
-    CPUs (bench/collector_bench.py): 2 front ends carried 1.7x the records of one process, 3
-    fewer than 2 at half again the CPU per record."""
+    """Front-end processes for ``workers = 0``: one per CPU beyond the first (the writer
+    process, DuckDB's threads and the kernel's network work need one), at most 8; a single
+    process on one or two CPUs. Measured on this 2-CPU machine under other engineers' load
+    (bench/collector_bench.py, README): two front ends carried 637-627 records/s against one
+    process's 750-376 between runs, at 0.74 against 0.60-0.65 ms of CPU per record, and shed
+    worse at 5x overload (admitted p99 past the deadline), so two CPUs keep one process."""
     count = cpus if cpus is not None else len(os.sched_getaffinity(0))
-    return max(1, min(8, count))
+    return 1 if count <= 2 else min(8, count - 1)
 
 
 def serve(
