@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.collector.collector_proc import CollectorProcess, write_tokens
 from tests.collector.test_collector_crash_recovery import _batches, _send, _stored_ids
 
@@ -58,17 +61,34 @@ def _front_end_pids(collector: CollectorProcess) -> set[int]:
     return {int(e["pid"]) for e in collector.events() if e.get("event") == "started"}
 
 
+@pytest.fixture
+def collectors() -> Iterator[list[CollectorProcess]]:
+    """Collectors a test started, stopped (SIGTERM, then SIGKILL) if the test failed early:
+    a writer process left running keeps its front ends and its store."""
+    started: list[CollectorProcess] = []
+    yield started
+    for c in started:
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.send_signal(signal.SIGTERM)
+            try:
+                c.proc.wait(HANG_BOUND_S)
+            except subprocess.TimeoutExpired:
+                c.kill()
+
+
 def _metric(text: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
 def test_front_ends_store_every_record_once_and_metrics_sum_every_process(
-    tmp_path: Path,
+    tmp_path: Path, collectors: list[CollectorProcess]
 ) -> None:
     tokens = write_tokens(
         tmp_path / "tokens", {f"agent-{i}": ("*", "upload,read") for i in range(4)}
     )
-    collector = CollectorProcess(tmp_path, tokens=tmp_path / "tokens", config=CONFIG).start()
+    collector = CollectorProcess(tmp_path, tokens=tmp_path / "tokens", config=CONFIG)
+    collectors.append(collector)
+    collector.start()
     assert collector.wait_for("listening")["workers"] == 2
     # Announced only once both front ends serve (each logs "started" before it says so).
     assert len(_front_end_pids(collector)) == 2
@@ -113,11 +133,15 @@ def test_front_ends_store_every_record_once_and_metrics_sum_every_process(
     assert len(stored) == len(set(stored)) and set(stored) == everything
 
 
-def test_kill_9_of_a_front_end_mid_stream_loses_no_acknowledged_record(tmp_path: Path) -> None:
+def test_kill_9_of_a_front_end_mid_stream_loses_no_acknowledged_record(
+    tmp_path: Path, collectors: list[CollectorProcess]
+) -> None:
     tokens = write_tokens(
         tmp_path / "tokens", {"agent-a": ("*", "upload"), "agent-b": ("*", "upload")}
     )
-    collector = CollectorProcess(tmp_path, tokens=tmp_path / "tokens", config=CONFIG).start()
+    collector = CollectorProcess(tmp_path, tokens=tmp_path / "tokens", config=CONFIG)
+    collectors.append(collector)
+    collector.start()
     collector.wait_for("started", 2)
     victim = min(_front_end_pids(collector))
     streams = {"agent-a": _batches(60, 10, 300_000), "agent-b": _batches(60, 10, 400_000)}
