@@ -298,3 +298,91 @@ def test_a_steady_crash_stream_is_not_a_loop() -> None:
     a = analyze(CrashTable.from_rows(background() + steady))
     assert a.flagged_hosts(HostKind.CRASH_LOOP) == ()
     assert a.flagged_hosts() == ()
+
+
+def nightly_loops(host: str, cpu: int, nights: int, pops: list[str]) -> list[dict[str, Any]]:
+    """A loop of 8 crashes 15 s apart at 03:00 each night, the first on ``cpu`` (where the
+    scheduler starts a process on an idle host), the restarts spread over other CPUs."""
+    return [
+        crash(host, n + 3 / 24 + i * 15 / 86_400, cpu if i == 0 else (cpu + 3 * i) % 32,
+              pop=pops[n % len(pops)], service="report-cron")
+        for n in range(nights)
+        for i in range(8)
+    ]  # fmt: skip
+
+
+def test_a_loop_that_recurs_every_night_is_one_event() -> None:
+    """bench/fleet_adversary.py, *loops*: a cron job dying at start every night began each loop
+    on the same CPU; counted loop by loop that was 20 crashes on one of 32 CPUs."""
+    base = background()
+    a = analyze(CrashTable.from_rows(base + nightly_loops("h042", 3, 20, ["cron-bug"])))
+    assert a.flagged_hosts() == ()
+    assert set(a.flagged_hosts(HostKind.CRASH_LOOP)) == {"h042"}  # each night's loop listed
+    assert a.population("cron-bug").verdict is not PopulationVerdict.HARDWARE
+    # loops of different populations are different faults: each stays an event, and 20 of
+    # them starting on one CPU are that CPU's doing
+    pops = [f"nightly{n}" for n in range(20)]
+    assert analyze(
+        CrashTable.from_rows(base + nightly_loops("h042", 3, 20, pops))
+    ).flagged_hosts() == ("h042",)
+
+
+def poller_fleet() -> list[dict[str, Any]]:
+    """A poller pinned to one CPU of each of 12 hosts, no allowed list recorded, an ordinary
+    bug: 4 crashes a host."""
+    return [
+        crash(f"h{h:03d}", d + j / 10, (3 * j) % 32, pop=f"poll{d % 3}", service="poller")
+        for j, h in enumerate(range(10, 22))
+        for d in range(3, 29, 7)
+    ]
+
+
+def test_pinned_service_moved_while_its_cpu_was_offline() -> None:
+    """bench/fleet_adversary.py, *recall*: a pinned poller whose CPU was offline for a few days
+    (hotplug; a resized VM) crashed elsewhere meanwhile. Required to fit all in one window, its
+    crashes on its own CPU counted as a pile-up on a healthy host."""
+    base = background() + poller_fleet()
+    moved = [
+        crash("h150", d, 21, pop=f"poll{i % 3}", service="poller")
+        for i, d in enumerate(range(2, 29, 3))
+    ]
+    moved += [crash("h150", 12.5, 5, pop="poll1", service="poller"),
+              crash("h150", 13.5, 2, pop="poll2", service="poller")]  # fmt: skip
+    assert flagged(base + moved) == ()
+    # a bad CPU under the same service, its other crashes spread over the host, is no window:
+    # 7 of 11 crashes on CPU 21, the rest on four other CPUs
+    bad = [dict(r, service="poller") for r in faulty("h150", 21, np.linspace(5, 28, 7))]
+    bad += [
+        crash("h150", d, cpu, service="poller") for d, cpu in ((3, 2), (9, 8), (15, 27), (20, 14))
+    ]
+    assert flagged(base + bad) == ("h150",)
+
+
+def test_confined_window_counts_and_chance_against_enumeration() -> None:
+    from itertools import product
+
+    from corecensus.epidemiology.placement import _busiest_window, _confined_need, _window_chance
+    from corecensus.epidemiology.segments import Groups
+
+    rng = np.random.default_rng(5)
+    group = rng.integers(0, 40, 400)
+    cpu = rng.integers(0, 24, 400)
+    g = Groups.of(group)
+    best, start = _busiest_window(g, cpu, 4)
+    for i, key in enumerate(g.keys.tolist()):
+        mine = cpu[group == key]
+        counts = [int(np.count_nonzero((mine >= s) & (mine < s + 4))) for s in range(24)]
+        assert best[i] == max(counts) and start[i] == min(m for m in mine if counts[m] == best[i])
+    # the chance is at least the exact probability (the fleet-level test stays conservative)
+    cells, w = 6, 3
+    for k in (2, 3, 4, 5):
+        need = int(_confined_need(np.array([k]))[0])
+        hits = sum(
+            max(sum(s <= x < s + w for x in seq) for s in range(cells)) >= need
+            for seq in product(range(cells), repeat=k)
+        )
+        chance = float(_window_chance(np.array([k]), np.array([need]), np.array([cells]), w)[0])
+        exact = hits / cells**k
+        assert chance >= exact - 1e-12
+        if need == k:
+            assert abs(chance - exact) < 1e-12
