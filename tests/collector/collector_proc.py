@@ -67,8 +67,15 @@ class CollectorProcess:
         env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.log_path = self.workdir / f"collector-{time.monotonic_ns()}.log"
         with open(self.log_path, "wb") as log:
+            # SIGTERM when the test process dies (util-linux setpriv execs the collector with
+            # PR_SET_PDEATHSIG): a pytest killed on a timeout runs no teardown, and such a
+            # collector once served on for an hour.
             self.proc = subprocess.Popen(
-                argv, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL, env=env
+                ["setpriv", "--pdeathsig", "TERM", "--", *argv],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
             )
         self.port = self.wait_for("listening")["port"]
         return self
