@@ -10,6 +10,7 @@ import numpy as np
 
 from corecensus.cpulist import canonical_cpu_list, parse_cpu_list
 from corecensus.epidemiology import AnalysisParams, CrashTable, HostKind, PopulationVerdict, analyze
+from corecensus.epidemiology.loops import find_bursts
 from corecensus.epidemiology.placement import place_crashes
 
 DAY = 86_400_000_000
@@ -386,3 +387,54 @@ def test_confined_window_counts_and_chance_against_enumeration() -> None:
         assert chance >= exact - 1e-12
         if need == k:
             assert abs(chance - exact) < 1e-12
+
+
+def test_odd_cpuset_over_smt_siblings_is_not_half_and_half() -> None:
+    """bench/fleet_adversary.py, *cpusets*: a busy service in cpuset 20-22 of a host whose
+    siblings are adjacent (cores 10, 10, 11) puts 2/3 of its crashes on core 10 by chance;
+    tested over ceil(3 / 2) = 2 even cores, 160 of 240 there were a bad core."""
+    base = background()
+    busy = [
+        crash("h150", d, cpu, pop=f"bg{i % 10}", cpus_allowed="20-22", cpu_core=cpu // 2,
+              host_cpus=32)
+        for i, (d, cpu) in enumerate(zip(np.linspace(1, 29, 240), [20, 21, 22] * 80, strict=True))
+    ]  # fmt: skip
+    assert flagged(base + busy) == ()
+    # a bad core in a 4-CPU set (two whole cores) is still found: 30 crashes on its two
+    # siblings, every other one anomalous, 3 on the other core
+    bad = [
+        crash("h150", d, 20 + i % 2, pop=f"bg{i % 10}", anomalous=i % 2 == 0,
+              cpus_allowed="20-23", cpu_core=10, host_cpus=32)
+        for i, d in enumerate(np.linspace(1, 29, 30))
+    ] + [crash("h150", d, 22, cpus_allowed="20-23", cpu_core=11, host_cpus=32) for d in (4, 14, 24)]  # fmt: skip
+    assert flagged(base + bad) == ("h150",)
+
+
+def test_a_recurring_loop_folds_its_nights_too_short_to_report() -> None:
+    """bench/fleet_adversary.py, *loops*: a nightly loop of 5 crashes is not reported on its
+    own (the pair crashes densely all month); once one night's loop is, every loop-sized burst
+    of that pair is the same fault."""
+    nights = nightly_loops("h042", 3, 20, ["cron-bug"])
+    short = [r for i, r in enumerate(nights) if i % 8 < 5 or i < 24]  # 8 crashes 3 nights, 5 after
+    a = analyze(CrashTable.from_rows(background() + short))
+    assert a.flagged_hosts() == ()
+    # bursts below a loop's size stay events night by night (2 crashes of the same pair each
+    # night after the 3 loops): the rule folds loops, not every burst of a looping pair
+    small = [r for i, r in enumerate(nights) if i < 24 or i % 8 < 2]
+
+    def events(rows: list[dict[str, Any]]) -> int:
+        t = CrashTable.from_rows(rows)
+        return int(
+            find_bursts(
+                host=t.host.codes,
+                service=t.service.codes,
+                population=t.population.codes,
+                time_us=t.time_us,
+                cpu=t.cpu,
+                gap_us=1800 * 1_000_000,
+                min_crashes=5,
+            ).event.sum()
+        )
+
+    assert events(short) == 1
+    assert events(small) == 1 + 17

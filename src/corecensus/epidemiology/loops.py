@@ -8,8 +8,8 @@ restarting a unit after ``StartLimitBurst`` failures within ``StartLimitInterval
 ``gap_us``; the host tests see the first crash of each burst only (an *event*), and bursts of at
 least ``min_crashes`` that are far denser than the rest of their (host, service, population)'s
 crashes (Poisson tail at most :data:`LOOP_ALPHA`) are reported as loops. A loop that recurs
-(a nightly cron job dying at start) is one event in all: only the first loop of its (host,
-service, population) is an event.
+(a nightly cron job dying at start) is one event in all: once a (host, service, population)
+has a loop, only its first burst of a loop's size is an event.
 """
 
 from __future__ import annotations
@@ -126,17 +126,23 @@ def find_bursts(
         # (the scan statistic's first-order correction; Naus 1982, "Approximations for
         # distributions of scan statistics", JASA 77:177-183)
         looks = np.maximum(window / width, 1.0)
+        sized = loop
         loop = loop[poisson_upper(k, rate * width) * looks <= LOOP_ALPHA]
         # A loop that comes back (a cron job or a timer restarting a unit that dies at start,
         # night after night) is one software fault however often it fires. Each restart lands
         # where the scheduler puts a new process on an idle host, often the same CPU every
         # night, and its loops piled up there like a bad core's crashes (bench/fleet_adversary,
-        # *loops*: every host of a nightly cron loop was flagged). Only the first loop of a
-        # (host, service, population) stays an event; bursts too small or too sparse to be
-        # loops are untouched, so a bad core's separate crashes still count one by one.
+        # *loops*: every host of a nightly cron loop was flagged). Once a (host, service,
+        # population) has a loop, only its first burst of a loop's size stays an event: the
+        # nights whose burst was too short to be reported on its own (5-6 crashes against
+        # the pair's own dense rate) are the same fault. Pairs without a loop, and bursts
+        # below a loop's size, are untouched, so a bad core's separate crashes count one by one.
         if loop.size:
-            lp = pair_id[starts[loop]]  # loops run in (pair, time) order
-            again = loop[np.r_[False, lp[1:] == lp[:-1]]]
+            looping = np.zeros(int(pair_id[-1]) + 1, dtype=bool)
+            looping[pair_id[starts[loop]]] = True
+            sized = sized[looping[pair_id[starts[sized]]]]
+            lp = pair_id[starts[sized]]  # bursts run in (pair, time) order
+            again = sized[np.r_[False, lp[1:] == lp[:-1]]]
             event[order[starts[again]]] = False
     first = starts[loop]
     last = first + sizes[loop] - 1

@@ -27,8 +27,11 @@ Math. 15:60-77):
    crashes without a known allowed set sit that close together on a host, those in the window
    lose their CPU (a faulty core there can still show through its anomalies).
 4. **SMT.** When the physical core of the crashes is known, cells are cores, and a set of ``a``
-   logical CPUs is tested as ``ceil(a / 2)`` cores (x86 has at most two threads per core, and
-   fewer cores only makes the test conservative): a faulty core fails on both siblings.
+   logical CPUs is tested as ``floor(a / 2)`` cores: x86 has at most two threads per core, so
+   no core holds more than ``2 / a`` of the set, and uniform cells of ``1 / floor(a / 2)``
+   majorize any such law (``ceil`` did not: a 3-CPU set on sibling pair 20-21 and CPU 22 is
+   2/3 : 1/3 over two cores, and tested as 1/2 : 1/2 a busy service there piled up on core
+   10; bench/fleet_adversary.py, *cpusets*). A faulty core fails on both siblings.
 """
 
 from __future__ import annotations
@@ -173,7 +176,7 @@ def place_crashes(
         mapped = _core_of_cpu(h, c, core, with_core, in_stratum & core_level[h] & (core < 0))
         on_core = in_stratum & core_level[h]
         cell = np.where(on_core, np.where(core >= 0, core, mapped), cell)
-        cells = np.where(core_level, -(-cells // SMT_WAYS), cells)
+        cells = np.where(core_level, cells // SMT_WAYS, cells)
     return Placement(
         cell=cell.astype(np.int32, copy=False),  # kept with the analysis: 40 MB at 1e7
         cells=np.maximum(cells, 1),
