@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -54,6 +55,25 @@ def _stream(
                     acked.append(index)
 
 
+Agent = Callable[[str, str, list[list[CrashRecord]], list[int], threading.Lock], None]
+
+
+def start_agents(
+    agent: Agent, url: str, tokens: dict[str, str], streams: dict[str, list[list[CrashRecord]]]
+) -> tuple[dict[str, list[int]], threading.Lock, list[threading.Thread]]:
+    """One started thread per agent name running ``agent`` on its stream; what each had
+    acknowledged (batch indices, appended under the lock) is in the returned dict."""
+    acked: dict[str, list[int]] = {name: [] for name in streams}
+    lock = threading.Lock()
+    threads = [
+        threading.Thread(target=agent, args=(url, tokens[n], streams[n], acked[n], lock))
+        for n in streams
+    ]
+    for t in threads:
+        t.start()
+    return acked, lock, threads
+
+
 def _stored_ids(db: Path) -> list[str]:
     with open_store(db, read_only=True) as store:
         return [r.core_id for r in store.iter_crashes()]
@@ -72,14 +92,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_record_and_retries_do_not_dupli
     config = f"workers = {workers}\nagent_rate_per_s = 1000.0\nagent_burst = 1000\n"
     first = CollectorProcess(tmp_path, tokens=tmp_path / "tokens", config=config).start()
     streams = {"agent-a": _batches(80, 10, 100_000), "agent-b": _batches(80, 10, 200_000)}
-    acked: dict[str, list[int]] = {name: [] for name in streams}
-    lock = threading.Lock()
-    threads = [
-        threading.Thread(target=_stream, args=(first.url, tokens[n], streams[n], acked[n], lock))
-        for n in streams
-    ]
-    for t in threads:
-        t.start()
+    acked, lock, threads = start_agents(_stream, first.url, tokens, streams)
     # Kill once both agents have had some batches acknowledged, in the middle of the stream.
     done = threading.Event()
 

@@ -17,7 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.collector.collector_proc import CollectorProcess, write_tokens
-from tests.collector.test_collector_crash_recovery import _batches, _send, _stored_ids
+from tests.collector.test_collector_crash_recovery import (
+    _batches,
+    _send,
+    _stored_ids,
+    start_agents,
+)
 
 from corecensus.ingest.wire import BatchAck
 from corecensus.model import CrashRecord
@@ -93,14 +98,7 @@ def test_front_ends_store_every_record_once_and_metrics_sum_every_process(
     # Announced only once both front ends serve (each logs "started" before it says so).
     assert len(_front_end_pids(collector)) == 2
     streams = {name: _batches(10, 5, 100_000 * (i + 1)) for i, name in enumerate(tokens)}
-    acked: dict[str, list[int]] = {name: [] for name in streams}
-    lock = threading.Lock()
-    threads = [
-        threading.Thread(target=_agent, args=(collector.url, tokens[n], streams[n], acked[n], lock))
-        for n in streams
-    ]
-    for t in threads:
-        t.start()
+    acked, _lock, threads = start_agents(_agent, collector.url, tokens, streams)
     for t in threads:
         t.join(HANG_BOUND_S * 4)
         assert not t.is_alive()
@@ -145,14 +143,7 @@ def test_kill_9_of_a_front_end_mid_stream_loses_no_acknowledged_record(
     collector.wait_for("started", 2)
     victim = min(_front_end_pids(collector))
     streams = {"agent-a": _batches(60, 10, 300_000), "agent-b": _batches(60, 10, 400_000)}
-    acked: dict[str, list[int]] = {name: [] for name in streams}
-    lock = threading.Lock()
-    threads = [
-        threading.Thread(target=_agent, args=(collector.url, tokens[n], streams[n], acked[n], lock))
-        for n in streams
-    ]
-    for t in threads:
-        t.start()
+    acked, lock, threads = start_agents(_agent, collector.url, tokens, streams)
     end = time.monotonic() + HANG_BOUND_S * 4
     while time.monotonic() < end:
         with lock:
