@@ -21,12 +21,25 @@ from corecensus.epidemiology.segments import (
 
 @settings(max_examples=100, deadline=None)
 @given(
-    st.lists(st.integers(min_value=0, max_value=2**40), max_size=200),
-    st.sampled_from([3, 70_000, 2**33]),
+    st.lists(st.integers(min_value=-(2**40), max_value=2**40), max_size=200),
+    st.sampled_from([3, 70_000, 2**33, 2**41]),
+    st.integers(min_value=-(2**40), max_value=2**40),
 )
-def test_radix_argsort_is_a_stable_argsort(values: list[int], mod: int) -> None:
-    key = np.array(values, dtype=np.int64) % mod
+def test_radix_argsort_is_a_stable_argsort(values: list[int], mod: int, offset: int) -> None:
+    # keys of any sign, many ties (mod 3) and ranges on both sides of the packed sort's limit
+    # (2**55 at 200 records): the one order np.argsort(kind="stable") gives
+    key = np.array(values, dtype=np.int64) % mod + offset
     assert radix_argsort(key).tolist() == np.argsort(key, kind="stable").tolist()
+
+
+def test_radix_argsort_packs_ten_thousand_records_and_falls_back_above_the_limit() -> None:
+    rng = np.random.default_rng(7)
+    index_bits = (10_000 - 1).bit_length()
+    for top in (2, 10_000, 2 ** (63 - index_bits) - 1, 2 ** (63 - index_bits), 2**62):
+        key = rng.integers(0, top, 10_000, dtype=np.int64, endpoint=True)
+        key[:50] = top  # the largest key, tied, at the edge of the packed range
+        key[50:100] = 0
+        assert radix_argsort(key).tolist() == np.argsort(key, kind="stable").tolist()
 
 
 @settings(max_examples=100, deadline=None)

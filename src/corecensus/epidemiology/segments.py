@@ -54,32 +54,33 @@ def chunk_ranges(sizes: NDArray[Any], limit: int | None = None) -> list[tuple[in
 
 
 def radix_argsort(key: NDArray[Any]) -> I64:
-    """Stable argsort of non-negative integer keys, 16 bits at a time.
+    """Stable argsort of integer keys (``np.argsort(key, kind="stable")``, the same order).
 
-    NumPy's stable sort is a radix sort for 16-bit integers and a timsort otherwise; two passes
-    of 16-bit digits, least significant first, sort a key below 2**32 about twice as fast as
-    ``np.argsort(kind="stable")`` on ten million int64 keys. Wider keys (where the gathers
-    between passes cost more than they save) use NumPy's stable sort.
+    When the key's range and the record index fit in 63 bits together (keys below 2**39 at ten
+    million records), each record's key goes in the high bits and its index in the low bits of
+    one int64, which NumPy sorts without ``argsort``'s indirection (SIMD where the CPU has it):
+    the values are distinct, so any sort gives the one order, ties by index, and the low bits
+    are the stable argsort. On ten million keys 0.2 s, against 0.5-1.0 s for the two 16-bit
+    radix passes (NumPy's stable sort is a radix sort for 16-bit integers) this did before and
+    1.7-2.0 s for ``np.argsort(kind="stable")`` (a timsort for wider integers), which wider
+    keys still use.
     """
     k = np.asarray(key)
     if not k.size:
         return np.zeros(0, dtype=np.int64)
     k = k.astype(np.int64, copy=False)
-    top = int(k.max())
-    if int(k.min()) < 0 or top >= 1 << 32:
-        out: I64 = np.argsort(k, kind="stable").astype(np.int64, copy=False)
-        return out
-    order: I64 | None = None
-    shift = 0
-    while True:
-        digit = ((k >> shift) & 0xFFFF).astype(np.uint16)
-        if order is None:
-            order = np.argsort(digit, kind="stable").astype(np.int64, copy=False)
-        else:
-            order = order[np.argsort(digit[order], kind="stable")]
-        shift += 16
-        if top >> shift == 0:
-            return order
+    low = int(k.min())
+    top = int(k.max()) - low
+    index_bits = max(1, (k.size - 1).bit_length())
+    if top < 1 << (63 - index_bits):
+        packed = k - low if low else k.copy()
+        packed <<= index_bits
+        packed |= np.arange(k.size, dtype=np.int64)
+        packed.sort()
+        packed &= (1 << index_bits) - 1
+        return packed
+    out: I64 = np.argsort(k, kind="stable").astype(np.int64, copy=False)
+    return out
 
 
 def weighted_count(index: NDArray[Any], weights: NDArray[Any], n: int) -> F64:
