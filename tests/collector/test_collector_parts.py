@@ -12,7 +12,7 @@ import pytest
 from tests.store.store_records import make_record, rows
 
 from corecensus.app.uploads import UploadCounts, UploadRows, store_rows
-from corecensus.collector.admission import Backlog, RateLimiter, retry_after_s
+from corecensus.collector.admission import Backlog, RateLimiter, WriterView, retry_after_s
 from corecensus.collector.config import CollectorConfig, config_from_mapping
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.run import default_workers
@@ -217,6 +217,46 @@ def test_the_wait_is_the_work_ahead_over_the_measured_throughput() -> None:
     assert 0.08 < backlog.commit_s <= 0.1
     assert backlog.records_per_request == pytest.approx(20.0, rel=0.01)
     backlog.left()
+
+
+def test_a_front_end_counts_what_the_writer_says_the_others_hold() -> None:
+    front = Backlog()
+    assert front.expected_wait_s() == pytest.approx(0.005)  # idle
+    # The writer: the other front ends hold 4000 records; the collector commits 2000/s.
+    front.heard(WriterView(4000.0, 2000.0, 2500.0, 0.02, 5e-4, 0.01))
+    assert front.records_ahead() == 4000.0
+    # This front end holds nothing, and the new request still waits for the others' work.
+    ahead = (front.records_per_request + 4000.0) / 2000.0
+    assert front.expected_wait_s() == pytest.approx(ahead + 0.02)
+    # Once the others hold nothing, it is idle again: the writer's fastest commit.
+    front.heard(WriterView(0.0, 2000.0, 2500.0, 0.02, 5e-4, 0.01))
+    assert front.expected_wait_s() == pytest.approx(0.01)
+    # Before the writer has measured a throughput, its cost per record stands in.
+    early = Backlog()
+    early.heard(WriterView(1000.0, None, None, 0.01, 1e-3, None))
+    assert early.throughput is None
+    unread = early.records_per_request * (early.decode_s_per_record + 1e-3)
+    assert early.expected_wait_s() == pytest.approx(unread + 1000 * 1e-3 + 0.01)
+
+
+def test_the_writer_measures_busy_windows_while_a_front_end_holds_work() -> None:
+    clock = FakeClock()
+    writer = Backlog(clock=clock)
+    # A front end holds 500 records (admitted, being read) while the writer's queue is empty:
+    # the collector is busy, so the time until they are committed is not idleness.
+    writer.elsewhere(500.0)
+    clock.now += 0.5
+    writer.queued(500)  # its rows arrive before its lower count (link.py's order)
+    writer.elsewhere(0.0)
+    writer.committed(500, 0.05)
+    assert writer.throughput == pytest.approx(1000.0)  # 500 records in 0.5 busy seconds
+    view = writer.view(123.0)
+    assert (view.others_records, view.throughput) == (123.0, pytest.approx(1000.0))
+    assert view.commit_floor_s == pytest.approx(0.05)
+    # Not busy: nothing anywhere.
+    clock.now += 30.0
+    writer.elsewhere(0.0)
+    assert writer.expected_wait_s() == pytest.approx(0.05)
 
 
 # --- the writer -------------------------------------------------------------------------------

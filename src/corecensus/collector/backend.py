@@ -66,6 +66,7 @@ class LocalBackend:
     ) -> None:
         self._store = store
         self._log = log
+        self.backlog = backlog
         store.defer_checkpoints()
         self.writer = GroupCommitWriter(
             partial(store_rows, store),
@@ -82,6 +83,7 @@ class LocalBackend:
                 config.checkpoint_idle_bytes,
                 config.checkpoint_max_bytes,
             ),
+            on_checkpoint=self._checkpointed,
         )
         self.cache = AnalysisCache(
             lambda: dict(analyze_store(store).to_json()), config.analysis_interval_s
@@ -93,6 +95,11 @@ class LocalBackend:
             self._log.event("snapshot", ms=round(seconds * 1000, 3))
         else:
             self._log.event("snapshot_failed", detail=str(error))
+
+    def _checkpointed(self, seconds: float, log_bytes: int, busy: bool) -> None:
+        self._log.event(
+            "checkpoint", ms=round(seconds * 1000, 3), log_bytes=log_bytes, waiting=busy
+        )
 
     def start(self) -> None:
         self.writer.start()

@@ -5,6 +5,14 @@ its length (two big-endian 32-bit integers, then the header, then the payload); 
 msgpack (msgspec). A front end sends ``[id, op, arg]``; the writer answers ``[id, "ok", value]``
 or ``[id, "error", [reason, detail]]``, in any order (each request is answered when it is done).
 
+A message with ``id`` -1 is a notice, never answered. Each front end tells the writer its
+admitted work whenever it changes (``[-1, "load", records]``: requests admitted and not yet
+queued, at its average request size), and the writer tells each front end what it cannot see
+(``[-1, "view", [...]]``, :class:`~corecensus.collector.admission.WriterView`'s fields: the
+records the other front ends hold, the collector's throughput and commit costs) whenever that
+changes, and before it answers a ``store``: so every front end's admission decides on the whole
+collector's queue, not its own share of it.
+
 ``store``: the payload is the rows (``UploadRows``' of one kind: signed crash rows, heartbeat
 or screen rows) as msgpack, ``arg`` their kind; the answer comes after they are committed, with
 the group commit's seconds and records. ``unready``, ``analysis`` (``arg``: seconds to wait for
@@ -21,12 +29,13 @@ import contextlib
 import itertools
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from corecensus.collector.admission import Backlog
+from corecensus.collector.admission import Backlog, WriterView
 from corecensus.collector.backend import LocalBackend
 from corecensus.collector.writer import QueueFull, WriterStopped
 from corecensus.errors import CorecensusError, StoreError
@@ -36,6 +45,8 @@ from corecensus.store import CrashRow, Heartbeat, ScreenResultRow
 __all__ = ["LinkServer", "RemoteBackend"]
 
 _LENGTHS = struct.Struct(">II")
+# The ``id`` of a notice (no answer).
+_NOTICE = -1
 # A message larger than this is a broken peer, not a batch (a request body is at most 32 MiB
 # decoded; its rows are about as large).
 _MAX_PART = 256 << 20
@@ -64,47 +75,111 @@ async def _read(reader: asyncio.StreamReader) -> tuple[Any, bytes]:
     return header, await reader.readexactly(payload_len)
 
 
+@dataclass(eq=False, slots=True)
+class _FrontEnd:
+    """The writer's record of one connected front end."""
+
+    writer: asyncio.StreamWriter
+    admitted_records: float = 0.0  # as it last said
+    queued_records: int = 0  # its rows received and not yet committed
+    sent: tuple[Any, ...] | None = field(default=None)  # the last view sent to it
+
+
 class LinkServer:
-    """The writer process's end: answers each front end's requests from a :class:`LocalBackend`."""
+    """The writer process's end: answers each front end's requests from a :class:`LocalBackend`,
+    and keeps every front end told of the work the others hold."""
 
     def __init__(self, backend: LocalBackend) -> None:
         self._backend = backend
         self._decoders = {k: msgspec.msgpack.Decoder(t) for k, t in _ROW_TYPES.items()}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._front_ends: list[_FrontEnd] = []
+        self._dirty = False
+        self._flush_due = False
         # Front ends that said they serve (``hello``, sent once uvicorn listens).
         self.serving = 0
         self.hello = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _FrontEnd(writer)
+        self._front_ends.append(peer)
+        self._changed()
         try:
             while True:
                 header, payload = await _read(reader)
-                task = asyncio.create_task(self._answer(header, payload, writer))
+                if header[0] == _NOTICE:
+                    if header[1] == "load":
+                        peer.admitted_records = max(0.0, float(header[2]))
+                        self._changed()
+                    continue
+                task = asyncio.create_task(self._answer(header, payload, peer))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         except (asyncio.IncompleteReadError, ConnectionError, msgspec.DecodeError, ValueError):
             pass  # the front end went away (or is broken): its requests end with it
         finally:
+            self._front_ends.remove(peer)
+            self._changed()
             writer.close()
 
-    async def _answer(self, header: Any, payload: bytes, writer: asyncio.StreamWriter) -> None:
+    def _changed(self) -> None:
+        """Some front end's work changed: tell the others, once per turn of the loop."""
+        self._dirty = True
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        if not self._dirty:
+            return
+        self._dirty = False
+        backlog = self._backend.backlog
+        # The writer's busy windows are the whole collector's: work admitted anywhere counts.
+        backlog.elsewhere(sum(p.admitted_records for p in self._front_ends))
+        held = [p.admitted_records + p.queued_records for p in self._front_ends]
+        total = sum(held)
+        for peer, own in zip(self._front_ends, held, strict=True):
+            view = backlog.view(total - own)
+            fields = (
+                view.others_records,
+                view.throughput,
+                view.last_throughput,
+                view.commit_s,
+                view.commit_s_per_record,
+                view.commit_floor_s,
+            )
+            if fields != peer.sent and not peer.writer.is_closing():
+                peer.sent = fields
+                peer.writer.write(_frame([_NOTICE, "view", fields]))
+
+    async def _answer(self, header: Any, payload: bytes, peer: _FrontEnd) -> None:
         ident, op, arg = header
         try:
-            value = await self._run(op, arg, payload)
+            value = await self._run(op, arg, payload, peer)
             reply = [ident, "ok", value]
         except (QueueFull, WriterStopped, StoreError) as exc:
             reason = next(k for k, t in _ERRORS.items() if isinstance(exc, t))
             reply = [ident, "error", [reason, str(exc)]]
         except Exception as exc:  # a request the writer cannot read; the front end says 503
             reply = [ident, "error", ["store", f"{type(exc).__name__}: {exc}"]]
-        if not writer.is_closing():
-            writer.write(_frame(reply))
+        # The others hear that this work left before its front end can answer its client
+        # (whose next request may reach another front end).
+        self._flush()
+        if not peer.writer.is_closing():
+            peer.writer.write(_frame(reply))
 
-    async def _run(self, op: str, arg: Any, payload: bytes) -> Any:
+    async def _run(self, op: str, arg: Any, payload: bytes, peer: _FrontEnd) -> Any:
         if op == "store":
             kind = RecordKind(arg)
             rows: Sequence[Any] = self._decoders[kind].decode(payload)
-            seconds, group = await self._backend.commit(kind, rows)
+            peer.queued_records += len(rows)
+            self._changed()
+            try:
+                seconds, group = await self._backend.commit(kind, rows)
+            finally:
+                peer.queued_records -= len(rows)
+                self._changed()
             return [seconds, group]
         if op == "hello":
             self.serving += 1
@@ -122,7 +197,9 @@ class LinkServer:
 class RemoteBackend:
     """A front end's end: the :class:`~corecensus.collector.backend.Backend` of a writer in
     another process. ``on_lost`` is called once if the writer goes away; every request
-    waiting then fails with :class:`WriterStopped` (503: nothing it sent is acknowledged)."""
+    waiting then fails with :class:`WriterStopped` (503: nothing it sent is acknowledged).
+    It tells the writer whenever ``backlog``'s admitted work changes, and gives ``backlog``
+    each view the writer sends (``on_view`` is called after)."""
 
     def __init__(self, path: Path, backlog: Backlog) -> None:
         self._path = path
@@ -132,8 +209,11 @@ class RemoteBackend:
         self._encoder = msgspec.msgpack.Encoder()
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
+        self._report_due = False
+        self._reported = 0.0
         self.lost = False
         self.on_lost: Callable[[], None] | None = None
+        self.on_view: Callable[[], None] | None = None
 
     async def connect(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -147,11 +227,34 @@ class RemoteBackend:
                     raise
                 await asyncio.sleep(0.05)
         self._reading = asyncio.create_task(self._read_replies(reader))
+        # Backlog calls it on this loop's thread (the upload handler's admitted/left/decoded).
+        self._backlog.on_change = self._report_soon
+
+    def _report_soon(self) -> None:
+        # Once per turn of the loop: a request queued for the writer leaves the admitted count
+        # in the same turn, so its rows reach the writer before the lower count does (counted
+        # twice for a moment rather than not at all).
+        if not self._report_due and not self.lost and self._writer is not None:
+            self._report_due = True
+            asyncio.get_running_loop().call_soon(self._report)
+
+    def _report(self) -> None:
+        self._report_due = False
+        records = self._backlog.admitted_records()
+        if records != self._reported and not self.lost and self._writer is not None:
+            self._reported = records
+            self._writer.write(_frame([_NOTICE, "load", records]))
 
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
                 (ident, status, value), _ = await _read(reader)
+                if ident == _NOTICE:
+                    if status == "view":
+                        self._backlog.heard(WriterView(*value))
+                        if self.on_view is not None:
+                            self.on_view()
+                    continue
                 future = self._waiting.pop(ident, None)
                 if future is None or future.done():
                     continue
@@ -200,12 +303,10 @@ class RemoteBackend:
         payload = self._encoder.encode(list(rows))
         self._backlog.queued(n)
         try:
-            seconds, group = await self._call("store", str(kind), payload)
-        except BaseException:
+            await self._call("store", str(kind), payload)
+        finally:
+            # Committed or not, they left; the writer measures its commits (its views say).
             self._backlog.unqueued(n)
-            raise
-        # The commit's seconds were the whole group's: this request's records' share of them.
-        self._backlog.committed(n, float(seconds) * n / max(n, int(group)))
 
     async def unready(self) -> str | None:
         if self.lost:

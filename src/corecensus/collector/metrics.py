@@ -49,6 +49,7 @@ class CollectorMetrics:
     shed: Counter
     queue_records: Gauge
     queue_requests: Gauge
+    admission_records: Gauge
     commit_seconds: Histogram
     commit_batch_records: Histogram
     checkpoint_seconds: Histogram
@@ -100,6 +101,15 @@ class CollectorMetrics:
                 "Requests waiting for the writer",
                 registry=reg,
                 multiprocess_mode="livesum",
+            ),
+            # Each front end's own (a pid label with several processes).
+            admission_records=Gauge(
+                f"{_PREFIX}_admission_records",
+                "Records a new upload finds ahead of it, as this process's admission counts "
+                "them (its own admitted and queued work, and the other front ends' as the "
+                "writer last said)",
+                registry=reg,
+                multiprocess_mode="liveall",
             ),
             commit_seconds=Histogram(
                 f"{_PREFIX}_commit_seconds",

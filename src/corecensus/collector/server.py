@@ -307,7 +307,15 @@ class Collector:
             )
         return size
 
-    def _admit(self, deadline_s: float) -> None:
+    def show_backlog(self) -> None:
+        """Set the admission gauge from the backlog (at each decision, and in a front end
+        when the writer's view of the others arrives)."""
+        self.metrics.admission_records.set(self.backlog.records_ahead())
+
+    def _admit(self, deadline_s: float) -> float:
+        """Refuse (503) a request whose deadline the queued work would miss; else the wait
+        it is expected to have."""
+        self.show_backlog()
         if self.inflight >= self.config.max_inflight_requests:
             raise _Refusal(
                 503, "queue_full", "too many uploads in progress", self.backlog.expected_wait_s()
@@ -319,7 +327,9 @@ class Collector:
                 "overloaded",
                 f"queued work needs about {wait:.1f} s, more than the deadline allows",
                 wait,
+                records_ahead=round(self.backlog.records_ahead()),
             )
+        return wait
 
     async def _admit_and_store(
         self, kind: RecordKind, request: Request, outcome: _Outcome
@@ -341,17 +351,29 @@ class Collector:
         wait = self.limiter.take(agent.name)
         if wait > 0:
             raise _Refusal(429, "rate_limited", "this agent is over its request rate", wait)
-        self._admit(deadline_s)
+        expected = self._admit(deadline_s)
         self.inflight += 1
         self.backlog.admitted()
         counted = True
+        # Where an admitted request's time goes, in its log line: what admission expected,
+        # then the body, the decode (with its wait for a thread) and the commit (with the wait
+        # in the writer's queue), each in ms of wall time.
+        stages = outcome.extra
+        stages["expected_ms"] = round(expected * 1000, 1)
         try:
+            t0 = time.perf_counter()
             body = await self._read_body(request, size)
+            t1 = time.perf_counter()
             batch, rows = await self._decode(kind, body, request.headers.get("content-encoding"))
+            t2 = time.perf_counter()
+            stages["body_ms"], stages["decode_ms"] = _ms(t1 - t0), _ms(t2 - t1)
             # From here the writer's queue counts these records.
             self.backlog.left()
             counted = False
-            return await self._store(kind, agent, batch, rows, outcome)
+            try:
+                return await self._store(kind, agent, batch, rows, outcome)
+            finally:
+                stages["commit_ms"] = _ms(time.perf_counter() - t2)
         finally:
             self.inflight -= 1
             if counted:
@@ -509,6 +531,10 @@ class Collector:
         label = path if path in _KNOWN_PATHS or path == "/api/v1/hosts" else "other"
         self.metrics.requests.labels(path=label, status=str(response.status_code)).inc()
         return response
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def _json(doc: Any) -> Response:

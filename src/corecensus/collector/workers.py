@@ -11,9 +11,11 @@ committed, so an acknowledgement still means durable.
 
 What each front end knows on its own: its tokens (each re-reads the file on SIGHUP, which the
 writer process passes on), its share of each agent's rate (rate / workers: the kernel spreads
-an agent's connections over the front ends) and its own backlog: admission compares the work
-it has in flight with the throughput it sees, which the other front ends' load lowers, so its
-estimate of the wait stays its own. The writer's queue bound holds for all of them.
+an agent's connections over the front ends) and its own admitted work. What it cannot see, the
+writer tells it over the link whenever it changes: the records the other front ends hold
+(admitted, or queued for the writer) and the collector's throughput and commit costs, measured
+in the writer where every record passes; admission adds its own work and decides on the whole
+collector's queue. The writer's queue bound holds for all of them.
 
 Metrics: every process keeps its values in files of one directory (prometheus-client's
 multiprocess mode); any front end's ``/metrics`` sums them.
@@ -228,6 +230,7 @@ def _front_end(
             rate_share=1.0 / workers,
         )
         server = http_server(collector, config)
+        backend.on_view = collector.show_backlog
 
         def lost() -> None:
             # The writer is gone: nothing more can be acknowledged; stop.

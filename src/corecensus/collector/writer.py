@@ -48,6 +48,8 @@ Sink = Callable[[UploadRows], UploadCounts]
 Snapshot = Callable[[], None]
 # Told each snapshot's seconds, or its error.
 SnapshotReport = Callable[[float, BaseException | None], None]
+# Told each checkpoint's seconds, the log's bytes before it, and whether requests were waiting.
+CheckpointReport = Callable[[float, int, bool], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ class GroupCommitWriter:
         snapshot_every_s: float = 30.0,
         on_snapshot: SnapshotReport | None = None,
         checkpoints: Checkpoints | None = None,
+        on_checkpoint: CheckpointReport | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._sink = sink
@@ -101,6 +104,7 @@ class GroupCommitWriter:
         self._snapshot_every_s = snapshot_every_s
         self._on_snapshot = on_snapshot
         self._checkpoints = checkpoints
+        self._on_checkpoint = on_checkpoint
         self._next_snapshot = 0.0
         self._unsnapped = True  # committed work the last snapshot does not hold
         self._jobs: deque[_Job] = deque()
@@ -189,7 +193,10 @@ class GroupCommitWriter:
         except Exception as exc:  # the log stays (durable); the next commit tells
             self.last_error = f"checkpoint: {exc}"
             return
-        self._metrics.checkpoint_seconds.observe(self._clock() - start)
+        seconds = self._clock() - start
+        self._metrics.checkpoint_seconds.observe(seconds)
+        if self._on_checkpoint is not None:
+            self._on_checkpoint(seconds, size, not idle)
 
     def _snap(self) -> None:
         if self._snapshot is None:
