@@ -436,6 +436,60 @@ def row(label: str, r: dict[str, Any], batch: int) -> str:
     )
 
 
+def tail_report(log: Path, since: float, until: float, client_p99_ms: float) -> list[str]:
+    """Where the slowest 1 % of a phase's acknowledged requests spent their time, from the
+    collector's own log lines (each admitted upload's ``body_ms``, ``decode_ms``, ``commit_ms``;
+    the writer's ``checkpoint`` and ``snapshot`` lines), for requests answered between
+    ``since`` and ``until`` (time.time())."""
+    events = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    ok = [
+        e
+        for e in events
+        if e.get("event") == "upload" and e.get("status") == 200 and since <= e["ts"] <= until
+    ]
+    if not ok:
+        return ["(no acknowledged uploads in the collector's log for this phase)"]
+    stalls = [
+        (e["ts"] - e["ms"] / 1000, e["ts"], e["event"])
+        for e in events
+        if e.get("event") in ("checkpoint", "snapshot") and since - 5 <= e["ts"] <= until + 5
+    ]
+    in_phase = [s for s in stalls if s[1] >= since and s[0] <= until]
+
+    def overlaps(e: dict[str, Any]) -> bool:
+        start = e["ts"] - e["ms"] / 1000
+        return any(a < e["ts"] and b > start for a, b, _kind in in_phase)
+
+    ok.sort(key=lambda e: e["ms"])
+    slow = ok[-max(3, len(ok) // 100) :]
+
+    def med(key: str, rows: list[dict[str, Any]]) -> float:
+        values = sorted(float(r.get(key, 0.0)) for r in rows)
+        return values[len(values) // 2]
+
+    server_p99 = ok[min(len(ok) - 1, int(0.99 * len(ok)))]["ms"]
+    stalled_ms = sum((b - a) * 1000 for a, b, _k in in_phase)
+    seconds = max(1e-9, until - since)
+    return [
+        f"server-side p50 {med('ms', ok):.0f} ms, p99 {server_p99:.0f} ms (the client's p99 "
+        f"{client_p99_ms:.0f} ms adds connecting and waiting to be read); median of all: "
+        f"decode {med('decode_ms', ok):.0f}, commit {med('commit_ms', ok):.0f} ms",
+        f"slowest {len(slow)} (1 %): median body {med('body_ms', slow):.1f}, decode "
+        f"{med('decode_ms', slow):.0f}, commit (queue + group commit) {med('commit_ms', slow):.0f}"
+        f" ms; {sum(map(overlaps, slow))} of them overlapped a checkpoint or snapshot "
+        f"({sum(map(overlaps, ok))} of all {len(ok)})",
+        f"checkpoints and snapshots in the phase: {len(in_phase)}, "
+        f"{stalled_ms:.0f} ms in all ({100 * stalled_ms / 1000 / seconds:.1f} % of the phase), "
+        f"longest {max([(b - a) * 1000 for a, b, _k in in_phase], default=0):.0f} ms",
+    ]
+
+
 def per_record_costs(template: str, rounds: int = 3) -> None:
     """In one process, no HTTP: the collector's per-record work, stage by stage (best of
     ``rounds``; wall and CPU time, the CPU being what a loaded machine does not inflate), and
@@ -604,12 +658,14 @@ def main() -> None:
             work,
         )[0]  # fmt: skip
         capacity_req = cap["requests"] / cap["seconds"]
+        half_since = time.time()
         half = measured(
             coll,
             {**base, "url": coll.url, "prefix": "h", "acked": str(acked),
              "phases": [{"name": "50%", "mode": "open", "rate": capacity_req / 2, "seconds": args.seconds}]},
             work,
         )[0]  # fmt: skip
+        half_tail = tail_report(coll.log, half_since, time.time(), pct(half["latencies_ok"], 0.99))
         rest = run_generator(
             {**base, "url": coll.url, "prefix": "o", "acked": str(acked),
              "phases": [
@@ -649,6 +705,9 @@ def main() -> None:
         1e-9, peer_res[0]["acked_records"] / peer_res[0]["seconds"]
     )
     print(f"\ncollector / peer sustained acknowledged records/s: {ratio:.2f}x")
+    print("\nThe 50 % phase's tail, from the collector's log:")
+    for line in half_tail:
+        print(f"- {line}")
     print(
         f"acknowledged records: {len(acked_ids)}, missing from the store: {lost}; collector exit status {status}"
     )
