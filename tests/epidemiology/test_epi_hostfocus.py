@@ -12,7 +12,14 @@ import pytest
 from test_epi_placement import DAY, T0, background, crash, faulty
 
 from corecensus.epidemiology import AnalysisParams, CrashTable, analyze
-from corecensus.epidemiology.hostfocus import PAIR, WINDOW, WINDOW_PAIR, dyadic_windows
+from corecensus.epidemiology.hostfocus import (
+    PAIR,
+    WINDOW,
+    WINDOW_PAIR,
+    WINDOW_PAIR_SHARE,
+    distinct_windows,
+    dyadic_windows,
+)
 from corecensus.epidemiology.hosttest import (
     pair_cell_pvalue,
     pair_pvalues,
@@ -254,3 +261,124 @@ def test_the_same_quiet_stretch_without_a_change_is_not_a_stop() -> None:
     [h] = run(_quiet_after(change=False)).hosts
     assert any("still going at the end of the data" in r for r in h.reasons)
     assert any(r.startswith("Take the CPU out on h150") for r in h.recommendations)
+
+
+def test_windows_that_cannot_add_anything_give_their_share_to_the_others() -> None:
+    """Per host: windows with fewer than 3 crashes with a known CPU, or holding every crash
+    of the host, are not tested; windows with the same crashes count once."""
+    n_win = 4
+    # one host slot, four windows: crashes (segment, time)
+    seg = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 3, 3], dtype=np.int64)
+    t = np.array([5, 6, 7, 5, 6, 7, 8, 5, 6, 5, 6, 7], dtype=np.int64)
+    known = np.array([3, 4, 2, 3])
+    tested, distinct = distinct_windows(seg, t, known, np.array([5]), n_win)
+    # window 2 has 2 crashes; windows 0 and 3 hold the same three crashes (times 5-7)
+    assert tested.tolist() == [True, True, False, True]
+    assert distinct.tolist() == [2]
+    # a window holding every crash of the host is the whole-data test itself
+    tested, distinct = distinct_windows(seg, t, known, np.array([4]), n_win)
+    assert tested.tolist() == [True, False, False, True]
+    assert distinct.tolist() == [1]
+    # crashes without a known CPU count toward the crash set, not toward the three needed
+    tested, _ = distinct_windows(seg, t, np.array([2, 4, 2, 3]), np.array([5]), n_win)
+    assert tested.tolist() == [False, True, False, True]
+
+
+def _late_pair(cpus: tuple[int, ...]) -> list[dict[str, Any]]:
+    """A host of its own: one ordinary crash on day 3, then five in the last ten days on ``cpus`` (the
+    two-cpus simulator's seed-19 host: three on one CPU, two anomalous ones on another)."""
+    rows = [crash("late", 3.0, 10, pop="bg3", host_cpus=32)]
+    days = (20.5, 23.3, 25.9, 26.1, 28.2)
+    anomalous = (False, True, False, False, True)
+    rows += [
+        crash("late", d, c, pop=f"bg{i + 4}", anomalous=an, host_cpus=32)
+        for i, (d, c, an) in enumerate(zip(days, cpus, anomalous, strict=True))
+    ]
+    return rows
+
+
+def test_few_late_crashes_on_two_cpus_are_found_in_their_few_windows() -> None:
+    """Five late crashes on CPUs 4 and 21 fill 3 of the 10 windows with at least 3 crashes: the
+    windowed pair test there is p ~ 3e-6, over a tenth of its share (1.25e-6) and under a
+    third (4.2e-6)."""
+    rows = background() + _late_pair((4, 21, 4, 4, 21))
+    a = run(rows)
+    assert a.flagged_hosts() == ("late",)
+    i = list(a.host_names).index("late")
+    f = a.scan.focus
+    alpha = AnalysisParams().window_alpha
+    assert a.scan.p_value[i] > AnalysisParams().host_alpha
+    assert f.test[i] == WINDOW_PAIR
+    assert alpha * WINDOW_PAIR_SHARE / f.windows < f.raw_p[i] <= alpha * f.share[i]
+    assert f.tested[i] < f.windows
+    [h] = a.hosts
+    assert any("CPUs 4, 21" in r for r in h.recommendations)
+    assert any("distinct windows with at least 3 crashes" in r for r in h.reasons)
+
+
+def test_few_late_crashes_spread_over_cpus_are_not_flagged() -> None:
+    a = run(background() + _late_pair((4, 21, 7, 12, 30)))
+    assert a.flagged_hosts() == ()
+
+
+def test_focused_family_keeps_its_budget_on_a_null_fleet_of_small_hosts() -> None:
+    """3,000 hosts with 4-8 crashes each at random times on 8 CPUs, 5 % anomalous: the share
+    of hosts the focused family flags is at most window_alpha (here 0.02, to be measurable),
+    with the windows' shares split over each host's distinct windows."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for h in range(3000):
+        for j in range(int(rng.integers(4, 9))):
+            rows.append(
+                crash(
+                    f"n{h:04d}",
+                    float(rng.uniform(0, 30)),
+                    int(rng.integers(8)),
+                    pop=f"bg{j % 10}",
+                    anomalous=bool(rng.random() < 0.05),
+                    host_cpus=8,
+                )
+            )
+    a = run(rows, host_alpha=1e-12, window_alpha=0.02)
+    focus = a.scan.focus
+    flagged = np.mean(focus.p_value <= 0.02)
+    assert flagged <= 0.02
+    # and the windows were tested at all (their shares over fewer than ten windows)
+    assert (focus.test == WINDOW).sum() > 0 and focus.tested[focus.test == WINDOW].max() < 10
+
+
+def test_two_cpus_with_two_anomalous_crashes_each_are_named_when_the_host_test_flags_too() -> None:
+    """Two crashes on each of CPUs 17 and 20 of 32, all four anomalous: the whole-data test
+    flags the host (p ~ 4e-6) but names no CPU (the busiest alone holds 2 of 5); the pair test
+    is far more extreme against its own level, so both are named. One bad CPU with a healthy
+    runner-up keeps one name (test_pair_of_one_bad_cpu_and_a_healthy_one_names_only_the_bad)."""
+    days_cpus = [(5.0, 3, False), (10.0, 17, True), (14.0, 20, True), (18.0, 17, True)]
+    days_cpus.append((22.0, 20, True))
+    rows = background() + [
+        crash("two", d, c, pop=f"bg{i}", anomalous=an, host_cpus=32)
+        for i, (d, c, an) in enumerate(days_cpus)
+    ]
+    a = run(rows)
+    assert a.flagged_hosts() == ("two",)
+    i = list(a.host_names).index("two")
+    assert a.scan.p_value[i] <= AnalysisParams().host_alpha
+    assert a.scan.focus.test[i] in (PAIR, WINDOW_PAIR)
+    [h] = a.hosts
+    assert any("CPUs 17, 20" in r for r in h.recommendations)
+
+
+def test_one_strong_bad_cpu_and_a_runner_up_with_one_crash_names_only_the_bad() -> None:
+    """Fourteen crashes on CPU 13, half anomalous, one on CPU 7: the pair test's sum holds the
+    bad CPU's crashes, so it is more extreme than the one-cell test (whose exact law bottoms out
+    near 1e-19); CPU 7 is still not named (a CPU with one crash never is)."""
+    one = faulty("solo", 13, np.linspace(2, 28, 14), host_cpus=32)
+    one.append(crash("solo", 6.0, 7, host_cpus=32))
+    a = run(background() + one)
+    i = list(a.host_names).index("solo")
+    focus = a.scan.focus
+    assert focus.test[i] in (PAIR, WINDOW_PAIR)
+    alpha = AnalysisParams()
+    assert focus.p_value[i] / alpha.window_alpha < a.scan.p_value[i] / alpha.host_alpha
+    [h] = a.hosts
+    assert any("CPUs 13 " in r for r in h.recommendations)
+    assert not any("CPUs 7" in r or ", 7" in r for r in h.recommendations)

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from corecensus.epidemiology.concentration import max_cell_pvalue
-from corecensus.epidemiology.hostfocus import PAIR, WINDOW, WINDOW_PAIR
+from corecensus.epidemiology.hostfocus import PAIR, WINDOW, WINDOW_PAIR, FocusScan
 from corecensus.epidemiology.hostscan import HostScan, ScanSettings, scan_hosts
 from corecensus.epidemiology.loops import Bursts, find_bursts
 from corecensus.epidemiology.params import AnalysisParams
@@ -238,9 +238,9 @@ def _detail(
         suspects.append(SuspectCell(cell=v, crashes=k, p_value=p_named, cpus=cpus))
         n_left -= k
         c_left = max(c_left - 1, 1)
-    if by_focus and int(focus.test[h]) in (PAIR, WINDOW_PAIR):
-        # flagged by the two busiest cells together: at least one of them is bad, screen both
-        # (when the whole-window test flags the host, the pair says nothing about the second)
+    if _pair_named(h, scan, params, by_focus, _pair_least(h, crashes, cell, everything, focus)):
+        # the two busiest cells together passed their own test: at least one of them is bad,
+        # screen both
         for v in (int(focus.pair_cells[0][h]), int(focus.pair_cells[1][h])):
             if v < 0 or any(x.cell == v for x in suspects):
                 continue
@@ -281,6 +281,42 @@ def _detail(
         stop_change_us=min(after) if after else None,
         stop_change_p=test.p_change,
     )
+
+
+def _pair_least(
+    h: int, crashes: CrashTable, cell: NDArray[np.int32], rows: I64, focus: FocusScan
+) -> int:
+    """The fewer crashes of the pair test's two cells, among that test's crashes (the whole
+    data's, or its window's)."""
+    if int(focus.test[h]) == WINDOW_PAIR:
+        t = crashes.time_us[rows]
+        rows = rows[(t >= focus.window_start_us[h]) & (t < focus.window_end_us[h])]
+    pair = (int(focus.pair_cells[0][h]), int(focus.pair_cells[1][h]))
+    return min(int(np.count_nonzero(cell[rows] == v)) for v in pair)
+
+
+def _pair_named(h: int, scan: HostScan, params: AnalysisParams, by_focus: bool, least: int) -> bool:
+    """Whether a flagged host's two busiest cells (of the data, or of a window) are named as a
+    pair: their test passed its share of ``window_alpha`` and either it flagged the host or,
+    when the whole-data test flagged it too, each of the two holds at least 2 of the test's
+    crashes (``least``; a CPU with one crash is never named, as in the step-down) and the pair
+    test is the more extreme of the two, each against its own level. Two bad CPUs with 2-4
+    crashes each hold no single CPU a step-down can name (a host with 2 crashes on each of
+    CPUs 17 and 20 of 32, all four anomalous: the busiest alone p = 0.29, the host p = 2.8e-6,
+    the pair p = 1.6e-7 against its level 1.25e-5, issue 9). One bad CPU with 14 crashes and
+    a runner-up with one makes the pair test more extreme than the one-cell test (its sum
+    holds the bad CPU's crashes): the runner-up is not named."""
+    focus = scan.focus
+    if int(focus.test[h]) not in (PAIR, WINDOW_PAIR):
+        return False
+    if float(focus.p_value[h]) > params.window_alpha:
+        return False
+    if by_focus:
+        return True
+    stronger = float(focus.p_value[h]) / params.window_alpha < (
+        float(scan.p_value[h]) / params.host_alpha
+    )
+    return least >= 2 and stronger
 
 
 def _facts(h: int, placement: Placement) -> tuple[str, ...]:

@@ -22,6 +22,17 @@ crash times, which the conditional null (given each host's crashes and their tim
 fixed, so the family is fixed before the CPUs and anomalies are looked at. The host's
 false-alarm probability is then at most ``host_alpha + window_alpha``.
 
+**Windows that cannot add anything** (Tarone 1990, "A modified Bonferroni method for discrete
+data", Biometrics 46:515-522: only tests that can reject need a share). A window with fewer
+than ``MIN_WINDOW_CRASHES`` crashes with a known CPU (two crashes on one of 32 CPUs happen 3 %
+of the time: no pile-up to see), one that holds every crash of the host (it *is* the
+whole-data test, already in the family at a larger level) and a second window with the same
+crashes as another (the same test twice) are not tested; each kind's share is split equally
+over the host's remaining *distinct* windows instead of over all ten. Which windows remain
+depends only on the crash times and on which crashes have a CPU, which the null holds fixed,
+so the shares still sum to at most ``window_alpha``. A host whose crashes are few and late
+(5 faulty crashes in the last ten days of a month) has 3 or 4 such windows, not 10.
+
 **Which hosts.** Only hosts whose whole-window p-value is at most ``exact_level`` (1 %), whose
 pair test can reach it, or one of whose windows has its busiest cell or two busiest cells
 alone at most ``SCREEN_LEVEL`` get the focused tests: skipping a test is
@@ -55,6 +66,7 @@ from corecensus.epidemiology.hosttest import (
 from corecensus.epidemiology.segments import radix_argsort, weighted_count
 
 __all__ = [
+    "MIN_WINDOW_CRASHES",
     "NONE",
     "PAIR",
     "PAIR_SHARE",
@@ -64,6 +76,7 @@ __all__ = [
     "WINDOW_PAIR_SHARE",
     "WINDOW_SHARE",
     "FocusScan",
+    "distinct_windows",
     "dyadic_windows",
     "focus_tests",
 ]
@@ -81,6 +94,8 @@ WINDOW_PAIR_SHARE = 1.0 - PAIR_SHARE - WINDOW_SHARE
 # The screen for windows of hosts whose whole-window p-value is above 1 %: some window's
 # busiest cell alone at most this (a late fault on a busy host: the whole window hides it).
 SCREEN_LEVEL = 1e-3
+# A window with fewer crashes with a known cell than this is not tested (module docstring).
+MIN_WINDOW_CRASHES = 3
 
 # what the focus says flagged a host
 NONE, PAIR, WINDOW, WINDOW_PAIR = 0, 1, 2, 3
@@ -96,7 +111,9 @@ class FocusScan:
     ``window_crashes`` the window's crashes with a known cell; ``second``/``second_count`` the
     second busiest cell of the whole data; ``pair_cells`` the pair test's two cells (of its
     window for ``WINDOW_PAIR``), ``pair_count`` the crashes on them; ``first_alarm_us`` the
-    earliest alarm of the windowed streams (-1 none); ``windows`` the number of windows."""
+    earliest alarm of the windowed streams (-1 none); ``windows`` the number of windows;
+    ``share`` the best test's share of ``window_alpha`` and ``tested`` how many distinct
+    windows its kind was split over (0 for the whole-data pair test)."""
 
     p_value: F64
     test: I64
@@ -112,6 +129,8 @@ class FocusScan:
     pair_count: I64
     first_alarm_us: I64
     windows: int
+    share: F64
+    tested: I64
 
     @staticmethod
     def empty(n_hosts: int, windows: int) -> FocusScan:
@@ -131,6 +150,8 @@ class FocusScan:
             pair_count=np.zeros(n_hosts, dtype=np.int64),
             first_alarm_us=minus.copy(),
             windows=windows,
+            share=np.ones(n_hosts),
+            tested=np.zeros(n_hosts, dtype=np.int64),
         )
 
 
@@ -209,13 +230,12 @@ def focus_tests(
             cpus[pair_hosts],
             exact_below=exact_level,
         )
-        better = _keep_best(out, pair_hosts, p2, p2 / PAIR_SHARE, PAIR)
+        better = _keep_best(out, pair_hosts, p2, np.full(p2.size, PAIR_SHARE), PAIR)
         _keep_pair(out, pair_hosts[better], cells, pair_hosts[better], pair_x)
 
     # the windows
     n_win = int(starts.size)
-    win_share = WINDOW_SHARE / n_win
-    level = window_alpha * win_share
+    level = window_alpha * WINDOW_SHARE / n_win  # the windowed streams' level (all ten)
     host_list = np.flatnonzero(cand)
     slot = np.full(n_hosts, -1, dtype=np.int64)
     slot[host_list] = np.arange(host_list.size)
@@ -234,10 +254,20 @@ def focus_tests(
     lam_k = weighted_count(seg[known], se[known], n_seg)
     lam_u = weighted_count(seg[~known], se[~known], n_seg)
     top = modal_top_cells(seg, sc, sr, n_seg, z_seg, lam_k, lam_u, seg_cpus)
+    # which windows are tested, and each kind's share split over the host's distinct ones
+    ts_idx = ts[idx]
+    host_total = np.bincount(slot[hs], minlength=host_list.size)
+    tested, distinct = distinct_windows(seg, ts_idx, top.n, host_total, n_win)
+    tested2 = tested & (seg_cpus >= 4)
+    _, distinct2 = distinct_windows(seg, ts_idx, np.where(tested2, top.n, 0), host_total, n_win)
+    win_share = WINDOW_SHARE / np.maximum(np.repeat(distinct, n_win), 1)
+    pair_share = WINDOW_PAIR_SHARE / np.maximum(np.repeat(distinct2, n_win), 1)
     elsewhere = z_seg - top.anomalous
     score = statistic(top.n, top.top, top.anomalous, elsewhere, lam_k, lam_u, seg_cpus).score
-    live = score < 1.0
-    live[live] = lower_bounds(top.n[live], score[live], seg_cpus[live]) <= level
+    live = tested & (score < 1.0)
+    live[live] = lower_bounds(top.n[live], score[live], seg_cpus[live]) <= (
+        window_alpha * win_share[live]
+    )
     need = np.flatnonzero(live)
     if need.size:
         take = live[seg]
@@ -249,19 +279,19 @@ def focus_tests(
             anomaly_laws(seg[take], np.where(known, se, 0.0)[take], n_seg, cap)[need],
             anomaly_laws(seg[take], np.where(known, 0.0, se)[take], n_seg, cap)[need],
             seg_cpus[need],
-            exact_below=level,
+            exact_below=float(window_alpha * win_share[need].max()),
         )[1]
         hosts = host_list[need // n_win]
-        better = _keep_best(out, hosts, p_w, p_w / win_share, WINDOW)
+        better = _keep_best(out, hosts, p_w, win_share[need], WINDOW, distinct[need // n_win])
         _keep_window(out, hosts[better], need[better] % n_win, starts, ends, top, need[better])
 
     # the two busiest cells in each window
-    pair_share = WINDOW_PAIR_SHARE / n_win
     seg_x = top.top + top.second_count
     seg_k = top.pair_anomalous
     live2 = _pair_screen(
         top.n, seg_x, seg_k, z_seg - seg_k, lam_k, lam_u, seg_cpus, window_alpha * pair_share
     )
+    live2 &= tested2
     need2 = np.flatnonzero(live2)
     if need2.size:
         take = live2[seg]
@@ -273,10 +303,12 @@ def focus_tests(
             anomaly_laws(seg[take], np.where(known, se, 0.0)[take], n_seg, cap)[need2],
             anomaly_laws(seg[take], np.where(known, 0.0, se)[take], n_seg, cap)[need2],
             seg_cpus[need2],
-            exact_below=window_alpha * pair_share,
+            exact_below=float(window_alpha * pair_share[need2].max()),
         )
         hosts = host_list[need2 // n_win]
-        better = _keep_best(out, hosts, p_wp, p_wp / pair_share, WINDOW_PAIR)
+        better = _keep_best(
+            out, hosts, p_wp, pair_share[need2], WINDOW_PAIR, distinct2[need2 // n_win]
+        )
         segs = need2[better]
         _keep_window(out, hosts[better], segs % n_win, starts, ends, top, segs)
         _keep_pair(out, hosts[better], top, segs, seg_x)
@@ -288,7 +320,7 @@ def focus_tests(
             alarm_crashes=np.zeros(n_seg, dtype=np.int64),
             min_p=np.ones(n_seg),
         )
-        ts_seg = ts[idx]
+        ts_seg = ts_idx
         stream.run(
             h=seg,
             c=sc,
@@ -310,15 +342,38 @@ def focus_tests(
     return out
 
 
+def distinct_windows(seg: I64, t: I64, known: I64, host_total: I64, n_win: int) -> tuple[B, I64]:
+    """Which (host slot, window) segments are tested and, per host slot, how many distinct
+    crash sets they hold (module docstring): ``seg`` each crash's segment (``slot * n_win +
+    window``), ``t`` its time, ``known`` per segment its crashes with a known cell (0 where a
+    kind does not apply), ``host_total`` per slot all its crashes. Windows are time
+    intervals, so two of a host hold the same crashes exactly when they agree on the count,
+    the first and the last time."""
+    n_seg = known.size
+    count = np.bincount(seg, minlength=n_seg)
+    first = np.full(n_seg, np.iinfo(np.int64).max, dtype=np.int64)
+    last = np.full(n_seg, np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(first, seg, t)
+    np.maximum.at(last, seg, t)
+    slot = np.arange(n_seg) // max(n_win, 1)
+    tested: B = (known >= MIN_WINDOW_CRASHES) & (count < host_total[slot])
+    rows = np.flatnonzero(tested)
+    keys = np.stack([slot[rows], count[rows], first[rows], last[rows]], axis=1)
+    uniq = np.unique(keys, axis=0) if rows.size else keys
+    distinct = np.bincount(uniq[:, 0], minlength=host_total.size).astype(np.int64)
+    return tested, distinct
+
+
 def _pair_screen(
-    n: I64, x: I64, k: I64, o: I64, lam: F64, lam_u: F64, cpus: I64, level: float
+    n: I64, x: I64, k: I64, o: I64, lam: F64, lam_u: F64, cpus: I64, level: float | F64
 ) -> B:
     """Where the pair test can reach ``level``: its lower bound (the union law's mass where
     ``s2`` alone is as extreme, :func:`~corecensus.epidemiology.hosttest.lower_bounds`) is at
     most it. Elsewhere its p-value counts as 1 (conservative)."""
     score = statistic(n, x, k, o, lam, lam_u, cpus, cells=2).score
     live: B = (cpus >= 4) & (x >= 3) & (score < 1.0)
-    live[live] = lower_bounds(n[live], score[live], cpus[live], cells=2) <= level
+    bound = np.broadcast_to(np.asarray(level, dtype=np.float64), live.shape)
+    live[live] = lower_bounds(n[live], score[live], cpus[live], cells=2) <= bound[live]
     return live
 
 
@@ -340,10 +395,18 @@ def _keep_pair(out: FocusScan, hosts: I64, top: TopCells, rows: I64, x: I64) -> 
     out.pair_count[hosts] = x[rows]
 
 
-def _keep_best(out: FocusScan, hosts: I64, raw: F64, adjusted: F64, test: int) -> B:
-    """Keep, per host, the test with the smallest adjusted p-value; returns which of ``hosts``
-    (one entry per test, hosts may repeat) is now the host's best."""
-    adjusted = np.minimum(adjusted, 1.0)
+def _keep_best(
+    out: FocusScan,
+    hosts: I64,
+    raw: F64,
+    share: F64,
+    test: int,
+    tested: I64 | None = None,
+) -> B:
+    """Keep, per host, the test with the smallest adjusted p-value (``raw / share``); returns
+    which of ``hosts`` (one entry per test, hosts may repeat) is now the host's best.
+    ``tested``: per entry, how many distinct windows its kind was split over."""
+    adjusted = np.minimum(raw / share, 1.0)
     order = np.lexsort((adjusted, hosts))
     first = np.ones(order.size, dtype=bool)
     first[1:] = hosts[order][1:] != hosts[order][:-1]
@@ -355,6 +418,8 @@ def _keep_best(out: FocusScan, hosts: I64, raw: F64, adjusted: F64, test: int) -
     hl = hosts[lead]
     out.p_value[hl] = adjusted[lead]
     out.raw_p[hl] = raw[lead]
+    out.share[hl] = share[lead]
+    out.tested[hl] = 0 if tested is None else tested[lead]
     out.test[hl] = test
     if test == PAIR:
         out.window_start_us[hl] = -1

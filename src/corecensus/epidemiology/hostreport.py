@@ -15,15 +15,7 @@ from numpy.typing import NDArray
 
 from corecensus.epidemiology.findings import HostFinding, HostKind, iso_time
 from corecensus.epidemiology.fleetscan import NAME_ALPHA, FleetScan, HostDetail, SuspectCell
-from corecensus.epidemiology.hostfocus import (
-    NONE,
-    PAIR,
-    PAIR_SHARE,
-    WINDOW,
-    WINDOW_PAIR,
-    WINDOW_PAIR_SHARE,
-    WINDOW_SHARE,
-)
+from corecensus.epidemiology.hostfocus import MIN_WINDOW_CRASHES, NONE, PAIR, WINDOW, WINDOW_PAIR
 from corecensus.epidemiology.hostscan import HostScan
 from corecensus.epidemiology.params import AnalysisParams
 from corecensus.epidemiology.rates import HostRates
@@ -130,14 +122,17 @@ def _focus_reasons(scan: HostScan, h: int, params: AnalysisParams) -> list[str]:
     if f.test[h] == NONE or f.p_value[h] > params.window_alpha:
         return []
     raw = float(f.raw_p[h])
+    share = float(f.share[h])
+    tested = int(f.tested[h])
     if f.test[h] in (PAIR, WINDOW_PAIR):
         whole = f.test[h] == PAIR
-        share = PAIR_SHARE if whole else WINDOW_PAIR_SHARE / max(f.windows, 1)
         where = (
             ""
             if whole
             else f"In the window {iso_time(int(f.window_start_us[h]))} to "
-            f"{iso_time(int(f.window_end_us[h]))} (one of {f.windows} dyadic windows) t"
+            f"{iso_time(int(f.window_end_us[h]))} (one of {tested} distinct windows with at "
+            f"least {MIN_WINDOW_CRASHES} crashes with a known CPU among {f.windows} dyadic "
+            "windows) t"
         )
         of = int(scan.known_cpu[h]) if whole else int(f.window_crashes[h])
         return [
@@ -148,10 +143,11 @@ def _focus_reasons(scan: HostScan, h: int, params: AnalysisParams) -> list[str]:
             f"pair test's share of window_alpha {params.window_alpha:g}: at least one of them "
             "is bad."
         ]
-    level = params.window_alpha * WINDOW_SHARE / max(f.windows, 1)
+    level = params.window_alpha * share
     return [
         f"In the window {iso_time(int(f.window_start_us[h]))} to "
-        f"{iso_time(int(f.window_end_us[h]))} (one of {f.windows} dyadic windows over the data) "
+        f"{iso_time(int(f.window_end_us[h]))} (one of {tested} distinct windows with at least "
+        f"{MIN_WINDOW_CRASHES} crashes with a known CPU among {f.windows} dyadic windows) "
         f"{int(f.cell_count[h])} of {int(f.window_crashes[h])} crashes with a known CPU are on "
         f"CPU {int(f.cell[h])}; the same exact test on that window's crashes p={raw:.2g} <= "
         f"{level:.2g}, the window's Bonferroni share of window_alpha {params.window_alpha:g}."
