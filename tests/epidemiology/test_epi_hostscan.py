@@ -113,11 +113,8 @@ def test_streaming_alarm_is_the_first_prefix_that_alarms() -> None:
     host = np.concatenate([rng.integers(0, 50, n_bg), np.full(10, 7)])
     cpu = np.concatenate([rng.integers(0, 32, n_bg), [9, 9, 2, 9, 9, 9, 9, 9, 9, 9]])
     t = np.concatenate([rng.uniform(0, 30, n_bg), np.linspace(12, 28, 10)]) * DAY
-    # the bad CPU crashes whatever runs on it: ten populations (one population alone on one
-    # CPU is a job the scheduler places there, pileups.py)
-    pop = np.concatenate([np.zeros(n_bg, int), np.arange(1, 11)])
     order = np.argsort(t, kind="stable")
-    host, cpu, t, pop = host[order], cpu[order], t[order].astype(np.int64), pop[order]
+    host, cpu, t = host[order], cpu[order], t[order].astype(np.int64)
     hosts = tuple(f"h{i}" for i in range(50))
 
     def table(k: int) -> CrashTable:
@@ -125,7 +122,7 @@ def test_streaming_alarm_is_the_first_prefix_that_alarms() -> None:
             time_us=t[:k],
             host=Categorical(host[:k], hosts),
             cpu=cpu[:k],
-            population=Categorical(pop[:k], tuple(f"p{i}" for i in range(11))),
+            population=Categorical(np.zeros(k, int), ("p",)),
             host_cpus=np.full(50, 32),
         )
 

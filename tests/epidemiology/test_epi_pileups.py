@@ -17,16 +17,19 @@ from corecensus.epidemiology.pileups import BUSY_INDEX_LEVEL, busy_indices
 from corecensus.epidemiology.poisson import poisson_upper
 
 
-def nightly(host: str, cpu: int, *, pops: int = 1, anomalous: int = 0) -> list[dict[str, Any]]:
-    """21 nights of a job dying at start, 15 on ``cpu`` of 32 and 6 elsewhere, in ``pops``
-    populations (rotating), the first ``anomalous`` of those on ``cpu`` anomalous."""
+def nightly(
+    host: str, cpu: int, *, pops: int = 1, anomalous: int = 0, hour: float | None = 3.0
+) -> list[dict[str, Any]]:
+    """21 nights of a job dying at start at ``hour`` (None: at any time of day), 15 on ``cpu``
+    of 32 and 6 elsewhere, in ``pops`` populations (rotating), the first ``anomalous`` of those
+    on ``cpu`` anomalous."""
     rows = []
     for night in range(21):
         on = night < 15
         rows.append(
             crash(
                 host,
-                night + 0.125,
+                night + (hour / 24 if hour is not None else (0.37 * night) % 1.0),
                 cpu if on else (cpu + 3 + 5 * night) % 32,
                 pop=f"job{night % pops}",
                 service="report-cron",
@@ -51,6 +54,23 @@ def test_bad_core_crashing_the_hosts_one_service_in_several_populations_is_found
     a = analyze(CrashTable.from_rows(background() + nightly("h077", 5, pops=5)))
     assert a.flagged_hosts() == ("h077",)
     assert a.scan is not None and a.scan.set_aside.sum() == 0
+
+
+def test_bad_core_failing_one_code_path_at_any_time_is_found() -> None:
+    # one population of one service on one CPU, no anomaly, but at every time of day: not a
+    # job a timer starts (one bad stepping failing the same code)
+    a = analyze(CrashTable.from_rows(background() + nightly("h077", 5, hour=None)))
+    assert a.flagged_hosts() == ("h077",)
+    assert a.scan is not None and a.scan.set_aside.sum() == 0
+
+
+def test_nightly_job_on_two_cpus_is_not_a_pair_of_bad_cores() -> None:
+    job = [
+        crash("h150", d + 0.125, 4 + 17 * (d % 2), pop="nightly", host_cpus=32) for d in range(12)
+    ]
+    assert analyze(CrashTable.from_rows(background() + job)).flagged_hosts() == ()
+    spread = [dict(r, time_us=r["time_us"] + (i * 5 % 12) * DAY // 12) for i, r in enumerate(job)]
+    assert analyze(CrashTable.from_rows(background() + spread)).flagged_hosts() == ("h150",)
 
 
 def test_bad_core_failing_one_code_path_with_anomalies_is_found() -> None:
