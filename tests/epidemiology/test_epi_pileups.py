@@ -13,7 +13,7 @@ from test_epi_placement import DAY, T0, background, crash, faulty
 from corecensus.epidemiology import CrashTable, analyze
 from corecensus.epidemiology.concentration import max_cell_pvalue
 from corecensus.epidemiology.hostscan import ScanSettings, scan_hosts
-from corecensus.epidemiology.pileups import BUSY_INDEX_LEVEL, busy_indices
+from corecensus.epidemiology.pileups import BUSY_CPU0_LEVEL, BUSY_INDEX_LEVEL, busy_indices
 from corecensus.epidemiology.poisson import poisson_upper
 
 
@@ -168,6 +168,15 @@ def test_busy_indices_count_other_hosts_only() -> None:
     assert not b.busy(0, 3, 6)  # without its own count index 3 is short of the level
     assert b.busy(n - 1, 3, 2)
     assert not b.busy(n - 1, 5, 6) and not b.busy(n - 1, 16, 6)
+    # CPU 0 is suspect a priori: a milder excess makes it busy, not another index
+    mild = next(k for k in range(1, 400) if poisson_upper(k, exp - 1 / 16) <= BUSY_CPU0_LEVEL)
+    assert mild < need
+    for index, busy_expected in ((0, True), (3, False)):
+        cells = others[np.arange(n) % others.size]
+        cells[:mild] = index
+        g_cell = np.stack([cells, (cells + 1) % 16], axis=1).ravel()
+        got = busy_indices(g_host, g_cell, g_count, np.full(n, 16))
+        assert got.busy(n - 1, index, 2) is busy_expected
     # ties share one host: two busiest cells of 6 count half each
     tied = busy_indices(np.array([0, 0]), np.array([2, 5]), np.array([6, 6]), np.array([8]))
     assert tied.observed[2] == tied.observed[5] == 0.5

@@ -263,7 +263,7 @@ def _detail(
     if scan.set_aside[h]:
         facts += (
             f"{int(scan.set_aside[h])} crash(es) behind the pile-up were set aside in a second "
-            "look (one population of one service on a CPU, or a CPU index busier on many other "
+            "look (one job started at one time of day on a CPU, or a CPU index busier on many other "
             "hosts, without anomalies): their CPU left out, the host still flagged on the rest.",
         )
     if not times.size:
