@@ -369,11 +369,12 @@ def test_confined_window_counts_and_chance_against_enumeration() -> None:
     group = rng.integers(0, 40, 400)
     cpu = rng.integers(0, 24, 400)
     g = Groups.of(group)
-    best, start = _busiest_window(g, cpu, 4)
+    best, start, top = _busiest_window(g, cpu, 4)
     for i, key in enumerate(g.keys.tolist()):
         mine = cpu[group == key]
         counts = [int(np.count_nonzero((mine >= s) & (mine < s + 4))) for s in range(24)]
         assert best[i] == max(counts) and start[i] == min(m for m in mine if counts[m] == best[i])
+        assert top[i] == int(np.bincount(mine).max())  # the busiest single CPU (rule 3c)
     # the chance is at least the exact probability (the fleet-level test stays conservative)
     cells, w = 6, 3
     for k in (2, 3, 4, 5):
@@ -438,3 +439,133 @@ def test_a_recurring_loop_folds_its_nights_too_short_to_report() -> None:
 
     assert events(short) == 1
     assert events(small) == 1 + 17
+
+
+def cpuset_fleet(*, told_hosts: int = 20, busy_fault: bool = False) -> list[dict[str, Any]]:
+    """The background, plus service ``kube`` in a 6-CPU cpuset on hosts that say so
+    (``cpus_allowed`` and 32 host CPUs; ``told_hosts`` of them, 3 crashes each), and on
+    h150, whose crashes do not say so, a busy ``kube`` (60 crashes) in cpuset 20-25 moved to
+    2-7 mid-month; with ``busy_fault`` h150's CPU 22 is also faulty (its ``api`` crashes)."""
+    rows = background()
+    rng = np.random.default_rng(8)
+    for j in range(told_hosts):
+        h = f"h{100 + j:03d}"
+        rows += [
+            crash(h, float(rng.uniform(0, 30)), 8 + int(rng.integers(6)), service="kube",
+                  pop="kube-bug", cpus_allowed="8-13", host_cpus=32)
+            for _ in range(3)
+        ]  # fmt: skip
+    for _ in range(60):
+        day = float(rng.uniform(0, 30))
+        first = 20 if day < 14 else 2
+        rows.append(
+            crash("h150", day, first + int(rng.integers(6)), service="kube", pop="kube-bug",
+                  host_cpus=32)
+        )  # fmt: skip
+    if busy_fault:
+        rows += faulty("h150", 22, np.linspace(3, 29, 8), host_cpus=32)
+    return rows
+
+
+def test_a_service_in_cpusets_on_the_hosts_that_say_so_is_confined_where_they_do_not() -> None:
+    """A 6-CPU cpuset, moved mid-month, is wider than rule 3's window and two windows in all:
+    without hosts that report the service's allowed set its crashes pile up on the host; with
+    them it is known to run in cpusets, and h150's kube crashes lose their CPU."""
+    assert flagged(cpuset_fleet(told_hosts=0)) == ("h150",)
+    assert flagged(cpuset_fleet()) == ()
+    rows = cpuset_fleet()
+    a = analyze(CrashTable.from_rows(rows))
+    api = sum(1 for r in rows if r["host"] == "h150" and r["service"] == "api")
+    assert a.scan is not None and int(a.scan.known_cpu[a.host_names.index("h150")]) == api
+    # a bad CPU inside the cpuset still shows through the host's other crashes on it
+    assert flagged(cpuset_fleet(busy_fault=True)) == ("h150",)
+
+
+def test_a_service_confined_on_some_hosts_only_keeps_its_cpu_elsewhere() -> None:
+    """Rule 3b needs the service confined on 90 % of the hosts that report: one confined on
+    half of them (a NUMA binding on some hosts) keeps its CPUs where the fact is missing."""
+    host = np.repeat(np.arange(11), 4)
+    cpu = np.tile(np.array([1, 2, 3, 4]), 11)
+    allowed = np.where(host < 10, np.where(host % 2 == 0, 0, 1), -1)
+    kw: dict[str, Any] = {
+        "host": host,
+        "cpu": cpu,
+        "service": np.zeros(host.size, dtype=np.int64),
+        "n_hosts": 11,
+        "host_cpus": np.full(11, 32),
+        "cpus_allowed": allowed,
+    }
+    half = place_crashes(**kw, cpus_allowed_sets=("0-15", "0-31"))
+    assert half.inferred[10] == 0 and (half.cell[host == 10] >= 0).all()
+    every = place_crashes(**kw, cpus_allowed_sets=("0-15", "0-7"))
+    assert every.inferred[10] == 4 and (every.cell[host == 10] == -1).all()
+    # two hosts that say so are not enough
+    three = np.isin(host, [0, 2, 10])
+    few = place_crashes(
+        host=host[three],
+        cpu=cpu[three],
+        service=np.zeros(int(three.sum()), dtype=np.int64),
+        n_hosts=11,
+        host_cpus=np.full(11, 32),
+        cpus_allowed=allowed[three],
+        cpus_allowed_sets=("0-15", "0-7"),
+    )
+    assert few.inferred[10] == 0
+
+
+def numa_host(split: bool = False, fault: bool = False) -> list[dict[str, Any]]:
+    """The background, plus h160 (32 CPUs, no allowed set recorded) running ``db`` bound to
+    its second socket: CPUs 16-31, or 8-15 and 24-31 under split SMT numbering; 200 crashes
+    spread evenly there. With ``fault``, its CPU 24 fails in the last 4 days (10 crashes, half
+    anomalous: on a host this busy a fault shows in a time window)."""
+    rng = np.random.default_rng(4)
+    socket = np.r_[8:16, 24:32] if split else np.arange(16, 32)
+    rows = background()
+    rows += [
+        crash("h160", float(rng.uniform(0, 30)), int(rng.choice(socket)), service="db",
+              pop=f"db{int(rng.integers(5))}", host_cpus=32)
+        for _ in range(200)
+    ]  # fmt: skip
+    if fault:
+        rows += faulty("h160", 24, np.linspace(26.5, 29.8, 10), service="db", host_cpus=32)
+    return rows
+
+
+def test_a_service_bound_to_one_numa_socket_is_tested_on_its_half() -> None:
+    for split in (False, True):
+        rows = numa_host(split)
+        a = analyze(CrashTable.from_rows(rows))
+        assert a.flagged_hosts() == ()
+        i = a.host_names.index("h160")
+        assert a.scan is not None and int(a.scan.cpus[i]) == 16
+        # without the rule (one half of 32 cells is what rule 3c must recognise) the busiest
+        # of its 16 CPUs is a pile-up against 32: the trap
+        assert float(a.scan.p_cpu[i]) > 1e-3
+        db = np.array([r["cpu"] for r in rows if r["host"] == "h160" and r["service"] == "db"])
+        place = place_crashes(
+            host=np.zeros(db.size, dtype=np.int64),
+            cpu=db,
+            service=np.zeros(db.size, dtype=np.int64),
+            n_hosts=1,
+            host_cpus=np.array([32]),
+        )
+        assert int(place.cells[0]) == 16 and int(place.cells_source[0]) == 4
+    # a faulty CPU in the bound half is still found, against 16 cells
+    a = analyze(CrashTable.from_rows(numa_host(fault=True)))
+    assert a.flagged_hosts() == ("h160",)
+    assert next(h for h in a.hosts if h.host == "h160").cpu == 24
+
+
+def test_a_faulty_cpu_with_few_other_crashes_is_not_a_numa_half() -> None:
+    """Nine crashes on the bad CPU 5 and nine elsewhere, all in the lower half: fewer than 10
+    off the busiest CPU, so the host keeps its 32 cells; with 10 it would be bound."""
+    for spread, cells in ((9, 32), (10, 16)):
+        cpu = np.r_[np.full(9, 5), 6 + np.arange(spread)]
+        p = place_crashes(
+            host=np.zeros(cpu.size, dtype=np.int64),
+            cpu=cpu,
+            service=np.zeros(cpu.size, dtype=np.int64),
+            n_hosts=1,
+            host_cpus=np.array([32]),
+        )
+        assert int(p.cells[0]) == cells

@@ -168,8 +168,6 @@ def scan_fleet(
         service=crashes.service.codes[ev],
     )
     cell = np.where(ev, placement.cell, -1)
-    # a pile-up the second look set aside is no CPU evidence (pileups.py)
-    cell[np.flatnonzero(ev)[scan.set_aside_events]] = -1
     end_us = int(crashes.time_us.max()) if len(crashes) else 0
     flagged = np.flatnonzero(scan.flagged).tolist()
     records: dict[int, HostRecord] = {}
@@ -260,12 +258,6 @@ def _detail(
         named = (crashes.anomaly_mask[everything] & np.uint16(params.hardware_mask)) != 0
     times = np.sort(crashes.time_us[everything][named])
     facts = _facts(h, placement)
-    if scan.set_aside[h]:
-        facts += (
-            f"{int(scan.set_aside[h])} crash(es) behind the pile-up were set aside in a second "
-            "look (one job started at one time of day on a CPU, or a CPU index busier on many other "
-            "hosts, without anomalies): their CPU left out, the host still flagged on the rest.",
-        )
     if not times.size:
         return HostDetail(tuple(suspects), core, None, None, 0, False, None, (), facts)
     first, last = int(times[0]), int(times[-1])
@@ -339,18 +331,21 @@ def _facts(h: int, placement: Placement) -> tuple[str, ...]:
         2: "the largest CPU index seen on this host plus one, a lower bound (no host facts; "
         "conservative)",
         3: "the default_cpus parameter (no host facts)",
+        4: "one NUMA half of the host, where a service's crashes all sit (no allowed-CPU set "
+        "was recorded; inferred)",
     }.get(source, "no crash with a CPU")
     out = [f"Null law uniform over {cells} {level}, from {why}."]
     if placement.core_level[h]:
         out.append(
             "Physical cores known: tested at core level, each allowed set of a CPUs as "
-            "ceil(a / 2) cores (two SMT threads per core at most), conservative."
+            "floor(a / 2) cores (two SMT threads per core at most), conservative."
         )
     for count, words in (
         (int(placement.pinned[h]), "were pinned to one CPU (no evidence about that CPU)"),
         (
             int(placement.inferred[h]),
-            "belong to a service that sits on one CPU per host on many hosts (pinned, inferred)",
+            "belong to a service confined to a few CPUs (pinned, or in a cpuset where other "
+            "hosts report its allowed set; inferred)",
         ),
         (int(placement.other_sets[h]), "ran under another allowed CPU set than most"),
     ):

@@ -14,11 +14,12 @@ The two signals, independent under the null given the host's crashes:
    (:mod:`corecensus.epidemiology.concentration`).
 2. **Residual hardware-flavoured anomalies** — after *explaining away*: some software bugs
    (wild pointers, memory corruption) produce such anomalies on every host they hit. Each
-   population's anomaly rate is estimated from the *other* hosts (leave-one-host-out, shrunk to
-   the fleet rate with ``anomaly_prior_strength`` pseudo-crashes); crashes of a population whose
-   rate elsewhere is at least ``explain_min_rate`` on at least ``explain_min_hosts`` other hosts
-   are set aside as explained. The rest are anomalous independently with their population's
-   rate, so the host's anomaly count has a Poisson-binomial law.
+   crash's anomaly rate is its population's, and its service's within the population, on the
+   *other* hosts (leave-one-host-out, empirical Bayes;
+   :mod:`~corecensus.epidemiology.anomalyrates`); crashes whose rate elsewhere is at least
+   ``explain_min_rate`` on at least ``explain_min_hosts`` other hosts are set aside as
+   explained. The rest are anomalous independently with those rates, so the host's anomaly
+   count has a Poisson-binomial law.
 
 They are combined into one statistic (anomalies on the busiest CPU and elsewhere, times the CPU
 concentration) whose exact null law given the host's crashes gives the p-value
@@ -31,10 +32,7 @@ rates are those of the whole window (a mild look-ahead).
 
 Beyond this whole-window test, a small fixed family of focused tests (time windows, the two
 busiest CPUs; :mod:`~corecensus.epidemiology.hostfocus`) shares one more per-host budget,
-``window_alpha``: a host is flagged when either crosses. A flagged host then gets a second look
-without the crashes behind its pile-up that are not the silicon's (one population of one
-service on a CPU, a CPU index busier on many hosts; :mod:`~corecensus.epidemiology.pileups`),
-and stays flagged only if both looks cross (its p-values are the larger of the two).
+``window_alpha``: a host is flagged when either crosses.
 """
 
 from __future__ import annotations
@@ -45,16 +43,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from corecensus.epidemiology.anomalyrates import anomaly_rates
 from corecensus.epidemiology.hostfocus import FocusScan, focus_tests
-from corecensus.epidemiology.hostlooks import (
-    Stream,
-    anomaly_cap,
-    anomaly_laws,
-    modal_top_cells,
-)
+from corecensus.epidemiology.hostlooks import Stream, anomaly_cap, anomaly_laws, modal_top_cells
 from corecensus.epidemiology.hosttest import host_pvalues, lower_bounds, statistic
-from corecensus.epidemiology.pileups import Look, second_look
-from corecensus.epidemiology.segments import Groups, pair_key, weighted_count
+from corecensus.epidemiology.segments import weighted_count
 
 __all__ = ["HostScan", "ScanSettings", "scan_hosts"]
 
@@ -94,7 +87,7 @@ class ScanSettings:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class HostScan:
-    """Per host (index = host code) unless named ``pair_*`` (index = pair of population, host).
+    """Per host (index = host code).
 
     ``p_cpu``/``p_top_anomaly``/``p_anomaly``: the parts of the statistic (CPU concentration,
     anomalies on the busiest CPU, anomalies elsewhere; ``top_expected`` and
@@ -110,13 +103,6 @@ class HostScan:
     holds the focused tests (:class:`~corecensus.epidemiology.hostfocus.FocusScan`);
     ``flagged`` is ``p_value <= host_alpha`` or ``focus.p_value <= window_alpha``, and
     ``first_alarm_us`` the earlier of the stream's and the windowed streams' alarms.
-
-    A host the first look flagged gets a second look (:mod:`~corecensus.epidemiology.pileups`):
-    ``set_aside`` counts the crashes behind its pile-up whose CPU it left out (one population
-    of one service on a CPU, a CPU index busier on many hosts), ``set_aside_events`` lists
-    them (indices into the events). Where it set some aside, the per-host fields above are the
-    second look's (``cpus`` the cells it tested on) with ``p_value`` and ``focus.p_value`` the
-    larger of the two looks', so never smaller than the first look's.
     """
 
     crashes: I64
@@ -137,12 +123,8 @@ class HostScan:
     first_alarm_us: I64
     alarm_crashes: I64
     min_stream_p: F64
-    pair_anomaly_rate: F64
-    pair_explained: B
     fleet_anomaly_rate: float
     focus: FocusScan
-    set_aside: I64
-    set_aside_events: I64
 
 
 def scan_hosts(
@@ -158,112 +140,32 @@ def scan_hosts(
     time_order: I64 | None = None,
     service: NDArray[Any] | None = None,
 ) -> HostScan:
-    """Run the scan on crashes of ``host`` and ``population`` (codes); ``time_order`` (a
-    stable argsort of ``time_us``) is computed when not given. ``service`` (codes) with
-    ``population`` make the (population, service) groups of the flagged hosts' second look
-    (:mod:`~corecensus.epidemiology.pileups`); without it there is none."""
-    # The (population, host) groups serve the explaining away only: built for it and dropped
-    # with it, so the focused tests and the stream below do not hold their two int64 arrays
-    # per crash (130 MB at ten million crashes).
-    width = max(n_hosts, 1)
-    expl = _explain_away(
-        Groups.of(pair_key(population, host, width)), width, hardware, np.asarray(cpu), settings
+    """Run the scan on crashes of ``host``, ``population`` and ``service`` (codes, ``-1``
+    unknown; the anomaly rates are per population without it); ``time_order`` (a stable
+    argsort of ``time_us``) is computed when not given."""
+    # The (population, service, host) groups serve the anomaly rates only: built for them and
+    # dropped with them, so the focused tests and the stream below do not hold their int64
+    # arrays per crash (130 MB at ten million crashes).
+    expl = anomaly_rates(
+        population=population,
+        service=service,
+        host=host,
+        n_hosts=n_hosts,
+        hardware=hardware,
+        cell=cpu,
+        prior_strength=settings.anomaly_prior_strength,
+        explain_min_rate=settings.explain_min_rate,
+        explain_min_hosts=settings.explain_min_hosts,
     )
     resid, ez = expl.resid, expl.ez
 
     h = np.asarray(host)  # host codes, as narrow as they came
     c = np.asarray(cpu)  # cells, as narrow as they came
-    t = np.asarray(time_us, np.int64)
+    known = c >= 0
     crashes = np.bincount(h, minlength=n_hosts).astype(np.int64)
+    anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
     expected = weighted_count(h, ez, n_hosts)
     explained = np.bincount(h[expl.crash_explained], minlength=n_hosts).astype(np.int64)
-    span = (int(t.min()), int(t.max())) if t.size else (0, 0)
-    first = _family(h, c, t, resid, ez, cpus, n_hosts, settings, settings.streaming, span)
-    cells, stat, p, focus = first.cells, first.stat, first.p, first.focus
-    flagged = (p <= settings.host_alpha) | (focus.p_value <= settings.window_alpha)
-    aside = np.zeros(n_hosts, dtype=np.int64)
-    aside_events = np.zeros(0, dtype=np.int64)
-    tested_cpus = cpus
-    if flagged.any() and service is not None:
-        # flagged hosts only (few): a pile-up that is not the silicon's, set aside
-        groups = (np.asarray(population), np.asarray(service))
-
-        def retest(hh: NDArray[Any], cc: I64, tt: I64, rr: B, ee: F64, cp: I64) -> Look:
-            return _family(hh, cc, tt, rr, ee, cp, n_hosts, settings, False, span)
-
-        second = second_look(first, flagged, h, c, t, resid, ez, groups, cpus, retest)
-        cells, stat, p, focus = second.cells, second.stat, second.p, second.focus
-        aside, aside_events, tested_cpus = second.aside, second.events, second.cpus
-        flagged = (p <= settings.host_alpha) | (focus.p_value <= settings.window_alpha)
-    # the (host, cell) groups served the focused tests' window screen: the stream does not
-    # hold their two int64 arrays per crash
-    cells = replace(cells, groups=None)
-    anomalous = first.anomalous
-    del first
-
-    first_alarm = np.full(n_hosts, -1, dtype=np.int64)
-    alarm_crashes = np.zeros(n_hosts, dtype=np.int64)
-    min_p = p.copy()
-    if settings.streaming and h.size:
-        stream = Stream(first_alarm=first_alarm, alarm_crashes=alarm_crashes, min_p=min_p)
-        if time_order is None:
-            time_order = np.argsort(t, kind="stable").astype(np.int64)
-        alpha = settings.host_alpha if settings.stream_alpha is None else settings.stream_alpha
-        stream.run(
-            h=h,
-            c=c,
-            t=t,
-            time_order=time_order,
-            resid=resid,
-            lam=ez,
-            cpus=cpus,
-            exact_level=settings.stream_exact_level,
-            alpha=alpha,
-        )
-        _earlier_alarms(first_alarm, alarm_crashes, focus.first_alarm_us, h, t)
-    return HostScan(
-        crashes=crashes,
-        known_cpu=cells.n,
-        cpus=tested_cpus,
-        top_cpu=cells.cell,
-        top_count=cells.top,
-        p_cpu=stat.p_cpu,
-        top_anomalous=cells.anomalous,
-        top_expected=stat.cell_expected,
-        p_top_anomaly=stat.p_cell,
-        anomalous=anomalous,
-        expected_anomalous=expected,
-        explained=explained,
-        p_anomaly=stat.p_off,
-        p_value=p,
-        flagged=flagged,
-        first_alarm_us=first_alarm,
-        alarm_crashes=alarm_crashes,
-        min_stream_p=min_p,
-        pair_anomaly_rate=expl.pair_rate,
-        pair_explained=expl.pair_explained,
-        fleet_anomaly_rate=expl.fleet_rate,
-        focus=focus,
-        set_aside=aside,
-        set_aside_events=aside_events,
-    )
-
-
-def _family(
-    h: NDArray[Any],
-    c: NDArray[Any],
-    t: I64,
-    resid: B,
-    ez: F64,
-    cpus: I64,
-    n_hosts: int,
-    settings: ScanSettings,
-    streaming: bool,
-    span: tuple[int, int],
-) -> Look:
-    """The whole-window test and the focused family on the events ``h``, ``c``, ``t``."""
-    known = c >= 0
-    anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
     lam_known = weighted_count(h[known], ez[known], n_hosts)
     lam_unknown = weighted_count(h[~known], ez[~known], n_hosts)
     cells = modal_top_cells(h, c, resid, n_hosts, anomalous, lam_known, lam_unknown, cpus)
@@ -291,7 +193,7 @@ def _family(
     focus = focus_tests(
         h=h,
         c=c,
-        t=t,
+        t=np.asarray(time_us, np.int64),
         resid=resid,
         ez=ez,
         cpus=cpus,
@@ -302,80 +204,56 @@ def _family(
         candidates=p <= settings.exact_level,
         window_alpha=settings.window_alpha,
         exact_level=settings.exact_level,
-        streaming=streaming,
-        span=span,
+        streaming=settings.streaming,
     )
-    return Look(cells, stat, p, focus, anomalous, lam_known, lam_unknown)
+    flagged = (p <= settings.host_alpha) | (focus.p_value <= settings.window_alpha)
+    # the (host, cell) groups served the focused tests' window screen: the stream does not
+    # hold their two int64 arrays per crash
+    cells = replace(cells, groups=None)
 
-
-@dataclass(frozen=True, slots=True, eq=False)
-class _Explained:
-    """The explaining away's result: per crash ``resid`` (a residual hardware-flavoured
-    anomaly), ``ez`` (its null probability, 0 when explained) and ``crash_explained``; per
-    (population, host) pair ``pair_rate`` and ``pair_explained``; the fleet prior rate."""
-
-    resid: B
-    ez: F64
-    crash_explained: B
-    pair_rate: F64
-    pair_explained: B
-    fleet_rate: float
-
-
-def _explain_away(
-    pairs: Groups, width: int, hardware: B, cpu: NDArray[Any], settings: ScanSettings
-) -> _Explained:
-    """Each (population, host) pair's anomaly rate from the other hosts, and which pairs it
-    explains away (module docstring); ``pairs`` groups crashes by ``population * width +
-    host``."""
-    pair_pop = pairs.keys // width
-    n_ph = pairs.counts.astype(np.float64)
-    z_ph = pairs.count_where(hardware).astype(np.float64)
-    n_pops = int(pair_pop.max()) + 1 if pair_pop.size else 0
-    # CPU-aware explaining away (issue 9): a (population, host) pair whose anomalies sit all on
-    # one CPU is what a defect shared by several hosts looks like (one bad stepping failing the
-    # same code), not a wild-pointer bug, so it does not vote for explaining the population away.
-    own = ~on_one_cell(pairs, hardware, cpu)
-    n_p = weighted_count(pair_pop[own], n_ph[own], n_pops)
-    z_p = weighted_count(pair_pop[own], z_ph[own], n_pops)
-    h_p = np.bincount(pair_pop[own], minlength=n_pops)
-
-    # Fleet prior: the anomaly rate of "ordinary" populations (not anomaly-heavy and spread),
-    # with half a pseudo-anomaly so that a fleet without any anomaly keeps a non-zero rate.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rate_p = np.where(n_p > 0, z_p / n_p, 0.0)
-    heavy = (rate_p >= settings.explain_min_rate) & (h_p > settings.explain_min_hosts)
-    r0 = (float(z_p[~heavy].sum()) + 0.5) / (float(n_p[~heavy].sum()) + 1.0)
-
-    kappa = settings.anomaly_prior_strength
-    other_n = n_p[pair_pop] - np.where(own, n_ph, 0.0)
-    other_z = z_p[pair_pop] - np.where(own, z_ph, 0.0)
-    a_ph = (other_z + kappa * r0) / (other_n + kappa)
-    explained_ph = (h_p[pair_pop] - own >= settings.explain_min_hosts) & (
-        a_ph >= settings.explain_min_rate
+    first_alarm = np.full(n_hosts, -1, dtype=np.int64)
+    alarm_crashes = np.zeros(n_hosts, dtype=np.int64)
+    min_p = p.copy()
+    if settings.streaming and h.size:
+        stream = Stream(first_alarm=first_alarm, alarm_crashes=alarm_crashes, min_p=min_p)
+        t = np.asarray(time_us, np.int64)
+        if time_order is None:
+            time_order = np.argsort(t, kind="stable").astype(np.int64)
+        alpha = settings.host_alpha if settings.stream_alpha is None else settings.stream_alpha
+        stream.run(
+            h=h,
+            c=c,
+            t=t,
+            time_order=time_order,
+            resid=resid,
+            lam=ez,
+            cpus=cpus,
+            exact_level=settings.stream_exact_level,
+            alpha=alpha,
+        )
+        _earlier_alarms(first_alarm, alarm_crashes, focus.first_alarm_us, h, t)
+    return HostScan(
+        crashes=crashes,
+        known_cpu=cells.n,
+        cpus=cpus,
+        top_cpu=cells.cell,
+        top_count=cells.top,
+        p_cpu=stat.p_cpu,
+        top_anomalous=cells.anomalous,
+        top_expected=stat.cell_expected,
+        p_top_anomaly=stat.p_cell,
+        anomalous=anomalous,
+        expected_anomalous=expected,
+        explained=explained,
+        p_anomaly=stat.p_off,
+        p_value=p,
+        flagged=flagged,
+        first_alarm_us=first_alarm,
+        alarm_crashes=alarm_crashes,
+        min_stream_p=min_p,
+        fleet_anomaly_rate=expl.fleet_rate,
+        focus=focus,
     )
-
-    crash_expl = explained_ph[pairs.inverse]
-    resid = hardware & ~crash_expl
-    ez = a_ph[pairs.inverse]
-    ez[crash_expl] = 0.0
-    return _Explained(resid, ez, crash_expl, a_ph, explained_ph, r0)
-
-
-def on_one_cell(pairs: Groups, hardware: B, cell: I64) -> B:
-    """Per pair: at least two anomalous crashes with a cell, all on the same cell (crashes
-    without a cell, e.g. pinned ones, neither count nor spoil it)."""
-    out = np.zeros(len(pairs), dtype=bool)
-    sel = hardware & (cell >= 0)
-    if not sel.any():
-        return out
-    width = int(cell[sel].max()) + 1
-    g = Groups.of(pair_key(pairs.inverse[sel], cell[sel], width))
-    g_pair = g.keys // width
-    distinct = np.bincount(g_pair, minlength=len(pairs))
-    total = np.bincount(g_pair, weights=g.counts, minlength=len(pairs))
-    out[:] = (distinct == 1) & (total >= 2)
-    return out
 
 
 def _earlier_alarms(first: I64, crashes: I64, other: I64, h: I64, t: I64) -> None:

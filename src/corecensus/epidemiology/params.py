@@ -36,7 +36,8 @@ class AnalysisParams:
     focused tests (time windows, two busiest CPUs; 0 turns them off); ``cpu_alpha`` to name a
     CPU; anomaly explaining
     away by ``explain_min_rate`` / ``explain_min_hosts`` / ``anomaly_prior_strength``
-    (pseudo-crashes); ``default_cpus`` is the CPU count of hosts without host facts (0: infer it
+    (pseudo-crashes, at most: weaker when populations' rates spread more; see anomalyrates);
+    ``default_cpus`` is the CPU count of hosts without host facts (0: infer it
     from the CPU indices seen; see concentration); ``streaming`` computes first-alarm times, at
     ``stream_alpha`` (default
     ``host_alpha``: the streaming test looks after every crash, so it alarms more often);

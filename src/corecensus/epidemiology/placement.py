@@ -26,6 +26,14 @@ Math. 15:60-77):
    ``PINNED_MIN_HOSTS`` such hosts) is pinned or confined somewhere; where such a service's
    crashes without a known allowed set sit that close together on a host, those in the window
    lose their CPU (a faulty core there can still show through its anomalies).
+   **3b.** A service that runs confined (an allowed set smaller than the host) on at least 90 %
+   of the hosts that report the set and the host's CPUs (at least 3) runs in a cpuset: on a
+   host whose crashes of it do not report the set, they lose their CPU (they ran under a set
+   of their own, not the host's stratum: rule 2).
+   **3c.** A (host, service) pair without the fact whose crashes all sit in one NUMA half of a
+   host of 16 or more CPUs (lower or upper half, or quarters 0 and 2 or 1 and 3 under split
+   SMT numbering), at least 10 of them off its busiest CPU, gets that half as its allowed set
+   (``cells_source`` 4).
 4. **SMT.** When the physical core of the crashes is known, cells are cores, and a set of ``a``
    logical CPUs is tested as ``floor(a / 2)`` cores: x86 has at most two threads per core, so
    no core holds more than ``2 / a`` of the set, and uniform cells of ``1 / floor(a / 2)``
@@ -57,6 +65,14 @@ PINNED_MIN_HOSTS = 3
 # Cpusets and pinning confine a service to a few adjacent CPUs (taskset -c 4-7, a cpuset
 # cgroup's cpuset.cpus); pairs whose crashes all fit in this many adjacent CPUs are "confined".
 CONFINED_SPAN = 4
+# Rule 3b: a service confined (allowed set smaller than the host) on at least this share of
+# at least this many hosts that report both facts is taken as confined where they are missing.
+CONFINED_FACT_SHARE = 0.9
+CONFINED_FACT_HOSTS = 3
+# Rule 3c: hosts of at least this many CPUs have NUMA halves; a pair needs this many crashes
+# off its busiest CPU, all in one half, to look bound to it.
+NUMA_MIN_CPUS = 16
+NUMA_MIN_SPREAD = 10
 # Threads per physical core assumed when cores are known (x86 SMT: 2).
 SMT_WAYS = 2
 
@@ -66,7 +82,8 @@ class Placement:
     """Per crash ``cell`` (the CPU, or physical core, it counts on in its host's test; ``-1``
     none); per host ``cells`` (how many cells the null law is uniform over), ``core_level``
     (cells are physical cores), ``cells_source`` (0 allowed set, 1 host's online CPUs, 2 the
-    host's own largest CPU index + 1, 3 ``default_cpus``, -1 no crash with a CPU), and the
+    host's own largest CPU index + 1, 3 ``default_cpus``, 4 a NUMA half, inferred by rule 3c,
+    -1 no crash with a CPU), and the
     counts of crashes that lost their CPU: ``pinned`` (allowed set of one CPU), ``inferred``
     (rule 3), ``other_sets`` (outside the host's stratum). ``pinned_services`` names the
     services rule 3 found pinned."""
@@ -122,16 +139,28 @@ def place_crashes(
     # rule 3: services pinned somewhere, seen without the fact
     svc = np.asarray(service)
     unknown_set = usable & (code < 0)
-    inferred_crash, pinned_services = _inferred_pinning(
+    inferred_crash, pinned_services, pair_cpus = _inferred_pinning(
         h, c, svc, unknown_set, n_hosts, np.maximum(np.where(given > 0, given, seen), 1)
     )
+    # rule 3b: services the hosts that say so show confined, where the fact is missing
+    inferred_crash |= unknown_set & _confined_by_facts(h, svc, size, given, n_hosts)[svc]
     usable &= ~inferred_crash
+    # rule 3c: a service bound to one NUMA socket without the fact: its crashes get that half
+    # of the host as their allowed set (codes after the recorded sets')
+    half_code, half_sizes = _numa_halves(
+        pair_cpus, usable, np.where(given > 0, given, seen), sizes.size - 1, n
+    )
+    n_recorded = sizes.size - 1
+    if half_sizes.size:
+        sizes = np.r_[sizes[:-1], half_sizes, 0].astype(np.int32)
+        code = np.where(half_code >= 0, half_code, code)
+        size = sizes[code]
 
     # rule 2: each host's stratum, the allowed set (or "unknown") most of its usable crashes
     # share; ties go to a known set, then to the lower code
     stratum = np.full(n_hosts, -2, dtype=np.int64)
     if usable.any():
-        width = len(cpus_allowed_sets) + 1
+        width = sizes.size  # every code, and -1 shifted to 0
         g = Groups.of(pair_key(h[usable], code[usable] + 1, width))
         g_host = g.keys // width
         g_code = g.keys % width - 1
@@ -161,7 +190,7 @@ def place_crashes(
     # lower bound, hence conservative): hosts without facts otherwise bring hundreds of distinct
     # counts, each its own largest-cell law to compute.
     cells[from_seen] = _round_down(seen[from_seen])
-    source[from_set] = 0
+    source[from_set] = np.where(strat[from_set] >= n_recorded, 4, 0)
     source[from_host] = 1
     source[from_seen] = 2
     source[from_default] = 3
@@ -217,9 +246,20 @@ def _core_of_cpu(h: I64, c: I64, core: I64, with_core: B, need: B) -> I64:
     return out
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _PairCpus:
+    """Crashes without an allowed set grouped by (service, host): ``pick`` the crashes (indices),
+    ``groups`` over them, ``cpu`` theirs and ``top`` each group's most crashes on one CPU."""
+
+    pick: I64
+    groups: Groups
+    cpu: I64
+    top: I64
+
+
 def _inferred_pinning(
     h: I64, c: I64, svc: I64, sel: B, n_hosts: int, cells: I64
-) -> tuple[B, tuple[int, ...]]:
+) -> tuple[B, tuple[int, ...], _PairCpus | None]:
     """Rule 3: crashes of confined-looking (host, service) pairs of services confined
     somewhere (pinned, or in a small cpuset): a pair is confined-looking when its busiest
     ``CONFINED_SPAN`` adjacent CPUs hold all of its crashes, or all but a quarter once it has
@@ -228,11 +268,12 @@ def _inferred_pinning(
     drop = np.zeros(h.size, dtype=bool)
     pick = sel & (svc >= 0)
     if not pick.any():
-        return drop, ()
+        return drop, (), None
     n_svc = int(svc[pick].max()) + 1
     g = Groups.of(pair_key(svc[pick], h[pick], n_hosts))
     cp = c[pick].astype(np.int64)
-    best, start = _busiest_window(g, cp, CONFINED_SPAN)
+    best, start, top = _busiest_window(g, cp, CONFINED_SPAN)
+    stats = _PairCpus(np.flatnonzero(pick), g, cp, top)
     need = _confined_need(g.counts)
     narrow = best >= need
     g_svc = g.keys // n_hosts
@@ -244,12 +285,79 @@ def _inferred_pinning(
     p = poisson_upper(observed, expected)
     confined = (observed >= PINNED_MIN_HOSTS) & (p <= PINNED_ALPHA)
     if not confined.any():
-        return drop, ()
+        return drop, (), stats
     bad_pair = (confined[g_svc] & narrow)[g.inverse]
     lo = start[g.inverse]
     inside = bad_pair & (cp >= lo) & (cp < lo + CONFINED_SPAN)
-    drop[np.flatnonzero(pick)[inside]] = True
-    return drop, tuple(int(s) for s in np.flatnonzero(confined))
+    drop[stats.pick[inside]] = True
+    return drop, tuple(int(s) for s in np.flatnonzero(confined)), stats
+
+
+def _confined_by_facts(
+    h: I64, svc: NDArray[Any], size: NDArray[Any], given: I64, n_hosts: int
+) -> B:
+    """Rule 3b, per service code (plus a trailing ``False`` for unknown, index ``-1``): on at
+    least ``CONFINED_FACT_HOSTS`` hosts its crashes report an allowed set and a host CPU count,
+    and on at least ``CONFINED_FACT_SHARE`` of them every such crash's set is smaller than the
+    host. Such a service runs in a cpuset (a Kubernetes CPU manager's, a taskset); on a host
+    whose crashes of it do not say which, its crashes ran under a set of their own, not the
+    host's: rule 2 takes their CPU, as for any crash outside the host's stratum (valid: which
+    crashes lose their CPU depends on the service and the facts only, never on the CPU). A
+    cpuset of 5-8 CPUs is wider than rule 3's window, and one the CPU manager moved mid-month
+    is two windows: a busy service in one piled up on its few CPUs tested against the whole
+    host (``bench/fleet_adversary.py``, *cpusets*)."""
+    n_svc = int(svc.max()) + 1 if svc.size else 0
+    out = np.zeros(n_svc + 1, dtype=bool)
+    told = (size > 0) & (svc >= 0) & (given[h] > 0)
+    if not told.any():
+        return out
+    g = Groups.of(pair_key(svc[told], h[told], n_hosts))
+    wide = g.count_where(size[told] >= given[h[told]]) > 0  # some crash ran host-wide
+    g_svc = g.keys // n_hosts
+    hosts = np.bincount(g_svc, minlength=n_svc)
+    narrow = np.bincount(g_svc[~wide], minlength=n_svc)
+    out[:n_svc] = (hosts >= CONFINED_FACT_HOSTS) & (narrow >= CONFINED_FACT_SHARE * hosts)
+    return out
+
+
+def _numa_halves(
+    stats: _PairCpus | None, keep: B, host_cpus: I64, first_code: int, n: int
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """Rule 3c: per crash (``n``), the code of the NUMA half its (host, service) pair is bound
+    to (``-1`` none; only crashes in ``keep`` get one), and the sizes of the new codes. A pair
+    (rule 3's groups) is bound when all its crashes sit in one half of a host of at least
+    ``NUMA_MIN_CPUS`` (a multiple of 4): the lower or upper half (sockets numbered first) or
+    quarters 0 and 2 or 1 and 3 (each socket's cores, then their SMT siblings), with at least
+    ``NUMA_MIN_SPREAD`` of them off its busiest CPU. Uniform over the host, that is at most
+    ``4 * 2^-10`` = 0.4 % likely, and the busiest CPU aside a faulty core's pile-up cannot
+    make it. A service bound to one socket (``numactl --cpunodebind``, a NUMA-aware scheduler)
+    runs on half the cells; tested over all of them a busy one piled up
+    (``bench/fleet_adversary.py``, *numa*), and rule 3's window is 4 CPUs."""
+    out = np.full(n, -1, dtype=np.int32)
+    none = np.zeros(0, dtype=np.int32)
+    if stats is None:
+        return out, none
+    g, cp = stats.groups, stats.cpu
+    g_host = g.keys % host_cpus.size
+    big = host_cpus[g_host]
+    able = (big >= NUMA_MIN_CPUS) & (big % 4 == 0) & (g.counts - stats.top >= NUMA_MIN_SPREAD)
+    if not able.any():
+        return out, none
+    mine = able[g.inverse]
+    inv, cpu = g.inverse[mine], cp[mine]
+    quarter = np.minimum((cpu * 4) // big[inv], 3)
+    halves = (quarter < 2, quarter >= 2, quarter % 2 == 0, quarter % 2 == 1)
+    which = np.full(len(g), -1, dtype=np.int64)
+    for j in range(len(halves) - 1, -1, -1):  # the first that holds them all wins
+        inside = np.bincount(inv[halves[j]], minlength=len(g))
+        which[able & (inside == g.counts)] = j
+    bound = (which[g.inverse] >= 0) & keep[stats.pick]
+    if not bound.any():
+        return out, none
+    key = big[g.inverse][bound] * 4 + which[g.inverse][bound]
+    kinds, idx = np.unique(key, return_inverse=True)
+    out[stats.pick[bound]] = (first_code + idx).astype(np.int32)
+    return out, (kinds // 4 // 2).astype(np.int32)
 
 
 def _confined_need(k: I64) -> I64:
@@ -262,9 +370,9 @@ def _confined_need(k: I64) -> I64:
     return out
 
 
-def _busiest_window(g: Groups, cpu: I64, w: int) -> tuple[I64, I64]:
-    """Per group: the most crashes within ``w`` adjacent CPUs, and the lowest CPU of that
-    window (the first such window)."""
+def _busiest_window(g: Groups, cpu: I64, w: int) -> tuple[I64, I64, I64]:
+    """Per group: the most crashes within ``w`` adjacent CPUs, the lowest CPU of that window
+    (the first such window), and the most crashes on one CPU."""
     width = int(cpu.max()) + w + 1 if cpu.size else 1
     key = g.inverse * width + cpu
     order = radix_argsort(key)
@@ -278,7 +386,12 @@ def _busiest_window(g: Groups, cpu: I64, w: int) -> tuple[I64, I64]:
     at = count == best[grp]
     start = np.full(len(g), np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(start, grp[at], cpu[order][at])
-    return best, start
+    # the busiest single CPU: the longest run of equal keys (rule 3c)
+    top = np.zeros(len(g), dtype=np.int64)
+    if sk.size:
+        run = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
+        np.maximum.at(top, grp[run], np.diff(np.r_[run, sk.size]))
+    return best, start, top
 
 
 def _window_chance(k: I64, need: I64, cells: I64, w: int) -> NDArray[np.float64]:
