@@ -168,6 +168,8 @@ def scan_fleet(
         service=crashes.service.codes[ev],
     )
     cell = np.where(ev, placement.cell, -1)
+    # a pile-up the second look set aside is no CPU evidence (pileups.py)
+    cell[np.flatnonzero(ev)[scan.set_aside_events]] = -1
     end_us = int(crashes.time_us.max()) if len(crashes) else 0
     flagged = np.flatnonzero(scan.flagged).tolist()
     records: dict[int, HostRecord] = {}
@@ -258,6 +260,12 @@ def _detail(
         named = (crashes.anomaly_mask[everything] & np.uint16(params.hardware_mask)) != 0
     times = np.sort(crashes.time_us[everything][named])
     facts = _facts(h, placement)
+    if scan.set_aside[h]:
+        facts += (
+            f"{int(scan.set_aside[h])} crash(es) behind the pile-up were set aside in a second "
+            "look (one job started at one time of day on a CPU, or a CPU index busier on many other "
+            "hosts, without anomalies): their CPU left out, the host still flagged on the rest.",
+        )
     if not times.size:
         return HostDetail(tuple(suspects), core, None, None, 0, False, None, (), facts)
     first, last = int(times[0]), int(times[-1])

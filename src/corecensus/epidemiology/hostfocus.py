@@ -188,17 +188,20 @@ def focus_tests(
     window_alpha: float,
     exact_level: float,
     streaming: bool,
+    span: tuple[int, int] | None = None,
 ) -> FocusScan:
     """The focused family (module docstring) for the events ``h`` (host), ``c`` (cell, -1
     unknown), ``t`` (µs), ``resid`` (residual hardware-flavoured anomaly), ``ez`` (its null
     probability); ``cpus`` cells per host, ``cells`` the whole window's busiest cells per
     host, ``anomalous`` its residual anomalies and ``lam_known``/``lam_unknown`` their null
     expectation among crashes with and without a cell; ``candidates`` the hosts whose
-    whole-window p-value is at most ``exact_level``."""
+    whole-window p-value is at most ``exact_level``; ``span`` the data's first and last times
+    (default: the events'), which the windows divide."""
     n_hosts = cpus.size
     if not h.size or window_alpha <= 0.0:
         return FocusScan.empty(n_hosts, 0)
-    starts, ends = dyadic_windows(int(t.min()), int(t.max()), WINDOW_LEVELS)
+    t0, t1 = (int(t.min()), int(t.max())) if span is None else span
+    starts, ends = dyadic_windows(t0, t1, WINDOW_LEVELS)
     out = FocusScan.empty(n_hosts, int(starts.size))
     out.second[:] = cells.second
     out.second_count[:] = cells.second_count
@@ -207,7 +210,6 @@ def focus_tests(
     pair_live = _pair_screen(
         cells.n, pair_x, pair_k, anomalous - pair_k, lam_known, lam_unknown, cpus, exact_level
     )
-    t0 = int(t.min())
     crowded = _window_screen(c, t, cells, starts, ends, t0, cpus, SCREEN_LEVEL)
     cand = candidates | pair_live | crowded
     mine = cand[h]

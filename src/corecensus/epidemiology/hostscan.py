@@ -32,7 +32,10 @@ rates are those of the whole window (a mild look-ahead).
 
 Beyond this whole-window test, a small fixed family of focused tests (time windows, the two
 busiest CPUs; :mod:`~corecensus.epidemiology.hostfocus`) shares one more per-host budget,
-``window_alpha``: a host is flagged when either crosses.
+``window_alpha``: a host is flagged when either crosses. A flagged host then gets a second look
+without the crashes behind its pile-up that are not the silicon's (one population of one
+service on a CPU, a CPU index busier on many hosts; :mod:`~corecensus.epidemiology.pileups`),
+and stays flagged only if both looks cross (its p-values are the larger of the two).
 """
 
 from __future__ import annotations
@@ -45,8 +48,14 @@ from numpy.typing import NDArray
 
 from corecensus.epidemiology.anomalyrates import anomaly_rates
 from corecensus.epidemiology.hostfocus import FocusScan, focus_tests
-from corecensus.epidemiology.hostlooks import Stream, anomaly_cap, anomaly_laws, modal_top_cells
+from corecensus.epidemiology.hostlooks import (
+    Stream,
+    anomaly_cap,
+    anomaly_laws,
+    modal_top_cells,
+)
 from corecensus.epidemiology.hosttest import host_pvalues, lower_bounds, statistic
+from corecensus.epidemiology.pileups import Look, second_look
 from corecensus.epidemiology.segments import weighted_count
 
 __all__ = ["HostScan", "ScanSettings", "scan_hosts"]
@@ -103,6 +112,13 @@ class HostScan:
     holds the focused tests (:class:`~corecensus.epidemiology.hostfocus.FocusScan`);
     ``flagged`` is ``p_value <= host_alpha`` or ``focus.p_value <= window_alpha``, and
     ``first_alarm_us`` the earlier of the stream's and the windowed streams' alarms.
+
+    A host the first look flagged gets a second look (:mod:`~corecensus.epidemiology.pileups`):
+    ``set_aside`` counts the crashes behind its pile-up whose CPU it left out (one population
+    of one service on a CPU, a CPU index busier on many hosts), ``set_aside_events`` lists
+    them (indices into the events). Where it set some aside, the per-host fields above are the
+    second look's (``cpus`` the cells it tested on) with ``p_value`` and ``focus.p_value`` the
+    larger of the two looks', so never smaller than the first look's.
     """
 
     crashes: I64
@@ -125,6 +141,8 @@ class HostScan:
     min_stream_p: F64
     fleet_anomaly_rate: float
     focus: FocusScan
+    set_aside: I64
+    set_aside_events: I64
 
 
 def scan_hosts(
@@ -141,8 +159,10 @@ def scan_hosts(
     service: NDArray[Any] | None = None,
 ) -> HostScan:
     """Run the scan on crashes of ``host``, ``population`` and ``service`` (codes, ``-1``
-    unknown; the anomaly rates are per population without it); ``time_order`` (a stable
-    argsort of ``time_us``) is computed when not given."""
+    unknown); ``time_order`` (a stable argsort of ``time_us``) is computed when not given.
+    Without ``service`` the anomaly rates are per population and the flagged hosts get no
+    second look (:mod:`~corecensus.epidemiology.pileups`, which groups by (population,
+    service))."""
     # The (population, service, host) groups serve the anomaly rates only: built for them and
     # dropped with them, so the focused tests and the stream below do not hold their int64
     # arrays per crash (130 MB at ten million crashes).
@@ -161,11 +181,95 @@ def scan_hosts(
 
     h = np.asarray(host)  # host codes, as narrow as they came
     c = np.asarray(cpu)  # cells, as narrow as they came
-    known = c >= 0
+    t = np.asarray(time_us, np.int64)
     crashes = np.bincount(h, minlength=n_hosts).astype(np.int64)
-    anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
     expected = weighted_count(h, ez, n_hosts)
     explained = np.bincount(h[expl.crash_explained], minlength=n_hosts).astype(np.int64)
+    span = (int(t.min()), int(t.max())) if t.size else (0, 0)
+    first = _family(h, c, t, resid, ez, cpus, n_hosts, settings, settings.streaming, span)
+    cells, stat, p, focus = first.cells, first.stat, first.p, first.focus
+    flagged = (p <= settings.host_alpha) | (focus.p_value <= settings.window_alpha)
+    aside = np.zeros(n_hosts, dtype=np.int64)
+    aside_events = np.zeros(0, dtype=np.int64)
+    tested_cpus = cpus
+    if flagged.any() and service is not None:
+        # flagged hosts only (few): a pile-up that is not the silicon's, set aside
+        groups = (np.asarray(population), np.asarray(service))
+
+        def retest(hh: NDArray[Any], cc: I64, tt: I64, rr: B, ee: F64, cp: I64) -> Look:
+            return _family(hh, cc, tt, rr, ee, cp, n_hosts, settings, False, span)
+
+        second = second_look(first, flagged, h, c, t, resid, ez, groups, cpus, retest)
+        cells, stat, p, focus = second.cells, second.stat, second.p, second.focus
+        aside, aside_events, tested_cpus = second.aside, second.events, second.cpus
+        flagged = (p <= settings.host_alpha) | (focus.p_value <= settings.window_alpha)
+    # the (host, cell) groups served the focused tests' window screen: the stream does not
+    # hold their two int64 arrays per crash
+    cells = replace(cells, groups=None)
+    anomalous = first.anomalous
+    del first
+
+    first_alarm = np.full(n_hosts, -1, dtype=np.int64)
+    alarm_crashes = np.zeros(n_hosts, dtype=np.int64)
+    min_p = p.copy()
+    if settings.streaming and h.size:
+        stream = Stream(first_alarm=first_alarm, alarm_crashes=alarm_crashes, min_p=min_p)
+        if time_order is None:
+            time_order = np.argsort(t, kind="stable").astype(np.int64)
+        alpha = settings.host_alpha if settings.stream_alpha is None else settings.stream_alpha
+        stream.run(
+            h=h,
+            c=c,
+            t=t,
+            time_order=time_order,
+            resid=resid,
+            lam=ez,
+            cpus=cpus,
+            exact_level=settings.stream_exact_level,
+            alpha=alpha,
+        )
+        _earlier_alarms(first_alarm, alarm_crashes, focus.first_alarm_us, h, t)
+    return HostScan(
+        crashes=crashes,
+        known_cpu=cells.n,
+        cpus=tested_cpus,
+        top_cpu=cells.cell,
+        top_count=cells.top,
+        p_cpu=stat.p_cpu,
+        top_anomalous=cells.anomalous,
+        top_expected=stat.cell_expected,
+        p_top_anomaly=stat.p_cell,
+        anomalous=anomalous,
+        expected_anomalous=expected,
+        explained=explained,
+        p_anomaly=stat.p_off,
+        p_value=p,
+        flagged=flagged,
+        first_alarm_us=first_alarm,
+        alarm_crashes=alarm_crashes,
+        min_stream_p=min_p,
+        fleet_anomaly_rate=expl.fleet_rate,
+        focus=focus,
+        set_aside=aside,
+        set_aside_events=aside_events,
+    )
+
+
+def _family(
+    h: NDArray[Any],
+    c: NDArray[Any],
+    t: I64,
+    resid: B,
+    ez: F64,
+    cpus: I64,
+    n_hosts: int,
+    settings: ScanSettings,
+    streaming: bool,
+    span: tuple[int, int],
+) -> Look:
+    """The whole-window test and the focused family on the events ``h``, ``c``, ``t``."""
+    known = c >= 0
+    anomalous = np.bincount(h[resid], minlength=n_hosts).astype(np.int64)
     lam_known = weighted_count(h[known], ez[known], n_hosts)
     lam_unknown = weighted_count(h[~known], ez[~known], n_hosts)
     cells = modal_top_cells(h, c, resid, n_hosts, anomalous, lam_known, lam_unknown, cpus)
@@ -193,7 +297,7 @@ def scan_hosts(
     focus = focus_tests(
         h=h,
         c=c,
-        t=np.asarray(time_us, np.int64),
+        t=t,
         resid=resid,
         ez=ez,
         cpus=cpus,
@@ -204,56 +308,10 @@ def scan_hosts(
         candidates=p <= settings.exact_level,
         window_alpha=settings.window_alpha,
         exact_level=settings.exact_level,
-        streaming=settings.streaming,
+        streaming=streaming,
+        span=span,
     )
-    flagged = (p <= settings.host_alpha) | (focus.p_value <= settings.window_alpha)
-    # the (host, cell) groups served the focused tests' window screen: the stream does not
-    # hold their two int64 arrays per crash
-    cells = replace(cells, groups=None)
-
-    first_alarm = np.full(n_hosts, -1, dtype=np.int64)
-    alarm_crashes = np.zeros(n_hosts, dtype=np.int64)
-    min_p = p.copy()
-    if settings.streaming and h.size:
-        stream = Stream(first_alarm=first_alarm, alarm_crashes=alarm_crashes, min_p=min_p)
-        t = np.asarray(time_us, np.int64)
-        if time_order is None:
-            time_order = np.argsort(t, kind="stable").astype(np.int64)
-        alpha = settings.host_alpha if settings.stream_alpha is None else settings.stream_alpha
-        stream.run(
-            h=h,
-            c=c,
-            t=t,
-            time_order=time_order,
-            resid=resid,
-            lam=ez,
-            cpus=cpus,
-            exact_level=settings.stream_exact_level,
-            alpha=alpha,
-        )
-        _earlier_alarms(first_alarm, alarm_crashes, focus.first_alarm_us, h, t)
-    return HostScan(
-        crashes=crashes,
-        known_cpu=cells.n,
-        cpus=cpus,
-        top_cpu=cells.cell,
-        top_count=cells.top,
-        p_cpu=stat.p_cpu,
-        top_anomalous=cells.anomalous,
-        top_expected=stat.cell_expected,
-        p_top_anomaly=stat.p_cell,
-        anomalous=anomalous,
-        expected_anomalous=expected,
-        explained=explained,
-        p_anomaly=stat.p_off,
-        p_value=p,
-        flagged=flagged,
-        first_alarm_us=first_alarm,
-        alarm_crashes=alarm_crashes,
-        min_stream_p=min_p,
-        fleet_anomaly_rate=expl.fleet_rate,
-        focus=focus,
-    )
+    return Look(cells, stat, p, focus, anomalous, lam_known, lam_unknown)
 
 
 def _earlier_alarms(first: I64, crashes: I64, other: I64, h: I64, t: I64) -> None:
