@@ -145,6 +145,25 @@ class Changepoint:
     p_value: F64
 
 
+def _first_best(score: F64, seg: I64, starts: I64, counts: I64) -> I64:
+    """Per non-empty segment (``seg`` non-decreasing, segments beginning at ``starts``), the
+    first position of its largest ``score``, NaN below every number: the leader of
+    ``np.lexsort((-score, seg))`` in each segment (a stable sort: ties by position), without
+    sorting a million scores."""
+    nan = np.isnan(score)
+    value = np.where(nan, -np.inf, score)
+    full = counts > 0
+    best = np.full(counts.size, -np.inf)
+    best[full] = np.maximum.reduceat(value, starts[full])
+    hit = np.flatnonzero((value == best[seg]) & ~nan)
+    first_hit = np.ones(hit.size, dtype=bool)
+    first_hit[1:] = seg[hit][1:] != seg[hit][:-1]
+    lead = starts.copy()  # a segment of NaN scores only: its first position
+    lead[seg[hit[first_hit]]] = hit[first_hit]
+    out: I64 = lead[full]
+    return out
+
+
 def poisson_changepoint(
     times_us: Any,
     cum_exposure: Any,
@@ -210,10 +229,7 @@ def poisson_changepoint(
     before = np.zeros(n_groups, dtype=np.int64)
     e_before = np.zeros(n_groups, dtype=np.float64)
     if n:
-        order = np.lexsort((-score, seg))
-        first = np.ones(n, dtype=bool)
-        first[1:] = seg[order][1:] != seg[order][:-1]
-        lead = order[first]
+        lead = _first_best(score, seg, st, counts)
         g = seg[lead]
         best_llr[g] = np.maximum(score[lead], 0.0)
         before[g] = k[lead].astype(np.int64)

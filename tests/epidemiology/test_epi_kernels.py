@@ -1,0 +1,102 @@
+"""The host test's numerical kernels, rewritten for speed (issue 7), against the computations
+they replaced: the same float64 values to the bit (``analyze --json`` must not change), over a
+grid of sizes that covers the tails and the entries outside each law's support."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import special
+
+from corecensus.epidemiology import concentration
+from corecensus.epidemiology.concentration import EXACT_MAX_N, max_cell_law
+from corecensus.epidemiology.hosttest import _hypergeom_rows
+from corecensus.epidemiology.onset import _first_best
+
+
+def _log_choose_before(n: Any, k: Any) -> Any:
+    nn = np.asarray(n, dtype=np.float64)
+    kk = np.asarray(k, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return special.gammaln(nn + 1) - special.gammaln(kk + 1) - special.gammaln(nn - kk + 1)
+
+
+def _hypergeom_rows_before(n: int, z_max: int, lo: int, hi: int) -> Any:
+    """hosttest._hypergeom_rows as it was: gammaln evaluated for every element."""
+    z = np.arange(z_max + 1, dtype=np.float64)[:, None, None]
+    m = np.arange(lo, hi, dtype=np.float64)[None, :, None]
+    k = np.arange(z_max + 1, dtype=np.float64)[None, None, :]
+    ok = (k <= z) & (k <= m) & (m - k <= n - z)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        logp = (
+            _log_choose_before(z, k)
+            + _log_choose_before(n - z, m - k)
+            - _log_choose_before(float(n), m)
+        )
+        return np.where(ok, np.exp(np.where(ok, logp, 0.0)), 0.0)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 20, 59, 61, 100, 159, 160])
+def test_hypergeometric_rows_are_the_gammaln_computation_to_the_bit(n: int) -> None:
+    # z_max above n too (more anomalies allowed than crashes: the entries outside the support)
+    for z_max in sorted({0, 1, min(n, 5), n // 2, n, n + 3, 40}):
+        for lo, hi in {(0, n + 1), (0, 1), (n // 3, n // 3 + 7), (max(0, n - 4), n + 1)}:
+            new = _hypergeom_rows(n, z_max, lo, hi)
+            old = _hypergeom_rows_before(n, z_max, lo, hi)
+            assert new.shape == old.shape
+            assert new.tobytes() == old.tobytes(), (n, z_max, lo, hi)
+            # and it is a law: the k-rows of every valid (z, m) sum to one
+            if new.size and hi > lo:
+                sums = new.sum(axis=2)
+                valid = sums > 0
+                assert np.allclose(sums[valid], 1.0, atol=1e-12)
+
+
+def _power_at_before(pmf: Any, times: int, at: int) -> float:
+    """concentration._power_at as it was: the powers multiplied into [1.0]."""
+    result = np.ones(1, dtype=np.float64)
+    base = pmf
+    k = times
+    while k:
+        if k & 1:
+            result = np.convolve(result, base)[: at + 1]
+        k >>= 1
+        if k:
+            base = np.convolve(base, base)[: at + 1]
+    return float(result[at]) if result.size > at else 0.0
+
+
+@pytest.mark.parametrize("cells", [1, 2, 3, 5, 8, 24, 32, 48, 64, 127, 384])
+def test_largest_cell_law_is_the_old_binary_powering_to_the_bit(
+    cells: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = [*range(0, 40), *range(40, EXACT_MAX_N + 1, 9), EXACT_MAX_N - 1, EXACT_MAX_N]
+    new = [max_cell_law(n, cells) for n in sizes]
+    monkeypatch.setattr(concentration, "_power_at", _power_at_before)
+    for n, law in zip(sizes, new, strict=True):
+        old = max_cell_law(n, cells)
+        assert law.tobytes() == old.tobytes(), (n, cells)
+    # the comparison reaches the tails: laws with values far below the method's 1e-15 error
+    tiny = sum(int(((law > 0.0) & (law < 1e-15)).sum()) for law in new)
+    assert tiny > 0 or cells == 1
+
+
+def test_first_best_is_the_leader_of_the_lexsort_it_replaced() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        counts = rng.integers(0, 6, rng.integers(1, 12))
+        if trial % 7 == 0:
+            counts[rng.integers(0, counts.size)] = 0  # empty segments among the others
+        n = int(counts.sum())
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        seg = np.repeat(np.arange(counts.size), counts)
+        # few distinct values: ties everywhere, and -inf, NaN, -0.0 among them
+        score = rng.choice(np.array([-np.inf, np.nan, -0.0, 0.0, 1.5, 2.0, -3.0]), n)
+        order = np.lexsort((-score, seg))
+        first = np.ones(n, dtype=bool)
+        first[1:] = seg[order][1:] != seg[order][:-1]
+        expected = order[first] if n else np.zeros(0, dtype=np.int64)
+        got = _first_best(score, seg, starts, counts.astype(np.int64))
+        assert got.tolist() == expected.tolist(), (score.tolist(), counts.tolist())
