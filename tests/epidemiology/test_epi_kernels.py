@@ -12,7 +12,12 @@ from scipy import special
 
 from corecensus.epidemiology import concentration
 from corecensus.epidemiology.concentration import EXACT_MAX_N, max_cell_law
-from corecensus.epidemiology.hosttest import _hypergeom_rows
+from corecensus.epidemiology.hosttest import (
+    _convolve_segments,
+    _hypergeom_rows,
+    count_reach,
+    poisson_binomial_prefixes,
+)
 from corecensus.epidemiology.onset import _first_best
 
 
@@ -100,3 +105,46 @@ def test_first_best_is_the_leader_of_the_lexsort_it_replaced() -> None:
         expected = order[first] if n else np.zeros(0, dtype=np.int64)
         got = _first_best(score, seg, starts, counts.astype(np.int64))
         assert got.tolist() == expected.tolist(), (score.tolist(), counts.tolist())
+
+
+def _poisson_binomial_prefixes_before(a: Any, starts: Any, record: Any, cap: int) -> Any:
+    """hosttest.poisson_binomial_prefixes as it was: every element stepped through."""
+    size = a.size
+    ends = np.append(starts[1:], size).astype(np.int64)
+    lengths = ends - starts
+    slot = np.full(size, -1, dtype=np.int64)
+    if record is None:
+        out = np.zeros((starts.size, cap + 1), dtype=np.float64)
+        nonempty = lengths > 0
+        slot[ends[nonempty] - 1] = np.flatnonzero(nonempty)
+    else:
+        rec_pos = np.flatnonzero(record)
+        out = np.zeros((rec_pos.size, cap + 1), dtype=np.float64)
+        slot[rec_pos] = np.arange(rec_pos.size)
+    out[:, 0] = 1.0
+    if not a.any():
+        return out
+    total = np.concatenate([[0.0], np.cumsum(a)])
+    width = np.minimum(cap, ((count_reach(total[ends] - total[starts]) + 7) // 8) * 8)
+    for w in np.unique(width).tolist():
+        sel = np.flatnonzero(width == w)
+        _convolve_segments(a, starts[sel], lengths[sel], slot, out, int(w))
+    return out
+
+
+@pytest.mark.parametrize("cap", [0, 1, 3, 8, 64])
+def test_poisson_binomial_prefixes_skip_zero_probabilities_to_the_bit(cap: int) -> None:
+    rng = np.random.default_rng(cap)
+    for _ in range(30):
+        lengths = rng.integers(0, 40, rng.integers(1, 20))
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        a = rng.uniform(0.0, 0.9, int(lengths.sum()))
+        # most elements 0 (crashes of the other kind), whole segments and segment ends too
+        a[rng.random(a.size) < 0.7] = 0.0
+        if lengths.size > 2 and lengths[1]:
+            a[starts[1] : starts[1] + lengths[1]] = 0.0
+        record = rng.random(a.size) < 0.3
+        for rec in (None, record):
+            new = poisson_binomial_prefixes(a, starts, record=rec, cap=cap)
+            old = _poisson_binomial_prefixes_before(a, starts, rec, cap)
+            assert new.tobytes() == old.tobytes()

@@ -540,6 +540,16 @@ def poisson_binomial_prefixes(
     total = np.concatenate([[0.0], np.cumsum(a)])
     mean = total[ends] - total[starts]
     width = np.minimum(cap, ((count_reach(mean) + 7) // 8) * 8)
+    # An element with a_i = 0 leaves the law as it is, to the bit (its gain is +0: x - 0 and
+    # x + 0 are x, and the columns a skipped step would have widened hold 0): only the others
+    # and the recorded ones are stepped through (the unknown-CPU law's elements are mostly
+    # crashes with a known CPU, a_i = 0).
+    keep = (a != 0.0) | (slot >= 0)
+    if not keep.all():
+        kept = np.flatnonzero(keep)
+        a, slot = a[kept], slot[kept]
+        starts = np.searchsorted(kept, starts).astype(np.int64)
+        lengths = np.searchsorted(kept, ends).astype(np.int64) - starts
     for w in np.unique(width).tolist():
         sel = np.flatnonzero(width == w)
         _convolve_segments(a, starts[sel], lengths[sel], slot, out, int(w))
