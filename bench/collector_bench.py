@@ -455,10 +455,11 @@ def tail_report(log: Path, since: float, until: float, client_p99_ms: float) -> 
     ]
     if not ok:
         return ["(no acknowledged uploads in the collector's log for this phase)"]
+    # Checkpoints hold the commits behind them; snapshots are written beside the commits.
     stalls = [
         (e["ts"] - e["ms"] / 1000, e["ts"], e["event"])
         for e in events
-        if e.get("event") in ("checkpoint", "snapshot") and since - 5 <= e["ts"] <= until + 5
+        if e.get("event") == "checkpoint" and since - 5 <= e["ts"] <= until + 5
     ]
     in_phase = [s for s in stalls if s[1] >= since and s[0] <= until]
 
@@ -482,9 +483,9 @@ def tail_report(log: Path, since: float, until: float, client_p99_ms: float) -> 
         f"decode {med('decode_ms', ok):.0f}, commit {med('commit_ms', ok):.0f} ms",
         f"slowest {len(slow)} (1 %): median body {med('body_ms', slow):.1f}, decode "
         f"{med('decode_ms', slow):.0f}, commit (queue + group commit) {med('commit_ms', slow):.0f}"
-        f" ms; {sum(map(overlaps, slow))} of them overlapped a checkpoint or snapshot "
+        f" ms; {sum(map(overlaps, slow))} of them overlapped a checkpoint "
         f"({sum(map(overlaps, ok))} of all {len(ok)})",
-        f"checkpoints and snapshots in the phase: {len(in_phase)}, "
+        f"checkpoints in the phase: {len(in_phase)}, "
         f"{stalled_ms:.0f} ms in all ({100 * stalled_ms / 1000 / seconds:.1f} % of the phase), "
         f"longest {max([(b - a) * 1000 for a, b, _k in in_phase], default=0):.0f} ms",
     ]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -410,7 +412,105 @@ def test_under_load_the_writer_checkpoints_only_past_the_hard_bound(tmp_path: Pa
     for f in futures:
         f.result(60)  # type: ignore[attr-defined]
     assert writer.stop(60)
-    assert len(seen) == 4  # past the hard bound after every group, waiting or not
+    # Past the hard bound after the first group, with three waiting: those three were admitted
+    # expecting no checkpoint, so it comes after them (and here nothing else arrived).
+    assert len(seen) == 1 and seen[0][1]
+
+
+def test_a_due_checkpoint_is_announced_and_waits_for_the_requests_queued_before_it(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path / "s.duckdb")
+    store.defer_checkpoints()
+    backlog = Backlog()
+    answered: list[list[bool]] = []  # at each checkpoint: which requests had their answer
+    futures: list[Future[tuple[float, int]]] = []
+    first, second = threading.Event(), threading.Event()
+    commits = 0
+
+    def checkpoint() -> None:
+        answered.append([f.done() for f in futures])
+        store.checkpoint()
+
+    def sink(group: UploadRows) -> UploadCounts:
+        nonlocal commits
+        commits += 1
+        # The first commit waits for `first`; the second for `second`.
+        (first if commits == 1 else second if commits == 2 else threading.Event()).wait(
+            60 if commits <= 2 else 0
+        )
+        return store_rows(store, group)
+
+    writer = GroupCommitWriter(
+        sink,
+        backlog,
+        CollectorMetrics.create(),
+        max_queue_records=1000,
+        max_commit_records=5,
+        checkpoints=Checkpoints(store.log_bytes, checkpoint, 1 << 40, 1),  # hard bound: 1 byte
+    )
+    writer.start()
+    futures += [writer.submit(RecordKind.CRASHES, rows([make_record(i)]) * 5) for i in range(3)]
+    assert backlog.stall_s == 0.0
+    first.set()
+    # After the first group the log is past the bound with two groups waiting: announced ...
+    end = time.monotonic() + 60
+    while backlog.stall_s == 0.0 and time.monotonic() < end:
+        time.sleep(0.001)
+    assert backlog.stall_s > 0.0
+    assert backlog.expected_wait_s() > backlog.stall_s  # every new request waits for it
+    # ... and a request that arrives now is queued behind the checkpoint.
+    futures.append(writer.submit(RecordKind.CRASHES, rows([make_record(9)]) * 5))
+    second.set()
+    for f in futures:
+        f.result(60)
+    assert writer.stop(60)
+    # The checkpoint came once the three requests queued before it were answered, before the
+    # one that came after the announcement (then the idle one after that).
+    assert answered[0] == [True, True, True, False]
+    assert answered[1:] == [[True] * 4]
+    assert backlog.stall_s == 0.0
+    store.close()
+
+
+def test_a_snapshot_is_written_beside_the_commits_not_in_front_of_them() -> None:
+    started, release = threading.Event(), threading.Event()
+    snapshots = 0
+    clock = FakeClock()
+
+    def snapshot() -> None:
+        nonlocal snapshots
+        snapshots += 1
+        if snapshots == 2:  # the one that falls due under load: held until the test says
+            started.set()
+            release.wait(60)
+
+    def sink(group: UploadRows) -> UploadCounts:
+        clock.now += 60.0  # a minute passes in each commit: the snapshot falls due
+        return UploadCounts()
+
+    writer = GroupCommitWriter(
+        sink,
+        Backlog(),
+        CollectorMetrics.create(),
+        max_queue_records=1000,
+        max_commit_records=5,
+        snapshot=snapshot,
+        snapshot_every_s=30.0,
+        clock=clock,
+    )
+    writer.start()
+    writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", 1, "s", "1")]).result(60)
+    assert started.wait(60)  # the snapshot is copying ...
+    # ... and requests are committed and answered meanwhile.
+    for i in range(3):
+        writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", 2 + i, "s", "1")]).result(60)
+    assert not release.is_set()
+    release.set()
+    assert writer.stop(60)
+    # The one at start and the one held (then perhaps one more for the commits made while it
+    # copied).
+    assert snapshots >= 2
 
 
 # --- settings ---------------------------------------------------------------------------------

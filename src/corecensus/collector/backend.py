@@ -68,6 +68,11 @@ class LocalBackend:
         self._log = log
         self.backlog = backlog
         store.defer_checkpoints()
+        # The store loads pyarrow at its first write: here, before serving, instead of inside
+        # the first group commit (0.3-0.5 s on a busy machine, which the first requests waited
+        # for and admission then took as the cost of every commit).
+        import pyarrow  # noqa: F401
+
         self.writer = GroupCommitWriter(
             partial(store_rows, store),
             backlog,

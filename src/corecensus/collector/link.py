@@ -96,6 +96,9 @@ class LinkServer:
         self._front_ends: list[_FrontEnd] = []
         self._dirty = False
         self._flush_due = False
+        # The writer thread announces stalls (a checkpoint or snapshot) through the backlog.
+        self._loop = asyncio.get_running_loop()
+        backend.backlog.on_change = self._changed_elsewhere
         # Front ends that said they serve (``hello``, sent once uvicorn listens).
         self.serving = 0
         self.hello = asyncio.Event()
@@ -121,6 +124,11 @@ class LinkServer:
             self._front_ends.remove(peer)
             self._changed()
             writer.close()
+
+    def _changed_elsewhere(self) -> None:
+        # From the writer thread.
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to tell
+            self._loop.call_soon_threadsafe(self._changed)
 
     def _changed(self) -> None:
         """Some front end's work changed: tell the others, once per turn of the loop."""
@@ -148,6 +156,7 @@ class LinkServer:
                 view.commit_s,
                 view.commit_s_per_record,
                 view.commit_floor_s,
+                view.stall_s,
             )
             if fields != peer.sent and not peer.writer.is_closing():
                 peer.sent = fields

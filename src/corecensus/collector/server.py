@@ -251,6 +251,8 @@ class Collector:
             response = await self._admit_and_store(kind, request, outcome)
         except _Refusal as refusal:
             outcome.status, outcome.reason = refusal.status, refusal.reason
+            if refusal.reason == "overloaded" and refusal.retry_after is not None:
+                outcome.extra["expected_ms"] = _ms(refusal.retry_after)
             if refusal.status in (429, 503):
                 self.metrics.shed.labels(reason=refusal.reason).inc()
             response = refusal.response()

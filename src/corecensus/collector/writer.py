@@ -23,6 +23,19 @@ log that never stops growing would make a restart after a crash replay all of it
 itself DuckDB checkpoints inside the commit that takes its log past 16 MB, and every request
 of that group and of the groups queued behind it waited for it: at half the capacity, that
 was the collector's p99.
+
+A checkpoint holds every commit behind it (DuckDB blocks appends to the table it checkpoints,
+duckdb#25988), for about as long per byte of log as the last ones took. When one falls due
+while requests wait, the writer first tells the backlog how long the stall will be
+(:meth:`Backlog.stalling`: admission adds it to every new request's wait, so a request that
+cannot wait for it is refused at the door), commits the requests already queued -- they were
+admitted expecting no stall -- and only then checkpoints; requests queued after the
+announcement wait for it, knowingly. Before, a checkpoint at the hard bound under 5x overload
+held requests admitted a moment earlier past their deadlines.
+
+Snapshots after the first are written on a thread of their own while commits go on (the
+store copies from a connection and transaction of its own); on the writer's thread, a 2.1 s
+copy of a 100 MB store once held every commit behind it at half the collector's capacity.
 """
 
 from __future__ import annotations
@@ -75,6 +88,7 @@ class WriterStopped(CorecensusError):
 class _Job:
     kind: RecordKind
     records: Sequence[Any]
+    seq: int = 0
     done: Future[tuple[float, int]] = field(default_factory=Future)
 
 
@@ -109,6 +123,17 @@ class GroupCommitWriter:
         self._unsnapped = True  # committed work the last snapshot does not hold
         self._jobs: deque[_Job] = deque()
         self._queued = 0
+        # Jobs submitted, and the last committed (by sequence number).
+        self._submitted = 0
+        self._committed_seq = 0
+        # A checkpoint announced, done once the jobs up to ``_due_after`` are committed (they
+        # were admitted before the announcement).
+        self._due: str | None = None
+        self._due_after = 0
+        # Seconds a checkpoint takes per byte of log (moving average; 10 ms per MiB before the
+        # first is measured).
+        self._checkpoint_s_per_byte = 0.01 / (1 << 20)
+        self._snapper: threading.Thread | None = None
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="corecensus-writer", daemon=True)
@@ -133,6 +158,8 @@ class GroupCommitWriter:
                 raise WriterStopped("the collector is stopping")
             if self._queued and self._queued + len(records) > self._max_queue:
                 raise QueueFull(f"{self._queued} records queued")
+            self._submitted += 1
+            job.seq = self._submitted
             self._jobs.append(job)
             self._queued += len(records)
             self._backlog.queued(len(records))
@@ -155,9 +182,11 @@ class GroupCommitWriter:
         with self._cond:
             while not self._jobs and not self._stopping:
                 due = self._next_snapshot - self._clock()
-                if self._snapshot is not None and self._unsnapped and due <= 0:
+                if self._snapshot_due():
                     return []  # idle, and the snapshot is behind: write it now
-                self._cond.wait(due if self._snapshot is not None and self._unsnapped else None)
+                waiting = self._snapshot is not None and self._unsnapped and not self._snapping()
+                # (A snapshot in progress notifies when it ends.)
+                self._cond.wait(max(0.0, due) if waiting else None)
             if not self._jobs:
                 return None
             taken = [self._jobs.popleft()]
@@ -169,24 +198,81 @@ class GroupCommitWriter:
             return taken
 
     def _run(self) -> None:
+        self._unsnapped = False
         self._snap()
         while (jobs := self._take()) is not None:
             if jobs:
                 self._commit(jobs)
-                self._maybe_checkpoint()
-            if self._unsnapped and self._clock() >= self._next_snapshot:
-                self._snap()
-        # No snapshot at the end: once the writer is gone, readers open the store itself.
+            self._maintain()
+        # No snapshot at the end: once the writer is gone, readers open the store itself. One
+        # in progress is waited for (the store is closed after this returns).
+        if self._snapper is not None:
+            self._snapper.join()
 
-    def _maybe_checkpoint(self) -> None:
+    def _maintain(self) -> None:
+        """Checkpoint or snapshot when one is due: at once when no request waits, else
+        announced first and done after the requests queued now (the class's text)."""
+        if self._snapshot_due():
+            self._snap_beside()
+        with self._cond:
+            idle = not self._jobs
+            submitted = self._submitted
+        if self._due is None:
+            if self._checkpoint_due(idle) is None:
+                return
+            self._due, self._due_after = "checkpoint", submitted
+            self._backlog.stalling(self._expected_stall_s())
+        if not idle and self._committed_seq < self._due_after:
+            return
+        self._due = None
+        self._checkpoint(idle)
+        self._backlog.stalling(0.0)
+
+    def _snapshot_due(self) -> bool:
+        return (
+            self._snapshot is not None
+            and self._unsnapped
+            and not self._snapping()
+            and self._clock() >= self._next_snapshot
+        )
+
+    def _snapping(self) -> bool:
+        return self._snapper is not None and self._snapper.is_alive()
+
+    def _snap_beside(self) -> None:
+        """A snapshot on a thread of its own while commits go on (the store copies from its
+        own connection and transaction); the next is due ``snapshot_every_s`` after it at
+        the soonest."""
+        self._unsnapped = False  # commits from now on are not in it
+        self._next_snapshot = self._clock() + self._snapshot_every_s
+        self._snapper = threading.Thread(
+            target=self._snap_and_tell, name="corecensus-snapshot", daemon=True
+        )
+        self._snapper.start()
+
+    def _snap_and_tell(self) -> None:
+        self._snap()
+        with self._cond:
+            self._cond.notify()
+
+    def _checkpoint_due(self, idle: bool) -> str | None:
+        policy = self._checkpoints
+        if policy is None:
+            return None
+        size = policy.log_bytes()
+        if size < (min(policy.idle_bytes, policy.max_bytes) if idle else policy.max_bytes):
+            return None
+        return "checkpoint"
+
+    def _expected_stall_s(self) -> float:
+        size = self._checkpoints.log_bytes() if self._checkpoints is not None else 0
+        return size * self._checkpoint_s_per_byte
+
+    def _checkpoint(self, idle: bool) -> None:
         policy = self._checkpoints
         if policy is None:
             return
-        with self._cond:
-            idle = not self._jobs
         size = policy.log_bytes()
-        if size < (min(policy.idle_bytes, policy.max_bytes) if idle else policy.max_bytes):
-            return
         start = self._clock()
         try:
             policy.checkpoint()
@@ -194,6 +280,8 @@ class GroupCommitWriter:
             self.last_error = f"checkpoint: {exc}"
             return
         seconds = self._clock() - start
+        if size > 0:
+            self._checkpoint_s_per_byte += 0.3 * (seconds / size - self._checkpoint_s_per_byte)
         self._metrics.checkpoint_seconds.observe(seconds)
         if self._on_checkpoint is not None:
             self._on_checkpoint(seconds, size, not idle)
@@ -208,7 +296,8 @@ class GroupCommitWriter:
         except Exception as exc:  # readers keep the older snapshot; writing goes on
             error = exc
         seconds = self._clock() - start
-        self._unsnapped = error is not None
+        if error is not None:
+            self._unsnapped = True
         self._next_snapshot = start + max(self._snapshot_every_s, 10 * seconds)
         if self._on_snapshot is not None:
             self._on_snapshot(seconds, error)
@@ -232,6 +321,7 @@ class GroupCommitWriter:
         seconds = self._clock() - start
         with self._cond:
             self._queued -= size
+            self._committed_seq = jobs[-1].seq
             self._metrics.queue_records.set(self._queued)
             self._metrics.queue_requests.set(len(self._jobs))
         self._backlog.committed(size, seconds)

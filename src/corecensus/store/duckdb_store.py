@@ -201,20 +201,29 @@ class DuckDBStore:
     def write_snapshot(self) -> None:
         """Copy what is committed to ``<store>.snapshot`` for readers while this process holds
         the file: into a temporary file, then renamed over the last one (readers that have
-        the old one open keep reading it). No-op for an in-memory or read-only store."""
+        the old one open keep reading it). No-op for an in-memory or read-only store.
+
+        The copy runs on a connection of its own (a DuckDB cursor) without the store's lock:
+        it reads one committed state (its transaction's) while writes go on, and may be called
+        from another thread while this one commits -- a copy of a large store takes seconds,
+        and the collector's writer held every commit behind it for that long (2.1 s measured
+        at half the collector's capacity on a 100 MB store). The caller must not close the
+        store until it returns."""
         if self._location == ":memory:" or self._read_only:
             return
         target = snapshot_path(self._location)
         tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
         tmp.unlink(missing_ok=True)
         with self._connection("writing a snapshot") as con:
-            row = con.execute("SELECT current_database()").fetchone()
+            cursor = con.cursor()
+        with self._guard("writing a snapshot"), contextlib.closing(cursor):
+            row = cursor.execute("SELECT current_database()").fetchone()
             name = str(row[0]) if row else "main"
-            con.execute(f"ATTACH {_quote_literal(str(tmp))} AS corecensus_snapshot")
+            cursor.execute(f"ATTACH {_quote_literal(str(tmp))} AS corecensus_snapshot")
             try:
-                con.execute(f'COPY FROM DATABASE "{name}" TO corecensus_snapshot')
+                cursor.execute(f'COPY FROM DATABASE "{name}" TO corecensus_snapshot')
             finally:
-                con.execute("DETACH corecensus_snapshot")
+                cursor.execute("DETACH corecensus_snapshot")
         os.replace(tmp, target)
 
     def defer_checkpoints(self) -> None:
