@@ -569,3 +569,25 @@ def test_a_faulty_cpu_with_few_other_crashes_is_not_a_numa_half() -> None:
             host_cpus=np.array([32]),
         )
         assert int(p.cells[0]) == cells
+
+
+def test_more_cores_than_pairs_of_cpus_are_tested_as_cpus() -> None:
+    """A 2-CPU host without SMT reports cores 0 and 1: tested as floor(2 / 2) = 1 core its two
+    crashes on two cores were impossible under the null (p = 0); it is tested over its CPUs.
+    Two SMT siblings on one core stay at core level."""
+    kw: dict[str, Any] = {
+        "host": np.zeros(2, dtype=np.int64),
+        "service": np.zeros(2, dtype=np.int64),
+        "n_hosts": 1,
+        "host_cpus": np.array([2]),
+    }
+    p = place_crashes(cpu=np.array([0, 1]), cpu_core=np.array([0, 1]), **kw)
+    assert not p.core_level[0] and int(p.cells[0]) == 2 and p.cell.tolist() == [0, 1]
+    sib = place_crashes(cpu=np.array([0, 1]), cpu_core=np.array([0, 0]), **kw)
+    assert sib.core_level[0] and int(sib.cells[0]) == 1 and sib.cell.tolist() == [0, 0]
+    rows = [
+        crash("h007", 3, 0, anomalous=True, host_cpus=2, cpu_core=0, cpus_allowed="0-1"),
+        crash("h007", 9, 1, host_cpus=2, cpu_core=1, cpus_allowed="0-1"),
+    ]
+    a = analyze(CrashTable.from_rows(background() + rows))
+    assert a.scan is not None and float(a.scan.p_value[a.host_names.index("h007")]) > 0.01

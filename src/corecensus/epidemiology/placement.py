@@ -202,6 +202,16 @@ def place_crashes(
         core = np.asarray(cpu_core, dtype=np.int64)
         with_core = in_stratum & (core >= 0)
         core_level[np.unique(h[with_core])] = True
+        # A host whose crashes show more distinct cores than floor(a / 2) does not pair its
+        # CPUs two to a core (no SMT, or an odd set): its cores are not the cells the law
+        # counts (a 2-CPU host without SMT, two crashes on cores 0 and 1, was tested over one
+        # cell and got p = 0; bench/fleet_adversary.py, thread-per-core), so it is tested
+        # over its logical CPUs, the exact law of its allowed set.
+        if with_core.any():
+            hc = np.unique(pair_key(h[with_core], core[with_core], int(core.max()) + 1))
+            distinct = np.bincount(hc // (int(core.max()) + 1), minlength=n_hosts)
+            core_level &= distinct <= cells // SMT_WAYS
+            with_core &= core_level[h]
         # crashes of such hosts without the core: the core another crash of the host on the
         # same CPU reported, else no cell
         mapped = _core_of_cpu(h, c, core, with_core, in_stratum & core_level[h] & (core < 0))
