@@ -11,11 +11,12 @@ import pytest
 from scipy import special
 
 from corecensus.epidemiology import concentration
-from corecensus.epidemiology.concentration import EXACT_MAX_N, max_cell_law
+from corecensus.epidemiology.concentration import EXACT_MAX_N, max_cell_law, max_cell_pvalue
 from corecensus.epidemiology.hosttest import (
-    _convolve_segments,
     _hypergeom_rows,
+    _union_lower_bounds,
     count_reach,
+    pair_cell_pvalue,
     poisson_binomial_prefixes,
 )
 from corecensus.epidemiology.onset import _first_best
@@ -107,8 +108,36 @@ def test_first_best_is_the_leader_of_the_lexsort_it_replaced() -> None:
         assert got.tolist() == expected.tolist(), (score.tolist(), counts.tolist())
 
 
+def _convolve_segments_before(
+    a: Any, starts: Any, lengths: Any, slot: Any, out: Any, cap: int
+) -> None:
+    """hosttest._convolve_segments as it was: one step at a time, every view made anew."""
+    by_len = np.argsort(-lengths, kind="stable")
+    first = starts[by_len]
+    steps = np.arange(int(lengths.max(initial=0)))
+    running = lengths.size - np.searchsorted(np.sort(lengths), steps, side="right")
+    state = np.zeros((starts.size, cap + 1), dtype=np.float64)
+    state[:, 0] = 1.0
+    carry = np.empty_like(state)
+    for j, count in enumerate(running.tolist()):
+        w = min(cap, j + 1) + 1
+        pos = first[:count] + j
+        q = a[pos][:, None]
+        cur = state[:count, :w]
+        gain = carry[:count, :w]
+        np.multiply(cur, q, out=gain)
+        cur -= gain
+        cur[:, 1:] += gain[:, :-1]
+        if w == cap + 1:
+            cur[:, -1] += gain[:, -1]
+        done = slot[pos] >= 0
+        if done.any():
+            out[slot[pos[done]], :w] = cur[done]
+
+
 def _poisson_binomial_prefixes_before(a: Any, starts: Any, record: Any, cap: int) -> Any:
-    """hosttest.poisson_binomial_prefixes as it was: every element stepped through."""
+    """hosttest.poisson_binomial_prefixes as it was: every element stepped through, one step
+    at a time."""
     size = a.size
     ends = np.append(starts[1:], size).astype(np.int64)
     lengths = ends - starts
@@ -128,7 +157,7 @@ def _poisson_binomial_prefixes_before(a: Any, starts: Any, record: Any, cap: int
     width = np.minimum(cap, ((count_reach(total[ends] - total[starts]) + 7) // 8) * 8)
     for w in np.unique(width).tolist():
         sel = np.flatnonzero(width == w)
-        _convolve_segments(a, starts[sel], lengths[sel], slot, out, int(w))
+        _convolve_segments_before(a, starts[sel], lengths[sel], slot, out, int(w))
     return out
 
 
@@ -137,6 +166,7 @@ def test_poisson_binomial_prefixes_skip_zero_probabilities_to_the_bit(cap: int) 
     rng = np.random.default_rng(cap)
     for _ in range(30):
         lengths = rng.integers(0, 40, rng.integers(1, 20))
+        lengths[0] = 200  # one long segment running alone for many steps, past every cap
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         a = rng.uniform(0.0, 0.9, int(lengths.sum()))
         # most elements 0 (crashes of the other kind), whole segments and segment ends too
@@ -148,3 +178,34 @@ def test_poisson_binomial_prefixes_skip_zero_probabilities_to_the_bit(cap: int) 
             new = poisson_binomial_prefixes(a, starts, record=rec, cap=cap)
             old = _poisson_binomial_prefixes_before(a, starts, rec, cap)
             assert new.tobytes() == old.tobytes()
+
+
+def _union_lower_bounds_before(n: Any, t: Any, cpus: Any, score: Any) -> Any:
+    """hosttest._union_lower_bounds as it was: every entry's tail at every bisection step."""
+    lo = np.full(n.shape, 2, dtype=np.int64)
+    hi = n + 1
+    while bool((lo < hi).any()):
+        mid = (lo + hi) // 2
+        ok = score(n, mid, cpus) <= t
+        active = lo < hi
+        hi = np.where(active & ok, mid, hi)
+        lo = np.where(active & ~ok, mid + 1, lo)
+    found = lo <= n
+    value = score(n, np.minimum(lo, n), cpus) * (1.0 - 1e-9)
+    return np.where(found, value, 0.0)
+
+
+@pytest.mark.parametrize("score", [max_cell_pvalue, pair_cell_pvalue])
+def test_union_lower_bounds_search_only_the_unsettled_entries_to_the_bit(score: Any) -> None:
+    rng = np.random.default_rng(11)
+    size = 3000
+    n = rng.integers(0, 5000, size).astype(np.int64)
+    n[:20] = [0, 1, 2, 3, 161, 162, 4999, *range(13)]
+    cpus = rng.choice(np.array([1, 2, 3, 4, 8, 32, 64, 384]), size).astype(np.int64)
+    # thresholds from "nothing qualifies" to "everything does", and the tails' own values
+    t = 10.0 ** rng.uniform(-40, 0.5, size)
+    t[20:40] = score(n[20:40], n[20:40] // 3, cpus[20:40])
+    new = _union_lower_bounds(n, t, cpus, score)
+    old = _union_lower_bounds_before(n, t, cpus, score)
+    assert new.tobytes() == old.tobytes()
+    assert 0 < int((new > 0).sum()) < size  # both outcomes are there
