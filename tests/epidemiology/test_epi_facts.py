@@ -238,6 +238,7 @@ def test_candidate_cells_modal_cpu_hardware_and_flagged_cpu_counts() -> None:
     assert cells.hardware.tolist() == [2, 0, 0]
     # only host a is flagged: its crashes on CPU 3 count, host b's on CPU 3 do not
     assert cells.on_flagged_cpu.tolist() == [2, 0, 0]
+    assert cells.evidence.tolist() == [2, 0, 0]  # by default, what is on the flagged CPU
     assert cells.cpu_p.tolist()[1:] == [1.0, 1.0]  # one crash, or none: no evidence
     assert 0.0 < cells.cpu_p[0] < 1.0
     # with the host test's cells (a's second crash lost its CPU, say pinned) and a crash loop
@@ -253,10 +254,12 @@ def test_candidate_cells_modal_cpu_hardware_and_flagged_cpu_counts() -> None:
         n_pops=2,
         cell=np.array([3, -1, 1, 3, -1], np.int64),
         event=np.array([True, False, True, True, True]),
+        evidence=np.array([0, 2], np.int64),
     )
     assert cells.cpu_count.tolist() == [1, 1, 0]
     assert cells.hardware.tolist() == [1, 0, 0]
     assert cells.on_flagged_cpu.tolist() == [1, 0, 0]
+    assert cells.evidence.tolist() == [2, 0, 0]  # the rows given, per candidate pair
 
 
 def test_cited_rows_are_the_first_crashes_of_each_candidate_pair() -> None:

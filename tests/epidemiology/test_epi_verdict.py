@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from corecensus.epidemiology import AnalysisParams, CrashTable, PopulationVerdict, analyze
+from corecensus.epidemiology import (
+    AnalysisParams,
+    CrashTable,
+    HostKind,
+    PopulationVerdict,
+    analyze,
+)
 from corecensus.epidemiology.findings import Onset
 from corecensus.epidemiology.mixture import anomaly_split, version_split
 from corecensus.epidemiology.verdict import HostFacts, PopulationFacts, decide_verdict
@@ -21,6 +27,7 @@ def host(
     cpu_n: int = 1,
     hardware: int = 0,
     flagged: bool = False,
+    evidence: int = 0,
 ) -> HostFacts:
     return HostFacts(
         pair=0,
@@ -38,6 +45,7 @@ def host(
         hardware=hardware,
         flagged=flagged,
         excess=excess,
+        evidence=evidence if flagged else 0,
     )
 
 
@@ -74,8 +82,14 @@ def test_rule_order() -> None:
     d, rule = decide_verdict(facts(40, 30, (host("a", 3, excess=False),), hardware=36), P)
     assert d.verdict is PopulationVerdict.SOFTWARE and rule == "spread"
     assert any("memory-corrupting" in e for e in d.evidence)
-    d, rule = decide_verdict(facts(12, 2, (host("a", 8, flagged=True, excess=False),)), P)
+    a = host("a", 8, flagged=True, excess=False, evidence=7)
+    d, rule = decide_verdict(facts(12, 2, (a,)), P)
     assert d.verdict is PopulationVerdict.HARDWARE and rule == "made-of-flagged-hosts"
+    # the same 8 crashes on a flagged host, but only 2 of them what it was flagged for (on
+    # its named CPU, or with a residual anomaly): 2 of 12 is no hardware share
+    a = host("a", 8, flagged=True, excess=False, evidence=2)
+    d, rule = decide_verdict(facts(12, 2, (a,)), P)
+    assert rule != "made-of-flagged-hosts" and d.verdict is not PopulationVerdict.HARDWARE
     d, rule = decide_verdict(facts(6, 2, (host("a", 2, excess=False),)), P)
     assert d.verdict is PopulationVerdict.INCONCLUSIVE and rule == "fallback"
 
@@ -168,3 +182,71 @@ def test_mixed_population_is_split_end_to_end() -> None:
     assert "sp_off_by_8" in part or "hardware-flavoured" in part
     assert by["anomaly"].verdict is PopulationVerdict.HARDWARE and by["anomaly"].crashes == 9
     assert "host" in by and "h07 CPU 11" in by["host"].part
+
+
+def _flagged_hosts_fleet(seed: int = 3) -> list[dict[str, object]]:
+    """60 hosts of 32 CPUs. Hosts h00-h02 have a bad CPU (5, 17, 29) failing one code path,
+    ``stepping``: 12 crashes each, 11 on the bad CPU, 6 with ``sp_off_by_8``. Two software bugs
+    spread over the fleet also crash many times on those three hosts, on every CPU: ``spin``
+    (ordinary crashes, 40 on each of the three, 2 on each of 38 other hosts) and ``wild`` (a
+    wild pointer, ``fault_address_mismatch`` on 60 % of its crashes everywhere, 30 on each of
+    the three, 2 on each of 38 others). Background ``bg-*`` on every host."""
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, object]] = []
+    day = 86_400_000_000
+
+    def add(pop: str, h: int, cpu: int, anomalies: tuple[str, ...] = ()) -> None:
+        rows.append(
+            {
+                "time_us": 1_717_200_000_000_000 + int(rng.uniform(0, 30) * day),
+                "host": f"h{h:02d}",
+                "cpu": cpu,
+                "service": "api",
+                "population": pop,
+                "anomalies": anomalies,
+            }
+        )
+
+    for h, bad in zip(range(3), (5, 17, 29), strict=True):
+        for i in range(12):
+            sp8 = ("sp_off_by_8",) if i < 6 else ()
+            add("stepping", h, bad if i else int(rng.integers(32)), sp8)
+        for _ in range(40):
+            add("spin", h, int(rng.integers(32)))
+        for _ in range(30):
+            wild = ("fault_address_mismatch",) if rng.random() < 0.6 else ()
+            add("wild", h, int(rng.integers(32)), wild)
+    for h in range(3, 41):
+        for _ in range(2):
+            add("spin", h, int(rng.integers(32)))
+            add(
+                "wild",
+                h,
+                int(rng.integers(32)),
+                ("fault_address_mismatch",) if rng.random() < 0.6 else (),
+            )
+    for h in range(60):
+        for k in range(3):
+            add(f"bg-{k}", h, int(rng.integers(32)))
+    return rows
+
+
+def test_made_of_flagged_hosts_counts_only_what_the_flags_are_evidence_for() -> None:
+    rows = _flagged_hosts_fleet()
+    crashes = CrashTable.from_rows(rows, host_cpus={f"h{i:02d}": 32 for i in range(60)})
+    a = analyze(crashes)
+    flagged = set(a.flagged_hosts(HostKind.HARDWARE))
+    assert {"h00", "h01", "h02"} <= flagged
+    # must fire: a population made of the faulty hosts' crashes on their bad CPUs
+    p = a.population("stepping")
+    assert p.verdict is PopulationVerdict.HARDWARE
+    assert sorted((s.host, s.cpu) for s in p.suspects) == [("h00", 5), ("h01", 17), ("h02", 29)]
+    # must not: the flagged hosts hold most of each spread bug's crashes (the old rule counted
+    # them all: hardware-suspect), but their crashes sit on every CPU and their anomalies are
+    # the bug's own, seen on the other hosts
+    for pop in ("spin", "wild"):
+        on_flagged = sum(r["population"] == pop and r["host"] in flagged for r in rows)
+        total = sum(r["population"] == pop for r in rows)
+        assert on_flagged >= 0.5 * total
+        q = a.population(pop)
+        assert q.verdict is not PopulationVerdict.HARDWARE and not q.suspects, (pop, q.evidence)

@@ -242,6 +242,7 @@ class _Context:
                 n_pops,
                 cell=fleet.cell,
                 event=fleet.bursts.event,
+                evidence=fleet.evidence,
             ),
             history=VersionHistory.build(crashes, exposure, index, deploys),
             nonempty=np.flatnonzero(pop_crashes > 0).tolist(),
@@ -375,6 +376,7 @@ class _Context:
                     flagged=bool(self.scan.flagged[h]),
                     excess=bool(self.excess[pair]),
                     on_flagged_cpu=int(self.cand.on_flagged_cpu[c]),
+                    evidence=int(self.cand.evidence[c]),
                 )
             )
         return tuple(out)

@@ -270,7 +270,9 @@ class Candidates:
     """Per candidate pair (``pairs``, sorted by population; population *p*'s are
     ``pairs[start[p]:start[p + 1]]``): the modal CPU ``cpu`` (-1 unknown) with ``cpu_count``
     crashes and its concentration p-value ``cpu_p``, hardware-flavoured crashes ``hardware``,
-    and crashes on the scan's flagged CPU of a flagged host ``on_flagged_cpu``."""
+    crashes on the scan's flagged CPU of a flagged host ``on_flagged_cpu``, and the crashes a
+    flagged host's flag is evidence for ``evidence`` (on its named cells or with a residual
+    anomaly; :func:`~corecensus.epidemiology.fleetscan.evidence_rows`)."""
 
     pairs: I64
     start: I64
@@ -279,6 +281,7 @@ class Candidates:
     cpu_p: F64
     hardware: I64
     on_flagged_cpu: I64
+    evidence: I64
 
 
 def candidate_cells(
@@ -293,12 +296,14 @@ def candidate_cells(
     *,
     cell: NDArray[np.integer[Any]] | None = None,
     event: B | None = None,
+    evidence: I64 | None = None,
 ) -> Candidates:
     """CPU concentration and anomaly counts of each candidate pair; ``flagged_host`` and
     ``flagged_cpu`` are the host scan's verdict and top CPU (or core) per host. ``cell`` is
     each crash's cell in the host test (:mod:`~corecensus.epidemiology.placement`; default its
     CPU) and ``event`` marks the first crash of each crash loop (default: every crash), so a
-    loop's cores count once."""
+    loop's cores count once. ``evidence`` are the rows of the crashes flagged hosts' flags are
+    evidence for (default: every crash of a flagged host on its flagged CPU)."""
     where = crashes.cpu.astype(np.int64) if cell is None else cell
     first = np.ones(len(crashes), dtype=bool) if event is None else event
     cand_id = np.full(len(pairs), -1, dtype=np.int64)
@@ -309,6 +314,9 @@ def candidate_cells(
     host = crashes.host.codes
     on_flag = sel & flagged_host[host] & (where == flagged_cpu[host])
     counts = np.bincount(pairs.pop[cand_pairs], minlength=n_pops)
+    if evidence is None:
+        evidence = np.flatnonzero(on_flag)
+    in_cand = crash_cand[evidence]
     return Candidates(
         pairs=cand_pairs,
         start=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
@@ -319,6 +327,7 @@ def candidate_cells(
             np.int64
         ),
         on_flagged_cpu=np.bincount(crash_cand[on_flag], minlength=cand_pairs.size).astype(np.int64),
+        evidence=np.bincount(in_cand[in_cand >= 0], minlength=cand_pairs.size).astype(np.int64),
     )
 
 

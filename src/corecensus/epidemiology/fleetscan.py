@@ -22,7 +22,7 @@ Steps (issue 9):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,6 +51,7 @@ __all__ = [
     "FleetScan",
     "HostDetail",
     "SuspectCell",
+    "evidence_rows",
     "scan_fleet",
 ]
 
@@ -107,6 +108,8 @@ class FleetScan:
     details: dict[int, HostDetail]
     end_us: int
     pop_events: I64  # per population: crashes after folding loops (events)
+    # rows of the crashes a flagged host's flag is evidence for (:func:`evidence_rows`)
+    evidence: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def scan_fleet(
@@ -187,7 +190,38 @@ def scan_fleet(
         details=details,
         end_us=end_us,
         pop_events=np.bincount(pop, minlength=len(crashes.population.vocab)).astype(np.int64),
+        evidence=evidence_rows(
+            crashes.host.codes,
+            cell,
+            scan.flagged,
+            details,
+            np.flatnonzero(ev)[scan.residual_events],
+        ),
     )
+
+
+def evidence_rows(
+    host: NDArray[np.integer],
+    cell: NDArray[np.int32],
+    flagged: B,
+    details: dict[int, HostDetail],
+    resid: I64,
+) -> I64:
+    """The crashes (rows, sorted) a flagged host's flag is evidence for: its events on the
+    cells its report names (``details``; ``cell`` is -1 off the events and for crashes the
+    second look set aside) and its events with a residual anomaly (``resid``, rows). Its other
+    crashes are what any host runs: a software bug that also crashes on a flagged host crashes
+    there as it does elsewhere, on all its CPUs and without unexplained anomalies."""
+    keys = [(h, s.cell) for h, d in details.items() for s in d.cells]
+    if not keys:
+        return np.unique(resid).astype(np.int64)
+    # the flagged hosts' crashes only (a few per 10,000 hosts), not ten million keys
+    rows = np.flatnonzero(flagged[host] & (cell >= 0))
+    width = max(int(cell[rows].max(initial=0)), *(v for _, v in keys)) + 1
+    named = np.array([h * width + v for h, v in keys], dtype=np.int64)
+    key = np.asarray(host[rows], dtype=np.int64) * width + np.asarray(cell[rows], dtype=np.int64)
+    on = rows[np.isin(key, named)]
+    return np.union1d(on, resid).astype(np.int64)
 
 
 def _detail(

@@ -119,6 +119,11 @@ class HostScan:
     them (indices into the events). Where it set some aside, the per-host fields above are the
     second look's (``cpus`` the cells it tested on) with ``p_value`` and ``focus.p_value`` the
     larger of the two looks', so never smaller than the first look's.
+
+    ``residual_events`` lists the events of flagged hosts with a residual hardware-flavoured
+    anomaly (one the host test counted, not explained away by its population elsewhere):
+    with the crashes on a flagged host's named cells, what its flag is evidence for
+    (:class:`~corecensus.epidemiology.verdict.MadeOfFlaggedHosts`).
     """
 
     crashes: I64
@@ -143,6 +148,7 @@ class HostScan:
     focus: FocusScan
     set_aside: I64
     set_aside_events: I64
+    residual_events: I64
 
 
 def scan_hosts(
@@ -252,6 +258,7 @@ def scan_hosts(
         focus=focus,
         set_aside=aside,
         set_aside_events=aside_events,
+        residual_events=np.flatnonzero(resid & flagged[h]).astype(np.int64),
     )
 
 

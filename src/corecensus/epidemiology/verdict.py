@@ -6,8 +6,9 @@ the first that applies decides, and its evidence sentences say why. In order:
 1. :class:`TooFewCrashes` — fewer than ``min_crashes``: inconclusive.
    :class:`CrashLoop` — at least ``min_crashes`` crashes but fewer events once crash loops
    are folded: software (a restart loop), reported as a loop.
-2. :class:`MadeOfFlaggedHosts` — at least ``concentration_share`` of the population comes from
-   hosts the CPU scan flagged: hardware-suspect, suspects = those hosts and their CPUs.
+2. :class:`MadeOfFlaggedHosts` — at least ``concentration_share`` of the population is what
+   the CPU scan flagged hosts for (their crashes on the CPUs their reports name, or with a
+   residual anomaly): hardware-suspect, suspects = those hosts and their CPUs.
 3. :class:`ConcentratedWithHardwareEvidence` — at most ``max_suspect_hosts`` hosts in excess of
    exposure hold at least ``concentration_share`` of it, and on them the crashes pile up on one
    CPU (``cpu_alpha``) or mostly carry hardware-flavoured anomalies: hardware-suspect.
@@ -47,7 +48,8 @@ __all__ = [
 class HostFacts:
     """One host's part of a population (only candidate hosts are materialised); ``pair`` is
     the (population, host) cell's index; ``on_flagged_cpu`` counts its crashes on the CPU the
-    host scan flagged."""
+    host scan flagged, ``evidence`` those the host's flag is evidence for (on the cells its
+    report names, or with a residual anomaly; 0 on a host not flagged)."""
 
     pair: int
     host: int
@@ -65,6 +67,7 @@ class HostFacts:
     flagged: bool
     excess: bool
     on_flagged_cpu: int = 0
+    evidence: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,18 +169,32 @@ class CrashLoop:
 
 
 class MadeOfFlaggedHosts:
+    """At least ``concentration_share`` of the population is what flagged hosts were flagged
+    for. A flag is evidence about some of a host's crashes only: those on the CPUs its report
+    names and those with a hardware-flavoured anomaly its population does not show on other
+    hosts (the residual anomalies the host test counted). Its other crashes are what any host
+    runs: a software bug spread over the fleet that crashes many times on a few flagged hosts
+    crashes there on all their CPUs and with its usual anomalies, so counting every crash of
+    a flagged host called such a bug hardware-suspect (issue 9). Each crash counts once
+    (``HostFacts.evidence``: on a named CPU *or* anomalous, so at least the larger of the
+    two); a population made of faulty hosts' crashes is mostly on their bad CPUs."""
+
     name = "made-of-flagged-hosts"
 
     def __call__(self, f: PopulationFacts, p: AnalysisParams) -> VerdictDecision | None:
-        flagged = f.flagged
-        k = sum(h.crashes for h in flagged)
+        flagged = tuple(h for h in f.flagged if h.evidence > 0)
+        k = sum(h.evidence for h in flagged)
         if not flagged or k < p.concentration_share * f.crashes:
             return None
+        rest = sum(h.crashes for h in flagged) - k
         parts = [
             f"{k} of {f.crashes} crashes ({_pct(k / f.crashes)}) come from "
             f"{join_names([h.name for h in flagged])}, flagged by the per-host CPU scan "
             "(CPU concentration combined with residual hardware-flavoured anomalies, Fisher's "
-            "method): a defective core crashes whatever code runs on it."
+            "method), on the CPUs named there or with hardware-flavoured anomalies this "
+            "population does not show on other hosts: a defective core crashes whatever code "
+            "runs on it."
+            + (f" Their other {rest} crash(es) here count as any host's." if rest else "")
         ]
         parts += [_cpu_words(h) + "." for h in flagged if h.cpu is not None and h.cpu_crashes > 1]
         return VerdictDecision(PopulationVerdict.HARDWARE, tuple(parts), flagged)
