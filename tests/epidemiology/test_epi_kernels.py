@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 from scipy import special
 
-from corecensus.epidemiology import concentration
+from corecensus.epidemiology import concentration, hosttest
 from corecensus.epidemiology.concentration import EXACT_MAX_N, max_cell_law, max_cell_pvalue
 from corecensus.epidemiology.hosttest import (
     _hypergeom_rows,
+    _spread_bounds,
+    _tail_rev,
     _union_lower_bounds,
     count_reach,
+    lower_bounds,
     pair_cell_pvalue,
     poisson_binomial_prefixes,
 )
@@ -209,3 +212,41 @@ def test_union_lower_bounds_search_only_the_unsettled_entries_to_the_bit(score: 
     old = _union_lower_bounds_before(n, t, cpus, score)
     assert new.tobytes() == old.tobytes()
     assert 0 < int((new > 0).sum()) < size  # both outcomes are there
+
+
+@pytest.mark.parametrize("cells", [1, 2, 3, 8, 24, 32, 64, 160])
+def test_spread_bounds_never_exceed_the_exact_tails(cells: int) -> None:
+    # the negatively associated bound is a lower bound of the exact law's tails (with room for
+    # the exact law's own error, 1e-13 where its tail reaches 1), and it is close where it
+    # decides: the central tails
+    for n in [*range(0, 30), *range(30, EXACT_MAX_N + 1, 13), EXACT_MAX_N]:
+        spread, exact = _spread_bounds(n, cells), _tail_rev(n, cells)
+        assert spread.shape == exact.shape
+        assert np.all(spread <= exact + 1e-12), (n, cells)
+        if n >= 8 and cells > 1:
+            assert np.any((spread > 0.05) & (spread < 0.95)), (n, cells)
+
+
+def test_lower_bounds_above_a_level_decide_as_the_exact_bounds_without_their_laws() -> None:
+    rng = np.random.default_rng(5)
+    size = 4000
+    n = rng.integers(0, EXACT_MAX_N + 1, size).astype(np.int64)
+    cpus = rng.choice(np.array([1, 2, 4, 8, 24, 32, 64]), size).astype(np.int64)
+    score = 10.0 ** rng.uniform(-12, 0, size)
+    level = rng.choice(np.array([1e-3, 1e-2, 0.2]), size)
+    hosttest._m_law.cache_clear()
+    hosttest._tail_rev.cache_clear()
+    exact = lower_bounds(n, score, cpus)
+    laws_exact = hosttest._m_law.cache_info().currsize
+    hosttest._m_law.cache_clear()
+    hosttest._tail_rev.cache_clear()
+    screened = lower_bounds(n, score, cpus, above=level)
+    laws_screened = hosttest._m_law.cache_info().currsize
+    # the same entries exceed the level; below it, the same values to the bit
+    np.testing.assert_array_equal(screened > level, exact > level)
+    below = exact <= level
+    assert screened[below].tobytes() == exact[below].tobytes()
+    assert np.all(screened <= exact + 1e-12)  # still a lower bound everywhere
+    # some entries were decided by the cheaper bound, and some laws never computed
+    assert int((screened != exact).sum()) > 0
+    assert laws_screened < laws_exact

@@ -267,9 +267,8 @@ def focus_tests(
     elsewhere = z_seg - top.anomalous
     score = statistic(top.n, top.top, top.anomalous, elsewhere, lam_k, lam_u, seg_cpus).score
     live = tested & (score < 1.0)
-    live[live] = lower_bounds(top.n[live], score[live], seg_cpus[live]) <= (
-        window_alpha * win_share[live]
-    )
+    share = window_alpha * win_share[live]
+    live[live] = lower_bounds(top.n[live], score[live], seg_cpus[live], above=share) <= share
     need = np.flatnonzero(live)
     if need.size:
         take = live[seg]

@@ -286,7 +286,8 @@ def _family(
     # recursion over all their crashes) and the exact computation; the others keep 1.
     p = np.ones(n_hosts, dtype=np.float64)
     live = stat.score < 1.0
-    live[live] = lower_bounds(cells.n[live], stat.score[live], cpus[live]) <= settings.exact_level
+    level = settings.exact_level
+    live[live] = lower_bounds(cells.n[live], stat.score[live], cpus[live], above=level) <= level
     need = np.flatnonzero(live)
     if need.size:
         mine = live[h]

@@ -137,7 +137,11 @@ class Stream:
             )
             score = stat.score
             del stat
-            bound = np.where(score < 1.0, lower_bounds(looks.n, score, cpus[looks.host]), 1.0)
+            bound = np.where(
+                score < 1.0,
+                lower_bounds(looks.n, score, cpus[looks.host], above=exact_level),
+                1.0,
+            )
             looks = looks[bound <= exact_level]  # the others cannot lower min_p below it
             parts.append(_Looks(looks.pos + lo, *(getattr(looks, f) for f in _LOOK_FIELDS[1:])))
         looks = _Looks.concat(parts)

@@ -174,7 +174,9 @@ def host_pvalues(
     live = stat.score < 1.0
     if exact_below < 1.0 and live.any():
         where = np.flatnonzero(live)
-        bound = lower_bounds(nn[where], stat.score[where], cc[where], cells=cells)
+        bound = lower_bounds(
+            nn[where], stat.score[where], cc[where], cells=cells, above=exact_below
+        )
         live[where[bound > exact_below]] = False  # p stays 1
     # Group by n, then by how far each row's anomaly laws reach: the grid's cost grows with
     # the cube of that reach, and one busy host must not make every host of its n pay for it.
@@ -216,7 +218,9 @@ def host_pvalues(
     return stat, np.clip(p, 0.0, 1.0)
 
 
-def lower_bounds(n: Any, score: Any, cpus: Any, *, cells: int = 1) -> F64:
+def lower_bounds(
+    n: Any, score: Any, cpus: Any, *, cells: int = 1, above: float | F64 | None = None
+) -> F64:
     """A lower bound of what :func:`host_pvalues` returns for statistic values ``score``.
 
     The anomaly factors are at most 1, so ``T <= s(M)`` and ``P(T <= t) >= P(s(M) <= t)``,
@@ -227,6 +231,12 @@ def lower_bounds(n: Any, score: Any, cpus: Any, *, cells: int = 1) -> F64:
     ``(n, cpus)`` pair, so the stream can set aside the many looks that cannot matter before it
     builds their anomaly laws. With ``cells=2`` (the pair test, always on the union law, whose
     running maximum is 1 wherever ``s2(x) <= t``) the bound is the union law's mass there.
+
+    ``above`` (a level, or one per entry) is for callers that only ask whether the bound
+    exceeds it: an entry whose cheaper bound (:func:`_spread_bounds`, no largest-cell law)
+    surely exceeds it gets that bound instead, so the same entries exceed it, and a host size
+    none of whose entries needs the exact law does not compute it (a quarter of them at a
+    million crashes, each a few hundred small convolutions).
     """
     nn, cc, t = np.broadcast_arrays(
         np.atleast_1d(np.asarray(n, dtype=np.int64)),
@@ -243,10 +253,19 @@ def lower_bounds(n: Any, score: Any, cpus: Any, *, cells: int = 1) -> F64:
         key = nn[small] * width + cc[small]
         order = small[np.argsort(key, kind="stable")]
         cuts = np.flatnonzero(np.diff(nn[order] * width + cc[order])) + 1
+        level = None if above is None else np.broadcast_to(np.asarray(above), nn.shape)
         for rows in np.split(order, cuts):
-            s_rev, tail_rev = _s_table(int(nn[rows[0]]), int(cc[rows[0]]))
+            size, c = int(nn[rows[0]]), int(cc[rows[0]])
             # s(m) is non-increasing in m, so the m with s(m) <= t are the last `count` ones
-            out[rows] = tail_rev[np.searchsorted(s_rev, t[rows], side="right")]
+            count = np.searchsorted(_s_rev(size, c), t[rows], side="right")
+            need = count > 0  # no m at all: the mass of none, 0 (tail_rev[0])
+            if level is not None:
+                spread = _spread_bounds(size, c)[count]
+                sure = spread > level[rows] + _SURE
+                out[rows[sure]] = spread[sure]
+                need &= ~sure
+            if need.any():
+                out[rows[need]] = _tail_rev(size, c)[count[need]]
     big = np.flatnonzero(nn > EXACT_MAX_N)
     if big.size:
         out[big] = _union_lower_bounds(nn[big], t[big], cc[big])
@@ -338,17 +357,41 @@ def _pair_grid(n: int, cpus: int) -> F64:
 
 
 @lru_cache(maxsize=8192)
-def _s_table(n: int, cpus: int) -> tuple[F64, F64]:
-    """``s(m)`` for ``m = n .. 0`` (non-decreasing) and ``P(M >= n + 1 - j)`` for ``j = 0..n+1``
-    under the exact law (``n <= EXACT_MAX_N``): ``tail_rev[j]`` is the mass of the ``j``
-    largest m."""
-    s = _s_grid(n, cpus)
-    law = _m_law(n, cpus)[0]
-    s_rev = np.maximum.accumulate(s[::-1])  # guards the monotonicity against rounding
-    tail_rev = np.concatenate([[0.0], np.cumsum(law[::-1])])
+def _s_rev(n: int, cpus: int) -> F64:
+    """``s(m)`` for ``m = n .. 0``, non-decreasing (``n <= EXACT_MAX_N``)."""
+    s_rev = np.maximum.accumulate(_s_grid(n, cpus)[::-1])  # guards the monotonicity
     s_rev.flags.writeable = False
+    return s_rev
+
+
+@lru_cache(maxsize=8192)
+def _tail_rev(n: int, cpus: int) -> F64:
+    """``P(M >= n + 1 - j)`` for ``j = 0..n+1`` under the exact law (``n <= EXACT_MAX_N``):
+    ``tail_rev[j]`` is the mass of the ``j`` largest m."""
+    tail_rev = np.concatenate([[0.0], np.cumsum(_m_law(n, cpus)[0][::-1])])
     tail_rev.flags.writeable = False
-    return s_rev, tail_rev
+    return tail_rev
+
+
+# How far a cheaper bound must clear a level to decide for the exact one: far beyond the
+# exact law's error (~1e-15 per value) and the tails' (~1e-15 relative).
+_SURE = 1e-9
+
+
+@lru_cache(maxsize=8192)
+def _spread_bounds(n: int, cpus: int) -> F64:
+    """A lower bound of ``_tail_rev(n, cpus)``, entry by entry, without the largest-cell law:
+    ``P(M >= m) >= 1 - (1 - P(X >= m))^C``, ``X ~ Binomial(n, 1/C)`` one CPU's count. The
+    multinomial counts are negatively associated (Joag-Dev & Proschan 1983, "Negative
+    association of random variables with applications", Annals of Statistics 11:286-295), so
+    ``P(every count < m) <= P(X < m)^C``."""
+    m = np.arange(n, -1, -1, dtype=np.float64)  # m = n .. 0, as tail_rev[1:]
+    one = binomial_upper(m, float(n), 1.0 / cpus)
+    with np.errstate(divide="ignore"):
+        spread = -np.expm1(cpus * np.log1p(-one))
+    out = np.concatenate([[0.0], np.clip(spread, 0.0, 1.0)])
+    out.flags.writeable = False
+    return out
 
 
 def _union_law(s: F64) -> F64:
