@@ -114,20 +114,22 @@ def test_signed_rows_are_stored_as_given(store: Store) -> None:
     sig = compute_signatures(record)
     assert sig.version == SIGNATURE_VERSION
     assert sig.anomaly_class == "sp_off_by_8"
-    assert store.population_signatures("symbolic") == {
-        population_key(sig, PopulationLevel.SYMBOLIC): "Server::handle"
-    }
     cols = store.crash_columns("address")
+    assert store.signatures(cols.row) == ["Server::handle"]
     assert cols.population.decode() == [population_key(sig, PopulationLevel.ADDRESS)]
     assert store.get_crash(record.core_id) == record
 
 
-def test_population_signatures_take_the_first_crash_in_time_order(store: Store) -> None:
+def test_signatures_follow_the_row_handles(store: Store) -> None:
     early = make_record(1, time_us=T0, function="first_fn")
     late = make_record(2, time_us=T0 + 10, function="second_fn")
-    # Both in one anomaly-level population ("none"); the earlier crash names it.
     store.add_crashes(rows([late, early]))
-    assert store.population_signatures("anomaly") == {"none": "first_fn"}
+    cols = store.crash_columns("anomaly")
+    assert store.signatures(cols.row) == ["first_fn", "second_fn"]  # the columns' time order
+    assert store.signatures(cols.row[::-1]) == ["second_fn", "first_fn"]
+    assert store.signatures([]) == []
+    with pytest.raises(StoreError):
+        store.signatures([int(cols.row.max()) + 1000])
 
 
 def test_update_signatures_and_the_stale_filter(store: Store) -> None:
@@ -160,7 +162,7 @@ def test_update_signatures_and_the_stale_filter(store: Store) -> None:
     ids = store.core_ids(columns.row)
     updated = columns.population.decode()[ids.index(records[0].core_id)]
     assert updated == population_key(new_sig, PopulationLevel.SYMBOLIC)
-    assert store.population_signatures("symbolic")[updated] == "new | sig"
+    assert store.signatures(columns.row)[ids.index(records[0].core_id)] == "new | sig"
 
 
 def test_crash_columns(store: Store) -> None:

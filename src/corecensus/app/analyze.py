@@ -160,7 +160,7 @@ def _crash_table(
     )
     info: dict[str, PopulationInfo] = {}
     races: dict[str, list[CrashRecord]] = {}
-    for key, symbolic in store.population_signatures(str(level)).items():
+    for key, symbolic in _first_signatures(store, cols.population, rows).items():
         frames = tuple(f.strip() for f in symbolic.split("|") if f.strip())[:_MAX_SAMPLE_FRAMES]
         evidence: tuple[str, ...] = ()
         if race_key(symbolic) is not None and key in cols.population.vocab:
@@ -171,6 +171,16 @@ def _crash_table(
             evidence = race_evidence(records)
         info[key] = PopulationInfo(signature=symbolic, top_frames=frames, evidence=evidence)
     return table, info, races
+
+
+def _first_signatures(
+    store: Store, population: CodedColumn, rows: NDArray[np.integer[Any]]
+) -> dict[str, str]:
+    """Each population key's symbolic signature, its first crash's in the columns' (time)
+    order; crashes without a key (code -1) under the empty key, as the store holds them."""
+    codes, first = np.unique(population.codes, return_index=True)  # first occurrences
+    keys = [population.vocab[c] if c >= 0 else "" for c in codes.tolist()]
+    return dict(zip(keys, store.signatures(rows[first].tolist()), strict=True))
 
 
 def _narrow_rows(row: NDArray[np.int64]) -> NDArray[np.integer[Any]]:

@@ -204,19 +204,18 @@ class MemoryStore:
         )
 
     def core_ids(self, rows: Iterable[int]) -> list[str]:
+        return [row.core_id for row in self._at(rows)]
+
+    def signatures(self, rows: Iterable[int]) -> list[str]:
+        return [row.signature.sig_symbolic for row in self._at(rows)]
+
+    def _at(self, rows: Iterable[int]) -> list[CrashRow]:
         ordered = self._ordered_crashes()
         out = []
         for r in rows:
             if not 0 <= int(r) < len(ordered):
                 raise StoreError(f"{self.location}: no crash at row {int(r)}")
-            out.append(ordered[int(r)].core_id)
-        return out
-
-    def population_signatures(self, level: str = "symbolic") -> dict[str, str]:
-        pop = population_column(level)
-        out: dict[str, str] = {}
-        for row in self._ordered_crashes():
-            out.setdefault(getattr(row.signature, pop), row.signature.sig_symbolic)
+            out.append(ordered[int(r)])
         return out
 
     def add(self, table: Table[R], rows: Iterable[R]) -> AddResult:

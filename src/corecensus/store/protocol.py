@@ -88,9 +88,9 @@ class Store(Protocol):
         (handles are valid until the store is next written)."""
         ...
 
-    def population_signatures(self, level: str = "symbolic") -> dict[str, str]:
-        """For each population key of ``level``, the symbolic signature of its first crash (in
-        :meth:`crash_columns` order)."""
+    def signatures(self, rows: Iterable[int]) -> list[str]:
+        """The symbolic signature of each crash of :meth:`crash_columns`'s ``row`` handles, in
+        order (a population is described by its first crash's)."""
         ...
 
     def add(self, table: Table[R], rows: Iterable[R]) -> AddResult:
