@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +55,37 @@ def test_analyze_crash_facts_bad_row(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert "bad.csv:2: 'cpu' is not a non-negative integer" in err
     assert "Traceback" not in err
+
+
+_PROBE = """
+import json, os, sys
+from corecensus.cli.main import main
+status = main(sys.argv[1:])
+with open(os.environ["MODULES_OUT"], "w") as fh:
+    json.dump(sorted(sys.modules), fh)
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_analyze_json_does_not_load_rich(tmp_path: Path, as_json: bool) -> None:
+    # (issue 7: the table's renderer is Rich, 0.05-0.1 s of every `analyze --json` start)
+    out = tmp_path / "modules.json"
+    args = ["analyze", "--crashes", str(_facts(tmp_path)), *(["--json"] if as_json else [])]
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "MODULES_OUT": str(out), "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    modules = {m.split(".")[0] for m in json.loads(out.read_text())}
+    assert "numpy" in modules
+    if as_json:
+        assert "rich" not in modules
+        assert json.loads(done.stdout)["hosts"]
+    else:
+        assert "rich" in modules
+        assert "h07" in done.stdout

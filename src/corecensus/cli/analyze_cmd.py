@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import click
 
 from corecensus.cli.output import error, print_json, show
-from corecensus.cli.render import analysis_view
 from corecensus.cli.store_option import db_option, store_missing
 from corecensus.errors import CorecensusError
 
@@ -132,6 +131,8 @@ def analyze(
     if as_json:
         print_json(report.to_json())
     else:
+        from corecensus.cli.render import analysis_view  # Rich: not loaded for --json
+
         show(
             analysis_view(
                 report.analysis,
