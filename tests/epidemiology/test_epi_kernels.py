@@ -23,6 +23,7 @@ from corecensus.epidemiology.hosttest import (
     poisson_binomial_prefixes,
 )
 from corecensus.epidemiology.onset import _first_best
+from corecensus.epidemiology.tails import unit_probability
 
 
 def _log_choose_before(n: Any, k: Any) -> Any:
@@ -250,3 +251,14 @@ def test_lower_bounds_above_a_level_decide_as_the_exact_bounds_without_their_law
     # some entries were decided by the cheaper bound, and some laws never computed
     assert int((screened != exact).sum()) > 0
     assert laws_screened < laws_exact
+
+
+def test_unit_probability_is_nan_to_num_and_clip_to_the_bit() -> None:
+    special_values = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, -1e-300, 1.0 + 1e-16, 2.5, 0.3]
+    rng = np.random.default_rng(2)
+    values = np.concatenate([special_values, rng.uniform(-0.5, 1.5, 500)])
+    for p in [values, values.reshape(51, 10), np.float64(np.nan), np.asarray(0.5), -0.0, np.inf]:
+        new = unit_probability(p)
+        old = np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0)
+        assert type(new) is type(old)
+        assert np.asarray(new).tobytes() == np.asarray(old).tobytes()

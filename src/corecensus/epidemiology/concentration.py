@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from scipy import special
 
 from corecensus.epidemiology.segments import Groups, pair_key
-from corecensus.epidemiology.tails import binomial_upper
+from corecensus.epidemiology.tails import binomial_upper, unit_probability
 
 __all__ = [
     "EXACT_MAX_N",
@@ -56,8 +56,7 @@ def max_cell_pvalue(n: Any, m: Any, cells: Any) -> F64:
     with np.errstate(invalid="ignore", divide="ignore"):
         tail = binomial_upper(mm, nn, 1.0 / np.maximum(cc, 1.0))
         p = np.where((mm < 2) | (cc <= 1), 1.0, cc * tail)
-    out: F64 = np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0)
-    return out
+    return unit_probability(p)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

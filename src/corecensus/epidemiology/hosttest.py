@@ -64,7 +64,7 @@ from scipy import special
 
 from corecensus.epidemiology.concentration import EXACT_MAX_N, max_cell_law, max_cell_pvalue
 from corecensus.epidemiology.poisson import poisson_upper
-from corecensus.epidemiology.tails import binomial_upper
+from corecensus.epidemiology.tails import binomial_upper, unit_probability
 
 __all__ = [
     "GRID_MAX_N",
@@ -303,8 +303,7 @@ def pair_cell_pvalue(n: Any, x: Any, cells: Any) -> F64:
     with np.errstate(invalid="ignore", divide="ignore"):
         tail = binomial_upper(xx, nn, np.minimum(1.0, 2.0 / cc))
         p = np.where((xx < 3) | (cc < 4), 1.0, cc * (cc - 1.0) / 2.0 * tail)
-    out: F64 = np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0)
-    return out
+    return unit_probability(p)
 
 
 def pair_pvalues(

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from corecensus.epidemiology.tails import binomial_upper
+from corecensus.epidemiology.tails import binomial_upper, unit_probability
 
 __all__ = ["poisson_lower", "poisson_rate_ratio_test", "poisson_upper"]
 
@@ -38,8 +38,7 @@ def poisson_upper(observed: Any, expected: Any, *, mid_p: bool = False) -> F64:
         if mid_p:
             pmf = np.exp(special.xlogy(o, e) - e - special.gammaln(o + 1.0))
             p = np.where(o <= 0, 1.0 - 0.5 * np.exp(-e), p - 0.5 * pmf)
-    out: F64 = np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0)
-    return out
+    return unit_probability(p)
 
 
 def poisson_lower(observed: Any, expected: Any) -> F64:
@@ -68,5 +67,4 @@ def poisson_rate_ratio_test(n1: Any, e1: Any, n2: Any, e2: Any) -> F64:
     with np.errstate(invalid="ignore", divide="ignore"):
         prob = y / (x + y)
         p = binomial_upper(b, n, prob)
-    out: F64 = np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0)
-    return out
+    return unit_probability(p)

@@ -23,9 +23,17 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-__all__ = ["binomial_upper", "chi2_upper", "hypergeom_upper"]
+__all__ = ["binomial_upper", "chi2_upper", "hypergeom_upper", "unit_probability"]
 
 F64 = NDArray[np.float64]
+
+
+def unit_probability(p: Any) -> F64:
+    """``p`` clipped to ``[0, 1]``, NaN read as 1: ``np.clip(np.nan_to_num(p, nan=1.0), 0, 1)``
+    to the bit (infinities clip to the same ends), without ``nan_to_num``'s half a dozen passes
+    and checks: the tails are called thousands of times on small arrays per analysis."""
+    out: F64 = np.clip(np.where(np.isnan(p), 1.0, p), 0.0, 1.0)
+    return out
 
 
 def chi2_upper(x: Any, df: Any) -> F64:
@@ -45,8 +53,7 @@ def binomial_upper(k: Any, n: Any, p: Any) -> F64:
     with np.errstate(invalid="ignore", divide="ignore"):
         tail = special.betainc(np.where(inside, kk, 1.0), np.where(inside, nn - kk + 1, 1.0), pp)
     out: F64 = np.where(kk <= 0, 1.0, np.where(inside, tail, 0.0))
-    res: F64 = np.clip(np.nan_to_num(out, nan=1.0), 0.0, 1.0)
-    return res
+    return unit_probability(out)
 
 
 def _log_choose(n: F64, k: F64) -> F64:
