@@ -7,7 +7,10 @@ the ``error: ...`` format hold everywhere.
 from __future__ import annotations
 
 import json
+import math
 import sys
+from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _quote
 from typing import TYPE_CHECKING, Any
 
 from corecensus.cli.escape import escape_control
@@ -17,7 +20,7 @@ if TYPE_CHECKING:
     # the other JSON writers never load it.
     from rich.console import Console, RenderableType
 
-__all__ = ["console", "error", "print_json", "quiet_libraries", "show"]
+__all__ = ["console", "error", "json_text", "print_json", "quiet_libraries", "show"]
 
 
 def console(stderr: bool = False) -> Console:
@@ -33,8 +36,79 @@ def show(renderable: RenderableType) -> None:
 
 def print_json(obj: Any) -> None:
     """The one JSON writer: plain ``json``, indented, nothing else loaded."""
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str))
+    sys.stdout.write(json_text(obj))
     sys.stdout.write("\n")
+
+
+def json_text(obj: Any) -> str:
+    """``json.dumps(obj, indent=2, default=str)``, the same text: documents of plain dicts,
+    lists, strings, ints, finite floats, booleans and None are written by :func:`_plain`
+    (the ``json`` module indents in pure Python, generator by generator: 0.1 s for the 2.4 MB
+    of ``analyze --json`` on a million crashes, twice :func:`_plain`'s time); anything else
+    (an enum, a NumPy scalar, NaN, a key that is not a string) goes to ``json`` as before."""
+    parts: list[str] = []
+    try:
+        _plain(obj, "", parts.append)
+    except _NotPlain:
+        return json.dumps(obj, indent=2, sort_keys=False, default=str)
+    return "".join(parts)
+
+
+class _NotPlain(Exception):
+    """A value :func:`_plain` leaves to the ``json`` module."""
+
+
+def _plain(obj: Any, indent: str, out: Callable[[str], object]) -> None:
+    """Append ``obj``'s text at ``indent`` as ``json.dumps(indent=2)`` writes it: strings by
+    the module's own C escaper (``ensure_ascii``), numbers by ``int.__repr__`` and
+    ``float.__repr__`` (what ``json`` calls for exact ints and floats)."""
+    kind = type(obj)
+    if kind is str:
+        out(_quote(obj))
+    elif kind is float:
+        if not math.isfinite(obj):
+            raise _NotPlain
+        out(float.__repr__(obj))
+    elif kind is int:
+        out(int.__repr__(obj))
+    elif obj is None:
+        out("null")
+    elif obj is True:
+        out("true")
+    elif obj is False:
+        out("false")
+    elif kind is dict:
+        if not obj:
+            out("{}")
+            return
+        inner = indent + "  "
+        out("{\n" + inner)
+        first = True
+        for key, value in obj.items():
+            if type(key) is not str:
+                raise _NotPlain
+            if not first:
+                out(",\n" + inner)
+            first = False
+            out(_quote(key))
+            out(": ")
+            _plain(value, inner, out)
+        out("\n" + indent + "}")
+    elif kind is list or kind is tuple:
+        if not obj:
+            out("[]")
+            return
+        inner = indent + "  "
+        out("[\n" + inner)
+        first = True
+        for value in obj:
+            if not first:
+                out(",\n" + inner)
+            first = False
+            _plain(value, inner, out)
+        out("\n" + indent + "]")
+    else:
+        raise _NotPlain
 
 
 # An error quotes outside values (a field, a file name); one of megabytes would bury the line.
