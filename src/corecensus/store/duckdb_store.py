@@ -26,6 +26,7 @@ import numpy.typing as npt
 from corecensus.errors import StoreError
 from corecensus.model import CrashRecord
 from corecensus.outside import require_regular
+from corecensus.store.known_ids import KNOWN_ID_SQL, KnownCrashIds, crash_id_digest
 from corecensus.store.records import (
     AddResult,
     CodedColumn,
@@ -155,6 +156,8 @@ class DuckDBStore:
         self._clock = clock
         self._lock = threading.RLock()
         self._con: duckdb.DuckDBPyConnection | None = None
+        # The stored crashes' ids, read by the first add_crashes (known_ids.py).
+        self._known: KnownCrashIds | None = None
         if raw != ":memory:":
             parent = Path(raw).parent
             if not parent.is_dir():
@@ -369,9 +372,11 @@ class DuckDBStore:
         rows: Sequence[R],
         *,
         or_ignore: bool = True,
+        constants: Mapping[str, Any] | None = None,
     ) -> int:
         """INSERT (OR IGNORE, unless the caller knows no row is stored yet) ``rows`` in one
-        statement; returns how many were new.
+        statement; returns how many were new. A column in ``constants`` gets that value in every
+        row (:meth:`Table.column_lists`).
 
         The rows cross into DuckDB as one Arrow table, column by column: passing Python lists
         as parameters costs DuckDB a conversion per value (about 0.1 ms of CPU per 10 KB crash
@@ -384,11 +389,12 @@ class DuckDBStore:
             return 0
         import pyarrow as pa  # heavy: loaded by the first write, not by opening a store
 
-        values = [table.values(r) for r in rows]
         try:
             columns = {
-                c.name: pa.array(list(column), type=_arrow_type(pa, c.base_type))
-                for c, column in zip(table.columns, zip(*values, strict=True), strict=True)
+                c.name: pa.array(column, type=_arrow_type(pa, c.base_type))
+                for c, column in zip(
+                    table.columns, table.column_lists(rows, constants), strict=True
+                )
             }
         except (pa.ArrowException, OverflowError, TypeError) as exc:
             raise StoreError(f"{self._location}: a {table.name} row does not fit: {exc}") from exc
@@ -401,10 +407,15 @@ class DuckDBStore:
                 f"{verb} INTO {table.name} ({names}) SELECT {selects} FROM corecensus_insert"
             ).fetchone()
         finally:
-            con.unregister("corecensus_insert")
+            # (fails in a transaction the INSERT aborted, which hides the INSERT's own error;
+            # the rollback drops the registration then)
+            with contextlib.suppress(duckdb.TransactionException):
+                con.unregister("corecensus_insert")
         return int(result[0]) if result else 0
 
     def add(self, table: Table[R], rows: Iterable[R]) -> AddResult:
+        if table is CRASHES:
+            self._known = None  # read again by the next add_crashes
         total = AddResult()
         for batch in batched(rows, BATCH_ROWS):
             with self._transaction(f"adding {table.name}") as con:
@@ -431,26 +442,59 @@ class DuckDBStore:
             unique: dict[str, CrashRow] = {}
             for row in batch:
                 unique.setdefault(row.core_id, row)
-            with self._transaction("adding crashes") as con:
-                # Looked up in the transaction that inserts, under the store's lock: what it
-                # finds missing is still missing at the INSERT, which so needs no OR IGNORE.
-                existing = {
+            try:
+                new = self._add_unique_crashes(unique)
+            except _KnownIdsBehind:
+                # A crash the known ids said was new is stored (written by another connection
+                # to this file, or a commit that failed after all): read them again, and retry.
+                self._known = None
+                new = self._add_unique_crashes(unique)
+            total += AddResult(new, len(batch) - new)
+        return total
+
+    def _add_unique_crashes(self, unique: Mapping[str, CrashRow]) -> int:
+        """Insert the crashes of ``unique`` not stored yet, in one transaction; returns how
+        many. Only the ids the known ids may hold are looked up (:mod:`known_ids`)."""
+        digests = [crash_id_digest(core_id) for core_id in unique]
+        read_now = self._known is None  # then they are exact: a refusal has another cause
+        with self._transaction("adding crashes") as con:
+            known = self._known_ids(con)
+            maybe = [cid for cid, m in zip(unique, known.may_hold(digests), strict=True) if m]
+            # Looked up in the transaction that inserts, under the store's lock: what it finds
+            # missing is still missing at the INSERT, which so needs no OR IGNORE.
+            existing = (
+                {
                     found[0]
                     for found in con.execute(
                         "SELECT core_id FROM crashes "
                         "WHERE core_id IN (SELECT unnest(?::VARCHAR[]))",
-                        [list(unique)],
+                        [maybe],
                     ).fetchall()
                 }
-                now_us = int(self._clock() * 1_000_000)
-                fresh = [
-                    dataclasses.replace(r, ingested_us=now_us)
-                    for cid, r in unique.items()
-                    if cid not in existing
-                ]
-                new = self._insert(con, CRASHES, fresh, or_ignore=False)
-            total += AddResult(new, len(batch) - new)
-        return total
+                if maybe
+                else set()
+            )
+            fresh = [r for cid, r in unique.items() if cid not in existing]
+            now_us = int(self._clock() * 1_000_000)
+            try:
+                new = self._insert(
+                    con, CRASHES, fresh, or_ignore=False, constants={"ingested_us": now_us}
+                )
+            except duckdb.ConstraintException as exc:
+                if read_now:
+                    raise
+                raise _KnownIdsBehind from exc
+        # Committed: from now on these are known (not before: a failed commit stored nothing).
+        known.add(d for d, cid in zip(digests, unique, strict=True) if cid not in existing)
+        return new
+
+    def _known_ids(self, con: duckdb.DuckDBPyConnection) -> KnownCrashIds:
+        """The digests of the stored crashes, read once (this process holds the file: nothing
+        else writes it)."""
+        if self._known is None:
+            stored = con.execute(f"SELECT {KNOWN_ID_SQL} AS d FROM crashes").fetchnumpy()["d"]
+            self._known = KnownCrashIds(np.asarray(stored, dtype=np.uint64))
+        return self._known
 
     def iter_crashes(self, *, signature_version_below: int | None = None) -> Iterator[CrashRecord]:
         for outcome in self.iter_crash_outcomes(signature_version_below=signature_version_below):
@@ -499,6 +543,7 @@ class DuckDBStore:
         return out
 
     def replace_crashes(self, rows: Iterable[CrashRow], remove: Iterable[str] = ()) -> int:
+        self._known = None  # read again by the next add_crashes (reprocessing is rare)
         written = 0
         gone = list(dict.fromkeys(remove))
         for batch in batched(rows, BATCH_ROWS):
@@ -678,6 +723,10 @@ class DuckDBStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _KnownIdsBehind(Exception):
+    """The primary key refused a crash the known ids said was new."""
 
 
 def _arrow_type(pa: Any, base_type: str) -> Any:

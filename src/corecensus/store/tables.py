@@ -134,6 +134,26 @@ class Table(Generic[R]):
             self.check(row)
         return tuple(list(get(row)) if is_list else get(row) for get, is_list in self._readers)
 
+    def column_lists(
+        self, rows: Sequence[R], constants: Mapping[str, Any] | None = None
+    ) -> list[list[Any]]:
+        """The rows' values column by column (lists for list columns), checked as
+        :meth:`values` checks them; a column named in ``constants`` holds that value in every
+        row instead of the rows' own (the store's ingest time: no copy of each row to set it)."""
+        if self.check is not None:
+            for row in rows:
+                self.check(row)
+        constants = constants or {}
+        out: list[list[Any]] = []
+        for column, (get, is_list) in zip(self.columns, self._readers, strict=True):
+            if column.name in constants:
+                out.append([constants[column.name]] * len(rows))
+            elif is_list:
+                out.append([list(get(r)) for r in rows])
+            else:
+                out.append([get(r) for r in rows])
+        return out
+
     def key_of(self, row: R) -> tuple[Any, ...]:
         return tuple(self.column(n).get(row) for n in self.key)
 
