@@ -158,13 +158,13 @@ def _wait(predicate: Any, proc: subprocess.Popen[bytes], what: str) -> Any:
     raise SystemExit(f"{what} did not start")
 
 
-def start_collector(work: Path, tokens: Path, workers: int) -> Server:
+def start_collector(work: Path, tokens: Path, workers: int, extra_config: str = "") -> Server:
     db, log = work / f"collector-{workers}.duckdb", work / f"collector-{workers}.log"
     cfg = work / f"collector-{workers}.toml"
     # Per-agent rates high enough that the rate limit is not what the benchmark measures.
     cfg.write_text(
         "agent_rate_per_s = 20.0\nagent_burst = 40\nmax_queue_records = 50000\n"
-        f"workers = {workers}\n"
+        f"workers = {workers}\n{extra_config}"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     with open(log, "wb") as fh:
@@ -608,6 +608,12 @@ def main() -> None:
     )
     parser.add_argument("--generate", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--costs-only", action="store_true", help="only the in-process costs")
+    parser.add_argument(
+        "--checkpoint-idle-mib",
+        type=float,
+        default=None,
+        help="the collector's checkpoint_idle_bytes in MiB (default: the collector's own)",
+    )
     args = parser.parse_args()
     if args.generate is not None:
         spec = json.loads(args.generate.read_text())
@@ -641,7 +647,12 @@ def main() -> None:
         peer.stop()
 
         # One process first (workers = 1), as a row of its own, then the collector under test.
-        single = start_collector(work, work / "tokens", 1)
+        extra = (
+            ""
+            if args.checkpoint_idle_mib is None
+            else f"checkpoint_idle_bytes = {int(args.checkpoint_idle_mib * (1 << 20))}\n"
+        )
+        single = start_collector(work, work / "tokens", 1, extra)
         single_cap = measured(
             single,
             {**base, "url": single.url, "prefix": "s", "acked": str(work / "single.acked"),
@@ -650,7 +661,7 @@ def main() -> None:
         )[0]  # fmt: skip
         single.stop()
 
-        coll = start_collector(work, work / "tokens", args.workers)
+        coll = start_collector(work, work / "tokens", args.workers, extra)
         acked = work / "collector.acked"
         cap = measured(
             coll,
