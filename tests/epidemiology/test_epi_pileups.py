@@ -8,12 +8,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from test_epi_placement import DAY, T0, background, crash, faulty
 
 from corecensus.epidemiology import CrashTable, analyze
 from corecensus.epidemiology.concentration import max_cell_pvalue
 from corecensus.epidemiology.hostscan import ScanSettings, scan_hosts
-from corecensus.epidemiology.pileups import BUSY_CPU0_LEVEL, BUSY_INDEX_LEVEL, busy_indices
+from corecensus.epidemiology.pileups import (
+    BUSY_CPU0_LEVEL,
+    BUSY_GROUP_LEVEL,
+    BUSY_INDEX_LEVEL,
+    busy_indices,
+    group_busy,
+    group_codes,
+)
 from corecensus.epidemiology.poisson import poisson_upper
 
 
@@ -218,3 +226,107 @@ def test_second_look_never_lowers_a_pvalue() -> None:
     assert np.all(two.focus.p_value >= one.focus.p_value)
     assert not np.any(two.flagged & ~one.flagged)
     assert np.any(one.flagged & ~two.flagged)
+
+
+def sharded_fleet(seed: int, extra: list[dict[str, Any]]) -> CrashTable:
+    """300 hosts of 16 CPUs: ``api`` crashes uniform over the CPUs (40-100 a host, 10
+    populations) everywhere; on 30 of them a thread-per-core ``db`` whose shard 0 runs on
+    CPU 9 (its NUMA socket's first CPU, say) and does 4x the work: 15-40 crashes in three
+    populations ``db-0``-``db-2``. Host ``s299`` is such a host with a bad config: 180 ``db``
+    crashes, about 38 of them on CPU 9. Anomalies on 2 % of crashes."""
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+
+    def add(h: int, cpu: int, pop: str, service: str) -> None:
+        rows.append(
+            {
+                "host": f"s{h:03d}",
+                "time_us": T0 + int(rng.uniform(0, 30) * DAY),
+                "cpu": cpu,
+                "population": pop,
+                "service": service,
+                "anomalies": ("sp_off_by_8",) if rng.random() < 0.02 else (),
+                "host_cpus": 16,
+            }
+        )
+
+    w = np.ones(16)
+    w[9] = 4.0
+    for h in range(300):
+        for _ in range(int(rng.integers(40, 101))):
+            add(h, int(rng.integers(16)), f"bg{int(rng.integers(10))}", "api")
+        if h % 10 == 0 or h == 299:
+            k = 180 if h == 299 else int(rng.integers(15, 41))
+            for cpu in rng.choice(16, size=k, p=w / w.sum()).tolist():
+                add(h, cpu, f"db-{int(rng.integers(3))}", "db")
+    return CrashTable.from_rows(rows + extra)
+
+
+def test_shard0_away_from_cpu0_busy_for_its_service_is_not_a_bad_core() -> None:
+    t = sharded_fleet(5, [])
+    a = analyze(t)
+    assert a.scan is not None
+    i = list(a.host_names).index("s299")
+    on9 = (t.host.codes == i) & (t.cpu == 9)
+    db = np.asarray(t.service.vocab)[t.service.codes] == "db"
+    # the first look flagged s299 on CPU 9; the fleet's check over all crashes leaves CPU 9
+    # alone (the db's skew drowns in api crashes: its api crashes there keep their CPU and the
+    # host is tested on its 16 cells), the check within each (db-k, db) group sets it aside
+    # (events: two crashes of one group within half an hour are one)
+    assert 30 <= a.scan.set_aside[i] <= np.count_nonzero(on9 & db)
+    assert np.count_nonzero(on9 & ~db) > 0 and a.scan.cpus[i] == 16
+    assert a.flagged_hosts() == ()
+
+
+def test_bad_core_at_a_services_busy_index_is_found_by_its_anomalies() -> None:
+    # s010 runs the db (10 % 10 == 0); its bad CPU is 9, db's shard 0 index, 6 of 12 crashes
+    # anomalous; s007 (no db) has a bad CPU 9 without anomalies in api populations: CPU 9 is
+    # busy for the db's groups only, the api crashes there stay
+    bad = [
+        crash("s010", d, 9, pop=f"db-{j % 3}", service="db", anomalous=j % 2 == 0, host_cpus=16)
+        for j, d in enumerate(np.linspace(3, 27, 12))
+    ]
+    bad += [
+        crash("s007", d, 9, pop=f"bg{j % 10}", host_cpus=16)
+        for j, d in enumerate(np.linspace(3, 27, 14))
+    ]
+    a = analyze(sharded_fleet(5, bad))
+    assert set(a.flagged_hosts()) == {"s010", "s007"}
+
+
+def test_group_busy_shares_its_level_over_the_indices_it_looks_at() -> None:
+    # 400 hosts of 32 cells, one group, each host's busiest cell alone
+    n, cells = 400, 32
+    exp = n / cells
+
+    def fleet(index: int, hosts: int) -> tuple[NDArray[Any], NDArray[Any]]:
+        """Host i's busiest cell (3 crashes, one more on each of the next 3 cells) cycles
+        over the cells other than ``index``; the first ``hosts`` hosts put ``index`` first."""
+        others = np.array([x for x in range(cells) if x != index])
+        busiest = others[np.arange(n) % others.size]
+        busiest[:hosts] = index
+        c = (busiest[:, None] + np.array([0, 0, 0, 1, 2, 3])[None, :]) % cells
+        return np.repeat(np.arange(n), 6), c.ravel()
+
+    # a mild excess: the tail at most 1e-2 but not 1e-2 / 32
+    mild = next(k for k in range(1, 400) if poisson_upper(k, exp - 1 / cells) <= BUSY_CPU0_LEVEL)
+    assert poisson_upper(mild, exp - 1 / cells) > BUSY_GROUP_LEVEL / cells
+    pop = np.zeros(n * 6, np.int64)
+    svc = np.zeros(n * 6, np.int64)
+    code = int(group_codes(pop[:1], svc[:1], 2)[0])
+    for index, want in ((0, True), (7, False)):
+        h, c = fleet(index, mild)
+        got = group_busy([(n - 1, code, index)], h, c, (pop, svc), np.full(n, cells))
+        assert ((n - 1, code, index) in got.busy) is want
+        assert got.level[(n - 1, code, index)] == (
+            BUSY_CPU0_LEVEL if index == 0 else BUSY_GROUP_LEVEL / cells
+        )
+    # far beyond chance any index is busy; the asking host's own count is left out
+    strong = next(
+        k for k in range(1, 400) if poisson_upper(k, exp - 1 / cells) <= BUSY_GROUP_LEVEL / cells
+    )
+    h, c = fleet(7, strong)
+    assert (n - 1, code, 7) in group_busy(
+        [(n - 1, code, 7)], h, c, (pop, svc), np.full(n, cells)
+    ).busy
+    assert (0, code, 7) not in group_busy([(0, code, 7)], h, c, (pop, svc), np.full(n, cells)).busy

@@ -13,7 +13,8 @@ bad core to ``bench/fleet_adversary.py``:
 * **A CPU index busier on many hosts.** IRQ affinity makes ordinary crashes 1.5-3x likelier on
   CPU 0, a thread-per-core database's shard 0 does 3-5x the work of the others (30 false flags).
   A defect sits at a random index; an index that holds the pile-up on many more hosts than
-  chance is the platform's.
+  chance is the platform's, or the service's when it is so for one (population, service)
+  only (shard 0 on the first CPU of a NUMA socket: CPU 32 of a 128-CPU host).
 
 **The second look.** For each flagged host, the crashes behind its pile-up cells (the busiest
 cell of the whole data, and the window's cell or the pair's cells when a focused test flagged
@@ -23,7 +24,11 @@ it) are examined, in this order:
    leave-one-host-out; CPU 0 at a lower bar, :data:`BUSY_CPU0_LEVEL`) and its residual
    anomalies are unremarkable (Poisson tail at their null expectation above
    :data:`BUSY_ANOMALY_LEVEL`), the whole cell is set aside and the host tested on one cell
-   fewer.
+   fewer. Otherwise, with the cell's anomalies still unremarkable, each (population, service)
+   with at least 2 crashes on the cell whose index the other hosts show busy *for that group*
+   (:func:`group_busy`: any index, the group's indices sharing :data:`BUSY_GROUP_LEVEL`; a
+   thread-per-core service's shard 0 on its socket's first CPU) has its crashes there set
+   aside.
 2. **One job.** Otherwise, when the (population, service) with the most crashes on the cell
    holds at least half of them (and at least two), at least :data:`JOB_SHARE` of those come
    within :data:`JOB_WINDOW_US` of the time of day (a job a timer starts) and their residual
@@ -61,6 +66,7 @@ from corecensus.epidemiology.segments import pair_key
 __all__ = [
     "BUSY_ANOMALY_LEVEL",
     "BUSY_CPU0_LEVEL",
+    "BUSY_GROUP_LEVEL",
     "BUSY_INDEX_LEVEL",
     "BUSY_INDEX_RATIO",
     "BUSY_MIN_CRASHES",
@@ -69,9 +75,11 @@ __all__ = [
     "JOB_SHARE",
     "JOB_WINDOW_US",
     "BusyIndices",
+    "GroupBusy",
     "Look",
     "SecondLook",
     "busy_indices",
+    "group_busy",
     "second_look",
     "set_aside",
 ]
@@ -113,6 +121,13 @@ BUSY_INDEX_LEVEL = 1e-4
 # there without anomalies.
 BUSY_CPU0_LEVEL = 1e-2
 BUSY_INDEX_RATIO = 1.25
+# The same check within one (population, service) on the other hosts, at any index: a service
+# that runs a thread per CPU with shard 0 on the first CPU of its NUMA socket (CPU 32, not 0;
+# bench/fleet_adversary.py *recall* seed 4) makes that index busy for its own crashes only,
+# too few among all of a fleet's crashes to show in the check above. Each group's check looks
+# at every index its hosts have, so its indices share this level (Bonferroni: BUSY_GROUP_LEVEL
+# / W for W indices), CPU 0 keeping its own a priori level.
+BUSY_GROUP_LEVEL = 1e-2
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -190,6 +205,98 @@ def busy_indices(g_host: I64, g_cell: I64, g_count: I64, cpus: I64) -> BusyIndic
     return BusyIndices(observed[:width], expected, usable, top, np.maximum(ties, 1), c)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class GroupBusy:
+    """The fleet check of CPU indices within (population, service) groups, for the (host,
+    group, cell) triples asked about: ``busy`` holds those whose index is busy for the group
+    on the other hosts; ``observed``, ``expected`` and ``level`` per triple asked (for the
+    report and the tests)."""
+
+    busy: frozenset[tuple[int, int, int]]
+    observed: dict[tuple[int, int, int], float]
+    expected: dict[tuple[int, int, int], float]
+    level: dict[tuple[int, int, int], float]
+
+
+def group_busy(
+    wanted: list[tuple[int, int, int]],
+    h: NDArray[Any],
+    c: NDArray[Any],
+    groups: tuple[NDArray[Any], NDArray[Any]],
+    cpus: I64,
+) -> GroupBusy:
+    """Is each (host, group, cell) of ``wanted`` at an index busy for the group on the other
+    hosts? The events ``h``, ``c`` (cell, -1 none) and ``groups`` (population and service
+    codes, grouped as :func:`group_codes` does; only the wanted groups' events are read)
+    and each host's number of cells. As :func:`busy_indices` within
+    the group: the hosts with at least :data:`BUSY_MIN_CRASHES` of its crashes with a cell, none
+    beyond their number of cells, put index ``i`` first ``O_i`` times (ties shared) against
+    ``E_i = sum 1/C`` over those whose cells reach ``i``; busy when ``O_i >= BUSY_INDEX_RATIO
+    E_i`` and its Poisson tail is at most the level: :data:`BUSY_CPU0_LEVEL` for CPU 0,
+    ``BUSY_GROUP_LEVEL / W`` for any other, ``W`` the most cells any of those hosts has (the
+    indices the check looks at)."""
+    if not wanted:
+        return GroupBusy(frozenset(), {}, {}, {})
+    pop, svc = groups
+    wanted_groups = np.unique(np.array([g for _, g, _ in wanted], dtype=np.int64))
+    # the wanted populations' events first (one pass over int32 codes), then their groups
+    sel = np.flatnonzero((np.asarray(c) >= 0) & np.isin(pop, wanted_groups // _svc_width(svc)))
+    code = group_codes(pop[sel], svc[sel], _svc_width(svc))
+    keep = np.isin(code, wanted_groups)
+    sel, code = sel[keep], code[keep]
+    gi = np.searchsorted(wanted_groups, code).astype(np.int64)
+    hh = np.asarray(h[sel], dtype=np.int64)
+    cc = np.asarray(c[sel], dtype=np.int64)
+    n_hosts = cpus.size
+    width = int(cc.max(initial=0)) + 1
+    # (group, host, cell) counts, sorted: each group's and each (group, host)'s a contiguous run
+    u, k = np.unique((gi * n_hosts + hh) * width + cc, return_counts=True)
+    seg_key = u // width  # (group, host)
+    cell = u % width
+    first = np.flatnonzero(np.diff(seg_key, prepend=-1))
+    s_key = seg_key[first]
+    s_group, s_host = s_key // n_hosts, s_key % n_hosts
+    s_n = np.add.reduceat(k, first) if first.size else k
+    s_top = np.maximum.reduceat(k, first) if first.size else k
+    s_high = np.maximum.reduceat(cell, first) if first.size else cell
+    s_c = np.maximum(cpus[s_host], 1)
+    usable = (s_n >= BUSY_MIN_CRASHES) & (s_high < s_c)
+    seg = np.repeat(np.arange(first.size), np.diff(np.r_[first, u.size]))
+    tied = (k == s_top[seg]) & usable[seg]
+    ties = np.maximum(np.bincount(seg[tied], minlength=first.size), 1)
+    out: set[tuple[int, int, int]] = set()
+    obs_d: dict[tuple[int, int, int], float] = {}
+    exp_d: dict[tuple[int, int, int], float] = {}
+    lvl_d: dict[tuple[int, int, int], float] = {}
+    for host, g, v in wanted:
+        j = int(np.searchsorted(wanted_groups, g))
+        a, b = np.searchsorted(s_group, [j, j + 1])  # the group's (group, host) runs
+        mine = usable[a:b] & (s_host[a:b] != host)
+        if not mine.any():
+            continue
+        lo, hi = int(first[a]), int(first[b]) if b < first.size else u.size
+        at = tied[lo:hi] & (cell[lo:hi] == v) & mine[seg[lo:hi] - a]
+        obs = float(np.floor((1.0 / ties[seg[lo:hi][at]]).sum() + 1e-9))
+        c_mine = s_c[a:b][mine]
+        exp = float((1.0 / c_mine[c_mine > v]).sum())
+        level = BUSY_CPU0_LEVEL if v == 0 else BUSY_GROUP_LEVEL / float(c_mine.max())
+        key = (host, g, v)
+        obs_d[key], exp_d[key], lvl_d[key] = obs, exp, level
+        if exp > 0.0 and obs >= BUSY_INDEX_RATIO * exp and poisson_upper(obs, exp) <= level:
+            out.add(key)
+    return GroupBusy(frozenset(out), obs_d, exp_d, lvl_d)
+
+
+def _svc_width(svc: NDArray[Any]) -> int:
+    return int(svc.max(initial=-1)) + 2
+
+
+def group_codes(pop: NDArray[Any], svc: NDArray[Any], width: int) -> I64:
+    """The (population, service) group code of each event (service -1 unknown is a group of its
+    own); ``width`` is the largest service code + 2."""
+    return pair_key(pop, np.asarray(svc, dtype=np.int64) + 1, width)
+
+
 def set_aside(
     *,
     idx: I64,
@@ -201,10 +308,13 @@ def set_aside(
     host: int,
     cells: list[int],
     busy: BusyIndices,
+    busy_groups: frozenset[tuple[int, int, int]] = frozenset(),
 ) -> tuple[I64, int]:
     """One flagged host's crashes to set aside (module docstring) and how many of its cells
     go with them. ``idx`` are the host's crashes (indices into ``c``, ``resid``, ``ez``,
-    ``t``), ``group`` their (population, service) codes, ``cells`` the host's pile-up cells."""
+    ``t``), ``group`` their (population, service) codes, ``cells`` the host's pile-up cells,
+    ``busy_groups`` the (host, group, cell) triples at an index busy for the group
+    (:func:`group_busy`)."""
     cc = np.asarray(c[idx], dtype=np.int64)
     out: list[I64] = []
     dropped = 0
@@ -213,13 +323,17 @@ def set_aside(
         on = idx[here]
         if on.size < 2:
             continue
-        if busy.busy(host, v, int(on.size)) and _unremarkable(
-            resid[on], ez[on], BUSY_ANOMALY_LEVEL
-        ):
+        plain = _unremarkable(resid[on], ez[on], BUSY_ANOMALY_LEVEL)
+        if plain and busy.busy(host, v, int(on.size)):
             out.append(on)
             dropped += 1
             continue
         g, k = np.unique(group[here], return_counts=True)
+        # a group at an index busy for it on the other hosts, the cell's anomalies (all its
+        # groups': a fault's crashes spread over groups) unremarkable
+        for gg, kk in zip(g.tolist(), k.tolist(), strict=True):
+            if plain and kk >= 2 and (host, gg, v) in busy_groups:
+                out.append(on[group[here] == gg])
         j = int(np.argmax(k))
         if k[j] < 2 or 2 * k[j] < on.size:
             continue
@@ -298,18 +412,30 @@ def second_look(
     mine = np.flatnonzero(flagged[h])
     mine = mine[np.argsort(h[mine], kind="stable")]
     pop, svc = groups
-    group = pair_key(pop[mine], np.asarray(svc[mine], dtype=np.int64) + 1, int(svc.max()) + 2)
+    group = group_codes(pop[mine], svc[mine], _svc_width(svc))
     bounds = np.flatnonzero(np.diff(h[mine], prepend=-1, append=n_hosts + 1))
-    cpus2 = cpus.copy()
-    parts: list[I64] = []
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        idx = mine[lo:hi]
-        hh = int(h[idx[0]])
+    spans = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+    pile: list[list[int]] = []
+    wanted: list[tuple[int, int, int]] = []
+    for lo, hi in spans:
+        hh = int(h[mine[lo]])
         cells = [int(first.cells.cell[hh])]
         if focus.test[hh] == WINDOW:
             cells.append(int(focus.cell[hh]))
         elif focus.test[hh] in (PAIR, WINDOW_PAIR):
             cells += [int(focus.pair_cells[0][hh]), int(focus.pair_cells[1][hh])]
+        pile.append(cells)
+        # the groups with at least 2 crashes on a pile-up cell: asked of the fleet at once
+        cc = np.asarray(c[mine[lo:hi]], dtype=np.int64)
+        for v in dict.fromkeys(x for x in cells if x >= 0):
+            gv, kv = np.unique(group[lo:hi][cc == v], return_counts=True)
+            wanted += [(hh, int(x), v) for x in gv[kv >= 2].tolist()]
+    by_group = group_busy(wanted, h, c, groups, cpus).busy
+    cpus2 = cpus.copy()
+    parts: list[I64] = []
+    for (lo, hi), cells in zip(spans, pile, strict=True):
+        idx = mine[lo:hi]
+        hh = int(h[idx[0]])
         out, dropped = set_aside(
             idx=idx,
             c=c,
@@ -320,6 +446,7 @@ def second_look(
             host=hh,
             cells=cells,
             busy=busy,
+            busy_groups=by_group,
         )
         if out.size:
             parts.append(out)
