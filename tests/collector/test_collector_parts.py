@@ -548,3 +548,48 @@ def test_the_collector_never_loads_drgn_or_the_core_reader() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_ports_workers_and_numbers_out_of_range_are_refused_with_the_setting() -> None:
+    """A port past 65535 reached bind() (OverflowError, a traceback), ``workers = 100000``
+    spawned front ends until the machine's load average passed 400, and ``nan`` passed the
+    "must be positive" check."""
+    base = CollectorConfig(db=Path("x.duckdb"))
+    for bad, message in (
+        ({"port": 70000}, "c.toml: port must be 0 .any free port. to 65535"),
+        ({"port": -1}, "c.toml: port must be 0"),
+        ({"workers": 100_000}, "c.toml: workers must be 0 .from the CPU count. to 64, not 100000"),
+        ({"workers": -2}, "workers must be 0"),
+        ({"body_timeout_s": float("nan")}, "c.toml: body_timeout_s must be a finite number"),
+        ({"header_timeout_s": float("inf")}, "header_timeout_s must be a finite number"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            config_from_mapping(base, bad, "c.toml")
+    # the bounds themselves are settings
+    ok = config_from_mapping(base, {"port": 65535, "workers": 64, "body_timeout_s": 0.5}, "c")
+    assert (ok.port, ok.workers, ok.body_timeout_s) == (65535, 64, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--listen", "127.0.0.1:99999"], "error: --listen: port 99999 is not 0 (any free port)"),
+        (["--listen", "127.0.0.1:\u00b2"], "error: --listen: expected HOST:PORT"),
+        # (with --listen refused after --workers: if --workers were let through, the run
+        # stops at --listen instead of spawning 100,000 processes)
+        (
+            ["--workers", "100000", "--listen", "127.0.0.1:99999"],
+            "error: --workers: workers must be 0 (from the CPU count) to",
+        ),
+    ],
+)
+def test_serve_refuses_a_bad_listen_or_workers_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    from corecensus.cli.main import main
+
+    db = tmp_path / "x.duckdb"
+    assert main(["collector", "serve", "--db", str(db), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
+    assert not db.exists()  # refused before the store was opened

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import tomllib
 from pathlib import Path
@@ -19,9 +18,14 @@ def collector() -> None:
 
 
 def _listen(value: str) -> tuple[str, int]:
+    from corecensus.collector.config import MAX_PORT
+
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    # isascii: str.isdigit() also takes "²", which int() then refuses (a traceback once)
+    if not sep or not (port.isascii() and port.isdigit()) or not host:
         raise click.BadParameter("expected HOST:PORT (e.g. 127.0.0.1:8470, [::1]:8470)")
+    if len(port) > 5 or int(port) > MAX_PORT:
+        raise click.BadParameter(f"port {port} is not 0 (any free port) to {MAX_PORT}")
     return host.strip("[]"), int(port)
 
 
@@ -66,6 +70,9 @@ def serve(
     from corecensus.collector import serve as run
 
     try:
+        # the flags first, before any file is read
+        flags = {} if workers is None else {"workers": workers}
+        config_from_mapping(CollectorConfig(db=db), flags, "--workers")
         host, port = _listen(listen)
         config = CollectorConfig(db=db, host=host, port=port, tokens=tokens)
         if config_file is not None:
@@ -75,7 +82,7 @@ def serve(
                 raise ConfigError(f"{config_file}: {exc}") from exc
             config = config_from_mapping(config, values, str(config_file))
         if workers is not None:
-            config = dataclasses.replace(config, workers=workers)
+            config = config_from_mapping(config, {"workers": workers}, "--workers")
         return run(config)
     except click.BadParameter as exc:
         error(f"--listen: {exc.message}")

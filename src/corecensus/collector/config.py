@@ -7,6 +7,7 @@ of the wrong type is a :class:`ConfigError`, never ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,13 @@ from typing import Any
 from corecensus.errors import ConfigError
 from corecensus.ingest.wire import WireLimits
 
-__all__ = ["CollectorConfig", "config_from_mapping"]
+__all__ = ["MAX_PORT", "MAX_WORKERS", "CollectorConfig", "config_from_mapping"]
+
+MAX_PORT = 65535
+# Front-end processes at most: each is a whole interpreter (~60 MB) feeding one writer, which
+# stops gaining from more of them long before this (docs/collector.md, "Several processes");
+# an unbounded count once spawned processes until the machine's load average passed 400.
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +81,16 @@ def config_from_mapping(
             changes[name] = _limits(base.limits, value, origin)
             continue
         current = getattr(base, name)
-        if name == "workers" and isinstance(value, int) and value < 0:
-            raise ConfigError(f"{origin}: workers must be 0 (from the CPU count) or more")
+        if name == "workers" and isinstance(value, int) and not 0 <= value <= MAX_WORKERS:
+            raise ConfigError(
+                f"{origin}: workers must be 0 (from the CPU count) to {MAX_WORKERS}, not {value}"
+            )
+        if name == "port" and isinstance(value, int) and not 0 <= value <= MAX_PORT:
+            raise ConfigError(f"{origin}: port must be 0 (any free port) to {MAX_PORT}")
+        if isinstance(value, float) and not math.isfinite(value):
+            # nan passed the "must be positive" check below (every comparison with nan is
+            # false) and inf turns a timeout off: neither is a setting
+            raise ConfigError(f"{origin}: {name} must be a finite number, not {value}")
         if name in _PATHS:
             if not isinstance(value, str):
                 raise ConfigError(f"{origin}: {name} must be a path string")
