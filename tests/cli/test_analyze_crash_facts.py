@@ -89,3 +89,21 @@ def test_analyze_json_does_not_load_rich(tmp_path: Path, as_json: bool) -> None:
     else:
         assert "rich" in modules
         assert "h07" in done.stdout
+
+
+def test_analyze_crash_facts_time_before_the_epoch_is_an_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One crash at a time before 1970 (a placeholder -1, say) ended in an IndexError from the
+    windowed host tests; epoch seconds were read as microseconds in January 1970."""
+    for time, message in (
+        ("-1", "early.csv:2: 'time' '-1' read as microseconds since the epoch is before 1970"),
+        ("1790000000", "early.csv:2: 'time' '1790000000' read as microseconds since the epoch"),
+    ):
+        path = tmp_path / "early.csv"
+        path.write_text(HEADER + f"h1,{time},3,,16,api,s,\n", encoding="utf-8")
+        assert main(["analyze", "--crashes", str(path), "--json"]) == 2
+        out = capsys.readouterr()
+        assert out.out == ""
+        assert out.err.startswith(f"error: {path.parent}/{message}")
+        assert len(out.err.strip().splitlines()) == 1

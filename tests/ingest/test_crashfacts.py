@@ -61,6 +61,19 @@ def test_csv_columns_become_the_crash_table(tmp_path: Path) -> None:
         ("h,2024-06-01,1,,,,,,s,,no_such_anomaly,,,,", "crashes.csv:2: unknown anomaly"),
         ("h,2024-06-01,1,,,,,,,,,,,,", "crashes.csv:2: empty 'signature' and 'frames'"),
         ("h,2024-06-01,1", "crashes.csv:2: 3 fields, header has 15"),
+        # seconds and milliseconds since the epoch were read as microseconds: January 1970
+        (
+            "h,1790000000,1,,,,,,s,,,,,,",
+            "crashes.csv:2: 'time' '1790000000' read as microseconds since the epoch is "
+            "1970-01-01T00:29:50Z: seconds or milliseconds? Give microseconds or ISO-8601",
+        ),
+        ("h,1790000000000,1,,,,,,s,,,,,,", "is 1970-01-21T17:13:20Z: seconds or milliseconds?"),
+        # a time before the epoch reached the windowed host tests (an IndexError)
+        ("h,-5,1,,,,,,s,,,,,,", "crashes.csv:2: 'time' '-5' read as microseconds since the "),
+        (
+            "h,1969-12-31T23:59:59Z,1,,,,,,s,,,,,,",
+            "crashes.csv:2: 'time' '1969-12-31T23:59:59Z' is before 1970-01-01, no crash time",
+        ),
     ],
 )
 def test_bad_rows_are_one_line_errors_naming_file_and_line(
@@ -122,3 +135,29 @@ def test_parquet_through_duckdb_in_store(tmp_path: Path) -> None:
     bad.write_bytes(b"not parquet")
     with pytest.raises(MetadataError, match="not a readable Parquet file"):
         read_parquet_rows(bad)
+
+
+def test_parquet_times_in_seconds_or_before_the_epoch_are_refused(tmp_path: Path) -> None:
+    """The same rules for a Parquet file's integer and timestamp columns; microseconds, ISO
+    text and timestamps of any unit from 1970 on are read."""
+    con = duckdb.connect()
+    cases = {
+        "seconds": ("BIGINT", "1790000000", "read as microseconds since the epoch is 1970"),
+        "early": ("TIMESTAMP", "TIMESTAMP '1969-12-31 23:00:00'", "is before 1970-01-01"),
+        "us": ("BIGINT", "1790000000000000", None),
+        "ts_s": ("TIMESTAMP_S", "TIMESTAMP_S '1970-01-01 00:00:01'", None),
+    }
+    for name, (kind, value, message) in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        con.execute(
+            f"COPY (SELECT 'h' AS host, CAST({value} AS {kind}) AS time, 's' AS signature) "
+            f"TO '{path}' (FORMAT parquet)"
+        )
+        header, rows = read_parquet_rows(path)
+        if message is None:
+            table = crash_facts_from_columns(str(path), header, rows)
+            assert table.time_us.tolist() == [1_790_000_000_000_000 if name == "us" else 1_000_000]
+            continue
+        with pytest.raises(MetadataError, match=f"{name}.parquet:1: 'time' .*{message}"):
+            crash_facts_from_columns(str(path), header, rows)
+    con.close()
