@@ -161,3 +161,44 @@ def test_parquet_times_in_seconds_or_before_the_epoch_are_refused(tmp_path: Path
         with pytest.raises(MetadataError, match=f"{name}.parquet:1: 'time' .*{message}"):
             crash_facts_from_columns(str(path), header, rows)
     con.close()
+
+
+def test_a_crash_id_given_twice_is_refused_at_its_second_line(tmp_path: Path) -> None:
+    """An export that repeats a crash (a join that fans out, a retried dump) counted it twice:
+    eight copies of one crash made a host a crash loop. Rows without an id are each a crash."""
+    path = tmp_path / "crashes.csv"
+
+    def row(host: str, day: int, cid: str) -> str:
+        return ",".join(
+            [host, f"2024-06-0{day}T00:00:00Z", "3", "", "", "", "api", "", "s"]
+            + [""] * 5
+            + [cid, ""]
+        )
+
+    rows = [row("h1", 1, "")] * 2  # no crash_id: two crashes
+    rows += [row(f"h{i}", i, cid) for i, cid in enumerate(["c1", "c2", "c3", "c2", "c1"], 1)]
+    header = HEADER.replace("kernel,extra", "kernel,crash_id,extra")
+    path.write_text(header + "\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(MetadataError) as err:
+        read_crash_facts_csv(path)
+    # c2 at line 7 is the first repeat in the file (c1's comes at line 8)
+    assert str(err.value) == (
+        f"{path}:7: crash_id 'c2' was given at 5 already: one crash twice would count as two "
+        "(remove repeats)"
+    )
+    path.write_text(header + "\n".join(rows[:5]) + "\n", encoding="utf-8")
+    table = read_crash_facts_csv(path)
+    assert len(table) == 5
+    assert table.crash_id is not None and list(table.crash_id) == ["", "", "c1", "c2", "c3"]
+
+    con = duckdb.connect()
+    parquet = tmp_path / "facts.parquet"
+    con.execute(
+        "COPY (SELECT * FROM (VALUES ('h', 1790000000000000, 's', 'x'), "
+        "('h', 1790000000000001, 's', 'y'), ('h', 1790000000000002, 's', 'x')) "
+        f"AS t(host, time, signature, crash_id)) TO '{parquet}' (FORMAT parquet)"
+    )
+    con.close()
+    header_pq, it = read_parquet_rows(parquet)
+    with pytest.raises(MetadataError, match=r"facts.parquet:3: crash_id 'x' was given at 1"):
+        crash_facts_from_columns(str(parquet), header_pq, it)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import os
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -98,6 +99,7 @@ class _Columns:
         self.mask: list[int] = []
         self.text: dict[str, list[str | None]] = {k: [] for k in _TEXT}
         self.ids: list[str] = []
+        self.lines = array("q")  # each row's line (CSV) or row number (Parquet)
         self.host_cpus: dict[str, int] = {}
         self._lists: dict[str, str] = {}
         self._masks: dict[str, int] = {}
@@ -108,6 +110,7 @@ class _Columns:
             self._add(row)
         except MetadataError as exc:
             raise MetadataError(f"{self.name}:{line}: {exc}") from None
+        self.lines.append(line)
 
     def _add(self, row: Mapping[str, Any]) -> None:
         for column, value in row.items():
@@ -194,6 +197,13 @@ class _Columns:
             host_cpus = np.array([self.host_cpus.get(h, 0) for h in host.vocab], dtype=np.int32)
         ids = None
         if any(self.ids):
+            repeat = _repeated_id(self.ids)
+            if repeat is not None:
+                first, again = (self.lines[i] for i in repeat)
+                raise MetadataError(
+                    f"{self.name}:{again}: crash_id {_shown(self.ids[repeat[1]])} was given "
+                    f"at {first} already: one crash twice would count as two (remove repeats)"
+                )
             ids = np.array(self.ids, dtype=object)
         return CrashTable.from_arrays(
             time_us=np.array(self.time, dtype=np.int64),
@@ -282,6 +292,24 @@ def _int(value: Any, column: str) -> int:
     if number < 0 or number >= 1 << 31:
         raise MetadataError(f"{column!r} out of range: {number}")
     return number
+
+
+def _repeated_id(ids: Sequence[str]) -> tuple[int, int] | None:
+    """Row indices (earlier, later) of the first row, in file order, whose non-empty id an
+    earlier row gave; else None. Sorts 64-bit hashes, not the text (1e7 ids in a set cost a
+    gigabyte); equal hashes are confirmed on the text (two different ids sharing a hash
+    between two copies of one could hide that copy: a 2^-64 chance per pair)."""
+    n = len(ids)
+    keys = np.fromiter((hash(x) for x in ids), dtype=np.int64, count=n)
+    given = np.flatnonzero(np.fromiter((x != "" for x in ids), dtype=bool, count=n))
+    order = given[np.argsort(keys[given], kind="stable")]
+    k = keys[order]
+    best: tuple[int, int] | None = None
+    for j in np.flatnonzero(k[1:] == k[:-1]).tolist():
+        a, b = int(order[j]), int(order[j + 1])  # stable: a before b in the file
+        if ids[a] == ids[b] and (best is None or b < best[1]):
+            best = (a, b)
+    return best
 
 
 def _frames_key(frames: str) -> str:
