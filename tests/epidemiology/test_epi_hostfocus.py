@@ -171,6 +171,18 @@ def test_two_cpus_that_only_stand_out_together_are_flagged_and_both_named() -> N
     assert run(background() + pair, window_alpha=0.0).flagged_hosts() == ()
 
 
+def test_a_pair_test_with_every_crash_on_one_cpu_names_no_cpu_minus_one() -> None:
+    """With no crash on a second CPU the pair's runner-up is -1, which the reason printed as a
+    CPU ("The two busiest CPUs, 9 and -1")."""
+    a = run(background() + faulty("h250", 9, np.linspace(2, 28, 8), host_cpus=32))
+    [h] = [h for h in a.hosts if h.host == "h250"]  # a host of no background crash
+    pair = [r for r in h.reasons if "union bound over pairs" in r]
+    assert pair, h.reasons  # the pair test passed its share here: the reason is there
+    assert all("and -1" not in r for r in h.reasons), pair
+    assert pair[0].startswith("The busiest CPU, 9, holds 8 of 8 crashes with a known CPU")
+    assert pair[0].endswith("no other CPU holds one: CPU 9 is bad.")
+
+
 def test_pair_of_one_bad_cpu_and_a_healthy_one_names_only_the_bad() -> None:
     # one bad CPU: the pair test is significant too, but it adds nothing about CPU 21
     one = faulty("h150", 4, np.linspace(2, 28, 8), host_cpus=32)

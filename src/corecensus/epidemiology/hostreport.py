@@ -135,13 +135,18 @@ def _focus_reasons(scan: HostScan, h: int, params: AnalysisParams) -> list[str]:
             "windows) t"
         )
         of = int(scan.known_cpu[h]) if whole else int(f.window_crashes[h])
+        first, second = int(f.pair_cells[0][h]), int(f.pair_cells[1][h])
+        # second is -1 when no other CPU holds a crash ("CPUs 3 and -1" was printed)
+        cpus, verb, which = (
+            (f"two busiest CPUs, {first} and {second},", "hold", "at least one of them is bad")
+            if second >= 0
+            else (f"busiest CPU, {first},", "holds", f"no other CPU holds one: CPU {first} is bad")
+        )
         return [
-            f"{where or 'T'}he two busiest CPUs, {int(f.pair_cells[0][h])} and "
-            f"{int(f.pair_cells[1][h])}, hold {int(f.pair_count[h])} of {of} crashes with a "
+            f"{where or 'T'}he {cpus} {verb} {int(f.pair_count[h])} of {of} crashes with a "
             "known CPU (union bound over pairs of CPUs, with the exact tails of the anomalies "
             f"on them and elsewhere) p={raw:.2g} <= {params.window_alpha * share:.2g}, the "
-            f"pair test's share of window_alpha {params.window_alpha:g}: at least one of them "
-            "is bad."
+            f"pair test's share of window_alpha {params.window_alpha:g}: {which}."
         ]
     level = params.window_alpha * share
     return [
