@@ -6,13 +6,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pytest
 from store_records import T0, make_record, rows
 
-from corecensus.app.analyze import UNKNOWN_HOST, analyze_store, crash_table
-from corecensus.app.readahead import CrashColumnsAhead
+from corecensus.app.analyze import UNKNOWN_HOST, crash_table
 from corecensus.epidemiology import analyze
-from corecensus.errors import StoreError
 from corecensus.model import CrashRecord
 from corecensus.signature import PopulationLevel
 from corecensus.store import Store
@@ -71,28 +68,3 @@ def test_each_population_is_described_by_its_first_crash_in_time_order(store: St
         "none": "earliest_fn",
         "sp_off_by_8": "a_fn",
     }
-
-
-def test_columns_read_ahead_are_the_ones_the_analysis_reads(store: Store) -> None:
-    records = [make_record(i, time_us=T0 + (7 - i) * DAY) for i in range(8)]
-    store.add_crashes(rows(records))
-    ahead = CrashColumnsAhead(store, PopulationLevel.ANOMALY)
-    from_thread = ahead.result()
-    direct = store.crash_columns("anomaly")
-    assert from_thread.row.tolist() == direct.row.tolist()
-    assert from_thread.population.decode() == direct.population.decode()
-    assert ahead.result() is from_thread  # waited once, kept
-    report = analyze_store(store, level=PopulationLevel.ANOMALY, ahead=ahead)
-    expected = analyze_store(store, level=PopulationLevel.ANOMALY)
-    assert report.to_json() == expected.to_json()
-    # columns read for another level are not taken for this one
-    with pytest.raises(ValueError, match="another store's or level's"):
-        analyze_store(store, ahead=ahead)
-
-
-def test_a_failed_read_ahead_raises_where_the_columns_are_asked_for(store: Store) -> None:
-    store.add_crashes(rows([make_record(1)]))
-    store.close()
-    ahead = CrashColumnsAhead(store, "symbolic")  # the thread's read fails: the store is closed
-    with pytest.raises(StoreError, match="closed"):
-        ahead.result()

@@ -19,7 +19,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from corecensus.app.racewindow import RaceRates, race_checks
-from corecensus.app.readahead import CrashColumnsAhead
 from corecensus.epidemiology import analyze
 from corecensus.epidemiology.coverage import exposure_notes
 from corecensus.epidemiology.findings import FleetAnalysis, PopulationInfo
@@ -132,13 +131,10 @@ def crash_table(
 
 
 def _crash_table(
-    store: Store, level: PopulationLevel, ahead: CrashColumnsAhead | None = None
+    store: Store, level: PopulationLevel
 ) -> tuple[CrashTable, dict[str, PopulationInfo], dict[str, list[CrashRecord]]]:
-    """:func:`crash_table`, and the records read for each signal-race population (the columns
-    from ``ahead`` when it read them)."""
-    if ahead is not None and (ahead.store is not store or ahead.level != str(level)):
-        raise ValueError("the columns read ahead are another store's or level's")
-    cols = ahead.result() if ahead is not None else store.crash_columns(str(level))
+    """:func:`crash_table`, and the records read for each signal-race population."""
+    cols = store.crash_columns(str(level))
     rows = _narrow_rows(cols.row)
 
     def crash_ids(cited: NDArray[np.int64]) -> list[str]:
@@ -289,13 +285,10 @@ def analyze_store(
     deploys_csv: str | os.PathLike[str] | None = None,
     level: PopulationLevel = PopulationLevel.SYMBOLIC,
     race_rates: RaceRates | None = None,
-    ahead: CrashColumnsAhead | None = None,
 ) -> AnalysisReport:
     """Analyze every crash in ``store``; see the module docstring for where exposure comes from.
-    With ``race_rates``, each signal-race population gets its race-window check. ``ahead``:
-    the crash columns of ``store`` and ``level``, started before this module was imported
-    (:mod:`corecensus.app.readahead`)."""
-    table, info, races = _crash_table(store, level, ahead)
+    With ``race_rates``, each signal-race population gets its race-window check."""
+    table, info, races = _crash_table(store, level)
     if exposure_csv is not None:
         exposure: ExposureTable | None = read_exposure(exposure_csv)
         exp_src = str(Path(exposure_csv))

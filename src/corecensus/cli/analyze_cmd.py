@@ -87,7 +87,7 @@ def analyze(
     brief: bool,
 ) -> int:
     """Find crash populations and say what causes each: a bad host/CPU, a bug, or a deploy."""
-    from corecensus.app.readahead import CrashColumnsAhead
+    from corecensus.app.analyze import analyze_crash_facts, analyze_store
     from corecensus.outside import require_regular
     from corecensus.signature import PopulationLevel
     from corecensus.store import open_store
@@ -108,8 +108,6 @@ def analyze(
         return 2
     try:
         if crashes is not None:
-            from corecensus.app.analyze import analyze_crash_facts
-
             report = analyze_crash_facts(crashes, exposure_csv=exposure, deploys_csv=deploys)
         else:
             if store_missing(db):
@@ -118,17 +116,12 @@ def analyze(
             if store.snapshot is not None:
                 _note_snapshot(db, Path(store.snapshot))
             try:
-                # DuckDB reads the crashes while SciPy and the analysis load (the import below)
-                ahead = CrashColumnsAhead(store, PopulationLevel(level))
-                from corecensus.app.analyze import analyze_store
-
                 report = analyze_store(
                     store,
                     exposure_csv=exposure,
                     deploys_csv=deploys,
                     level=PopulationLevel(level),
                     race_rates=race,
-                    ahead=ahead,
                 )
             finally:
                 store.close()
