@@ -202,3 +202,43 @@ def test_a_crash_id_given_twice_is_refused_at_its_second_line(tmp_path: Path) ->
     header_pq, it = read_parquet_rows(parquet)
     with pytest.raises(MetadataError, match=r"facts.parquet:3: crash_id 'x' was given at 1"):
         crash_facts_from_columns(str(parquet), header_pq, it)
+
+
+def test_integer_columns_written_as_floats_by_pandas_are_read(tmp_path: Path) -> None:
+    """pandas keeps an integer column with a missing value as floats, and a user exporting
+    crashes from a DataFrame got "'cpu' is not a non-negative integer: '1.0'" at row 1: 3.0
+    is 3 (CSV and Parquet), a NaN or empty value unknown; 3.5, inf and "3." still refused."""
+    path = tmp_path / "crashes.csv"
+    path.write_text(
+        "host,time,cpu,host_cpus,cpu_core,signature\n"
+        "h1,2024-06-01T00:00:00Z,3.0,16.0,1.00,s\n"
+        "h1,2024-06-02T00:00:00Z,,16.0,,s\n",
+        encoding="utf-8",
+    )
+    t = read_crash_facts_csv(path)
+    assert t.cpu.tolist() == [3, -1]
+    assert t.host_cpus is not None and t.host_cpus.tolist() == [16]
+    assert t.cpu_core is not None and t.cpu_core.tolist() == [1, -1]
+    for bad in ("3.5", "3.", ".0", "-3.0", "NaN"):
+        path.write_text(f"host,time,cpu,signature\nh1,2024-06-01,{bad},s\n", encoding="utf-8")
+        with pytest.raises(MetadataError, match=r"crashes\.csv:2: 'cpu' is not a non-negative"):
+            read_crash_facts_csv(path)
+
+    parquet = tmp_path / "facts.parquet"
+    con = duckdb.connect()
+    con.execute(
+        "COPY (SELECT * FROM (VALUES ('h', 1790000000000000, 's', 3.0::DOUBLE), "
+        "('h', 1790000000000001, 's', 'NaN'::DOUBLE), ('h', 1790000000000002, 's', NULL)) "
+        f"AS t(host, time, signature, cpu)) TO '{parquet}' (FORMAT parquet)"
+    )
+    header, rows = read_parquet_rows(parquet)
+    assert crash_facts_from_columns(str(parquet), header, rows).cpu.tolist() == [3, -1, -1]
+    for bad in ("2.5", "'Infinity'"):
+        con.execute(
+            f"COPY (SELECT 'h' AS host, 1790000000000000 AS time, 's' AS signature, "
+            f"{bad}::DOUBLE AS cpu) TO '{parquet}' (FORMAT parquet)"
+        )
+        header, rows = read_parquet_rows(parquet)
+        with pytest.raises(MetadataError, match=r"facts\.parquet:1: 'cpu' is not a non-negative"):
+            crash_facts_from_columns(str(parquet), header, rows)
+    con.close()

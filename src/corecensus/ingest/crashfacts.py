@@ -31,6 +31,7 @@ stream (one row at a time into columns); Parquet comes through
 from __future__ import annotations
 
 import csv
+import math
 import os
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
@@ -276,16 +277,29 @@ def _shown(text: str) -> str:
 
 def _int(value: Any, column: str) -> int:
     """A non-negative integer, or -1 when empty."""
+    if isinstance(value, float | np.floating):
+        # pandas keeps an integer column with a missing value as floats: to_parquet writes
+        # 3.0 (and the missing one as null, or NaN), to_csv "3.0" (and ""). Such a file was
+        # refused at its first row ("'cpu' is not a non-negative integer: '1.0'").
+        if math.isnan(value):
+            return -1
+        if not float(value).is_integer():
+            raise MetadataError(f"{column!r} is not a non-negative integer: {value!r}")
+        value = int(value)
     if isinstance(value, int | np.integer) and not isinstance(value, bool):
         number = int(value)
     else:
         text = _text(value)
         if not text:
             return -1
+        given = text
+        whole, dot, zeros = text.partition(".")
+        if dot and zeros and not zeros.strip("0"):
+            text = whole  # "3.0", as pandas' to_csv writes the integer 3 of a float column
         # isascii: str.isdigit() also takes "٣" and "³"; the length check comes before
         # int(), which refuses (ValueError, a traceback here once) past 4,300 digits.
         if not (text.isascii() and text.isdigit()):
-            raise MetadataError(f"{column!r} is not a non-negative integer: {_shown(text)}")
+            raise MetadataError(f"{column!r} is not a non-negative integer: {_shown(given)}")
         if len(text) > 10:
             raise MetadataError(f"{column!r} out of range: {_shown(text)}")
         number = int(text)
