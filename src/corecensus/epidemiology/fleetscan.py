@@ -298,7 +298,8 @@ def _detail(
         facts += (
             f"{int(scan.set_aside[h])} crash(es) behind the pile-up were set aside in a second "
             "look (one job started at one time of day on a CPU, or a CPU index busier on many other "
-            "hosts, without anomalies): their CPU left out, the host still flagged on the rest.",
+            "hosts, for all crashes or for their population and service, without anomalies): "
+            "their CPU left out, the host still flagged on the rest.",
         )
     if not times.size:
         return HostDetail(tuple(suspects), core, None, None, 0, False, None, (), facts)
