@@ -463,9 +463,17 @@ def tail_report(log: Path, since: float, until: float, client_p99_ms: float) -> 
     ]
     in_phase = [s for s in stalls if s[1] >= since and s[0] <= until]
 
-    def overlaps(e: dict[str, Any]) -> bool:
+    def overlaps(e: dict[str, Any], spans: list[tuple[float, float, str]] = in_phase) -> bool:
         start = e["ts"] - e["ms"] / 1000
-        return any(a < e["ts"] and b > start for a, b, _kind in in_phase)
+        return any(a < e["ts"] and b > start for a, b, _kind in spans)
+
+    # Snapshots are copied on a thread and connection of their own, beside the commits: they
+    # take CPU, not the writer's turn.
+    snaps = [
+        (e["ts"] - e["ms"] / 1000, e["ts"], e["event"])
+        for e in events
+        if e.get("event") == "snapshot" and e["ts"] >= since and e["ts"] - e["ms"] / 1000 <= until
+    ]
 
     ok.sort(key=lambda e: e["ms"])
     slow = ok[-max(3, len(ok) // 100) :]
@@ -487,8 +495,28 @@ def tail_report(log: Path, since: float, until: float, client_p99_ms: float) -> 
         f"({sum(map(overlaps, ok))} of all {len(ok)})",
         f"checkpoints in the phase: {len(in_phase)}, "
         f"{stalled_ms:.0f} ms in all ({100 * stalled_ms / 1000 / seconds:.1f} % of the phase), "
-        f"longest {max([(b - a) * 1000 for a, b, _k in in_phase], default=0):.0f} ms",
+        f"longest {max([(b - a) * 1000 for a, b, _k in in_phase], default=0):.0f} ms; "
+        f"snapshots in the phase: {len(snaps)} "
+        f"({sum(overlaps(e, snaps) for e in slow)} of the slowest overlapped one)",
     ]
+
+
+def checkpoint_report(log: Path, since: float, until: float) -> str:
+    """The writer's checkpoints between ``since`` and ``until`` (time.time()), from its log:
+    under load they are the ones taken at ``checkpoint_max_bytes`` with requests waiting."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"checkpoint"' in line:
+            e = json.loads(line)
+            if e.get("event") == "checkpoint" and since <= e["ts"] <= until:
+                found.append(e)
+    if not found:
+        return "no checkpoint"
+    return ", ".join(
+        f"{e['ms']:.0f} ms for {e['log_bytes'] / (1 << 20):.0f} MiB"
+        f"{' with requests waiting' if e.get('waiting') else ''}"
+        for e in found
+    )
 
 
 def per_record_costs(template: str, rounds: int = 3) -> None:
@@ -678,6 +706,7 @@ def main() -> None:
             work,
         )[0]  # fmt: skip
         half_tail = tail_report(coll.log, half_since, time.time(), pct(half["latencies_ok"], 0.99))
+        rest_since = time.time()
         rest = run_generator(
             {**base, "url": coll.url, "prefix": "o", "acked": str(acked),
              "phases": [
@@ -686,6 +715,7 @@ def main() -> None:
              ]},
             work,
         )  # fmt: skip
+        rest_checkpoints = checkpoint_report(coll.log, rest_since, time.time())
         status = coll.stop()
         with open_store(coll.db, read_only=True) as store:
             stored = {r.core_id for r in store.iter_crashes()}
@@ -720,6 +750,7 @@ def main() -> None:
     print("\nThe 50 % phase's tail, from the collector's log:")
     for line in half_tail:
         print(f"- {line}")
+    print(f"- checkpoints in the 100 % and 500 % phases: {rest_checkpoints}")
     print(
         f"acknowledged records: {len(acked_ids)}, missing from the store: {lost}; collector exit status {status}"
     )
