@@ -26,7 +26,7 @@ import numpy.typing as npt
 from corecensus.errors import StoreError
 from corecensus.model import CrashRecord
 from corecensus.outside import require_regular
-from corecensus.store.known_ids import KNOWN_ID_SQL, KnownCrashIds, crash_id_digest
+from corecensus.store.known_ids import KnownCrashIds, crash_id_digest
 from corecensus.store.records import (
     AddResult,
     CodedColumn,
@@ -240,7 +240,7 @@ class DuckDBStore:
         idle checkpoints then instead (the collector's writer, after answering a group).
 
         Such a writer lives long and commits often: it reads the stored crashes' ids now
-        (:mod:`known_ids`; about a second at ten million crashes) rather than in its first
+        (:mod:`known_ids`) rather than in its first
         commit, which the first requests would wait for."""
         with self._connection("deferring checkpoints") as con:
             con.execute("SET checkpoint_threshold = '1000 GB'")
@@ -511,8 +511,19 @@ class DuckDBStore:
         """The digests of the stored crashes, read once (this process holds the file: nothing
         else writes it)."""
         if self._known is None:
-            stored = con.execute(f"SELECT {KNOWN_ID_SQL} AS d FROM crashes").fetchnumpy()["d"]
-            self._known = KnownCrashIds(np.asarray(stored, dtype=np.uint64))
+            chunks = [np.empty(0, dtype=np.int64)]
+            span = con.execute("SELECT min(rowid), max(rowid) FROM crashes").fetchone()
+            first, last = span if span is not None else (None, None)
+            # (in chunks: ten million ids as Python strings at once would take a gigabyte)
+            for lo in range(
+                0 if first is None else int(first), 0 if last is None else int(last) + 1, FETCH_ROWS
+            ):
+                ids = con.execute(
+                    "SELECT core_id FROM crashes WHERE rowid >= ? AND rowid < ?",
+                    [lo, lo + FETCH_ROWS],
+                ).fetchnumpy()["core_id"]
+                chunks.append(np.fromiter(map(crash_id_digest, ids), np.int64, len(ids)))
+            self._known = KnownCrashIds(np.concatenate(chunks))
         return self._known
 
     def iter_crashes(self, *, signature_version_below: int | None = None) -> Iterator[CrashRecord]:

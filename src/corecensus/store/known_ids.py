@@ -9,40 +9,37 @@ digest in the set is a crash probably stored (a retried batch) or, rarely, anoth
 same 64 bits, and only those are asked about. The table's primary key stays the final word: an
 insert it refuses means the set was behind (the caller reloads it and asks the database).
 
+The digest is Python's own string hash (SipHash, seeded per process): the set is read from the
+store by the process that uses it, so the digests need mean nothing elsewhere, and it is the
+cheapest to compute for every stored id -- 0.5 us each with the ids fetched in chunks, where
+MD5 in DuckDB (``md5_number_upper``) took 1.7 us and in Python 2.5 us (2 million ids, load 5).
+
 Memory: 8 bytes per stored crash in a sorted array (80 MB at ten million crashes), plus a small
 set of the ids added since it was last sorted.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["KNOWN_ID_SQL", "KnownCrashIds", "crash_id_digest"]
-
-# DuckDB's spelling of crash_id_digest over the core_id column (its md5_number_upper is the
-# first 8 bytes of the MD5 digest read little-endian; a test holds the two equal).
-KNOWN_ID_SQL = "md5_number_upper(core_id)"
+__all__ = ["KnownCrashIds", "crash_id_digest"]
 
 # Added digests kept in a set until there are this many (or an eighth of the sorted ones).
 _MERGE_MIN = 1 << 16
 
-
-def crash_id_digest(core_id: str) -> int:
-    """64 bits of ``core_id``: the first 8 bytes of its MD5 digest, little-endian (not for
-    security: a collision costs one query)."""
-    digest = hashlib.md5(core_id.encode("utf-8", "surrogatepass"), usedforsecurity=False)
-    return int.from_bytes(digest.digest()[:8], "little")
+# 64 bits of a crash id, valid within this process (not for security: a collision costs one
+# query, and the seed keeps anyone from choosing ids that collide).
+crash_id_digest: Callable[[str], int] = hash
 
 
 class KnownCrashIds:
     """The digests of every crash a store holds (loaded once, then added to by its writer)."""
 
-    def __init__(self, stored: npt.NDArray[np.uint64]) -> None:
-        self._sorted = np.sort(np.asarray(stored, dtype=np.uint64))
+    def __init__(self, stored: npt.NDArray[np.int64]) -> None:
+        self._sorted = np.sort(np.asarray(stored, dtype=np.int64))
         self._recent: set[int] = set()
 
     def __len__(self) -> int:
@@ -52,7 +49,7 @@ class KnownCrashIds:
         """For each digest: False if no stored crash has it (certain), True if one may."""
         if not digests:
             return []
-        wanted = np.fromiter(digests, dtype=np.uint64, count=len(digests))
+        wanted = np.fromiter(digests, dtype=np.int64, count=len(digests))
         found = np.zeros(len(digests), dtype=bool)
         if self._sorted.size:
             pos = np.searchsorted(self._sorted, wanted)
@@ -64,6 +61,6 @@ class KnownCrashIds:
         """Record crashes now stored (committed)."""
         self._recent.update(digests)
         if len(self._recent) > max(_MERGE_MIN, self._sorted.size // 8):
-            added = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
+            added = np.fromiter(self._recent, dtype=np.int64, count=len(self._recent))
             self._sorted = np.sort(np.concatenate([self._sorted, added]))
             self._recent.clear()
