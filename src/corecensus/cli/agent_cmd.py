@@ -16,6 +16,7 @@ import click
 
 from corecensus.agent.config import DEFAULT_CONFIG_FILE, AgentConfig
 from corecensus.agent.corehold import read_settings
+from corecensus.cli.numbers import FiniteFloatRange
 from corecensus.cli.output import error, print_json
 from corecensus.errors import ConfigError, CorecensusError
 
@@ -194,7 +195,7 @@ def status_cmd(ctx: click.Context, as_json: bool, proc_root: Path) -> int:
 @agent.command("gate")
 @click.option(
     "--budget",
-    type=click.FloatRange(min=1.0),
+    type=FiniteFloatRange(min=1.0, max=86_400),
     required=True,
     metavar="S",
     help="Hard limit in seconds.",

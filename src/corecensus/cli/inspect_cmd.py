@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from corecensus.cli.numbers import FiniteFloatRange
 from corecensus.cli.output import error, print_json, quiet_libraries, show
 from corecensus.model import ParseStatus
 
@@ -36,7 +37,7 @@ from corecensus.model import ParseStatus
 )
 @click.option(
     "--stdin-timeout",
-    type=click.FloatRange(min=0.001, max=86_400),
+    type=FiniteFloatRange(min=0.001, max=86_400),
     default=60.0,
     show_default=True,
     metavar="S",
