@@ -107,3 +107,16 @@ def test_analyze_crash_facts_time_before_the_epoch_is_an_error_not_a_traceback(
         assert out.out == ""
         assert out.err.startswith(f"error: {path.parent}/{message}")
         assert len(out.err.strip().splitlines()) == 1
+
+
+def test_a_crash_facts_file_given_as_the_store_says_to_use_crashes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--db crashes.csv`` was "DuckDB error while opening the store: Catalog Error: Cannot
+    launch in-memory database in read-only mode!"."""
+    path = _facts(tmp_path)
+    assert main(["analyze", "--db", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"error: {path}: a crash-facts file, not a store: analyze it with --crashes {path}\n"
+    )

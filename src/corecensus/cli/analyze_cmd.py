@@ -112,6 +112,11 @@ def analyze(
         else:
             if store_missing(db):
                 return 2
+            if db.suffix.lower() in (".csv", ".parquet"):
+                # DuckDB said "Catalog Error: Cannot launch in-memory database in read-only
+                # mode!" of such a file, which sends nobody to --crashes
+                error(f"{db}: a crash-facts file, not a store: analyze it with --crashes {db}")
+                return 2
             store = open_store(db, read_only=True)
             if store.snapshot is not None:
                 _note_snapshot(db, Path(store.snapshot))
