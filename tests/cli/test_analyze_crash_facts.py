@@ -120,3 +120,15 @@ def test_a_crash_facts_file_given_as_the_store_says_to_use_crashes(
     assert (
         err == f"error: {path}: a crash-facts file, not a store: analyze it with --crashes {path}\n"
     )
+
+
+def test_level_with_crash_facts_is_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _facts(tmp_path)
+    for level in ("anomaly", "symbolic"):
+        assert main(["analyze", "--crashes", str(path), "--level", level]) == 2
+        err = capsys.readouterr().err
+        assert (
+            err == "error: --level chooses among the store's signatures; --crashes brings its own\n"
+        )

@@ -99,6 +99,11 @@ def analyze(
     if race is not None and crashes is not None:
         error("--signal-hz/--event-rate need the store's cores (the signal frames), not --crashes")
         return 2
+    source = click.get_current_context().get_parameter_source("level")
+    if crashes is not None and source is not click.core.ParameterSource.DEFAULT:
+        # (it was ignored: a crash-facts file's populations are its signature column)
+        error("--level chooses among the store's signatures; --crashes brings its own")
+        return 2
     try:
         for given in (exposure, deploys, crashes):
             if given is not None:
