@@ -593,3 +593,14 @@ def test_serve_refuses_a_bad_listen_or_workers_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
     assert not db.exists()  # refused before the store was opened
+
+
+def test_a_new_token_for_empty_or_spaced_hosts_is_refused() -> None:
+    """``collector token x --hosts ''`` printed 'x  sha256:...    upload', a line that reads
+    back as a token for a host named "upload"."""
+    for hosts, scopes in (("", "upload"), ("h 1", "upload"), ("h", ""), ("h", "upload, read")):
+        with pytest.raises(ConfigError, match="a comma-separated list without spaces"):
+            new_token("x", hosts, scopes)
+    secret, line = new_token("x", "web-1,web-2", "upload,read")
+    agent = TokenTable.parse(line, "t").authenticate(f"Bearer {secret}")
+    assert agent is not None and agent.hosts == frozenset({"web-1", "web-2"})

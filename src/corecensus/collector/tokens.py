@@ -66,6 +66,14 @@ def new_token(name: str, hosts: str, scopes: str = "upload") -> tuple[str, str]:
     """A fresh token for agent ``name`` and the tokens-file line that admits it."""
     if not _NAME.fullmatch(name):
         raise ConfigError(f"agent name {name!r}: 1-64 letters, digits, '_' or '-'")
+    # Each is one whitespace-separated field of the line: an empty --hosts left three fields,
+    # which read back as a token for a host named "upload".
+    for what, value in (("hosts", hosts), ("scopes", scopes)):
+        if not value or value != "".join(value.split()):
+            raise ConfigError(
+                f"{what} {value!r}: a comma-separated list without spaces "
+                "(hosts: names, '*' for any host or '-' for none)"
+            )
     secret = secrets.token_urlsafe(32)  # 256 random bits; URL-safe base64 has no '.'
     line = f"{name}  {hash_secret(secret)}  {hosts}  {scopes}"
     TokenTable.parse(line, "new token")  # the line must read back
