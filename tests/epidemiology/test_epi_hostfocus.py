@@ -396,14 +396,6 @@ def test_one_strong_bad_cpu_and_a_runner_up_with_one_crash_names_only_the_bad() 
     assert not any("CPUs 7" in r or ", 7" in r for r in h.recommendations)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="dyadic_windows rounds window bounds with int(), toward zero: before the epoch a "
-    "window of a one-instant span starts a microsecond after t0 and _window_screen indexes "
-    "slot 9 of 9 (math.floor would not); the crash-facts reader now refuses such times, "
-    "analyze() itself does not (left to the statistics owner)",
-)
 def test_a_lone_crash_before_the_epoch_is_analyzed() -> None:
     table = CrashTable.from_rows(
         [{"host": "h", "population": "p", "time_us": -5, "cpu": 3, "host_cpus": 16}]

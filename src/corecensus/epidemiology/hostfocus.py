@@ -43,6 +43,7 @@ rest of the fleet costs nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,9 +165,11 @@ def dyadic_windows(t0: int, t1: int, levels: int = WINDOW_LEVELS) -> tuple[I64, 
     for j in range(1, levels + 1):
         length = span / 2**j
         for k in range(2 ** (j + 1) - 1):
-            lo = int(t0 + k * length / 2)
+            # floor, not int(): int() rounds toward zero, so before the epoch a window would
+            # start after t0 and its crashes fall outside every slot (the same for t >= 0)
+            lo = math.floor(t0 + k * length / 2)
             starts.append(lo)
-            ends.append(int(t0 + k * length / 2 + length))
+            ends.append(math.floor(t0 + k * length / 2 + length))
     # each level's last window holds the last crash
     ends = [int(t1) + 1 if e >= int(t1) else e for e in ends]
     return np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
