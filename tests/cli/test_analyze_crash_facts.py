@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from corecensus.cli.main import main
+from module_probe import cli_modules
 
 HEADER = "host,time,cpu,cpus_allowed,host_cpus,service,signature,anomalies\n"
 
@@ -57,38 +55,18 @@ def test_analyze_crash_facts_bad_row(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "Traceback" not in err
 
 
-_PROBE = """
-import json, os, sys
-from corecensus.cli.main import main
-status = main(sys.argv[1:])
-with open(os.environ["MODULES_OUT"], "w") as fh:
-    json.dump(sorted(sys.modules), fh)
-sys.exit(status)
-"""
-
-
 @pytest.mark.parametrize("as_json", [True, False])
 def test_analyze_json_does_not_load_rich(tmp_path: Path, as_json: bool) -> None:
     # (issue 7: the table's renderer is Rich, 0.05-0.1 s of every `analyze --json` start)
-    out = tmp_path / "modules.json"
     args = ["analyze", "--crashes", str(_facts(tmp_path)), *(["--json"] if as_json else [])]
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "MODULES_OUT": str(out), "COLUMNS": "200"},
-    )
-    assert done.returncode == 0, done.stderr
-    modules = {m.split(".")[0] for m in json.loads(out.read_text())}
+    stdout, modules = cli_modules(tmp_path, *args)
     assert "numpy" in modules
     if as_json:
         assert "rich" not in modules
-        assert json.loads(done.stdout)["hosts"]
+        assert json.loads(stdout)["hosts"]
     else:
         assert "rich" in modules
-        assert "h07" in done.stdout
+        assert "h07" in stdout
 
 
 def test_analyze_crash_facts_time_before_the_epoch_is_an_error_not_a_traceback(

@@ -8,9 +8,7 @@ found with it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,33 +18,16 @@ import pytest
 from corecensus.coredump import inspect_core
 from crashers import CrashResult
 from libunwind_race import RaceCore
+from module_probe import cli_modules
 
 pytestmark = pytest.mark.kernel_cores
 
-_PROBE = """
-import json, os, sys
-from corecensus.cli.main import main
-status = main(sys.argv[1:])
-with open(os.environ["MODULES_OUT"], "w") as fh:
-    json.dump(sorted(sys.modules), fh)
-sys.exit(status)
-"""
 HEAVY = ("numpy", "scipy", "rich", "drgn", "capstone", "duckdb", "zstandard", "lz4", "logging")
 
 
 def _inspect(tmp_path: Path, *args: str) -> tuple[str, set[str]]:
     """(stdout, top-level modules loaded) of `corecensus inspect ARGS` in a fresh process."""
-    out = tmp_path / "modules.json"
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, "inspect", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "MODULES_OUT": str(out), "COLUMNS": "200"},
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout, {m.split(".")[0] for m in json.loads(out.read_text())}
+    return cli_modules(tmp_path, "inspect", *args)
 
 
 def _core(kernel_cores: Mapping[str, CrashResult], name: str) -> Path:

@@ -70,7 +70,7 @@ def serve(
     from corecensus.collector import serve as run
 
     try:
-        # the flags first, before any file is read
+        # the flags checked first, before --listen or any file is read
         flags = {} if workers is None else {"workers": workers}
         config_from_mapping(CollectorConfig(db=db), flags, "--workers")
         host, port = _listen(listen)
@@ -81,8 +81,7 @@ def serve(
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"{config_file}: {exc}") from exc
             config = config_from_mapping(config, values, str(config_file))
-        if workers is not None:
-            config = config_from_mapping(config, {"workers": workers}, "--workers")
+        config = config_from_mapping(config, flags, "--workers")  # the flag over the file
         return run(config)
     except click.BadParameter as exc:
         error(f"--listen: {exc.message}")
