@@ -81,7 +81,16 @@ def test_analyze_reads_the_snapshot_while_a_writer_holds_the_store(
         holder.stdout.close()
     assert beside.returncode == 0, beside.stderr
     assert "is being written by another process; analyzing its snapshot" in beside.stderr
-    assert json.loads(beside.stdout) == json.loads(alone.stdout)
+    # The same analysis, and the JSON says what was read (a consumer of --json sees no
+    # stderr): the snapshot, written when the ingest last wrote it.
+    read_alone, read_beside = json.loads(alone.stdout), json.loads(beside.stdout)
+    assert "snapshot" not in read_alone["inputs"]
+    snapshot = read_beside["inputs"].pop("snapshot")
+    assert snapshot == {
+        "path": str(snapshot_gone),
+        "written_us": (tmp_path / "kept.snapshot").stat().st_mtime_ns // 1000,
+    }
+    assert read_beside == read_alone
     # Without a snapshot, a one-line reason and no traceback.
     assert refused.returncode == 2
     assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

@@ -639,6 +639,34 @@ def test_serve_refuses_a_bad_listen_or_workers_in_one_line(
     assert not db.exists()  # refused before the store was opened
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_address_in_use_is_named_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: str
+) -> None:
+    """A port another process listens on (a real socket here) is refused with the address the
+    operator gave, in one line, before any front end is spawned."""
+    import socket
+
+    from corecensus.cli.main import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        listen = f"127.0.0.1:{port}"
+        db = tmp_path / "x.duckdb"
+        status = main(
+            ["collector", "serve", "--db", str(db), "--listen", listen, "--workers", workers]
+        )
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --listen 127.0.0.1:{port}: cannot listen: ") and (
+        "in use" in err
+    ), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not db.exists()  # refused before the store was opened
+
+
 def test_a_new_token_for_empty_or_spaced_hosts_is_refused() -> None:
     """``collector token x --hosts ''`` printed 'x  sha256:...    upload', a line that reads
     back as a token for a host named "upload"."""

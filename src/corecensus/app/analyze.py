@@ -75,15 +75,22 @@ class AnalysisInputs:
     level: str
     screens: tuple[ScreenResultRow, ...] = ()
     notes: tuple[str, ...] = ()  # what in the inputs makes rates or onsets doubtful
+    # When a writer (the collector, a long ingest) held ``db``: the snapshot it leaves that was
+    # read instead, and when that snapshot was written (µs), so a JSON consumer knows the
+    # analysis may lag the store.
+    snapshot: tuple[str, int] | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "db": self.db,
             "exposure": self.exposure_source,
             "deploys": self.deploys_source,
             "level": self.level,
             "notes": list(self.notes),
         }
+        if self.snapshot is not None:
+            doc["snapshot"] = {"path": self.snapshot[0], "written_us": self.snapshot[1]}
+        return doc
 
     def screens_json(self, hosts: Iterable[str] | None = None) -> list[dict[str, object]]:
         """The screens (of ``hosts`` if given) as shown beside crash populations."""
@@ -305,9 +312,18 @@ def analyze_store(
         dep_src = "store" if deploys is not None else "none"
     screens = latest_screens(store.rows(SCREEN_RESULTS))
     notes = exposure_notes(table, exposure) if exposure is not None else ()
-    inputs = AnalysisInputs(store.location, exp_src, dep_src, str(level), screens, notes)
+    inputs = AnalysisInputs(
+        store.location, exp_src, dep_src, str(level), screens, notes, _snapshot_read(store)
+    )
     checks = race_checks(races, table, exposure, race_rates) if race_rates is not None else {}
     return AnalysisReport(analyze(table, exposure, deploys, info), inputs, checks)
+
+
+def _snapshot_read(store: Store) -> tuple[str, int] | None:
+    """The snapshot ``store`` reads in place of a held file, with its modification time."""
+    if store.snapshot is None:
+        return None
+    return store.snapshot, os.stat(store.snapshot).st_mtime_ns // 1000
 
 
 def read_crash_facts(path: str | os.PathLike[str]) -> CrashTable:

@@ -70,7 +70,15 @@ def listening_socket(config: CollectorConfig) -> socket.socket:
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
+    try:
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        # The operator's own words for the address: "[Errno 98] Address already in use" alone
+        # does not say which of several collectors on a host was refused.
+        sock.close()
+        where = f"[{config.host}]" if family == socket.AF_INET6 else config.host
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"--listen {where}:{config.port}: cannot listen: {reason}") from exc
     return sock
 
 
@@ -121,12 +129,16 @@ def serve(
 
         return serve_workers(config, workers, read_text=read_text, log=log, ready=ready)
     tokens = TokenSource(config.tokens, read_text)
-    store = open_store(config.db)
+    sock = listening_socket(config)  # an address in use is refused before the store is opened
+    try:
+        store = open_store(config.db)
+    except BaseException:
+        sock.close()
+        raise
     try:
         backlog, metrics = Backlog(), CollectorMetrics.create()
         backend = LocalBackend(config, store, backlog, metrics, log)
         collector = Collector(config, backend, tokens, backlog=backlog, metrics=metrics, log=log)
-        sock = listening_socket(config)
         port = sock.getsockname()[1]
         server = http_server(collector, config)
 

@@ -76,14 +76,19 @@ def serve_workers(
     from corecensus.collector.run import listening_socket
 
     TokenSource(config.tokens, read_text)  # a tokens file that does not parse stops us here
+    sock = listening_socket(config)  # an address in use is refused before the store is opened
     run_dir = Path(tempfile.mkdtemp(prefix="corecensus-collector-"))
     metrics_dir = run_dir / "metrics"
     metrics_dir.mkdir()
     share_metrics_between_processes(metrics_dir)
-    store = open_store(config.db)
+    try:
+        store = open_store(config.db)
+    except BaseException:
+        sock.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     try:
         backend = LocalBackend(config, store, Backlog(), CollectorMetrics.create(), log)
-        sock = listening_socket(config)
         supervisor = _Supervisor(config, workers, backend, sock, run_dir, log)
         status = asyncio.run(supervisor.run(ready))
     finally:

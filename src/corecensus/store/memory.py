@@ -133,6 +133,11 @@ class MemoryStore:
                 written += 1
         return written
 
+    @property
+    def snapshot(self) -> None:
+        """An in-memory store is never read through a snapshot."""
+        return None
+
     def write_snapshot(self) -> None:
         """An in-memory store has no other readers."""
 

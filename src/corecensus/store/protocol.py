@@ -102,6 +102,12 @@ class Store(Protocol):
         """Every row of ``table`` in the table's order."""
         ...
 
+    @property
+    def snapshot(self) -> str | None:
+        """The snapshot a read-only opener is reading because a writer held the store, else
+        None."""
+        ...
+
     def write_snapshot(self) -> None:
         """Leave a copy of what is committed where read-only openers find it while this
         writer holds the store (no-op where readers need none)."""
