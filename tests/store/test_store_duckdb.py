@@ -369,6 +369,7 @@ def test_heartbeat_host_facts_are_added_to_a_version_3_store(tmp_path: Path) -> 
     con = duckdb.connect(str(path))
     for name in ("microcode", "kernel"):
         con.execute(f"ALTER TABLE heartbeats DROP COLUMN {name}")
+    con.execute("DROP TABLE journal_applied")  # schema 5's
     con.close()
     _set_schema_version(path, 3)
     new = dataclasses.replace(old, time_us=T0 + 1, microcode="0xd0003a5", kernel="6.1.0")
@@ -388,6 +389,7 @@ def test_heartbeat_health_columns_are_added_to_a_version_2_store(tmp_path: Path)
     con = duckdb.connect(str(path))
     for name in ("uptime_s", "agent_uptime_s", "lost", "microcode", "kernel"):  # 3's and 4's
         con.execute(f"ALTER TABLE heartbeats DROP COLUMN {name}")
+    con.execute("DROP TABLE journal_applied")  # schema 5's
     con.close()
     _set_schema_version(path, 2)
     full = Heartbeat(
@@ -403,3 +405,54 @@ def test_heartbeat_health_columns_are_added_to_a_version_2_store(tmp_path: Path)
     ).fetchall()
     con.close()
     assert lost == [("3",)]
+
+
+def test_journal_applied_is_added_to_a_version_4_store(tmp_path: Path) -> None:
+    """Schema 5 (issue 11): how far the collector's journal is applied. A version-4 store
+    (without the table) is migrated on open, keeps its rows, and has applied nothing."""
+    path = tmp_path / "s.duckdb"
+    with DuckDBStore(path) as store:
+        store.add_crashes(rows([make_record(1)]))
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE journal_applied")
+    con.close()
+    _set_schema_version(path, 4)
+    with pytest.raises(StoreError, match="needs migrating"):
+        DuckDBStore(path, read_only=True)
+    with DuckDBStore(path) as store:
+        assert store.count_crashes() == 1
+        assert store.journal_applied("collector") is None
+        store.add_uploads(rows([make_record(2)]), [], [], journal=("collector", 3, 120))
+    with DuckDBStore(path, read_only=True) as store:
+        assert store.journal_applied("collector") == (3, 120)
+        assert store.journal_applied("another") is None
+        assert store.count_crashes() == 2
+    con = duckdb.connect(str(path), read_only=True)
+    version = con.execute("SELECT value FROM corecensus_meta WHERE key = 'schema_version'")
+    assert version.fetchone() == (str(SCHEMA_VERSION),)
+    con.close()
+
+
+def test_add_uploads_is_one_transaction_with_the_journal_position(tmp_path: Path) -> None:
+    """The rows and how far the journal is applied are committed together: a row that does
+    not fit stores nothing and leaves the position where it was; a replay of the same rows
+    stores none twice."""
+    path = tmp_path / "s.duckdb"
+    crashes = rows([make_record(i) for i in range(5)])
+    beat = Heartbeat("host-1", T0, "svc", "1.0")
+    with DuckDBStore(path) as store:
+        first = store.add_uploads(crashes[:3], [beat], [], journal=("collector", 1, 100))
+        assert [r.new for r in first] == [3, 1, 0]
+        bad = dataclasses.replace(beat, time_us=1 << 70)  # past BIGINT
+        with pytest.raises(StoreError):
+            store.add_uploads(crashes[3:], [bad], [], journal=("collector", 1, 200))
+        assert store.count_crashes() == 3
+        assert store.journal_applied("collector") == (1, 100)
+        # A replay of frames whose first copies are stored, and a copy twice in one batch.
+        again = store.add_uploads(
+            crashes + crashes[:1], [beat, beat], [], journal=("collector", 2, 0)
+        )
+        assert [(r.new, r.duplicate) for r in again] == [(2, 4), (0, 2), (0, 0)]
+        assert store.count_crashes() == 5
+        assert len(list(store.rows(HEARTBEATS))) == 1
+        assert store.journal_applied("collector") == (2, 0)

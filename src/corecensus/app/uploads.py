@@ -19,7 +19,6 @@ from corecensus.model import ANOMALY_NAMES, CrashRecord
 from corecensus.screening.result import ScreenResult
 from corecensus.signing import TypedSigner, sign_records
 from corecensus.store import (
-    HEARTBEATS,
     SCREEN_RESULTS,
     AddResult,
     CodedColumn,
@@ -120,13 +119,16 @@ def upload_rows(group: UploadGroup, signer: TypedSigner | None = None) -> Upload
     )
 
 
-def store_rows(store: Store, rows: UploadRows) -> UploadCounts:
+def store_rows(
+    store: Store, rows: UploadRows, *, journal: tuple[str, int, int] | None = None
+) -> UploadCounts:
     """Store ``rows``, idempotently (a row stored before is counted as a duplicate, not stored
-    again). Each kind is committed before this returns, so what it counts is durable; a
-    failure raises :class:`~corecensus.errors.StoreError`."""
-    crashes = store.add_crashes(rows.crashes) if rows.crashes else AddResult()
-    heartbeats = store.add(HEARTBEATS, rows.heartbeats) if rows.heartbeats else AddResult()
-    screens = store.add(SCREEN_RESULTS, rows.screens) if rows.screens else AddResult()
+    again), in one transaction, with how far ``journal`` (``(name, segment, offset)``, the
+    collector's) is applied if given. Committed before this returns, so what it counts is
+    durable; a failure raises :class:`~corecensus.errors.StoreError` and stores nothing."""
+    crashes, heartbeats, screens = store.add_uploads(
+        rows.crashes, rows.heartbeats, rows.screens, journal=journal
+    )
     return UploadCounts(crashes, heartbeats, screens)
 
 

@@ -33,6 +33,8 @@ from corecensus.store.records import (
     CrashColumns,
     CrashRow,
     DamagedCrash,
+    Heartbeat,
+    ScreenResultRow,
     SignatureColumns,
     decode_crash,
     decoded_record,
@@ -41,6 +43,8 @@ from corecensus.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLE_DDL
 from corecensus.store.tables import (
     BATCH_ROWS,
     CRASHES,
+    HEARTBEATS,
+    SCREEN_RESULTS,
     SIGNATURE_FIELDS,
     TABLES,
     Table,
@@ -461,6 +465,79 @@ class DuckDBStore:
                 new = self._add_unique_crashes(unique)
             total += AddResult(new, len(batch) - new)
         return total
+
+    def add_uploads(
+        self,
+        crashes: Sequence[CrashRow],
+        heartbeats: Sequence[Heartbeat],
+        screens: Sequence[ScreenResultRow],
+        *,
+        journal: tuple[str, int, int] | None = None,
+    ) -> tuple[AddResult, AddResult, AddResult]:
+        try:
+            return self._add_uploads(crashes, heartbeats, screens, journal)
+        except _KnownIdsBehind:
+            self._known = None  # (see add_crashes) read them again, and retry
+            return self._add_uploads(crashes, heartbeats, screens, journal)
+
+    def _add_uploads(
+        self,
+        crashes: Sequence[CrashRow],
+        heartbeats: Sequence[Heartbeat],
+        screens: Sequence[ScreenResultRow],
+        journal: tuple[str, int, int] | None,
+    ) -> tuple[AddResult, AddResult, AddResult]:
+        unique: dict[str, CrashRow] = {}
+        for row in crashes:
+            unique.setdefault(row.core_id, row)
+        digests = [crash_id_digest(core_id) for core_id in unique]
+        read_now = self._known is None
+        with self._transaction("adding uploads") as con:
+            known = self._known_ids(con)
+            maybe = [cid for cid, m in zip(unique, known.may_hold(digests), strict=True) if m]
+            existing: set[str] = set()
+            for batch in batched(maybe, BATCH_ROWS):
+                existing.update(
+                    found[0]
+                    for found in con.execute(
+                        "SELECT core_id FROM crashes WHERE core_id IN (SELECT unnest(?::VARCHAR[]))",
+                        [batch],
+                    ).fetchall()
+                )
+            fresh = [r for cid, r in unique.items() if cid not in existing]
+            now_us = int(self._clock() * 1_000_000)
+            new_crashes = sum(
+                self._insert_new(con, batch, now_us, read_now)
+                for batch in batched(fresh, BATCH_ROWS)
+            )
+            beats = self._insert_distinct(con, HEARTBEATS, heartbeats)
+            screened = self._insert_distinct(con, SCREEN_RESULTS, screens)
+            if journal is not None:
+                con.execute(
+                    "INSERT OR REPLACE INTO journal_applied VALUES (?, ?, ?)", list(journal)
+                )
+        # Committed: from now on these are known (not before: a failed commit stored nothing).
+        known.add(d for d, cid in zip(digests, unique, strict=True) if cid not in existing)
+        return AddResult(new_crashes, len(crashes) - new_crashes), beats, screened
+
+    def _insert_distinct(
+        self, con: duckdb.DuckDBPyConnection, table: Table[R], rows: Sequence[R]
+    ) -> AddResult:
+        """INSERT OR IGNORE ``rows`` with one copy of each key (OR IGNORE is for the rows
+        stored before, not for a key twice in one statement)."""
+        distinct = list({table.key_of(r): r for r in reversed(rows)}.values())
+        new = 0
+        for batch in batched(distinct, BATCH_ROWS):
+            new += self._insert(con, table, batch)
+        return AddResult(new, len(rows) - new)
+
+    def journal_applied(self, journal: str) -> tuple[int, int] | None:
+        rows = self._select(
+            "SELECT segment, end_offset FROM journal_applied WHERE journal = ?",
+            [journal],
+            "reading how far the journal is applied",
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     def _add_unique_crashes(self, unique: Mapping[str, CrashRow]) -> int:
         """Insert the crashes of ``unique`` not stored yet, in one transaction; returns how

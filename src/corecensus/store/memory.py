@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -24,6 +24,8 @@ from corecensus.store.records import (
     CrashColumns,
     CrashRow,
     DamagedCrash,
+    Heartbeat,
+    ScreenResultRow,
     SignatureColumns,
     decode_crash,
     decoded_record,
@@ -31,6 +33,8 @@ from corecensus.store.records import (
 from corecensus.store.tables import (
     BATCH_ROWS,
     CRASHES,
+    HEARTBEATS,
+    SCREEN_RESULTS,
     TABLES,
     Table,
     batched,
@@ -55,6 +59,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._closed = False
         self._tables: dict[str, dict[tuple[Any, ...], Any]] = {t.name: {} for t in TABLES}
+        self._journals: dict[str, tuple[int, int]] = {}
 
     @property
     def location(self) -> str:
@@ -137,6 +142,33 @@ class MemoryStore:
     def snapshot(self) -> None:
         """An in-memory store is never read through a snapshot."""
         return None
+
+    def add_uploads(
+        self,
+        crashes: Sequence[CrashRow],
+        heartbeats: Sequence[Heartbeat],
+        screens: Sequence[ScreenResultRow],
+        *,
+        journal: tuple[str, int, int] | None = None,
+    ) -> tuple[AddResult, AddResult, AddResult]:
+        with self._lock:  # all or nothing, as the adapter's one transaction
+            for row in heartbeats:
+                HEARTBEATS.values(row)
+            for screen in screens:
+                SCREEN_RESULTS.values(screen)
+            out = (
+                self.add_crashes(crashes),
+                self.add(HEARTBEATS, heartbeats),
+                self.add(SCREEN_RESULTS, screens),
+            )
+            if journal is not None:
+                self._journals[journal[0]] = (journal[1], journal[2])
+        return out
+
+    def journal_applied(self, journal: str) -> tuple[int, int] | None:
+        with self._lock:
+            self._check_open()
+            return self._journals.get(journal)
 
     def write_snapshot(self) -> None:
         """An in-memory store has no other readers."""

@@ -10,7 +10,7 @@ is the pipeline's work.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Protocol, Self, TypeVar, runtime_checkable
 
@@ -20,6 +20,8 @@ from corecensus.store.records import (
     CrashColumns,
     CrashRow,
     DamagedCrash,
+    Heartbeat,
+    ScreenResultRow,
     SignatureColumns,
 )
 from corecensus.store.tables import Table
@@ -106,6 +108,26 @@ class Store(Protocol):
     def snapshot(self) -> str | None:
         """The snapshot a read-only opener is reading because a writer held the store, else
         None."""
+        ...
+
+    def add_uploads(
+        self,
+        crashes: Sequence[CrashRow],
+        heartbeats: Sequence[Heartbeat],
+        screens: Sequence[ScreenResultRow],
+        *,
+        journal: tuple[str, int, int] | None = None,
+    ) -> tuple[AddResult, AddResult, AddResult]:
+        """Store crash, heartbeat and screen rows idempotently by key (as :meth:`add_crashes`
+        and :meth:`add`), all in one transaction, and with them, if ``journal`` is given as
+        ``(name, segment, offset)``, how far the journal ``name`` they come from is applied
+        (:meth:`journal_applied`): a replay after a crash starts there, so each journal frame
+        is stored once. Returns what each kind added."""
+        ...
+
+    def journal_applied(self, journal: str) -> tuple[int, int] | None:
+        """``(segment, offset)`` of the journal ``name`` as last stored by
+        :meth:`add_uploads` (None: never)."""
         ...
 
     def write_snapshot(self) -> None:

@@ -14,10 +14,17 @@ from corecensus.store.tables import TABLES
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLE_DDL"]
 
-SCHEMA_VERSION = 4
+_JOURNAL_APPLIED = (
+    "journal VARCHAR NOT NULL PRIMARY KEY, segment BIGINT NOT NULL, end_offset BIGINT NOT NULL"
+)
+
+SCHEMA_VERSION = 5
 
 TABLE_DDL: Mapping[str, str] = {
     "corecensus_meta": "key VARCHAR NOT NULL PRIMARY KEY, value VARCHAR NOT NULL",
+    # How far a journal in front of the store (the collector's) is applied: written in the
+    # transaction that stores its rows, so a replay after a crash applies each frame once.
+    "journal_applied": _JOURNAL_APPLIED,
     **{t.name: t.ddl() for t in TABLES},
 }
 
@@ -45,9 +52,15 @@ def _heartbeat_host_facts(con: Any) -> None:
         con.execute(f"ALTER TABLE heartbeats ADD COLUMN {name} VARCHAR")
 
 
+def _journal_applied(con: Any) -> None:
+    """4 -> 5: the collector's journal and how far it is applied (issue 11), nothing yet."""
+    con.execute(f"CREATE TABLE journal_applied ({_JOURNAL_APPLIED})")
+
+
 # from_version -> step that brings a connection's schema to from_version + 1.
 MIGRATIONS: Mapping[int, Callable[[Any], None]] = {
     1: _cpu_facts,
     2: _heartbeat_health,
     3: _heartbeat_host_facts,
+    4: _journal_applied,
 }

@@ -1,0 +1,173 @@
+"""The collector's write-ahead journal (collector/journal.py) on real files: frames read back
+as written, segments roll and are deleted once applied, a torn tail is cut at open, damage
+elsewhere is reported, and a failed append (a file size limit) leaves nothing of itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from tests.store.store_records import T0, make_record, rows
+
+from corecensus.app.uploads import UploadRows
+from corecensus.collector.journal import (
+    Journal,
+    JournalError,
+    JournalPosition,
+    decode_rows,
+    encode_rows,
+)
+from corecensus.store import Heartbeat
+
+
+def _payloads(journal: Journal, start: JournalPosition) -> list[bytes]:
+    return [p for p, _ in journal.frames(start, 1 << 40) if p]
+
+
+def test_rows_round_trip_through_a_frame() -> None:
+    group = UploadRows(
+        crashes=rows([make_record(1), make_record(2)]),
+        heartbeats=[Heartbeat("web-1", T0, "svc", "1.0", uptime_s=5, lost='{"x": 1}')],
+        screens=[],
+    )
+    assert decode_rows(encode_rows(group)) == group
+
+
+def test_frames_read_back_in_order_across_segments_and_applied_ones_are_deleted(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "j", segment_bytes=100)
+    start = journal.end()
+    assert start == JournalPosition(1, 0)
+    ends = [journal.append(bytes([i]) * 60) for i in range(5)]
+    # 68 bytes a frame: a segment takes two (past 100 bytes), then the next begins.
+    assert [e.segment for e in ends] == [1, 1, 2, 2, 3]
+    assert journal.segments() == [1, 2, 3]
+    assert _payloads(journal, start) == [bytes([i]) * 60 for i in range(5)]
+    assert journal.bytes_after(start) == 5 * 68
+    # Read a little at a time: each position read resumes where the last read ended.
+    first = list(journal.frames(start, 1))
+    assert [p for p, _ in first] == [bytes([0]) * 60]
+    assert _payloads(journal, first[-1][1]) == [bytes([i]) * 60 for i in range(1, 5)]
+    journal.release(ends[2])  # the store holds the first three frames
+    assert journal.segments() == [2, 3]
+    assert sorted(p.name for p in (tmp_path / "j").iterdir()) == [f"{n:020d}.seg" for n in (2, 3)]
+    journal.close()
+    # Reopened where the store says it applied: the two frames after it, nothing else.
+    again = Journal(tmp_path / "j", applied=ends[2], segment_bytes=100)
+    assert again.start == ends[2]
+    assert _payloads(again, again.start) == [bytes([3]) * 60, bytes([4]) * 60]
+    again.close()
+    # Everything applied, the last segment deleted by hand: the next frames go to a new one.
+    for p in (tmp_path / "j").iterdir():
+        p.unlink()
+    fresh = Journal(tmp_path / "j", applied=ends[4], segment_bytes=100)
+    assert fresh.start == JournalPosition(ends[4].segment + 1, 0)
+    assert fresh.append(b"next").segment == ends[4].segment + 1
+    fresh.close()
+
+
+def test_segments_applied_before_a_crash_are_deleted_at_open(tmp_path: Path) -> None:
+    """A crash between the store's commit and the deletion leaves applied segments: opening
+    at the store's position deletes them and reads none of their frames again."""
+    journal = Journal(tmp_path / "j", segment_bytes=10)
+    ends = [journal.append(b"frame %d" % i) for i in range(4)]
+    journal.close()
+    # (each frame fills a segment: the fifth is empty, the next to append to)
+    assert [e.segment for e in ends] == [1, 2, 3, 4]
+    reopened = Journal(tmp_path / "j", applied=ends[2], segment_bytes=10)
+    assert reopened.segments() == [3, 4, 5]
+    assert sorted(p.name for p in (tmp_path / "j").iterdir())[0] == f"{3:020d}.seg"
+    assert _payloads(reopened, reopened.start) == [b"frame 3"]
+    reopened.close()
+
+
+def test_a_torn_last_frame_is_cut_at_open_and_the_frames_before_it_stay(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j")
+    journal.append(b"acknowledged one")
+    end = journal.append(b"acknowledged two")
+    journal.close()
+    segment = tmp_path / "j" / f"{1:020d}.seg"
+    whole = segment.read_bytes()
+    # A crash in the middle of the third frame's write: its header and half its payload.
+    torn = Journal(tmp_path / "tmp")
+    torn.append(b"never acknowledged, cut short")
+    torn.close()
+    partial = (tmp_path / "tmp" / f"{1:020d}.seg").read_bytes()[:20]
+    segment.write_bytes(whole + partial)
+    reopened = Journal(tmp_path / "j")
+    assert reopened.torn_bytes == 20
+    assert segment.stat().st_size == len(whole)
+    assert reopened.end() == end
+    assert _payloads(reopened, reopened.start) == [b"acknowledged one", b"acknowledged two"]
+    # Appending goes on after the last whole frame.
+    reopened.append(b"three")
+    assert _payloads(reopened, reopened.start)[-1] == b"three"
+    reopened.close()
+    # A flipped bit in the last frame's payload: its checksum fails, it is cut too.
+    data = bytearray(segment.read_bytes())
+    data[-1] ^= 1
+    segment.write_bytes(bytes(data))
+    cut = Journal(tmp_path / "j")
+    assert _payloads(cut, cut.start) == [b"acknowledged one", b"acknowledged two"]
+    cut.close()
+
+
+def test_damage_before_the_last_segment_is_reported_not_skipped(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j", segment_bytes=10)
+    for i in range(3):
+        journal.append(b"frame %d" % i)
+    journal.close()
+    first = tmp_path / "j" / f"{1:020d}.seg"
+    data = bytearray(first.read_bytes())
+    data[-1] ^= 1
+    first.write_bytes(bytes(data))
+    reopened = Journal(tmp_path / "j", segment_bytes=10)
+    with pytest.raises(JournalError, match=r"byte 0 is damaged"):
+        _payloads(reopened, reopened.start)
+    reopened.close()
+
+
+def test_an_append_past_a_file_size_limit_fails_and_leaves_nothing_of_itself(
+    tmp_path: Path,
+) -> None:
+    """RLIMIT_FSIZE stands in for a full disk (in a child process: the limit is per
+    process): the write fails with EFBIG, the segment is cut back, the error is a
+    JournalError, and the frames before it read back whole."""
+    script = textwrap.dedent(
+        f"""
+        import resource, sys
+        from corecensus.collector.journal import Journal, JournalError
+        journal = Journal({str(tmp_path / "j")!r})
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+        ok = 0
+        try:
+            while True:
+                journal.append(b"x" * 300)
+                ok += 1
+        except JournalError as exc:
+            print(ok, journal.end().offset, exc, file=sys.stderr)
+        """
+    )
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": src},
+    )
+    assert done.returncode == 0, done.stderr
+    ok, end, *message = done.stderr.split()
+    assert (int(ok), int(end)) == (3, 3 * 308)
+    assert "File too large" in " ".join(message)
+    segment = tmp_path / "j" / f"{1:020d}.seg"
+    assert segment.stat().st_size == 3 * 308
+    journal = Journal(tmp_path / "j")
+    assert journal.torn_bytes == 0
+    assert _payloads(journal, journal.start) == [b"x" * 300] * 3
+    journal.close()
