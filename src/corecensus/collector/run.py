@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import os
 import signal
@@ -30,7 +31,14 @@ from corecensus.collector.server import Collector, TokenSource
 from corecensus.errors import ConfigError
 from corecensus.store import open_store
 
-__all__ = ["default_workers", "http_server", "is_loopback", "listening_socket", "serve"]
+__all__ = [
+    "default_workers",
+    "freeze_startup_heap",
+    "http_server",
+    "is_loopback",
+    "listening_socket",
+    "serve",
+]
 
 
 def is_loopback(host: str) -> bool:
@@ -63,6 +71,20 @@ class _Server(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+
+def freeze_startup_heap() -> None:
+    """Leave the objects made while starting (modules, the app, the store's libraries) out of
+    every garbage collection from now on (:func:`gc.freeze`).
+
+    A request allocates thousands of containers (the parsed records), so the collector runs
+    full collections every second or so, and each one walked the whole start-up heap --
+    pyarrow, DuckDB, numpy, Starlette: 56 ms per full collection, 0.03 ms of CPU per crash
+    record at capacity (measured with ``gc.callbacks`` under bench/collector_bench.py's load;
+    frozen: 6 ms). Nothing is lost: frozen objects are never freed, and they live as long as
+    the process anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 def listening_socket(config: CollectorConfig) -> socket.socket:
@@ -149,6 +171,7 @@ def serve(
             while not server.started and not task.done():
                 await asyncio.sleep(0.01)
             if server.started:
+                freeze_startup_heap()
                 log.event("listening", host=config.host, port=port, workers=1)
                 if ready is not None:
                     ready(port)

@@ -73,7 +73,7 @@ def serve_workers(
     log: JsonLog,
     ready: Callable[[int], None] | None = None,
 ) -> int:
-    from corecensus.collector.run import listening_socket
+    from corecensus.collector.run import freeze_startup_heap, listening_socket
 
     TokenSource(config.tokens, read_text)  # a tokens file that does not parse stops us here
     sock = listening_socket(config)  # an address in use is refused before the store is opened
@@ -90,6 +90,7 @@ def serve_workers(
     try:
         backend = LocalBackend(config, store, Backlog(), CollectorMetrics.create(), log)
         supervisor = _Supervisor(config, workers, backend, sock, run_dir, log)
+        freeze_startup_heap()
         status = asyncio.run(supervisor.run(ready))
     finally:
         store.close()
@@ -215,7 +216,7 @@ def _front_end(
     workers: int,
 ) -> None:
     """A front-end process (spawned): uvicorn on the shared socket, uploads to the writer."""
-    from corecensus.collector.run import http_server
+    from corecensus.collector.run import freeze_startup_heap, http_server
 
     log = JsonLog(fields={"pid": os.getpid()})
     tokens = TokenSource(config.tokens, lambda p: p.read_text(encoding="utf-8"))
@@ -248,6 +249,7 @@ def _front_end(
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if server.started:
+            freeze_startup_heap()
             with contextlib.suppress(CorecensusError):
                 await backend.hello()
         await task
