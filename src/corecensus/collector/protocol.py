@@ -1,10 +1,15 @@
-"""uvicorn's h11 protocol with a deadline on request headers (slow-loris).
+"""uvicorn's httptools protocol with a deadline on request headers (slow-loris).
 
 uvicorn times out idle keep-alive connections, but a client that trickles a request's headers a
 byte at a time keeps its connection forever: every byte received cancels the keep-alive timer.
 Here each connection must deliver a request's complete headers within ``header_timeout_s`` of
 connecting (or of the previous response), or it is closed. Bodies have their own limit, applied
 by the upload handler (408).
+
+httptools (llhttp, in C) rather than h11 (pure Python): the collector parses every request's
+head and body on its event loop, and with h11 that was a fifth of the loop's CPU at capacity
+(the loop's CPU per crash record 0.11 -> 0.09 ms with httptools, bench/collector_bench.py's
+20-record requests, README).
 """
 
 from __future__ import annotations
@@ -12,18 +17,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["header_deadline_protocol"]
 
 
-class _HeaderDeadlineProtocol(H11Protocol):
+class _HeaderDeadlineProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     _header_timer: asyncio.TimerHandle | None = None
+    # Between connecting (or the previous response) and the end of the next request's headers.
+    _awaiting_headers: bool = True
 
     def _arm(self) -> None:
         self._disarm()
+        self._awaiting_headers = True
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
 
     def _disarm(self) -> None:
@@ -39,11 +46,11 @@ class _HeaderDeadlineProtocol(H11Protocol):
         self._disarm()
         super().connection_lost(exc)
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+    def on_headers_complete(self) -> None:
         # Past the headers (a request is being served, or its body read): the deadline is met.
-        if self.conn.their_state is not h11.IDLE:
-            self._disarm()
+        self._awaiting_headers = False
+        self._disarm()
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -52,12 +59,12 @@ class _HeaderDeadlineProtocol(H11Protocol):
 
     def _header_timeout(self) -> None:
         self._header_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._awaiting_headers and not self.transport.is_closing():
             self.transport.close()
 
 
 def header_deadline_protocol(header_timeout_s: float) -> type[Any]:
-    """An h11 protocol class for ``uvicorn.Config(http=...)`` with this header deadline."""
+    """An httptools protocol class for ``uvicorn.Config(http=...)`` with this header deadline."""
     return type(
         "HeaderDeadlineProtocol",
         (_HeaderDeadlineProtocol,),
