@@ -17,7 +17,14 @@ from corecensus.app.uploads import UploadGroup, store_uploads
 from corecensus.coredump import inspect_core
 from corecensus.ingest.wire import RecordKind, WireLimits, encode_batch
 from corecensus.ingest.wire_typed import typed_crashes
-from corecensus.model import CrashRecord
+from corecensus.model import (
+    Anomaly,
+    CrashRecord,
+    Frame,
+    MappedFile,
+    ParseStatus,
+    SignalFrame,
+)
 from corecensus.signature import compute_signatures
 from corecensus.signing import TypedSigner, sign_records
 from corecensus.store import open_store
@@ -26,8 +33,11 @@ SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "x86_64"
 SAMPLE_NAMES = sorted(p.name for p in SAMPLES.iterdir() if (p / "core.zst").is_file())
 
 
-def _real(name: str) -> CrashRecord:
-    rec = inspect_core(SAMPLES / name / "core.zst", binaries=[SAMPLES / name])
+def _real(name: str, samples: Path = SAMPLES) -> CrashRecord:
+    if samples == SAMPLES:
+        rec = inspect_core(SAMPLES / name / "core.zst", binaries=[SAMPLES / name])
+    else:
+        rec = inspect_core(samples / name, binaries=[samples])
     meta = {
         **rec.metadata,
         "COREDUMP_HOSTNAME": "web-1",
@@ -125,3 +135,91 @@ def test_store_uploads_stores_checked_and_typed_records_alike(tmp_path: Path) ->
     assert set(stored) == {r.core_id for r in checked} | {t.core_id for t in typed}
     assert stored[checked[0].core_id] == checked[0]
     assert stored[typed[0].core_id] == make_record(3, host="web-2")
+
+
+DEMO_SAMPLES = Path(__file__).resolve().parents[2] / "src" / "corecensus" / "demo" / "samples"
+
+
+def _shifted(rec: CrashRecord, code: int, stack: int) -> CrashRecord:
+    """``rec`` as another run of the same program would leave it under ASLR: every module
+    loaded ``code`` bytes further, the stack ``stack`` bytes further."""
+    regs = {r: v + (stack if r in ("rsp", "rbp") else code if r == "rip" else 0)
+            for r, v in rec.registers.items()}  # fmt: skip
+    return dataclasses.replace(
+        rec,
+        registers=regs,
+        modules=tuple(dataclasses.replace(m, base=m.base + code, end=m.end + code)
+                      for m in rec.modules),
+        frames=tuple(dataclasses.replace(f, pc=f.pc + code) if f.pc else f for f in rec.frames),
+        stack_window=tuple(dataclasses.replace(w, address=w.address + code)
+                           for w in rec.stack_window),
+        signal_frames=tuple(
+            dataclasses.replace(
+                s, interrupted_pc=s.interrupted_pc + code,
+                interrupted_sp=None if s.interrupted_sp is None else s.interrupted_sp + stack,
+            )
+            for s in rec.signal_frames
+        ),
+    )  # fmt: skip
+
+
+def _corpus() -> list[CrashRecord]:
+    """Real crashes (the test samples and the demo's) and what a fleet makes of them: other
+    load addresses, a failed unwind (the stack window signs), a return to NULL, no executable
+    path or signal number, a core that did not parse, a signal race, anomalies."""
+    real = [_real(name) for name in SAMPLE_NAMES]
+    real += [_real(p.name, DEMO_SAMPLES) for p in sorted(DEMO_SAMPLES.glob("*.core.zst"))]
+    lib = MappedFile("/usr/lib/libunwind.so.8", 0x7F00_0000_0000, 0x7F00_0001_0000, 0, "ab" * 20)
+    sp = 0x7FFF_0000_1000
+    race = CrashRecord(  # libunwind's race (tests/signature/test_signature_race.py)
+        core_id="race",
+        status=ParseStatus.OK,
+        exe="/srv/app",
+        signal=11,
+        registers={"rip": 0, "rsp": sp},
+        modules=(lib,),
+        anomalies=(Anomaly("pc_zero", ""), Anomaly("returned_to_bad_address", "")),
+        signal_frames=(
+            SignalFrame(
+                -3000, lib.base + 0x53D4, "_Ux86_64_setcontext", sp, None, 0x52, lib.path, 0x53D4
+            ),
+        ),
+        metadata={"COREDUMP_HOSTNAME": "web-1"},
+    )
+    real.append(race)
+    out: list[CrashRecord] = []
+    for i, rec in enumerate(real):
+        out += [
+            rec,
+            _shifted(rec, 0x1000 * (i + 1), 0x10 * (i + 3)),
+            dataclasses.replace(rec, frames=()),
+            dataclasses.replace(rec, exe=None, signal=None),  # the comm and the signal's name
+            dataclasses.replace(rec, frames=(Frame(0), *rec.frames[1:])),
+            dataclasses.replace(
+                rec, frames=tuple(dataclasses.replace(f, recovered=True) for f in rec.frames)
+            ),
+        ]
+    out += [
+        make_record(1, anomalies=("sp_off_by_8",)),
+        make_record(2, null_pc=True, anomalies=("pc_zero", "returned_to_bad_address")),
+        dataclasses.replace(
+            make_record(3), status=ParseStatus.UNPARSED, frames=(), stack_window=()
+        ),
+    ]
+    return [dataclasses.replace(r, core_id=f"corpus-{i}") for i, r in enumerate(out)]
+
+
+def test_a_cache_miss_signs_as_the_whole_record_does() -> None:
+    """A miss signs the part of the record the rules read, built from the typed crash; every
+    crash of the corpus is signed exactly as the rules sign the whole record (the reference
+    path: sign_records, which reads the record itself), notes and all."""
+    corpus = _corpus()
+    assert any(r.signal_frames for r in corpus) and any(r.stack_window for r in corpus)
+    typed_rows = [TypedSigner().row(crash) for crash in _typed(corpus)]  # each a miss
+    reference = list(sign_records(corpus))
+    for rec, fast, slow in zip(corpus, typed_rows, reference, strict=True):
+        assert fast.signature == slow.signature, rec.core_id
+    # The variants are not all one signature: the corpus exercises the rules' branches.
+    assert len({r.signature.sig_address for r in reference}) > len(SAMPLE_NAMES)
+    assert any(r.signature.sig_unwind_failed for r in reference)
+    assert any(r.signature.sig_symbolic.startswith("signal race in ") for r in reference)
