@@ -13,6 +13,7 @@ from scipy import special
 from corecensus.epidemiology import concentration, hosttest
 from corecensus.epidemiology.concentration import EXACT_MAX_N, max_cell_law, max_cell_pvalue
 from corecensus.epidemiology.hosttest import (
+    _fewest_passing,
     _hypergeom_rows,
     _spread_bounds,
     _tail_rev,
@@ -23,6 +24,7 @@ from corecensus.epidemiology.hosttest import (
     poisson_binomial_prefixes,
 )
 from corecensus.epidemiology.onset import _first_best
+from corecensus.epidemiology.poisson import poisson_upper
 from corecensus.epidemiology.tails import unit_probability
 
 
@@ -62,6 +64,36 @@ def test_hypergeometric_rows_are_the_gammaln_computation_to_the_bit(n: int) -> N
                 sums = new.sum(axis=2)
                 valid = sums > 0
                 assert np.allclose(sums[valid], 1.0, atol=1e-12)
+
+
+def _fewest_passing_before(s: Any, ec: Any, eo: Any, t_obs: Any, z_max: int, o_max: int) -> Any:
+    """The count of failing o in hosttest._group_pvalues as it was: every (g, m) cell's tails."""
+    k_grid = np.arange(z_max + 1, dtype=np.float64)
+    o_grid = np.arange(o_max + 1, dtype=np.float64)
+    gk = poisson_upper(k_grid[None, None, :], ec[:, :, None])
+    ho = poisson_upper(o_grid[None, None, :], eo[:, :, None])
+    sg = s[:, :, None] * gk
+    too_big = sg[:, :, :, None] * ho[:, :, None, :] > t_obs[:, None, None, None]
+    return too_big.sum(axis=3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fewest_passing_skips_only_cells_already_below_the_observed_score(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    g, m, z_max, o_max = 7, 9, int(rng.integers(0, 12)), int(rng.integers(0, 20))
+    s = np.sort(rng.random((g, m)) ** 3, axis=1)[:, ::-1]  # non-increasing in m, as s(m)
+    s[0] = 1.0  # no cell below the observed score
+    ec = rng.random((g, m)) * 5.0
+    eo = rng.random((g, m)) * 8.0
+    t_obs = rng.random(g) ** 4
+    t_obs[1] = 0.0  # nothing is at most 0 but 0
+    t_obs[2] = s[2, 4]  # a tie with the cell: s <= T_obs there, counted as passing
+    t_obs[3] = 1.0  # every cell at most it
+    new = _fewest_passing(s, ec, eo, t_obs, z_max, o_max)
+    old = _fewest_passing_before(s, ec, eo, t_obs, z_max, o_max)
+    assert new.shape == old.shape == (g, m, z_max + 1)
+    assert np.array_equal(new, old)
+    assert (new[3] == 0).all() and (new[0] > 0).any()  # both kinds of cell were there
 
 
 def _power_at_before(pmf: Any, times: int, at: int) -> float:
