@@ -100,9 +100,13 @@ def modal_top_cells(
     g_z = g.count_where(resid[known])
     np.maximum.at(top, g_host, g.counts)
     tied = g.counts == top[g_host]
-    gh = g_host
-    score = statistic(n[gh], g.counts, g_z, anomalous[gh] - g_z, lam[gh], lam_u[gh], cpus[gh]).score
-    score = np.where(tied, score, np.inf)
+    # the statistic of the cells tied for busiest only: the others are never chosen (inf)
+    score = np.full(g.counts.size, np.inf)
+    at = np.flatnonzero(tied)
+    gh, g_at, z_at = g_host[at], g.counts[at], g_z[at]
+    score[at] = statistic(
+        n[gh], g_at, z_at, anomalous[gh] - z_at, lam[gh], lam_u[gh], cpus[gh]
+    ).score
     order = np.lexsort((g.keys % width, score, g_host))
     first = np.ones(order.size, dtype=bool)
     first[1:] = g_host[order][1:] != g_host[order][:-1]
