@@ -185,9 +185,14 @@ def _first_signatures(
 ) -> dict[str, str]:
     """Each population key's symbolic signature, its first crash's in the columns' (time)
     order; crashes without a key (code -1) under the empty key, as the store holds them."""
-    codes, first = np.unique(population.codes, return_index=True)  # first occurrences
-    keys = [population.vocab[c] if c >= 0 else "" for c in codes.tolist()]
-    return dict(zip(keys, store.signatures(rows[first].tolist()), strict=True))
+    # first[c + 1]: the first position of code c, as np.unique(codes, return_index=True) gives
+    # it (a stable argsort of every crash: 0.1-0.6 s at a million; this is one pass)
+    size = population.codes.size
+    first = np.full(len(population.vocab) + 1, size, dtype=np.int64)
+    np.minimum.at(first, population.codes.astype(np.intp) + 1, np.arange(size, dtype=np.int64))
+    codes = np.flatnonzero(first < size)  # code + 1, ascending
+    keys = [population.vocab[c - 1] if c > 0 else "" for c in codes.tolist()]
+    return dict(zip(keys, store.signatures(rows[first[codes]].tolist()), strict=True))
 
 
 def _narrow_rows(row: NDArray[np.int64]) -> NDArray[np.integer[Any]]:
