@@ -25,7 +25,7 @@ from corecensus.epidemiology.hosttest import (
 )
 from corecensus.epidemiology.onset import _first_best
 from corecensus.epidemiology.poisson import poisson_upper
-from corecensus.epidemiology.tails import unit_probability
+from corecensus.epidemiology.tails import DISTINCT_AT_LEAST, per_distinct_counts, unit_probability
 
 
 def _log_choose_before(n: Any, k: Any) -> Any:
@@ -294,3 +294,52 @@ def test_unit_probability_is_nan_to_num_and_clip_to_the_bit() -> None:
         old = np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0)
         assert type(new) is type(old)
         assert np.asarray(new).tobytes() == np.asarray(old).tobytes()
+
+
+def _count_triples(rng: np.random.Generator, size: int) -> tuple[Any, Any, Any]:
+    """Host-like (n, m, cells) triples, many repeated: m <= n, a few CPU counts."""
+    n = rng.integers(0, 60, size).astype(np.float64)
+    m = np.floor(n * rng.random(size) ** 3)
+    cells = rng.choice([1.0, 2.0, 8.0, 48.0, 64.0, 96.0], size)
+    return n, m, cells
+
+
+@pytest.mark.parametrize(
+    ("bound", "direct"),
+    [
+        (max_cell_pvalue, concentration._max_cell_pvalue),
+        (pair_cell_pvalue, hosttest._pair_cell_pvalue),
+    ],
+)
+def test_count_tails_per_distinct_triple_are_the_direct_ones_to_the_bit(
+    bound: Any, direct: Any
+) -> None:
+    rng = np.random.default_rng(7)
+    n, m, cells = _count_triples(rng, 3 * DISTINCT_AT_LEAST)
+    assert np.unique(np.stack([n, m, cells]), axis=1).shape[1] < n.size // 2  # repeats
+    assert bound(n, m, cells).tobytes() == direct(n, m, cells).tobytes()
+    # broadcast against a scalar and a column, in a 2-D shape
+    grid = bound(n[:4096, None], m[None, :3], 64.0)
+    assert grid.shape == (4096, 3)
+    assert grid.tobytes() == direct(n[:4096, None], m[None, :3], 64.0).tobytes()
+    # below the size, scalars as they were
+    assert float(bound(100.0, 9.0, 64)) == float(direct(100.0, 9.0, 64))
+
+
+@pytest.mark.parametrize("odd", [np.nan, np.inf, -1.0, 2.5, -0.0, float(1 << 20)])
+def test_counts_that_are_not_small_integers_go_to_the_function_as_they_are(odd: float) -> None:
+    rng = np.random.default_rng(3)
+    n, m, cells = _count_triples(rng, DISTINCT_AT_LEAST)
+    n[17] = odd
+    seen: list[Any] = []
+
+    def spy(a: Any, b: Any, c: Any) -> Any:
+        seen.append(a)
+        return concentration._max_cell_pvalue(a, b, c)
+
+    out = per_distinct_counts(spy, n, m, cells)
+    (given,) = seen
+    assert given.size == n.size  # every element, not the distinct ones
+    assert given[17] == odd or (np.isnan(odd) and np.isnan(given[17]))
+    assert np.signbit(given[17]) == np.signbit(odd)
+    assert out.tobytes() == concentration._max_cell_pvalue(n, m, cells).tobytes()

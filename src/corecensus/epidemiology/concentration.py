@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from scipy import special
 
 from corecensus.epidemiology.segments import Groups, pair_key
-from corecensus.epidemiology.tails import binomial_upper, unit_probability
+from corecensus.epidemiology.tails import binomial_upper, per_distinct_counts, unit_probability
 
 __all__ = [
     "EXACT_MAX_N",
@@ -48,8 +48,13 @@ I64 = NDArray[np.int64]
 def max_cell_pvalue(n: Any, m: Any, cells: Any) -> F64:
     """``P(max cell >= m)`` bound for ``n`` items uniform over ``cells`` cells (see module doc).
 
-    Returns 1 where there is no evidence (``m < 2``, ``cells <= 1``).
+    Returns 1 where there is no evidence (``m < 2``, ``cells <= 1``). Each distinct triple of
+    counts is evaluated once (:func:`~corecensus.epidemiology.tails.per_distinct_counts`).
     """
+    return per_distinct_counts(_max_cell_pvalue, n, m, cells)
+
+
+def _max_cell_pvalue(n: Any, m: Any, cells: Any) -> F64:
     nn = np.asarray(n, dtype=np.float64)
     mm = np.asarray(m, dtype=np.float64)
     cc = np.asarray(cells, dtype=np.float64)

@@ -64,7 +64,7 @@ from scipy import special
 
 from corecensus.epidemiology.concentration import EXACT_MAX_N, max_cell_law, max_cell_pvalue
 from corecensus.epidemiology.poisson import poisson_upper
-from corecensus.epidemiology.tails import binomial_upper, unit_probability
+from corecensus.epidemiology.tails import binomial_upper, per_distinct_counts, unit_probability
 
 __all__ = [
     "GRID_MAX_N",
@@ -296,7 +296,12 @@ def _union_lower_bounds(n: I64, t: F64, cpus: I64, score: Any = max_cell_pvalue)
 def pair_cell_pvalue(n: Any, x: Any, cells: Any) -> F64:
     """``P(S2 >= x)`` bound for ``S2`` the two largest cells' sum, ``n`` items uniform over
     ``cells`` cells: the union bound over the ``C (C - 1) / 2`` pairs, each pair's count
-    Binomial(n, 2/C). 1 where there is no evidence (``x < 3``, fewer than 4 cells)."""
+    Binomial(n, 2/C). 1 where there is no evidence (``x < 3``, fewer than 4 cells). Each
+    distinct triple of counts is evaluated once (:func:`~.tails.per_distinct_counts`)."""
+    return per_distinct_counts(_pair_cell_pvalue, n, x, cells)
+
+
+def _pair_cell_pvalue(n: Any, x: Any, cells: Any) -> F64:
     nn = np.asarray(n, dtype=np.float64)
     xx = np.asarray(x, dtype=np.float64)
     cc = np.maximum(np.asarray(cells, dtype=np.float64), 1.0)
