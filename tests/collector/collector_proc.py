@@ -40,11 +40,15 @@ class CollectorProcess:
         db: Path | None = None,
         tokens: Path | None = None,
         config: str | None = None,
+        env: dict[str, str] | None = None,
+        wrap: list[str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.db = db or workdir / "fleet.duckdb"
         self.tokens = tokens
         self.config_text = config
+        self.extra_env = env or {}
+        self.wrap = wrap or []  # a command the collector runs under (prlimit ...)
         self.log_path = workdir / f"collector-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -65,13 +69,14 @@ class CollectorProcess:
         argv += ["--config", str(cfg)]
         src = str(Path(__file__).resolve().parents[2] / "src")
         env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env |= self.extra_env
         self.log_path = self.workdir / f"collector-{time.monotonic_ns()}.log"
         with open(self.log_path, "wb") as log:
             # SIGTERM when the test process dies (util-linux setpriv execs the collector with
             # PR_SET_PDEATHSIG): a pytest killed on a timeout runs no teardown, and such a
             # collector once served on for an hour.
             self.proc = subprocess.Popen(
-                ["setpriv", "--pdeathsig", "TERM", "--", *argv],
+                ["setpriv", "--pdeathsig", "TERM", "--", *self.wrap, *argv],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 stdin=subprocess.DEVNULL,

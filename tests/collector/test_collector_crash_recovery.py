@@ -15,6 +15,7 @@ import pytest
 from tests.collector.collector_proc import CollectorProcess, write_tokens
 from tests.store.store_records import make_record
 
+from corecensus.collector.journal import Journal, decode_rows, journal_path
 from corecensus.ingest.wire import BatchAck, ContentEncoding, RecordKind, compress, encode_batch
 from corecensus.model import CrashRecord
 from corecensus.store import open_store
@@ -79,17 +80,40 @@ def _stored_ids(db: Path) -> list[str]:
         return [r.core_id for r in store.iter_crashes()]
 
 
+def _journaled_ids(db: Path) -> list[str]:
+    """The crash ids in the journal beside the store ``db`` (acknowledged, maybe not loaded)."""
+    journal = Journal(journal_path(db))
+    try:
+        return [
+            r.core_id
+            for payload, _ in journal.frames(journal.start, 1 << 40)
+            if payload
+            for r in decode_rows(payload).crashes
+        ]
+    finally:
+        journal.close()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    ("workers", "load_interval_s"),
+    [(1, 0.05), (2, 0.05), (1, 600.0)],
+    ids=["one-process", "front-ends", "loader-behind"],
+)
 def test_kill_9_mid_stream_loses_no_acknowledged_record_and_retries_do_not_duplicate(
-    tmp_path: Path, workers: int
+    tmp_path: Path, workers: int, load_interval_s: float
 ) -> None:
     """With two workers, ``kill -9`` hits the writer process (the one ``serve`` runs in); its
-    front ends lose their link and end too."""
+    front ends lose their link and end too. With the loader behind (a load every ten
+    minutes), every acknowledged record is only in the journal when the kill comes; the
+    restart loads it, after cutting the frame the kill tore."""
     tokens = write_tokens(
         tmp_path / "tokens", {"agent-a": ("*", "upload"), "agent-b": ("*", "upload")}
     )
-    config = f"workers = {workers}\nagent_rate_per_s = 1000.0\nagent_burst = 1000\n"
+    config = (
+        f"workers = {workers}\nagent_rate_per_s = 1000.0\nagent_burst = 1000\n"
+        f"load_interval_s = {load_interval_s}\n"
+    )
     first = CollectorProcess(tmp_path, tokens=tmp_path / "tokens", config=config).start()
     streams = {"agent-a": _batches(80, 10, 100_000), "agent-b": _batches(80, 10, 200_000)}
     acked, lock, threads = start_agents(_stream, first.url, tokens, streams)
@@ -123,10 +147,19 @@ def test_kill_9_mid_stream_loses_no_acknowledged_record_and_retries_do_not_dupli
     # Not every batch got through: the kill really was mid-stream.
     assert len(acknowledged) < 2 * 80 * 10
 
-    # Straight after the kill, before anything else writes: every acknowledged record is there.
+    # Straight after the kill, before anything else writes: every acknowledged record is in
+    # the store or the journal beside it, once in the store.
     after_kill = _stored_ids(first.db)
-    assert acknowledged <= set(after_kill)
+    assert acknowledged <= set(after_kill) | set(_journaled_ids(first.db))
     assert len(after_kill) == len(set(after_kill))
+    torn = b""
+    if load_interval_s > 60:
+        assert after_kill == []  # nothing loaded yet: the journal alone kept them
+        # The kill in the middle of an append, as it may come: half a frame at the end.
+        last = max(journal_path(first.db).iterdir())
+        torn = last.read_bytes()[:30]
+        with open(last, "ab") as f:
+            f.write(torn)
 
     # A restarted collector on the same store; the agents retry everything they sent.
     second = CollectorProcess(
@@ -142,12 +175,109 @@ def test_kill_9_mid_stream_loses_no_acknowledged_record_and_retries_do_not_dupli
     for t in retries:
         t.join(HANG_BOUND_S * 4)
         assert not t.is_alive()
+    replayed = second.wait_for("journal_replayed")
+    assert replayed["torn_bytes"] == len(torn)
+    if load_interval_s > 60:
+        assert replayed["records"] >= len(acknowledged)
     assert len(retried) == 2 * 80  # every batch, acknowledged before or not, answered 200
     assert second.stop() == 0
     final = _stored_ids(first.db)
     everything = {r.core_id for batches in streams.values() for b in batches for r in b}
     assert len(final) == len(set(final)) == len(everything)
     assert set(final) == everything
+
+
+def test_kill_9_between_a_loads_commit_and_the_segment_deletion_stores_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    """The loader stores a batch of frames and how far the journal is applied in one
+    transaction, then deletes the segments it applied. Killed between the two (a test hook
+    kills the process there), the restart deletes those segments unread and loads only the
+    frames after the stored position. Also: a retry whose first copy is only in the journal
+    is answered 200 and counted as a duplicate, not journaled again."""
+    tokens = write_tokens(tmp_path / "tokens", {"a": ("*", "upload")})
+    # A load once about 5 batches of 10 crashes (2 KB each) wait, a segment every 2 batches.
+    config = (
+        "agent_rate_per_s = 1000.0\nagent_burst = 1000\nload_interval_s = 600.0\n"
+        "load_batch_bytes = 100000\njournal_segment_bytes = 40000\n"
+    )
+    first = CollectorProcess(
+        tmp_path,
+        tokens=tmp_path / "tokens",
+        config=config,
+        env={"CORECENSUS_TEST_KILL_AFTER_LOAD": "1"},
+    ).start()
+    batches = _batches(40, 10)
+    client = first.client(tokens["a"])
+    assert _send(client, batches[0]).status_code == 200
+    retry = _send(client, batches[0])  # the first copy is in the journal, not the store
+    assert retry.status_code == 200 and BatchAck.from_json(retry.json()).accepted == 10
+    metrics = client.get("/metrics").text
+    assert 'corecensus_collector_records_duplicate_total{kind="crashes"} 10.0' in metrics
+    acked = [0]
+    with pytest.raises(httpx.TransportError):  # the first load kills the collector
+        for index in range(1, len(batches)):
+            assert _send(client, batches[index]).status_code == 200
+            acked.append(index)
+    assert first.proc is not None and first.proc.wait(HANG_BOUND_S) == -signal.SIGKILL
+    stored = _stored_ids(first.db)
+    assert 0 < len(stored) < 400  # the first load's, committed
+    # The segments it applied are still there (the kill came before their deletion).
+    assert (journal_path(first.db) / f"{1:020d}.seg").exists()
+
+    second = CollectorProcess(tmp_path, db=first.db, tokens=tmp_path / "tokens", config=config)
+    second.start()
+    replayed = second.wait_for("journal_replayed")
+    # Only the frames after the stored position were loaded, each of them new.
+    assert replayed["records"] == replayed["new"]
+    assert not (journal_path(first.db) / f"{1:020d}.seg").exists()
+    assert second.stop() == 0
+    final = _stored_ids(first.db)
+    assert len(final) == len(set(final)) == len(stored) + replayed["records"]
+    assert {r.core_id for i in acked for r in batches[i]} <= set(final)
+
+
+def test_a_journal_that_cannot_grow_answers_503_acknowledges_nothing_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """A full disk, stood in for by a file size limit (RLIMIT_FSIZE, set with prlimit on the
+    collector's process): the append that passes it fails, its requests get 503
+    store_unavailable and are not stored, and every request acknowledged before is stored
+    once the collector stops. The store's own files stay far below the limit (it is
+    checkpointed every MiB); the journal's one segment reaches it."""
+    tokens = write_tokens(tmp_path / "tokens", {"a": ("*", "upload")})
+    config = (
+        "agent_rate_per_s = 1000.0\nagent_burst = 1000\nload_interval_s = 0.05\n"
+        "journal_segment_bytes = 1000000000\ncheckpoint_idle_bytes = 1000000\n"
+        "checkpoint_max_bytes = 2000000\n"
+    )
+    proc = CollectorProcess(
+        tmp_path,
+        tokens=tmp_path / "tokens",
+        config=config,
+        wrap=["prlimit", f"--fsize={8 << 20}", "--"],
+    ).start()
+    batches = _batches(100, 50)  # about 100 KB of journal each
+    client = proc.client(tokens["a"])
+    acked: list[int] = []
+    refused: httpx.Response | None = None
+    for index, batch in enumerate(batches):
+        r = _send(client, batch)
+        if r.status_code != 200:
+            refused = r
+            break
+        acked.append(index)
+    assert refused is not None, "the journal never reached the limit"
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "store_unavailable"
+    assert "File too large" in refused.json()["detail"]
+    assert 10 < len(acked) < len(batches)
+    ready = proc.client().get("/readyz")
+    assert ready.status_code == 503 and "journal" in ready.json()["reason"]
+    assert proc.stop() == 0
+    stored = _stored_ids(proc.db)
+    assert len(stored) == len(set(stored)) == 50 * len(acked)
+    assert set(stored) == {r.core_id for i in acked for r in batches[i]}
 
 
 def test_sigterm_finishes_and_commits_accepted_uploads_then_exits_0(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.store.store_records import make_record, rows
@@ -16,18 +18,15 @@ from tests.store.store_records import make_record, rows
 from corecensus.app.uploads import UploadCounts, UploadRows, store_rows
 from corecensus.collector.admission import Backlog, RateLimiter, WriterView, retry_after_s
 from corecensus.collector.config import CollectorConfig, config_from_mapping
+from corecensus.collector.journal import Journal, journal_path
+from corecensus.collector.loader import JournalAppender, JournalLoader
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.run import default_workers
 from corecensus.collector.tokens import Scope, TokenTable, hash_secret, new_token
-from corecensus.collector.writer import (
-    Checkpoints,
-    GroupCommitWriter,
-    QueueFull,
-    WriterStopped,
-)
+from corecensus.collector.writer import GroupCommitWriter, QueueFull, WriterStopped
 from corecensus.errors import ConfigError, StoreError
 from corecensus.ingest.wire import RecordKind
-from corecensus.store import Heartbeat, open_store
+from corecensus.store import HEARTBEATS, DuckDBStore, Heartbeat, open_store
 
 # --- tokens -----------------------------------------------------------------------------------
 
@@ -340,181 +339,153 @@ def test_one_request_larger_than_the_queue_bound_is_still_taken_when_the_queue_i
     assert writer.stop(60)
 
 
-def _checkpointing_writer(
-    tmp_path: Path, idle_bytes: int, max_bytes: int
-) -> tuple[GroupCommitWriter, list[tuple[int, bool]], threading.Event, list[object]]:
-    """A writer on a real store whose checkpoints are deferred to the writer; each checkpoint
-    is recorded with the log's size then and whether every request submitted so far had its
-    answer by then. The first commit is held until the returned event is set."""
-    store = open_store(tmp_path / "c.duckdb")
+@dataclass
+class _Journaled:
+    """The writer process's parts on a real store and journal, as LocalBackend builds them."""
+
+    store: DuckDBStore
+    journal: Journal
+    loader: JournalLoader
+    appender: JournalAppender
+    writer: GroupCommitWriter
+    backlog: Backlog
+    metrics: CollectorMetrics
+
+    def close(self) -> None:
+        assert self.writer.stop(60)
+        assert self.loader.stop(60)
+        self.journal.close()
+        self.store.close()
+
+
+def _journaled(tmp_path: Path, *, max_bytes: int = 128 << 20, **loader: Any) -> _Journaled:
+    store = open_store(tmp_path / "j.duckdb")
     store.defer_checkpoints()
-    seen: list[tuple[int, bool]] = []
-    futures: list[object] = []
-    gate = threading.Event()
-
-    def checkpoint() -> None:
-        seen.append((store.log_bytes(), all(f.done() for f in futures)))  # type: ignore[attr-defined]
-        store.checkpoint()
-
-    def sink(group: UploadRows) -> UploadCounts:
-        gate.wait(60)
-        return store_rows(store, group)
-
-    writer = GroupCommitWriter(
-        sink,
-        Backlog(),
-        CollectorMetrics.create(),
-        max_queue_records=1000,
-        max_commit_records=5,
-        checkpoints=Checkpoints(store.log_bytes, checkpoint, idle_bytes, max_bytes),
+    journal = Journal(journal_path(store.location))
+    backlog, metrics = Backlog(), CollectorMetrics.create()
+    load = JournalLoader(store, journal, metrics, **loader)
+    appender = JournalAppender(
+        journal, load, backlog, metrics, max_bytes=max_bytes, soft_bytes=max_bytes // 4
     )
-    return writer, seen, gate, futures
-
-
-def test_the_writer_checkpoints_when_idle_after_answering_and_not_below_the_bound(
-    tmp_path: Path,
-) -> None:
-    writer, seen, gate, futures = _checkpointing_writer(tmp_path, 1, 1 << 40)
-    gate.set()
-    writer.start()
-    futures.append(writer.submit(RecordKind.CRASHES, rows(make_record(i) for i in range(3))))
-    futures[0].result(60)  # type: ignore[attr-defined]
-    assert writer.stop(60)
-    # Idle after the commit, the log past 1 byte: checkpointed once, after the answer.
-    assert len(seen) == 1 and seen[0][0] > 0 and seen[0][1]
-
-    (tmp_path / "below").mkdir()
-    writer, seen, gate, futures = _checkpointing_writer(tmp_path / "below", 1 << 40, 1 << 40)
-    gate.set()
-    writer.start()
-    writer.submit(RecordKind.CRASHES, rows([make_record(7)])).result(60)
-    assert writer.stop(60)
-    assert seen == []  # the log under both bounds: no checkpoint
-
-
-def test_under_load_the_writer_checkpoints_only_past_the_hard_bound(tmp_path: Path) -> None:
-    # Idle bound 1 byte, hard bound far away: while requests wait, no checkpoint.
-    writer, seen, gate, futures = _checkpointing_writer(tmp_path, 1, 1 << 40)
-    writer.start()
-    futures += [writer.submit(RecordKind.CRASHES, rows([make_record(i)]) * 5) for i in range(4)]
-    gate.set()
-    for f in futures:
-        f.result(60)  # type: ignore[attr-defined]
-    assert writer.stop(60)
-    # Four groups of five; only after the last (nothing waiting) is the log checkpointed.
-    assert len(seen) == 1 and seen[0][1]
-
-    (tmp_path / "hard").mkdir()
-    writer, seen, gate, futures = _checkpointing_writer(tmp_path / "hard", 1 << 40, 1)
-    writer.start()
-    futures += [writer.submit(RecordKind.CRASHES, rows([make_record(i)]) * 5) for i in range(4)]
-    gate.set()
-    for f in futures:
-        f.result(60)  # type: ignore[attr-defined]
-    assert writer.stop(60)
-    # Past the hard bound after the first group, with three waiting: those three were admitted
-    # expecting no checkpoint, so it comes after them (and here nothing else arrived).
-    assert len(seen) == 1 and seen[0][1]
-
-
-def test_a_due_checkpoint_is_announced_and_waits_for_the_requests_queued_before_it(
-    tmp_path: Path,
-) -> None:
-    store = open_store(tmp_path / "s.duckdb")
-    store.defer_checkpoints()
-    backlog = Backlog()
-    answered: list[list[bool]] = []  # at each checkpoint: which requests had their answer
-    futures: list[Future[tuple[float, int]]] = []
-    first, second = threading.Event(), threading.Event()
-    commits = 0
-
-    def checkpoint() -> None:
-        answered.append([f.done() for f in futures])
-        store.checkpoint()
-
-    def sink(group: UploadRows) -> UploadCounts:
-        nonlocal commits
-        commits += 1
-        # The first commit waits for `first`; the second for `second`.
-        (first if commits == 1 else second if commits == 2 else threading.Event()).wait(
-            60 if commits <= 2 else 0
-        )
-        return store_rows(store, group)
-
     writer = GroupCommitWriter(
-        sink,
+        appender,
         backlog,
-        CollectorMetrics.create(),
+        metrics,
         max_queue_records=1000,
-        max_commit_records=5,
-        checkpoints=Checkpoints(store.log_bytes, checkpoint, 1 << 40, 1),  # hard bound: 1 byte
+        max_commit_records=50,
+        full=appender.full,
     )
+    load.start()
     writer.start()
-    futures += [writer.submit(RecordKind.CRASHES, rows([make_record(i)]) * 5) for i in range(3)]
-    assert backlog.stall_s == 0.0
-    first.set()
-    # After the first group the log is past the bound with two groups waiting: announced ...
+    return _Journaled(store, journal, load, appender, writer, backlog, metrics)
+
+
+def _hold(method: Callable[..., Any], gate: threading.Event, entered: threading.Event) -> Any:
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert gate.wait(60)
+        return method(*args, **kwargs)
+
+    return held
+
+
+def test_a_checkpoint_holds_the_loader_and_no_acknowledgement(tmp_path: Path) -> None:
+    """DuckDB blocks appends while it checkpoints (duckdb#25988): every request behind one
+    waited, the 50 % load's p99. Now the loader checkpoints, and requests are answered from
+    the journal meanwhile; the store has them once the checkpoint ends."""
+    parts = _journaled(tmp_path, interval_s=0.01, checkpoint_idle_bytes=1)
+    gate, entered = threading.Event(), threading.Event()
+    checkpoints: list[int] = []
+    checkpoint = parts.store.checkpoint
+
+    def counted() -> None:
+        checkpoints.append(parts.store.log_bytes())
+        checkpoint()
+
+    parts.store.checkpoint = _hold(counted, gate, entered)  # type: ignore[method-assign]
+    parts.writer.submit(RecordKind.CRASHES, rows([make_record(0)])).result(60)
+    assert entered.wait(60)  # the loader loaded it and is checkpointing ...
+    # ... and 20 more requests are acknowledged meanwhile, durable in the journal.
+    for i in range(1, 21):
+        parts.writer.submit(RecordKind.CRASHES, rows([make_record(i)])).result(60)
+    assert parts.store.count_crashes() == 1
+    assert parts.loader.unloaded_bytes() > 0
+    gate.set()
+    parts.close()
+    with open_store(tmp_path / "j.duckdb", read_only=True) as store:
+        assert store.count_crashes() == 21
+    assert checkpoints and checkpoints[0] > 0
+
+
+def test_the_loader_checkpoints_only_past_the_bounds(tmp_path: Path) -> None:
+    parts = _journaled(tmp_path, interval_s=0.01)  # 16 MiB idle bound: a few rows stay under
+    calls: list[int] = []
+    checkpoint = parts.store.checkpoint
+    parts.store.checkpoint = lambda: (calls.append(1), checkpoint())  # type: ignore[method-assign,func-returns-value]
+    for i in range(5):
+        parts.writer.submit(RecordKind.CRASHES, rows([make_record(i)])).result(60)
+    parts.close()
+    assert calls == []
+    with open_store(tmp_path / "j.duckdb", read_only=True) as store:
+        assert store.count_crashes() == 5
+
+
+def test_a_retry_while_the_first_copy_is_only_in_the_journal_is_already_there(
+    tmp_path: Path,
+) -> None:
+    parts = _journaled(tmp_path, interval_s=0.01)
+    gate, entered = threading.Event(), threading.Event()
+    add = parts.store.add_uploads
+    parts.store.add_uploads = _hold(add, gate, entered)  # type: ignore[method-assign]
+    batch = UploadRows(
+        crashes=rows([make_record(1), make_record(2)]),
+        heartbeats=[Heartbeat("h", 1, "s", "1")],
+        screens=[],
+    )
+    first = parts.appender(batch)
+    assert [(c.new, c.duplicate) for c in (first.crashes, first.heartbeats)] == [(2, 0), (1, 0)]
+    assert entered.wait(60)  # the loader holds the first copy, not in the store yet
+    frames = len([p for p, _ in parts.journal.frames(parts.journal.start, 1 << 40) if p])
+    again = parts.appender(batch)
+    assert [(c.new, c.duplicate) for c in (again.crashes, again.heartbeats)] == [(0, 2), (0, 1)]
+    # Nothing more was journaled for it.
+    assert len([p for p, _ in parts.journal.frames(parts.journal.start, 1 << 40) if p]) == frames
+    gate.set()
+    parts.close()
+    with open_store(tmp_path / "j.duckdb", read_only=True) as store:
+        assert store.count_crashes() == 2
+        assert len(list(store.rows(HEARTBEATS))) == 1
+
+
+def test_a_full_journal_refuses_work_and_a_loader_behind_is_told_to_admission(
+    tmp_path: Path,
+) -> None:
+    """Bounded: past ``max_bytes`` not loaded the writer refuses (503 queue_full); past a
+    quarter of it admission adds the time the loader needs to catch up to every wait."""
+    parts = _journaled(tmp_path, max_bytes=200_000, interval_s=0.01)
+    gate, entered = threading.Event(), threading.Event()
+    add = parts.store.add_uploads
+    parts.store.add_uploads = _hold(add, gate, entered)  # type: ignore[method-assign]
+    assert parts.backlog.stall_s == 0.0
+    acked = 0
+    with pytest.raises(QueueFull, match="the journal holds"):
+        for i in range(1000):
+            parts.writer.submit(RecordKind.CRASHES, rows([make_record(i)])).result(60)
+            acked += 1
+    assert 0 < acked < 1000
+    assert parts.loader.unloaded_bytes() <= 200_000
+    assert parts.backlog.stall_s > 0.0
+    assert parts.backlog.expected_wait_s() > parts.backlog.stall_s
+    assert parts.writer.healthy  # full is not broken
+    gate.set()
     end = time.monotonic() + 60
-    while backlog.stall_s == 0.0 and time.monotonic() < end:
-        time.sleep(0.001)
-    assert backlog.stall_s > 0.0
-    assert backlog.expected_wait_s() > backlog.stall_s  # every new request waits for it
-    # ... and a request that arrives now is queued behind the checkpoint.
-    futures.append(writer.submit(RecordKind.CRASHES, rows([make_record(9)]) * 5))
-    second.set()
-    for f in futures:
-        f.result(60)
-    assert writer.stop(60)
-    # The checkpoint came once the three requests queued before it were answered, before the
-    # one that came after the announcement (then the idle one after that).
-    assert answered[0] == [True, True, True, False]
-    assert answered[1:] == [[True] * 4]
-    assert backlog.stall_s == 0.0
-    store.close()
-
-
-def test_the_announced_checkpoint_stall_is_the_slowest_recent_rate_times_the_log(
-    tmp_path: Path,
-) -> None:
-    """Checkpoints of the same log took 2.7-30 ms per MiB in no order (the quiet bench); a
-    moving average announced a quarter of the stall that came. The announcement is the
-    slowest of the last eight rates times the log, and a slow one is forgotten after eight
-    more (not for ever: admission would shed for nothing)."""
-    store = open_store(tmp_path / "s.duckdb")
-    clock = FakeClock()
-    backlog = Backlog()
-    log = [0]
-    costs = [0.002, 0.5] + [0.002] * 10  # seconds each checkpoint of 1 MiB takes
-    announced: list[float] = []
-
-    def checkpoint() -> None:
-        announced.append(backlog.stall_s)
-        clock.now += costs[len(announced) - 1]
-        log[0] = 0
-
-    def sink(group: UploadRows) -> UploadCounts:
-        log[0] = 1 << 20
-        return store_rows(store, group)
-
-    writer = GroupCommitWriter(
-        sink,
-        backlog,
-        CollectorMetrics.create(),
-        max_queue_records=1000,
-        max_commit_records=5,
-        checkpoints=Checkpoints(lambda: log[0], checkpoint, 1, 1 << 40),  # idle bound 1 byte
-        clock=clock,
-    )
-    writer.start()
-    for i in range(len(costs)):
-        writer.submit(RecordKind.CRASHES, rows([make_record(i)])).result(60)
-        end = time.monotonic() + 60  # the idle checkpoint follows the answer
-        while len(announced) <= i and time.monotonic() < end:
-            time.sleep(0.001)
-    assert writer.stop(60)
-    store.close()
-    # 10 ms per MiB until measured; the 0.5 s one announced for the next eight; then 2 ms.
-    assert announced == pytest.approx([0.01, 0.01] + [0.5] * 8 + [0.002] * 2)
+    while parts.loader.unloaded_bytes() and time.monotonic() < end:
+        time.sleep(0.01)
+    assert parts.backlog.stall_s == 0.0
+    parts.writer.submit(RecordKind.CRASHES, rows([make_record(5000)])).result(60)
+    parts.close()
+    with open_store(tmp_path / "j.duckdb", read_only=True) as store:
+        assert store.count_crashes() == acked + 1
 
 
 def test_a_snapshot_is_written_beside_the_commits_not_in_front_of_them() -> None:

@@ -59,8 +59,18 @@ class CollectorConfig:
     # HTTP front-end processes (they check, sign and hand rows to one writer process, the
     # store's owner); 1: one process does everything. 0: chosen from the CPU count.
     workers: int = 0
-    # The writer checkpoints the store's write-ahead log after answering a group: when nothing
-    # waits and the log holds this many bytes, or whatever waits once it holds the second.
+    # The journal in front of the store (FILE.journal/, collector/loader.py): acknowledged
+    # uploads are appended there and loaded into the store on the loader's thread every
+    # load_interval_s, or at once when load_batch_bytes wait (bytes of journal per store
+    # transaction). At most journal_max_bytes not yet loaded (then 503 queue_full); past a
+    # quarter of that, admission counts the time the loader needs to catch up. A segment
+    # file holds about journal_segment_bytes.
+    journal_max_bytes: int = 128 << 20
+    journal_segment_bytes: int = 16 << 20
+    load_interval_s: float = 0.5
+    load_batch_bytes: int = 16 << 20
+    # The loader checkpoints the store's write-ahead log after a load: when it has caught up
+    # with the journal and the log holds the first, or whatever waits once it holds the second.
     checkpoint_idle_bytes: int = 16 << 20
     checkpoint_max_bytes: int = 128 << 20
 

@@ -1,41 +1,22 @@
-"""The one writer: a thread that owns every write to the store and commits in groups.
+"""The one writer: a thread that takes every upload's rows and makes them durable in groups.
 
 Upload requests hand their checked records to :meth:`GroupCommitWriter.submit` and wait for the
 future it returns. The writer takes every request waiting (up to ``max_commit_records``) and
-stores them together, one transaction per record kind, so the cost of a commit (the write-ahead
-log's fsync) is shared by many requests: group commit, as databases do for their own logs. A
-future is resolved only after its records are committed, so a request is acknowledged only when
-what it sent is durable.
+hands them to its sink together, so the cost of making them durable (an ``fdatasync``) is
+shared by many requests: group commit, as databases do for their own logs. A future is
+resolved only after the sink returned, so a request is acknowledged only when what it sent is
+durable. The collector's sink appends to its journal (:mod:`corecensus.collector.loader`):
+DuckDB's commits and checkpoints happen on the loader's thread, off this path.
 
 The queue is bounded in records; :meth:`submit` refuses work past the bound rather than letting
-it grow (:class:`QueueFull`).
+it grow (:class:`QueueFull`), and whatever ``full`` names (the journal at its bound).
 
 Readers: DuckDB lets no other process open a file one process writes, not even to read, so the
-writer also leaves a snapshot of what is committed (``snapshot``, the store's
+writer also leaves a snapshot of what the store holds (``snapshot``, the store's
 ``write_snapshot``) when it starts and after commits, at most every ``snapshot_every_s`` (and
-never more than a tenth of its time: a large store takes a while to copy);
-``corecensus analyze --db FILE`` reads it while the collector holds FILE (issue 10's mechanism).
-
-Checkpoints: the store checkpoints only when the writer says so (``checkpoint``), after a
-group's requests have been answered and when nothing waits (the log past
-``checkpoint_idle_bytes``), or whatever waits once the log passes ``checkpoint_max_bytes`` (a
-log that never stops growing would make a restart after a crash replay all of it). Left to
-itself DuckDB checkpoints inside the commit that takes its log past 16 MB, and every request
-of that group and of the groups queued behind it waited for it: at half the capacity, that
-was the collector's p99.
-
-A checkpoint holds every commit behind it (DuckDB blocks appends to the table it checkpoints,
-duckdb#25988), for about as long per byte of log as the last ones took. When one falls due
-while requests wait, the writer first tells the backlog how long the stall will be
-(:meth:`Backlog.stalling`: admission adds it to every new request's wait, so a request that
-cannot wait for it is refused at the door), commits the requests already queued -- they were
-admitted expecting no stall -- and only then checkpoints; requests queued after the
-announcement wait for it, knowingly. Before, a checkpoint at the hard bound under 5x overload
-held requests admitted a moment earlier past their deadlines.
-
-Snapshots after the first are written on a thread of their own while commits go on (the
-store copies from a connection and transaction of its own); on the writer's thread, a 2.1 s
-copy of a 100 MB store once held every commit behind it at half the collector's capacity.
+never more than a tenth of its time: a large store takes a while to copy), on a thread of its
+own; ``corecensus analyze --db FILE`` reads it while the collector holds FILE (issue 10's
+mechanism).
 """
 
 from __future__ import annotations
@@ -54,26 +35,13 @@ from corecensus.collector.metrics import CollectorMetrics
 from corecensus.errors import CorecensusError
 from corecensus.ingest.wire import RecordKind
 
-__all__ = ["Checkpoints", "GroupCommitWriter", "QueueFull", "WriterStopped"]
+__all__ = ["GroupCommitWriter", "QueueFull", "WriterStopped"]
 
 Sink = Callable[[UploadRows], UploadCounts]
 # Writes a snapshot for readers; returns nothing, raises on failure.
 Snapshot = Callable[[], None]
 # Told each snapshot's seconds, or its error.
 SnapshotReport = Callable[[float, BaseException | None], None]
-# Told each checkpoint's seconds, the log's bytes before it, and whether requests were waiting.
-CheckpointReport = Callable[[float, int, bool], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoints:
-    """How the writer checkpoints the store: ``log_bytes()`` says how much the write-ahead log
-    holds, ``checkpoint()`` moves it into the file."""
-
-    log_bytes: Callable[[], int]
-    checkpoint: Callable[[], None]
-    idle_bytes: int = 4 << 20
-    max_bytes: int = 64 << 20
 
 
 class QueueFull(CorecensusError):
@@ -104,8 +72,7 @@ class GroupCommitWriter:
         snapshot: Snapshot | None = None,
         snapshot_every_s: float = 30.0,
         on_snapshot: SnapshotReport | None = None,
-        checkpoints: Checkpoints | None = None,
-        on_checkpoint: CheckpointReport | None = None,
+        full: Callable[[], str | None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._sink = sink
@@ -117,8 +84,7 @@ class GroupCommitWriter:
         self._snapshot = snapshot
         self._snapshot_every_s = snapshot_every_s
         self._on_snapshot = on_snapshot
-        self._checkpoints = checkpoints
-        self._on_checkpoint = on_checkpoint
+        self._full = full
         self._next_snapshot = 0.0
         self._unsnapped = True  # committed work the last snapshot does not hold
         self._jobs: deque[_Job] = deque()
@@ -126,16 +92,6 @@ class GroupCommitWriter:
         # Jobs submitted, and the last committed (by sequence number).
         self._submitted = 0
         self._committed_seq = 0
-        # A checkpoint announced, done once the jobs up to ``_due_after`` are committed (they
-        # were admitted before the announcement).
-        self._due: str | None = None
-        self._due_after = 0
-        # Seconds per byte of log of the last checkpoints (10 ms per MiB before the first is
-        # measured). The stall announced to admission is the slowest of these times the log:
-        # measured quiet, checkpoints of 17-61 MiB took 2.7-30 ms per MiB in no order of size,
-        # and a moving average announced 0.25 s for one that took 1.7 s, which admitted
-        # requests that then missed their deadline at 5x overload.
-        self._checkpoint_s_per_byte: deque[float] = deque([0.01 / (1 << 20)], maxlen=8)
         self._snapper: threading.Thread | None = None
         self._cond = threading.Condition()
         self._stopping = False
@@ -161,6 +117,9 @@ class GroupCommitWriter:
                 raise WriterStopped("the collector is stopping")
             if self._queued and self._queued + len(records) > self._max_queue:
                 raise QueueFull(f"{self._queued} records queued")
+            why = self._full() if self._full is not None else None
+            if why is not None:
+                raise QueueFull(why)
             self._submitted += 1
             job.seq = self._submitted
             self._jobs.append(job)
@@ -213,23 +172,8 @@ class GroupCommitWriter:
             self._snapper.join()
 
     def _maintain(self) -> None:
-        """Checkpoint or snapshot when one is due: at once when no request waits, else
-        announced first and done after the requests queued now (the class's text)."""
         if self._snapshot_due():
             self._snap_beside()
-        with self._cond:
-            idle = not self._jobs
-            submitted = self._submitted
-        if self._due is None:
-            if self._checkpoint_due(idle) is None:
-                return
-            self._due, self._due_after = "checkpoint", submitted
-            self._backlog.stalling(self._expected_stall_s())
-        if not idle and self._committed_seq < self._due_after:
-            return
-        self._due = None
-        self._checkpoint(idle)
-        self._backlog.stalling(0.0)
 
     def _snapshot_due(self) -> bool:
         return (
@@ -257,37 +201,6 @@ class GroupCommitWriter:
         self._snap()
         with self._cond:
             self._cond.notify()
-
-    def _checkpoint_due(self, idle: bool) -> str | None:
-        policy = self._checkpoints
-        if policy is None:
-            return None
-        size = policy.log_bytes()
-        if size < (min(policy.idle_bytes, policy.max_bytes) if idle else policy.max_bytes):
-            return None
-        return "checkpoint"
-
-    def _expected_stall_s(self) -> float:
-        size = self._checkpoints.log_bytes() if self._checkpoints is not None else 0
-        return size * max(self._checkpoint_s_per_byte)
-
-    def _checkpoint(self, idle: bool) -> None:
-        policy = self._checkpoints
-        if policy is None:
-            return
-        size = policy.log_bytes()
-        start = self._clock()
-        try:
-            policy.checkpoint()
-        except Exception as exc:  # the log stays (durable); the next commit tells
-            self.last_error = f"checkpoint: {exc}"
-            return
-        seconds = self._clock() - start
-        if size > 0:
-            self._checkpoint_s_per_byte.append(seconds / size)
-        self._metrics.checkpoint_seconds.observe(seconds)
-        if self._on_checkpoint is not None:
-            self._on_checkpoint(seconds, size, not idle)
 
     def _snap(self) -> None:
         if self._snapshot is None:
@@ -319,7 +232,7 @@ class GroupCommitWriter:
         error: BaseException | None = None
         try:
             counts = self._sink(group)
-        except Exception as exc:  # the store's failure is each waiting request's answer
+        except Exception as exc:  # the sink's failure is each waiting request's answer
             error = exc
         seconds = self._clock() - start
         with self._cond:
@@ -345,6 +258,7 @@ class GroupCommitWriter:
             for job in jobs:
                 job.done.set_result((seconds, size))
         else:
-            self.healthy, self.last_error = False, str(error)
+            if not isinstance(error, QueueFull):  # (full is not broken)
+                self.healthy, self.last_error = False, str(error)
             for job in jobs:
                 job.done.set_exception(error)
