@@ -1,9 +1,11 @@
 """Load benchmark of ``corecensus collector serve`` (not a test): prints two tables.
 
 The collector runs as a real server process on loopback; the load generator is a second process
-(asyncio + httpx) sending realistic batches: 20 crash records per request (a record parsed from a
-core shipped with the demo, about 6 KiB of JSON, made unique per record), zstd-compressed, from
-256 agents with their own tokens.
+(asyncio streams, one fresh connection per request, bodies built before each phase's clock
+starts) sending realistic batches: 20 crash records per request (a record parsed from a core
+shipped with the demo, about 10 KB of JSON, made unique per record; with --distinct-stacks each
+also one of 4,096 ASLR loads of the program), zstd-compressed, from 256 agents with their own
+tokens.
 
 1. Capacity: a closed loop of 32 concurrent agents for ``--seconds``; acknowledged records/s
    (durable: acked only after commit), p50/p99 request latency. The same against the peer,
