@@ -24,8 +24,6 @@ from corecensus.epidemiology.coverage import exposure_notes
 from corecensus.epidemiology.findings import FleetAnalysis, PopulationInfo
 from corecensus.epidemiology.racewindow import RaceRateCheck
 from corecensus.epidemiology.table import Categorical, CrashTable, Deploys, ExposureTable
-from corecensus.ingest.crashfacts import crash_facts_from_columns, read_crash_facts_csv
-from corecensus.ingest.tables import read_deploys, read_exposure
 from corecensus.model import CrashRecord
 from corecensus.signature import PopulationLevel, race_evidence, race_key
 from corecensus.store import (
@@ -301,7 +299,11 @@ def analyze_store(
     """Analyze every crash in ``store``; see the module docstring for where exposure comes from.
     With ``race_rates``, each signal-race population gets its race-window check."""
     table, info, races = _crash_table(store, level)
+    # (the file readers are imported where used: they load the ingest package, 10-20 ms of
+    # a store's analysis without files)
     if exposure_csv is not None:
+        from corecensus.ingest.tables import read_exposure
+
         exposure: ExposureTable | None = read_exposure(exposure_csv)
         exp_src = str(Path(exposure_csv))
     else:
@@ -310,6 +312,8 @@ def analyze_store(
         )
         exp_src = "store" if exposure is not None else "none (rates unavailable)"
     if deploys_csv is not None:
+        from corecensus.ingest.tables import read_deploys
+
         deploys: Deploys | None = read_deploys(deploys_csv)
         dep_src = str(Path(deploys_csv))
     else:
@@ -334,6 +338,8 @@ def _snapshot_read(store: Store) -> tuple[str, int] | None:
 def read_crash_facts(path: str | os.PathLike[str]) -> CrashTable:
     """A crash-facts file (DESIGN.md "Crash facts"): Parquet when its name ends in
     ``.parquet`` (read through DuckDB in ``store``), else CSV."""
+    from corecensus.ingest.crashfacts import crash_facts_from_columns, read_crash_facts_csv
+
     name = os.fspath(path)
     if name.lower().endswith(".parquet"):
         header, rows = read_parquet_rows(name)
@@ -350,6 +356,8 @@ def analyze_crash_facts(
     """Analyze the crashes of a crash-facts file instead of a store (``analyze --crashes``):
     what users bring from the crash systems they already have. Populations are the file's
     ``signature`` column (or its normalized top frames)."""
+    from corecensus.ingest.tables import read_deploys, read_exposure
+
     table = read_crash_facts(crashes)
     exposure = read_exposure(exposure_csv) if exposure_csv is not None else None
     deploys = read_deploys(deploys_csv) if deploys_csv is not None else None

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +35,10 @@ __all__ = [
 
 F64 = NDArray[np.float64]
 
+# np.clip's ufunc, called directly: np.clip goes through three Python wrappers (about 5 us of
+# a call's 8 on a small array), and the tails clip thousands of small arrays per analysis.
+_CLIP: Any = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", np.clip)
+
 # Arrays this large are worth sorting to evaluate each distinct count triple once.
 DISTINCT_AT_LEAST = 4096
 # Each count of a triple below this, so that three fit one int64 key.
@@ -46,7 +49,7 @@ def unit_probability(p: Any) -> F64:
     """``p`` clipped to ``[0, 1]``, NaN read as 1: ``np.clip(np.nan_to_num(p, nan=1.0), 0, 1)``
     to the bit (infinities clip to the same ends), without ``nan_to_num``'s half a dozen passes
     and checks: the tails are called thousands of times on small arrays per analysis."""
-    out: F64 = np.clip(np.where(np.isnan(p), 1.0, p), 0.0, 1.0)
+    out: F64 = _CLIP(np.where(np.isnan(p), 1.0, p), 0.0, 1.0)
     return out
 
 
@@ -62,7 +65,7 @@ def binomial_upper(k: Any, n: Any, p: Any) -> F64:
     """``P(X >= k)`` for ``X ~ Binomial(n, p)``; 1 for ``k <= 0``, 0 for ``k > n``."""
     kk = np.asarray(k, dtype=np.float64)
     nn = np.asarray(n, dtype=np.float64)
-    pp = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+    pp = _CLIP(np.asarray(p, dtype=np.float64), 0.0, 1.0)
     inside = (kk >= 1) & (kk <= nn)
     with np.errstate(invalid="ignore", divide="ignore"):
         tail = special.betainc(np.where(inside, kk, 1.0), np.where(inside, nn - kk + 1, 1.0), pp)
@@ -128,13 +131,13 @@ def per_distinct_counts(fn: Callable[[F64, F64, F64], F64], a: Any, b: Any, c: A
     distinct ``(a, b, c)`` and gathered back: the same values to the bit (every element is
     computed as ``fn`` computes it alone, from the same float). The tails of the per-host
     tests are asked for hundreds of thousands of triples of which a tenth differ (a host's
-    crash count, its busiest CPU's, its CPU count), each a ``betainc`` evaluation. Fewer than
-    :data:`DISTINCT_AT_LEAST` elements, or counts that are not integers in ``[0, 2**20)``,
-    go to ``fn`` as they are."""
-    shape = np.broadcast_shapes(np.shape(a), np.shape(b), np.shape(c))
-    if math.prod(shape) < DISTINCT_AT_LEAST:
-        return fn(a, b, c)
+    crash count, its busiest CPU's, its CPU count), each a ``betainc`` evaluation. Arrays of
+    fewer than :data:`DISTINCT_AT_LEAST` elements each, or counts that are not integers in
+    ``[0, 2**20)``, go to ``fn`` as they are."""
+    if max(np.size(a), np.size(b), np.size(c)) < DISTINCT_AT_LEAST:
+        return fn(a, b, c)  # (np.broadcast_shapes costs as much as a small call)
     cols = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (a, b, c)))
+    shape = cols[0].shape
     flat = [col.ravel() for col in cols]
     limit = float(1 << _COUNT_BITS)
     for col in flat:
