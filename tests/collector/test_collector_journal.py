@@ -4,6 +4,7 @@ elsewhere is reported, and a failed append (a file size limit) leaves nothing of
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -171,3 +172,39 @@ def test_an_append_past_a_file_size_limit_fails_and_leaves_nothing_of_itself(
     assert journal.torn_bytes == 0
     assert _payloads(journal, journal.start) == [b"x" * 300] * 3
     journal.close()
+
+
+def test_a_failed_append_that_cannot_be_cut_back_takes_nothing_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that stops half way and a cut that fails too leave part of a frame at the end:
+    appending after it would bury a torn frame mid-segment, so the journal refuses every
+    append after that; the next open cuts the part off."""
+    journal = Journal(tmp_path / "j")
+    journal.append(b"kept")
+    real_write, real_truncate = os.write, os.ftruncate
+
+    def half_then_full(fd: int, data: bytes | memoryview) -> int:
+        if fd != journal._fd:
+            return real_write(fd, data)
+        real_write(fd, bytes(data)[:5])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def cannot_cut(fd: int, size: int) -> None:
+        if fd != journal._fd:
+            real_truncate(fd, size)
+            return
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    monkeypatch.setattr(os, "ftruncate", cannot_cut)
+    with pytest.raises(JournalError, match="No space left"):
+        journal.append(b"lost")
+    monkeypatch.undo()
+    with pytest.raises(JournalError, match="cutting a failed append"):
+        journal.append(b"after")
+    journal.close()
+    reopened = Journal(tmp_path / "j")
+    assert reopened.torn_bytes == 5
+    assert _payloads(reopened, reopened.start) == [b"kept"]
+    reopened.close()

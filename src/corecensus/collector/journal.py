@@ -212,6 +212,8 @@ class Journal:
         """Append one frame and make it durable (``fdatasync``); returns the position after
         it. On failure (a full disk, a file size limit) the segment is cut back to where it
         was, nothing of the frame stays, and :class:`JournalError` is raised."""
+        if self.broken is not None:
+            raise JournalError(self.broken)
         frame = _frame(payload)
         with self._lock:
             number, size = self._last, self._sizes[self._last]
@@ -239,7 +241,10 @@ class Journal:
         except OSError as exc:
             # The segment may end in part of a frame: a torn tail, which the next open cuts;
             # appending after it would hide it, so the journal takes nothing more.
-            self.broken = f"{self._path(self._last)}: cutting a failed append: {exc}"
+            self.broken = (
+                f"{self._path(self._last)}: cutting a failed append: {exc.strerror or exc}; "
+                "restart the collector (the start cuts it)"
+            )
 
     def _roll(self) -> None:
         number = self._last + 1
