@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -720,6 +721,9 @@ def main() -> None:
     parser.add_argument("--generate", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--costs-only", action="store_true", help="only the in-process costs")
     parser.add_argument(
+        "--keep-log", type=Path, default=None, help="copy the collector's log here at the end"
+    )
+    parser.add_argument(
         "--distinct-stacks",
         action="store_true",
         help=f"every record one of {DISTINCT_LOADS} ASLR loads of the program (signature cache "
@@ -803,13 +807,22 @@ def main() -> None:
         rest_since = time.time()
         rest = run_generator(
             {**base, "url": coll.url, "prefix": "o", "acked": str(acked),
-             "phases": [
-                 {"name": "100%", "mode": "open", "rate": capacity_req, "seconds": args.seconds},
-                 {"name": "500%", "mode": "open", "rate": capacity_req * 5, "seconds": args.seconds, "probe": True},
-             ]},
+             "phases": [{"name": "100%", "mode": "open", "rate": capacity_req, "seconds": args.seconds}]},
             work,
         )  # fmt: skip
+        # The overload phase on its own, so its tail can be read off the log like the 50 %'s.
+        over_since = time.time()
+        rest += run_generator(
+            {**base, "url": coll.url, "prefix": "v", "acked": str(acked),
+             "phases": [{"name": "500%", "mode": "open", "rate": capacity_req * 5, "seconds": args.seconds, "probe": True}]},
+            work,
+        )  # fmt: skip
+        over_tail = tail_report(
+            coll.log, over_since, time.time(), pct(rest[-1]["latencies_ok"], 0.99)
+        )
         rest_checkpoints = checkpoint_report(coll.log, rest_since, time.time())
+        if args.keep_log is not None:
+            shutil.copy(coll.log, args.keep_log)
         status = coll.stop()
         with open_store(coll.db, read_only=True) as store:
             stored = {r.core_id for r in store.iter_crashes()}
@@ -846,6 +859,9 @@ def main() -> None:
     for line in half_tail:
         print(f"- {line}")
     print(f"- checkpoints in the 100 % and 500 % phases: {rest_checkpoints}")
+    print("\nThe 500 % phase's tail, from the collector's log:")
+    for line in over_tail:
+        print(f"- {line}")
     print(
         f"acknowledged records: {len(acked_ids)}, missing from the store: {lost}; collector exit status {status}"
     )

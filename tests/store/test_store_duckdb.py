@@ -204,6 +204,26 @@ def test_missing_directory_is_a_store_error(tmp_path: Path) -> None:
         DuckDBStore(tmp_path / "no" / "such" / "dir.duckdb")
 
 
+def test_threads_limit_duckdb_and_the_default_leaves_its_own(tmp_path: Path) -> None:
+    """The collector opens its store with one DuckDB thread (its loads and checkpoints are
+    background work); everyone else keeps DuckDB's default."""
+
+    def threads(store: DuckDBStore) -> int:
+        assert store._con is not None
+        row = store._con.execute("SELECT current_setting('threads')").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    default = duckdb.connect(":memory:").execute("SELECT current_setting('threads')").fetchone()
+    assert default is not None
+    with DuckDBStore(tmp_path / "a.duckdb") as store:
+        assert threads(store) == int(default[0])
+    with DuckDBStore(tmp_path / "b.duckdb", threads=1) as store:
+        assert threads(store) == 1
+        store.add_crashes(rows([make_record(1)]))  # it still stores
+        assert store.count_crashes() == 1
+
+
 def test_read_only_open_of_missing_file_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         DuckDBStore(tmp_path / "missing.duckdb", read_only=True)

@@ -73,6 +73,12 @@ class CollectorConfig:
     # with the journal and the log holds the first, or whatever waits once it holds the second.
     checkpoint_idle_bytes: int = 16 << 20
     checkpoint_max_bytes: int = 128 << 20
+    # DuckDB's threads in the store (its loads, checkpoints, snapshot copies and the analysis).
+    # All of that is background work now that the journal takes the acknowledgements; with
+    # DuckDB's default of one thread per CPU a checkpoint took both CPUs of a 2-CPU machine
+    # from the front ends, and the requests admitted before it missed their deadlines (bench,
+    # quiet, 5x overload: admitted p99 2.44-3.31 s with 2 threads, 2.21 s with 1; README).
+    store_threads: int = 1
 
 
 _PATHS = {"db", "tokens"}

@@ -153,7 +153,7 @@ def serve(
     tokens = TokenSource(config.tokens, read_text)
     sock = listening_socket(config)  # an address in use is refused before the store is opened
     try:
-        store = open_store(config.db)
+        store = open_store(config.db, threads=config.store_threads)
     except BaseException:
         sock.close()
         raise

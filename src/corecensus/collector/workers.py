@@ -82,7 +82,7 @@ def serve_workers(
     metrics_dir.mkdir()
     share_metrics_between_processes(metrics_dir)
     try:
-        store = open_store(config.db)
+        store = open_store(config.db, threads=config.store_threads)
     except BaseException:
         sock.close()
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -63,7 +63,11 @@ __all__ = [
 
 
 def open_store(
-    path: str | os.PathLike[str] = DEFAULT_STORE_PATH, *, read_only: bool = False
+    path: str | os.PathLike[str] = DEFAULT_STORE_PATH,
+    *,
+    read_only: bool = False,
+    threads: int | None = None,
 ) -> DuckDBStore:
-    """Open the DuckDB store at ``path`` (created if missing, unless ``read_only``)."""
-    return DuckDBStore(path, read_only=read_only)
+    """Open the DuckDB store at ``path`` (created if missing, unless ``read_only``), with
+    ``threads`` DuckDB threads if given (else DuckDB's default, one per CPU)."""
+    return DuckDBStore(path, read_only=read_only, threads=threads)

@@ -153,6 +153,7 @@ class DuckDBStore:
         *,
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
+        threads: int | None = None,
     ) -> None:
         raw = os.fspath(path)
         self._location = raw if raw == ":memory:" else str(Path(raw))
@@ -183,6 +184,10 @@ class DuckDBStore:
             con = fallback
         except OSError as exc:
             raise translate_error(exc, self._location, "opening the store") from exc
+        if threads is not None:
+            # DuckDB's own threads for this store (its default: one per CPU), for a process
+            # whose store work is background work beside other CPU-bound work (the collector).
+            con.execute(f"SET threads = {int(threads)}")
         self._con = con
         try:
             self._ensure_schema()
