@@ -39,7 +39,7 @@ from corecensus.store.records import (
     decode_crash,
     decoded_record,
 )
-from corecensus.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLE_DDL
+from corecensus.store.schema import MIGRATIONS, READ_AS_IS_SINCE, SCHEMA_VERSION, TABLE_DDL
 from corecensus.store.tables import (
     BATCH_ROWS,
     CRASHES,
@@ -163,6 +163,9 @@ class DuckDBStore:
         self._con: duckdb.DuckDBPyConnection | None = None
         # The stored crashes' ids, read by the first add_crashes (known_ids.py).
         self._known: KnownCrashIds | None = None
+        # The file's schema: SCHEMA_VERSION once created or migrated; an older one only when
+        # read as it is (read-only, READ_AS_IS_SINCE).
+        self._schema_version = SCHEMA_VERSION
         if raw != ":memory:":
             parent = Path(raw).parent
             if not parent.is_dir():
@@ -367,6 +370,12 @@ class DuckDBStore:
                 self._migrate(con, version)
 
     def _migrate(self, con: duckdb.DuckDBPyConnection, version: int) -> None:
+        if self._read_only and version >= READ_AS_IS_SINCE:
+            # Only what a writer uses is missing (schema 5 added the collector's
+            # journal_applied): a reader reads the file as it is, so `analyze --db` works on a
+            # store an older corecensus wrote, without a command that writes it first.
+            self._schema_version = version
+            return
         if self._read_only:
             raise StoreError(
                 f"{self._location}: store schema version {version} needs migrating to "
@@ -537,6 +546,8 @@ class DuckDBStore:
         return AddResult(new, len(rows) - new)
 
     def journal_applied(self, journal: str) -> tuple[int, int] | None:
+        if self._schema_version < 5:
+            return None  # (read-only, an older store: no journal was ever applied to it)
         rows = self._select(
             "SELECT segment, end_offset FROM journal_applied WHERE journal = ?",
             [journal],

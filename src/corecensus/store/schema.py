@@ -12,13 +12,16 @@ from typing import Any
 
 from corecensus.store.tables import TABLES
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLE_DDL"]
+__all__ = ["MIGRATIONS", "READ_AS_IS_SINCE", "SCHEMA_VERSION", "TABLE_DDL"]
 
 _JOURNAL_APPLIED = (
     "journal VARCHAR NOT NULL PRIMARY KEY, segment BIGINT NOT NULL, end_offset BIGINT NOT NULL"
 )
 
 SCHEMA_VERSION = 5
+# The oldest schema a read-only opener reads without migrating: what came after it only adds
+# tables no reader reads (5: journal_applied, the collector's).
+READ_AS_IS_SINCE = 4
 
 TABLE_DDL: Mapping[str, str] = {
     "corecensus_meta": "key VARCHAR NOT NULL PRIMARY KEY, value VARCHAR NOT NULL",
