@@ -417,6 +417,41 @@ def test_a_checkpoint_holds_the_loader_and_no_acknowledgement(tmp_path: Path) ->
     assert checkpoints and checkpoints[0] > 0
 
 
+def test_a_refused_checkpoint_is_not_a_failed_load(tmp_path: Path) -> None:
+    """DuckDB refused the loader's checkpoints during slow snapshot copies ("other write
+    transactions active"); taken as a failed load, each refusal paused loading for a second.
+    A fake only for the refusal (it did not come on demand in a small test): the checkpoint
+    raises DuckDB's words as the store translates them, twice, then the real one runs."""
+    deferred: list[str] = []
+    parts = _journaled(
+        tmp_path, interval_s=0.01, checkpoint_idle_bytes=1, on_checkpoint_deferred=deferred.append
+    )
+    failed: list[str] = []
+    parts.loader._on_error = failed.append
+    checkpoint, refusals, done = parts.store.checkpoint, [2], []
+
+    def refusing() -> None:
+        if refusals[0] > 0:
+            refusals[0] -= 1
+            raise StoreError(
+                "j.duckdb: DuckDB error while checkpointing: TransactionContext Error: Cannot "
+                "CHECKPOINT: there are other write transactions active"
+            )
+        checkpoint()
+        done.append(True)
+
+    parts.store.checkpoint = refusing  # type: ignore[method-assign]
+    for i in range(3):
+        parts.writer.submit(RecordKind.CRASHES, rows([make_record(i)])).result(60)
+        assert parts.loader.sync(60)  # loaded (and a checkpoint tried) before the next
+    parts.close()
+    assert len(deferred) == 2 and "Cannot CHECKPOINT" in deferred[0]
+    assert failed == [] and parts.loader.last_error is None
+    assert done  # the third load's checkpoint ran
+    with open_store(tmp_path / "j.duckdb", read_only=True) as store:
+        assert store.count_crashes() == 3
+
+
 def test_the_loader_checkpoints_only_past_the_bounds(tmp_path: Path) -> None:
     parts = _journaled(tmp_path, interval_s=0.01)  # 16 MiB idle bound: a few rows stay under
     calls: list[int] = []

@@ -96,6 +96,7 @@ class LocalBackend:
             checkpoint_max_bytes=config.checkpoint_max_bytes,
             on_checkpoint=self._checkpointed,
             on_error=lambda detail: log.event("load_failed", detail=detail),
+            on_checkpoint_deferred=lambda detail: log.event("checkpoint_deferred", detail=detail),
         )
         replayed = self.loader.catch_up()
         log.event(
