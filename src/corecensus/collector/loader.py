@@ -50,7 +50,6 @@ from corecensus.collector.journal import Journal, decode_rows, encode_rows
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.writer import QueueFull
 from corecensus.errors import CorecensusError
-from corecensus.ingest.wire import RecordKind
 from corecensus.store import HEARTBEATS, AddResult, Store
 
 __all__ = ["JournalAppender", "JournalFull", "JournalLoader", "LoadReport"]
@@ -261,13 +260,7 @@ class JournalLoader:
             os.kill(os.getpid(), signal.SIGKILL)
         # A retry that came after its first copy was loaded (no longer pending in the
         # appender) was journaled again; the store's keys found it here: still a duplicate.
-        for kind, result in (
-            (RecordKind.CRASHES, counts.crashes),
-            (RecordKind.HEARTBEATS, counts.heartbeats),
-            (RecordKind.SCREENINGS, counts.screens),
-        ):
-            if result.duplicate:
-                self._metrics.duplicate.labels(kind=str(kind)).inc(result.duplicate)
+        self._metrics.count_stored(counts, new=False)
         with self._cond:
             self.applied = end
             self._cond.notify_all()  # (readers in sync())

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from corecensus.app.uploads import UploadCounts
+from corecensus.ingest.wire import RecordKind
+
 __all__ = ["CollectorMetrics", "render_shared_metrics", "share_metrics_between_processes"]
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -146,3 +149,18 @@ class CollectorMetrics:
                 registry=reg,
             ),
         )
+
+    def count_stored(self, counts: UploadCounts, *, new: bool = True) -> None:
+        """Add what storing a group did, per kind: its rows already there to
+        ``records_duplicate`` and, with ``new``, its new rows to ``records_stored``. The writer
+        counts both when it journals a group; the loader only the duplicates the store's keys
+        find (its new rows were counted as stored when journaled)."""
+        for kind, result in (
+            (RecordKind.CRASHES, counts.crashes),
+            (RecordKind.HEARTBEATS, counts.heartbeats),
+            (RecordKind.SCREENINGS, counts.screens),
+        ):
+            if new and result.new:
+                self.stored.labels(kind=str(kind)).inc(result.new)
+            if result.duplicate:
+                self.duplicate.labels(kind=str(kind)).inc(result.duplicate)

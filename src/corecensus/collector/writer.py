@@ -246,15 +246,7 @@ class GroupCommitWriter:
             self.healthy, self.last_error = True, None
             self._metrics.commit_seconds.observe(seconds)
             self._metrics.commit_batch_records.observe(size)
-            for kind, result in (
-                (RecordKind.CRASHES, counts.crashes),
-                (RecordKind.HEARTBEATS, counts.heartbeats),
-                (RecordKind.SCREENINGS, counts.screens),
-            ):
-                if result.new:
-                    self._metrics.stored.labels(kind=str(kind)).inc(result.new)
-                if result.duplicate:
-                    self._metrics.duplicate.labels(kind=str(kind)).inc(result.duplicate)
+            self._metrics.count_stored(counts)
             for job in jobs:
                 job.done.set_result((seconds, size))
         else:
