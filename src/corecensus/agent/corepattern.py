@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from corecensus.durable import fsync_dir
 from corecensus.errors import CorecensusError
 
 __all__ = [
@@ -142,11 +143,7 @@ def _write_state(state_dir: Path, state: HandlerState) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(state_dir)
 
 
 def require_root(geteuid: Callable[[], int], what: str) -> None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from corecensus.durable import fsync_dir
+
 __all__ = ["LossReason", "Spool", "SpooledRecord"]
 
 
@@ -46,14 +48,6 @@ class SpooledRecord:
     size: int
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -65,7 +59,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class Spool:
@@ -186,7 +180,7 @@ class Spool:
         """Remove records the collector has durably stored."""
         for name in names:
             (self.dir / name).unlink(missing_ok=True)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def depth(self) -> tuple[int, int]:
         """(records, bytes) waiting."""

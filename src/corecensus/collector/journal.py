@@ -40,6 +40,7 @@ from pathlib import Path
 import msgspec
 
 from corecensus.app.uploads import UploadRows
+from corecensus.durable import fsync_dir
 from corecensus.errors import StoreError
 from corecensus.store import CrashRow, Heartbeat, ScreenResultRow
 
@@ -100,14 +101,6 @@ def _frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _whole_frames(data: bytes) -> int:
     """How many bytes of ``data`` are whole frames with the right checksum, from its start."""
     at = 0
@@ -139,7 +132,7 @@ class Journal:
         self._lock = threading.Lock()
         try:
             self.directory.mkdir(exist_ok=True)
-            _fsync_dir(self.directory.parent)
+            fsync_dir(self.directory.parent)
             numbers = sorted(
                 int(p.name[: -len(_SUFFIX)])
                 for p in self.directory.iterdir()
@@ -182,7 +175,7 @@ class Journal:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             if created:
-                _fsync_dir(self.directory)  # the new segment's name is durable too
+                fsync_dir(self.directory)  # the new segment's name is durable too
         except OSError as exc:
             raise JournalError(f"{path}: {exc.strerror or exc}") from exc
         return fd
