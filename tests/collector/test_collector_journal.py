@@ -9,8 +9,10 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 import pytest
 from tests.store.store_records import T0, make_record, rows
 
@@ -19,10 +21,16 @@ from corecensus.collector.journal import (
     Journal,
     JournalError,
     JournalPosition,
+    JournalRows,
     decode_rows,
     encode_rows,
+    frame_parts,
+    journal_rows,
+    piece_rows,
+    rows_of,
 )
-from corecensus.store import Heartbeat
+from corecensus.ingest.wire import RecordKind
+from corecensus.store import HEARTBEATS, Heartbeat
 
 
 def _payloads(journal: Journal, start: JournalPosition) -> list[bytes]:
@@ -36,6 +44,58 @@ def test_rows_round_trip_through_a_frame() -> None:
         screens=[],
     )
     assert decode_rows(encode_rows(group)) == group
+
+
+def test_a_frame_holds_each_request_s_rows_as_they_were_encoded() -> None:
+    """The writer appends the bytes a front end encoded (and the link carried), undecoded:
+    each piece's payload is in the frame as it is, and the frame decodes to every piece's
+    rows, by kind."""
+    crashes = [journal_rows(RecordKind.CRASHES, rows([make_record(i)])) for i in range(20)]
+    beats = journal_rows(RecordKind.HEARTBEATS, [Heartbeat("web-1", T0, "svc", "1.0")])
+    pieces = [*crashes[:10], beats, *crashes[10:]]
+    payload = b"".join(frame_parts(pieces))
+    for piece in pieces:
+        assert piece.payload in payload
+    decoded = decode_rows(payload)
+    assert decoded.crashes == [row for piece in crashes for row in piece_rows(piece)]
+    assert decoded.heartbeats == piece_rows(beats)
+    assert decoded == rows_of(pieces)
+
+
+def test_a_frame_the_writer_wrote_before_still_loads() -> None:
+    """Format 1, each group's rows decoded and encoded again: a journal a collector of the
+    previous version left behind (kill -9, then an upgrade) loads the same."""
+    group = UploadRows(
+        crashes=rows([make_record(1)]),
+        heartbeats=[Heartbeat("web-1", T0, "svc", "1.0")],
+        screens=[],
+    )
+    old = msgspec.msgpack.encode((1, list(group.crashes), list(group.heartbeats), []))
+    assert decode_rows(old) == group
+    with pytest.raises(JournalError, match="format 3"):
+        decode_rows(msgspec.msgpack.encode((3, [])))
+
+
+def test_rows_from_another_process_must_be_as_many_as_their_keys() -> None:
+    beat = Heartbeat("web-1", T0, "svc", "1.0")
+    sent = journal_rows(RecordKind.HEARTBEATS, [beat, beat])
+    # msgpack carries the heartbeats' key tuples as lists; they arrive as tuples again
+    keys = msgspec.msgpack.decode(msgspec.msgpack.encode(sent.keys))
+    received = JournalRows.received(RecordKind.HEARTBEATS, keys, sent.payload)
+    assert received.keys == [HEARTBEATS.key_of(beat)] * 2
+    with pytest.raises(JournalError, match="not as many rows"):
+        JournalRows.received(RecordKind.HEARTBEATS, keys[:1], sent.payload)
+    with pytest.raises(JournalError, match="not as many rows"):
+        JournalRows.received(RecordKind.CRASHES, ["a"], b"not msgpack")
+
+
+def test_a_frame_of_more_parts_than_one_writev_takes_reads_back_whole(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j")
+    parts = [b"%d," % i for i in range(3000)]
+    journal.append(*parts)
+    journal.append(b"next")
+    assert _payloads(journal, journal.start) == [b"".join(parts), b"next"]
+    journal.close()
 
 
 def test_frames_read_back_in_order_across_segments_and_applied_ones_are_deleted(
@@ -182,12 +242,12 @@ def test_a_failed_append_that_cannot_be_cut_back_takes_nothing_more(
     append after that; the next open cuts the part off."""
     journal = Journal(tmp_path / "j")
     journal.append(b"kept")
-    real_write, real_truncate = os.write, os.ftruncate
+    real_writev, real_truncate = os.writev, os.ftruncate
 
-    def half_then_full(fd: int, data: bytes | memoryview) -> int:
+    def half_then_full(fd: int, buffers: Sequence[bytes | memoryview]) -> int:
         if fd != journal._fd:
-            return real_write(fd, data)
-        real_write(fd, bytes(data)[:5])
+            return real_writev(fd, buffers)
+        real_writev(fd, [b"".join(buffers)[:5]])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def cannot_cut(fd: int, size: int) -> None:
@@ -196,7 +256,7 @@ def test_a_failed_append_that_cannot_be_cut_back_takes_nothing_more(
             return
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(os, "write", half_then_full)
+    monkeypatch.setattr(os, "writev", half_then_full)
     monkeypatch.setattr(os, "ftruncate", cannot_cut)
     with pytest.raises(JournalError, match="No space left"):
         journal.append(b"lost")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,17 @@ from typing import Any
 import pytest
 from tests.store.store_records import make_record, rows
 
-from corecensus.app.uploads import UploadCounts, UploadRows, store_rows
+from corecensus.app.uploads import UploadCounts, store_rows
 from corecensus.collector.admission import Backlog, RateLimiter, WriterView, retry_after_s
 from corecensus.collector.config import CollectorConfig, config_from_mapping
-from corecensus.collector.journal import Journal, journal_path
+from corecensus.collector.journal import (
+    Journal,
+    JournalRows,
+    decode_rows,
+    journal_path,
+    journal_rows,
+    rows_of,
+)
 from corecensus.collector.loader import JournalAppender, JournalLoader
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.run import default_workers
@@ -269,21 +276,24 @@ def test_writer_groups_waiting_requests_into_one_commit_and_acks_after_it(tmp_pa
     entered = threading.Event()
     groups: list[int] = []
 
-    def sink(group: UploadRows) -> UploadCounts:
+    def sink(group: Sequence[JournalRows]) -> UploadCounts:
         entered.set()
         gate.wait(60)  # hold the first commit so the next requests queue up behind it
-        groups.append(len(group))
-        return store_rows(store, group)
+        groups.append(sum(len(rows) for rows in group))
+        return store_rows(store, rows_of(group))
 
     metrics = CollectorMetrics.create()
     writer = GroupCommitWriter(
         sink, Backlog(), metrics, max_queue_records=1000, max_commit_records=500
     )
     writer.start()
-    first = writer.submit(RecordKind.CRASHES, rows([make_record(0)]))
+    first = writer.submit(journal_rows(RecordKind.CRASHES, rows([make_record(0)])))
     assert entered.wait(60)
-    waiting = [writer.submit(RecordKind.CRASHES, rows([make_record(i)])) for i in range(1, 11)]
-    beats = writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", 1, "s", "1")])
+    waiting = [
+        writer.submit(journal_rows(RecordKind.CRASHES, rows([make_record(i)])))
+        for i in range(1, 11)
+    ]
+    beats = writer.submit(journal_rows(RecordKind.HEARTBEATS, [Heartbeat("h", 1, "s", "1")]))
     assert not any(f.done() for f in [first, *waiting, beats])
     gate.set()
     for f in [first, *waiting, beats]:
@@ -296,14 +306,14 @@ def test_writer_groups_waiting_requests_into_one_commit_and_acks_after_it(tmp_pa
     assert store.count_crashes() == 11
     assert writer.stop(60)
     with pytest.raises(WriterStopped):
-        writer.submit(RecordKind.CRASHES, rows([make_record(99)]))
+        writer.submit(journal_rows(RecordKind.CRASHES, rows([make_record(99)])))
     store.close()
 
 
 def test_writer_queue_is_bounded_and_a_store_failure_reaches_every_waiting_request() -> None:
     gate = threading.Event()
 
-    def failing(group: UploadRows) -> UploadCounts:
+    def failing(group: Sequence[JournalRows]) -> UploadCounts:
         gate.wait(60)
         raise StoreError("disk full")
 
@@ -312,10 +322,11 @@ def test_writer_queue_is_bounded_and_a_store_failure_reaches_every_waiting_reque
     )
     writer.start()
     futures = [
-        writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", i, "s", "1")] * 5) for i in range(2)
+        writer.submit(journal_rows(RecordKind.HEARTBEATS, [Heartbeat("h", i, "s", "1")] * 5))
+        for i in range(2)
     ]
     with pytest.raises(QueueFull):
-        writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", 9, "s", "1")])
+        writer.submit(journal_rows(RecordKind.HEARTBEATS, [Heartbeat("h", 9, "s", "1")]))
     gate.set()
     for f in futures:
         with pytest.raises(StoreError, match="disk full"):
@@ -333,9 +344,9 @@ def test_one_request_larger_than_the_queue_bound_is_still_taken_when_the_queue_i
         max_commit_records=5,
     )
     writer.start()
-    writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", i, "s", "1") for i in range(20)]).result(
-        60
-    )
+    writer.submit(
+        journal_rows(RecordKind.HEARTBEATS, [Heartbeat("h", i, "s", "1") for i in range(20)])
+    ).result(60)
     assert writer.stop(60)
 
 
@@ -403,11 +414,11 @@ def test_a_checkpoint_holds_the_loader_and_no_acknowledgement(tmp_path: Path) ->
         checkpoint()
 
     parts.store.checkpoint = _hold(counted, gate, entered)  # type: ignore[method-assign]
-    parts.writer.submit(RecordKind.CRASHES, rows([make_record(0)])).result(60)
+    parts.writer.submit(journal_rows(RecordKind.CRASHES, rows([make_record(0)]))).result(60)
     assert entered.wait(60)  # the loader loaded it and is checkpointing ...
     # ... and 20 more requests are acknowledged meanwhile, durable in the journal.
     for i in range(1, 21):
-        parts.writer.submit(RecordKind.CRASHES, rows([make_record(i)])).result(60)
+        parts.writer.submit(journal_rows(RecordKind.CRASHES, rows([make_record(i)]))).result(60)
     assert parts.store.count_crashes() == 1
     assert parts.loader.unloaded_bytes() > 0
     gate.set()
@@ -442,7 +453,7 @@ def test_a_refused_checkpoint_is_not_a_failed_load(tmp_path: Path) -> None:
 
     parts.store.checkpoint = refusing  # type: ignore[method-assign]
     for i in range(3):
-        parts.writer.submit(RecordKind.CRASHES, rows([make_record(i)])).result(60)
+        parts.writer.submit(journal_rows(RecordKind.CRASHES, rows([make_record(i)]))).result(60)
         assert parts.loader.sync(60)  # loaded (and a checkpoint tried) before the next
     parts.close()
     assert len(deferred) == 2 and "Cannot CHECKPOINT" in deferred[0]
@@ -458,7 +469,7 @@ def test_the_loader_checkpoints_only_past_the_bounds(tmp_path: Path) -> None:
     checkpoint = parts.store.checkpoint
     parts.store.checkpoint = lambda: (calls.append(1), checkpoint())  # type: ignore[method-assign,func-returns-value]
     for i in range(5):
-        parts.writer.submit(RecordKind.CRASHES, rows([make_record(i)])).result(60)
+        parts.writer.submit(journal_rows(RecordKind.CRASHES, rows([make_record(i)]))).result(60)
     parts.close()
     assert calls == []
     with open_store(tmp_path / "j.duckdb", read_only=True) as store:
@@ -472,11 +483,10 @@ def test_a_retry_while_the_first_copy_is_only_in_the_journal_is_already_there(
     gate, entered = threading.Event(), threading.Event()
     add = parts.store.add_uploads
     parts.store.add_uploads = _hold(add, gate, entered)  # type: ignore[method-assign]
-    batch = UploadRows(
-        crashes=rows([make_record(1), make_record(2)]),
-        heartbeats=[Heartbeat("h", 1, "s", "1")],
-        screens=[],
-    )
+    batch = [
+        journal_rows(RecordKind.CRASHES, rows([make_record(1), make_record(2)])),
+        journal_rows(RecordKind.HEARTBEATS, [Heartbeat("h", 1, "s", "1")]),
+    ]
     first = parts.appender(batch)
     assert [(c.new, c.duplicate) for c in (first.crashes, first.heartbeats)] == [(2, 0), (1, 0)]
     assert entered.wait(60)  # the loader holds the first copy, not in the store yet
@@ -485,10 +495,26 @@ def test_a_retry_while_the_first_copy_is_only_in_the_journal_is_already_there(
     assert [(c.new, c.duplicate) for c in (again.crashes, again.heartbeats)] == [(0, 2), (0, 1)]
     # Nothing more was journaled for it.
     assert len([p for p, _ in parts.journal.frames(parts.journal.start, 1 << 40) if p]) == frames
+    # A request with one new crash and one pending, and in the same group a copy of that new
+    # one (two retries at once) and a request that repeats a crash of its own: each new crash
+    # is journaled once, the rest counted as there.
+    mixed = parts.appender(
+        [
+            journal_rows(RecordKind.CRASHES, rows([make_record(2), make_record(3)])),
+            journal_rows(RecordKind.CRASHES, rows([make_record(3)])),
+            journal_rows(RecordKind.CRASHES, rows([make_record(4), make_record(4)])),
+        ]
+    )
+    assert (mixed.crashes.new, mixed.crashes.duplicate) == (2, 3)
+    payloads = [p for p, _ in parts.journal.frames(parts.journal.start, 1 << 40) if p]
+    assert [r.core_id for r in decode_rows(payloads[-1]).crashes] == [
+        make_record(3).core_id,
+        make_record(4).core_id,
+    ]
     gate.set()
     parts.close()
     with open_store(tmp_path / "j.duckdb", read_only=True) as store:
-        assert store.count_crashes() == 2
+        assert store.count_crashes() == 4
         assert len(list(store.rows(HEARTBEATS))) == 1
 
 
@@ -505,7 +531,7 @@ def test_a_full_journal_refuses_work_and_a_loader_behind_is_told_to_admission(
     acked = 0
     with pytest.raises(QueueFull, match="the journal holds"):
         for i in range(1000):
-            parts.writer.submit(RecordKind.CRASHES, rows([make_record(i)])).result(60)
+            parts.writer.submit(journal_rows(RecordKind.CRASHES, rows([make_record(i)]))).result(60)
             acked += 1
     assert 0 < acked < 1000
     assert parts.loader.unloaded_bytes() <= 200_000
@@ -517,7 +543,7 @@ def test_a_full_journal_refuses_work_and_a_loader_behind_is_told_to_admission(
     while parts.loader.unloaded_bytes() and time.monotonic() < end:
         time.sleep(0.01)
     assert parts.backlog.stall_s == 0.0
-    parts.writer.submit(RecordKind.CRASHES, rows([make_record(5000)])).result(60)
+    parts.writer.submit(journal_rows(RecordKind.CRASHES, rows([make_record(5000)]))).result(60)
     parts.close()
     with open_store(tmp_path / "j.duckdb", read_only=True) as store:
         assert store.count_crashes() == acked + 1
@@ -535,7 +561,7 @@ def test_a_snapshot_is_written_beside_the_commits_not_in_front_of_them() -> None
             started.set()
             release.wait(60)
 
-    def sink(group: UploadRows) -> UploadCounts:
+    def sink(group: Sequence[JournalRows]) -> UploadCounts:
         clock.now += 60.0  # a minute passes in each commit: the snapshot falls due
         return UploadCounts()
 
@@ -550,11 +576,13 @@ def test_a_snapshot_is_written_beside_the_commits_not_in_front_of_them() -> None
         clock=clock,
     )
     writer.start()
-    writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", 1, "s", "1")]).result(60)
+    writer.submit(journal_rows(RecordKind.HEARTBEATS, [Heartbeat("h", 1, "s", "1")])).result(60)
     assert started.wait(60)  # the snapshot is copying ...
     # ... and requests are committed and answered meanwhile.
     for i in range(3):
-        writer.submit(RecordKind.HEARTBEATS, [Heartbeat("h", 2 + i, "s", "1")]).result(60)
+        writer.submit(
+            journal_rows(RecordKind.HEARTBEATS, [Heartbeat("h", 2 + i, "s", "1")])
+        ).result(60)
     assert not release.is_set()
     release.set()
     assert writer.stop(60)

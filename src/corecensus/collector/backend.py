@@ -18,7 +18,13 @@ from corecensus.app.uploads import host_view
 from corecensus.collector.admission import Backlog
 from corecensus.collector.analysis import AnalysisCache
 from corecensus.collector.config import CollectorConfig
-from corecensus.collector.journal import Journal, JournalPosition, journal_path
+from corecensus.collector.journal import (
+    Journal,
+    JournalPosition,
+    JournalRows,
+    journal_path,
+    journal_rows,
+)
 from corecensus.collector.loader import JOURNAL_NAME, JournalAppender, JournalLoader
 from corecensus.collector.logs import JsonLog
 from corecensus.collector.metrics import CollectorMetrics
@@ -40,9 +46,11 @@ class Backend(Protocol):
         """Commit everything queued, then stop."""
         ...
 
-    async def store(self, kind: RecordKind, rows: Sequence[Any]) -> None:
-        """Return once ``rows`` are committed; raises :class:`QueueFull`,
-        :class:`WriterStopped` or the store's :class:`~corecensus.errors.StoreError`."""
+    async def store(self, kind: RecordKind, rows: Sequence[Any] | JournalRows) -> None:
+        """Return once ``rows`` (the store's rows of ``kind``, or them encoded by
+        :func:`~corecensus.collector.journal.journal_rows`) are committed; raises
+        :class:`QueueFull`, :class:`WriterStopped` or the store's
+        :class:`~corecensus.errors.StoreError`."""
         ...
 
     async def unready(self) -> str | None:
@@ -163,12 +171,12 @@ class LocalBackend:
         await asyncio.to_thread(self.loader.stop, None)
         self.journal.close()
 
-    async def store(self, kind: RecordKind, rows: Sequence[Any]) -> None:
-        await self.commit(kind, rows)
+    async def store(self, kind: RecordKind, rows: Sequence[Any] | JournalRows) -> None:
+        await self.commit(rows if isinstance(rows, JournalRows) else journal_rows(kind, rows))
 
-    async def commit(self, kind: RecordKind, rows: Sequence[Any]) -> tuple[float, int]:
+    async def commit(self, rows: JournalRows) -> tuple[float, int]:
         """:meth:`store`, returning the group commit's seconds and records."""
-        return await asyncio.wrap_future(self.writer.submit(kind, rows))
+        return await asyncio.wrap_future(self.writer.submit(rows))
 
     async def unready(self) -> str | None:
         if not self.writer.alive:

@@ -14,9 +14,13 @@ crash applies each frame exactly once. Databases keep their own log for the same
 
 Layout: ``FILE.journal/`` beside the store ``FILE``, segments ``<number>.seg`` numbered from 1.
 A segment is a sequence of frames; a frame is its payload's length and CRC-32 (two big-endian
-32-bit integers), then the payload: the group's rows as msgpack (``[1, crashes, heartbeats,
-screens]``, the store's own row dataclasses, as the link between the collector's processes
-carries them). The writer appends to the last segment and starts the next once it holds
+32-bit integers), then the payload: the group's rows as msgpack, ``[2, [[kind, rows], ...]]``,
+each request's rows (a list of the store's own row dataclasses) as :func:`journal_rows` encoded
+them once, in the front end that signed them: the link between the collector's processes
+carries the same bytes, and the writer appends them as they came, with no decoding and no
+encoding of its own (:class:`JournalRows` carries the rows' keys beside them, for retries).
+Format 1, ``[1, crashes, heartbeats, screens]``, is what the writer wrote before (it decoded
+each request's rows and encoded the group again); a journal left in it still loads. The writer appends to the last segment and starts the next once it holds
 ``segment_bytes``; a :class:`JournalPosition` (segment, offset) names the point between two
 frames. Segments wholly before the applied position are deleted.
 
@@ -33,37 +37,58 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from corecensus.app.uploads import UploadRows
 from corecensus.durable import fsync_dir
 from corecensus.errors import StoreError
-from corecensus.store import CrashRow, Heartbeat, ScreenResultRow
+from corecensus.ingest.wire import RecordKind
+from corecensus.store import HEARTBEATS, CrashRow, Heartbeat, ScreenResultRow
 
 __all__ = [
     "Journal",
     "JournalError",
     "JournalPosition",
+    "JournalRows",
     "decode_rows",
     "encode_rows",
+    "frame_parts",
     "journal_path",
+    "journal_rows",
+    "piece_rows",
+    "row_keys",
+    "rows_of",
 ]
 
 _HEADER = struct.Struct(">II")
 # A frame larger than this is damage, not a group (a group commit is at most
 # max_commit_records rows of at most a request's 32 MiB).
 _MAX_FRAME = 1 << 30
-_FORMAT = 1
+_FORMAT_GROUP = 1  # [1, crashes, heartbeats, screens] (read only)
+_FORMAT_PIECES = 2  # [2, [[kind, rows], ...]]
 _SUFFIX = ".seg"
+# os.writev takes at most this many buffers at once (IOV_MAX on Linux).
+_IOV_MAX = 1024
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(
+_ROW_TYPES: dict[RecordKind, Any] = {
+    RecordKind.CRASHES: list[CrashRow],
+    RecordKind.HEARTBEATS: list[Heartbeat],
+    RecordKind.SCREENINGS: list[ScreenResultRow],
+}
+_row_decoders = {kind: msgspec.msgpack.Decoder(t) for kind, t in _ROW_TYPES.items()}
+_parts_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_pieces_decoder = msgspec.msgpack.Decoder(list[tuple[RecordKind, msgspec.Raw]])
+_group_decoder = msgspec.msgpack.Decoder(
     tuple[int, list[CrashRow], list[Heartbeat], list[ScreenResultRow]]
 )
+# Each piece's msgpack head: a 2-array and its kind (the rows follow, as encoded).
+_PIECE_HEAD = {kind: b"\x92" + _encoder.encode(kind.value) for kind in RecordKind}
 
 
 class JournalError(StoreError):
@@ -83,22 +108,148 @@ def journal_path(store: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(store)}.journal")
 
 
+def row_keys(kind: RecordKind, rows: Sequence[Any]) -> list[Hashable]:
+    """The store's key of each row of ``kind``: what makes a retry the same record (crashes
+    by ``core_id``, screens by ``result_id``, heartbeats by their content)."""
+    if kind is RecordKind.CRASHES:
+        return [r.core_id for r in rows]
+    if kind is RecordKind.SCREENINGS:
+        return [r.result_id for r in rows]
+    return [HEARTBEATS.key_of(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRows:
+    """One request's rows of one kind as the journal keeps them: ``payload`` is the msgpack
+    list of the store's row dataclasses, ``keys`` each row's key (:func:`row_keys`), in order.
+    Encoded once (:func:`journal_rows`), where the rows are made; the writer journals the
+    payload as it is and finds retries by the keys."""
+
+    kind: RecordKind
+    keys: Sequence[Hashable]
+    payload: bytes
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def received(cls, kind: RecordKind, keys: Sequence[Any], payload: bytes) -> JournalRows:
+        """Rows as another process sent them (msgpack turned the heartbeats' key tuples into
+        lists). The payload must be a list of as many rows as there are keys (its head says;
+        the rows themselves are decoded by the loader): else :class:`JournalError`."""
+        if kind is RecordKind.HEARTBEATS:
+            keys = [tuple(k) for k in keys]
+        if _array_length(payload) != len(keys):
+            raise JournalError(f"{kind} rows sent with {len(keys)} keys are not as many rows")
+        return cls(kind, keys, payload)
+
+
+def journal_rows(kind: RecordKind, rows: Sequence[Any]) -> JournalRows:
+    """``rows`` (the store's rows of ``kind``, as :class:`UploadRows` holds them) encoded for
+    the journal: the one encoding they get, in the process that made them."""
+    return JournalRows(kind, row_keys(kind, rows), _encoder.encode(list(rows)))
+
+
+def _array_length(payload: bytes) -> int | None:
+    """The element count in the head of a msgpack array (None: not an array)."""
+    if not payload:
+        return None
+    head = payload[0]
+    if 0x90 <= head <= 0x9F:
+        return head & 0x0F
+    if head == 0xDC and len(payload) >= 3:
+        return int.from_bytes(payload[1:3], "big")
+    if head == 0xDD and len(payload) >= 5:
+        return int.from_bytes(payload[1:5], "big")
+    return None
+
+
+def _array_head(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def frame_parts(pieces: Sequence[JournalRows]) -> list[bytes]:
+    """A frame's payload (``[2, [[kind, rows], ...]]``) as the buffers it is written from, in
+    order: msgpack heads around each piece's payload, which is not copied."""
+    parts = [b"\x92\x02" + _array_head(len(pieces))]
+    for piece in pieces:
+        parts += (_PIECE_HEAD[piece.kind], piece.payload)
+    return parts
+
+
 def encode_rows(rows: UploadRows) -> bytes:
-    return _encoder.encode((_FORMAT, list(rows.crashes), list(rows.heartbeats), list(rows.screens)))
+    """A frame's payload for ``rows`` (tests and benchmarks; the writer appends
+    :func:`frame_parts`)."""
+    pieces = [
+        journal_rows(kind, kind_rows)
+        for kind, kind_rows in (
+            (RecordKind.CRASHES, rows.crashes),
+            (RecordKind.HEARTBEATS, rows.heartbeats),
+            (RecordKind.SCREENINGS, rows.screens),
+        )
+        if kind_rows
+    ]
+    return b"".join(frame_parts(pieces))
+
+
+def piece_rows(piece: JournalRows) -> list[Any]:
+    """The rows of ``piece``, decoded."""
+    try:
+        rows: list[Any] = _row_decoders[piece.kind].decode(piece.payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise JournalError(f"rows do not decode: {exc}") from exc
+    return rows
+
+
+def rows_of(pieces: Sequence[JournalRows]) -> UploadRows:
+    """The rows of ``pieces``, decoded, by kind."""
+    try:
+        return _decoded((p.kind, p.payload) for p in pieces)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise JournalError(f"rows do not decode: {exc}") from exc
+
+
+def _decoded(pieces: Iterable[tuple[RecordKind, Any]]) -> UploadRows:
+    by_kind: dict[RecordKind, list[Any]] = {kind: [] for kind in RecordKind}
+    for kind, payload in pieces:
+        by_kind[kind] += _row_decoders[kind].decode(payload)
+    return UploadRows(
+        crashes=by_kind[RecordKind.CRASHES],
+        heartbeats=by_kind[RecordKind.HEARTBEATS],
+        screens=by_kind[RecordKind.SCREENINGS],
+    )
 
 
 def decode_rows(payload: bytes) -> UploadRows:
+    """The rows of a frame's payload (either format)."""
     try:
-        version, crashes, heartbeats, screens = _decoder.decode(payload)
+        parts = _parts_decoder.decode(payload)
+        version = msgspec.msgpack.decode(parts[0], type=int) if parts else None
+        if version == _FORMAT_PIECES and len(parts) == 2:
+            return _decoded(_pieces_decoder.decode(parts[1]))
+        if version == _FORMAT_GROUP:
+            _, crashes, heartbeats, screens = _group_decoder.decode(payload)
+            return UploadRows(crashes=crashes, heartbeats=heartbeats, screens=screens)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise JournalError(f"a journal frame does not decode: {exc}") from exc
-    if version != _FORMAT:
-        raise JournalError(f"a journal frame of format {version} (this corecensus reads 1)")
-    return UploadRows(crashes=crashes, heartbeats=heartbeats, screens=screens)
+    raise JournalError(f"a journal frame of format {version} (this corecensus reads 1 and 2)")
 
 
-def _frame(payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+def _write_all(fd: int, parts: Sequence[bytes]) -> None:
+    """Write every byte of ``parts``, in order (``writev``, so the parts are not joined first:
+    a group's rows are most of a frame, and a copy of them costs as much as their checksum)."""
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
 
 
 def _whole_frames(data: bytes) -> int:
@@ -201,26 +352,30 @@ class Journal:
 
     # -- the writer's side ------------------------------------------------------------------
 
-    def append(self, payload: bytes) -> JournalPosition:
-        """Append one frame and make it durable (``fdatasync``); returns the position after
-        it. On failure (a full disk, a file size limit) the segment is cut back to where it
-        was, nothing of the frame stays, and :class:`JournalError` is raised."""
+    def append(self, *parts: bytes) -> JournalPosition:
+        """Append one frame, whose payload is ``parts`` joined, and make it durable
+        (``fdatasync``); returns the position after it. On failure (a full disk, a file size
+        limit) the segment is cut back to where it was, nothing of the frame stays, and
+        :class:`JournalError` is raised."""
         if self.broken is not None:
             raise JournalError(self.broken)
-        frame = _frame(payload)
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+        length = sum(len(p) for p in parts)
+        frame = (_HEADER.pack(length, crc), *parts)
         with self._lock:
             number, size = self._last, self._sizes[self._last]
         try:
-            written = 0
-            while written < len(frame):
-                written += os.write(self._fd, memoryview(frame)[written:])
+            _write_all(self._fd, frame)
             os.fdatasync(self._fd)
         except OSError as exc:
             self._undo(size)
             raise JournalError(
-                f"{self._path(number)}: appending {len(frame)} bytes: {exc.strerror or exc}"
+                f"{self._path(number)}: appending {_HEADER.size + length} bytes: "
+                f"{exc.strerror or exc}"
             ) from exc
-        end = size + len(frame)
+        end = size + _HEADER.size + length
         with self._lock:
             self._sizes[number] = end
         if end >= self._segment_bytes:

@@ -14,12 +14,16 @@ changes, and before it answers a ``store``: so every front end's admission decid
 collector's queue, not its own share of it.
 
 ``store``: the payload is the rows (``UploadRows``' of one kind: signed crash rows, heartbeat
-or screen rows) as msgpack, ``arg`` their kind; the answer comes after they are committed, with
-the group commit's seconds and records. ``unready``, ``analysis`` (``arg``: seconds to wait for
-a first one) and ``host`` (``arg``: the host name) are the read side.
+or screen rows) as the journal keeps them (:func:`~corecensus.collector.journal.journal_rows`:
+msgpack of the store's own dataclasses), ``arg`` their kind and their keys; the answer comes
+after they are committed, with the group commit's seconds and records. ``unready``,
+``analysis`` (``arg``: seconds to wait for a first one) and ``host`` (``arg``: the host name)
+are the read side.
 
-The rows cross as plain msgpack of the store's own dataclasses: the front ends do the per-record
-work (parse, check, sign) and the writer only decodes rows and inserts them.
+The front ends do the per-record work (parse, check, sign, encode); the writer appends the
+payload to its journal as it came, finding retries by the keys beside it, and its loader
+decodes the rows once, to insert them. (Before, the writer decoded every row off the link and
+encoded the group again for the journal: about a tenth of its CPU.)
 """
 
 from __future__ import annotations
@@ -37,10 +41,10 @@ import msgspec
 
 from corecensus.collector.admission import Backlog, WriterView
 from corecensus.collector.backend import LocalBackend
+from corecensus.collector.journal import JournalRows, journal_rows
 from corecensus.collector.writer import QueueFull, WriterStopped
 from corecensus.errors import CorecensusError, StoreError
 from corecensus.ingest.wire import RecordKind
-from corecensus.store import CrashRow, Heartbeat, ScreenResultRow
 
 __all__ = ["LinkServer", "RemoteBackend"]
 
@@ -50,11 +54,6 @@ _NOTICE = -1
 # A message larger than this is a broken peer, not a batch (a request body is at most 32 MiB
 # decoded; its rows are about as large).
 _MAX_PART = 256 << 20
-_ROW_TYPES: dict[RecordKind, Any] = {
-    RecordKind.CRASHES: list[CrashRow],
-    RecordKind.HEARTBEATS: list[Heartbeat],
-    RecordKind.SCREENINGS: list[ScreenResultRow],
-}
 _ERRORS: dict[str, type[CorecensusError]] = {
     "queue_full": QueueFull,
     "stopping": WriterStopped,
@@ -91,7 +90,6 @@ class LinkServer:
 
     def __init__(self, backend: LocalBackend) -> None:
         self._backend = backend
-        self._decoders = {k: msgspec.msgpack.Decoder(t) for k, t in _ROW_TYPES.items()}
         self._tasks: set[asyncio.Task[None]] = set()
         self._front_ends: list[_FrontEnd] = []
         self._dirty = False
@@ -180,12 +178,12 @@ class LinkServer:
 
     async def _run(self, op: str, arg: Any, payload: bytes, peer: _FrontEnd) -> Any:
         if op == "store":
-            kind = RecordKind(arg)
-            rows: Sequence[Any] = self._decoders[kind].decode(payload)
+            kind, keys = arg
+            rows = JournalRows.received(RecordKind(kind), keys, payload)
             peer.queued_records += len(rows)
             self._changed()
             try:
-                seconds, group = await self._backend.commit(kind, rows)
+                seconds, group = await self._backend.commit(rows)
             finally:
                 peer.queued_records -= len(rows)
                 self._changed()
@@ -215,7 +213,6 @@ class RemoteBackend:
         self._backlog = backlog
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future[Any]] = {}
-        self._encoder = msgspec.msgpack.Encoder()
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
         self._report_due = False
@@ -307,12 +304,12 @@ class RemoteBackend:
         if self._reading is not None:
             await asyncio.gather(self._reading, return_exceptions=True)
 
-    async def store(self, kind: RecordKind, rows: Sequence[Any]) -> None:
-        n = len(rows)
-        payload = self._encoder.encode(list(rows))
+    async def store(self, kind: RecordKind, rows: Sequence[Any] | JournalRows) -> None:
+        encoded = rows if isinstance(rows, JournalRows) else journal_rows(kind, rows)
+        n = len(encoded)
         self._backlog.queued(n)
         try:
-            await self._call("store", str(kind), payload)
+            await self._call("store", [str(kind), encoded.keys], encoded.payload)
         finally:
             # Committed or not, they left; the writer measures its commits (its views say).
             self._backlog.unqueued(n)

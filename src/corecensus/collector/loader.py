@@ -40,17 +40,26 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from corecensus.app.uploads import UploadCounts, UploadRows, store_rows
 from corecensus.collector.admission import Backlog
-from corecensus.collector.journal import Journal, decode_rows, encode_rows
+from corecensus.collector.journal import (
+    Journal,
+    JournalRows,
+    decode_rows,
+    frame_parts,
+    journal_rows,
+    piece_rows,
+    row_keys,
+)
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.writer import QueueFull
 from corecensus.errors import CorecensusError
-from corecensus.store import HEARTBEATS, AddResult, Store
+from corecensus.ingest.wire import RecordKind
+from corecensus.store import AddResult, Store
 
 __all__ = ["JournalAppender", "JournalFull", "JournalLoader", "LoadReport"]
 
@@ -75,11 +84,15 @@ class LoadReport:
     counts: UploadCounts
 
 
+# The order of the kinds in UploadRows and UploadCounts.
+_KINDS = (RecordKind.CRASHES, RecordKind.HEARTBEATS, RecordKind.SCREENINGS)
+
+
 def _keys(rows: UploadRows) -> tuple[list[Hashable], list[Hashable], list[Hashable]]:
     return (
-        [r.core_id for r in rows.crashes],
-        [HEARTBEATS.key_of(r) for r in rows.heartbeats],
-        [r.result_id for r in rows.screens],
+        row_keys(RecordKind.CRASHES, rows.crashes),
+        row_keys(RecordKind.HEARTBEATS, rows.heartbeats),
+        row_keys(RecordKind.SCREENINGS, rows.screens),
     )
 
 
@@ -327,38 +340,54 @@ class JournalAppender:
             )
         return None
 
-    def __call__(self, rows: UploadRows) -> UploadCounts:
-        keys = _keys(rows)
-        kinds = (rows.crashes, rows.heartbeats, rows.screens)
-        fresh: list[list[Any]] = [[], [], []]
-        fresh_keys: list[list[Hashable]] = [[], [], []]
+    def __call__(self, pieces: Sequence[JournalRows]) -> UploadCounts:
+        """Append the rows of ``pieces`` (a group commit's requests) not in the journal yet,
+        as one frame of the pieces' own bytes; returns what was new and what was there."""
+        fresh: list[JournalRows] = []
+        seen: dict[RecordKind, set[Hashable]] = {kind: set() for kind in _KINDS}
+        counts = dict.fromkeys(_KINDS, AddResult())
         with self._lock:
-            for kind, (kind_rows, kind_keys) in enumerate(zip(kinds, keys, strict=True)):
-                seen: set[Hashable] = set()
-                for row, key in zip(kind_rows, kind_keys, strict=True):
-                    if key in self._pending[kind] or key in seen:
-                        continue  # in the journal already: stored once, "already there"
-                    seen.add(key)
-                    fresh[kind].append(row)
-                    fresh_keys[kind].append(key)
-        group = UploadRows(crashes=fresh[0], heartbeats=fresh[1], screens=fresh[2])
-        if len(group):
-            payload = encode_rows(group)
+            for piece in pieces:
+                pending, group = self._pending[_KINDS.index(piece.kind)], seen[piece.kind]
+                keys = set(piece.keys)
+                if len(keys) == len(piece.keys) and keys.isdisjoint(pending):
+                    # The usual case: journaled as its front end encoded it.
+                    fits = keys.isdisjoint(group)
+                    kept = piece if fits else self._without(piece, pending, group)
+                else:
+                    kept = self._without(piece, pending, group)
+                group.update(kept.keys)
+                if len(kept):
+                    fresh.append(kept)
+                counts[piece.kind] += AddResult(len(kept), len(piece) - len(kept))
+        if fresh:
+            parts = frame_parts(fresh)
+            size = sum(len(p) for p in parts)
             held = self._loader.unloaded_bytes()
-            if held + len(payload) > self._max_bytes and held > 0:
+            if held + size > self._max_bytes and held > 0:
                 raise JournalFull(
                     f"the journal holds {held} bytes not yet in the store "
                     f"(at most {self._max_bytes})"
                 )
-            self._journal.append(payload)
+            self._journal.append(*parts)
             with self._lock:
-                for kind in range(3):
-                    self._pending[kind].update(fresh_keys[kind])
+                for kind in _KINDS:
+                    self._pending[_KINDS.index(kind)].update(seen[kind])
             self._loader.wake()
         self._behind()
-        return UploadCounts(
-            *(AddResult(len(f), len(k) - len(f)) for f, k in zip(fresh, kinds, strict=True))
-        )
+        return UploadCounts(*(counts[kind] for kind in _KINDS))
+
+    @staticmethod
+    def _without(piece: JournalRows, *there: set[Hashable]) -> JournalRows:
+        """``piece`` without the rows whose keys are in ``there`` or earlier in it (a retry:
+        decoded and encoded again, the rare case)."""
+        kept: list[Any] = []
+        taken: set[Hashable] = set()
+        for row, key in zip(piece_rows(piece), piece.keys, strict=True):
+            if key not in taken and not any(key in keys for keys in there):
+                taken.add(key)
+                kept.append(row)
+        return journal_rows(piece.kind, kept)
 
     def _loaded(self, rows: UploadRows) -> None:
         # (called by the loader after the store committed ``rows``)

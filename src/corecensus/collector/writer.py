@@ -27,17 +27,17 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
-from corecensus.app.uploads import UploadCounts, UploadRows
+from corecensus.app.uploads import UploadCounts
 from corecensus.collector.admission import Backlog
+from corecensus.collector.journal import JournalRows
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.errors import CorecensusError
-from corecensus.ingest.wire import RecordKind
 
 __all__ = ["GroupCommitWriter", "QueueFull", "WriterStopped"]
 
-Sink = Callable[[UploadRows], UploadCounts]
+# Makes a group commit's rows durable: each request's, as it was encoded (the journal).
+Sink = Callable[[Sequence[JournalRows]], UploadCounts]
 # Writes a snapshot for readers; returns nothing, raises on failure.
 Snapshot = Callable[[], None]
 # Told each snapshot's seconds, or its error.
@@ -54,8 +54,7 @@ class WriterStopped(CorecensusError):
 
 @dataclass(slots=True)
 class _Job:
-    kind: RecordKind
-    records: Sequence[Any]
+    records: JournalRows
     seq: int = 0
     done: Future[tuple[float, int]] = field(default_factory=Future)
 
@@ -106,12 +105,11 @@ class GroupCommitWriter:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def submit(self, kind: RecordKind, records: Sequence[Any]) -> Future[tuple[float, int]]:
-        """Queue ``records`` (the store's rows of one kind: :class:`UploadRows`'s); the future
-        resolves to the group commit's seconds and records once they are committed (or raises the store's
-        error). Raises
-        :class:`QueueFull` or :class:`WriterStopped` instead of queueing."""
-        job = _Job(kind, records)
+    def submit(self, records: JournalRows) -> Future[tuple[float, int]]:
+        """Queue ``records`` (one request's rows, encoded); the future resolves to the group
+        commit's seconds and records once they are committed (or raises the sink's error).
+        Raises :class:`QueueFull` or :class:`WriterStopped` instead of queueing."""
+        job = _Job(records)
         with self._cond:
             if self._stopping:
                 raise WriterStopped("the collector is stopping")
@@ -219,19 +217,11 @@ class GroupCommitWriter:
             self._on_snapshot(seconds, error)
 
     def _commit(self, jobs: list[_Job]) -> None:
-        by_kind: dict[RecordKind, list[Any]] = {kind: [] for kind in RecordKind}
-        for job in jobs:
-            by_kind[job.kind].extend(job.records)
-        group = UploadRows(
-            crashes=by_kind[RecordKind.CRASHES],
-            heartbeats=by_kind[RecordKind.HEARTBEATS],
-            screens=by_kind[RecordKind.SCREENINGS],
-        )
-        size = len(group)
+        size = sum(len(job.records) for job in jobs)
         start = self._clock()
         error: BaseException | None = None
         try:
-            counts = self._sink(group)
+            counts = self._sink([job.records for job in jobs])
         except Exception as exc:  # the sink's failure is each waiting request's answer
             error = exc
         seconds = self._clock() - start
