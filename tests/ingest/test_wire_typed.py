@@ -147,6 +147,33 @@ def test_the_configured_limits_are_the_typed_pass_limits_too() -> None:
     )
 
 
+def test_a_batch_parsed_in_one_pass_or_record_by_record_is_the_same() -> None:
+    """A body under the record size bound is parsed in one pass; a larger one record by
+    record (each checked against the bound): the same records either way."""
+    records = [_crash_json(i) for i in range(3)]
+    body = _body(records)
+    one_pass = WireLimits()
+    assert len(body) <= (one_pass.max_record_bytes - 64) // 4
+    largest = max(len(json.dumps(r)) for r in records)
+    by_record = WireLimits(max_record_bytes=4 * largest + 64)
+    assert len(body) > (by_record.max_record_bytes - 64) // 4
+    fast, slow = _agree(body, one_pass), _agree(body, by_record)
+    assert fast is not None and slow is not None
+    assert [msgspec.to_builtins(r.value) for r in fast.records] == [
+        msgspec.to_builtins(r.value) for r in slow.records
+    ]
+    # One record past the bound: the checker decides, whichever way the batch was parsed.
+    assert _agree(body, WireLimits(max_record_bytes=4 * largest)) is None
+
+
+def test_a_number_past_2_64_in_the_envelope_goes_to_the_checker() -> None:
+    body = b'{"schema_version": 18446744073709551616, "kind": "crashes", "records": []}'
+    assert _agree(body) is None
+    with pytest.raises(WireError) as refused:
+        decode_upload(RecordKind.CRASHES, body, WireLimits())
+    assert refused.value.reason == "schema_version"
+
+
 def test_envelopes_that_are_not_batches_go_to_the_checker() -> None:
     for body in (
         b'{"schema_version": 2, "kind": "crashes", "records": []}',

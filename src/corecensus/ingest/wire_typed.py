@@ -58,6 +58,7 @@ class CrashShapes:
 
     envelope: msgspec.json.Decoder[Any]
     record: msgspec.json.Decoder[Any]
+    batch: msgspec.json.Decoder[Any]
     crash_type: type[Any]
     max_raw_record_bytes: int
 
@@ -180,9 +181,15 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
         kind: str
         records: list[msgspec.Raw]
 
+    class Batch(Struct, forbid_unknown_fields=True):
+        schema_version: int
+        kind: str
+        records: list[Crash]
+
     return CrashShapes(
         envelope=msgspec.json.Decoder(Envelope),
         record=msgspec.json.Decoder(Crash),
+        batch=msgspec.json.Decoder(Batch),
         crash_type=Crash,
         max_raw_record_bytes=max(0, (max_record_bytes - _ESTIMATE_SLACK) // _ESTIMATE_PER_BYTE),
     )
@@ -235,8 +242,18 @@ def typed_crashes(plain: bytes, limits: WireLimits) -> DecodedBatch[Any] | None:
     """The batch of crash records in ``plain`` when every one passes the typed pass and the
     cross-field rules; None when anything does not (the caller asks the checker)."""
     shapes = crash_shapes(limits.max_string_chars, limits.max_list_items, limits.max_record_bytes)
+    # Numbers anywhere in the body (the envelope's too: one past 2**64 there is refused by the
+    # checker as well), in one scan rather than one per record.
+    if not _fits_u64(plain):
+        return None
     try:
-        env = shapes.envelope.decode(plain)
+        if len(plain) <= shapes.max_raw_record_bytes:
+            # Every record is shorter than the whole body, so under the size bound: the batch
+            # is parsed in one pass, records and all (a separate pass over each record's raw
+            # JSON cost 0.015 ms per 10 KB record).
+            env = shapes.batch.decode(plain)
+        else:
+            env = shapes.envelope.decode(plain)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     if (
@@ -247,13 +264,15 @@ def typed_crashes(plain: bytes, limits: WireLimits) -> DecodedBatch[Any] | None:
         return None
     records: list[WireRecord[Any]] = []
     for index, given in enumerate(env.records):
-        raw = bytes(given)
-        if len(raw) > shapes.max_raw_record_bytes or not _fits_u64(raw):
-            return None
-        try:
-            crash = shapes.record.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-            return None
+        if isinstance(given, shapes.crash_type):
+            crash = given
+        else:
+            if len(given) > shapes.max_raw_record_bytes:
+                return None
+            try:
+                crash = shapes.record.decode(given)
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                return None
         host = crash.metadata.get(HOSTNAME)
         if not (host is not None and valid_host(host) and _crash_ok(crash, limits)):
             return None
