@@ -18,6 +18,7 @@ from tests.ingest.test_ingest_wire import BAD_CRASHES, _crash_json
 from tests.store.store_records import make_record
 
 from corecensus.coredump import inspect_core
+from corecensus.ingest.fields import check_fields, fields_ok
 from corecensus.ingest.wire import (
     DecodedBatch,
     RecordKind,
@@ -174,6 +175,42 @@ def test_a_number_past_2_64_in_the_envelope_goes_to_the_checker() -> None:
     assert refused.value.reason == "schema_version"
 
 
+def _short_strings(rec: dict[str, Any], most: int) -> dict[str, Any]:
+    """``rec`` with every string value cut to ``most`` characters (ids and paths stay valid)."""
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, str):
+            return value[:most]
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [cut(v) for v in value]
+        return value
+
+    out: dict[str, Any] = cut(rec)
+    out["core_id"] = f"c{len(out['frames'])}"
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CRASHES))
+def test_with_names_past_the_string_limit_the_enumerations_are_checked_in_python(
+    case: str,
+) -> None:
+    """At a string limit some anomaly name is past, the enumerations and the confidence are
+    not types (a name too long for the checker would pass one) but checks on the parsed
+    record; they send the same records to the checker."""
+    limits = WireLimits(max_string_chars=len("returned_to_bad_address") - 1)
+    good = [_short_strings(_crash_json(i), limits.max_string_chars) for i in range(3)]
+    assert _agree(_body(good), limits) is not None
+    mutate, _reason, _detail = BAD_CRASHES[case]
+    mutate(good[1])
+    assert _agree(_body(good), limits) is None
+    for name, fits in (("returned_to_bad_address", False), ("sigbus_memory_error", True)):
+        rec = _short_strings(_crash_json(), limits.max_string_chars)
+        rec["anomalies"], rec["anomaly_details"][0]["name"] = [name], name
+        assert (_agree(_body([rec]), limits) is not None) is fits
+
+
 def test_envelopes_that_are_not_batches_go_to_the_checker() -> None:
     for body in (
         b'{"schema_version": 2, "kind": "crashes", "records": []}',
@@ -246,3 +283,37 @@ def test_any_field_added_or_removed_the_passes_agree(
     except (KeyError, IndexError, TypeError):
         pass  # the path went through the removed field
     _agree(_body([rec]))
+
+
+_FIELD_NAMES = st.sampled_from(
+    [
+        "COREDUMP_PID",
+        "COREDUMP_TIMESTAMP",
+        "CORECENSUS_CPU",
+        "CORECENSUS_CPU_CORE",
+        "CORECENSUS_HOST_CPUS",
+        "COREDUMP_RLIMIT",
+        "COREDUMP_BOOT_ID",
+        "CORECENSUS_CPUS_ALLOWED",
+        "COREDUMP_ENVIRON",
+        "COREDUMP_HOSTNAME",
+        "bad name",
+        "",
+    ]
+) | st.text(max_size=8)
+_FIELD_VALUES = (
+    st.text(max_size=12)
+    | st.from_regex(r"-?[0-9]{1,22}", fullmatch=True)
+    | st.from_regex(r"[0-9a-fA-F-]{30,36}", fullmatch=True)
+    | st.from_regex(r"[0-9,-]{1,10}", fullmatch=True)
+    | st.just("x\ud800")
+    | st.just("1" * (64 * 1024 + 1))
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_FIELD_NAMES, _FIELD_VALUES, max_size=4))
+def test_the_typed_pass_finds_a_metadata_error_where_check_fields_does(
+    fields: dict[str, str],
+) -> None:
+    assert fields_ok(fields) == (not check_fields(fields, "metadata").errors)

@@ -45,6 +45,7 @@ __all__ = [
     "CheckedFields",
     "check_fields",
     "cpus_allowed_of",
+    "fields_ok",
     "metadata_error",
 ]
 
@@ -183,6 +184,21 @@ def check_fields(
             continue
         out.fields[name] = checked
     return out
+
+
+def fields_ok(raw: Mapping[str, str]) -> bool:
+    """Whether :func:`check_fields` finds no error in ``raw``, without making its result: the
+    collector's typed pass asks this of every record (the notes and the kept values it does
+    not need took two thirds of the time)."""
+    for name, given in raw.items():
+        if not _good_name(name):
+            return False
+        if name not in _RULED_FIELDS or name in DROPPED_FIELDS or len(given) > MAX_VALUE_CHARS:
+            continue
+        value = given if given.isascii() or is_valid_text(given) else valid_text(given)
+        if _check_value(name, value) is None:
+            return False
+    return True
 
 
 def cpus_allowed_of(fields: Mapping[str, str]) -> str | None:

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from corecensus.ingest.fields import DROPPED_FIELDS, HOSTNAME, check_fields
+from corecensus.ingest.fields import DROPPED_FIELDS, HOSTNAME, fields_ok
 from corecensus.ingest.wire import (
     SCHEMA_VERSION,
     DecodedBatch,
@@ -61,6 +61,9 @@ class CrashShapes:
     batch: msgspec.json.Decoder[Any]
     crash_type: type[Any]
     max_raw_record_bytes: int
+    # The enumerations and the confidence's range are checked by the types (else by
+    # _crash_ok): see crash_shapes.
+    typed_names: bool
 
 
 @functools.cache
@@ -75,6 +78,15 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
     I32 = Annotated[int, Meta(ge=0, lt=_I32)]
     S32 = Annotated[int, Meta(ge=-_I32, lt=_I32)]
     Registers = Annotated[dict[Text, U64], Meta(max_length=max_list_items)]
+    # The enumerations (frame trust, problem kind, anomaly name) and the confidence's range
+    # are types too, checked in C while parsing, when every name is within the string limit
+    # (else a name too long for the checker would pass): Python loops over every frame had
+    # been a tenth of the typed pass.
+    typed_names = _names_fit(max_string_chars)
+    Trust: Any = Literal[tuple(t.value for t in FrameTrust)] if typed_names else Text
+    Kind: Any = Literal[tuple(k.value for k in ProblemKind)] if typed_names else Text
+    Name: Any = Literal[ANOMALY_NAMES] if typed_names else Text
+    Confidence: Any = Annotated[float, Meta(ge=0.0, le=1.0)] if typed_names else float
     # gc=False: a parsed record is some hundred Structs (its stack window, frames, threads)
     # that hold only text, numbers and JSON values, so they can never be part of a reference
     # cycle. Tracked by the garbage collector, they made it run a young collection every few
@@ -82,7 +94,7 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
     # process, load average 4).
 
     class Problem(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True, gc=False):
-        kind: Text
+        kind: Kind
         detail: Text
 
     class Module(Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True, gc=False):
@@ -100,7 +112,7 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
         offset: U64 | None = None
         build_id: Text | None = None
         recovered: bool = False
-        trust: Text | None = None
+        trust: Trust | None = None
 
     Frames = Annotated[tuple[Frame, ...], Meta(max_length=max_list_items)]
 
@@ -113,9 +125,9 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
     class AnomalyDetail(
         Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True, gc=False
     ):
-        name: Text
+        name: Name
         detail: Text = ""
-        confidence: float = 1.0
+        confidence: Confidence = 1.0
         data: Annotated[dict[str, Any], Meta(max_length=max_list_items)] = msgspec.field(
             default_factory=dict
         )
@@ -192,7 +204,15 @@ def crash_shapes(max_string_chars: int, max_list_items: int, max_record_bytes: i
         batch=msgspec.json.Decoder(Batch),
         crash_type=Crash,
         max_raw_record_bytes=max(0, (max_record_bytes - _ESTIMATE_SLACK) // _ESTIMATE_PER_BYTE),
+        typed_names=typed_names,
     )
+
+
+def _names_fit(max_string_chars: int) -> bool:
+    """Every frame trust, problem kind and anomaly name within the string limit: the checker
+    refuses a longer string before it looks the name up."""
+    names = (*FrameTrust, *ProblemKind, *ANOMALY_NAMES)
+    return all(len(name) <= max_string_chars for name in names)
 
 
 # Digits to "1", every other byte to NUL: a run of 20 digits (a number of 2**64 or more has at
@@ -274,39 +294,36 @@ def typed_crashes(plain: bytes, limits: WireLimits) -> DecodedBatch[Any] | None:
             except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                 return None
         host = crash.metadata.get(HOSTNAME)
-        if not (host is not None and valid_host(host) and _crash_ok(crash, limits)):
+        if not (
+            host is not None and valid_host(host) and _crash_ok(crash, limits, shapes.typed_names)
+        ):
             return None
         records.append(WireRecord(index, host, crash.core_id, crash))
     return DecodedBatch(RecordKind.CRASHES, tuple(records), (), len(env.records))
 
 
-def _crash_ok(crash: Any, limits: WireLimits) -> bool:
+def _crash_ok(crash: Any, limits: WireLimits, typed_names: bool) -> bool:
     """The checker's rules that are not types (wire._check_crash, in its order)."""
     if not valid_id(crash.core_id):
         return False
-    details = []
     if crash.problems is not UNSET:
-        for p in crash.problems:
-            if p.kind not in _PROBLEM_KINDS:
-                return False
-            details.append(p.detail)
-        if crash.errors is not UNSET and list(crash.errors) != details:
+        if not typed_names and any(p.kind not in _PROBLEM_KINDS for p in crash.problems):
             return False
-    for frame in crash.frames:
-        if frame.trust is not None and frame.trust not in _TRUSTS:
+        if crash.errors is not UNSET and list(crash.errors) != [p.detail for p in crash.problems]:
             return False
-    for thread in crash.threads_detail:
-        for frame in thread.frames:
-            if frame.trust is not None and frame.trust not in _TRUSTS:
+    if not typed_names:
+        frames = [*crash.frames, *(f for t in crash.threads_detail for f in t.frames)]
+        if any(f.trust is not None and f.trust not in _TRUSTS for f in frames):
+            return False
+        for a in crash.anomaly_details:
+            if a.name not in _ANOMALIES or not 0.0 <= a.confidence <= 1.0:
                 return False
-    names = []
     for a in crash.anomaly_details:
-        if a.name not in _ANOMALIES or not 0.0 <= a.confidence <= 1.0:
-            return False
         if a.data and not check_any_json(a.data, limits):
             return False
-        names.append(a.name)
-    if crash.anomalies is not UNSET and list(crash.anomalies) != names:
+    if crash.anomalies is not UNSET and list(crash.anomalies) != [
+        a.name for a in crash.anomaly_details
+    ]:
         return False
     meta = crash.metadata
-    return DROPPED_FIELDS.isdisjoint(meta) and not check_fields(meta, "metadata").errors
+    return DROPPED_FIELDS.isdisjoint(meta) and fields_ok(meta)
