@@ -641,6 +641,7 @@ def test_ports_workers_and_numbers_out_of_range_are_refused_with_the_setting() -
         ({"port": -1}, "c.toml: port must be 0"),
         ({"workers": 100_000}, "c.toml: workers must be 0 .from the CPU count. to 64, not 100000"),
         ({"workers": -2}, "workers must be 0"),
+        ({"inline_decode_bytes": -1}, "c.toml: inline_decode_bytes must be 0 .off. or more"),
         ({"body_timeout_s": float("nan")}, "c.toml: body_timeout_s must be a finite number"),
         ({"header_timeout_s": float("inf")}, "header_timeout_s must be a finite number"),
     ):
@@ -649,6 +650,7 @@ def test_ports_workers_and_numbers_out_of_range_are_refused_with_the_setting() -
     # the bounds themselves are settings
     ok = config_from_mapping(base, {"port": 65535, "workers": 64, "body_timeout_s": 0.5}, "c")
     assert (ok.port, ok.workers, ok.body_timeout_s) == (65535, 64, 0.5)
+    assert config_from_mapping(base, {"inline_decode_bytes": 0}, "c").inline_decode_bytes == 0
 
 
 @pytest.mark.parametrize(

@@ -413,6 +413,49 @@ def test_gzip_level_does_not_matter_and_decompressed_limit_is_inclusive(
     assert r.status_code == 200, r.text
 
 
+def test_bodies_on_the_event_loop_and_on_decode_threads_get_the_same_answers(
+    tmp_path: Path,
+) -> None:
+    """Bodies that decompress to at most inline_decode_bytes are checked on the event loop,
+    larger ones on a decode thread, and one that compresses under it but decompresses past it
+    on the thread after all: the answers are the same whichever way a body went, and a bomb
+    is refused at the real limit, not at the inline one."""
+    inline = 4096
+    tokens = write_tokens(tmp_path / "tokens", {"a": ("*", "upload")})
+    config = f"inline_decode_bytes = {inline}\nagent_rate_per_s = 1000.0\nagent_burst = 1000\n"
+    proc = CollectorProcess(tmp_path, tokens=tmp_path / "tokens", config=config).start()
+    client = proc.client(tokens["a"])
+    one, many = [crash(2000)], [crash(i, "h2") for i in range(2001, 2021)]
+    small = encode_batch(RecordKind.CRASHES, one)
+    large = encode_batch(RecordKind.CRASHES, many)
+    assert len(small) <= inline < len(large)  # the loop, and a thread
+    # Compressed under the inline size, decompressed past it: a thread after all.
+    assert len(compress(large, ContentEncoding.ZSTD)) <= inline
+    zstd = {"Content-Type": "application/json", "Content-Encoding": "zstd"}
+    for records, encoding in (
+        (one, ContentEncoding.IDENTITY),
+        (one[:0], ContentEncoding.GZIP),
+        (many, ContentEncoding.IDENTITY),
+        (many, ContentEncoding.ZSTD),
+        ([crash(i, "h3") for i in range(2100, 2120)], ContentEncoding.GZIP),
+    ):
+        r = post(client, RecordKind.CRASHES, records, encoding)
+        assert (r.status_code, r.json()["accepted"]) == (200, len(records)), r.text
+    # Not JSON, corrupt, or a bomb that stops past the inline size: the checker's answers.
+    bomb = zstandard.compress(b" " * (40 << 20))
+    for body, status, error, detail in (
+        (compress(large[:-2], ContentEncoding.ZSTD), 400, "not_json", ""),
+        (b"(\xb5/\xfdgarbage", 400, "corrupt_body", ""),
+        (bomb, 413, "body_too_large", f"more than {32 << 20} bytes"),
+    ):
+        r = client.post("/v1/crashes", content=body, headers=zstd)
+        assert (r.status_code, r.json()["error"]) == (status, error), r.text
+        assert detail in r.json()["detail"]
+    assert proc.stop() == 0
+    with open_store(proc.db, read_only=True) as store:
+        assert store.count_crashes() == 41
+
+
 def test_the_store_holds_exactly_what_was_acknowledged_after_a_clean_stop(
     tmp_path: Path,
 ) -> None:

@@ -54,8 +54,11 @@ class CollectorConfig:
     snapshot_interval_s: float = 30.0
     # On SIGTERM, how long in-flight requests may take to finish (seconds).
     shutdown_timeout_s: float = 30.0
-    # Threads that decompress and check upload bodies (off the event loop), per process.
+    # Threads that decompress and check upload bodies (off the event loop), per process, and
+    # the decompressed size (bytes) up to which a body is decompressed, checked and signed on
+    # the event loop instead, without the hand-off to a thread (0: every body on a thread).
     decode_threads: int = 2
+    inline_decode_bytes: int = 256 << 10
     # HTTP front-end processes (they check, sign and hand rows to one writer process, the
     # store's owner); 1: one process does everything. 0: chosen from the CPU count.
     workers: int = 0
@@ -101,6 +104,8 @@ def config_from_mapping(
             raise ConfigError(
                 f"{origin}: workers must be 0 (from the CPU count) to {MAX_WORKERS}, not {value}"
             )
+        if name == "inline_decode_bytes" and isinstance(value, int) and value < 0:
+            raise ConfigError(f"{origin}: inline_decode_bytes must be 0 (off) or more")
         if name == "port" and isinstance(value, int) and not 0 <= value <= MAX_PORT:
             raise ConfigError(f"{origin}: port must be 0 (any free port) to {MAX_PORT}")
         if isinstance(value, float) and not math.isfinite(value):
@@ -124,7 +129,7 @@ def config_from_mapping(
         if (
             isinstance(changes[name], (int, float))
             and changes[name] <= 0
-            and name not in ("port", "workers")
+            and name not in ("port", "workers", "inline_decode_bytes")
         ):
             raise ConfigError(f"{origin}: {name} must be positive")
     return dataclasses.replace(base, **changes)

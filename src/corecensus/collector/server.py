@@ -185,6 +185,7 @@ class Collector:
         )
         self.stopping = False
         self.inflight = 0
+        self._inline_turn = False  # a body was decoded on the loop in this turn
         routes = [
             Route(f"/v1/{kind}", partial(self._upload, kind), methods=["POST"])
             for kind in RecordKind
@@ -407,10 +408,54 @@ class Collector:
             signer = self._signers.signer = TypedSigner()
         return signer
 
+    def _checked_rows(self, kind: RecordKind, plain: bytes) -> tuple[DecodedBatch[Any], list[Any]]:
+        """The checked batch of a decompressed body, and its good records as the store's rows
+        (signed, with this thread's signer)."""
+        batch = decode_upload(kind, plain, self.config.limits)
+        good = [r.value for r in batch.records]
+        rows = upload_rows(
+            UploadGroup(
+                crashes=good if kind is RecordKind.CRASHES else (),
+                heartbeats=good if kind is RecordKind.HEARTBEATS else (),
+                screens=good if kind is RecordKind.SCREENINGS else (),
+            ),
+            self._signer(),
+        )
+        return batch, [*rows.crashes, *rows.heartbeats, *rows.screens]
+
+    def _small_body(self, body: bytes, encoding: str | None) -> bytes | None:
+        """``body`` decompressed here, on the event loop, when it decompresses to at most
+        ``inline_decode_bytes``; None when it is larger (or that is 0): a decode thread takes
+        it, and decompresses it again to the real limit."""
+        inline = self.config.inline_decode_bytes
+        limit = self.config.limits.max_decoded_bytes
+        if len(body) > inline or self._inline_turn:
+            return None
+        # One body per turn of the loop: the bodies that arrive together would otherwise all
+        # be decoded before the loop looks at its sockets again, and hold every answer at the
+        # door for as long (a turn's callbacks run before the next poll).
+        self._inline_turn = True
+        asyncio.get_running_loop().call_soon(self._next_turn)
+        try:
+            return decompress(body, encoding, min(inline, limit))
+        except WireError as exc:
+            if exc.reason is WireErrorReason.BODY_TOO_LARGE and inline < limit:
+                return None
+            raise
+
+    def _next_turn(self) -> None:
+        self._inline_turn = False
+
     async def _decode(
         self, kind: RecordKind, body: bytes, encoding: str | None
     ) -> tuple[DecodedBatch[Any], list[Any]]:
-        """The checked batch, and its good records as the store's rows (signed)."""
+        """The checked batch, and its good records as the store's rows (signed): a small body
+        on the event loop, a larger one on a decode thread.
+
+        One interpreter lock runs either, so a decode thread gives no parallelism; it keeps a
+        large body from holding the loop (and the door's answers) for longer than a switch
+        interval, and costs a hand-off each way (the executor's queue, the loop's self-pipe,
+        the lock passed between threads)."""
         limits = self.config.limits
 
         def work() -> tuple[DecodedBatch[Any], list[Any], float]:
@@ -418,23 +463,18 @@ class Collector:
             # backlog's, not this body's cost.
             t0 = time.perf_counter()
             plain = decompress(body, encoding, limits.max_decoded_bytes)
-            batch = decode_upload(kind, plain, limits)
-            good = [r.value for r in batch.records]
-            rows = upload_rows(
-                UploadGroup(
-                    crashes=good if kind is RecordKind.CRASHES else (),
-                    heartbeats=good if kind is RecordKind.HEARTBEATS else (),
-                    screens=good if kind is RecordKind.SCREENINGS else (),
-                ),
-                self._signer(),
-            )
-            signed = [*rows.crashes, *rows.heartbeats, *rows.screens]
-            return batch, signed, time.perf_counter() - t0
+            return *self._checked_rows(kind, plain), time.perf_counter() - t0
 
         try:
-            batch, signed, seconds = await asyncio.get_running_loop().run_in_executor(
-                self._decoders, work
-            )
+            t0 = time.perf_counter()
+            plain = self._small_body(body, encoding)
+            if plain is not None:
+                batch, signed = self._checked_rows(kind, plain)
+                seconds = time.perf_counter() - t0
+            else:
+                batch, signed, seconds = await asyncio.get_running_loop().run_in_executor(
+                    self._decoders, work
+                )
         except WireError as exc:
             raise _Refusal(_WIRE_STATUS[exc.reason], str(exc.reason), exc.detail) from None
         self.backlog.decoded(batch.size, seconds)
