@@ -715,3 +715,26 @@ def test_a_new_token_for_empty_or_spaced_hosts_is_refused() -> None:
     secret, line = new_token("x", "web-1,web-2", "upload,read")
     agent = TokenTable.parse(line, "t").authenticate(f"Bearer {secret}")
     assert agent is not None and agent.hosts == frozenset({"web-1", "web-2"})
+
+
+def test_the_commit_wait_counts_what_the_writer_holds_not_unread_requests() -> None:
+    clock = FakeClock()
+    backlog = Backlog(clock=clock)
+    backlog.queued(2000)
+    for _ in range(10):
+        clock.now += 0.1
+        backlog.committed(200, 0.1)
+        backlog.queued(200)
+    assert backlog.throughput == pytest.approx(2000.0)
+    held = backlog.commit_wait_s()
+    assert held == pytest.approx(2000 / 2000.0 + backlog.commit_s)
+    # Requests admitted and not yet read are ahead of a new arrival, not of rows handed to
+    # the writer now: the commit wait does not grow with them, the door's estimate does.
+    for _ in range(50):
+        backlog.admitted()
+    assert backlog.commit_wait_s() == pytest.approx(held)
+    assert backlog.expected_wait_s() > held + 0.4
+    # The other front ends' records and an announced stall are ahead of it.
+    backlog.elsewhere(1000.0)
+    backlog.stalling(2.0)
+    assert backlog.commit_wait_s() == pytest.approx(held + 1000 / 2000.0 + 2.0)

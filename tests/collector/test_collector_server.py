@@ -350,6 +350,44 @@ def test_shed_at_the_door_when_the_deadline_cannot_be_met(
     assert _metric(metrics, 'corecensus_collector_requests_shed_total{reason="overloaded"}') >= 1
 
 
+def _slow_upload(port: int, token: str, deadline_ms: int, pause_s: float) -> bytes:
+    """An upload of one crash whose headers come at once and whose body comes ``pause_s``
+    later (within the fixture's 1 s body timeout); the response's head and body."""
+    body = encode_batch(RecordKind.CRASHES, [crash(int(time.monotonic() * 1000) % 4_000_000)])
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG_BOUND_S) as s:
+        s.sendall(
+            b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {token}\r\n{DEADLINE_HEADER}: {deadline_ms}\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        time.sleep(pause_s)
+        s.sendall(body)
+        return _read_response(s)
+
+
+def test_an_admitted_upload_past_its_deadline_is_refused_not_stored(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    proc, tokens = fleet
+    # Admitted with a 100 ms deadline (an idle collector expects a few ms), then the body comes
+    # 0.5 s later: its client has given up, so it is refused (503 late), not committed. On a
+    # busy machine admission itself may refuse such a short deadline (503 overloaded): then
+    # it is tried again.
+    for _ in range(20):
+        head = _slow_upload(proc.port, tokens["web-1"], 100, 0.5)
+        if b'"error":"overloaded"' not in head:
+            break
+    assert head.startswith(b"HTTP/1.1 503"), head[:200]
+    assert b'"error":"late"' in head, head
+    assert b"retry-after:" in head.lower()
+    metrics = proc.client().get("/metrics").text
+    assert _metric(metrics, 'corecensus_collector_requests_shed_total{reason="late"}') >= 1
+    # The same slow body within a deadline it can meet is stored.
+    head = _slow_upload(proc.port, tokens["web-1"], 30_000, 0.5)
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    assert b'"accepted":1' in head
+
+
 def test_health_and_metrics(fleet: tuple[CollectorProcess, dict[str, str]]) -> None:
     proc, tokens = fleet
     client = proc.client()

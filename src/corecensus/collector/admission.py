@@ -176,6 +176,19 @@ class Backlog:
             # hand-off to a decode thread, to the writer, the answer), not once.
             return ahead + self.commit_s + self.LOOP_TURNS * self.loop_lag_s + self.stall_s
 
+    def commit_wait_s(self) -> float:
+        """Seconds until records handed to the writer now would be committed: what is held
+        ahead of them (queued for the writer, held by the other front ends) over the
+        throughput, one commit, a turn of the event loop and an announced stall. The least an
+        admitted request still has to wait once its body is read and checked."""
+        with self._lock:
+            held = self.queued_records + self.elsewhere_records
+            if self.throughput is not None and self.last_throughput is not None:
+                ahead = held / min(self.throughput, self.last_throughput)
+            else:
+                ahead = held * self.commit_s_per_record
+            return ahead + self.commit_s + self.loop_lag_s + self.stall_s
+
     def stalling(self, seconds: float) -> None:
         """The writer will stand still for about ``seconds`` from now (0: it is moving)."""
         with self._lock:

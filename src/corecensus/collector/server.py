@@ -355,6 +355,7 @@ class Collector:
         if wait > 0:
             raise _Refusal(429, "rate_limited", "this agent is over its request rate", wait)
         expected = self._admit(deadline_s)
+        deadline_at = time.perf_counter() + deadline_s
         self.inflight += 1
         self.backlog.admitted()
         counted = True
@@ -367,9 +368,12 @@ class Collector:
             t0 = time.perf_counter()
             body = await self._read_body(request, size)
             t1 = time.perf_counter()
+            stages["body_ms"] = _ms(t1 - t0)
+            self._in_time(deadline_at, deadline_s)
             batch, rows = await self._decode(kind, body, request.headers.get("content-encoding"))
             t2 = time.perf_counter()
-            stages["body_ms"], stages["decode_ms"] = _ms(t1 - t0), _ms(t2 - t1)
+            stages["decode_ms"] = _ms(t2 - t1)
+            self._in_time(deadline_at, deadline_s)
             # From here the writer's queue counts these records.
             self.backlog.left()
             counted = False
@@ -381,6 +385,30 @@ class Collector:
             self.inflight -= 1
             if counted:
                 self.backlog.left()
+
+    def _in_time(self, deadline_at: float, deadline_s: float) -> None:
+        """Refuse (503 ``late``) an admitted upload that can no longer be committed before its
+        client's deadline: the wait for the writer still ahead of it would end past it.
+
+        Admission decided on an estimate; this is the request's own clock. Its client gives
+        up at the deadline (the agent sends its request timeout as the deadline) and retries,
+        so an acknowledgement after it is a timeout to the agent, and the work spent on it is
+        taken from uploads that could still make theirs; a 503 with ``Retry-After`` tells the
+        agent when to come back instead. The practice of deadline propagation: a server drops
+        work whose caller has given up (gRPC deadlines; Google's SRE book, "Handling
+        Overload"). Checked after the body (a slow body is the client's own time) and after
+        the decode (the wait for a decode thread is where overload puts it)."""
+        now = time.perf_counter()
+        remaining = deadline_at - now
+        wait = self.backlog.commit_wait_s()
+        if wait > remaining:
+            raise _Refusal(
+                503,
+                "late",
+                f"{deadline_s - remaining:.2f} s of the {deadline_s:.2f} s deadline spent; "
+                f"the commit needs about {wait:.2f} s more",
+                self.backlog.expected_wait_s(),
+            )
 
     async def _read_body(self, request: Request, size: int) -> bytes:
         chunks: list[bytes] = []
