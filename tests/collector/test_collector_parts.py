@@ -734,7 +734,9 @@ def test_the_commit_wait_counts_what_the_writer_holds_not_unread_requests() -> N
         backlog.admitted()
     assert backlog.commit_wait_s() == pytest.approx(held)
     assert backlog.expected_wait_s() > held + 0.4
-    # The other front ends' records and an announced stall are ahead of it.
+    # The other front ends' records are ahead of it; the loader's lag is not (an upload is
+    # answered once it is in the journal), though the door counts it.
     backlog.elsewhere(1000.0)
     backlog.stalling(2.0)
-    assert backlog.commit_wait_s() == pytest.approx(held + 1000 / 2000.0 + 2.0)
+    assert backlog.commit_wait_s() == pytest.approx(held + 1000 / 2000.0)
+    assert backlog.expected_wait_s() > held + 1000 / 2000.0 + 2.0

@@ -141,8 +141,9 @@ class Backlog:
         self.loop_lag_s = 0.0
         # Records other processes of the collector hold (see the class's text).
         self.elsewhere_records = 0.0
-        # Seconds the writer will stand still (a checkpoint or snapshot it has announced):
-        # every request admitted from now on waits for it.
+        # Seconds the loader needs to bring the journal back under its soft bound, as the
+        # writer announced them (loader.py): the door counts them in every new request's wait,
+        # so a loader that falls behind sheds uploads before the journal fills.
         self.stall_s = 0.0
         # Called (on the caller's thread, outside the lock) after this process's own admitted
         # work changed: a front end tells the writer.
@@ -179,15 +180,17 @@ class Backlog:
     def commit_wait_s(self) -> float:
         """Seconds until records handed to the writer now would be committed: what is held
         ahead of them (queued for the writer, held by the other front ends) over the
-        throughput, one commit, a turn of the event loop and an announced stall. The least an
-        admitted request still has to wait once its body is read and checked."""
+        throughput, one commit and a turn of the event loop. The least an admitted request
+        still has to wait once its body is read and checked. Not the loader's announced lag
+        (``stall_s``): an upload is answered once it is in the journal, so the loader's lag
+        is the door's reason to shed (the journal's bound), not a wait of this upload's."""
         with self._lock:
             held = self.queued_records + self.elsewhere_records
             if self.throughput is not None and self.last_throughput is not None:
                 ahead = held / min(self.throughput, self.last_throughput)
             else:
                 ahead = held * self.commit_s_per_record
-            return ahead + self.commit_s + self.loop_lag_s + self.stall_s
+            return ahead + self.commit_s + self.loop_lag_s
 
     def stalling(self, seconds: float) -> None:
         """The writer will stand still for about ``seconds`` from now (0: it is moving)."""
