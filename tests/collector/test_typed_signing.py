@@ -14,6 +14,7 @@ import pytest
 from tests.store.store_records import make_record
 
 from corecensus.app.uploads import UploadGroup, store_uploads
+from corecensus.collector.journal import journal_rows, piece_rows
 from corecensus.coredump import inspect_core
 from corecensus.ingest.wire import RecordKind, WireLimits, encode_batch
 from corecensus.ingest.wire_typed import typed_crashes
@@ -27,7 +28,7 @@ from corecensus.model import (
 )
 from corecensus.signature import compute_signatures
 from corecensus.signing import TypedSigner, sign_records
-from corecensus.store import open_store
+from corecensus.store import CrashRow, open_store
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "x86_64"
 SAMPLE_NAMES = sorted(p.name for p in SAMPLES.iterdir() if (p / "core.zst").is_file())
@@ -65,6 +66,19 @@ def test_typed_rows_are_the_rows_of_the_same_records(name: str) -> None:
         assert CrashRecord.from_json(json.loads(typed_row.record_json)) == CrashRecord.from_json(
             json.loads(row.record_json)
         )
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_rows_made_for_the_journal_are_its_bytes_of_the_same_rows(name: str) -> None:
+    """The collector's rows (JournalCrashRow) are encoded for its journal as the CrashRows of
+    the same records are, byte for byte, and read back as those CrashRows."""
+    records = [_real(name), make_record(3, anomalies=("sp_off_by_8",), host="web-2")]
+    typed = _typed(records)
+    rows, made = list(TypedSigner().rows(typed)), TypedSigner().journal_rows(typed)
+    assert not any(isinstance(r, CrashRow) for r in made)
+    encoded = journal_rows(RecordKind.CRASHES, made)
+    assert encoded == journal_rows(RecordKind.CRASHES, rows)
+    assert piece_rows(encoded) == rows
 
 
 # Fields the signature rules do not read, each changed in a way a real fleet changes it.

@@ -48,6 +48,7 @@ from corecensus.ingest.wire import (
     valid_host,
 )
 from corecensus.ingest.wire_typed import decode_upload
+from corecensus.model import CrashRecord
 from corecensus.signing import TypedSigner
 
 __all__ = ["Collector", "TokenSource"]
@@ -441,6 +442,9 @@ class Collector:
         (signed, with this thread's signer)."""
         batch = decode_upload(kind, plain, self.config.limits)
         good = [r.value for r in batch.records]
+        if kind is RecordKind.CRASHES and good and not isinstance(good[0], CrashRecord):
+            # The typed pass's crashes (the whole batch or none): rows made for the journal.
+            return batch, self._signer().journal_rows(good)
         rows = upload_rows(
             UploadGroup(
                 crashes=good if kind is RecordKind.CRASHES else (),
