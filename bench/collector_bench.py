@@ -600,7 +600,7 @@ def per_record_costs(template: str, rounds: int = 3) -> None:
     import dataclasses as dc
 
     from corecensus.app.uploads import UploadGroup, store_uploads, upload_rows
-    from corecensus.collector.journal import Journal, encode_rows
+    from corecensus.collector.journal import Journal, encode_rows, journal_rows
     from corecensus.ingest.wire import (
         RecordKind,
         WireLimits,
@@ -676,6 +676,13 @@ def per_record_costs(template: str, rounds: int = 3) -> None:
     line(
         "sign, typed, every stack distinct (cache misses)",
         best(lambda: list(TypedSigner().rows(distinct_typed))),
+        200,
+    )
+    # What a front end does with a typed batch since the rows go to the journal as it encodes
+    # them: rows made for it (JournalCrashRow), their keys and msgpack (collector/journal.py).
+    line(
+        "sign for the journal + encode, cache hit (the collector's rows)",
+        best(lambda: journal_rows(RecordKind.CRASHES, warm.journal_rows(sample))),
         200,
     )
 
