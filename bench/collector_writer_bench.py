@@ -188,6 +188,7 @@ async def _feed(
 ) -> float:
     from corecensus.collector.admission import Backlog
     from corecensus.collector.link import RemoteBackend
+    from corecensus.collector.writer import QueueFull
     from corecensus.ingest.wire import RecordKind
 
     backends = [RemoteBackend(link, Backlog()) for _ in range(front_ends)]
@@ -198,7 +199,12 @@ async def _feed(
 
     async def worker(backend: RemoteBackend) -> None:
         for request in nxt:
-            await backend.store(RecordKind.CRASHES, request)
+            while True:
+                try:
+                    await backend.store(RecordKind.CRASHES, request)
+                    break
+                except QueueFull:  # the loader is behind: admission would shed; wait
+                    await asyncio.sleep(0.05)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(b) for b in backends for _ in range(concurrency)))
