@@ -518,6 +518,49 @@ def test_a_retry_while_the_first_copy_is_only_in_the_journal_is_already_there(
         assert len(list(store.rows(HEARTBEATS))) == 1
 
 
+def test_the_loader_loads_what_was_just_appended_from_memory_and_the_rest_from_the_files(
+    tmp_path: Path,
+) -> None:
+    """Frames the appender hands over are loaded without reading them back; past the bound
+    on what it holds (twice ``batch_bytes``) the frames are read from the segments, across
+    segment boundaries, in journal order, each once."""
+    store = open_store(tmp_path / "m.duckdb")
+    store.defer_checkpoints()
+    journal = Journal(journal_path(store.location), segment_bytes=25_000)
+    backlog, metrics = Backlog(), CollectorMetrics.create()
+    # (a frame of one crash row is about 1.5 KB: the loader holds about 13 of them)
+    loader = JournalLoader(store, journal, metrics, batch_bytes=20_000)
+    appender = JournalAppender(journal, loader, backlog, metrics)
+    read_back: list[int] = []
+    frames = journal.frames
+
+    def counted(*args: Any) -> Any:
+        for payload, position in frames(*args):
+            if payload:
+                read_back.append(len(payload))
+            yield payload, position
+
+    journal.frames = counted  # type: ignore[method-assign]
+    for i in range(5):
+        appender([journal_rows(RecordKind.CRASHES, rows([make_record(i)]))])
+    assert loader.catch_up().records == 5
+    assert read_back == []  # all from memory
+    for i in range(5, 60):  # more than it holds: the later ones are read from the files
+        appender([journal_rows(RecordKind.CRASHES, rows([make_record(i)]))])
+    assert len(journal.segments()) > 2
+    assert loader.catch_up().records == 55
+    assert 0 < len(read_back) < 55
+    assert store.count_crashes() == 60
+    assert store.crash_columns().row.size == 60
+    assert loader.unloaded_bytes() == 0
+    # And after more are appended, from memory again.
+    read_back.clear()
+    appender([journal_rows(RecordKind.CRASHES, rows([make_record(60)]))])
+    assert loader.catch_up().records == 1 and read_back == []
+    journal.close()
+    store.close()
+
+
 def test_a_full_journal_refuses_work_and_a_loader_behind_is_told_to_admission(
     tmp_path: Path,
 ) -> None:

@@ -423,13 +423,13 @@ class Journal:
     # -- the loader's side ------------------------------------------------------------------
 
     def frames(
-        self, start: JournalPosition, max_bytes: int
+        self, start: JournalPosition, max_bytes: int, until: JournalPosition | None = None
     ) -> Iterator[tuple[bytes, JournalPosition]]:
         """The frames after ``start`` (each payload and the position after it), up to the
-        last durable one, until at least ``max_bytes`` are read. Moving on to the next segment
-        is a position too (its offset 0), with an empty payload."""
+        last durable one or ``until``, until at least ``max_bytes`` are read. Moving on to the
+        next segment is a position too (its offset 0), with an empty payload."""
         position, read = start, 0
-        while read < max_bytes:
+        while read < max_bytes and (until is None or position < until):
             with self._lock:
                 size = self._sizes.get(position.segment)
                 later = any(n > position.segment for n in self._sizes)
@@ -446,7 +446,10 @@ class Journal:
             try:
                 with open(path, "rb") as f:
                     f.seek(offset)
-                    while offset < size and read < max_bytes:
+                    end = size
+                    if until is not None and until.segment == position.segment:
+                        end = min(size, until.offset)
+                    while offset < end and read < max_bytes:
                         head = f.read(_HEADER.size)
                         if len(head) < _HEADER.size:
                             raise self._damaged(path, offset)
@@ -462,6 +465,8 @@ class Journal:
             except OSError as exc:
                 raise JournalError(f"{path}: {exc.strerror or exc}") from exc
             position = JournalPosition(position.segment, offset)
+            if offset < size:
+                return  # (at until, or max_bytes read)
 
     @staticmethod
     def _damaged(path: Path, offset: int) -> JournalError:
