@@ -46,11 +46,16 @@ from corecensus.collector.writer import QueueFull, WriterStopped
 from corecensus.errors import CorecensusError, StoreError
 from corecensus.ingest.wire import RecordKind
 
-__all__ = ["LinkServer", "RemoteBackend"]
+__all__ = ["READ_LIMIT", "LinkServer", "RemoteBackend"]
 
 _LENGTHS = struct.Struct(">II")
 # The ``id`` of a notice (no answer).
 _NOTICE = -1
+# How many bytes a link's reader holds before it stops reading from the socket (asyncio's
+# StreamReader ``limit``; it pauses past twice that). Past the default, 64 KiB, every message
+# with rows (100-200 KB) paused the socket and resumed it, two epoll_ctl calls each (cProfile
+# of the writer process's event loop).
+READ_LIMIT = 1 << 20
 # A message larger than this is a broken peer, not a batch (a request body is at most 32 MiB
 # decoded; its rows are about as large).
 _MAX_PART = 256 << 20
