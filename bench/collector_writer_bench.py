@@ -229,11 +229,18 @@ def run_once(args: argparse.Namespace, rows: list[Any]) -> dict[str, Any]:
                 raise SystemExit("the writer process did not start")
             time.sleep(0.05)
         names = {int(k): v for k, v in json.loads((work / "threads.json").read_text()).items()}
+        import corecensus.collector.link  # noqa: F401 (imported before the clock)
+
         before = _thread_cpu(proc.pid)
         feeder0 = time.process_time()
-        seconds = asyncio.run(
-            _feed(work / "writer.sock", rows, args.batch, args.front_ends, args.concurrency)
-        )
+        try:
+            seconds = asyncio.run(
+                _feed(work / "writer.sock", rows, args.batch, args.front_ends, args.concurrency)
+            )
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         feeder = time.process_time() - feeder0
         after = _thread_cpu(proc.pid)
         proc.send_signal(signal.SIGTERM)
