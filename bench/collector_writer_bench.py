@@ -54,7 +54,7 @@ def _child(work: Path) -> None:
     from corecensus.collector.admission import Backlog
     from corecensus.collector.backend import LocalBackend
     from corecensus.collector.config import CollectorConfig
-    from corecensus.collector.link import READ_LIMIT, LinkServer
+    from corecensus.collector.link import LinkServer
     from corecensus.collector.logs import JsonLog
     from corecensus.collector.metrics import CollectorMetrics
     from corecensus.collector.run import freeze_startup_heap
@@ -73,9 +73,7 @@ def _child(work: Path) -> None:
             loop.add_signal_handler(signal.SIGTERM, stop.set)
             backend.start()
             server = LinkServer(backend)
-            link = await asyncio.start_unix_server(
-                server.serve, path=str(work / "writer.sock"), limit=READ_LIMIT
-            )
+            link = await loop.create_unix_server(server.protocol, path=str(work / "writer.sock"))
             (work / "threads.json").write_text(
                 json.dumps({t.native_id: t.name for t in threading.enumerate()})
             )

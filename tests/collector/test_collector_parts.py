@@ -3,6 +3,8 @@ writer on a real DuckDB store, settings, and what the collector's modules import
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import subprocess
 import sys
 import threading
@@ -632,6 +634,55 @@ def test_a_snapshot_is_written_beside_the_commits_not_in_front_of_them() -> None
     # The one at start and the one held (then perhaps one more for the commits made while it
     # copied).
     assert snapshots >= 2
+
+
+# --- the link ---------------------------------------------------------------------------------
+
+
+def test_the_writer_reads_link_messages_whole_however_the_socket_splits_them() -> None:
+    """Small messages many to a read, large payloads and large heads straight into buffers of
+    their own, each split across reads at every kind of place: each arrives whole, in order."""
+    from corecensus.collector.link import _frame, _MessageReader
+
+    messages: list[tuple[Any, bytes]] = [
+        ([-1, "load", 3.0], b""),
+        ([1, "store", ["crashes", ["a" * 64] * 20]], bytes(range(256)) * 1200),  # 300 KB
+        ([-1, "load", 0.0], b""),
+        ([2, "store", ["crashes", [f"{i:064x}" for i in range(2000)]]], b"\x93\x01\x02\x03"),
+        ([3, "host", "web-1"], b""),
+        ([4, "store", ["heartbeats", [["h", 1, "s", "1"]]]], b"x" * 70_000),
+    ]
+    stream = b"".join(_frame(header, payload) for header, payload in messages)
+    got: list[tuple[Any, bytes]] = []
+    lost = threading.Event()
+
+    async def main(sizes: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        done = loop.create_future()
+
+        def message(header: Any, payload: memoryview) -> None:
+            got.append((header, bytes(payload)))
+            if len(got) % len(messages) == 0 and not done.done():
+                done.set_result(None)
+
+        await loop.connect_accepted_socket(
+            lambda: _MessageReader(lambda t: None, message, lost.set), sock=ours
+        )
+        theirs.setblocking(False)
+        at = 0
+        for size in sizes:
+            await loop.sock_sendall(theirs, stream[at : at + size])
+            at += size
+            await asyncio.sleep(0.001)  # (read before the next part comes)
+        await loop.sock_sendall(theirs, stream[at:])
+        await asyncio.wait_for(done, 60)
+        theirs.close()
+
+    for sizes in ([len(stream)], [5, 3, 20, 1000, 70_000, 200_000, 7], [65_536] * 8, [1] * 40):
+        got.clear()
+        asyncio.run(main(sizes))
+        assert got == messages
 
 
 # --- settings ---------------------------------------------------------------------------------

@@ -127,13 +127,15 @@ class JournalRows:
 
     kind: RecordKind
     keys: Sequence[Hashable]
-    payload: bytes
+    payload: bytes | memoryview
 
     def __len__(self) -> int:
         return len(self.keys)
 
     @classmethod
-    def received(cls, kind: RecordKind, keys: Sequence[Any], payload: bytes) -> JournalRows:
+    def received(
+        cls, kind: RecordKind, keys: Sequence[Any], payload: bytes | memoryview
+    ) -> JournalRows:
         """Rows as another process sent them (msgpack turned the heartbeats' key tuples into
         lists). The payload must be a list of as many rows as there are keys (its head says;
         the rows themselves are decoded by the loader): else :class:`JournalError`."""
@@ -150,7 +152,7 @@ def journal_rows(kind: RecordKind, rows: Sequence[Any]) -> JournalRows:
     return JournalRows(kind, row_keys(kind, rows), _encoder.encode(list(rows)))
 
 
-def _array_length(payload: bytes) -> int | None:
+def _array_length(payload: bytes | memoryview) -> int | None:
     """The element count in the head of a msgpack array (None: not an array)."""
     if not payload:
         return None
@@ -172,10 +174,10 @@ def _array_head(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-def frame_parts(pieces: Sequence[JournalRows]) -> list[bytes]:
+def frame_parts(pieces: Sequence[JournalRows]) -> list[bytes | memoryview]:
     """A frame's payload (``[2, [[kind, rows], ...]]``) as the buffers it is written from, in
     order: msgpack heads around each piece's payload, which is not copied."""
-    parts = [b"\x92\x02" + _array_head(len(pieces))]
+    parts: list[bytes | memoryview] = [b"\x92\x02" + _array_head(len(pieces))]
     for piece in pieces:
         parts += (_PIECE_HEAD[piece.kind], piece.payload)
     return parts
@@ -239,7 +241,7 @@ def decode_rows(payload: bytes) -> UploadRows:
     raise JournalError(f"a journal frame of format {version} (this corecensus reads 1 and 2)")
 
 
-def _write_all(fd: int, parts: Sequence[bytes]) -> None:
+def _write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
     """Write every byte of ``parts``, in order (``writev``, so the parts are not joined first:
     a group's rows are most of a frame, and a copy of them costs as much as their checksum)."""
     views = [memoryview(p) for p in parts if p]
@@ -352,7 +354,7 @@ class Journal:
 
     # -- the writer's side ------------------------------------------------------------------
 
-    def append(self, *parts: bytes) -> JournalPosition:
+    def append(self, *parts: bytes | memoryview) -> JournalPosition:
         """Append one frame, whose payload is ``parts`` joined, and make it durable
         (``fdatasync``); returns the position after it. On failure (a full disk, a file size
         limit) the segment is cut back to where it was, nothing of the frame stays, and

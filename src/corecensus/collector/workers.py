@@ -45,7 +45,7 @@ from pathlib import Path
 from corecensus.collector.admission import Backlog
 from corecensus.collector.backend import LocalBackend
 from corecensus.collector.config import CollectorConfig
-from corecensus.collector.link import READ_LIMIT, LinkServer, RemoteBackend
+from corecensus.collector.link import LinkServer, RemoteBackend
 from corecensus.collector.logs import JsonLog
 from corecensus.collector.metrics import (
     CollectorMetrics,
@@ -138,9 +138,7 @@ class _Supervisor:
         self.backend.start()
         self.sock.listen(2048)
         server = LinkServer(self.backend)
-        link = await asyncio.start_unix_server(
-            server.serve, path=str(self.link_path), limit=READ_LIMIT
-        )
+        link = await loop.create_unix_server(server.protocol, path=str(self.link_path))
         for index in range(self.workers):
             self._spawn(index)
         # Announced once every front end serves: before that, connections would wait in the
