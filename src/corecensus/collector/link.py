@@ -51,6 +51,13 @@ __all__ = ["LinkServer", "RemoteBackend"]
 _LENGTHS = struct.Struct(">II")
 # The ``id`` of a notice (no answer).
 _NOTICE = -1
+# How many bytes of messages a front end lets wait in its link's transport before a store
+# waits for them to leave (asyncio's high-water mark; its default, 64 KiB, is less than one
+# message with rows, so every store waited for the writer to read the one before it: a
+# hand-off between two processes per message, which on two busy CPUs held admitted requests
+# at 5x overload). Enough for several messages, not so much that the transport's buffer,
+# shifted on every send, costs more than the messages (Python 3.11).
+_SEND_AHEAD = 1 << 20
 # A message larger than this is a broken peer, not a batch (a request body is at most 32 MiB
 # decoded; its rows are about as large).
 _MAX_PART = 256 << 20
@@ -348,6 +355,9 @@ class RemoteBackend:
                 if loop.time() > end:
                     raise
                 await asyncio.sleep(0.05)
+        # Up to _SEND_AHEAD bytes of messages wait in the transport before a store waits for
+        # them to leave (:meth:`_call`).
+        self._writer.transport.set_write_buffer_limits(high=_SEND_AHEAD)
         self._reading = asyncio.create_task(self._read_replies(reader))
         # Backlog calls it on this loop's thread (the upload handler's admitted/left/decoded).
         self._backlog.on_change = self._report_soon
@@ -405,13 +415,13 @@ class RemoteBackend:
         if not payload:
             self._writer.write(_frame([ident, op, arg]))
             return await future
-        # One message with rows in the transport's buffer at a time. asyncio's transport keeps
-        # what the socket did not take in one bytearray that every send shifts (Python 3.11):
-        # with a front end's concurrent requests each writing its 100-200 KB at once, the
-        # buffer grew to megabytes, and extending and shifting it cost the front end 0.05 ms
-        # of CPU per record (bench/collector_writer_bench.py's front-end side, cProfile). So
-        # a message is written when the one before it has left (drain), head and rows as two
-        # writes, so the rows are not copied into a joined message first.
+        # At most _SEND_AHEAD bytes in the transport's buffer. asyncio's transport keeps what
+        # the socket did not take in one bytearray that every send shifts (Python 3.11): with a
+        # front end's concurrent requests each writing its 100-200 KB at once, the buffer grew
+        # to megabytes, and extending and shifting it cost the front end 0.05 ms of CPU per
+        # record (bench/collector_writer_bench.py's front-end side, cProfile). So a message
+        # waits for room (drain), head and rows as two writes, so the rows are not copied
+        # into a joined message first.
         async with self._sending:
             head = msgspec.msgpack.encode([ident, op, arg])
             self._writer.write(_LENGTHS.pack(len(head), len(payload)) + head)
