@@ -172,8 +172,6 @@ class _FrontEnd:
     admitted_records: float = 0.0  # as it last said
     queued_records: int = 0  # its rows received and not yet committed
     sent: tuple[Any, ...] | None = field(default=None)  # the last view sent to it
-    out: list[bytes] = field(default_factory=list)  # messages to it, written at the turn's end
-    answers: bool = False  # whether ``out`` holds an answer
 
 
 class LinkServer:
@@ -186,7 +184,6 @@ class LinkServer:
         self._front_ends: list[_FrontEnd] = []
         self._dirty = False
         self._flush_due = False
-        self._send_due = False
         # The writer thread announces stalls (a checkpoint or snapshot) through the backlog.
         self._loop = asyncio.get_running_loop()
         backend.backlog.on_change = self._changed_elsewhere
@@ -260,28 +257,7 @@ class LinkServer:
             )
             if fields != peer.sent and not peer.writer.is_closing():
                 peer.sent = fields
-                self._send(peer, _frame([_NOTICE, "view", fields]))
-
-    def _send(self, peer: _FrontEnd, message: bytes, *, answer: bool = False) -> None:
-        """Write ``message`` to ``peer`` at the end of this turn of the loop, with whatever
-        else it is sent meanwhile: one write, one wake-up of the front end, where a view and
-        an answer (and the answers of one group commit) were a ``send`` each (2-3 per stored
-        request; cProfile of the writer process's event loop)."""
-        peer.out.append(message)
-        peer.answers |= answer
-        if not self._send_due:
-            self._send_due = True
-            asyncio.get_running_loop().call_soon(self._send_all)
-
-    def _send_all(self) -> None:
-        self._send_due = False
-        # The front ends given only views first: the others hear that work left before its
-        # front end is answered.
-        for peer in sorted(self._front_ends, key=lambda p: p.answers):
-            if peer.out and not peer.writer.is_closing():
-                peer.writer.write(b"".join(peer.out))
-            peer.out.clear()
-            peer.answers = False
+                peer.writer.write(_frame([_NOTICE, "view", fields]))
 
     async def _answer(self, header: Any, payload: memoryview, peer: _FrontEnd) -> None:
         ident, op, arg = header
@@ -296,7 +272,8 @@ class LinkServer:
         # The others hear that this work left before its front end can answer its client
         # (whose next request may reach another front end).
         self._flush()
-        self._send(peer, _frame(reply), answer=True)
+        if not peer.writer.is_closing():
+            peer.writer.write(_frame(reply))
 
     async def _run(self, op: str, arg: Any, payload: memoryview, peer: _FrontEnd) -> Any:
         if op == "store":
