@@ -607,7 +607,9 @@ def test_a_snapshot_is_written_beside_the_commits_not_in_front_of_them() -> None
             release.wait(60)
 
     def sink(group: Sequence[JournalRows]) -> UploadCounts:
-        clock.now += 60.0  # a minute passes in each commit: the snapshot falls due
+        # Ten minutes pass in each commit: the snapshot falls due, and uploads keep coming
+        # past snapshot_busy_every_s, so it does not wait for a quiet moment.
+        clock.now += 600.0
         return UploadCounts()
 
     writer = GroupCommitWriter(
@@ -634,6 +636,70 @@ def test_a_snapshot_is_written_beside_the_commits_not_in_front_of_them() -> None
     # The one at start and the one held (then perhaps one more for the commits made while it
     # copied).
     assert snapshots >= 2
+
+
+class _SnapshotClock:
+    """A writer with a fake clock whose snapshots are counted; commits take no time."""
+
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.t0 = self.clock.now
+        self.snapshots: list[float] = []
+        self.writer = GroupCommitWriter(
+            lambda group: UploadCounts(),
+            Backlog(),
+            CollectorMetrics.create(),
+            max_queue_records=1000,
+            max_commit_records=5,
+            snapshot=lambda: self.snapshots.append(self.clock.now - self.t0),
+            snapshot_every_s=30.0,
+            snapshot_busy_every_s=300.0,
+            clock=self.clock,
+        )
+        self.writer.start()
+
+    def upload_at(self, t: float) -> None:
+        self.clock.now = self.t0 + t
+        self.writer.submit(
+            journal_rows(RecordKind.HEARTBEATS, [Heartbeat("h", int(t * 10), "s", "1")])
+        ).result(60)
+
+    def settle(self) -> list[float]:
+        # The writer thread runs its snapshots on a thread of its own: let it catch up.
+        time.sleep(0.2)
+        return self.snapshots
+
+
+def test_a_due_snapshot_waits_for_a_quiet_moment_while_uploads_keep_coming() -> None:
+    w = _SnapshotClock()
+    assert w.settle() == [0.0]  # the one at start
+    # An upload every half second for two minutes: the snapshot due at 30 s waits.
+    for i in range(1, 241):
+        w.upload_at(i * 0.5)
+    assert w.settle() == [0.0]
+    # Then a quiet second after the last commit (at 120 s): the idle writer finds it due and
+    # writes it (its wait for the due time is real time, at most a second; the fake clock
+    # says when).
+    w.clock.now = w.t0 + 121.1
+    end = time.monotonic() + 60
+    while len(w.snapshots) < 2 and time.monotonic() < end:
+        time.sleep(0.05)
+    assert w.settle() == [0.0, pytest.approx(121.1)]
+    assert w.writer.stop(60)
+
+
+def test_a_snapshot_is_written_under_sustained_load_at_the_busy_interval() -> None:
+    w = _SnapshotClock()
+    # Uploads every half second for six minutes, never a quiet second: the snapshot comes
+    # at snapshot_busy_every_s (300 s) after the one at start, not never.
+    for i in range(1, 721):
+        w.upload_at(i * 0.5)
+    snaps = w.settle()
+    assert snaps[0] == 0.0
+    # (The snapshot thread reads the clock when it runs, a few uploads later at most.)
+    assert 300.0 <= snaps[1] < 330.0
+    assert len(snaps) == 2
+    assert w.writer.stop(60)
 
 
 # --- the link ---------------------------------------------------------------------------------

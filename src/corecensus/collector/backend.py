@@ -133,6 +133,7 @@ class LocalBackend:
             max_commit_records=config.max_commit_records,
             snapshot=self._snapshot,
             snapshot_every_s=config.snapshot_interval_s,
+            snapshot_busy_every_s=config.snapshot_busy_interval_s,
             on_snapshot=self._snapshot_written,
             full=self.appender.full,
         )

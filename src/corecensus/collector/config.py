@@ -52,6 +52,9 @@ class CollectorConfig:
     # How often the store's snapshot for other readers (`corecensus analyze --db`) is renewed
     # while there are new commits (seconds; at least ten times the copy's own time).
     snapshot_interval_s: float = 30.0
+    # While uploads keep coming (no second without a commit), how long a due snapshot may wait
+    # for a quiet moment (seconds, from the last one): the copy's writes slow the journal's.
+    snapshot_busy_interval_s: float = 300.0
     # On SIGTERM, how long in-flight requests may take to finish (seconds).
     shutdown_timeout_s: float = 30.0
     # Threads that decompress and check upload bodies (off the event loop), per process, and
