@@ -900,3 +900,62 @@ def test_the_commit_wait_counts_what_the_writer_holds_not_unread_requests() -> N
     backlog.stalling(2.0)
     assert backlog.commit_wait_s() == pytest.approx(held + 1000 / 2000.0)
     assert backlog.expected_wait_s() > held + 1000 / 2000.0 + 2.0
+
+
+def test_a_front_end_reports_the_rows_still_waiting_for_the_link(tmp_path: Path) -> None:
+    """Rows behind another message on the link (flow control: _SEND_AHEAD) are in no queue the
+    writer can count: the front end reports them with its admitted work until they are
+    written, so the writer's view and busy windows include them. A stand-in writer over a
+    real Unix socket that reads nothing until told, then records the load notices."""
+    from corecensus.collector.link import RemoteBackend, _frame, _read
+
+    async def scenario() -> list[float]:
+        loads: list[float] = []
+        stores: list[int] = []
+        read_now, answer_now = asyncio.Event(), asyncio.Event()
+        done = asyncio.Event()
+
+        async def writer(reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
+            await read_now.wait()
+            while len(stores) < 2 or loads[-1:] != [0]:
+                (ident, op, arg), _ = await _read(reader)
+                if ident == -1 and op == "load":
+                    loads.append(arg)
+                elif op == "store":
+                    stores.append(ident)
+                    if len(stores) == 2:
+                        answer_now.set()
+                        for i in stores:
+                            out.write(_frame([i, "ok", None]))
+            done.set()
+            await reader.read()  # the front end closes its end
+            out.close()
+            await out.wait_closed()
+
+        path = tmp_path / "link.sock"
+        server = await asyncio.start_unix_server(writer, path=str(path))
+        front = RemoteBackend(path, Backlog())
+        await front.connect(10.0)
+        # 1: large enough to fill the socket and the transport past _SEND_AHEAD; 2: seven
+        # records that wait behind it.
+        big = [Heartbeat(f"h{i}", i, "s" * 40, "1") for i in range(40_000)]
+        first = asyncio.create_task(front.store(RecordKind.HEARTBEATS, big))
+        await asyncio.sleep(0.2)
+        second = asyncio.create_task(
+            front.store(RecordKind.HEARTBEATS, [Heartbeat("w", i, "s", "1") for i in range(7)])
+        )
+        await asyncio.sleep(0.2)
+        assert not second.done()
+        read_now.set()
+        await asyncio.wait_for(asyncio.gather(first, second, done.wait()), 60)
+        await front.stop()
+        server.close()
+        await server.wait_closed()
+        return loads
+
+    loads = asyncio.run(scenario())
+    # While the seven waited they were reported (the large one was written at once: the
+    # transport took it whole); once all were written the load came back to nothing.
+    assert 7 in loads
+    assert loads[-1] == 0
+    assert all(x in (0, 7, 40_000, 40_007) for x in loads)
