@@ -165,8 +165,8 @@ class Backlog:
                 return floor + self.loop_lag_s + self.stall_s
             unread = (self.admitted_requests + 1) * self.records_per_request
             held = self.queued_records + self.elsewhere_records
-            if self.throughput is not None and self.last_throughput is not None:
-                rate = min(self.throughput, self.last_throughput)
+            rate = self._rate()
+            if rate is not None:
                 ahead = (unread + held) / rate
             else:
                 ahead = (
@@ -186,11 +186,17 @@ class Backlog:
         is the door's reason to shed (the journal's bound), not a wait of this upload's."""
         with self._lock:
             held = self.queued_records + self.elsewhere_records
-            if self.throughput is not None and self.last_throughput is not None:
-                ahead = held / min(self.throughput, self.last_throughput)
-            else:
-                ahead = held * self.commit_s_per_record
+            rate = self._rate()
+            ahead = held / rate if rate is not None else held * self.commit_s_per_record
             return ahead + self.commit_s + self.loop_lag_s
+
+    def _rate(self) -> float | None:
+        # Called with the lock held. The throughput a wait is reckoned at: the lower of the
+        # moving average and the latest window (a collector that just slowed down is slow
+        # now); None before a busy window has been measured.
+        if self.throughput is None or self.last_throughput is None:
+            return None
+        return min(self.throughput, self.last_throughput)
 
     def stalling(self, seconds: float) -> None:
         """The writer will stand still for about ``seconds`` from now (0: it is moving)."""
