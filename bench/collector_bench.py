@@ -276,6 +276,43 @@ class PhaseResult:
         }
 
 
+class _Post(asyncio.Protocol):
+    """Sends one prepared HTTP/1.1 request; ``answer`` gets the response's status once its
+    whole body (by Content-Length) has arrived, or the error that ended the connection."""
+
+    def __init__(self, request: bytes, answer: asyncio.Future[int]) -> None:
+        self.request = request
+        self.answer = answer
+        self.got = bytearray()
+        self.status = 0
+        self.need = -1  # bytes of the whole response, once its head has arrived
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.got += data
+        if self.need < 0:
+            end = self.got.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = bytes(self.got[:end]).decode("latin-1").split("\r\n")
+            self.status = int(lines[0].split()[1])
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            self.need = end + 4 + length
+        if len(self.got) >= self.need and not self.answer.done():
+            self.answer.set_result(self.status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(exc or ConnectionResetError("closed before the answer"))
+
+
 class Generator:
     def __init__(
         self,
@@ -335,28 +372,25 @@ class Generator:
         return status, latency
 
     async def post(self, body: bytes, headers: dict[str, str]) -> int:
-        """One POST on a fresh connection (as an agent sends its one batch): a minimal
-        HTTP/1.1 client, so the generator's own cost stays small beside the server's."""
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        """One POST on a fresh connection (as an agent sends its one batch), by a minimal
+        HTTP/1.1 client on asyncio's protocol layer (:class:`_Post`): the generator shares
+        the two CPUs with the collector, and asyncio's streams had cost it 0.5 ms of CPU per
+        request -- 0.6 of a CPU at 5x overload, taken from the server it measures."""
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        request = (
+            f"POST /v1/crashes HTTP/1.1\r\nHost: {self.host}\r\n{head}"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[int] = loop.create_future()
+        transport, _ = await loop.create_connection(
+            lambda: _Post(request, answer), self.host, self.port
+        )
         try:
-            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            writer.write(
-                f"POST /v1/crashes HTTP/1.1\r\nHost: {self.host}\r\n{head}"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-            status_line = await reader.readline()
-            status = int(status_line.split()[1])
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            return status
+            return await answer
         finally:
-            writer.close()
+            transport.close()
 
     async def closed(
         self, name: str, concurrency: int, seconds: float, prebuilt_records_per_s: float

@@ -19,6 +19,7 @@ from tests.store.store_records import make_record, rows
 
 from corecensus.app.uploads import UploadCounts, store_rows
 from corecensus.collector.admission import Backlog, RateLimiter, WriterView, retry_after_s
+from corecensus.collector.arrival import kernel_wait_s
 from corecensus.collector.config import CollectorConfig, config_from_mapping
 from corecensus.collector.journal import (
     Journal,
@@ -959,3 +960,41 @@ def test_a_front_end_reports_the_rows_still_waiting_for_the_link(tmp_path: Path)
     assert 7 in loads
     assert loads[-1] == 0
     assert all(x in (0, 7, 40_000, 40_007) for x in loads)
+
+
+# -- a request's wait in the kernel (arrival.py) --------------------------------------------------
+
+# tcp_info's times are in the kernel's ticks (jiffies): up to 10 ms each at HZ=100.
+_TICK_S = 0.011
+
+
+def test_the_kernel_says_how_long_a_request_waited_unread() -> None:
+    # A real loopback connection whose request the server does not accept or read for 0.4 s:
+    # the kernel's time since its data arrived covers that pause, and never exceeds the real
+    # time between sending and asking (bounds that hold however busy the machine is).
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with socket.create_connection(server.getsockname()) as client:
+            client.sendall(b"POST /v1/crashes HTTP/1.1\r\n\r\n")
+            sent = time.perf_counter()
+            time.sleep(0.4)
+            conn, _ = server.accept()
+            with conn:
+                waited = kernel_wait_s(conn)
+                elapsed = time.perf_counter() - sent
+            assert 0.4 - _TICK_S <= waited <= elapsed + _TICK_S
+        # Asked at once, it is no more than the little time that passed (does not fire).
+        with socket.create_connection(server.getsockname()) as client:
+            client.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+            sent = time.perf_counter()
+            conn, _ = server.accept()
+            with conn:
+                waited = kernel_wait_s(conn)
+                elapsed = time.perf_counter() - sent
+            assert 0.0 <= waited <= elapsed + _TICK_S
+
+
+def test_a_socket_the_kernel_keeps_no_tcp_times_for_waited_zero(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as unix:
+        unix.bind(str(tmp_path / "s"))
+        assert kernel_wait_s(unix) == 0.0
+    assert kernel_wait_s(None) == 0.0

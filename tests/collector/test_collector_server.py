@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -386,6 +387,50 @@ def test_an_admitted_upload_past_its_deadline_is_refused_not_stored(
     head = _slow_upload(proc.port, tokens["web-1"], 30_000, 0.5)
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
     assert b'"accepted":1' in head
+
+
+def _send_upload(port: int, token: str, deadline_ms: int, record: int) -> socket.socket:
+    """A connection that has sent a whole upload of one crash (the caller reads the answer)."""
+    body = encode_batch(RecordKind.CRASHES, [crash(record)])
+    s = socket.create_connection(("127.0.0.1", port), timeout=HANG_BOUND_S)
+    s.sendall(
+        b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\n{DEADLINE_HEADER}: {deadline_ms}\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    return s
+
+
+def test_an_upload_that_waited_unread_past_its_deadline_is_refused(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    proc, tokens = fleet
+    assert proc.proc is not None
+    # The collector stopped (SIGSTOP: as a saturated CPU leaves it) while two whole uploads
+    # arrive and wait in the kernel for 1.5 s. The one whose 1 s deadline passed meanwhile is
+    # refused (503 late) when the collector reads it; the one with a minute left is stored.
+    proc.proc.send_signal(signal.SIGSTOP)
+    try:
+        short = _send_upload(proc.port, tokens["web-1"], 1000, 3_100_001)
+        long = _send_upload(proc.port, tokens["web-1"], 60_000, 3_100_002)
+        time.sleep(1.5)
+    finally:
+        proc.proc.send_signal(signal.SIGCONT)
+    with short, long:
+        head_short, head_long = _read_response(short), _read_response(long)
+    assert head_short.startswith(b"HTTP/1.1 503"), head_short[:200]
+    assert b'"error":"late"' in head_short and b"waiting to be read" in head_short, head_short
+    assert b"retry-after:" in head_short.lower()
+    assert head_long.startswith(b"HTTP/1.1 200"), head_long[:200]
+    assert b'"accepted":1' in head_long
+    # Both log lines say how long they waited: at least the 1.5 s the collector was stopped.
+    waited = [
+        e["waited_ms"]
+        for e in proc.events()
+        if e.get("event") == "upload" and "waited_ms" in e and e["status"] in (200, 503)
+    ]
+    assert len([w for w in waited if w >= 1500 - 11]) >= 2, waited[-5:]
 
 
 def test_health_and_metrics(fleet: tuple[CollectorProcess, dict[str, str]]) -> None:

@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with a deadline on request headers (slow-loris).
+"""uvicorn's httptools protocol with a deadline on request headers (slow-loris), which leaves
+each request's wait in the kernel in its scope (:mod:`corecensus.collector.arrival`).
 
 uvicorn times out idle keep-alive connections, but a client that trickles a request's headers a
 byte at a time keeps its connection forever: every byte received cancels the keep-alive timer.
@@ -15,9 +16,12 @@ head and body on its event loop, and with h11 that was a fifth of the loop's CPU
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from corecensus.collector.arrival import ARRIVED_SCOPE_KEY, kernel_wait_s
 
 __all__ = ["header_deadline_protocol"]
 
@@ -27,6 +31,7 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
     _header_timer: asyncio.TimerHandle | None = None
     # Between connecting (or the previous response) and the end of the next request's headers.
     _awaiting_headers: bool = True
+    _socket: Any = None
 
     def _arm(self) -> None:
         self._disarm()
@@ -40,6 +45,7 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._socket = transport.get_extra_info("socket")
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -50,6 +56,10 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
         # Past the headers (a request is being served, or its body read): the deadline is met.
         self._awaiting_headers = False
         self._disarm()
+        # When the request arrived (arrival.py): its deadline began when it was sent, not when
+        # it was read, nor when its handler first runs.
+        arrived = time.perf_counter() - kernel_wait_s(self._socket)
+        self.scope[ARRIVED_SCOPE_KEY] = arrived  # type: ignore[literal-required]
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from corecensus.app.uploads import UploadGroup, upload_rows
 from corecensus.collector.admission import Backlog, RateLimiter, retry_after_s
+from corecensus.collector.arrival import ARRIVED_SCOPE_KEY
 from corecensus.collector.backend import Backend
 from corecensus.collector.config import CollectorConfig
 from corecensus.collector.logs import JsonLog
@@ -316,20 +317,29 @@ class Collector:
         when the writer's view of the others arrives)."""
         self.metrics.admission_records.set(self.backlog.records_ahead())
 
-    def _admit(self, deadline_s: float) -> float:
-        """Refuse (503) a request whose deadline the queued work would miss; else the wait
-        it is expected to have."""
+    def _admit(self, deadline_s: float, waited_s: float) -> float:
+        """Refuse (503) a request whose deadline the queued work would miss, counting what it
+        has waited already (``waited_s``: in the kernel, then for the event loop); else the
+        wait it is expected to have."""
         self.show_backlog()
         if self.inflight >= self.config.max_inflight_requests:
             raise _Refusal(
                 503, "queue_full", "too many uploads in progress", self.backlog.expected_wait_s()
             )
         wait = self.backlog.expected_wait_s()
-        if wait > deadline_s * _DEADLINE_SHARE:
+        if wait > (deadline_s - waited_s) * _DEADLINE_SHARE:
+            if waited_s >= deadline_s:
+                raise _Refusal(
+                    503,
+                    "late",
+                    f"{waited_s:.2f} s of the {deadline_s:.2f} s deadline spent waiting to be read",
+                    wait,
+                )
+            waited = f" after {waited_s:.1f} s waiting to be read" if waited_s >= 0.05 else ""
             raise _Refusal(
                 503,
                 "overloaded",
-                f"queued work needs about {wait:.1f} s, more than the deadline allows",
+                f"queued work needs about {wait:.1f} s, more than the deadline allows{waited}",
                 wait,
                 records_ahead=round(self.backlog.records_ahead()),
             )
@@ -355,14 +365,19 @@ class Collector:
         wait = self.limiter.take(agent.name)
         if wait > 0:
             raise _Refusal(429, "rate_limited", "this agent is over its request rate", wait)
-        expected = self._admit(deadline_s)
-        deadline_at = time.perf_counter() + deadline_s
+        # The request's clock runs from its arrival (arrival.py): the time it spent in the
+        # kernel and waiting for this handler to run is its client's time too.
+        now = time.perf_counter()
+        arrived = min(now, request.scope.get(ARRIVED_SCOPE_KEY, now))
+        outcome.extra["waited_ms"] = _ms(now - arrived)
+        expected = self._admit(deadline_s, now - arrived)
+        deadline_at = arrived + deadline_s
         self.inflight += 1
         self.backlog.admitted()
         counted = True
-        # Where an admitted request's time goes, in its log line: what admission expected,
-        # then the body, the decode (with its wait for a thread) and the commit (with the wait
-        # in the writer's queue), each in ms of wall time.
+        # Where an admitted request's time goes, in its log line: how long it had waited to be
+        # read, what admission expected, then the body, the decode (with its wait for a
+        # thread) and the commit (with the wait in the writer's queue), each in ms of wall time.
         stages = outcome.extra
         stages["expected_ms"] = round(expected * 1000, 1)
         try:
