@@ -476,6 +476,55 @@ def test_logs_are_json_lines_without_tokens_or_bodies(
     assert marker not in text
 
 
+def test_uploads_keep_starlettes_answers_and_other_methods_stay_starlettes(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    """The uploads have a handler of their own in front of Starlette: the same bytes and
+    headers as Starlette's JSONResponse, and the paths' other methods still Starlette's 405."""
+    proc, tokens = fleet
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=HANG_BOUND_S) as s:
+        s.sendall(
+            b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 2\r\n\r\n{}"
+        )
+        answer = _read_response(s)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    assert lines[0] == b"http/1.1 401 unauthorized"
+    assert lines[-3:] == [
+        b'www-authenticate: bearer realm="corecensus"',
+        b"content-length: %d" % len(body),
+        b"content-type: application/json",
+    ]
+    assert body == b'{"error":"unauthenticated","detail":"a valid bearer token is required"}'
+    r = post(proc.client(tokens["web-1"]), RecordKind.CRASHES, [crash(950)])
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.content == b'{"schema_version":1,"accepted":1,"rejected":[]}'
+    for kind in RecordKind:
+        r = proc.client(tokens["web-1"]).get(f"/v1/{kind}")
+        assert r.status_code == 405 and r.headers["allow"] == "POST", kind
+    assert proc.client().post("/v1/nothing", content=b"{}").status_code == 404
+
+
+def test_a_log_line_with_text_past_ascii_is_still_one_escaped_line(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    proc, tokens = fleet
+    # A client name past ASCII (headers are Latin-1), with NEL (U+0085), which splits a line
+    # for readers that split on every line break (str.splitlines), unless escaped.
+    name = "agent\x85caf\xe9"
+    post(
+        proc.client(tokens["web-1"]),
+        RecordKind.HEARTBEATS,
+        [HeartbeatRecord("web-1", 11, "s", "1")],
+        headers={AGENT_HEADER: name.encode("latin-1")},  # type: ignore[dict-item]
+    )
+    events = proc.events()
+    assert all(e["event"] != "not_json" for e in events)
+    assert any(e.get("client") == name for e in events if e["event"] == "upload")
+    assert "\\u0085" in proc.log_path.read_text(encoding="utf-8")
+
+
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):

