@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
+import msgspec
 import numpy as np
 import pytest
 from store_records import T0, make_record, rows
@@ -23,9 +25,11 @@ from corecensus.store import (
     HEARTBEATS,
     SCREEN_RESULTS,
     AddResult,
+    CrashRow,
     DamagedCrash,
     DeployRow,
     DuckDBStore,
+    EncodedCrashRows,
     ExposureRow,
     Heartbeat,
     MemoryStore,
@@ -316,3 +320,44 @@ def test_crash_columns_are_declared_once_by_the_row_and_its_signature_columns() 
     values = CRASHES.values(row)
     assert values[names.index("sig_version")] == row.signature.sig_version
     assert CRASHES.row(values) == row
+
+
+def _encoded(crashes: list[CrashRow]) -> EncodedCrashRows:
+    """``crashes`` as the collector's loader reads them from its journal (msgpack of the
+    rows, each record's JSON left encoded), in two payloads."""
+    half = len(crashes) // 2
+    return EncodedCrashRows.decode(
+        msgspec.msgpack.encode(part) for part in (crashes[:half], crashes[half:])
+    )
+
+
+def test_crashes_given_encoded_are_stored_as_the_same_rows(store: Store) -> None:
+    """Each record's JSON, left as msgpack to the insert, is stored as the text it encodes:
+    every msgpack str length (fixstr, str 8, 16, 32) and text beyond ASCII."""
+    texts = [
+        json.dumps({"pad": pad}, ensure_ascii=False)
+        for pad in ("", "é", "x" * 200, "é€😀" * 3000, "😀" * 20000)
+    ]
+    crashes = [
+        dataclasses.replace(row, record_json=text)
+        for row, text in zip(rows([make_record(i) for i in range(5)]), texts, strict=True)
+    ]
+    encoded = _encoded(crashes)
+    assert [type(r.record_json) for r in encoded.rows] == [msgspec.Raw] * 5
+    assert store.add_uploads(encoded, [], [])[0] == AddResult(5, 0)
+    assert store.add_uploads(_encoded(crashes), [], [])[0] == AddResult(0, 5)
+    stored = list(store.rows(CRASHES))
+    now_us = 1_700_000_100 * 1_000_000
+    assert stored == sorted(
+        (dataclasses.replace(r, ingested_us=now_us) for r in crashes), key=lambda r: r.core_id
+    )
+
+
+def test_an_encoded_record_that_is_not_text_is_refused_and_nothing_stored(store: Store) -> None:
+    crash = rows([make_record(1)])[0]
+    payload = msgspec.msgpack.encode([crash]).replace(
+        msgspec.msgpack.encode(crash.record_json), msgspec.msgpack.encode(12345)
+    )
+    with pytest.raises(StoreError):
+        store.add_uploads(EncodedCrashRows.decode([payload]), [], [])
+    assert store.count_crashes() == 0

@@ -23,6 +23,7 @@ from corecensus.store import (
     AddResult,
     CodedColumn,
     CrashRow,
+    EncodedCrashRows,
     Heartbeat,
     ScreenResultRow,
     Store,
@@ -94,7 +95,8 @@ class UploadRows:
     their tables' rows. Plain dataclasses, so a process that signs can hand them to the one
     that writes (the collector's front ends to its writer)."""
 
-    crashes: Sequence[CrashRow] = ()
+    # (the collector's loader reads crashes from its journal as EncodedCrashRows)
+    crashes: Sequence[CrashRow] | EncodedCrashRows = ()
     heartbeats: Sequence[Heartbeat] = ()
     screens: Sequence[ScreenResultRow] = ()
 

@@ -48,7 +48,7 @@ from corecensus.app.uploads import UploadRows
 from corecensus.durable import fsync_dir
 from corecensus.errors import StoreError
 from corecensus.ingest.wire import RecordKind
-from corecensus.store import HEARTBEATS, CrashRow, Heartbeat, ScreenResultRow
+from corecensus.store import HEARTBEATS, CrashRow, EncodedCrashRows, Heartbeat, ScreenResultRow
 
 __all__ = [
     "Journal",
@@ -189,7 +189,7 @@ def encode_rows(rows: UploadRows) -> bytes:
     pieces = [
         journal_rows(kind, kind_rows)
         for kind, kind_rows in (
-            (RecordKind.CRASHES, rows.crashes),
+            (RecordKind.CRASHES, list(rows.crashes)),
             (RecordKind.HEARTBEATS, rows.heartbeats),
             (RecordKind.SCREENINGS, rows.screens),
         )
@@ -207,32 +207,40 @@ def piece_rows(piece: JournalRows) -> list[Any]:
     return rows
 
 
-def rows_of(pieces: Sequence[JournalRows]) -> UploadRows:
-    """The rows of ``pieces``, decoded, by kind."""
+def rows_of(pieces: Sequence[JournalRows], *, encoded: bool = False) -> UploadRows:
+    """The rows of ``pieces``, decoded, by kind; with ``encoded``, the crashes as
+    :class:`EncodedCrashRows` (for the store: each record's JSON left as msgpack)."""
     try:
-        return _decoded((p.kind, p.payload) for p in pieces)
+        return _decoded(((p.kind, p.payload) for p in pieces), encoded)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise JournalError(f"rows do not decode: {exc}") from exc
 
 
-def _decoded(pieces: Iterable[tuple[RecordKind, Any]]) -> UploadRows:
+def _decoded(pieces: Iterable[tuple[RecordKind, Any]], encoded: bool = False) -> UploadRows:
     by_kind: dict[RecordKind, list[Any]] = {kind: [] for kind in RecordKind}
+    crash_payloads: list[Any] = []
     for kind, payload in pieces:
-        by_kind[kind] += _row_decoders[kind].decode(payload)
+        if encoded and kind is RecordKind.CRASHES:
+            crash_payloads.append(payload)
+        else:
+            by_kind[kind] += _row_decoders[kind].decode(payload)
+    crashes: list[CrashRow] | EncodedCrashRows = by_kind[RecordKind.CRASHES]
+    if encoded:
+        crashes = EncodedCrashRows.decode(crash_payloads)
     return UploadRows(
-        crashes=by_kind[RecordKind.CRASHES],
+        crashes=crashes,
         heartbeats=by_kind[RecordKind.HEARTBEATS],
         screens=by_kind[RecordKind.SCREENINGS],
     )
 
 
-def decode_rows(payload: bytes) -> UploadRows:
-    """The rows of a frame's payload (either format)."""
+def decode_rows(payload: bytes, *, encoded: bool = False) -> UploadRows:
+    """The rows of a frame's payload (either format); ``encoded`` as for :func:`rows_of`."""
     try:
         parts = _parts_decoder.decode(payload)
         version = msgspec.msgpack.decode(parts[0], type=int) if parts else None
         if version == _FORMAT_PIECES and len(parts) == 2:
-            return _decoded(_pieces_decoder.decode(parts[1]))
+            return _decoded(_pieces_decoder.decode(parts[1]), encoded)
         if version == _FORMAT_GROUP:
             _, crashes, heartbeats, screens = _group_decoder.decode(payload)
             return UploadRows(crashes=crashes, heartbeats=heartbeats, screens=screens)

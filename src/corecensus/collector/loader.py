@@ -62,7 +62,7 @@ from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.writer import QueueFull
 from corecensus.errors import CorecensusError
 from corecensus.ingest.wire import RecordKind
-from corecensus.store import AddResult, Store
+from corecensus.store import AddResult, EncodedCrashRows, Store
 
 __all__ = ["JournalAppender", "JournalFull", "JournalLoader", "LoadReport"]
 
@@ -92,8 +92,12 @@ _KINDS = (RecordKind.CRASHES, RecordKind.HEARTBEATS, RecordKind.SCREENINGS)
 
 
 def _keys(rows: UploadRows) -> tuple[list[Hashable], list[Hashable], list[Hashable]]:
+    crashes = rows.crashes
     return (
-        row_keys(RecordKind.CRASHES, rows.crashes),
+        row_keys(
+            RecordKind.CRASHES,
+            crashes.rows if isinstance(crashes, EncodedCrashRows) else crashes,
+        ),
         row_keys(RecordKind.HEARTBEATS, rows.heartbeats),
         row_keys(RecordKind.SCREENINGS, rows.screens),
     )
@@ -296,7 +300,7 @@ class JournalLoader:
                 fresh.popleft()  # (read from the files already)
             if fresh and fresh[0].start == end:
                 frame = fresh.popleft()
-                groups.append(rows_of(frame.pieces))
+                groups.append(rows_of(frame.pieces, encoded=True))
                 end, read = frame.end, read + frame.size
                 continue
             # From the files: what was not handed over, up to the next frame that was (moving
@@ -305,14 +309,15 @@ class JournalLoader:
             moved = False
             for payload, position in self._journal.frames(end, self._batch_bytes - read, until):
                 if payload:
-                    groups.append(decode_rows(payload))
+                    groups.append(decode_rows(payload, encoded=True))
                 end, read, moved = position, read + len(payload), True
             if not moved:
                 break
         if end == self.applied:
             return None
         rows = UploadRows(
-            crashes=[r for g in groups for r in g.crashes],
+            # (each record's JSON stays msgpack to the store's insert: EncodedCrashRows)
+            crashes=EncodedCrashRows([r for g in groups for r in g.crashes]),
             heartbeats=[r for g in groups for r in g.heartbeats],
             screens=[r for g in groups for r in g.screens],
         )

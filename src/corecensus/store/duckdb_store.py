@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import duckdb
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -33,6 +34,7 @@ from corecensus.store.records import (
     CrashColumns,
     CrashRow,
     DamagedCrash,
+    EncodedCrashRows,
     Heartbeat,
     ScreenResultRow,
     SignatureColumns,
@@ -422,7 +424,7 @@ class DuckDBStore:
 
         try:
             columns = {
-                c.name: pa.array(column, type=_arrow_type(pa, c.base_type))
+                c.name: _arrow_array(pa, c.base_type, column)
                 for c, column in zip(
                     table.columns, table.column_lists(rows, constants), strict=True
                 )
@@ -482,7 +484,7 @@ class DuckDBStore:
 
     def add_uploads(
         self,
-        crashes: Sequence[CrashRow],
+        crashes: Sequence[CrashRow] | EncodedCrashRows,
         heartbeats: Sequence[Heartbeat],
         screens: Sequence[ScreenResultRow],
         *,
@@ -496,11 +498,12 @@ class DuckDBStore:
 
     def _add_uploads(
         self,
-        crashes: Sequence[CrashRow],
+        crashes: Sequence[CrashRow] | EncodedCrashRows,
         heartbeats: Sequence[Heartbeat],
         screens: Sequence[ScreenResultRow],
         journal: tuple[str, int, int] | None,
     ) -> tuple[AddResult, AddResult, AddResult]:
+        # (rows of EncodedCrashRows have a CrashRow's attributes; _insert takes their text)
         unique: dict[str, CrashRow] = {}
         for row in crashes:
             unique.setdefault(row.core_id, row)
@@ -867,6 +870,42 @@ def _arrow_type(pa: Any, base_type: str) -> Any:
 
 
 _INTEGER_TYPES = frozenset({"BIGINT", "INTEGER", "SMALLINT", "USMALLINT", "UINTEGER", "TINYINT"})
+
+
+def _arrow_array(pa: Any, base_type: str, values: list[Any]) -> Any:
+    """``values`` as the Arrow array of a ``base_type`` column. A text column's values may be
+    the msgpack encoding of the text (:class:`msgspec.Raw`, :class:`EncodedCrashRows`' record
+    JSON): their bytes go into the array's buffer as they are, one copy."""
+    if base_type == "VARCHAR" and values and any(type(v) is msgspec.Raw for v in values):
+        return _encoded_texts(pa, values)
+    return pa.array(values, type=_arrow_type(pa, base_type))
+
+
+def _encoded_texts(pa: Any, values: list[Any]) -> Any:
+    """A string array of msgpack-encoded texts (a plain ``str`` among them is encoded here).
+    msgpack's str is a head (its length, 1-5 bytes) and the UTF-8 bytes; anything else is not
+    a text and refused (DuckDB checks the UTF-8 as it reads the array)."""
+    parts: list[memoryview] = []
+    sizes = np.empty(len(values), dtype=np.int64)
+    for i, value in enumerate(values):
+        view = memoryview(msgspec.msgpack.encode(value) if type(value) is str else value)
+        first = view[0] if view else 0xC1  # (0xc1: a byte msgpack never uses)
+        head = _MSGPACK_STR_HEAD.get(first & 0xE0 if first < 0xC0 else first)
+        if head is None:
+            raise StoreError(
+                f"a text column's value is not a msgpack str (head {bytes(view[:1])!r})"
+            )
+        parts.append(view[head:])
+        sizes[i] = len(view) - head
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    data = b"".join(parts)
+    return pa.LargeStringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+# The length of a msgpack str's head, by its first byte (fixstr: 0xa0-0xbf, masked to 0xa0;
+# str 8, 16, 32).
+_MSGPACK_STR_HEAD = {0xA0: 1, 0xD9: 2, 0xDA: 3, 0xDB: 5}
 
 
 def _sql_value(value: Any) -> Any:

@@ -24,6 +24,7 @@ from corecensus.store.records import (
     CrashColumns,
     CrashRow,
     DamagedCrash,
+    EncodedCrashRows,
     Heartbeat,
     ScreenResultRow,
     SignatureColumns,
@@ -145,12 +146,14 @@ class MemoryStore:
 
     def add_uploads(
         self,
-        crashes: Sequence[CrashRow],
+        crashes: Sequence[CrashRow] | EncodedCrashRows,
         heartbeats: Sequence[Heartbeat],
         screens: Sequence[ScreenResultRow],
         *,
         journal: tuple[str, int, int] | None = None,
     ) -> tuple[AddResult, AddResult, AddResult]:
+        if isinstance(crashes, EncodedCrashRows):
+            crashes = crashes.crash_rows()  # (kept as rows, their text decoded)
         with self._lock:  # all or nothing, as the adapter's one transaction
             for row in heartbeats:
                 HEARTBEATS.values(row)

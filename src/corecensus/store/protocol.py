@@ -20,6 +20,7 @@ from corecensus.store.records import (
     CrashColumns,
     CrashRow,
     DamagedCrash,
+    EncodedCrashRows,
     Heartbeat,
     ScreenResultRow,
     SignatureColumns,
@@ -112,7 +113,7 @@ class Store(Protocol):
 
     def add_uploads(
         self,
-        crashes: Sequence[CrashRow],
+        crashes: Sequence[CrashRow] | EncodedCrashRows,
         heartbeats: Sequence[Heartbeat],
         screens: Sequence[ScreenResultRow],
         *,
@@ -122,7 +123,9 @@ class Store(Protocol):
         and :meth:`add`), all in one transaction, and with them, if ``journal`` is given as
         ``(name, segment, offset)``, how far the journal ``name`` they come from is applied
         (:meth:`journal_applied`): a replay after a crash starts there, so each journal frame
-        is stored once. Returns what each kind added."""
+        is stored once. Returns what each kind added. ``crashes`` may come as
+        :class:`EncodedCrashRows` (the collector's journal: each record's JSON still
+        msgpack)."""
         ...
 
     def journal_applied(self, journal: str) -> tuple[int, int] | None:

@@ -8,12 +8,15 @@ flattened by :mod:`corecensus.pipeline`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import typing
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -27,6 +30,7 @@ __all__ = [
     "CrashRow",
     "DamagedCrash",
     "DeployRow",
+    "EncodedCrashRows",
     "ExposureRow",
     "Heartbeat",
     "ScreenResultRow",
@@ -162,6 +166,65 @@ class CrashRow:
     host_cpus: int | None = None
     cpu_core: int | None = None
     cpus_allowed: str | None = None
+
+
+def _encoded_crash_row() -> Any:
+    """A msgspec Struct of :class:`CrashRow`'s fields, in its order and of its types, but for
+    ``record_json``: the msgpack encoding of the text (:class:`msgspec.Raw`), not a string."""
+    hints = typing.get_type_hints(CrashRow)
+    fields: list[Any] = []
+    for f in dataclasses.fields(CrashRow):
+        kind = msgspec.Raw if f.name == "record_json" else hints[f.name]
+        has_default = f.default is not dataclasses.MISSING
+        fields.append((f.name, kind, f.default) if has_default else (f.name, kind))
+    return msgspec.defstruct("EncodedCrashRow", fields, frozen=True, gc=False, module=__name__)
+
+
+_EncodedCrashRow = _encoded_crash_row()
+_encoded_crash_rows = msgspec.msgpack.Decoder(list[_EncodedCrashRow])  # type: ignore[valid-type]
+_json_text = msgspec.msgpack.Decoder(str)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EncodedCrashRows:
+    r"""Crash rows as msgpack carries :class:`CrashRow`\ s (a list of their maps: the
+    collector's journal), decoded but for each row's whole record, which stays the msgpack
+    bytes of its JSON text (about 10 KB of a row's 10.5). The DuckDB store copies those bytes
+    into its insert once; decoded into a string, the text was made, checked and copied again
+    into Arrow's buffer, two thirds of the collector's loader's CPU before DuckDB
+    (bench/collector_writer_bench.py --stages). ``rows`` are those Structs or
+    :class:`CrashRow`\ s (a journal's old frames): both have a crash row's attributes."""
+
+    rows: list[Any]
+
+    @classmethod
+    def decode(cls, payloads: Iterable[bytes | memoryview]) -> EncodedCrashRows:
+        """The rows of ``payloads``, each a msgpack list of crash rows; raises
+        :class:`msgspec.DecodeError` or :class:`msgspec.ValidationError`."""
+        rows: list[Any] = []
+        for payload in payloads:
+            rows += _encoded_crash_rows.decode(payload)
+        return cls(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+    def crash_rows(self) -> list[CrashRow]:
+        r"""The rows as :class:`CrashRow`\ s, their record's text decoded (a store that keeps
+        rows as they are: the in-memory fake)."""
+        return [r if isinstance(r, CrashRow) else _crash_row_of(r) for r in self.rows]
+
+
+def _crash_row_of(row: Any) -> CrashRow:
+    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(CrashRow)}
+    try:
+        values["record_json"] = _json_text.decode(row.record_json)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise StoreError(f"crash {row.core_id}: its record is not a text: {exc}") from exc
+    return CrashRow(**values)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
