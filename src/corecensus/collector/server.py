@@ -33,6 +33,7 @@ from corecensus.collector.config import CollectorConfig
 from corecensus.collector.logs import JsonLog
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.tokens import Agent, Scope, TokenTable
+from corecensus.collector.turns import LoopTurns
 from corecensus.collector.writer import QueueFull, WriterStopped
 from corecensus.errors import ConfigError, CorecensusError
 from corecensus.ingest.wire import (
@@ -231,7 +232,8 @@ class Collector:
         )
         self.stopping = False
         self.inflight = 0
-        self._inline_turn = False  # a body was decoded on the loop in this turn
+        # One body decoded on the loop per turn of it, in arrival order.
+        self._turns = LoopTurns()
         # The uploads' counters' children by their label values: labels() checks and looks up
         # its arguments on every call.
         self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
@@ -542,40 +544,18 @@ class Collector:
         )
         return batch, [*rows.crashes, *rows.heartbeats, *rows.screens]
 
-    def _small_body(self, body: bytes, encoding: str | None) -> bytes | None:
-        """``body`` decompressed here, on the event loop, when it decompresses to at most
-        ``inline_decode_bytes``; None when it is larger (or that is 0): a decode thread takes
-        it, and decompresses it again to the real limit."""
-        inline = self.config.inline_decode_bytes
-        limit = self.config.limits.max_decoded_bytes
-        if len(body) > inline or self._inline_turn:
-            return None
-        # One body per turn of the loop: the bodies that arrive together would otherwise all
-        # be decoded before the loop looks at its sockets again, and hold every answer at the
-        # door for as long (a turn's callbacks run before the next poll).
-        self._inline_turn = True
-        asyncio.get_running_loop().call_soon(self._next_turn)
-        try:
-            return decompress(body, encoding, min(inline, limit))
-        except WireError as exc:
-            if exc.reason is WireErrorReason.BODY_TOO_LARGE and inline < limit:
-                return None
-            raise
-
-    def _next_turn(self) -> None:
-        self._inline_turn = False
-
     async def _decode(
         self, kind: RecordKind, body: bytes, encoding: str | None
     ) -> tuple[DecodedBatch[Any], list[Any]]:
-        """The checked batch, and its good records as the store's rows (signed): a small body
-        on the event loop, a larger one on a decode thread.
+        """The checked batch, and its good records as the store's rows (signed): a body that
+        decompresses to at most ``inline_decode_bytes`` on the event loop, in a turn of its own
+        (:class:`~corecensus.collector.turns.LoopTurns`), a larger one on a decode thread.
 
         One interpreter lock runs either, so a decode thread gives no parallelism; it keeps a
         large body from holding the loop (and the door's answers) for longer than a switch
-        interval, and costs a hand-off each way (the executor's queue, the loop's self-pipe,
-        the lock passed between threads)."""
+        interval, and costs a hand-off each way."""
         limits = self.config.limits
+        inline = self.config.inline_decode_bytes
 
         def work() -> tuple[DecodedBatch[Any], list[Any], float]:
             # Timed here, on the decode thread: time spent waiting for a thread is the
@@ -585,8 +565,18 @@ class Collector:
             return *self._checked_rows(kind, plain), time.perf_counter() - t0
 
         try:
-            t0 = time.perf_counter()
-            plain = self._small_body(body, encoding)
+            plain, t0 = None, 0.0
+            if len(body) <= inline:
+                await self._turns.take()
+                t0 = time.perf_counter()
+                try:
+                    plain = decompress(body, encoding, min(inline, limits.max_decoded_bytes))
+                except WireError as exc:
+                    # Larger than it looked: a decode thread's, decompressed again to the limit.
+                    if exc.reason is not WireErrorReason.BODY_TOO_LARGE:
+                        raise
+                    if inline >= limits.max_decoded_bytes:
+                        raise
             if plain is not None:
                 batch, signed = self._checked_rows(kind, plain)
                 seconds = time.perf_counter() - t0
