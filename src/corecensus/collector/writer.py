@@ -18,10 +18,11 @@ never more than a tenth of its time: a large store takes a while to copy), on a 
 own; ``corecensus analyze --db FILE`` reads it while the collector holds FILE (issue 10's
 mechanism). A snapshot that falls due while uploads keep coming waits for a quiet moment
 (``QUIET_S`` without a commit), up to ``snapshot_busy_every_s`` after the last one: the copy
-writes the whole store again (hundreds of MB) and takes a CPU for seconds, and the journal's
-``fdatasync`` waits behind its writes on the same disk. In the lead's bench a 6-10 s copy fell
-in the phase at 100 % of capacity in every run, and the commits' wait grew to seconds (0 %
-shed and p99 132 ms without it, 36 % shed and p99 3.8 s with it, same code and load).
+writes the whole store again, and the journal's ``fdatasync`` waits behind its writes on the
+same disk. In the lead's bench a 6-10 s copy (DuckDB's ``COPY FROM DATABASE``, before the
+store copied its file instead: ``DuckDBStore.write_snapshot``) fell in the phase at 100 % of
+capacity in every run, and the commits' wait grew to seconds (0 % shed and p99 132 ms without
+it, 36 % shed and p99 3.8 s with it, same code and load).
 """
 
 from __future__ import annotations
