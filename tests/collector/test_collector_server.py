@@ -8,6 +8,7 @@ import gzip
 import json
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -504,6 +505,31 @@ def test_uploads_keep_starlettes_answers_and_other_methods_stay_starlettes(
         r = proc.client(tokens["web-1"]).get(f"/v1/{kind}")
         assert r.status_code == 405 and r.headers["allow"] == "POST", kind
     assert proc.client().post("/v1/nothing", content=b"{}").status_code == 404
+
+
+# struct tcp_info (include/uapi/linux/tcp.h): u32 tcpi_data_segs_in at offset 152 (Linux 4.6).
+_DATA_SEGS_IN = 152
+
+
+def test_an_answer_leaves_in_one_segment(fleet: tuple[CollectorProcess, dict[str, str]]) -> None:
+    """uvicorn writes a response's head and its body apart; the collector sends them in one
+    write (protocol.py): one data segment reaches the client, not two."""
+    proc, _tokens = fleet
+    requests = [
+        b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ]
+    for request in requests:
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=HANG_BOUND_S) as s:
+            s.sendall(request)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _DATA_SEGS_IN + 4)
+        assert data.startswith((b"HTTP/1.1 401 ", b"HTTP/1.1 200 ")), data[:80]
+        assert data.endswith(b"}"), data[-80:]
+        assert int.from_bytes(info[_DATA_SEGS_IN:], sys.byteorder) == 1, request[:20]
 
 
 def test_a_log_line_with_text_past_ascii_is_still_one_escaped_line(
