@@ -9,6 +9,8 @@ import gzip
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,8 @@ from corecensus.ingest.wire import (
     WireError,
     WireErrorReason,
     WireLimits,
+    _zstd_in_one_pass,
+    _zstd_in_two_passes,
     compress,
     decode_batch,
     decode_body,
@@ -485,6 +489,56 @@ def test_a_compression_bomb_stops_at_the_limit(encoding: str) -> None:
     assert err.value.reason is WireErrorReason.BODY_TOO_LARGE
     # Under a limit it fits, the same body decompresses whole.
     assert len(decompress(bomb, encoding, 65 << 20)) == 64 << 20
+
+
+def _answer(decode: Callable[[], bytes]) -> bytes | tuple[WireErrorReason, str]:
+    try:
+        return decode()
+    except WireError as exc:
+        return exc.reason, exc.detail
+    except zstandard.ZstdError as exc:
+        return WireErrorReason.CORRUPT_BODY, f"zstd body: {exc}"
+
+
+def test_zstd_in_one_pass_answers_as_the_two_passes_do() -> None:
+    """A zstd body whose frame says its size is decompressed in one pass; every other body,
+    and one the pass fails on, gets the two passes' answer, word for word."""
+    plain = encode_batch(
+        RecordKind.HEARTBEATS, [HeartbeatRecord("a", i, "s", "1") for i in range(40)]
+    )
+    packed = zstandard.ZstdCompressor(level=3).compress(plain)
+    assert zstandard.get_frame_parameters(packed).content_size == len(plain)
+
+    def lying(size: int) -> bytes:
+        # The frame header's content size (single segment, two bytes: size - 256) changed.
+        small = zstandard.ZstdCompressor(level=3).compress(b"a" * 1000)
+        assert small[4] & 0xE0 == 0x60 and int.from_bytes(small[5:7], "little") == 1000 - 256
+        forged = small[:5] + (size - 256).to_bytes(2, "little") + small[7:]
+        assert zstandard.get_frame_parameters(forged).content_size == size
+        return forged
+
+    unsized = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(plain)
+    bodies = {
+        "whole": packed,
+        "truncated": packed[:-3],
+        "trailed": packed + b"x",
+        "two frames": packed + packed,
+        "size not written": unsized,
+        "empty": zstandard.ZstdCompressor().compress(b""),
+        "says less than it holds": lying(900),
+        "says more than it holds": lying(1100),
+        "garbage": b"garbage" + packed,
+        "header only": packed[:6],
+    }
+    for limit in (len(plain), len(plain) - 1, 1 << 20):
+        for name, body in bodies.items():
+            one = _answer(partial(decompress, body, "zstd", limit))
+            two = _answer(partial(_zstd_in_two_passes, body, limit))
+            assert one == two, (name, limit)
+    # The rule must fire: a whole sized frame is answered by the one pass alone.
+    assert _zstd_in_one_pass(packed, len(plain)) == plain
+    assert _zstd_in_one_pass(packed, len(plain) - 1) is None
+    assert _zstd_in_one_pass(unsized, 1 << 20) is None
 
 
 def test_identity_over_the_limit_and_case_insensitive_encoding_names() -> None:

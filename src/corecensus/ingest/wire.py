@@ -333,19 +333,47 @@ def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
                     WireErrorReason.BODY_TOO_LARGE, f"decompresses to more than {limit} bytes"
                 )
             return bytes(out)
-        # The stream reader bounds the output (a bomb stops at the limit) but takes a
-        # truncated frame for a short one; a second pass, whose output is now known to be
-        # bounded, checks that the one frame ends where the body does.
-        dctx = zstandard.ZstdDecompressor()
-        with dctx.stream_reader(body, read_across_frames=False) as reader:
-            _bounded(reader.read, limit)
-        whole = dctx.decompressobj()
-        plain: bytes = whole.decompress(body)
-        if not whole.eof or whole.unused_data:
-            raise WireError(WireErrorReason.CORRUPT_BODY, "zstd stream truncated or trailed")
-        return plain
+        one = _zstd_in_one_pass(body, limit)
+        if one is not None:
+            return one
+        return _zstd_in_two_passes(body, limit)
     except (zlib.error, zstandard.ZstdError) as exc:
         raise WireError(WireErrorReason.CORRUPT_BODY, f"{encoding} body: {exc}") from exc
+
+
+def _zstd_in_one_pass(body: bytes, limit: int) -> bytes | None:
+    """``body`` decompressed in one pass when its frame header says its size and that is
+    within ``limit`` (zstd's one-shot decompression writes into a buffer of that size and fails
+    on a frame whose content is not that size), and the body is that one frame, whole; else
+    None, and :func:`_zstd_in_two_passes` decides, and words what is wrong. A zstd compressor
+    writes the size unless told not to; the two passes took 111 us for the collector bench's
+    20-record body, this 25 us."""
+    try:
+        size = zstandard.get_frame_parameters(body).content_size
+    except zstandard.ZstdError:
+        return None
+    # (0: not written, or an empty content.)
+    if not 0 < size <= limit:
+        return None
+    try:
+        plain: bytes = zstandard.ZstdDecompressor().decompress(body, allow_extra_data=False)
+    except zstandard.ZstdError:
+        return None
+    return plain
+
+
+def _zstd_in_two_passes(body: bytes, limit: int) -> bytes:
+    # The stream reader bounds the output (a bomb stops at the limit) but takes a truncated
+    # frame for a short one; a second pass, whose output is now known to be bounded, checks
+    # that the one frame ends where the body does.
+    dctx = zstandard.ZstdDecompressor()
+    with dctx.stream_reader(body, read_across_frames=False) as reader:
+        _bounded(reader.read, limit)
+    whole = dctx.decompressobj()
+    plain: bytes = whole.decompress(body)
+    if not whole.eof or whole.unused_data:
+        raise WireError(WireErrorReason.CORRUPT_BODY, "zstd stream truncated or trailed")
+    return plain
 
 
 def encode_batch(
