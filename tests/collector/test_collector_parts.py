@@ -407,7 +407,7 @@ def test_a_checkpoint_holds_the_loader_and_no_acknowledgement(tmp_path: Path) ->
     """DuckDB blocks appends while it checkpoints (duckdb#25988): every request behind one
     waited, the 50 % load's p99. Now the loader checkpoints, and requests are answered from
     the journal meanwhile; the store has them once the checkpoint ends."""
-    parts = _journaled(tmp_path, interval_s=0.01, checkpoint_idle_bytes=1)
+    parts = _journaled(tmp_path, interval_s=0.01, checkpoint_idle_bytes=1, quiet_s=0.0)
     gate, entered = threading.Event(), threading.Event()
     checkpoints: list[int] = []
     checkpoint = parts.store.checkpoint
@@ -438,7 +438,11 @@ def test_a_refused_checkpoint_is_not_a_failed_load(tmp_path: Path) -> None:
     raises DuckDB's words as the store translates them, twice, then the real one runs."""
     deferred: list[str] = []
     parts = _journaled(
-        tmp_path, interval_s=0.01, checkpoint_idle_bytes=1, on_checkpoint_deferred=deferred.append
+        tmp_path,
+        interval_s=0.01,
+        checkpoint_idle_bytes=1,
+        quiet_s=0.0,
+        on_checkpoint_deferred=deferred.append,
     )
     failed: list[str] = []
     parts.loader._on_error = failed.append
@@ -477,6 +481,34 @@ def test_the_loader_checkpoints_only_past_the_bounds(tmp_path: Path) -> None:
     assert calls == []
     with open_store(tmp_path / "j.duckdb", read_only=True) as store:
         assert store.count_crashes() == 5
+
+
+def test_the_idle_checkpoint_waits_for_a_quiet_journal(tmp_path: Path) -> None:
+    """While frames keep coming the loader loads them and leaves DuckDB's log alone below
+    checkpoint_max_bytes (each checkpoint rewrites the table's open row group); once nothing
+    was appended for quiet_s it checkpoints at checkpoint_idle_bytes. A fake clock that moves
+    only when the test moves it: loads are asked for (sync), the quiet moment is the clock's."""
+    now = [100.0]
+    parts = _journaled(
+        tmp_path, interval_s=0.01, checkpoint_idle_bytes=1, quiet_s=5.0, clock=lambda: now[0]
+    )
+    calls: list[int] = []
+    checkpoint = parts.store.checkpoint
+    parts.store.checkpoint = lambda: (checkpoint(), calls.append(1))  # type: ignore[method-assign,func-returns-value]
+    for i in range(4):
+        parts.writer.submit(journal_rows(RecordKind.CRASHES, rows([make_record(i)]))).result(60)
+        assert parts.loader.sync(60)
+        now[0] += 1.0  # (a second between appends: never quiet for five)
+    assert parts.store.count_crashes() == 4 and parts.store.log_bytes() > 0
+    assert calls == []
+    now[0] += 4.0  # five seconds after the last append
+    parts.loader.wake()
+    deadline = time.monotonic() + 60
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert calls == [1]
+    assert parts.store.log_bytes() == 0
+    parts.close()
 
 
 def test_a_retry_while_the_first_copy_is_only_in_the_journal_is_already_there(

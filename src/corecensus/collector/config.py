@@ -75,8 +75,9 @@ class CollectorConfig:
     journal_segment_bytes: int = 16 << 20
     load_interval_s: float = 0.5
     load_batch_bytes: int = 16 << 20
-    # The loader checkpoints the store's write-ahead log after a load: when it has caught up
-    # with the journal and the log holds the first, or whatever waits once it holds the second.
+    # The loader checkpoints the store's write-ahead log: when it has loaded the whole journal,
+    # nothing was appended for a second and the log holds the first, or after a load whatever
+    # waits once it holds the second (docs/collector.md, Checkpoints).
     checkpoint_idle_bytes: int = 16 << 20
     checkpoint_max_bytes: int = 128 << 20
     # DuckDB's threads in the store (its loads, checkpoints, snapshot copies and the analysis).
