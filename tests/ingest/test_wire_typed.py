@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from corecensus.ingest.wire import (
     decode_body,
     encode_batch,
 )
-from corecensus.ingest.wire_typed import decode_upload, typed_crashes
+from corecensus.ingest.wire_typed import _fits_u64, decode_upload, typed_crashes
 from corecensus.model import CrashRecord
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "x86_64"
@@ -111,6 +112,34 @@ def test_the_largest_address_is_taken_and_one_past_it_is_not() -> None:
     bad = _crash_json()
     bad["registers"]["rbx"] = 2**64
     assert _agree(_body([bad])) is None
+
+
+def _fits_u64_by_definition(raw: bytes) -> bool:
+    """Every run of 20 digits or more, leading zeros aside, is below 2**64."""
+    for run in re.findall(rb"[0-9]{20,}", raw):
+        digits = run.lstrip(b"0")
+        if len(digits) > 20 or (digits and int(digits) >= 2**64):
+            return False
+    return True
+
+
+def test_the_u64_scan_finds_every_long_run_at_every_alignment() -> None:
+    """The scan looks for four all-digit 4-byte words in a row: every run of 20 digits holds
+    them wherever it starts and ends; shorter runs pass whatever their value."""
+    runs = [b"1" * 19, b"9" * 19, b"1" * 20, str(2**64 - 1).encode(), str(2**64).encode()]
+    runs += [b"0" * 30 + b"1", b"0" * 5 + str(2**64).encode(), b"9" * 21, b"0" * 40, b"9" * 5000]
+    bodies = [b"", b"7", b'{"pc": 1}']
+    for run in runs:
+        for before in range(8):
+            for after in (b"", b"x", b",2,", b"abc" * 3):
+                bodies.append(b"a" * before + run + after)
+                bodies.append(b"1" * before + b"," + run + after)
+    many = b",".join(str(2**64 - 1 - i).encode() for i in range(500))
+    bodies += [many, many + b",18446744073709551616", b"[" + b"0" * 100_000 + b"]"]
+    for body in bodies:
+        assert _fits_u64(body) == _fits_u64_by_definition(body), body[:40]
+    assert not _fits_u64(b'{"r": 18446744073709551616}')
+    assert _fits_u64(b'{"r": 18446744073709551615, "s": "1234567890123456789"}')
 
 
 def test_a_number_of_thousands_of_digits_goes_to_the_checker() -> None:

@@ -19,10 +19,12 @@ annotations as objects.
 """
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from corecensus.ingest.fields import DROPPED_FIELDS, HOSTNAME, fields_ok
@@ -215,29 +217,52 @@ def _names_fit(max_string_chars: int) -> bool:
     return all(len(name) <= max_string_chars for name in names)
 
 
-# Digits to "1", every other byte to NUL: a run of 20 digits (a number of 2**64 or more has at
-# least 20; 2**64 - 1 has 20) is then a plain substring search, far faster than a regex scan.
-_DIGIT_MAP = bytes(0x31 if 0x30 <= b <= 0x39 else 0 for b in range(256))
-_RUN = b"1" * 20
+# The u64 scan (_fits_u64): a byte's digit flag is 1, a word of four bytes all digits is
+# 0x01010101, and a run of 20 digits holds four such words in a row at any alignment (a run
+# of 15, the most a register's or an address's decimal has below 2**53, never does).
+_ZERO, _TEN = np.uint8(ord("0")), np.uint8(10)
+_FOUR_DIGITS = np.uint32(0x01010101)
+_NON_DIGIT = re.compile(rb"[^0-9]")
 _U64_DIGITS = len(str(_U64))
 
 
 def _fits_u64(raw: bytes) -> bool:
     """No number in ``raw`` reaches 2**64: what msgspec's unbounded ``int`` lets through and
     the checker refuses in an address field. Digits inside strings count too (harmless: such
-    a record only goes to the checker)."""
-    digits = raw.translate(_DIGIT_MAP)
-    at = digits.find(_RUN)
-    while at >= 0:
-        end = digits.find(b"\0", at)
-        end = len(digits) if end < 0 else end
+    a record only goes to the checker).
+
+    Found as runs of 20 digits or more (2**64 - 1 has 20): numpy flags the digits and finds
+    four all-digit 4-byte words in a row, which every such run holds, in a few passes over the
+    body; only those places are read in Python. A translate to digit flags and a substring
+    search took 0.42 ms for the collector bench's 206 KB body (7.8 % of a front end's CPU at
+    capacity, py-spy), this a third of it."""
+    size = len(raw)
+    # One buffer, padded to whole words: each byte's code less "0", then its digit flag.
+    flags = np.zeros(size // 4 * 4 + 4, dtype=np.uint8)
+    np.subtract(np.frombuffer(raw, dtype=np.uint8), _ZERO, out=flags[:size])
+    np.less(flags[:size], _TEN, out=flags[:size].view(np.bool_))
+    words = flags.view(np.uint32) == _FOUR_DIGITS
+    four = words[:-1] & words[1:]
+    four = four[:-2] & four[2:]
+    # Where such places begin (one per run of them: a long run of zeros is one, not millions).
+    firsts = np.flatnonzero(four[1:] > four[:-1]) + 1
+    end = 0
+    for word in ([0] if four[:1].any() else []) + firsts.tolist():
+        at = 4 * word
+        if at < end:
+            continue  # (within the run read last)
+        while at and flags[at - 1]:  # (at most three: the word before is not all digits)
+            at -= 1
+        after = _NON_DIGIT.search(raw, 4 * word + 16)
+        end = size if after is None else after.start()
+        if end - at < _U64_DIGITS:
+            continue
         # Leading zeros aside (digits inside strings), a run longer than 2**64 has digits is
         # past it; int() of one over 4,300 digits raises ValueError (CPython's limit), which
         # escaped the collector's upload path.
         run = raw[at:end].lstrip(b"0")
         if len(run) > _U64_DIGITS or (run and int(run) >= _U64):
             return False
-        at = digits.find(_RUN, end)
     return True
 
 
