@@ -394,21 +394,23 @@ class Collector:
                 503, "queue_full", "too many uploads in progress", self.backlog.expected_wait_s()
             )
         wait = self.backlog.expected_wait_s()
-        if wait > (deadline_s - waited_s) * _DEADLINE_SHARE:
-            if waited_s >= deadline_s:
-                raise _Refusal(
-                    503,
-                    "late",
-                    f"{waited_s:.2f} s of the {deadline_s:.2f} s deadline spent waiting to be read",
-                    wait,
-                )
-            waited = f" after {waited_s:.1f} s waiting to be read" if waited_s >= 0.05 else ""
+        # The reason names the cause: the queued work, which the whole deadline could not
+        # cover either (overloaded), or the time the request spent waiting to be read (late).
+        if wait > deadline_s * _DEADLINE_SHARE:
             raise _Refusal(
                 503,
                 "overloaded",
-                f"queued work needs about {wait:.1f} s, more than the deadline allows{waited}",
+                f"queued work needs about {wait:.1f} s, more than the deadline allows",
                 wait,
                 records_ahead=round(self.backlog.records_ahead()),
+            )
+        if wait > (deadline_s - waited_s) * _DEADLINE_SHARE:
+            raise _Refusal(
+                503,
+                "late",
+                f"{waited_s:.2f} s of the {deadline_s:.2f} s deadline spent waiting to be read; "
+                f"the queued work needs about {wait:.2f} s more",
+                wait,
             )
         return wait
 
