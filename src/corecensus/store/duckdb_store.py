@@ -162,8 +162,9 @@ class DuckDBStore:
         self._read_only = read_only
         self._clock = clock
         self._lock = threading.RLock()
-        # Held by a checkpoint, and by a snapshot while it copies the file (write_snapshot).
-        self._checkpoint_lock = threading.Lock()
+        # Held by a checkpoint, and by a snapshot from its checkpoint to the end of its copy of
+        # the file (write_snapshot), so re-entered by the checkpoint the snapshot makes.
+        self._checkpoint_lock = threading.RLock()
         # Set by defer_checkpoints: the file changes only in checkpoint().
         self._checkpoints_deferred = False
         self._file_fd: int | None = None  # see _file_descriptor
@@ -258,8 +259,7 @@ class DuckDBStore:
         insert may write new blocks of its own meanwhile (DuckDB's optimistic writes), but
         only into blocks that state does not use."""
         with self._checkpoint_lock:
-            with self._connection("writing a snapshot") as con:
-                con.execute("CHECKPOINT")
+            self.checkpoint()
             with self._guard("writing a snapshot"):
                 source = self._file_descriptor()
                 size = os.fstat(source).st_size
