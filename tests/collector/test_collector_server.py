@@ -218,11 +218,7 @@ def test_oversized_bodies_are_refused_before_they_are_read(
     proc, tokens = fleet
     # Headers announcing 100 MiB and not one byte of body: the answer comes anyway.
     with socket.create_connection(("127.0.0.1", proc.port), timeout=HANG_BOUND_S) as s:
-        s.sendall(
-            b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {tokens['web-1']}\r\n".encode()
-            + b"Content-Length: 104857600\r\n\r\n"
-        )
+        s.sendall(_upload_head(tokens["web-1"], 104857600))
         head = _read_response(s)
     assert head.startswith(b"HTTP/1.1 413"), head[:100]
     # A bomb: 1 MiB of zstd that would decompress to 64 MiB (limit 32 MiB).
@@ -248,6 +244,16 @@ def test_a_body_without_length_is_411(fleet: tuple[CollectorProcess, dict[str, s
         "/v1/heartbeats", content=chunks(), headers={"Content-Type": "application/json"}
     )
     assert (r.status_code, r.json()["error"]) == (411, "length_required")
+
+
+def _upload_head(token: str, length: int, deadline_ms: int | None = None) -> bytes:
+    """The head of a crash upload by hand: its token, its Content-Length and, if given, the
+    client's deadline."""
+    deadline = "" if deadline_ms is None else f"{DEADLINE_HEADER}: {deadline_ms}\r\n"
+    return (
+        b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\n{deadline}Content-Length: {length}\r\n\r\n".encode()
+    )
 
 
 def _read_response(s: socket.socket) -> bytes:
@@ -331,11 +337,7 @@ def test_shed_at_the_door_when_the_deadline_cannot_be_met(
     # A 1 ms deadline cannot be met by any commit: 503 with Retry-After, and the body is never
     # read (none is sent).
     with socket.create_connection(("127.0.0.1", proc.port), timeout=HANG_BOUND_S) as s:
-        s.sendall(
-            b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {tokens['web-1']}\r\n{DEADLINE_HEADER}: 1\r\n".encode()
-            + b"Content-Length: 5000\r\n\r\n"
-        )
+        s.sendall(_upload_head(tokens["web-1"], 5000, deadline_ms=1))
         head = _read_response(s)
     assert head.startswith(b"HTTP/1.1 503"), head[:100]
     assert b"retry-after: 1\r\n" in head.lower()
@@ -357,11 +359,7 @@ def _slow_upload(port: int, token: str, deadline_ms: int, pause_s: float) -> byt
     later (within the fixture's 1 s body timeout); the response's head and body."""
     body = encode_batch(RecordKind.CRASHES, [crash(int(time.monotonic() * 1000) % 4_000_000)])
     with socket.create_connection(("127.0.0.1", port), timeout=HANG_BOUND_S) as s:
-        s.sendall(
-            b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {token}\r\n{DEADLINE_HEADER}: {deadline_ms}\r\n".encode()
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        )
+        s.sendall(_upload_head(token, len(body), deadline_ms=deadline_ms))
         time.sleep(pause_s)
         s.sendall(body)
         return _read_response(s)
@@ -394,12 +392,7 @@ def _send_upload(port: int, token: str, deadline_ms: int, record: int) -> socket
     """A connection that has sent a whole upload of one crash (the caller reads the answer)."""
     body = encode_batch(RecordKind.CRASHES, [crash(record)])
     s = socket.create_connection(("127.0.0.1", port), timeout=HANG_BOUND_S)
-    s.sendall(
-        b"POST /v1/crashes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {token}\r\n{DEADLINE_HEADER}: {deadline_ms}\r\n".encode()
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
+    s.sendall(_upload_head(token, len(body), deadline_ms=deadline_ms) + body)
     return s
 
 
