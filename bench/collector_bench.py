@@ -157,6 +157,11 @@ class Server:
         summed: the collector's front ends and writer, or the peer's one."""
         return sum(_proc_cpu_s(pid) for pid in _tree(self.proc.pid))
 
+    def peak_rss_mib(self) -> float:
+        """Each of the server's processes' peak resident memory (VmHWM), summed, in MiB: an
+        upper bound of what it held at once (the processes' peaks need not coincide)."""
+        return sum(_peak_rss_kib(pid) for pid in _tree(self.proc.pid)) / 1024
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(START_BOUND_S)
@@ -168,6 +173,17 @@ def _proc_cpu_s(pid: int) -> float:
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _tree(root: int) -> list[int]:
@@ -278,20 +294,31 @@ class PhaseResult:
         }
 
 
-class _Post(asyncio.Protocol):
-    """Sends one prepared HTTP/1.1 request; ``answer`` gets the response's status once its
-    whole body (by Content-Length) has arrived, or the error that ended the connection."""
+class _Exchange(asyncio.Protocol):
+    """A minimal HTTP/1.1 client connection: :meth:`ask` sends one prepared request, and its
+    future gets the response's status once the whole body (by Content-Length) has arrived, or
+    the error that ended the connection. One request at a time; ``reusable`` afterwards unless
+    the server said ``Connection: close`` or went away."""
 
-    def __init__(self, request: bytes, answer: asyncio.Future[int]) -> None:
-        self.request = request
-        self.answer = answer
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.answer: asyncio.Future[int] | None = None
         self.got = bytearray()
         self.status = 0
         self.need = -1  # bytes of the whole response, once its head has arrived
+        self.reusable = True
+        self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        transport.write(self.request)
+        self.transport = transport
+
+    def ask(self, request: bytes) -> asyncio.Future[int]:
+        assert self.transport is not None and (self.answer is None or self.answer.done())
+        self.answer = asyncio.get_running_loop().create_future()
+        self.got, self.need = bytearray(), -1
+        self.transport.write(request)
+        return self.answer
 
     def data_received(self, data: bytes) -> None:
         self.got += data
@@ -304,15 +331,26 @@ class _Post(asyncio.Protocol):
             length = 0
             for line in lines[1:]:
                 name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
+                name = name.strip().lower()
+                if name == "content-length":
                     length = int(value)
+                elif name == "connection" and value.strip().lower() == "close":
+                    self.reusable = False
             self.need = end + 4 + length
-        if len(self.got) >= self.need and not self.answer.done():
+        if len(self.got) >= self.need and self.answer is not None and not self.answer.done():
             self.answer.set_result(self.status)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.answer.done():
+        self.reusable = False
+        if self.answer is not None and not self.answer.done():
             self.answer.set_exception(exc or ConnectionResetError("closed before the answer"))
+
+
+# How long an agent keeps an idle connection for its next upload, in the phases where agents
+# keep theirs: httpx's pool (the agent's client, agent/daemon.py) keeps one 5 s, and uvicorn
+# closes an idle one after 5 s (its timeout_keep_alive); a little less here, so that the bench
+# does not measure the race of a reuse against the server's close (a real agent retries it).
+KEEP_ALIVE_S = 4.0
 
 
 class Generator:
@@ -325,6 +363,7 @@ class Generator:
         prefix: str,
         acked: Path,
         loads: int = 1,
+        keep_alive: bool = False,
     ) -> None:
         self.url = url
         self.tokens = tokens
@@ -333,6 +372,9 @@ class Generator:
         hostport = url.removeprefix("http://")
         self.host, self.port = hostport.split(":")[0], int(hostport.split(":")[1])
         self.agent = 0
+        self.keep_alive = keep_alive
+        # Each agent's idle connections, in the phases where agents keep theirs.
+        self.idle: dict[str, list[_Exchange]] = {}
 
     def prepared(self) -> tuple[int, bytes, list[str]]:
         self.agent = (self.agent + 1) % len(self.tokens)
@@ -374,25 +416,47 @@ class Generator:
         return status, latency
 
     async def post(self, body: bytes, headers: dict[str, str]) -> int:
-        """One POST on a fresh connection (as an agent sends its one batch), by a minimal
-        HTTP/1.1 client on asyncio's protocol layer (:class:`_Post`): the generator shares
-        the two CPUs with the collector, and asyncio's streams had cost it 0.5 ms of CPU per
-        request -- 0.6 of a CPU at 5x overload, taken from the server it measures."""
+        """One POST, by a minimal HTTP/1.1 client on asyncio's protocol layer
+        (:class:`_Exchange`): the generator shares the two CPUs with the collector, and
+        asyncio's streams had cost it 0.5 ms of CPU per request -- 0.6 of a CPU at 5x overload,
+        taken from the server it measures.
+
+        On a fresh connection (``Connection: close``, as an agent sends its one batch after a
+        quiet while), or, with ``keep_alive``, on the agent's idle connection when it has one
+        younger than :data:`KEEP_ALIVE_S` (as an agent's httpx client sends the batches of a
+        backlog one after another)."""
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        close = "" if self.keep_alive else "Connection: close\r\n"
         request = (
             f"POST /v1/crashes HTTP/1.1\r\nHost: {self.host}\r\n{head}"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            f"Content-Length: {len(body)}\r\n{close}\r\n".encode()
             + body
         )
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[int] = loop.create_future()
-        transport, _ = await loop.create_connection(
-            lambda: _Post(request, answer), self.host, self.port
-        )
+        idle = self.idle.setdefault(headers["Authorization"], []) if self.keep_alive else []
+        conn = None
+        now = time.monotonic()
+        while idle and conn is None:
+            kept = idle.pop()
+            if kept.reusable and now - kept.idle_since < KEEP_ALIVE_S:
+                conn = kept
+            elif kept.transport is not None:
+                kept.transport.close()
+        if conn is None:
+            _, conn = await asyncio.get_running_loop().create_connection(
+                _Exchange, self.host, self.port
+            )
         try:
-            return await answer
+            status = await conn.ask(request)
+        except BaseException:
+            conn.reusable = False
+            raise
         finally:
-            transport.close()
+            if not (self.keep_alive and conn.reusable) and conn.transport is not None:
+                conn.transport.close()
+        if self.keep_alive and conn.reusable:
+            conn.idle_since = time.monotonic()
+            idle.append(conn)
+        return status
 
     async def closed(
         self, name: str, concurrency: int, seconds: float, prebuilt_records_per_s: float
@@ -467,6 +531,7 @@ async def generate(spec: dict[str, Any]) -> list[dict[str, Any]]:
         spec["prefix"],
         Path(spec["acked"]),
         spec.get("loads", 1),
+        spec.get("keep_alive", False),
     )
     out = []
     for phase in spec["phases"]:
@@ -828,6 +893,7 @@ def main() -> None:
              "phases": [{"name": "capacity", "mode": "closed", "concurrency": args.concurrency, "seconds": args.seconds}]},
             work,
         )  # fmt: skip
+        peer_rss = peer.peak_rss_mib()
         peer.stop()
 
         # One process first (workers = 1), as a row of its own, then the collector under test.
@@ -843,6 +909,7 @@ def main() -> None:
              "phases": [{"name": "capacity", "mode": "closed", "concurrency": args.concurrency, "seconds": args.seconds}]},
             work,
         )[0]  # fmt: skip
+        single_rss = single.peak_rss_mib()
         single.stop()
 
         coll = start_collector(work, work / "tokens", args.workers, extra)
@@ -874,6 +941,15 @@ def main() -> None:
         target_tail = tail_report(
             coll.log, target_since, time.time(), pct(target["latencies_ok"], 0.99)
         )
+        # The same, its agents keeping their connections between uploads (KEEP_ALIVE_S).
+        kept_since = time.time()
+        kept = measured(
+            coll,
+            {**base, "url": coll.url, "prefix": "k", "acked": str(acked), "keep_alive": True,
+             "phases": [{"name": "target, kept", "mode": "open", "rate": args.target_rate / args.batch, "seconds": args.target_seconds}]},
+            work,
+        )[0]  # fmt: skip
+        kept_tail = tail_report(coll.log, kept_since, time.time(), pct(kept["latencies_ok"], 0.99))
         rest_since = time.time()
         rest = run_generator(
             {**base, "url": coll.url, "prefix": "o", "acked": str(acked),
@@ -893,6 +969,7 @@ def main() -> None:
         rest_checkpoints = checkpoint_report(coll.log, rest_since, time.time())
         if args.keep_log is not None:
             shutil.copy(coll.log, args.keep_log)
+        coll_rss = coll.peak_rss_mib()
         status = coll.stop()
         with open_store(coll.db, read_only=True) as store:
             stored = {r.core_id for r in store.iter_crashes()}
@@ -927,12 +1004,26 @@ def main() -> None:
             b,
         )
     )
+    print(
+        row(
+            f"collector, {w} front ends, the same, agents keeping their connections "
+            f"({KEEP_ALIVE_S:.0f} s)",
+            kept,
+            b,
+        )
+    )
     for r in rest:
         print(row(f"collector, {w} front ends, open loop at {r['name']} of capacity", r, b))
     ratio = (cap["acked_records"] / cap["seconds"]) / max(
         1e-9, peer_res[0]["acked_records"] / peer_res[0]["seconds"]
     )
     print(f"\ncollector / peer sustained acknowledged records/s: {ratio:.2f}x")
+    print(
+        "peak memory (each server process's VmHWM, summed): "
+        f"peer {peer_rss:.0f} MiB, collector as 1 process {single_rss:.0f} MiB, "
+        f"collector with {w} front ends {coll_rss:.0f} MiB after every phase (5x overload "
+        f"included); collector / peer {coll_rss / max(peer_rss, 1e-9):.2f}x"
+    )
     print("\nThe 50 % phase's tail, from the collector's log:")
     for line in half_tail:
         print(f"- {line}")
@@ -941,6 +1032,9 @@ def main() -> None:
         f"\nThe target phase's tail ({args.target_rate:,.0f} records/s), from the collector's log:"
     )
     for line in target_tail:
+        print(f"- {line}")
+    print("\nThe same with agents keeping their connections, from the collector's log:")
+    for line in kept_tail:
         print(f"- {line}")
     print("\nThe 500 % phase's tail, from the collector's log:")
     for line in over_tail:

@@ -365,6 +365,35 @@ def _slow_upload(port: int, token: str, deadline_ms: int, pause_s: float) -> byt
         return _read_response(s)
 
 
+def test_a_kept_connection_serves_the_next_upload_after_a_refusal_before_the_body(
+    fleet: tuple[CollectorProcess, dict[str, str]],
+) -> None:
+    """An agent's httpx client keeps its connection between uploads and sends each body whole
+    before it reads the answer. A refusal decided on the headers (401, 503) is answered before
+    the body is read; the body that follows must be skipped as that request's, not read as the
+    next request, so the same connection's next upload is stored."""
+    proc, tokens = fleet
+    batch = [crash(i) for i in range(700, 705)]
+    good = encode_batch(RecordKind.CRASHES, batch)
+    refused = encode_batch(RecordKind.CRASHES, [crash(i) for i in range(705, 710)])
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=HANG_BOUND_S) as s:
+        s.sendall(_upload_head("not-a-token", len(refused)) + refused)
+        first = _read_response(s)
+        s.sendall(_upload_head(tokens["web-1"], len(refused), deadline_ms=1) + refused)
+        second = _read_response(s)
+        s.sendall(_upload_head(tokens["web-1"], len(good)) + good)
+        third = _read_response(s)
+    assert first.startswith(b"HTTP/1.1 401"), first[:100]
+    assert second.startswith(b"HTTP/1.1 503"), second[:100]
+    assert b"connection: close" not in (first + second).lower()
+    assert third.startswith(b"HTTP/1.1 200"), third[:300]
+    assert json.loads(third.partition(b"\r\n\r\n")[2])["accepted"] == len(batch)
+    host = proc.client(tokens["dash"]).get("/api/v1/hosts/web-1").json()
+    ids = {c["core_id"] for c in host["crashes"]}
+    assert {c.core_id for c in batch} <= ids
+    assert not ids & {crash(i).core_id for i in range(705, 710)}
+
+
 def test_an_admitted_upload_past_its_deadline_is_refused_not_stored(
     fleet: tuple[CollectorProcess, dict[str, str]],
 ) -> None:
