@@ -394,6 +394,42 @@ def test_a_kept_connection_serves_the_next_upload_after_a_refusal_before_the_bod
     assert not ids & {crash(i).core_id for i in range(705, 710)}
 
 
+def test_answers_close_their_connections_past_the_keep_alive_budget(tmp_path: Path) -> None:
+    """Idle keep-alive connections may fill half of uvicorn's connection limit (8 x
+    max_inflight_requests = 32 here, so 16): past that each answer says Connection: close and
+    ends its connection, so agents' idle connections never push a front end to the limit,
+    where uvicorn answers everything with a bare 503. Below it connections are kept."""
+    write_tokens(tmp_path / "tokens", {"a": ("*", "upload")})
+    config = "workers = 1\nmax_inflight_requests = 4\nheader_timeout_s = 60.0\nkeep_alive_s = 60\n"
+    proc = CollectorProcess(tmp_path, tokens=tmp_path / "tokens", config=config).start()
+    # Twenty connections open at once (each counts from its accept; the header deadline,
+    # not the keep-alive timer, runs until a request's headers arrive).
+    socks = [
+        socket.create_connection(("127.0.0.1", proc.port), timeout=HANG_BOUND_S) for _ in range(20)
+    ]
+    try:
+        closed = []
+        for i, s in enumerate(socks):
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = _read_response(s)
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+            if b"connection: close" in answer.lower():
+                # Closed by the server once answered (its count drops before the EOF).
+                assert s.recv(1) == b""
+                closed.append(i)
+        # Four answers closed theirs: each while more than 16 were open (the first, or the
+        # first few, may come before the server has accepted all twenty), down to 16.
+        assert len(closed) == 4
+        for s in (s for i, s in enumerate(socks) if i not in closed):  # served again, kept
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = _read_response(s)
+            assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" not in answer.lower()
+    finally:
+        for s in socks:
+            s.close()
+    assert proc.stop() == 0
+
+
 def test_an_admitted_upload_past_its_deadline_is_refused_not_stored(
     fleet: tuple[CollectorProcess, dict[str, str]],
 ) -> None:

@@ -47,6 +47,11 @@ class CollectorConfig:
     # A client that has not sent its headers, or its whole body, within this is cut off.
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    # An idle kept-alive connection is closed after this many seconds (uvicorn's
+    # timeout_keep_alive, whose default this is; httpx, the agent's client, keeps an idle one
+    # as long). Past half of the connection limit (8 x max_inflight_requests) answers close
+    # their connections instead (collector/protocol.py).
+    keep_alive_s: int = 5
     # /api/v1/analysis is recomputed at most this often (seconds); reads between get the cache.
     analysis_interval_s: float = 60.0
     # How often the store's snapshot for other readers (`corecensus analyze --db`) is renewed

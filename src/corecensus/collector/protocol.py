@@ -1,11 +1,22 @@
 """uvicorn's httptools protocol with a deadline on request headers (slow-loris), which leaves
-each request's wait in the kernel in its scope (:mod:`corecensus.collector.arrival`).
+each request's wait in the kernel in its scope (:mod:`corecensus.collector.arrival`) and keeps
+connections alive only while there are few of them.
 
 uvicorn times out idle keep-alive connections, but a client that trickles a request's headers a
 byte at a time keeps its connection forever: every byte received cancels the keep-alive timer.
 Here each connection must deliver a request's complete headers within ``header_timeout_s`` of
 connecting (or of the previous response), or it is closed. Bodies have their own limit, applied
 by the upload handler (408).
+
+Keep-alive has a budget: an agent's httpx client keeps its connection 5 s after an upload, and
+uvicorn keeps it as long, so a fleet's agents uploading in a storm leave hundreds of idle
+connections per front end. uvicorn counts them against ``limit_concurrency``, and past it
+answers every new request -- uploads, health checks -- with a bare 503 (no ``Retry-After``, not
+in the collector's metrics or logs). So once a front end holds ``keep_alive_connections`` open
+connections, each answer says ``Connection: close`` and the connection ends with it: the
+client opens a fresh one next time. Told, not cut off: nginx, short of connections, closes its
+idle keep-alive ones (``ngx_drain_connections``), but a client reusing one at that moment has
+its request fail.
 
 httptools (llhttp, in C) rather than h11 (pure Python): the collector parses every request's
 head and body on its event loop, and with h11 that was a fifth of the loop's CPU at capacity
@@ -28,6 +39,8 @@ __all__ = ["header_deadline_protocol"]
 
 class _HeaderDeadlineProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
+    # Open connections of this process past which answers close theirs (module text).
+    keep_alive_connections: int = 512
     _header_timer: asyncio.TimerHandle | None = None
     # Between connecting (or the previous response) and the end of the next request's headers.
     _awaiting_headers: bool = True
@@ -62,6 +75,9 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
         self.scope[ARRIVED_SCOPE_KEY] = arrived  # type: ignore[literal-required]
         super().on_headers_complete()
         cycle = self.cycle
+        if cycle is not None and len(self.connections) > self.keep_alive_connections:
+            # (uvicorn then writes "connection: close" and closes after the answer)
+            cycle.keep_alive = False
         if (
             cycle is not None
             and cycle.transport is self.transport
@@ -120,10 +136,11 @@ class _OneSend:
         return self._transport.is_closing()
 
 
-def header_deadline_protocol(header_timeout_s: float) -> type[Any]:
-    """An httptools protocol class for ``uvicorn.Config(http=...)`` with this header deadline."""
+def header_deadline_protocol(header_timeout_s: float, keep_alive_connections: int) -> type[Any]:
+    """An httptools protocol class for ``uvicorn.Config(http=...)`` with this header deadline
+    and keep-alive budget."""
     return type(
         "HeaderDeadlineProtocol",
         (_HeaderDeadlineProtocol,),
-        {"header_timeout_s": header_timeout_s},
+        {"header_timeout_s": header_timeout_s, "keep_alive_connections": keep_alive_connections},
     )

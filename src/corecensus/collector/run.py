@@ -106,14 +106,18 @@ def listening_socket(config: CollectorConfig) -> socket.socket:
 
 def http_server(collector: Collector, config: CollectorConfig) -> _Server:
     """uvicorn serving ``collector`` with the collector's protocol and limits."""
+    # Past limit_concurrency connections uvicorn answers a bare 503; idle keep-alive
+    # connections may fill at most half of it (protocol.py).
+    limit = config.max_inflight_requests * 8
     uv_config = uvicorn.Config(
         collector.app,
-        http=header_deadline_protocol(config.header_timeout_s),
+        http=header_deadline_protocol(config.header_timeout_s, limit // 2),
         lifespan="on",
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=int(max(1, config.shutdown_timeout_s)),
-        limit_concurrency=config.max_inflight_requests * 8,
+        limit_concurrency=limit,
+        timeout_keep_alive=config.keep_alive_s,
     )
     return _Server(uv_config, collector.begin_stop)
 
