@@ -430,6 +430,59 @@ def test_answers_close_their_connections_past_the_keep_alive_budget(tmp_path: Pa
     assert proc.stop() == 0
 
 
+def test_past_the_connection_limit_the_collector_refuses_with_retry_after_but_answers_probes(
+    tmp_path: Path,
+) -> None:
+    """Past uvicorn's connection limit (32 here) the collector answers, not uvicorn's bare 503:
+    an upload or a read gets 503 connections_full with Retry-After, counted and logged; the
+    liveness and readiness probes and the metrics are answered as usual."""
+    tokens = write_tokens(tmp_path / "tokens", {"a": ("*", "upload"), "r": ("-", "read")})
+    config = "workers = 1\nmax_inflight_requests = 4\nheader_timeout_s = 60.0\nkeep_alive_s = 60\n"
+    proc = CollectorProcess(tmp_path, tokens=tmp_path / "tokens", config=config).start()
+    socks = [
+        socket.create_connection(("127.0.0.1", proc.port), timeout=HANG_BOUND_S) for _ in range(40)
+    ]
+    body = encode_batch(RecordKind.CRASHES, [crash(900)])
+    try:
+        # The last connection answered means all forty were accepted (the kernel's accept
+        # queue is first in, first out): 40 open, the limit 32. Each answer past the
+        # keep-alive budget closes its connection, so 39, 38, 37, ... remain: still past it.
+        answers = []
+        for s, request in (
+            (socks[-1], b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (socks[0], _upload_head(tokens["a"], len(body)) + body),
+            (socks[1], b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (socks[2], b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (
+                socks[3],
+                f"GET /api/v1/analysis HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                f"{tokens['r']}\r\n\r\n".encode(),
+            ),
+        ):
+            s.sendall(request)
+            answers.append(_read_response(s))
+    finally:
+        for s in socks:
+            s.close()
+    healthz, upload, readyz, metrics, analysis = answers
+    for probe in (healthz, readyz, metrics):
+        assert probe.startswith(b"HTTP/1.1 200"), probe[:200]
+    for refused in (upload, analysis):
+        assert refused.startswith(b"HTTP/1.1 503"), refused[:200]
+        assert b'"error":"connections_full"' in refused
+        assert b"retry-after: " in refused.lower()
+    text = proc.client().get("/metrics").text
+    assert _metric(text, 'corecensus_collector_requests_shed_total{reason="connections_full"}') == 2
+    events = [e for e in proc.events() if e.get("reason") == "connections_full"]
+    assert [(e["event"], e["path"], e["status"]) for e in events] == [
+        ("upload", "/v1/crashes", 503),
+        ("request", "/api/v1/analysis", 503),
+    ]
+    assert proc.stop() == 0
+    with open_store(proc.db, read_only=True) as store:
+        assert store.count_crashes() == 0
+
+
 def test_an_admitted_upload_past_its_deadline_is_refused_not_stored(
     fleet: tuple[CollectorProcess, dict[str, str]],
 ) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from corecensus.errors import ConfigError
 from corecensus.ingest.wire import WireLimits
 
-__all__ = ["MAX_PORT", "MAX_WORKERS", "CollectorConfig", "config_from_mapping"]
+__all__ = ["MAX_PORT", "MAX_WORKERS", "CollectorConfig", "config_from_mapping", "connection_limit"]
 
 MAX_PORT = 65535
 # Front-end processes at most: each is a whole interpreter (~60 MB) feeding one writer, which
@@ -94,6 +94,13 @@ class CollectorConfig:
 
 
 _PATHS = {"db", "tokens"}
+
+
+def connection_limit(config: CollectorConfig) -> int:
+    """Open connections per front-end process (uvicorn's ``limit_concurrency``): past it every
+    request but the probes and the metrics is refused (503 ``connections_full``), and past half
+    of it answers close their connections (collector/protocol.py)."""
+    return config.max_inflight_requests * 8
 
 
 def config_from_mapping(

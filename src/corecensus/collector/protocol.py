@@ -18,6 +18,13 @@ client opens a fresh one next time. Told, not cut off: nginx, short of connectio
 idle keep-alive ones (``ngx_drain_connections``), but a client reusing one at that moment has
 its request fail.
 
+Past the limit itself the collector answers, not uvicorn: the request is marked in its scope
+(``OVER_LIMIT_SCOPE_KEY``) and the collector refuses it with its own 503 ``connections_full``,
+with ``Retry-After``, counted and logged like every refusal (DESIGN.md, outage lesson 3) --
+except the probes and the metrics (``/healthz``, ``/readyz``, ``/metrics``), which are answered:
+a liveness probe that fails under a storm gets the collector restarted into the same storm, and
+the operator's graphs go blank when they are needed.
+
 httptools (llhttp, in C) rather than h11 (pure Python): the collector parses every request's
 head and body on its event loop, and with h11 that was a fifth of the loop's CPU at capacity
 (the loop's CPU per crash record 0.11 -> 0.09 ms with httptools, bench/collector_bench.py's
@@ -34,7 +41,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from corecensus.collector.arrival import ARRIVED_SCOPE_KEY, kernel_wait_s
 
-__all__ = ["header_deadline_protocol"]
+__all__ = ["OVER_LIMIT_SCOPE_KEY", "header_deadline_protocol"]
+
+# In a request's scope: it came past uvicorn's connection limit (the module's text).
+OVER_LIMIT_SCOPE_KEY = "corecensus.over_limit"
 
 
 class _HeaderDeadlineProtocol(HttpToolsProtocol):
@@ -73,7 +83,17 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
         # it was read, nor when its handler first runs.
         arrived = time.perf_counter() - kernel_wait_s(self._socket)
         self.scope[ARRIVED_SCOPE_KEY] = arrived  # type: ignore[literal-required]
-        super().on_headers_complete()
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            # uvicorn's own check, made here: the collector's app answers such a request.
+            self.scope[OVER_LIMIT_SCOPE_KEY] = True  # type: ignore[literal-required]
+            self.limit_concurrency = None
+            try:
+                super().on_headers_complete()
+            finally:
+                self.limit_concurrency = limit
+        else:
+            super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and len(self.connections) > self.keep_alive_connections:
             # (uvicorn then writes "connection: close" and closes after the answer)

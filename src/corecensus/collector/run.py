@@ -23,7 +23,7 @@ import uvicorn
 
 from corecensus.collector.admission import Backlog
 from corecensus.collector.backend import LocalBackend
-from corecensus.collector.config import CollectorConfig
+from corecensus.collector.config import CollectorConfig, connection_limit
 from corecensus.collector.logs import JsonLog
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.protocol import header_deadline_protocol
@@ -106,9 +106,8 @@ def listening_socket(config: CollectorConfig) -> socket.socket:
 
 def http_server(collector: Collector, config: CollectorConfig) -> _Server:
     """uvicorn serving ``collector`` with the collector's protocol and limits."""
-    # Past limit_concurrency connections uvicorn answers a bare 503; idle keep-alive
-    # connections may fill at most half of it (protocol.py).
-    limit = config.max_inflight_requests * 8
+    # Idle keep-alive connections may fill at most half of the connection limit (protocol.py).
+    limit = connection_limit(config)
     uv_config = uvicorn.Config(
         collector.app,
         http=header_deadline_protocol(config.header_timeout_s, limit // 2),

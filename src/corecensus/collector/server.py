@@ -30,9 +30,10 @@ from corecensus.app.uploads import UploadGroup, upload_rows
 from corecensus.collector.admission import Backlog, RateLimiter, retry_after_s
 from corecensus.collector.arrival import ARRIVED_SCOPE_KEY
 from corecensus.collector.backend import Backend
-from corecensus.collector.config import CollectorConfig
+from corecensus.collector.config import CollectorConfig, connection_limit
 from corecensus.collector.logs import JsonLog
 from corecensus.collector.metrics import CollectorMetrics
+from corecensus.collector.protocol import OVER_LIMIT_SCOPE_KEY
 from corecensus.collector.tokens import Agent, Scope, TokenTable
 from corecensus.collector.turns import LoopTurns
 from corecensus.collector.writer import QueueFull, WriterStopped
@@ -83,6 +84,8 @@ _KNOWN_PATHS = {
 # requests' p99 was 1.4x the expectation. Goodput does not suffer: half a deadline of queued
 # work keeps the writer as busy as a whole one.
 _DEADLINE_SHARE = 0.5
+# Answered even past the connection limit (protocol.py): the probes and the metrics.
+_ALWAYS_ANSWERED = frozenset({"/healthz", "/readyz", "/metrics"})
 # The upload routes' paths, answered by Collector's own ASGI handler (POST only).
 _UPLOAD_PATHS: Mapping[str, RecordKind] = {path: kind for kind, path in PATHS.items()}
 _Scope = MutableMapping[str, Any]
@@ -333,6 +336,29 @@ class Collector:
             **outcome.extra,
         )
         await answer.send(send)
+
+    async def refuse_over_limit(self, scope: _Scope, send: _Send) -> None:
+        """503 ``connections_full`` for a request that came past uvicorn's connection limit
+        (protocol.py), with ``Retry-After``, counted and logged as the door's refusals are."""
+        path = scope["path"]
+        upload = scope["method"] == "POST" and path in _UPLOAD_PATHS
+        label = "/api/v1/hosts" if path.startswith("/api/v1/hosts/") else path
+        label = label if label in _KNOWN_PATHS or label == "/api/v1/hosts" else "other"
+        refusal = _Refusal(
+            503,
+            "connections_full",
+            f"more than {connection_limit(self.config)} connections open",
+            self.backlog.expected_wait_s(),
+        )
+        self._count(self.metrics.shed, refusal.reason)
+        self._count(self.metrics.requests, label, "503")
+        self.log.event(
+            "upload" if upload else "request",
+            path=label,
+            status=503,
+            reason=refusal.reason,
+        )
+        await refusal.answer().send(send)
 
     def _count(self, counter: Counter, *labels: str, amount: float = 1.0) -> None:
         """``counter.labels(*labels).inc(amount)``, its child looked up once."""
@@ -735,6 +761,13 @@ class _CollectorApp:
         self._starlette = collector._starlette
 
     async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get(OVER_LIMIT_SCOPE_KEY)
+            and scope["path"] not in _ALWAYS_ANSWERED
+        ):
+            await self._collector.refuse_over_limit(scope, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
             route = self._routes.get(scope["path"])
             if route is not None:
