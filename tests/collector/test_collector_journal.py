@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -96,6 +98,35 @@ def test_a_frame_of_more_parts_than_one_writev_takes_reads_back_whole(tmp_path: 
     journal.append(b"next")
     assert _payloads(journal, journal.start) == [b"".join(parts), b"next"]
     journal.close()
+
+
+def test_the_frames_checksum_is_zlib_s_crc32_so_older_journals_load(tmp_path: Path) -> None:
+    """The checksum is computed by zlib-ng, and is zlib's CRC-32 all the same: a segment the
+    journal wrote before (zlib.crc32) is read and appended to, and what it writes now carries
+    zlib's checksum, of payloads written in parts at every alignment."""
+    directory = tmp_path / "j"
+    directory.mkdir()
+    old = [bytes(range(256)) * 3 + b"old %d" % i for i in range(3)]
+    (directory / f"{1:020d}.seg").write_bytes(
+        b"".join(struct.pack(">II", len(p), zlib.crc32(p)) + p for p in old)
+    )
+    journal = Journal(directory)
+    assert journal.torn_bytes == 0
+    parts = [os.urandom(n) for n in (1, 7, 64, 4093, 65_537, 3)]
+    journal.append(*parts)
+    journal.close()
+    data = (directory / f"{1:020d}.seg").read_bytes()
+    at, frames = 0, []
+    while at < len(data):
+        length, crc = struct.unpack_from(">II", data, at)
+        payload = data[at + 8 : at + 8 + length]
+        assert crc == zlib.crc32(payload)
+        frames.append(payload)
+        at += 8 + length
+    assert frames == [*old, b"".join(parts)]
+    reopened = Journal(directory)
+    assert _payloads(reopened, reopened.start) == frames
+    reopened.close()
 
 
 def test_frames_read_back_in_order_across_segments_and_applied_ones_are_deleted(

@@ -14,7 +14,9 @@ crash applies each frame exactly once. Databases keep their own log for the same
 
 Layout: ``FILE.journal/`` beside the store ``FILE``, segments ``<number>.seg`` numbered from 1.
 A segment is a sequence of frames; a frame is its payload's length and CRC-32 (two big-endian
-32-bit integers), then the payload: the group's rows as msgpack, ``[2, [[kind, rows], ...]]``,
+32-bit integers; zlib's CRC-32, computed by zlib-ng, which uses the CPU's carry-less multiply:
+50 GB/s here against zlib's 1-2, whose checksum of every byte appended was a third of the
+writer thread's CPU), then the payload: the group's rows as msgpack, ``[2, [[kind, rows], ...]]``,
 each request's rows (a list of the store's own row dataclasses) as :func:`journal_rows` encoded
 them once, in the front end that signed them: the link between the collector's processes
 carries the same bytes, and the writer appends them as they came, with no decoding and no
@@ -36,13 +38,13 @@ import contextlib
 import os
 import struct
 import threading
-import zlib
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from zlib_ng.zlib_ng import crc32
 
 from corecensus.app.uploads import UploadRows
 from corecensus.durable import fsync_dir
@@ -270,7 +272,7 @@ def _whole_frames(data: bytes) -> int:
         end = at + _HEADER.size + length
         if length > _MAX_FRAME or end > len(data):
             break
-        if zlib.crc32(memoryview(data)[at + _HEADER.size : end]) != crc:
+        if crc32(memoryview(data)[at + _HEADER.size : end]) != crc:
             break
         at = end
     return at
@@ -371,7 +373,7 @@ class Journal:
             raise JournalError(self.broken)
         crc = 0
         for part in parts:
-            crc = zlib.crc32(part, crc)
+            crc = crc32(part, crc)
         length = sum(len(p) for p in parts)
         frame = (_HEADER.pack(length, crc), *parts)
         with self._lock:
@@ -467,7 +469,7 @@ class Journal:
                         if length > _MAX_FRAME or offset + _HEADER.size + length > size:
                             raise self._damaged(path, offset)
                         payload = f.read(length)
-                        if len(payload) != length or zlib.crc32(payload) != crc:
+                        if len(payload) != length or crc32(payload) != crc:
                             raise self._damaged(path, offset)
                         offset += _HEADER.size + length
                         read += _HEADER.size + length
