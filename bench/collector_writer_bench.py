@@ -61,7 +61,9 @@ def _child(work: Path) -> None:
     from corecensus.store import open_store
 
     config = CollectorConfig(db=work / "writer.duckdb", snapshot_interval_s=1e6)
-    store = open_store(config.db, threads=config.store_threads)
+    store = open_store(
+        config.db, threads=config.store_threads, row_group_rows=config.store_row_group_rows
+    )
     with open(work / "writer.log", "w") as log_stream:
         backend = LocalBackend(
             config, store, Backlog(), CollectorMetrics.create(), JsonLog(log_stream)

@@ -802,12 +802,16 @@ def test_settings_from_a_table_and_unknown_or_mistyped_ones_refused() -> None:
     assert cfg.limits.max_records == 10 and cfg.limits.max_body_bytes == base.limits.max_body_bytes
     assert base.store_threads == 1  # the store's DuckDB threads: background work (config.py)
     assert config_from_mapping(base, {"store_threads": 2}, "c.toml").store_threads == 2
+    rows = config_from_mapping(base, {"store_row_group_rows": 122_880}, "c.toml")
+    assert rows.store_row_group_rows == 122_880  # DuckDB's own default
     for bad, message in (
         ({"agent_rate": 1}, "unknown setting 'agent_rate'"),
         ({"max_queue_records": "many"}, "max_queue_records must be int"),
         ({"max_queue_records": True}, "must be a number"),
         ({"body_timeout_s": 0}, "must be positive"),
         ({"store_threads": 0}, "store_threads must be positive"),
+        ({"store_row_group_rows": 3000}, "store_row_group_rows must be a multiple of 2048"),
+        ({"store_row_group_rows": 0}, "store_row_group_rows must be positive"),
         ({"limits": {"max_recs": 1}}, "unknown setting limits.max_recs"),
         ({"limits": 3}, "limits must be a table"),
     ):

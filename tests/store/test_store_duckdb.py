@@ -18,6 +18,7 @@ from store_records import T0, make_record, rows
 
 from corecensus.errors import StoreError
 from corecensus.store import (
+    CRASHES,
     DEPLOYS,
     EXPOSURE,
     HEARTBEATS,
@@ -132,6 +133,61 @@ def test_deferred_checkpoints_keep_commits_in_the_log_until_asked_and_a_kill_los
     with DuckDBStore(path) as s:
         assert {r.core_id for r in s.iter_crashes()} == {make_record(i).core_id for i in range(12)}
     assert MemoryStore().log_bytes() == 0
+
+
+def test_a_load_of_a_whole_row_group_goes_into_the_file_and_a_kill_loses_none(
+    tmp_path: Path,
+) -> None:
+    """With row groups of 2048 rows (the collector's ``store_row_group_rows``), a transaction
+    that inserts at least that many rows has DuckDB write them into the file as it inserts:
+    the log holds where they are, not the rows, as it does with DuckDB's default row groups.
+    A process killed before any checkpoint leaves a store whose next open has them all, the
+    same rows as the default's; a load of fewer rows is logged whole, as before."""
+    records = [make_record(i, host=f"host-{i % 7}") for i in range(2100)]
+    crashes = rows(records)
+    clock = lambda: T0 / 1e6  # noqa: E731 (one ingest time for both stores)
+    with DuckDBStore(tmp_path / "default.duckdb", clock=clock) as store:
+        store.defer_checkpoints()
+        store.add_uploads(crashes, [], [], journal=("collector", 1, 0))
+        default_log = store.log_bytes()
+        expected = list(store.rows(CRASHES))
+    assert default_log > sum(len(r.record_json) for r in crashes)  # every row, whole
+    path = tmp_path / "groups.duckdb"
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from store_records import make_record, rows
+        from corecensus.store import DuckDBStore
+        s = DuckDBStore({str(path)!r}, row_group_rows=2048, clock=lambda: {T0 / 1e6!r})
+        s.defer_checkpoints()
+        crashes = rows(make_record(i, host=f"host-{{i % 7}}") for i in range(2100))
+        s.add_uploads(crashes, [], [], journal=("collector", 1, 0))
+        print(s.log_bytes(), flush=True)
+        s.add_uploads(rows([make_record(5000)]), [], [], journal=("collector", 1, 10))
+        print(s.log_bytes(), flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    killed = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": SRC},
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -9, killed.stderr
+    big, then = (int(line) for line in killed.stdout.split())
+    assert 0 < big < default_log / 20
+    assert then - big > len(crashes[0].record_json)  # one row: logged whole
+    with DuckDBStore(path, read_only=True) as store:
+        got = list(store.rows(CRASHES))
+        assert store.journal_applied("collector") == (1, 10)
+    assert [r for r in got if r.core_id != make_record(5000).core_id] == expected
+    assert len(got) == 2101
+
+
+def test_row_groups_must_be_whole_vectors(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="multiple of 2048"):
+        DuckDBStore(tmp_path / "s.duckdb", row_group_rows=3000)
 
 
 def test_garbage_file_is_a_store_error(tmp_path: Path) -> None:

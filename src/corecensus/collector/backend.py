@@ -123,7 +123,8 @@ class LocalBackend:
             backlog,
             metrics,
             max_bytes=config.journal_max_bytes,
-            soft_bytes=config.journal_max_bytes // 4,
+            # (two batches: one loading and the next gathering is a loader that keeps up)
+            soft_bytes=max(config.journal_max_bytes // 4, 2 * config.load_batch_bytes),
         )
         self.writer = GroupCommitWriter(
             self.appender,

@@ -156,7 +156,9 @@ def serve(
     tokens = TokenSource(config.tokens, read_text)
     sock = listening_socket(config)  # an address in use is refused before the store is opened
     try:
-        store = open_store(config.db, threads=config.store_threads)
+        store = open_store(
+            config.db, threads=config.store_threads, row_group_rows=config.store_row_group_rows
+        )
     except BaseException:
         sock.close()
         raise

@@ -82,7 +82,9 @@ def serve_workers(
     metrics_dir.mkdir()
     share_metrics_between_processes(metrics_dir)
     try:
-        store = open_store(config.db, threads=config.store_threads)
+        store = open_store(
+            config.db, threads=config.store_threads, row_group_rows=config.store_row_group_rows
+        )
     except BaseException:
         sock.close()
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -69,7 +69,9 @@ def open_store(
     *,
     read_only: bool = False,
     threads: int | None = None,
+    row_group_rows: int | None = None,
 ) -> DuckDBStore:
     """Open the DuckDB store at ``path`` (created if missing, unless ``read_only``), with
-    ``threads`` DuckDB threads if given (else DuckDB's default, one per CPU)."""
-    return DuckDBStore(path, read_only=read_only, threads=threads)
+    ``threads`` DuckDB threads if given (else DuckDB's default, one per CPU), writing row
+    groups of ``row_group_rows`` if given (else DuckDB's default)."""
+    return DuckDBStore(path, read_only=read_only, threads=threads, row_group_rows=row_group_rows)

@@ -156,6 +156,7 @@ class DuckDBStore:
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
         threads: int | None = None,
+        row_group_rows: int | None = None,
     ) -> None:
         raw = os.fspath(path)
         self._location = raw if raw == ":memory:" else str(Path(raw))
@@ -187,7 +188,10 @@ class DuckDBStore:
         # Set when a reader found the file held by a writer and opened its snapshot instead.
         self.snapshot: str | None = None
         try:
-            con = duckdb.connect(raw, read_only=read_only)
+            if row_group_rows is not None and not read_only and raw != ":memory:":
+                con = _attached(raw, row_group_rows)
+            else:
+                con = duckdb.connect(raw, read_only=read_only)
         except duckdb.Error as exc:
             fallback = self._snapshot_instead(raw, exc) if read_only else None
             if fallback is None:
@@ -902,6 +906,34 @@ class DuckDBStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _attached(path: str, row_group_rows: int) -> duckdb.DuckDBPyConnection:
+    """A connection whose database is the file ``path``, attached with rows groups of
+    ``row_group_rows`` (a multiple of 2048, DuckDB's vector size; DuckDB's default is
+    122,880). DuckDB sets the size only when it attaches a file, not when it opens one.
+
+    A transaction that inserts at least a row group's rows into a table has DuckDB write them
+    into the file as it inserts, compressed, and its commit merely adds the row groups to the
+    table, with their blocks' places in the write-ahead log; otherwise the commit copies every
+    row into the table's last row group, writes the rows themselves into the log, and the
+    next checkpoint compresses and writes them again (rewriting that row group's earlier rows
+    too). The collector's loads are 2,000-3,000 crash rows at capacity: with row groups of
+    2048, load, commit and checkpoints took 0.080 against 0.109 ms of CPU per 10 KB crash
+    (100,000 rows in loads of 2,500, in-process; README, the writer process's round)."""
+    if row_group_rows <= 0 or row_group_rows % 2048:
+        raise StoreError(f"row groups of {row_group_rows} rows: must be a multiple of 2048")
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(
+            f"ATTACH {_quote_literal(path)} AS corecensus_store "
+            f"(ROW_GROUP_SIZE {int(row_group_rows)})"
+        )
+        con.execute("USE corecensus_store")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 class _KnownIdsBehind(Exception):
