@@ -90,10 +90,6 @@ def _int_or_none(value: str | int | None, limit: int) -> int | None:
     return number if 0 <= number <= limit else None
 
 
-def _text(value: str | None) -> str | None:
-    return value if value else None
-
-
 def _record_json(record: CrashRecord) -> str:
     try:
         return json.dumps(record.to_json(), sort_keys=True, separators=(",", ":"))
@@ -142,27 +138,29 @@ def _row(
     crash and else from its metadata; ``make`` is :class:`CrashRow` or
     :data:`JournalCrashRow`."""
     meta: Mapping[str, str] = crash.metadata
-    cpu = crash.cpu if crash.cpu is not None else meta.get(CPU)
-    signal = crash.signal if crash.signal is not None else meta.get(SIGNAL)
+    get = meta.get
+    cpu = crash.cpu if crash.cpu is not None else get(CPU)
+    signal = crash.signal if crash.signal is not None else get(SIGNAL)
+    # An empty text is unknown (None).
     return make(
         core_id=crash.core_id,
-        time_us=_int_or_none(meta.get("COREDUMP_TIMESTAMP"), _INT64_MAX),
-        host=_text(meta.get("COREDUMP_HOSTNAME")),
+        time_us=_int_or_none(get("COREDUMP_TIMESTAMP"), _INT64_MAX),
+        host=get("COREDUMP_HOSTNAME") or None,
         cpu=_int_or_none(cpu, _INT32_MAX),
-        cpu_model=_text(meta.get("CORECENSUS_CPU_MODEL")),
-        microcode=_text(meta.get("CORECENSUS_MICROCODE")),
-        kernel=_text(meta.get("CORECENSUS_KERNEL")),
-        service=_text(meta.get("CORECENSUS_SERVICE")),
-        version=_text(meta.get("CORECENSUS_VERSION")),
-        exe=_text(crash.exe or meta.get(EXE)),
+        cpu_model=get("CORECENSUS_CPU_MODEL") or None,
+        microcode=get("CORECENSUS_MICROCODE") or None,
+        kernel=get("CORECENSUS_KERNEL") or None,
+        service=get("CORECENSUS_SERVICE") or None,
+        version=get("CORECENSUS_VERSION") or None,
+        exe=crash.exe or get(EXE) or None,
         signal=_int_or_none(signal, _INT32_MAX),
         status=status,
         anomalies=anomalies,
-        anomaly_mask=anomaly_mask(anomalies),
+        anomaly_mask=anomaly_mask(anomalies) if anomalies else 0,
         ingested_us=0,
         record_json=record_json,
-        host_cpus=_int_or_none(meta.get(HOST_CPUS), _INT32_MAX),
-        cpu_core=_int_or_none(meta.get(CPU_CORE), _INT32_MAX),
+        host_cpus=_int_or_none(get(HOST_CPUS), _INT32_MAX),
+        cpu_core=_int_or_none(get(CPU_CORE), _INT32_MAX),
         cpus_allowed=cpus_allowed_of(meta),
         signature=signature,
     )
@@ -200,12 +198,10 @@ def valid_record(record: CrashRecord) -> CrashRecord:
 # pointer, the modules, frames, stack window and signal frames, and the parse status. Two
 # crashes equal in these sign the same; tests/collector/test_typed_signing.py changes every
 # other field of real records and holds the signatures to it.
-_SP_REGISTERS = ("rsp", "sp", "esp", "r13")
-
-
-def _signature_key(crash: Any) -> tuple[Any, ...]:
+def _signature_key(crash: Any, anomalies: tuple[str, ...]) -> tuple[Any, ...]:
+    """``anomalies``: the crash's anomaly names, in order (its row has them too)."""
     meta = crash.metadata
-    regs = crash.registers
+    get = crash.registers.get
     return (
         crash.status,
         crash.exe,
@@ -216,8 +212,10 @@ def _signature_key(crash: Any) -> tuple[Any, ...]:
         meta.get(COMM),
         meta.get("COREDUMP_SIGNAL_NAME"),
         meta.get(SIGNAL),
-        tuple(regs.get(name) for name in _SP_REGISTERS),
-        tuple(a.name for a in crash.anomaly_details),
+        # The stack pointer: x86-64's, arm64's, i386's, arm's (a tuple of a generator per
+        # record cost more than the look-ups).
+        (get("rsp"), get("sp"), get("esp"), get("r13")),
+        anomalies,
         crash.modules,
         crash.frames,
         crash.stack_window,
@@ -292,8 +290,8 @@ class TypedSigner:
         self.hits = 0
         self.misses = 0
 
-    def _signature(self, crash: Any) -> SignatureColumns:
-        key = _signature_key(crash)
+    def _signature(self, crash: Any, anomalies: tuple[str, ...]) -> SignatureColumns:
+        key = _signature_key(crash, anomalies)
         found = self._cache.get(key)
         if found is not None:
             self.hits += 1
@@ -319,11 +317,13 @@ class TypedSigner:
         return [self._row(crash, JournalCrashRow) for crash in crashes]
 
     def _row(self, crash: Any, make: Callable[..., Any]) -> Any:
+        details = crash.anomaly_details
+        anomalies = tuple([a.name for a in details]) if details else ()
         return _row(
             crash,
             status=crash.status,
-            anomalies=tuple(a.name for a in crash.anomaly_details),
+            anomalies=anomalies,
             record_json=self._encoder.encode(crash).decode("utf-8"),
-            signature=self._signature(crash),
+            signature=self._signature(crash, anomalies),
             make=make,
         )
