@@ -75,11 +75,11 @@ class CollectorConfig:
     # load_interval_s, or at once when load_batch_bytes wait (bytes of journal per store
     # transaction). At most journal_max_bytes not yet loaded (then 503 queue_full); past a
     # quarter of that (or two batches, if more), admission counts the time the loader needs
-    # to catch up. A segment file holds about journal_segment_bytes. A second and 32 MiB
-    # make loads of a whole row group (store_row_group_rows) from about 2,000 crashes/s up.
+    # to catch up. A segment file holds about journal_segment_bytes. Two seconds and 32 MiB
+    # make loads of a whole row group (store_row_group_rows) from about 1,000 crashes/s up.
     journal_max_bytes: int = 128 << 20
     journal_segment_bytes: int = 16 << 20
-    load_interval_s: float = 1.0
+    load_interval_s: float = 2.0
     load_batch_bytes: int = 32 << 20
     # The loader checkpoints the store's write-ahead log: when it has loaded the whole journal,
     # nothing was appended for a second and the log holds the first, or after a load whatever
