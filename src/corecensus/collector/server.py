@@ -31,6 +31,7 @@ from corecensus.collector.admission import Backlog, RateLimiter, retry_after_s
 from corecensus.collector.arrival import ARRIVED_SCOPE_KEY
 from corecensus.collector.backend import Backend
 from corecensus.collector.config import CollectorConfig, connection_limit
+from corecensus.collector.journal import JournalRows, journal_rows
 from corecensus.collector.logs import JsonLog
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.protocol import OVER_LIMIT_SCOPE_KEY
@@ -47,6 +48,7 @@ from corecensus.ingest.wire import (
     ContentEncoding,
     DecodedBatch,
     RecordKind,
+    RecordProblem,
     WireError,
     WireErrorReason,
     decompress,
@@ -486,15 +488,20 @@ class Collector:
             t1 = time.perf_counter()
             stages["body_ms"] = _ms(t1 - t0)
             self._in_time(deadline_at, deadline_s)
-            batch, rows = await self._decode(kind, body, headers.get("content-encoding"))
+            decoded = await self._decode(kind, body, headers.get("content-encoding"))
             t2 = time.perf_counter()
             stages["decode_ms"] = _ms(t2 - t1)
             self._in_time(deadline_at, deadline_s)
+            rows, problems = self._accepted(kind, agent, *decoded, outcome)
+            # The batch's parsed records (some hundred objects each) and its rows are freed
+            # here, once signed and encoded, not when the commit returns: while they are still
+            # in the CPU's caches, and their memory is the next request's.
+            del decoded
             # From here the writer's queue counts these records.
             self.backlog.left()
             counted = False
             try:
-                return await self._store(kind, agent, batch, rows, outcome)
+                return await self._store(kind, rows, problems, outcome)
             finally:
                 stages["commit_ms"] = _ms(time.perf_counter() - t2)
         finally:
@@ -620,14 +627,17 @@ class Collector:
         self.backlog.decoded(batch.size, seconds)
         return batch, signed
 
-    async def _store(
+    def _accepted(
         self,
         kind: RecordKind,
         agent: Agent,
         batch: DecodedBatch[Any],
         rows: list[Any],
         outcome: _Outcome,
-    ) -> _Answer:
+    ) -> tuple[JournalRows | None, tuple[RecordProblem, ...]]:
+        """The batch's good records as the writer takes them (encoded, None when there are
+        none) and its refused ones, counted; 403 when a record names a host the token may not
+        speak for."""
         label = str(kind)
         outcome.records = batch.size
         self._count(self.metrics.received, label, amount=batch.size)
@@ -642,7 +652,16 @@ class Collector:
             )
         for problem in batch.problems:
             self.metrics.rejected.labels(kind=label, reason=str(problem.reason)).inc()
-        if rows:
+        return (journal_rows(kind, rows) if rows else None), batch.problems
+
+    async def _store(
+        self,
+        kind: RecordKind,
+        rows: JournalRows | None,
+        problems: tuple[RecordProblem, ...],
+        outcome: _Outcome,
+    ) -> _Answer:
+        if rows is not None:
             try:
                 await self.backend.store(kind, rows)
             except QueueFull as exc:
@@ -655,9 +674,10 @@ class Collector:
                 raise _Refusal(
                     503, "store_unavailable", f"the store could not be written: {exc}", 10.0
                 ) from None
-        ack = BatchAck(accepted=len(rows), rejected=batch.problems)
-        outcome.accepted, outcome.rejected = len(rows), len(batch.problems)
-        outcome.status = 422 if batch.problems else 200
+        accepted = len(rows) if rows is not None else 0
+        ack = BatchAck(accepted=accepted, rejected=problems)
+        outcome.accepted, outcome.rejected = accepted, len(problems)
+        outcome.status = 422 if problems else 200
         return _Answer.json(outcome.status, ack.to_json())
 
     # -- reading -----------------------------------------------------------------------------
