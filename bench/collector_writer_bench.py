@@ -52,18 +52,15 @@ def _child(work: Path) -> None:
     import threading
 
     from corecensus.collector.admission import Backlog
-    from corecensus.collector.backend import LocalBackend
+    from corecensus.collector.backend import LocalBackend, open_collector_store
     from corecensus.collector.config import CollectorConfig
     from corecensus.collector.link import LinkServer
     from corecensus.collector.logs import JsonLog
     from corecensus.collector.metrics import CollectorMetrics
     from corecensus.collector.run import freeze_startup_heap
-    from corecensus.store import open_store
 
     config = CollectorConfig(db=work / "writer.duckdb", snapshot_interval_s=1e6)
-    store = open_store(
-        config.db, threads=config.store_threads, row_group_rows=config.store_row_group_rows
-    )
+    store = open_collector_store(config)
     with open(work / "writer.log", "w") as log_stream:
         backend = LocalBackend(
             config, store, Backlog(), CollectorMetrics.create(), JsonLog(log_stream)

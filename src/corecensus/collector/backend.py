@@ -30,9 +30,9 @@ from corecensus.collector.logs import JsonLog
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.writer import GroupCommitWriter
 from corecensus.ingest.wire import RecordKind
-from corecensus.store import Store
+from corecensus.store import DuckDBStore, Store, open_store
 
-__all__ = ["Backend", "LocalBackend"]
+__all__ = ["Backend", "LocalBackend", "open_collector_store"]
 
 # How long a read (the analysis, a host's view) waits for the loader to put every upload
 # acknowledged before it into the store; past that it reads what the store has.
@@ -64,6 +64,14 @@ class Backend(Protocol):
     async def host(self, host: str) -> dict[str, Any] | None:
         """``/api/v1/hosts/{host}``'s document; None for a host with no records."""
         ...
+
+
+def open_collector_store(config: CollectorConfig) -> DuckDBStore:
+    """The collector's store, opened as its writer process keeps it: ``store_threads`` DuckDB
+    threads, row groups of ``store_row_group_rows``."""
+    return open_store(
+        config.db, threads=config.store_threads, row_group_rows=config.store_row_group_rows
+    )
 
 
 class LocalBackend:

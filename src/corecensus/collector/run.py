@@ -22,14 +22,13 @@ from types import FrameType
 import uvicorn
 
 from corecensus.collector.admission import Backlog
-from corecensus.collector.backend import LocalBackend
+from corecensus.collector.backend import LocalBackend, open_collector_store
 from corecensus.collector.config import CollectorConfig, connection_limit
 from corecensus.collector.logs import JsonLog
 from corecensus.collector.metrics import CollectorMetrics
 from corecensus.collector.protocol import header_deadline_protocol
 from corecensus.collector.server import Collector, TokenSource
 from corecensus.errors import ConfigError
-from corecensus.store import open_store
 
 __all__ = [
     "default_workers",
@@ -161,9 +160,7 @@ def serve(
     tokens = TokenSource(config.tokens, read_text)
     sock = listening_socket(config)  # an address in use is refused before the store is opened
     try:
-        store = open_store(
-            config.db, threads=config.store_threads, row_group_rows=config.store_row_group_rows
-        )
+        store = open_collector_store(config)
     except BaseException:
         sock.close()
         raise

@@ -344,8 +344,7 @@ class Collector:
         (protocol.py), with ``Retry-After``, counted and logged as the door's refusals are."""
         path = scope["path"]
         upload = scope["method"] == "POST" and path in _UPLOAD_PATHS
-        label = "/api/v1/hosts" if path.startswith("/api/v1/hosts/") else path
-        label = label if label in _KNOWN_PATHS or label == "/api/v1/hosts" else "other"
+        label = _path_label("/api/v1/hosts" if path.startswith("/api/v1/hosts/") else path)
         refusal = _Refusal(
             503,
             "connections_full",
@@ -730,9 +729,14 @@ class Collector:
         return self._answer(path, _json(out))
 
     def _answer(self, path: str, response: Response) -> Response:
-        label = path if path in _KNOWN_PATHS or path == "/api/v1/hosts" else "other"
-        self.metrics.requests.labels(path=label, status=str(response.status_code)).inc()
+        self.metrics.requests.labels(path=_path_label(path), status=str(response.status_code)).inc()
         return response
+
+
+def _path_label(path: str) -> str:
+    """A route's path as logs and metrics label it (a host's page as ``/api/v1/hosts``, any
+    other path not in _KNOWN_PATHS as ``other``)."""
+    return path if path in _KNOWN_PATHS or path == "/api/v1/hosts" else "other"
 
 
 def _ms(seconds: float) -> float:

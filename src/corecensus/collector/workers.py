@@ -43,7 +43,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from corecensus.collector.admission import Backlog
-from corecensus.collector.backend import LocalBackend
+from corecensus.collector.backend import LocalBackend, open_collector_store
 from corecensus.collector.config import CollectorConfig
 from corecensus.collector.link import LinkServer, RemoteBackend
 from corecensus.collector.logs import JsonLog
@@ -54,7 +54,6 @@ from corecensus.collector.metrics import (
 )
 from corecensus.collector.server import Collector, TokenSource
 from corecensus.errors import CorecensusError
-from corecensus.store import open_store
 
 __all__ = ["serve_workers"]
 
@@ -82,9 +81,7 @@ def serve_workers(
     metrics_dir.mkdir()
     share_metrics_between_processes(metrics_dir)
     try:
-        store = open_store(
-            config.db, threads=config.store_threads, row_group_rows=config.store_row_group_rows
-        )
+        store = open_collector_store(config)
     except BaseException:
         sock.close()
         shutil.rmtree(run_dir, ignore_errors=True)
